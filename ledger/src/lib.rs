@@ -1,0 +1,6 @@
+//! The committee ledger: replicated, append-only, tamper-evident (issue 5).
+//!
+//! **Not implemented yet.** This crate is a placeholder in the fixed workspace layout; it exports
+//! nothing, and nothing in the project relies on it until its issue lands.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

@@ -1,0 +1,6 @@
+//! Scenario harness for crashed, partitioned and colluding parties (issue 8).
+//!
+//! **Not implemented yet.** This crate is a placeholder in the fixed workspace layout; it exports
+//! nothing, and nothing in the project relies on it until its issue lands.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

@@ -1,0 +1,198 @@
+//! Steps 2 and 3: verify partial decryptions and combine `t` of them.
+
+use std::collections::BTreeMap;
+
+use super::partial::PartialDecryption;
+use super::proof::Statement;
+use crate::bigint::Int;
+use crate::ciphertext::{Ciphertext, Plaintext};
+use crate::error::{Error, Result};
+use crate::keys::{PartyIndex, ThresholdPublicKey};
+
+/// A partial decryption whose proof has been checked for one ciphertext and context. Only these
+/// can be combined, so an unchecked partial never reaches the combination.
+#[derive(Clone, Debug)]
+pub struct VerifiedPartial {
+    party: PartyIndex,
+    ci: Int,
+    key_fingerprint: [u8; 32],
+    ciphertext_digest: [u8; 32],
+    context: Vec<u8>,
+}
+
+impl VerifiedPartial {
+    /// The member who made it.
+    pub fn party(&self) -> PartyIndex {
+        self.party
+    }
+}
+
+/// A successful threshold decryption.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decryption {
+    /// The plaintext (centred).
+    pub plaintext: Plaintext,
+    /// The members whose partials were combined, ascending.
+    pub parties: Vec<PartyIndex>,
+}
+
+/// The result of [`ThresholdPublicKey::combine_partials`]: the decryption, and every partial that
+/// was refused with the reason (each error names its culprit).
+#[derive(Clone, Debug)]
+pub struct CombineOutcome {
+    /// The decryption.
+    pub decryption: Decryption,
+    /// Refused partials.
+    pub rejected: Vec<Error>,
+}
+
+impl ThresholdPublicKey {
+    /// Checks one partial decryption of `c` under `context`. A failure names the member.
+    pub fn verify_partial(
+        &self,
+        context: &[u8],
+        c: &Ciphertext,
+        partial: &PartialDecryption,
+    ) -> Result<VerifiedPartial> {
+        let party = partial.party;
+        self.vk(party)?;
+        let pk = self.public_key();
+        let invalid = |reason| Error::InvalidPartial { party, reason };
+        if partial.ci.is_zero() || partial.ci >= *pk.nn() || partial.ci.gcd(pk.n()) != 1u64 {
+            return Err(invalid("c_i is not a unit mod N²"));
+        }
+        let statement = Statement {
+            key: self,
+            context,
+            party,
+            c,
+            ci: &partial.ci,
+        };
+        if !statement.verify(&partial.proof) {
+            return Err(invalid("proof of correct partial decryption does not verify"));
+        }
+        Ok(VerifiedPartial {
+            party,
+            ci: partial.ci.clone(),
+            key_fingerprint: self.fingerprint(),
+            ciphertext_digest: c.digest(),
+            context: context.to_vec(),
+        })
+    }
+
+    /// Combines verified partials of `c` under `context`. Uses the first `t` distinct members
+    /// (by index); duplicates are refused with the culprit named.
+    pub fn combine(
+        &self,
+        context: &[u8],
+        c: &Ciphertext,
+        partials: &[VerifiedPartial],
+    ) -> Result<Decryption> {
+        let digest = c.digest();
+        let mut chosen: BTreeMap<PartyIndex, &VerifiedPartial> = BTreeMap::new();
+        for p in partials {
+            if p.key_fingerprint != self.fingerprint()
+                || p.ciphertext_digest != digest
+                || p.context != context
+            {
+                return Err(Error::Mismatch(
+                    "partial was verified for another key, ciphertext or context",
+                ));
+            }
+            if chosen.insert(p.party, p).is_some() {
+                return Err(Error::DuplicatePartial { party: p.party });
+            }
+        }
+        let t = usize::from(self.threshold());
+        if chosen.len() < t {
+            return Err(Error::NotEnoughPartials {
+                have: chosen.len(),
+                need: t,
+            });
+        }
+        let set: Vec<(PartyIndex, &Int)> =
+            chosen.into_iter().take(t).map(|(i, p)| (i, &p.ci)).collect();
+        let plaintext = self.combine_unchecked(&set)?;
+        Ok(Decryption {
+            plaintext,
+            parties: set.iter().map(|(i, _)| *i).collect(),
+        })
+    }
+
+    /// Verifies every partial, drops (and reports) the invalid and duplicate ones, and combines
+    /// `t` valid ones: one cheating member cannot stop a decryption that `t` honest members
+    /// support.
+    pub fn combine_partials(
+        &self,
+        context: &[u8],
+        c: &Ciphertext,
+        partials: &[PartialDecryption],
+    ) -> Result<CombineOutcome> {
+        let mut rejected = Vec::new();
+        let mut valid: BTreeMap<PartyIndex, VerifiedPartial> = BTreeMap::new();
+        for p in partials {
+            if valid.contains_key(&p.party) {
+                rejected.push(Error::DuplicatePartial { party: p.party });
+                continue;
+            }
+            if valid.len() >= usize::from(self.threshold()) {
+                // Enough already; later partials are neither needed nor checked.
+                continue;
+            }
+            match self.verify_partial(context, c, p) {
+                Ok(v) => {
+                    valid.insert(p.party, v);
+                }
+                Err(e) => rejected.push(e),
+            }
+        }
+        let valid: Vec<VerifiedPartial> = valid.into_values().collect();
+        let decryption = self.combine(context, c, &valid)?;
+        Ok(CombineOutcome {
+            decryption,
+            rejected,
+        })
+    }
+
+    /// Step 3 on a set of exactly `t` distinct members.
+    fn combine_unchecked(&self, set: &[(PartyIndex, &Int)]) -> Result<Plaintext> {
+        let pk = self.public_key();
+        let nn = pk.nn();
+        let mut acc = Int::one();
+        for &(i, ci) in set {
+            let lambda = self.lagrange(i, set.iter().map(|(j, _)| *j))?;
+            let exp = lambda.abs().shl(1);
+            let base = if lambda.is_negative() {
+                ci.invert(nn)
+                    .ok_or(Error::InvalidPartial { party: i, reason: "c_i is not invertible" })?
+            } else {
+                ci.clone()
+            };
+            acc = acc.mul_mod(&base.pow_mod(&exp, nn), nn);
+        }
+        // acc = c^(4Δ²d) = 1 + N·(4Δ²θ·m mod N): L(acc) = (acc − 1)/N exactly.
+        let l = acc
+            .sub(&Int::one())
+            .div_exact(pk.n())
+            .ok_or(Error::Mismatch("combined value is not 1 mod N"))?;
+        Ok(Plaintext::decode(pk, &l.mul_mod(self.combine_factor(), pk.n())))
+    }
+
+    /// `λ_{0,i}^S = Δ·Π_{j∈S, j≠i} j / (j − i)`, an integer because Δ = n! (Shoup 2000, Lemma).
+    fn lagrange(&self, i: PartyIndex, set: impl Iterator<Item = PartyIndex>) -> Result<Int> {
+        let mut num = self.delta().clone();
+        let mut den = Int::one();
+        for j in set {
+            if j == i {
+                continue;
+            }
+            num = num.mul_u64(u64::from(j.0));
+            den = den.mul(&Int::from_i64(i64::from(j.0) - i64::from(i.0)));
+        }
+        let neg = den.is_negative();
+        let q = num
+            .div_exact(&den.abs())
+            .ok_or(Error::Mismatch("Lagrange coefficient is not integral"))?;
+        Ok(if neg { q.neg() } else { q })
+    }
+}

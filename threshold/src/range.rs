@@ -1,0 +1,478 @@
+//! Contribution range proofs: a hospital proves that its ciphertext encrypts values in
+//! `[0, B]` — one value, or every slot of a packed ciphertext — without revealing them, so one
+//! member cannot poison an aggregate.
+//!
+//! Our construction (zk-paillier is GPL-3.0 and is not used):
+//!
+//! 1. **Commit.** For each slot value `x_j`, a Pedersen commitment `V_j = x_j·G + γ_j·H` in the
+//!    Ristretto group (prime order ℓ ≈ 2^252).
+//! 2. **Range.** One aggregated Bulletproof (Bünz et al., S&P 2018; dalek `bulletproofs`, MIT)
+//!    shows `x_j ∈ [0, 2^k)` and, unless `B = 2^k − 1`, `B − x_j ∈ [0, 2^k)` through the
+//!    homomorphic `B·G − V_j` — together `x_j ∈ [0, B]` exactly. `k ∈ {8, 16, 32}`.
+//! 3. **Link.** A sigma protocol proves that the Paillier ciphertext `C = (1+N)^X · h_s^ρ` with
+//!    `X = Σ x_j 2^(w·j)` opens to the committed values:
+//!    prover picks `α_j ← [0, 2^(k+128+80))`, `δ_j ← Z_ℓ`, `β ← [0, 2^(|ρ|+128+80))`, sends
+//!    `A_P = (1+N)^(Σ α_j 2^(wj)) · h_s^β mod N²` and `A_j = α_j·G + δ_j·H`; with the challenge
+//!    `e` (128 bits) it answers `z_j = α_j + e·x_j`, `ζ_j = δ_j + e·γ_j mod ℓ`, `z_ρ = β + e·ρ`.
+//!    The verifier checks `z_j < 2^(k+128+80+1)`, `z_j·G + ζ_j·H = A_j + e·V_j` and
+//!    `(1+N)^(Σ z_j 2^(wj)) · h_s^(z_ρ) = A_P · C^e mod N²`.
+//!
+//! Why the link is sound over the integers although the two groups have unrelated orders: from
+//! two accepting transcripts the Pedersen side gives `Δz_j ≡ Δe·x_j (mod ℓ)` with `x_j < 2^k` the
+//! Bulletproof-extracted value. Both `|Δz_j| < 2^(k+209)` and `|Δe·x_j| < 2^(k+128)` are below
+//! ℓ/2 for `k ≤ 32`, so the congruence is an equality of integers: `Δe` divides `Δz_j` and the
+//! quotient is `x_j`. On the Paillier side `C^(Δe) = (1+N)^(Σ Δz_j 2^(wj)) · (N-th residue)`, and
+//! `Δe < 2^128` is invertible mod N, so `C` encrypts `Σ x_j 2^(wj)` — exactly the packing of
+//! in-range values. Every challenge is one Fiat–Shamir transcript (merlin) that binds the key
+//! fingerprint, the caller's context, the ciphertext, the layout, `B`, the Bulletproof and all
+//! commitments.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bulletproofs::{BulletproofGens, PedersenGens};
+use curve25519_dalek_ng::ristretto::CompressedRistretto;
+use curve25519_dalek_ng::scalar::Scalar;
+use merlin::Transcript;
+use rand_core::{CryptoRng, RngCore};
+
+use crate::bigint::{Int, SecretInt};
+use crate::ciphertext::{Ciphertext, EncryptionNonce};
+use crate::encoding::{Reader, Tag, Writer};
+use crate::error::{Error, Result};
+use crate::hash::TranscriptExt;
+use crate::keys::{PublicKey, CHALLENGE_BITS, STAT_BITS};
+use crate::packing::{PackedCiphertext, SlotLayout};
+
+/// Largest number of committed values (slots, plus complements, padded to a power of two).
+pub const MAX_COMMITMENTS: usize = 256;
+
+/// A proof that a (packed) ciphertext encrypts values in `[0, B]`.
+#[derive(Clone)]
+pub struct RangeProof {
+    range_bits: u8,
+    /// `V_j` for each slot, then the padding commitments.
+    commitments: Vec<CompressedRistretto>,
+    bulletproof: bulletproofs::RangeProof,
+    link_paillier: Int,
+    link_ec: Vec<CompressedRistretto>,
+    z: Vec<Int>,
+    z_blind: Vec<Scalar>,
+    z_rho: Int,
+}
+
+impl core::fmt::Debug for RangeProof {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "RangeProof {{ range_bits: {}, commitments: {} }}",
+            self.range_bits,
+            self.commitments.len()
+        )
+    }
+}
+
+/// Parameters of a range statement derived from `(layout, B)`.
+struct Shape {
+    range_bits: usize,
+    complement: bool,
+    slots: usize,
+    /// Total committed values, a power of two.
+    total: usize,
+}
+
+impl Shape {
+    fn new(layout: SlotLayout, bound: u64) -> Result<Shape> {
+        let range_bits = [8usize, 16, 32]
+            .into_iter()
+            .find(|&k| u128::from(bound) < (1u128 << k))
+            .ok_or_else(|| Error::InvalidParameters(format!("range bound {bound} ≥ 2^32")))?;
+        if u128::from(bound) > layout.max_abs() {
+            return Err(Error::SlotOverflow {
+                bound: bound.to_string(),
+                slot_bits: layout.slot_bits(),
+            });
+        }
+        let complement = u128::from(bound) != (1u128 << range_bits) - 1;
+        let slots = layout.slots() as usize;
+        let used = slots * if complement { 2 } else { 1 };
+        let total = used.next_power_of_two();
+        if total > MAX_COMMITMENTS {
+            return Err(Error::InvalidParameters(format!(
+                "{slots} slots need {total} commitments; at most {MAX_COMMITMENTS}"
+            )));
+        }
+        Ok(Shape {
+            range_bits,
+            complement,
+            slots,
+            total,
+        })
+    }
+
+    fn pads(&self) -> usize {
+        self.total - self.slots * if self.complement { 2 } else { 1 }
+    }
+
+    fn alpha_bits(&self) -> usize {
+        self.range_bits + CHALLENGE_BITS + STAT_BITS
+    }
+}
+
+fn pedersen() -> PedersenGens {
+    PedersenGens::default()
+}
+
+/// Bulletproof generators, grown on demand and shared.
+fn bp_gens(parties: usize) -> Arc<BulletproofGens> {
+    static GENS: OnceLock<RwLock<Arc<BulletproofGens>>> = OnceLock::new();
+    let lock = GENS.get_or_init(|| RwLock::new(Arc::new(BulletproofGens::new(32, 2))));
+    if let Ok(g) = lock.read() {
+        if g.party_capacity >= parties {
+            return g.clone();
+        }
+    }
+    let fresh = Arc::new(BulletproofGens::new(32, parties));
+    if let Ok(mut g) = lock.write() {
+        if g.party_capacity < parties {
+            *g = fresh.clone();
+        }
+    }
+    fresh
+}
+
+fn scalar_from_int(v: &Int) -> Scalar {
+    // Callers pass values below 2^242 < ℓ; 32 bytes always suffice for those.
+    let be = v.to_bytes_be_padded(32).unwrap_or_else(|| vec![0; 32]);
+    let mut le = [0u8; 32];
+    for (d, s) in le.iter_mut().zip(be.iter().rev()) {
+        *d = *s;
+    }
+    Scalar::from_bytes_mod_order(le)
+}
+
+fn transcript(
+    pk: &PublicKey,
+    context: &[u8],
+    ct: &Ciphertext,
+    layout: SlotLayout,
+    bound: u64,
+) -> Transcript {
+    let mut t = Transcript::new(b"medtech-threshold/v1/range-proof");
+    t.append_message(b"key", &pk.fingerprint());
+    t.append_message(b"context", context);
+    t.append_message(b"ciphertext", &ct.to_bytes());
+    t.append_u64(b"slot_bits", u64::from(layout.slot_bits()));
+    t.append_u64(b"slots", u64::from(layout.slots()));
+    t.append_u64(b"bound", bound);
+    t
+}
+
+fn packed_exponent(pk: &PublicKey, layout: SlotLayout, parts: &[Int]) -> Int {
+    let mut x = Int::zero();
+    for v in parts.iter().rev() {
+        x = x.shl(layout.slot_bits() as usize).add(v);
+    }
+    x.rem_euclid(pk.n())
+}
+
+impl PublicKey {
+    /// Encrypts `values` packed under `layout` and proves every one lies in `[0, bound]`
+    /// (`bound < 2^32`), bound to `context` (e.g. the query id and the hospital's identity).
+    pub fn encrypt_in_range<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        layout: SlotLayout,
+        values: &[u64],
+        bound: u64,
+        context: &[u8],
+        rng: &mut R,
+    ) -> Result<(PackedCiphertext, RangeProof)> {
+        let shape = Shape::new(layout, bound)?;
+        if values.len() != shape.slots {
+            return Err(Error::InvalidParameters(format!(
+                "{} values for {} slots",
+                values.len(),
+                shape.slots
+            )));
+        }
+        if let Some(v) = values.iter().find(|&&v| v > bound) {
+            return Err(Error::PlaintextOutOfRange(format!("{v} > bound {bound}")));
+        }
+        let signed: Vec<i64> = values.iter().map(|&v| v as i64).collect(); // v ≤ bound < 2^32
+        let plain = layout.encode(&signed)?;
+        let (ct, EncryptionNonce(rho)) = self.encrypt_with_nonce(&plain, rng)?;
+
+        // Step 1–2: commitments and the aggregated Bulletproof.
+        let pc = pedersen();
+        let gammas: Vec<Scalar> = (0..shape.slots).map(|_| Scalar::random(&mut RngAdapter(&mut *rng))).collect();
+        let mut bp_values: Vec<u64> = values.to_vec();
+        let mut bp_blind: Vec<Scalar> = gammas.clone();
+        if shape.complement {
+            bp_values.extend(values.iter().map(|&v| bound - v));
+            bp_blind.extend(gammas.iter().map(|g| -g));
+        }
+        for _ in 0..shape.pads() {
+            bp_values.push(0);
+            bp_blind.push(Scalar::random(&mut RngAdapter(&mut *rng)));
+        }
+        let mut t = transcript(self, context, &ct, layout, bound);
+        let gens = bp_gens(shape.total);
+        let (bulletproof, all_commitments) = bulletproofs::RangeProof::prove_multiple_with_rng(
+            &gens,
+            &pc,
+            &mut t,
+            &bp_values,
+            &bp_blind,
+            shape.range_bits,
+            &mut RngAdapter(rng),
+        )
+        .map_err(|e| Error::InvalidParameters(format!("bulletproof: {e:?}")))?;
+        let mut commitments: Vec<CompressedRistretto> = all_commitments[..shape.slots].to_vec();
+        commitments.extend_from_slice(&all_commitments[shape.total - shape.pads()..]);
+
+        // Step 3: the link.
+        let alphas: Vec<SecretInt> = (0..shape.slots)
+            .map(|_| SecretInt::new(Int::random_bits(rng, shape.alpha_bits())))
+            .collect();
+        let deltas: Vec<Scalar> = (0..shape.slots).map(|_| Scalar::random(&mut RngAdapter(&mut *rng))).collect();
+        let beta_bits = self.nonce_bits() + CHALLENGE_BITS + STAT_BITS;
+        let beta = SecretInt::new(Int::random_bits(rng, beta_bits));
+        let alpha_ints: Vec<Int> = alphas.iter().map(|a| a.expose().clone()).collect();
+        let hs_beta = self
+            .hs_table()
+            .pow_secret(&beta, beta_bits)
+            .ok_or_else(|| Error::InvalidParameters("nonce table too short".into()))?;
+        let link_paillier = self
+            .g_pow(&packed_exponent(self, layout, &alpha_ints))
+            .mul_mod(&hs_beta, self.nn());
+        let link_ec: Vec<CompressedRistretto> = alphas
+            .iter()
+            .zip(&deltas)
+            .map(|(a, d)| pc.commit(scalar_from_int(a.expose()), *d).compress())
+            .collect();
+        let e = link_challenge(&mut t, &commitments, &link_paillier, &link_ec);
+        let e_int = Int::from_u128(e);
+        let e_scalar = Scalar::from(e);
+        let z: Vec<Int> = alphas
+            .iter()
+            .zip(values)
+            .map(|(a, &x)| a.expose().add(&e_int.mul_u64(x)))
+            .collect();
+        let z_blind: Vec<Scalar> = deltas.iter().zip(&gammas).map(|(d, g)| d + e_scalar * g).collect();
+        let z_rho = beta.expose().add(&e_int.mul(rho.expose()));
+        let packed = PackedCiphertext::from_parts(ct, layout, u128::from(bound))?;
+        Ok((
+            packed,
+            RangeProof {
+                range_bits: shape.range_bits as u8,
+                commitments,
+                bulletproof,
+                link_paillier,
+                link_ec,
+                z,
+                z_blind,
+                z_rho,
+            },
+        ))
+    }
+
+    /// Verifies a range proof for `ct` and returns it as a packed ciphertext whose slots are
+    /// known to lie in `[0, bound]`.
+    pub fn verify_range(
+        &self,
+        layout: SlotLayout,
+        bound: u64,
+        context: &[u8],
+        ct: &Ciphertext,
+        proof: &RangeProof,
+    ) -> Result<PackedCiphertext> {
+        let bad = |reason| Error::InvalidRangeProof { reason };
+        let shape = Shape::new(layout, bound)?;
+        if usize::from(proof.range_bits) != shape.range_bits {
+            return Err(bad("range size does not match the bound"));
+        }
+        if proof.commitments.len() != shape.slots + shape.pads()
+            || proof.link_ec.len() != shape.slots
+            || proof.z.len() != shape.slots
+            || proof.z_blind.len() != shape.slots
+        {
+            return Err(bad("wrong number of components for the layout"));
+        }
+        let pc = pedersen();
+        let slot_commitments = &proof.commitments[..shape.slots];
+        let mut all: Vec<CompressedRistretto> = slot_commitments.to_vec();
+        if shape.complement {
+            let bg = pc.commit(Scalar::from(bound), Scalar::zero());
+            for v in slot_commitments {
+                let point = v.decompress().ok_or(bad("commitment is not a valid point"))?;
+                all.push((bg - point).compress());
+            }
+        }
+        all.extend_from_slice(&proof.commitments[shape.slots..]);
+
+        let mut t = transcript(self, context, ct, layout, bound);
+        let gens = bp_gens(shape.total);
+        proof
+            .bulletproof
+            .verify_multiple_with_rng(
+                &gens,
+                &pc,
+                &mut t,
+                &all,
+                shape.range_bits,
+                &mut RngAdapter(&mut rand_core::OsRng),
+            )
+            .map_err(|_| bad("bulletproof does not verify"))?;
+
+        let e = link_challenge(&mut t, &proof.commitments, &proof.link_paillier, &proof.link_ec);
+        let e_int = Int::from_u128(e);
+        let e_scalar = Scalar::from(e);
+        let z_max_bits = shape.alpha_bits() + 1;
+        for j in 0..shape.slots {
+            let z = &proof.z[j];
+            if z.is_negative() || z.bits() > z_max_bits {
+                return Err(bad("response out of range"));
+            }
+            let lhs = pc.commit(scalar_from_int(z), proof.z_blind[j]);
+            let a = proof.link_ec[j].decompress().ok_or(bad("link commitment is not a point"))?;
+            let v = slot_commitments[j]
+                .decompress()
+                .ok_or(bad("commitment is not a valid point"))?;
+            if lhs != a + e_scalar * v {
+                return Err(bad("Pedersen link does not verify"));
+            }
+        }
+        let zr_max = self.nonce_bits() + CHALLENGE_BITS + STAT_BITS + 1;
+        if proof.z_rho.is_negative() || proof.z_rho.bits() > zr_max {
+            return Err(bad("response out of range"));
+        }
+        let nn = self.nn();
+        if proof.link_paillier.is_zero() || proof.link_paillier >= *nn {
+            return Err(bad("Paillier link commitment out of range"));
+        }
+        let lhs = self
+            .g_pow(&packed_exponent(self, layout, &proof.z))
+            .mul_mod(&self.hs_table().pow_public(&proof.z_rho), nn);
+        let rhs = proof.link_paillier.mul_mod(&ct.0.pow_mod(&e_int, nn), nn);
+        if lhs != rhs {
+            return Err(bad("Paillier link does not verify"));
+        }
+        PackedCiphertext::from_parts(ct.clone(), layout, u128::from(bound))
+    }
+}
+
+fn link_challenge(
+    t: &mut Transcript,
+    commitments: &[CompressedRistretto],
+    link_paillier: &Int,
+    link_ec: &[CompressedRistretto],
+) -> u128 {
+    for c in commitments {
+        t.append_message(b"V", c.as_bytes());
+    }
+    t.append_int(b"A_P", link_paillier);
+    for a in link_ec {
+        t.append_message(b"A_j", a.as_bytes());
+    }
+    t.challenge_u128(b"e")
+}
+
+impl RangeProof {
+    /// Canonical bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new(Tag::RangeProof);
+        w.u8(self.range_bits);
+        w.u16(self.commitments.len() as u16);
+        for c in &self.commitments {
+            w.bytes(c.as_bytes());
+        }
+        w.bytes(&self.bulletproof.to_bytes());
+        w.int(&self.link_paillier);
+        w.u16(self.link_ec.len() as u16);
+        for ((a, z), zb) in self.link_ec.iter().zip(&self.z).zip(&self.z_blind) {
+            w.bytes(a.as_bytes());
+            w.int(z);
+            w.bytes(zb.as_bytes());
+        }
+        w.int(&self.z_rho);
+        w.finish()
+    }
+
+    /// Decodes a range proof received from outside (structure only; [`PublicKey::verify_range`]
+    /// checks it).
+    pub fn from_bytes(pk: &PublicKey, bytes: &[u8]) -> Result<Self> {
+        const WHAT: &str = "range proof";
+        let mut r = Reader::new(WHAT, Tag::RangeProof, bytes)?;
+        let range_bits = r.u8()?;
+        if ![8u8, 16, 32].contains(&range_bits) {
+            return Err(Error::malformed(WHAT, "range size must be 8, 16 or 32 bits"));
+        }
+        let point = |b: &[u8]| -> Result<CompressedRistretto> {
+            if b.len() != 32 {
+                return Err(Error::malformed(WHAT, "point must be 32 bytes"));
+            }
+            Ok(CompressedRistretto::from_slice(b))
+        };
+        let nc = usize::from(r.u16()?);
+        if nc > MAX_COMMITMENTS {
+            return Err(Error::malformed(WHAT, "too many commitments"));
+        }
+        let mut commitments = Vec::with_capacity(nc);
+        for _ in 0..nc {
+            commitments.push(point(r.bytes(32)?)?);
+        }
+        let bp_bytes = r.bytes(64 * 1024)?;
+        let bulletproof = bulletproofs::RangeProof::from_bytes(bp_bytes)
+            .map_err(|e| Error::malformed(WHAT, format!("bulletproof: {e:?}")))?;
+        let link_paillier = r.int(2 * pk.bits() as usize)?;
+        let nl = usize::from(r.u16()?);
+        if nl > MAX_COMMITMENTS {
+            return Err(Error::malformed(WHAT, "too many link commitments"));
+        }
+        let (mut link_ec, mut z, mut z_blind) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..nl {
+            link_ec.push(point(r.bytes(32)?)?);
+            z.push(r.int(32 + CHALLENGE_BITS + STAT_BITS + 1)?);
+            let zb = r.bytes(32)?;
+            let mut arr = [0u8; 32];
+            if zb.len() != 32 {
+                return Err(Error::malformed(WHAT, "scalar must be 32 bytes"));
+            }
+            arr.copy_from_slice(zb);
+            z_blind.push(
+                Scalar::from_canonical_bytes(arr)
+                    .ok_or_else(|| Error::malformed(WHAT, "non-canonical scalar"))?,
+            );
+        }
+        let z_rho = r.int(pk.nonce_bits() + CHALLENGE_BITS + STAT_BITS + 1)?;
+        r.finish()?;
+        Ok(RangeProof {
+            range_bits,
+            commitments,
+            bulletproof,
+            link_paillier,
+            link_ec,
+            z,
+            z_blind,
+            z_rho,
+        })
+    }
+}
+
+/// Adapts `&mut R` (possibly unsized) to the sized RNG the dalek crates take.
+struct RngAdapter<'a, R: RngCore + CryptoRng + ?Sized>(&'a mut R);
+
+impl<R: RngCore + CryptoRng + ?Sized> RngCore for RngAdapter<'_, R> {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, d: &mut [u8]) {
+        self.0.fill_bytes(d)
+    }
+    fn try_fill_bytes(&mut self, d: &mut [u8]) -> core::result::Result<(), rand_core::Error> {
+        self.0.try_fill_bytes(d)
+    }
+}
+impl<R: RngCore + CryptoRng + ?Sized> CryptoRng for RngAdapter<'_, R> {}
