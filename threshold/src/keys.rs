@@ -318,6 +318,11 @@ impl ThresholdPublicKey {
         &self.inner.delta
     }
 
+    #[cfg(test)]
+    pub(crate) fn v_for_tests(&self) -> &Int {
+        &self.inner.v
+    }
+
     pub(crate) fn combine_factor(&self) -> &Int {
         &self.inner.combine_factor
     }

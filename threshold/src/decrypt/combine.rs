@@ -196,3 +196,72 @@ impl ThresholdPublicKey {
         Ok(if neg { q.neg() } else { q })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dealer::insecure_generate_from_seed;
+    use crate::keys::ThresholdPublicKey;
+    use rand_core::OsRng;
+
+    /// Shares of a 3-of-5 key, combined as if the threshold were 2: the coalition of t − 1
+    /// members interpolates the wrong polynomial and gets garbage, not the plaintext.
+    #[test]
+    fn t_minus_1_shares_do_not_decrypt_even_with_a_forged_threshold() {
+        let (key, shares) = insecure_generate_from_seed(512, 5, 3, 11).unwrap();
+        let pk = key.public_key().clone();
+        let m = Plaintext::from_i64(123_456);
+        let c = pk.encrypt(&m, &mut OsRng).unwrap();
+        let forged = ThresholdPublicKey::from_parts(
+            pk,
+            5,
+            2,
+            key.v_for_tests().clone(),
+            (1..=5).map(|i| key.vk(PartyIndex(i)).unwrap().clone()).collect(),
+            Int::one(),
+            key.share_bits(),
+        )
+        .unwrap();
+        for pair in [[0usize, 1], [1, 4], [2, 3]] {
+            let cis: Vec<(PartyIndex, Int)> = pair
+                .iter()
+                .map(|&i| {
+                    let p = shares[i].partial_decrypt(&key, b"q", &c, &mut OsRng).unwrap();
+                    (p.party, p.ci)
+                })
+                .collect();
+            let set: Vec<(PartyIndex, &Int)> = cis.iter().map(|(i, c)| (*i, c)).collect();
+            // Either L() fails (not 1 mod N) or it yields something other than m.
+            if let Ok(p) = forged.combine_unchecked(&set) {
+                assert_ne!(p, m, "t − 1 partials recovered the plaintext");
+            }
+        }
+    }
+
+    /// A partial checked against a tweaked verification key fails: the proof binds v_i.
+    #[test]
+    fn tweaked_verification_key_rejects_honest_partials() {
+        let (key, shares) = insecure_generate_from_seed(512, 3, 2, 12).unwrap();
+        let c = key.public_key().encrypt(&Plaintext::from_i64(1), &mut OsRng).unwrap();
+        let p = shares[0].partial_decrypt(&key, b"q", &c, &mut OsRng).unwrap();
+        assert!(key.verify_partial(b"q", &c, &p).is_ok());
+        let nn = key.public_key().nn().clone();
+        let mut vks: Vec<Int> = (1..=3).map(|i| key.vk(PartyIndex(i)).unwrap().clone()).collect();
+        vks[0] = vks[0].mul_mod(key.v_for_tests(), &nn);
+        let tweaked = ThresholdPublicKey::from_parts(
+            key.public_key().clone(),
+            3,
+            2,
+            key.v_for_tests().clone(),
+            vks,
+            Int::one(),
+            key.share_bits(),
+        )
+        .unwrap();
+        // The share's fingerprint check fires first for partial_decrypt; verification must fail.
+        assert_eq!(
+            tweaked.verify_partial(b"q", &c, &p).unwrap_err().culprits(),
+            vec![PartyIndex(1)]
+        );
+    }
+}
