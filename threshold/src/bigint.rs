@@ -180,7 +180,10 @@ impl Int {
 
     /// Miller–Rabin with `reps` rounds (GMP's `mpz_probab_prime_p`, which also trial-divides).
     pub(crate) fn is_probable_prime(&self, reps: i32) -> bool {
-        !matches!(self.0.probab_prime(reps), gmp::mpz::ProbabPrimeResult::NotPrime)
+        !matches!(
+            self.0.probab_prime(reps),
+            gmp::mpz::ProbabPrimeResult::NotPrime
+        )
     }
 
     pub(crate) fn to_u64(&self) -> Option<u64> {
@@ -380,7 +383,10 @@ mod tests {
     #[test]
     fn secret_pow_matches_public_pow() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
-        let m = Int::random_bits(&mut rng, 512).add(&Int::one()).shl(1).add(&Int::one());
+        let m = Int::random_bits(&mut rng, 512)
+            .add(&Int::one())
+            .shl(1)
+            .add(&Int::one());
         let b = Int::random_below(&mut rng, &m);
         for bits in [0usize, 1, 64, 700] {
             let e = Int::random_bits(&mut rng, bits);
@@ -391,7 +397,8 @@ mod tests {
 
     #[test]
     fn secret_int_wipes_and_redacts() {
-        let mut s = SecretInt::new(Int::from_hex("deadbeefcafebabe0123456789").unwrap_or_else(Int::one));
+        let mut s =
+            SecretInt::new(Int::from_hex("deadbeefcafebabe0123456789").unwrap_or_else(Int::one));
         assert_eq!(format!("{s:?}"), "SecretInt(<redacted>)");
         s.zeroize();
         assert!(s.0.is_zero());

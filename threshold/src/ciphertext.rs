@@ -18,7 +18,9 @@
 
 use std::fmt;
 
-use kzen_paillier::{EncryptWithChosenRandomness, EncryptionKey, Paillier, Randomness, RawPlaintext};
+use kzen_paillier::{
+    EncryptWithChosenRandomness, EncryptionKey, Paillier, Randomness, RawPlaintext,
+};
 use rand_core::{CryptoRng, RngCore};
 
 use crate::bigint::{Int, SecretInt};

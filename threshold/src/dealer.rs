@@ -18,8 +18,8 @@ use crate::bigint::{Int, SecretInt};
 use crate::error::{Error, Result};
 use crate::hash::hash_to_int;
 use crate::keys::{
-    factorial, primes_below, KeyShare, PartyIndex, PublicKey, ThresholdPublicKey,
-    MAX_MODULUS_BITS, MIN_MODULUS_BITS,
+    factorial, primes_below, KeyShare, PartyIndex, PublicKey, ThresholdPublicKey, MAX_MODULUS_BITS,
+    MIN_MODULUS_BITS,
 };
 
 /// Generates a threshold key and its `n` shares with a trusted dealer.
@@ -89,15 +89,8 @@ pub fn generate<R: RngCore + CryptoRng + ?Sized>(
         .map(|s| v.pow_mod_secret(&SecretInt::new(s.expose().mul(&delta)), nn))
         .collect();
     let share_bits = nm.expose().bits() as u32;
-    let key = ThresholdPublicKey::from_parts(
-        pk,
-        parties,
-        threshold,
-        v,
-        vks,
-        Int::one(),
-        share_bits,
-    )?;
+    let key =
+        ThresholdPublicKey::from_parts(pk, parties, threshold, v, vks, Int::one(), share_bits)?;
     let fp = key.fingerprint();
     let shares = shares
         .into_iter()

@@ -88,7 +88,10 @@ impl<'a> Reader<'a> {
             return Err(Error::malformed(what, "shorter than the 5-byte header"));
         };
         if &head[..3] != MAGIC {
-            return Err(Error::malformed(what, "bad magic (not a MedTech Chain object)"));
+            return Err(Error::malformed(
+                what,
+                "bad magic (not a MedTech Chain object)",
+            ));
         }
         if head[3] != tag as u8 {
             return Err(Error::malformed(
@@ -151,7 +154,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn int(&mut self, max_bits: usize) -> Result<Int> {
         let b = self.bytes(max_bits.div_ceil(8))?;
         if b.first() == Some(&0) {
-            return Err(Error::malformed(self.what, "integer has a leading zero byte"));
+            return Err(Error::malformed(
+                self.what,
+                "integer has a leading zero byte",
+            ));
         }
         let v = Int::from_bytes_be(b);
         if v.bits() > max_bits {
@@ -164,7 +170,10 @@ impl<'a> Reader<'a> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(Error::malformed(self.what, format!("{} trailing bytes", self.rest.len())))
+            Err(Error::malformed(
+                self.what,
+                format!("{} trailing bytes", self.rest.len()),
+            ))
         }
     }
 }

@@ -74,6 +74,7 @@ impl FixedBase {
     }
 
     fn entry(&self, row: usize, idx: usize) -> &[u64] {
+        // Used by the variable-time path only.
         let start = (row * (1usize << self.window) + idx) * self.words;
         &self.table[start..start + self.words]
     }
@@ -109,16 +110,10 @@ impl FixedBase {
         let mut selected = vec![0u64; self.words];
         let mut acc = Int::one();
         for row in 0..rows {
-            let d = digit_of_bytes(&ebytes, row, self.window) as u32;
-            for w in selected.iter_mut() {
-                *w = 0;
-            }
-            for idx in 0..per_row {
-                let choice = (idx as u32).ct_eq(&d);
-                for (dst, src) in selected.iter_mut().zip(self.entry(row, idx)) {
-                    dst.conditional_assign(src, choice);
-                }
-            }
+            let d = digit_of_bytes(&ebytes, row, self.window);
+            let start = row * per_row * self.words;
+            let row_entries = &self.table[start..start + per_row * self.words];
+            ct_select(row_entries, self.words, d, &mut selected);
             acc = acc.mul_mod(&words_to_int(&selected), &self.modulus);
         }
         ebytes.zeroize();
@@ -127,9 +122,112 @@ impl FixedBase {
     }
 }
 
+/// Copies entry `idx` of `entries` (each `words` long) into `out`, reading every entry.
+fn ct_select(entries: &[u64], words: usize, idx: usize, out: &mut [u64]) {
+    let idx = idx as u32;
+    for w in out.iter_mut() {
+        *w = 0;
+    }
+    for (k, entry) in entries.chunks_exact(words).enumerate() {
+        let choice = (k as u32).ct_eq(&idx);
+        for (dst, src) in out.iter_mut().zip(entry) {
+            dst.conditional_assign(src, choice);
+        }
+    }
+}
+
+/// Writes `value` into entry `idx` of `entries`, touching every entry.
+fn ct_store(entries: &mut [u64], words: usize, idx: usize, value: &[u64]) {
+    let idx = idx as u32;
+    for (k, entry) in entries.chunks_exact_mut(words).enumerate() {
+        let choice = (k as u32).ct_eq(&idx);
+        for (dst, src) in entry.iter_mut().zip(value) {
+            dst.conditional_assign(src, choice);
+        }
+    }
+}
+
+/// `(g^e1 mod m, g^e2 mod m)` for two **secret** exponents of at most `public_bits` bits and one
+/// public base, sharing a single chain of squarings (Yao's k-ary method, window 5).
+///
+/// The powers `P_j = g^(2^(5j))` come from one squaring chain; for each exponent, `P_j` is
+/// multiplied into bucket `B[d_j]` of its digit `d_j` (bucket 0 is a dummy, so every step does
+/// one multiplication), and `g^e = Π_d B_d^d` at the end. Bucket reads and writes scan all 32
+/// buckets in constant time; buckets start at `g` rather than 1 (full-size operands), removed by
+/// one multiplication with `g^(−Σd)`. Costs about `public_bits` squarings plus
+/// `2·public_bits/5` multiplications, against twice `public_bits` squarings for two separate
+/// `mpz_powm_sec` calls.
+pub(crate) fn pow_pair_secret(
+    g: &Int,
+    e1: &SecretInt,
+    e2: &SecretInt,
+    public_bits: usize,
+    m: &Int,
+) -> Option<(Int, Int)> {
+    const W: usize = 5;
+    const BUCKETS: usize = 1 << W;
+    if e1.expose().bits() > public_bits || e2.expose().bits() > public_bits {
+        return None;
+    }
+    let g = g.rem_euclid(m);
+    let g_inv = g.invert(m)?;
+    let words = m.to_bytes_be().len().div_ceil(8);
+    let rows = public_bits.div_ceil(W).max(1);
+    let nbytes = (rows * W).div_ceil(8);
+    let mut digits = [
+        e1.expose().to_bytes_be_padded(nbytes)?,
+        e2.expose().to_bytes_be_padded(nbytes)?,
+    ];
+    let mut g_words = Vec::with_capacity(words);
+    push_words(&mut g_words, &g, words);
+    let mut buckets: [Vec<u64>; 2] = [g_words.repeat(BUCKETS), g_words.repeat(BUCKETS)];
+    let mut scratch = vec![0u64; words];
+    let mut fresh = Vec::with_capacity(words);
+    let mut p = g.clone();
+    for row in 0..rows {
+        for (bytes, bucket) in digits.iter().zip(buckets.iter_mut()) {
+            let d = digit_of_bytes(bytes, row, W);
+            ct_select(bucket, words, d, &mut scratch);
+            let prod = words_to_int(&scratch).mul_mod(&p, m);
+            fresh.clear();
+            push_words(&mut fresh, &prod, words);
+            ct_store(bucket, words, d, &fresh);
+        }
+        if row + 1 < rows {
+            for _ in 0..W {
+                p = p.mul_mod(&p, m);
+            }
+        }
+    }
+    // Σ_{d=1}^{31} d = 496 copies of the initial g to remove.
+    let correction = g_inv.pow_mod(&Int::from_u64((BUCKETS * (BUCKETS - 1) / 2) as u64), m);
+    let mut out = [Int::one(), Int::one()];
+    for (bucket, result) in buckets.iter().zip(out.iter_mut()) {
+        let mut run = Int::one();
+        let mut acc = Int::one();
+        for d in (1..BUCKETS).rev() {
+            run = run.mul_mod(&words_to_int(&bucket[d * words..(d + 1) * words]), m);
+            acc = acc.mul_mod(&run, m);
+        }
+        *result = acc.mul_mod(&correction, m);
+    }
+    for d in digits.iter_mut() {
+        d.zeroize();
+    }
+    for b in buckets.iter_mut() {
+        b.zeroize();
+    }
+    scratch.zeroize();
+    fresh.zeroize();
+    let [a, b] = out;
+    Some((a, b))
+}
+
 fn push_words(table: &mut Vec<u64>, v: &Int, words: usize) {
     // Entries are residues mod `modulus`, so they fit in `words` words.
-    let bytes = v.to_bytes_be_padded(words * 8).unwrap_or_else(|| vec![0; words * 8]);
+    let bytes = v
+        .to_bytes_be_padded(words * 8)
+        .unwrap_or_else(|| vec![0; words * 8]);
     for chunk in bytes.chunks_exact(8) {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
@@ -188,7 +286,11 @@ mod tests {
                 let want = g.pow_mod(&e, &m);
                 assert_eq!(fb.pow_public(&e), want, "public w={window} bits={bits}");
                 let s = SecretInt::new(e.clone());
-                assert_eq!(fb.pow_secret(&s, 130), Some(want.clone()), "secret w={window}");
+                assert_eq!(
+                    fb.pow_secret(&s, 130),
+                    Some(want.clone()),
+                    "secret w={window}"
+                );
                 assert_eq!(fb.pow_secret(&s, bits.max(1)), Some(want), "short bound");
             }
             // Longer than the table: public path falls back, secret path refuses.
@@ -196,5 +298,33 @@ mod tests {
             assert_eq!(fb.pow_public(&e), g.pow_mod(&e, &m));
             assert!(fb.pow_secret(&SecretInt::new(e), 400).is_none());
         }
+    }
+
+    #[test]
+    fn paired_secret_powers_match_powm() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        let m = Int::random_bits(&mut rng, 600).shl(1).add(&Int::one());
+        let g = Int::random_unit(&mut rng, &m);
+        for (b1, b2, bound) in [
+            (0usize, 0usize, 1usize),
+            (1, 5, 5),
+            (300, 299, 300),
+            (700, 64, 703),
+        ] {
+            let e1 = Int::random_bits(&mut rng, b1);
+            let e2 = Int::random_bits(&mut rng, b2);
+            let (x, y) = pow_pair_secret(
+                &g,
+                &SecretInt::new(e1.clone()),
+                &SecretInt::new(e2.clone()),
+                bound,
+                &m,
+            )
+            .unwrap();
+            assert_eq!(x, g.pow_mod(&e1, &m), "first, bits {b1}");
+            assert_eq!(y, g.pow_mod(&e2, &m), "second, bits {b2}");
+        }
+        let big = SecretInt::new(Int::random_bits(&mut rng, 100).add(&Int::one().shl(99)));
+        assert!(pow_pair_secret(&g, &big, &big, 99, &m).is_none());
     }
 }

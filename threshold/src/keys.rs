@@ -39,7 +39,9 @@ pub(crate) const STAT_BITS: usize = 80;
 pub(crate) const CHALLENGE_BITS: usize = 128;
 
 /// A committee member's 1-based index (the evaluation point of its share).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PartyIndex(pub u16);
 
 impl fmt::Display for PartyIndex {
@@ -81,7 +83,9 @@ impl PublicKey {
             )));
         }
         if let Some(p) = small_factor(&n) {
-            return Err(Error::InvalidParameters(format!("modulus is divisible by {p}")));
+            return Err(Error::InvalidParameters(format!(
+                "modulus is divisible by {p}"
+            )));
         }
         let nn = n.mul(&n);
         let mut w = Writer::new(Tag::PublicKey);
@@ -266,7 +270,9 @@ impl ThresholdPublicKey {
             return Err(Error::InvalidParameters("θ must be a unit mod N".into()));
         }
         if share_bits == 0 || share_bits > 4 * MAX_MODULUS_BITS {
-            return Err(Error::InvalidParameters(format!("share bound {share_bits} bits")));
+            return Err(Error::InvalidParameters(format!(
+                "share bound {share_bits} bits"
+            )));
         }
         let delta = factorial(parties);
         let four_delta_sq = delta.mul(&delta).mul_u64(4);
@@ -351,7 +357,12 @@ impl ThresholdPublicKey {
 
     pub(crate) fn v_table(&self) -> &FixedBase {
         self.inner.v_table.get_or_init(|| {
-            FixedBase::new(&self.inner.v, self.inner.pk.nn(), self.proof_nonce_bits() + 2, V_WINDOW)
+            FixedBase::new(
+                &self.inner.v,
+                self.inner.pk.nn(),
+                self.proof_nonce_bits() + 2,
+                V_WINDOW,
+            )
         })
     }
 
@@ -479,11 +490,16 @@ impl KeyShare {
         key.vk(index)?;
         let fp = r.bytes(32)?;
         if fp != key.fingerprint() {
-            return Err(Error::Mismatch("key share belongs to a different threshold key"));
+            return Err(Error::Mismatch(
+                "key share belongs to a different threshold key",
+            ));
         }
         let s = r.bytes((key.share_bits() as usize).div_ceil(8))?;
         if s.first() == Some(&0) {
-            return Err(Error::malformed("key share", "integer has a leading zero byte"));
+            return Err(Error::malformed(
+                "key share",
+                "integer has a leading zero byte",
+            ));
         }
         let share = SecretInt::new(Int::from_bytes_be(s));
         r.finish()?;
@@ -505,7 +521,11 @@ impl zeroize::ZeroizeOnDrop for KeyShare {}
 
 /// First prime below 2^16 dividing `n`, if any.
 fn small_factor(n: &Int) -> Option<u64> {
-    SMALL_PRIMES.with(|ps| ps.iter().copied().find(|&p| n.rem_euclid(&Int::from_u64(p)).is_zero()))
+    SMALL_PRIMES.with(|ps| {
+        ps.iter()
+            .copied()
+            .find(|&p| n.rem_euclid(&Int::from_u64(p)).is_zero())
+    })
 }
 
 thread_local! {

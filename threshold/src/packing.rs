@@ -52,7 +52,9 @@ impl SlotLayout {
     pub fn cover(pk: &PublicKey, slot_bits: u32, count: u32) -> Result<Vec<SlotLayout>> {
         let per = Self::max_slots(pk, slot_bits);
         if per == 0 {
-            return Err(Error::InvalidParameters("slot wider than the plaintext".into()));
+            return Err(Error::InvalidParameters(
+                "slot wider than the plaintext".into(),
+            ));
         }
         let mut out = Vec::new();
         let mut left = count;
@@ -137,7 +139,11 @@ impl SlotLayout {
 }
 
 fn max_abs(values: &[i64]) -> u128 {
-    values.iter().map(|v| u128::from(v.unsigned_abs())).max().unwrap_or(0)
+    values
+        .iter()
+        .map(|v| u128::from(v.unsigned_abs()))
+        .max()
+        .unwrap_or(0)
 }
 
 /// A ciphertext of a packed plaintext, with its layout and a public bound on every slot.

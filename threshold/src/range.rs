@@ -203,7 +203,9 @@ impl PublicKey {
 
         // Step 1–2: commitments and the aggregated Bulletproof.
         let pc = pedersen();
-        let gammas: Vec<Scalar> = (0..shape.slots).map(|_| Scalar::random(&mut RngAdapter(&mut *rng))).collect();
+        let gammas: Vec<Scalar> = (0..shape.slots)
+            .map(|_| Scalar::random(&mut RngAdapter(&mut *rng)))
+            .collect();
         let mut bp_values: Vec<u64> = values.to_vec();
         let mut bp_blind: Vec<Scalar> = gammas.clone();
         if shape.complement {
@@ -233,7 +235,9 @@ impl PublicKey {
         let alphas: Vec<SecretInt> = (0..shape.slots)
             .map(|_| SecretInt::new(Int::random_bits(rng, shape.alpha_bits())))
             .collect();
-        let deltas: Vec<Scalar> = (0..shape.slots).map(|_| Scalar::random(&mut RngAdapter(&mut *rng))).collect();
+        let deltas: Vec<Scalar> = (0..shape.slots)
+            .map(|_| Scalar::random(&mut RngAdapter(&mut *rng)))
+            .collect();
         let beta_bits = self.nonce_bits() + CHALLENGE_BITS + STAT_BITS;
         let beta = SecretInt::new(Int::random_bits(rng, beta_bits));
         let alpha_ints: Vec<Int> = alphas.iter().map(|a| a.expose().clone()).collect();
@@ -257,7 +261,11 @@ impl PublicKey {
             .zip(values)
             .map(|(a, &x)| a.expose().add(&e_int.mul_u64(x)))
             .collect();
-        let z_blind: Vec<Scalar> = deltas.iter().zip(&gammas).map(|(d, g)| d + e_scalar * g).collect();
+        let z_blind: Vec<Scalar> = deltas
+            .iter()
+            .zip(&gammas)
+            .map(|(d, g)| d + e_scalar * g)
+            .collect();
         let z_rho = beta.expose().add(&e_int.mul(rho.expose()));
         let packed = PackedCiphertext::from_parts(ct, layout, u128::from(bound))?;
         Ok((
@@ -303,7 +311,9 @@ impl PublicKey {
         if shape.complement {
             let bg = pc.commit(Scalar::from(bound), Scalar::zero());
             for v in slot_commitments {
-                let point = v.decompress().ok_or(bad("commitment is not a valid point"))?;
+                let point = v
+                    .decompress()
+                    .ok_or(bad("commitment is not a valid point"))?;
                 all.push((bg - point).compress());
             }
         }
@@ -323,18 +333,30 @@ impl PublicKey {
             )
             .map_err(|_| bad("bulletproof does not verify"))?;
 
-        let e = link_challenge(&mut t, &proof.commitments, &proof.link_paillier, &proof.link_ec);
+        let e = link_challenge(
+            &mut t,
+            &proof.commitments,
+            &proof.link_paillier,
+            &proof.link_ec,
+        );
         let e_int = Int::from_u128(e);
         let e_scalar = Scalar::from(e);
         let z_max_bits = shape.alpha_bits() + 1;
-        for j in 0..shape.slots {
-            let z = &proof.z[j];
+        let parts = proof
+            .z
+            .iter()
+            .zip(&proof.z_blind)
+            .zip(&proof.link_ec)
+            .zip(slot_commitments);
+        for (((z, z_blind), link), commitment) in parts {
             if z.is_negative() || z.bits() > z_max_bits {
                 return Err(bad("response out of range"));
             }
-            let lhs = pc.commit(scalar_from_int(z), proof.z_blind[j]);
-            let a = proof.link_ec[j].decompress().ok_or(bad("link commitment is not a point"))?;
-            let v = slot_commitments[j]
+            let lhs = pc.commit(scalar_from_int(z), *z_blind);
+            let a = link
+                .decompress()
+                .ok_or(bad("link commitment is not a point"))?;
+            let v = commitment
                 .decompress()
                 .ok_or(bad("commitment is not a valid point"))?;
             if lhs != a + e_scalar * v {
@@ -404,7 +426,10 @@ impl RangeProof {
         let mut r = Reader::new(WHAT, Tag::RangeProof, bytes)?;
         let range_bits = r.u8()?;
         if ![8u8, 16, 32].contains(&range_bits) {
-            return Err(Error::malformed(WHAT, "range size must be 8, 16 or 32 bits"));
+            return Err(Error::malformed(
+                WHAT,
+                "range size must be 8, 16 or 32 bits",
+            ));
         }
         let point = |b: &[u8]| -> Result<CompressedRistretto> {
             if b.len() != 32 {

@@ -1,5 +1,6 @@
 //! Decoders of outside bytes: hostile input gets an error, never a panic, and valid encodings
 //! round-trip exactly. (The cargo-fuzz targets in fuzz/ drive the same decoders harder.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -26,7 +27,9 @@ fn valid_encodings() -> Vec<Vec<u8>> {
     let pk = f.key.public_key();
     let mut r = rng(1);
     let c = pk.encrypt(&Plaintext::from_i64(5), &mut r).unwrap();
-    let p = f.shares[0].partial_decrypt(&f.key, b"q", &c, &mut r).unwrap();
+    let p = f.shares[0]
+        .partial_decrypt(&f.key, b"q", &c, &mut r)
+        .unwrap();
     let layout = SlotLayout::new(pk, 40, 1).unwrap();
     let (_, rp) = pk.encrypt_in_range(layout, &[1], 10, b"q", &mut r).unwrap();
     vec![
@@ -64,11 +67,19 @@ fn valid_encodings_round_trip() {
     let f = fixture();
     let pk = f.key.public_key();
     assert_eq!(PublicKey::from_bytes(&pk.to_bytes()).unwrap(), *pk);
-    assert_eq!(ThresholdPublicKey::from_bytes(&f.key.to_bytes()).unwrap(), f.key);
+    assert_eq!(
+        ThresholdPublicKey::from_bytes(&f.key.to_bytes()).unwrap(),
+        f.key
+    );
     let c = pk.encrypt(&Plaintext::from_i64(5), &mut rng(2)).unwrap();
     assert_eq!(Ciphertext::from_bytes(pk, &c.to_bytes()).unwrap(), c);
-    let p = f.shares[1].partial_decrypt(&f.key, b"q", &c, &mut rng(3)).unwrap();
-    assert_eq!(PartialDecryption::from_bytes(&f.key, &p.to_bytes()).unwrap(), p);
+    let p = f.shares[1]
+        .partial_decrypt(&f.key, b"q", &c, &mut rng(3))
+        .unwrap();
+    assert_eq!(
+        PartialDecryption::from_bytes(&f.key, &p.to_bytes()).unwrap(),
+        p
+    );
     // serde (JSON) goes through the canonical bytes as hex.
     let json = serde_json::to_string(&f.key).unwrap();
     let back: ThresholdPublicKey = serde_json::from_str(&json).unwrap();
@@ -86,7 +97,13 @@ fn ciphertext_validation_refuses_non_units_and_unreduced_values() {
         b.extend_from_slice(v);
         b
     };
-    assert!(matches!(Ciphertext::from_bytes(pk, &enc(&[])), Err(Error::Malformed { .. })), "zero");
+    assert!(
+        matches!(
+            Ciphertext::from_bytes(pk, &enc(&[])),
+            Err(Error::Malformed { .. })
+        ),
+        "zero"
+    );
     // N itself is not a unit mod N².
     assert!(Ciphertext::from_bytes(pk, &enc(&pk.modulus_bytes())).is_err());
     // N² + 1 is not reduced (and too long).
@@ -102,12 +119,18 @@ fn ciphertext_validation_refuses_non_units_and_unreduced_values() {
     // Wrong version is reported as such.
     let mut v2 = enc(&[1]);
     v2[4] = 2;
-    assert!(matches!(Ciphertext::from_bytes(pk, &v2), Err(Error::UnsupportedVersion { found: 2, .. })));
+    assert!(matches!(
+        Ciphertext::from_bytes(pk, &v2),
+        Err(Error::UnsupportedVersion { found: 2, .. })
+    ));
 }
 
 #[test]
 fn public_keys_with_small_factors_or_wrong_sizes_are_refused() {
-    assert!(PublicKey::from_modulus_bytes(&[0xff; 32]).is_err(), "256-bit");
+    assert!(
+        PublicKey::from_modulus_bytes(&[0xff; 32]).is_err(),
+        "256-bit"
+    );
     let mut even = vec![0xffu8; 64];
     even[63] = 0xfe;
     assert!(PublicKey::from_modulus_bytes(&even).is_err(), "even");

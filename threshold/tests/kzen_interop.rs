@@ -1,5 +1,6 @@
 //! Interoperability with kzen-paillier (the library and format of the original's `encrypt`
 //! tool): our encryptions decrypt with kzen keys, and kzen's encryptions decrypt with ours.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -29,7 +30,8 @@ fn kzen_ciphertexts_decrypt_with_the_threshold_key() {
     let f = fixture();
     let pk = f.key.public_key();
     let ek = pk.to_kzen();
-    let raw: RawCiphertext = Paillier::encrypt(&ek, RawPlaintext::from(curv::BigInt::from(31337u64)));
+    let raw: RawCiphertext =
+        Paillier::encrypt(&ek, RawPlaintext::from(curv::BigInt::from(31337u64)));
     let mut bytes = b"MTC\x04\x01".to_vec();
     let mag = curv_to_bytes(&raw.0);
     bytes.extend_from_slice(&(mag.len() as u32).to_be_bytes());

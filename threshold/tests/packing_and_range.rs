@@ -1,4 +1,5 @@
 //! Slot packing and contribution range proofs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -13,7 +14,11 @@ fn decrypt(c: &medtech_threshold::Ciphertext) -> Plaintext {
         .iter()
         .map(|s| s.partial_decrypt(&f.key, b"t", c, &mut r).unwrap())
         .collect();
-    f.key.combine_partials(b"t", c, &ps).unwrap().decryption.plaintext
+    f.key
+        .combine_partials(b"t", c, &ps)
+        .unwrap()
+        .decryption
+        .plaintext
 }
 
 proptest! {
@@ -52,14 +57,22 @@ fn slot_overflow_is_refused_before_it_happens() {
     let pk = fixture().key.public_key();
     let layout = SlotLayout::new(pk, 8, 4).unwrap(); // |v| ≤ 127
     let mut r = rng(8);
-    let c = pk.encrypt_packed(layout, &[100, 0, -100, 5], &mut r).unwrap();
+    let c = pk
+        .encrypt_packed(layout, &[100, 0, -100, 5], &mut r)
+        .unwrap();
     assert_eq!(c.bound(), 100);
     let d = pk.encrypt_packed(layout, &[27, 0, 0, 0], &mut r).unwrap();
     let ok = c.add(pk, &d).unwrap();
     assert_eq!(ok.bound(), 127);
     assert!(matches!(ok.add(pk, &d), Err(Error::SlotOverflow { .. })));
-    assert!(matches!(ok.add_plain(pk, &[0, 0, 1, 0]), Err(Error::SlotOverflow { .. })));
-    assert!(matches!(layout.encode(&[128, 0, 0, 0]), Err(Error::SlotOverflow { .. })));
+    assert!(matches!(
+        ok.add_plain(pk, &[0, 0, 1, 0]),
+        Err(Error::SlotOverflow { .. })
+    ));
+    assert!(matches!(
+        layout.encode(&[128, 0, 0, 0]),
+        Err(Error::SlotOverflow { .. })
+    ));
     assert!(layout.encode(&[1, 2, 3]).is_err(), "wrong number of values");
     assert!(matches!(
         PackedCiphertext::from_parts(c.ciphertext().clone(), layout, 128),
@@ -104,13 +117,20 @@ fn range_proof_accepts_values_in_range() {
         (100, vec![100]),
     ] {
         let layout = SlotLayout::new(pk, 40, values.len() as u32).unwrap();
-        let (ct, proof) = pk.encrypt_in_range(layout, &values, bound, b"q1/hospital-A", &mut r).unwrap();
+        let (ct, proof) = pk
+            .encrypt_in_range(layout, &values, bound, b"q1/hospital-A", &mut r)
+            .unwrap();
         let bytes = proof.to_bytes();
         let decoded = RangeProof::from_bytes(pk, &bytes).unwrap();
-        let checked = pk.verify_range(layout, bound, b"q1/hospital-A", ct.ciphertext(), &decoded).unwrap();
+        let checked = pk
+            .verify_range(layout, bound, b"q1/hospital-A", ct.ciphertext(), &decoded)
+            .unwrap();
         assert_eq!(checked.bound(), u128::from(bound));
         let want: Vec<i64> = values.iter().map(|&v| v as i64).collect();
-        assert_eq!(checked.decode(&decrypt(checked.ciphertext())).unwrap(), want);
+        assert_eq!(
+            checked.decode(&decrypt(checked.ciphertext())).unwrap(),
+            want
+        );
     }
 }
 
@@ -122,7 +142,9 @@ fn out_of_range_value_cannot_be_proven() {
         pk.encrypt_in_range(layout, &[5, 101], 100, b"q", &mut rng(21)),
         Err(Error::PlaintextOutOfRange(_))
     ));
-    assert!(pk.encrypt_in_range(layout, &[5, 1], 1 << 32, b"q", &mut rng(21)).is_err());
+    assert!(pk
+        .encrypt_in_range(layout, &[5, 1], 1 << 32, b"q", &mut rng(21))
+        .is_err());
 }
 
 #[test]
@@ -131,8 +153,12 @@ fn poisoned_aggregate_is_caught_by_the_range_proof() {
     // posts the shifted ciphertext with the old proof.
     let pk = fixture().key.public_key();
     let layout = SlotLayout::new(pk, 40, 1).unwrap();
-    let (ct, proof) = pk.encrypt_in_range(layout, &[7], 100, b"q", &mut rng(22)).unwrap();
-    let poisoned = pk.add_plain(ct.ciphertext(), &Plaintext::from_i64(1_000_000)).unwrap();
+    let (ct, proof) = pk
+        .encrypt_in_range(layout, &[7], 100, b"q", &mut rng(22))
+        .unwrap();
+    let poisoned = pk
+        .add_plain(ct.ciphertext(), &Plaintext::from_i64(1_000_000))
+        .unwrap();
     assert!(matches!(
         pk.verify_range(layout, 100, b"q", &poisoned, &proof),
         Err(Error::InvalidRangeProof { .. })
@@ -143,15 +169,29 @@ fn poisoned_aggregate_is_caught_by_the_range_proof() {
 fn range_proof_is_bound_to_context_bound_and_layout() {
     let pk = fixture().key.public_key();
     let layout = SlotLayout::new(pk, 40, 2).unwrap();
-    let (ct, proof) = pk.encrypt_in_range(layout, &[3, 4], 100, b"query-1", &mut rng(23)).unwrap();
+    let (ct, proof) = pk
+        .encrypt_in_range(layout, &[3, 4], 100, b"query-1", &mut rng(23))
+        .unwrap();
     let c = ct.ciphertext();
     assert!(pk.verify_range(layout, 100, b"query-1", c, &proof).is_ok());
-    assert!(pk.verify_range(layout, 100, b"query-2", c, &proof).is_err(), "replayed into another query");
-    assert!(pk.verify_range(layout, 99, b"query-1", c, &proof).is_err(), "other bound");
+    assert!(
+        pk.verify_range(layout, 100, b"query-2", c, &proof).is_err(),
+        "replayed into another query"
+    );
+    assert!(
+        pk.verify_range(layout, 99, b"query-1", c, &proof).is_err(),
+        "other bound"
+    );
     let other = SlotLayout::new(pk, 41, 2).unwrap();
-    assert!(pk.verify_range(other, 100, b"query-1", c, &proof).is_err(), "other layout");
+    assert!(
+        pk.verify_range(other, 100, b"query-1", c, &proof).is_err(),
+        "other layout"
+    );
     let fewer = SlotLayout::new(pk, 40, 1).unwrap();
-    assert!(pk.verify_range(fewer, 100, b"query-1", c, &proof).is_err(), "other slot count");
+    assert!(
+        pk.verify_range(fewer, 100, b"query-1", c, &proof).is_err(),
+        "other slot count"
+    );
 }
 
 proptest! {

@@ -1,4 +1,5 @@
 //! Threshold decryption: correctness for every t-subset, and the attacks it must stop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -6,7 +7,11 @@ use common::{fixture, rng};
 use medtech_threshold::{Error, PartialDecryption, PartyIndex, Plaintext};
 use proptest::prelude::*;
 
-fn partials(ctx: &[u8], c: &medtech_threshold::Ciphertext, who: &[usize]) -> Vec<PartialDecryption> {
+fn partials(
+    ctx: &[u8],
+    c: &medtech_threshold::Ciphertext,
+    who: &[usize],
+) -> Vec<PartialDecryption> {
     let f = fixture();
     let mut r = rng(99);
     who.iter()
@@ -82,7 +87,10 @@ fn tampered_partial_is_rejected_and_culprit_named() {
     assert_eq!(err.culprits(), vec![PartyIndex(2)]);
     let out = f.key.combine_partials(b"q", &c, &ps).unwrap();
     assert_eq!(out.decryption.plaintext, Plaintext::from_i64(1234));
-    assert_eq!(out.decryption.parties, vec![PartyIndex(1), PartyIndex(3), PartyIndex(4)]);
+    assert_eq!(
+        out.decryption.parties,
+        vec![PartyIndex(1), PartyIndex(3), PartyIndex(4)]
+    );
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[0].culprits(), vec![PartyIndex(2)]);
 }
@@ -121,7 +129,10 @@ fn partial_for_another_ciphertext_is_rejected() {
     let p = partials(b"q", &c1, &[3]).remove(0);
     assert!(matches!(
         f.key.verify_partial(b"q", &c2, &p),
-        Err(Error::InvalidPartial { party: PartyIndex(4), .. })
+        Err(Error::InvalidPartial {
+            party: PartyIndex(4),
+            ..
+        })
     ));
 }
 
@@ -146,10 +157,15 @@ fn duplicate_partials_are_refused_and_named() {
     let ps = partials(b"q", &c, &[0, 0, 1]);
     let err = f.key.combine_partials(b"q", &c, &ps).unwrap_err();
     assert!(matches!(err, Error::NotEnoughPartials { have: 2, need: 3 }));
-    let v: Vec<_> = ps.iter().map(|p| f.key.verify_partial(b"q", &c, p).unwrap()).collect();
+    let v: Vec<_> = ps
+        .iter()
+        .map(|p| f.key.verify_partial(b"q", &c, p).unwrap())
+        .collect();
     assert_eq!(
         f.key.combine(b"q", &c, &v).unwrap_err(),
-        Error::DuplicatePartial { party: PartyIndex(1) }
+        Error::DuplicatePartial {
+            party: PartyIndex(1)
+        }
     );
 }
 
@@ -163,14 +179,21 @@ fn verified_partials_cannot_be_combined_for_another_ciphertext() {
         .iter()
         .map(|p| f.key.verify_partial(b"q", &c1, p).unwrap())
         .collect();
-    assert!(matches!(f.key.combine(b"q", &c2, &v), Err(Error::Mismatch(_))));
+    assert!(matches!(
+        f.key.combine(b"q", &c2, &v),
+        Err(Error::Mismatch(_))
+    ));
 }
 
 #[test]
 fn share_of_another_key_is_refused() {
     let f = fixture();
-    let (other_key, _) = medtech_threshold::dealer::insecure_generate_from_seed(512, 5, 3, 42).unwrap();
-    let c = other_key.public_key().encrypt(&Plaintext::from_i64(1), &mut rng(12)).unwrap();
+    let (other_key, _) =
+        medtech_threshold::dealer::insecure_generate_from_seed(512, 5, 3, 42).unwrap();
+    let c = other_key
+        .public_key()
+        .encrypt(&Plaintext::from_i64(1), &mut rng(12))
+        .unwrap();
     assert!(matches!(
         f.shares[0].partial_decrypt(&other_key, b"q", &c, &mut rng(13)),
         Err(Error::Mismatch(_))
@@ -192,10 +215,21 @@ fn key_share_round_trips_and_is_redacted() {
     let mut r = rng(15);
     let ps = vec![
         back.partial_decrypt(&f.key, b"q", &c, &mut r).unwrap(),
-        f.shares[0].partial_decrypt(&f.key, b"q", &c, &mut r).unwrap(),
-        f.shares[4].partial_decrypt(&f.key, b"q", &c, &mut r).unwrap(),
+        f.shares[0]
+            .partial_decrypt(&f.key, b"q", &c, &mut r)
+            .unwrap(),
+        f.shares[4]
+            .partial_decrypt(&f.key, b"q", &c, &mut r)
+            .unwrap(),
     ];
-    assert_eq!(f.key.combine_partials(b"q", &c, &ps).unwrap().decryption.plaintext, Plaintext::from_i64(-8));
+    assert_eq!(
+        f.key
+            .combine_partials(b"q", &c, &ps)
+            .unwrap()
+            .decryption
+            .plaintext,
+        Plaintext::from_i64(-8)
+    );
 }
 
 #[test]
@@ -205,10 +239,21 @@ fn extreme_plaintexts_round_trip_and_overlarge_are_refused() {
     for m in [i128::MAX, i128::MIN + 1, 0, -1] {
         let c = pk.encrypt(&Plaintext::from_i128(m), &mut rng(16)).unwrap();
         let ps = partials(b"q", &c, &[1, 2, 3]);
-        assert_eq!(f.key.combine_partials(b"q", &c, &ps).unwrap().decryption.plaintext.to_i128(), Some(m));
+        assert_eq!(
+            f.key
+                .combine_partials(b"q", &c, &ps)
+                .unwrap()
+                .decryption
+                .plaintext
+                .to_i128(),
+            Some(m)
+        );
     }
     // A 64-bit slot holds |v| ≤ 2^63 − 1: i64::MIN does not fit and is refused at encode.
     let big = medtech_threshold::SlotLayout::new(pk, 64, 7).unwrap();
     assert!(big.encode(&[i64::MAX; 7]).is_ok());
-    assert!(matches!(big.encode(&[i64::MIN; 7]), Err(Error::SlotOverflow { .. })));
+    assert!(matches!(
+        big.encode(&[i64::MIN; 7]),
+        Err(Error::SlotOverflow { .. })
+    ));
 }

@@ -69,7 +69,9 @@ impl ThresholdPublicKey {
             ci: &partial.ci,
         };
         if !statement.verify(&partial.proof) {
-            return Err(invalid("proof of correct partial decryption does not verify"));
+            return Err(invalid(
+                "proof of correct partial decryption does not verify",
+            ));
         }
         Ok(VerifiedPartial {
             party,
@@ -110,8 +112,11 @@ impl ThresholdPublicKey {
                 need: t,
             });
         }
-        let set: Vec<(PartyIndex, &Int)> =
-            chosen.into_iter().take(t).map(|(i, p)| (i, &p.ci)).collect();
+        let set: Vec<(PartyIndex, &Int)> = chosen
+            .into_iter()
+            .take(t)
+            .map(|(i, p)| (i, &p.ci))
+            .collect();
         let plaintext = self.combine_unchecked(&set)?;
         Ok(Decryption {
             plaintext,
@@ -163,8 +168,10 @@ impl ThresholdPublicKey {
             let lambda = self.lagrange(i, set.iter().map(|(j, _)| *j))?;
             let exp = lambda.abs().shl(1);
             let base = if lambda.is_negative() {
-                ci.invert(nn)
-                    .ok_or(Error::InvalidPartial { party: i, reason: "c_i is not invertible" })?
+                ci.invert(nn).ok_or(Error::InvalidPartial {
+                    party: i,
+                    reason: "c_i is not invertible",
+                })?
             } else {
                 ci.clone()
             };
@@ -175,7 +182,10 @@ impl ThresholdPublicKey {
             .sub(&Int::one())
             .div_exact(pk.n())
             .ok_or(Error::Mismatch("combined value is not 1 mod N"))?;
-        Ok(Plaintext::decode(pk, &l.mul_mod(self.combine_factor(), pk.n())))
+        Ok(Plaintext::decode(
+            pk,
+            &l.mul_mod(self.combine_factor(), pk.n()),
+        ))
     }
 
     /// `λ_{0,i}^S = Δ·Π_{j∈S, j≠i} j / (j − i)`, an integer because Δ = n! (Shoup 2000, Lemma).
@@ -217,7 +227,9 @@ mod tests {
             5,
             2,
             key.v_for_tests().clone(),
-            (1..=5).map(|i| key.vk(PartyIndex(i)).unwrap().clone()).collect(),
+            (1..=5)
+                .map(|i| key.vk(PartyIndex(i)).unwrap().clone())
+                .collect(),
             Int::one(),
             key.share_bits(),
         )
@@ -226,7 +238,9 @@ mod tests {
             let cis: Vec<(PartyIndex, Int)> = pair
                 .iter()
                 .map(|&i| {
-                    let p = shares[i].partial_decrypt(&key, b"q", &c, &mut OsRng).unwrap();
+                    let p = shares[i]
+                        .partial_decrypt(&key, b"q", &c, &mut OsRng)
+                        .unwrap();
                     (p.party, p.ci)
                 })
                 .collect();
@@ -242,11 +256,18 @@ mod tests {
     #[test]
     fn tweaked_verification_key_rejects_honest_partials() {
         let (key, shares) = insecure_generate_from_seed(512, 3, 2, 12).unwrap();
-        let c = key.public_key().encrypt(&Plaintext::from_i64(1), &mut OsRng).unwrap();
-        let p = shares[0].partial_decrypt(&key, b"q", &c, &mut OsRng).unwrap();
+        let c = key
+            .public_key()
+            .encrypt(&Plaintext::from_i64(1), &mut OsRng)
+            .unwrap();
+        let p = shares[0]
+            .partial_decrypt(&key, b"q", &c, &mut OsRng)
+            .unwrap();
         assert!(key.verify_partial(b"q", &c, &p).is_ok());
         let nn = key.public_key().nn().clone();
-        let mut vks: Vec<Int> = (1..=3).map(|i| key.vk(PartyIndex(i)).unwrap().clone()).collect();
+        let mut vks: Vec<Int> = (1..=3)
+            .map(|i| key.vk(PartyIndex(i)).unwrap().clone())
+            .collect();
         vks[0] = vks[0].mul_mod(key.v_for_tests(), &nn);
         let tweaked = ThresholdPublicKey::from_parts(
             key.public_key().clone(),

@@ -7,6 +7,7 @@ use crate::bigint::{Int, SecretInt};
 use crate::ciphertext::Ciphertext;
 use crate::encoding::{Reader, Tag, Writer};
 use crate::error::{Error, Result};
+use crate::fixed_base::pow_pair_secret;
 use crate::keys::{KeyShare, PartyIndex, ThresholdPublicKey};
 
 /// A member's partial decryption of one ciphertext, with its proof of correctness.
@@ -57,8 +58,8 @@ impl PartialDecryption {
 
 impl KeyShare {
     /// Decrypts partially: `c^(2Δ·s_i) mod N²` with a proof bound to `context` (e.g. the query
-    /// id). The exponentiations with secret exponents run in constant time (`mpz_powm_sec` and
-    /// the constant-time fixed-base table).
+    /// id). Exponentiations with secret exponents access memory independently of the secret
+    /// (constant-time bucket and table scans); see docs/threshold.md for what GMP leaves.
     pub fn partial_decrypt<R: RngCore + CryptoRng + ?Sized>(
         &self,
         key: &ThresholdPublicKey,
@@ -67,14 +68,23 @@ impl KeyShare {
         rng: &mut R,
     ) -> Result<PartialDecryption> {
         if self.key_fingerprint() != key.fingerprint() {
-            return Err(Error::Mismatch("key share belongs to a different threshold key"));
+            return Err(Error::Mismatch(
+                "key share belongs to a different threshold key",
+            ));
         }
         key.vk(self.index())?;
         let nn = key.public_key().nn();
-        // x = Δ·s_i; the partial uses 2x.
+        // x = Δ·s_i; the partial is c^(2x) and the proof's commitment is (c⁴)^r = c^(4r): two
+        // secret powers of the same base, computed from one squaring chain.
         let x = SecretInt::new(self.secret().expose().mul(key.delta()));
         let two_x = SecretInt::new(x.expose().shl(1));
-        let ci = c.0.pow_mod_secret(&two_x, nn);
+        let nonce_bits = key.proof_nonce_bits();
+        let r = SecretInt::new(Int::random_bits(rng, nonce_bits));
+        let four_r = SecretInt::new(r.expose().shl(2));
+        let (ci, a) =
+            pow_pair_secret(&c.0, &two_x, &four_r, nonce_bits + 2, nn).ok_or_else(|| {
+                Error::InvalidParameters("share larger than the key's share bound".into())
+            })?;
         let statement = Statement {
             key,
             context,
@@ -82,9 +92,9 @@ impl KeyShare {
             c,
             ci: &ci,
         };
-        let proof = statement
-            .prove(&x, rng)
-            .ok_or_else(|| Error::InvalidParameters("share larger than the key's share bound".into()))?;
+        let proof = statement.prove_with_nonce(&x, &r, &a).ok_or_else(|| {
+            Error::InvalidParameters("share larger than the key's share bound".into())
+        })?;
         Ok(PartialDecryption {
             party: self.index(),
             ci,

@@ -4,7 +4,8 @@
 //! Statement: `(c̃, c̃_i, v, v_i) = (c⁴, c_i², v, v_i)`; witness `x = Δ·s_i` with
 //! `c̃^x = c̃_i` and `v^x = v_i`.
 //!
-//! * Prover: `r ← [0, 2^(|x| + 128 + 80))`, `a = c̃^r`, `b = v^r`,
+//! * Prover: `r ← [0, 2^(|x| + 128 + 80))`, `a = c̃^r` (computed with `c_i` from one shared
+//!   squaring chain of `c`, see [`crate::fixed_base`]), `b = v^r` (fixed-base table),
 //!   `e = H(key, context, i, c, c_i, a, b)` (128 bits), `z = r + e·x` over the integers.
 //! * Verifier: recompute `a = c̃^z · c̃_i^(−e)`, `b = v^z · v_i^(−e)` and check `e` against the
 //!   hash. `z` is bounded (an overlong `z` is refused before any exponentiation).
@@ -14,7 +15,6 @@
 //! because `r` is longer than `e·x` by that much.
 
 use merlin::Transcript;
-use rand_core::{CryptoRng, RngCore};
 
 use crate::bigint::{Int, SecretInt};
 use crate::ciphertext::Ciphertext;
@@ -54,18 +54,17 @@ impl Statement<'_> {
         self.key.proof_nonce_bits() + 1
     }
 
-    pub(crate) fn prove<R: RngCore + CryptoRng + ?Sized>(
+    /// The proof for witness `x`, given the prover's nonce `r` (`proof_nonce_bits()` bits) and
+    /// `a = c̃^r`, which the caller computed together with `c_i` (one shared squaring chain).
+    pub(crate) fn prove_with_nonce(
         &self,
         x: &SecretInt,
-        rng: &mut R,
+        r: &SecretInt,
+        a: &Int,
     ) -> Option<EqualityProof> {
-        let nn = self.key.public_key().nn();
         let nonce_bits = self.key.proof_nonce_bits();
-        let r = SecretInt::new(Int::random_bits(rng, nonce_bits));
-        let c4 = self.c.0.pow_mod(&Int::from_u64(4), nn);
-        let a = c4.pow_mod_secret(&r, nn);
-        let b = self.key.v_table().pow_secret(&r, nonce_bits)?;
-        let e = self.challenge(&a, &b);
+        let b = self.key.v_table().pow_secret(r, nonce_bits)?;
+        let e = self.challenge(a, &b);
         let z = r.expose().add(&x.expose().mul(&Int::from_u128(e)));
         Some(EqualityProof { e, z })
     }
@@ -83,7 +82,9 @@ impl Statement<'_> {
             return false;
         };
         let c4 = self.c.0.pow_mod(&Int::from_u64(4), nn);
-        let a = c4.pow_mod(&proof.z, nn).mul_mod(&ci2_inv.pow_mod(&e, nn), nn);
+        let a = c4
+            .pow_mod(&proof.z, nn)
+            .mul_mod(&ci2_inv.pow_mod(&e, nn), nn);
         let b = self
             .key
             .v_table()

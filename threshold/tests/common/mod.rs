@@ -1,5 +1,6 @@
 //! Shared fixtures: one 512-bit 3-of-5 dealer key per test binary (small keys keep the suite fast
 //! on two cores; 2048-bit runs are in the benchmark and in `large_keys.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::sync::OnceLock;

@@ -1,0 +1,230 @@
+//! `medtech bench crypto`: milliseconds per threshold-Paillier operation, measured in one run
+//! next to a raw GMP modular exponentiation (the baseline every target is expressed in).
+
+use std::time::{Duration, Instant};
+
+use medtech_threshold::bench_support::ModexpBaseline;
+use medtech_threshold::{dealer, Plaintext, SlotLayout};
+use rand_core::OsRng;
+use serde::Serialize;
+
+/// Parameters of a crypto benchmark run.
+#[derive(Clone, Debug)]
+pub struct CryptoBenchConfig {
+    /// Modulus size in bits.
+    pub bits: u32,
+    /// Committee size n.
+    pub parties: u16,
+    /// Threshold t.
+    pub threshold: u16,
+    /// Minimum wall time spent per operation (more iterations for fast ones).
+    pub min_time: Duration,
+    /// Minimum iterations per operation.
+    pub min_iters: u32,
+}
+
+/// Results, in milliseconds per operation (median of the iterations).
+#[derive(Clone, Debug, Serialize)]
+pub struct CryptoBenchReport {
+    /// Modulus size in bits.
+    pub bits: u32,
+    /// Committee size n.
+    pub parties: u16,
+    /// Threshold t.
+    pub threshold: u16,
+    /// Dealer key generation (safe primes), seconds, once.
+    pub keygen_seconds: f64,
+    /// One-time table precomputation (h_s and v tables), milliseconds.
+    pub precompute_ms: f64,
+    /// DJN encryption (short exponent, fixed-base table).
+    pub encrypt: f64,
+    /// Textbook encryption through kzen-paillier.
+    pub encrypt_textbook: f64,
+    /// Homomorphic addition.
+    pub add: f64,
+    /// One partial decryption with its proof.
+    pub partial_decrypt: f64,
+    /// Verification of one partial decryption.
+    pub verify_partial: f64,
+    /// Combination of t verified partials.
+    pub combine: f64,
+    /// Range proof (with encryption) for a 32-bit value.
+    pub range_proof: f64,
+    /// Range proof verification for a 32-bit value.
+    pub range_verify: f64,
+    /// Range proof size in bytes for a 32-bit value.
+    pub range_proof_bytes: usize,
+    /// One GMP modexp mod N² with a 2048-bit exponent.
+    pub modexp_baseline: f64,
+    /// Ratios and whether each target of issue 2 is met.
+    pub targets: Targets,
+}
+
+/// The issue's targets as ratios.
+#[derive(Clone, Debug, Serialize)]
+pub struct Targets {
+    /// encrypt / encrypt_textbook (target ≤ 0.25).
+    pub encrypt_over_textbook: f64,
+    /// partial_decrypt / modexp_baseline (target ≤ 5).
+    pub partial_decrypt_over_modexp: f64,
+    /// verify_partial / modexp_baseline (target ≤ 5).
+    pub verify_partial_over_modexp: f64,
+    /// combine / modexp_baseline (target ≤ 0.5).
+    pub combine_over_modexp: f64,
+    /// range_proof + range_verify in ms (target ≤ 100).
+    pub range_total_ms: f64,
+    /// Whether all of the above hold.
+    pub all_met: bool,
+}
+
+fn measure<T>(cfg: &CryptoBenchConfig, mut f: impl FnMut() -> T) -> f64 {
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < cfg.min_iters as usize || start.elapsed() < cfg.min_time {
+        let t = Instant::now();
+        std::hint::black_box(f());
+        samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        if samples.len() >= 10_000 {
+            break;
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Runs the benchmark. Fails only on invalid parameters.
+pub fn run_crypto(cfg: &CryptoBenchConfig) -> anyhow::Result<CryptoBenchReport> {
+    let mut rng = OsRng;
+    let t0 = Instant::now();
+    let (key, shares) = dealer::generate(cfg.bits, cfg.parties, cfg.threshold, &mut rng)?;
+    let keygen_seconds = t0.elapsed().as_secs_f64();
+    let pk = key.public_key().clone();
+    let t0 = Instant::now();
+    key.precompute();
+    let precompute_ms = t0.elapsed().as_secs_f64() * 1000.0;
+
+    let baseline = ModexpBaseline::new(&pk, 2048, &mut rng);
+    let modexp_baseline = measure(cfg, || baseline.run());
+
+    let m = Plaintext::from_u64(1_234_567);
+    let encrypt = measure(cfg, || pk.encrypt(&m, &mut rng));
+    let encrypt_textbook = measure(cfg, || pk.encrypt_textbook(&m, &mut rng));
+    let a = pk.encrypt(&m, &mut rng)?;
+    let b = pk.encrypt(&m, &mut rng)?;
+    let add = measure(cfg, || pk.add(&a, &b));
+
+    let ctx = b"bench/query-0";
+    let share = &shares[0];
+    let partial_decrypt = measure(cfg, || share.partial_decrypt(&key, ctx, &a, &mut rng));
+    let partials = shares
+        .iter()
+        .take(usize::from(cfg.threshold))
+        .map(|s| s.partial_decrypt(&key, ctx, &a, &mut rng))
+        .collect::<Result<Vec<_>, _>>()?;
+    let verify_partial = measure(cfg, || key.verify_partial(ctx, &a, &partials[0]));
+    let verified = partials
+        .iter()
+        .map(|p| key.verify_partial(ctx, &a, p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let combine = measure(cfg, || key.combine(ctx, &a, &verified));
+    let out = key.combine(ctx, &a, &verified)?;
+    anyhow::ensure!(
+        out.plaintext == m,
+        "benchmark decryption returned the wrong plaintext"
+    );
+
+    let layout = SlotLayout::new(&pk, 40, 1)?;
+    let bound = u64::from(u32::MAX);
+    let value = [3_000_000_000u64];
+    let range_proof = measure(cfg, || {
+        pk.encrypt_in_range(layout, &value, bound, ctx, &mut rng)
+    });
+    let (ct, proof) = pk.encrypt_in_range(layout, &value, bound, ctx, &mut rng)?;
+    let range_verify = measure(cfg, || {
+        pk.verify_range(layout, bound, ctx, ct.ciphertext(), &proof)
+    });
+    pk.verify_range(layout, bound, ctx, ct.ciphertext(), &proof)?;
+    let range_proof_bytes = proof.to_bytes().len();
+
+    let targets = Targets {
+        encrypt_over_textbook: encrypt / encrypt_textbook,
+        partial_decrypt_over_modexp: partial_decrypt / modexp_baseline,
+        verify_partial_over_modexp: verify_partial / modexp_baseline,
+        combine_over_modexp: combine / modexp_baseline,
+        range_total_ms: range_proof + range_verify,
+        all_met: false,
+    };
+    let all_met = targets.encrypt_over_textbook <= 0.25
+        && targets.partial_decrypt_over_modexp <= 5.0
+        && targets.verify_partial_over_modexp <= 5.0
+        && targets.combine_over_modexp <= 0.5
+        && targets.range_total_ms <= 100.0;
+    Ok(CryptoBenchReport {
+        bits: cfg.bits,
+        parties: cfg.parties,
+        threshold: cfg.threshold,
+        keygen_seconds,
+        precompute_ms,
+        encrypt,
+        encrypt_textbook,
+        add,
+        partial_decrypt,
+        verify_partial,
+        combine,
+        range_proof,
+        range_verify,
+        range_proof_bytes,
+        modexp_baseline,
+        targets: Targets { all_met, ..targets },
+    })
+}
+
+impl CryptoBenchReport {
+    /// A human-readable table.
+    pub fn to_text(&self) -> String {
+        let t = &self.targets;
+        let mut s = format!(
+            "threshold Paillier, {} bits, t = {} of n = {} (ms per operation, median)\n",
+            self.bits, self.threshold, self.parties
+        );
+        let rows = [
+            ("modexp_baseline", self.modexp_baseline, String::new()),
+            (
+                "encrypt",
+                self.encrypt,
+                format!("{:.3}× textbook (≤ 0.25)", t.encrypt_over_textbook),
+            ),
+            ("encrypt_textbook", self.encrypt_textbook, String::new()),
+            ("add", self.add, String::new()),
+            (
+                "partial_decrypt",
+                self.partial_decrypt,
+                format!("{:.2}× baseline (≤ 5)", t.partial_decrypt_over_modexp),
+            ),
+            (
+                "verify_partial",
+                self.verify_partial,
+                format!("{:.2}× baseline (≤ 5)", t.verify_partial_over_modexp),
+            ),
+            (
+                "combine",
+                self.combine,
+                format!("{:.3}× baseline (≤ 0.5)", t.combine_over_modexp),
+            ),
+            ("range_proof", self.range_proof, String::new()),
+            (
+                "range_verify",
+                self.range_verify,
+                format!("total {:.1} ms (≤ 100)", t.range_total_ms),
+            ),
+        ];
+        for (name, v, note) in rows {
+            s.push_str(&format!("  {name:<18} {v:>10.3}  {note}\n"));
+        }
+        s.push_str(&format!(
+            "  keygen (dealer) {:.1} s, table precomputation {:.0} ms, range proof {} bytes\n  all targets met: {}\n",
+            self.keygen_seconds, self.precompute_ms, self.range_proof_bytes, t.all_met
+        ));
+        s
+    }
+}

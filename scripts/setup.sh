@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs the system packages MedTech Chain builds against, on Debian/Ubuntu.
+# Idempotent: does nothing when everything is already there.
+set -eu
+PACKAGES="libgmp-dev"
+missing=""
+for p in $PACKAGES; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+echo "setup: installing$missing"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
