@@ -185,6 +185,18 @@ impl PublicKey {
         Ok(Ciphertext(self.g_pow(m).mul_mod(&hr, self.nn())))
     }
 
+    /// DJN encryption with a caller-chosen nonce (big-endian, at most `nonce_bits()` bits).
+    /// **Insecure** — a reused or guessable nonce reveals the plaintext; for known-answer tests.
+    #[doc(hidden)]
+    pub fn insecure_encrypt_with_nonce(
+        &self,
+        m: &Plaintext,
+        nonce_be: &[u8],
+    ) -> Result<Ciphertext> {
+        let r = SecretInt::new(Int::from_bytes_be(nonce_be));
+        self.encrypt_raw(&m.encode(self)?, &r)
+    }
+
     /// Encrypts with the textbook path (`r^N`, r uniform in `Z*_N`) through kzen-paillier.
     /// Kept as the reference and for interoperability with the original's `encrypt` tool;
     /// about 5–7× slower than [`PublicKey::encrypt`].

@@ -257,3 +257,24 @@ fn extreme_plaintexts_round_trip_and_overlarge_are_refused() {
         Err(Error::SlotOverflow { .. })
     ));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Flip any bit of a valid partial decryption after the header: it must fail to decode or
+    /// fail verification, and the failure must name the member the bytes claim to come from.
+    #[test]
+    fn tweaked_partial_decryption_fails(pos in 5usize..10_000, bit in 0u8..8) {
+        let f = fixture();
+        let pk = f.key.public_key();
+        let c = pk.encrypt(&Plaintext::from_i64(11), &mut rng(30)).unwrap();
+        let p = partials(b"q", &c, &[2]).remove(0);
+        let mut bytes = p.to_bytes();
+        let pos = 5 + pos % (bytes.len() - 5);
+        bytes[pos] ^= 1 << bit;
+        if let Ok(t) = PartialDecryption::from_bytes(&f.key, &bytes) {
+            let err = f.key.verify_partial(b"q", &c, &t).unwrap_err();
+            prop_assert_eq!(err.culprits(), vec![t.party()]);
+        }
+    }
+}
