@@ -77,19 +77,31 @@ pub struct Targets {
     pub all_met: bool,
 }
 
-fn measure<T>(cfg: &CryptoBenchConfig, mut f: impl FnMut() -> T) -> f64 {
-    let mut samples = Vec::new();
+/// Round-robin timing: every round runs every operation once, so all operations (and the
+/// baseline) are sampled over the same stretch of time and their ratios do not depend on when a
+/// burst of background load happened. Returns the median milliseconds of each operation.
+fn measure_round_robin(cfg: &CryptoBenchConfig, ops: &mut [(&str, &mut dyn FnMut())]) -> Vec<f64> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); ops.len()];
     let start = Instant::now();
-    while samples.len() < cfg.min_iters as usize || start.elapsed() < cfg.min_time {
-        let t = Instant::now();
-        std::hint::black_box(f());
-        samples.push(t.elapsed().as_secs_f64() * 1000.0);
-        if samples.len() >= 10_000 {
+    let mut rounds = 0u32;
+    while rounds < cfg.min_iters || start.elapsed() < cfg.min_time * ops.len() as u32 {
+        for ((_, op), s) in ops.iter_mut().zip(samples.iter_mut()) {
+            let t = Instant::now();
+            op();
+            s.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        rounds += 1;
+        if rounds >= 10_000 {
             break;
         }
     }
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        })
+        .collect()
 }
 
 /// Runs the benchmark. Fails only on invalid parameters.
@@ -104,46 +116,112 @@ pub fn run_crypto(cfg: &CryptoBenchConfig) -> anyhow::Result<CryptoBenchReport> 
     let precompute_ms = t0.elapsed().as_secs_f64() * 1000.0;
 
     let baseline = ModexpBaseline::new(&pk, 2048, &mut rng);
-    let modexp_baseline = measure(cfg, || baseline.run());
-
     let m = Plaintext::from_u64(1_234_567);
-    let encrypt = measure(cfg, || pk.encrypt(&m, &mut rng));
-    let encrypt_textbook = measure(cfg, || pk.encrypt_textbook(&m, &mut rng));
     let a = pk.encrypt(&m, &mut rng)?;
     let b = pk.encrypt(&m, &mut rng)?;
-    let add = measure(cfg, || pk.add(&a, &b));
-
     let ctx = b"bench/query-0";
-    let share = &shares[0];
-    let partial_decrypt = measure(cfg, || share.partial_decrypt(&key, ctx, &a, &mut rng));
     let partials = shares
         .iter()
         .take(usize::from(cfg.threshold))
         .map(|s| s.partial_decrypt(&key, ctx, &a, &mut rng))
         .collect::<Result<Vec<_>, _>>()?;
-    let verify_partial = measure(cfg, || key.verify_partial(ctx, &a, &partials[0]));
     let verified = partials
         .iter()
         .map(|p| key.verify_partial(ctx, &a, p))
         .collect::<Result<Vec<_>, _>>()?;
-    let combine = measure(cfg, || key.combine(ctx, &a, &verified));
     let out = key.combine(ctx, &a, &verified)?;
     anyhow::ensure!(
         out.plaintext == m,
         "benchmark decryption returned the wrong plaintext"
     );
-
     let layout = SlotLayout::new(&pk, 40, 1)?;
     let bound = u64::from(u32::MAX);
     let value = [3_000_000_000u64];
-    let range_proof = measure(cfg, || {
-        pk.encrypt_in_range(layout, &value, bound, ctx, &mut rng)
-    });
     let (ct, proof) = pk.encrypt_in_range(layout, &value, bound, ctx, &mut rng)?;
-    let range_verify = measure(cfg, || {
-        pk.verify_range(layout, bound, ctx, ct.ciphertext(), &proof)
-    });
     pk.verify_range(layout, bound, ctx, ct.ciphertext(), &proof)?;
+
+    // Every closure checks its own result; a failure is remembered and reported after timing.
+    let failed = std::cell::Cell::new(None::<&'static str>);
+    let note = |what: &'static str, ok: bool| {
+        if !ok {
+            failed.set(Some(what));
+        }
+    };
+    let mut rng2 = OsRng;
+    let mut rng3 = OsRng;
+    let mut rng4 = OsRng;
+    let share = &shares[0];
+    let mut f_base = || {
+        std::hint::black_box(baseline.run());
+    };
+    let mut f_enc = || {
+        note(
+            "encrypt",
+            std::hint::black_box(pk.encrypt(&m, &mut rng)).is_ok(),
+        )
+    };
+    let mut f_tb = || {
+        note(
+            "encrypt_textbook",
+            std::hint::black_box(pk.encrypt_textbook(&m, &mut rng2)).is_ok(),
+        )
+    };
+    let mut f_add = || {
+        std::hint::black_box(pk.add(&a, &b));
+    };
+    let mut f_pd = || {
+        note(
+            "partial_decrypt",
+            std::hint::black_box(share.partial_decrypt(&key, ctx, &a, &mut rng3)).is_ok(),
+        )
+    };
+    let mut f_vp = || {
+        note(
+            "verify_partial",
+            std::hint::black_box(key.verify_partial(ctx, &a, &partials[0])).is_ok(),
+        )
+    };
+    let mut f_comb = || {
+        note(
+            "combine",
+            std::hint::black_box(key.combine(ctx, &a, &verified)).is_ok(),
+        )
+    };
+    let mut f_rp = || {
+        note(
+            "range_proof",
+            std::hint::black_box(pk.encrypt_in_range(layout, &value, bound, ctx, &mut rng4))
+                .is_ok(),
+        )
+    };
+    let mut f_rv = || {
+        note(
+            "range_verify",
+            std::hint::black_box(pk.verify_range(layout, bound, ctx, ct.ciphertext(), &proof))
+                .is_ok(),
+        )
+    };
+    let mut ops: [(&str, &mut dyn FnMut()); 9] = [
+        ("modexp_baseline", &mut f_base),
+        ("encrypt", &mut f_enc),
+        ("encrypt_textbook", &mut f_tb),
+        ("add", &mut f_add),
+        ("partial_decrypt", &mut f_pd),
+        ("verify_partial", &mut f_vp),
+        ("combine", &mut f_comb),
+        ("range_proof", &mut f_rp),
+        ("range_verify", &mut f_rv),
+    ];
+    let ms = measure_round_robin(cfg, &mut ops);
+    drop(ops);
+    if let Some(what) = failed.get() {
+        anyhow::bail!("{what} failed during the benchmark");
+    }
+    let [modexp_baseline, encrypt, encrypt_textbook, add, partial_decrypt, verify_partial, combine, range_proof, range_verify] =
+        ms[..]
+    else {
+        anyhow::bail!("internal: wrong number of measurements");
+    };
     let range_proof_bytes = proof.to_bytes().len();
 
     let targets = Targets {
