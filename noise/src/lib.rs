@@ -1,6 +1,40 @@
-//! Distributed differential privacy: exact integer noise shares and privacy budgets (issue 4).
+//! # medtech-noise
 //!
-//! **Not implemented yet.** This crate is a placeholder in the fixed workspace layout; it exports
-//! nothing, and nothing in the project relies on it until its issue lands.
+//! Distributed differential privacy for MedTech Chain: every committee member adds an exactly
+//! sampled integer noise share to the encrypted aggregate *before* partial decryption, calibrated
+//! so that the shares of any `n − t + 1` honest members already give the stated guarantee even if
+//! the other `t − 1` collude.
+//!
+//! * [`samplers`] — exact integer samplers (CKS20) over a caller-supplied CSPRNG.
+//! * [`mechanism`] — the distributed discrete Laplace (default), discrete Gaussian and binomial
+//!   mechanisms, their calibration and rigorous confidence bounds.
+//! * [`accounting`] — privacy budgets per researcher, dataset and globally, as a deterministic
+//!   state machine over ledger events.
+//!
+//! Protocol code only: no I/O, no floating point in any sampler (floating point appears only in
+//! reporting: variances and confidence widths).
+//!
+//! **Status:** samplers, mechanisms and the budget state machine are in place and tested; query
+//! sensitivities and share commitments (the rest of issue 4) are not built yet.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod accounting;
+mod error;
+pub mod mechanism;
+pub mod samplers;
+
+pub use accounting::{Accountant, Cost, Event, Rejection, Subject};
+pub use error::{Error, Result};
+pub use mechanism::{Committee, Mechanism, Micros, ShareSpec};
+
+/// The CSPRNG noise shares are drawn from in production: ChaCha20 seeded from the operating
+/// system. Tests seed it explicitly for reproducibility.
+pub type NoiseRng = rand_chacha::ChaCha20Rng;
+
+/// A fresh [`NoiseRng`] seeded from the operating system's entropy source.
+pub fn noise_rng() -> Result<NoiseRng> {
+    <NoiseRng as rand_core::SeedableRng>::from_rng(rand_core::OsRng)
+        .map_err(|e| Error::InvalidParameter(format!("operating-system entropy unavailable: {e}")))
+}

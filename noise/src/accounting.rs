@@ -1,0 +1,283 @@
+//! Privacy budgets as a pure state machine over ledger events.
+//!
+//! Every node applies the same events in the ledger's order, so every node holds the same
+//! budgets: [`Accountant::apply`] is deterministic (ordered maps, integer arithmetic in millionths,
+//! no clocks, no randomness). Concurrency is settled by the ledger's total order: two queries
+//! racing for the last of a budget are two events, and the second is rejected — there is no
+//! read-then-write window in which both could pass.
+//!
+//! Rules:
+//! * A charge names a researcher and a dataset; it is checked against the researcher's, the
+//!   dataset's and (if set) the global limit, and either spends on all three or on none.
+//! * A query id is charged at most once (a replayed charge is rejected, not double-counted).
+//! * A charge can be refunded ([`Event::Abandon`]) only while no noise share for that query has
+//!   been posted; once any member posted noise, the spend is final, whatever happens next
+//!   (a failed decryption included).
+//! * Composition is basic (sequential) composition, separately for pure ε and for zCDP ρ.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mechanism::Micros;
+
+/// Who or what a budget limits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Subject {
+    /// One researcher.
+    Researcher(String),
+    /// One hospital dataset (or the federation's joint dataset).
+    Dataset(String),
+    /// Everything.
+    Global,
+}
+
+/// A privacy cost or limit: pure ε and zCDP ρ, composed separately.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Pure-DP ε.
+    pub epsilon: Micros,
+    /// zCDP ρ.
+    pub rho: Micros,
+}
+
+impl Cost {
+    fn checked_add(self, o: Cost) -> Option<Cost> {
+        Some(Cost {
+            epsilon: Micros(self.epsilon.0.checked_add(o.epsilon.0)?),
+            rho: Micros(self.rho.0.checked_add(o.rho.0)?),
+        })
+    }
+
+    fn fits_within(self, limit: Cost) -> bool {
+        self.epsilon <= limit.epsilon && self.rho <= limit.rho
+    }
+
+    fn saturating_sub(self, o: Cost) -> Cost {
+        Cost {
+            epsilon: Micros(self.epsilon.0.saturating_sub(o.epsilon.0)),
+            rho: Micros(self.rho.0.saturating_sub(o.rho.0)),
+        }
+    }
+}
+
+/// A ledger event the accountant understands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Sets (or changes) a subject's limit. Lowering a limit below what is spent blocks further
+    /// charges; it never un-spends.
+    SetLimit {
+        /// The subject.
+        subject: Subject,
+        /// Its total limit.
+        limit: Cost,
+    },
+    /// Authorises a query: charges its cost. Recorded in the same ledger entry as the query.
+    Charge {
+        /// Query id.
+        query: String,
+        /// Researcher who submitted it.
+        researcher: String,
+        /// Dataset it reads.
+        dataset: String,
+        /// Its privacy cost.
+        cost: Cost,
+    },
+    /// A committee member posted its noise share for a query: from now on, no refund.
+    NoisePosted {
+        /// Query id.
+        query: String,
+        /// The member.
+        member: u16,
+    },
+    /// The query was abandoned before any noise was posted: its charge is refunded.
+    Abandon {
+        /// Query id.
+        query: String,
+    },
+}
+
+/// Why an event was rejected (the ledger records the rejection; nothing changes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// A researcher or dataset without a limit cannot be charged.
+    #[error("no budget is set for {0:?}")]
+    NoBudget(Subject),
+    /// The charge would exceed a limit.
+    #[error("over budget for {subject:?}: would spend {would_spend:?} of {limit:?}")]
+    OverBudget {
+        /// The subject whose limit it would exceed.
+        subject: Subject,
+        /// Spent plus this charge.
+        would_spend: Cost,
+        /// The limit.
+        limit: Cost,
+    },
+    /// The query id was charged already.
+    #[error("query {0} was already charged")]
+    AlreadyCharged(String),
+    /// The query id was never charged.
+    #[error("query {0} was never charged")]
+    UnknownQuery(String),
+    /// Noise was posted for the query: its charge can no longer be refunded.
+    #[error("query {0} has noise posted; its charge is final")]
+    NoiseAlreadyPosted(String),
+    /// The query was abandoned already.
+    #[error("query {0} was abandoned")]
+    Abandoned(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ChargeRecord {
+    researcher: String,
+    dataset: String,
+    cost: Cost,
+    noise_from: BTreeSet<u16>,
+    abandoned: bool,
+}
+
+/// The budget state every node derives from the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accountant {
+    limits: BTreeMap<Subject, Cost>,
+    spent: BTreeMap<Subject, Cost>,
+    charges: BTreeMap<String, ChargeRecord>,
+}
+
+impl Accountant {
+    /// An empty accountant (no limits: every charge is rejected until limits are set).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event. `Err` means rejected and nothing changed.
+    pub fn apply(&mut self, event: &Event) -> Result<(), Rejection> {
+        match event {
+            Event::SetLimit { subject, limit } => {
+                self.limits.insert(subject.clone(), *limit);
+                Ok(())
+            }
+            Event::Charge {
+                query,
+                researcher,
+                dataset,
+                cost,
+            } => self.charge(query, researcher, dataset, *cost),
+            Event::NoisePosted { query, member } => {
+                let rec = self
+                    .charges
+                    .get_mut(query)
+                    .ok_or_else(|| Rejection::UnknownQuery(query.clone()))?;
+                if rec.abandoned {
+                    return Err(Rejection::Abandoned(query.clone()));
+                }
+                rec.noise_from.insert(*member);
+                Ok(())
+            }
+            Event::Abandon { query } => {
+                let rec = self
+                    .charges
+                    .get(query)
+                    .ok_or_else(|| Rejection::UnknownQuery(query.clone()))?;
+                if rec.abandoned {
+                    return Err(Rejection::Abandoned(query.clone()));
+                }
+                if !rec.noise_from.is_empty() {
+                    return Err(Rejection::NoiseAlreadyPosted(query.clone()));
+                }
+                let (cost, subjects) = (rec.cost, Self::subjects(&rec.researcher, &rec.dataset));
+                for s in subjects {
+                    if let Some(spent) = self.spent.get_mut(&s) {
+                        *spent = spent.saturating_sub(cost);
+                    }
+                }
+                if let Some(rec) = self.charges.get_mut(query) {
+                    rec.abandoned = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn subjects(researcher: &str, dataset: &str) -> [Subject; 3] {
+        [
+            Subject::Researcher(researcher.to_owned()),
+            Subject::Dataset(dataset.to_owned()),
+            Subject::Global,
+        ]
+    }
+
+    fn charge(
+        &mut self,
+        query: &str,
+        researcher: &str,
+        dataset: &str,
+        cost: Cost,
+    ) -> Result<(), Rejection> {
+        if self.charges.contains_key(query) {
+            return Err(Rejection::AlreadyCharged(query.to_owned()));
+        }
+        let subjects = Self::subjects(researcher, dataset);
+        // Check everything first; spend only if every check passes (atomic).
+        let mut updates = Vec::with_capacity(3);
+        for s in subjects {
+            let limit = match (self.limits.get(&s), &s) {
+                (Some(l), _) => *l,
+                (None, Subject::Global) => continue, // no global limit configured
+                (None, _) => return Err(Rejection::NoBudget(s)),
+            };
+            let spent = self.spent.get(&s).copied().unwrap_or_default();
+            let would = spent.checked_add(cost).ok_or(Rejection::OverBudget {
+                subject: s.clone(),
+                would_spend: spent,
+                limit,
+            })?;
+            if !would.fits_within(limit) {
+                return Err(Rejection::OverBudget {
+                    subject: s,
+                    would_spend: would,
+                    limit,
+                });
+            }
+            updates.push((s, would));
+        }
+        for (s, would) in updates {
+            self.spent.insert(s, would);
+        }
+        self.charges.insert(
+            query.to_owned(),
+            ChargeRecord {
+                researcher: researcher.to_owned(),
+                dataset: dataset.to_owned(),
+                cost,
+                noise_from: BTreeSet::new(),
+                abandoned: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// What a subject has spent.
+    pub fn spent(&self, subject: &Subject) -> Cost {
+        self.spent.get(subject).copied().unwrap_or_default()
+    }
+
+    /// What a subject has left, if it has a limit.
+    pub fn remaining(&self, subject: &Subject) -> Option<Cost> {
+        self.limits
+            .get(subject)
+            .map(|l| l.saturating_sub(self.spent(subject)))
+    }
+
+    /// The limit of a subject, if set.
+    pub fn limit(&self, subject: &Subject) -> Option<Cost> {
+        self.limits.get(subject).copied()
+    }
+
+    /// Members whose noise for `query` is recorded (the node decrypts only once at least
+    /// `n − t + 1` are).
+    pub fn noise_posted(&self, query: &str) -> usize {
+        self.charges.get(query).map_or(0, |r| r.noise_from.len())
+    }
+}

@@ -1,0 +1,288 @@
+//! Distributed mechanisms: what each committee member adds, so that the noise of any
+//! `m = n − t + 1` members already protects the release, even if the other `t − 1` collude
+//! (drop, reveal or subtract their own shares).
+//!
+//! * **Discrete Laplace, pure ε-DP (default).** `q = exp(−ε/Δ₁)`. Each member adds
+//!   `Pólya(1/m, q) − Pólya(1/m, q)`. Pólya(r, q) is infinitely divisible — the sum of `m`
+//!   independent Pólya(1/m, q) is Pólya(1, q), the geometric `(1−q)q^k` — so any `m` honest shares
+//!   sum to exactly a difference of two geometrics: the discrete Laplace `P(z) ∝ q^|z|`, which is
+//!   ε-DP for L1 sensitivity Δ₁ (the geometric mechanism, Ghosh–Roughgarden–Sundararajan 2009).
+//!   More shares only add independent noise (post-processing).
+//! * **Discrete Gaussian, ρ-zCDP (option).** Each member adds `N_Z(0, σ²)` with
+//!   `σ = Δ₂/√(2ρm)` (σ ≥ 1.5 enforced). The sum of `m` honest shares has variance `Δ₂²/(2ρ)`;
+//!   Kairouz–Liu–Steinke (ICML 2021) show such a sum is ρ-zCDP up to a small additive term that
+//!   vanishes quickly in σ (it is below 10⁻¹⁰ for σ ≥ 1.5); see docs/privacy.md.
+//! * **Binomial, (ε, δ)-DP (option, the basis for verifiable noise).** Each member adds
+//!   `Binomial(2k, ½) − k`; the `m` honest shares sum to `Binomial(2km, ½) − km`. With
+//!   `2km ≥ 64·Δ²·ln(2/δ)/ε²` coins this is (ε, δ)-DP (Dwork–Kenthapadi–McSherry–Mironov–Naor,
+//!   Eurocrypt 2006, for Δ = 1; scaled by Δ² for sensitivity Δ).
+//!
+//! Privacy parameters are exact: ε and ρ in millionths ([`Micros`]), δ as `10^(−k)`.
+
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::samplers;
+
+/// A non-negative privacy amount in millionths (ε = 0.1 is `Micros(100_000)`), so that budgets
+/// add exactly and replay identically on every node.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Micros(pub u64);
+
+impl Micros {
+    /// From a decimal value, rounded down to the nearest millionth (for configuration input).
+    pub fn from_f64_floor(v: f64) -> Result<Self> {
+        if !v.is_finite() || !(0.0..=1e12).contains(&v) {
+            return Err(Error::InvalidParameter(format!("privacy amount {v}")));
+        }
+        Ok(Micros((v * 1e6).floor() as u64))
+    }
+
+    /// As a decimal (reporting only).
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+}
+
+/// Committee shape for noise calibration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committee {
+    /// Members n.
+    pub members: u16,
+    /// Decryption threshold t.
+    pub threshold: u16,
+}
+
+impl Committee {
+    /// Validates `1 ≤ t ≤ n`.
+    pub fn new(members: u16, threshold: u16) -> Result<Self> {
+        if members == 0 || threshold == 0 || threshold > members {
+            return Err(Error::InvalidParameter(format!(
+                "committee n = {members}, t = {threshold}"
+            )));
+        }
+        Ok(Committee { members, threshold })
+    }
+
+    /// `m = n − t + 1`: shares guaranteed to come from honest members when `t − 1` collude.
+    pub fn honest_shares(&self) -> u32 {
+        u32::from(self.members - self.threshold) + 1
+    }
+}
+
+/// Which distributed mechanism, with its privacy parameter for the whole release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Mechanism {
+    /// Distributed discrete Laplace, pure ε-DP.
+    DiscreteLaplace {
+        /// ε.
+        epsilon: Micros,
+    },
+    /// Distributed discrete Gaussian, ρ-zCDP.
+    DiscreteGaussian {
+        /// ρ.
+        rho: Micros,
+    },
+    /// Distributed binomial, (ε, δ)-DP with δ = 10^(−delta_exp).
+    Binomial {
+        /// ε.
+        epsilon: Micros,
+        /// δ = 10^(−delta_exp), 1 ≤ delta_exp ≤ 30.
+        delta_exp: u32,
+    },
+}
+
+/// A calibrated share sampler: one release (one output coordinate) of L1/L2 sensitivity
+/// `sensitivity` under `mechanism`, for `committee`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareSpec {
+    mechanism: Mechanism,
+    sensitivity: u64,
+    committee: Committee,
+    /// Discrete Laplace: q = exp(−num/den). Gaussian: σ² = num/den. Binomial: k coins pairs.
+    num: u128,
+    den: u128,
+}
+
+impl ShareSpec {
+    /// Calibrates the per-member share for a release with integer sensitivity `sensitivity ≥ 1`.
+    pub fn new(mechanism: Mechanism, sensitivity: u64, committee: Committee) -> Result<Self> {
+        if sensitivity == 0 {
+            return Err(Error::InvalidParameter(
+                "sensitivity must be at least 1".into(),
+            ));
+        }
+        let m = u128::from(committee.honest_shares());
+        let delta = u128::from(sensitivity);
+        let (num, den) = match mechanism {
+            Mechanism::DiscreteLaplace { epsilon } => {
+                if epsilon.0 == 0 {
+                    return Err(Error::InvalidParameter("ε must be positive".into()));
+                }
+                // q = exp(−ε/Δ) = exp(−ε_micros / (10^6 Δ)).
+                (u128::from(epsilon.0), 1_000_000 * delta)
+            }
+            Mechanism::DiscreteGaussian { rho } => {
+                if rho.0 == 0 {
+                    return Err(Error::InvalidParameter("ρ must be positive".into()));
+                }
+                // σ² = Δ² / (2ρm) = Δ²·10^6 / (2·ρ_micros·m).
+                let num = delta * delta * 1_000_000;
+                let den = 2 * u128::from(rho.0) * m;
+                // σ ≥ 1.5 ⇔ σ² ≥ 9/4.
+                if num * 4 < den * 9 {
+                    return Err(Error::InvalidParameter(format!(
+                        "per-member σ below 1.5 (ρ = {} too large for m = {m}); KLS21's bound needs σ ≥ 1.5",
+                        rho.as_f64()
+                    )));
+                }
+                (num, den)
+            }
+            Mechanism::Binomial { epsilon, delta_exp } => {
+                if epsilon.0 == 0 || !(1..=30).contains(&delta_exp) {
+                    return Err(Error::InvalidParameter(
+                        "binomial needs ε > 0, δ = 10^-k with 1 ≤ k ≤ 30".into(),
+                    ));
+                }
+                // total coins N ≥ 64 Δ² ln(2/δ) / ε²; per member 2k = ⌈N/m⌉ (rounded up to even).
+                let ln_2_over_delta = (2.0f64).ln() + f64::from(delta_exp) * (10.0f64).ln();
+                let eps = epsilon.as_f64();
+                let total =
+                    (64.0 * (sensitivity as f64).powi(2) * ln_2_over_delta / (eps * eps)).ceil();
+                if !total.is_finite() || total > 1e15 {
+                    return Err(Error::InvalidParameter(
+                        "binomial needs too many coins; raise ε".into(),
+                    ));
+                }
+                let per_member = (total as u128).div_ceil(m);
+                (per_member.div_ceil(2), 1)
+            }
+        };
+        Ok(ShareSpec {
+            mechanism,
+            sensitivity,
+            committee,
+            num,
+            den,
+        })
+    }
+
+    /// The mechanism.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
+    /// The committee.
+    pub fn committee(&self) -> Committee {
+        self.committee
+    }
+
+    /// One member's noise share, drawn exactly from `rng` (which must be a CSPRNG: use
+    /// [`crate::NoiseRng`] in production).
+    pub fn sample_share<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R) -> Result<i128> {
+        match self.mechanism {
+            Mechanism::DiscreteLaplace { .. } => {
+                let m = self.committee.honest_shares();
+                let a = samplers::polya(rng, m, self.num, self.den)?;
+                let b = samplers::polya(rng, m, self.num, self.den)?;
+                samplers::signed_difference(a, b)
+            }
+            Mechanism::DiscreteGaussian { .. } => {
+                samplers::discrete_gaussian(rng, self.num, self.den)
+            }
+            Mechanism::Binomial { .. } => {
+                let k = u64::try_from(self.num).map_err(|_| Error::Overflow("binomial coins"))?;
+                Ok(samplers::centered_binomial(rng, k))
+            }
+        }
+    }
+
+    /// `q = exp(−ε/Δ)` (discrete Laplace only; reporting).
+    pub fn q(&self) -> Option<f64> {
+        matches!(self.mechanism, Mechanism::DiscreteLaplace { .. })
+            .then(|| (-(self.num as f64) / (self.den as f64)).exp())
+    }
+
+    /// Variance of the sum of `shares` honest shares (reporting only; floating point).
+    pub fn variance(&self, shares: u32) -> f64 {
+        let k = f64::from(shares);
+        match self.mechanism {
+            Mechanism::DiscreteLaplace { .. } => {
+                // Each share is the difference of two NB(1/m, q): variance 2·(1/m)·q/(1−q)².
+                let q = (-(self.num as f64) / (self.den as f64)).exp();
+                let m = f64::from(self.committee.honest_shares());
+                k * 2.0 / m * q / ((1.0 - q) * (1.0 - q))
+            }
+            // The discrete Gaussian's variance is at most σ² (CKS20 Prop. 19).
+            Mechanism::DiscreteGaussian { .. } => k * self.num as f64 / self.den as f64,
+            Mechanism::Binomial { .. } => k * (2.0 * self.num as f64) / 4.0,
+        }
+    }
+
+    /// A half-width `w` such that the sum of `shares` independent shares lies in `[−w, w]` with
+    /// probability at least `1 − alpha`. Rigorous tail bounds (not approximations):
+    /// a Chernoff bound on the exact moment generating function for the discrete Laplace shares,
+    /// the sub-Gaussian bound `2·exp(−w²/(2kσ²))` for discrete Gaussians (CKS20 Cor. 24), and
+    /// Hoeffding for the binomial.
+    pub fn confidence_half_width(&self, shares: u32, alpha: f64) -> Result<u64> {
+        if !(alpha > 0.0 && alpha < 1.0) || shares == 0 {
+            return Err(Error::InvalidParameter(
+                "need 0 < α < 1 and at least one share".into(),
+            ));
+        }
+        let k = f64::from(shares);
+        let w = match self.mechanism {
+            Mechanism::DiscreteLaplace { .. } => {
+                let x = self.num as f64 / self.den as f64; // q = e^{-x}
+                let r = k / f64::from(self.committee.honest_shares());
+                // P(D ≥ w) ≤ inf_{0<s<x} e^{-sw} · ((1−q)² / ((1−qe^s)(1−qe^{-s})))^r; find the
+                // smallest w whose two-sided bound is ≤ α by doubling and bisection.
+                let log_tail = |w: f64| -> f64 {
+                    let q = (-x).exp();
+                    let mut best = f64::INFINITY;
+                    for i in 1..200 {
+                        let s = x * f64::from(i) / 200.0;
+                        let log_mgf = r
+                            * (2.0 * (1.0 - q).ln()
+                                - (1.0 - q * s.exp()).ln()
+                                - (1.0 - q * (-s).exp()).ln());
+                        best = best.min(-s * w + log_mgf);
+                    }
+                    best + 2f64.ln()
+                };
+                let target = alpha.ln();
+                let mut hi = 1.0f64;
+                while log_tail(hi) > target {
+                    hi *= 2.0;
+                    if hi > 1e18 {
+                        return Err(Error::Overflow("confidence interval"));
+                    }
+                }
+                let mut lo = 0.0f64;
+                for _ in 0..100 {
+                    let mid = (lo + hi) / 2.0;
+                    if log_tail(mid) > target {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                hi
+            }
+            Mechanism::DiscreteGaussian { .. } => {
+                let s2 = self.num as f64 / self.den as f64;
+                (2.0 * k * s2 * (2.0 / alpha).ln()).sqrt()
+            }
+            Mechanism::Binomial { .. } => {
+                // Each coin is ±½ around its mean: sub-Gaussian with variance proxy ¼ per coin.
+                let coins = k * 2.0 * self.num as f64;
+                (coins / 2.0 * (2.0 / alpha).ln()).sqrt()
+            }
+        };
+        Ok(w.ceil() as u64)
+    }
+}
