@@ -32,13 +32,25 @@ pub enum Subject {
     Global,
 }
 
-/// A privacy cost or limit: pure ε and zCDP ρ, composed separately.
+/// A privacy cost or limit: ε (pure or approximate DP), zCDP ρ, and δ, each composed by basic
+/// composition (summed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cost {
-    /// Pure-DP ε.
+    /// ε, in millionths.
     pub epsilon: Micros,
-    /// zCDP ρ.
+    /// zCDP ρ, in millionths.
     pub rho: Micros,
+    /// δ, in units of 10⁻¹⁸ (δ = 10⁻⁶ is `1_000_000_000_000`).
+    pub delta: u64,
+}
+
+/// `10^(−k)` in units of 10⁻¹⁸ (`k ≤ 18`; smaller δ round up to one unit, conservatively).
+pub fn delta_from_exp(k: u32) -> u64 {
+    if k >= 18 {
+        1
+    } else {
+        10u64.pow(18 - k)
+    }
 }
 
 impl Cost {
@@ -46,17 +58,19 @@ impl Cost {
         Some(Cost {
             epsilon: Micros(self.epsilon.0.checked_add(o.epsilon.0)?),
             rho: Micros(self.rho.0.checked_add(o.rho.0)?),
+            delta: self.delta.checked_add(o.delta)?,
         })
     }
 
     fn fits_within(self, limit: Cost) -> bool {
-        self.epsilon <= limit.epsilon && self.rho <= limit.rho
+        self.epsilon <= limit.epsilon && self.rho <= limit.rho && self.delta <= limit.delta
     }
 
     fn saturating_sub(self, o: Cost) -> Cost {
         Cost {
             epsilon: Micros(self.epsilon.0.saturating_sub(o.epsilon.0)),
             rho: Micros(self.rho.0.saturating_sub(o.rho.0)),
+            delta: self.delta.saturating_sub(o.delta),
         }
     }
 }

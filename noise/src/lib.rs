@@ -8,14 +8,16 @@
 //! * [`samplers`] — exact integer samplers (CKS20) over a caller-supplied CSPRNG.
 //! * [`mechanism`] — the distributed discrete Laplace (default), discrete Gaussian and binomial
 //!   mechanisms, their calibration and rigorous confidence bounds.
+//! * [`query`] — sensitivity, budget split and encoding of Count, Grouped count and Average,
+//!   and results with confidence intervals.
 //! * [`accounting`] — privacy budgets per researcher, dataset and globally, as a deterministic
 //!   state machine over ledger events.
 //!
 //! Protocol code only: no I/O, no floating point in any sampler (floating point appears only in
 //! reporting: variances and confidence widths).
 //!
-//! **Status:** samplers, mechanisms and the budget state machine are in place and tested; query
-//! sensitivities and share commitments (the rest of issue 4) are not built yet.
+//! **Status:** samplers, mechanisms, query plans and the budget state machine are in place and
+//! tested; share commitments are next.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -23,11 +25,13 @@
 pub mod accounting;
 mod error;
 pub mod mechanism;
+pub mod query;
 pub mod samplers;
 
 pub use accounting::{Accountant, Cost, Event, Rejection, Subject};
 pub use error::{Error, Result};
 pub use mechanism::{Committee, Mechanism, Micros, ShareSpec};
+pub use query::{NoisyValue, QueryPlan, QueryResult, QueryShape};
 
 /// The CSPRNG noise shares are drawn from in production: ChaCha20 seeded from the operating
 /// system. Tests seed it explicitly for reproducibility.

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 fn eps(v: u64) -> Cost {
     Cost {
         epsilon: Micros(v),
-        rho: Micros(0),
+        ..Cost::default()
     }
 }
 
@@ -219,8 +219,8 @@ fn charge_is_atomic_across_researcher_dataset_and_global() {
     );
     // zCDP and pure ε are limited separately.
     let zcdp = Cost {
-        epsilon: Micros(0),
         rho: Micros(10),
+        ..Cost::default()
     };
     let r = acc.apply(&Event::Charge {
         query: "z".into(),

@@ -139,3 +139,22 @@ fn public_keys_with_small_factors_or_wrong_sizes_are_refused() {
     three[63] = 0x03; // 0xc0…03 = 3·(…) ? at least divisible by 3: (0xc0·2^504 + 3) mod 3 = 0
     assert!(PublicKey::from_modulus_bytes(&three).is_err());
 }
+
+/// Writes one valid encoding per decoder into `fuzz/seeds/decode_threshold/`, each prefixed with
+/// the fuzz target's selector byte, so the fuzzer starts past the header checks.
+#[test]
+#[ignore = "writes the fuzz seed corpus; run deliberately"]
+fn write_fuzz_seeds() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/decode_threshold"
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    // Selector order of the fuzz target: 0 public key, 1 threshold key, 2 ciphertext,
+    // 3 partial decryption, 4 range proof, 5 key share — the order of valid_encodings().
+    for (sel, bytes) in valid_encodings().into_iter().enumerate() {
+        let mut data = vec![sel as u8];
+        data.extend_from_slice(&bytes);
+        std::fs::write(format!("{dir}/seed-{sel}"), data).unwrap();
+    }
+}
