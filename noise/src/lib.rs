@@ -10,21 +10,23 @@
 //!   mechanisms, their calibration and rigorous confidence bounds.
 //! * [`query`] — sensitivity, budget split and encoding of Count, Grouped count and Average,
 //!   and results with confidence intervals.
+//! * [`commitment`] — a member's encrypted noise shares, bound to one query and one member and
+//!   bounded, by a range proof.
 //! * [`accounting`] — privacy budgets per researcher, dataset and globally, as a deterministic
 //!   state machine over ledger events.
 //!
 //! Protocol code only: no I/O, no floating point in any sampler (floating point appears only in
 //! reporting: variances and confidence widths).
 //!
-//! **Status:** samplers, mechanisms, query plans and the budget state machine are in place and
-//! tested; share commitments are next.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod accounting;
+pub mod commitment;
 mod error;
 pub mod mechanism;
+pub mod privacy;
 pub mod query;
 pub mod samplers;
 

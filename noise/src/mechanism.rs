@@ -201,6 +201,25 @@ impl ShareSpec {
         }
     }
 
+    /// Scale `Δ/ε` of the discrete Laplace that `m` honest shares sum to (reporting and the
+    /// OpenDP cross-check).
+    pub fn honest_total_laplace_scale(&self) -> Option<f64> {
+        matches!(self.mechanism, Mechanism::DiscreteLaplace { .. })
+            .then(|| self.den as f64 / self.num as f64)
+    }
+
+    /// Standard deviation `√(m·σ²)` of the sum of `m` honest discrete-Gaussian shares.
+    pub fn honest_total_gaussian_sigma(&self) -> Option<f64> {
+        matches!(self.mechanism, Mechanism::DiscreteGaussian { .. }).then(|| {
+            (f64::from(self.committee.honest_shares()) * self.num as f64 / self.den as f64).sqrt()
+        })
+    }
+
+    /// The sensitivity this spec was calibrated for.
+    pub fn sensitivity(&self) -> u64 {
+        self.sensitivity
+    }
+
     /// `q = exp(−ε/Δ)` (discrete Laplace only; reporting).
     pub fn q(&self) -> Option<f64> {
         matches!(self.mechanism, Mechanism::DiscreteLaplace { .. })
