@@ -9,9 +9,11 @@
 //!   ε-DP for L1 sensitivity Δ₁ (the geometric mechanism, Ghosh–Roughgarden–Sundararajan 2009).
 //!   More shares only add independent noise (post-processing).
 //! * **Discrete Gaussian, ρ-zCDP (option).** Each member adds `N_Z(0, σ²)` with
-//!   `σ = Δ₂/√(2ρm)` (σ ≥ 1.5 enforced). The sum of `m` honest shares has variance `Δ₂²/(2ρ)`;
-//!   Kairouz–Liu–Steinke (ICML 2021) show such a sum is ρ-zCDP up to a small additive term that
-//!   vanishes quickly in σ (it is below 10⁻¹⁰ for σ ≥ 1.5); see docs/privacy.md.
+//!   `σ = Δ₂/√(2ρm)` (σ ≥ 1.5 enforced). A sum of `m` discrete Gaussians is not a discrete
+//!   Gaussian; Kairouz–Liu–Steinke (ICML 2021, Theorem 1) bound it as `ρ'`-zCDP with
+//!   `ρ' = Δ₂²/(2mσ²) + τ/4`, `τ = 10·Σ_{k=1}^{m−1} exp(−2π²σ²·k/(k+1))`. The extra `τ/4` (about
+//!   6·10⁻¹⁰ at σ = 1.5) is charged to the budget, rounded up to a millionth
+//!   ([`ShareSpec::cost`]).
 //! * **Binomial, (ε, δ)-DP (option, the basis for verifiable noise).** Each member adds
 //!   `Binomial(2k, ½) − k`; the `m` honest shares sum to `Binomial(2km, ½) − km`. With
 //!   `2km ≥ 64·Δ²·ln(2/δ)/ε²` coins this is (ε, δ)-DP (Dwork–Kenthapadi–McSherry–Mironov–Naor,
@@ -215,6 +217,36 @@ impl ShareSpec {
         })
     }
 
+    /// The privacy cost of releasing one output noised by `m` honest shares of this spec:
+    /// ε for the discrete Laplace; `ρ + ⌈τ/4⌉` for the discrete Gaussian (KLS21, Theorem 1);
+    /// ε and δ for the binomial. Coordinates of one output compose in parallel (disjoint bins).
+    pub fn cost(&self) -> crate::accounting::Cost {
+        use crate::accounting::{delta_from_exp, Cost};
+        match self.mechanism {
+            Mechanism::DiscreteLaplace { epsilon } => Cost {
+                epsilon,
+                ..Cost::default()
+            },
+            Mechanism::DiscreteGaussian { rho } => {
+                let extra = (kls21_tau(
+                    self.committee.honest_shares(),
+                    self.num as f64 / self.den as f64,
+                ) / 4.0
+                    * 1e6)
+                    .ceil() as u64;
+                Cost {
+                    rho: Micros(rho.0 + extra),
+                    ..Cost::default()
+                }
+            }
+            Mechanism::Binomial { epsilon, delta_exp } => Cost {
+                epsilon,
+                delta: delta_from_exp(delta_exp),
+                ..Cost::default()
+            },
+        }
+    }
+
     /// The sensitivity this spec was calibrated for.
     pub fn sensitivity(&self) -> u64 {
         self.sensitivity
@@ -304,4 +336,14 @@ impl ShareSpec {
         };
         Ok(w.ceil() as u64)
     }
+}
+
+/// KLS21's `τ = 10·Σ_{k=1}^{m−1} exp(−2π²σ²·k/(k+1))` for a sum of `m` discrete Gaussians of
+/// variance parameter `σ²` (0 for a single share, which is exactly a discrete Gaussian).
+pub fn kls21_tau(m: u32, sigma2: f64) -> f64 {
+    let c = 2.0 * std::f64::consts::PI * std::f64::consts::PI * sigma2;
+    (1..m)
+        .map(|k| (-c * f64::from(k) / f64::from(k + 1)).exp())
+        .sum::<f64>()
+        * 10.0
 }

@@ -174,10 +174,22 @@ impl QueryPlan {
                 ]
             }
         };
+        // Outputs compose sequentially (Average: sum and count); coordinates within an output
+        // in parallel. Halving rounds down, so the total never exceeds the requested budget
+        // except by the Gaussian's charged KLS21 term.
+        let mut cost = Cost::default();
+        for o in &outputs {
+            let c = o.share.cost();
+            cost = Cost {
+                epsilon: Micros(cost.epsilon.0 + c.epsilon.0),
+                rho: Micros(cost.rho.0 + c.rho.0),
+                delta: cost.delta + c.delta,
+            };
+        }
         Ok(QueryPlan {
             shape,
             outputs,
-            cost: cost_of(mechanism),
+            cost,
         })
     }
 

@@ -198,3 +198,41 @@ fn noise_scale_per_epsilon_is_as_documented() {
         );
     }
 }
+
+#[test]
+fn gaussian_plans_charge_the_kls21_term() {
+    use medtech_noise::mechanism::kls21_tau;
+    // σ² = 10/3 per share (ρ = 0.05, m = 3): τ is tiny but positive; one millionth is charged.
+    let tau = kls21_tau(3, 10.0 / 3.0);
+    assert!(tau > 0.0 && tau < 1e-6, "τ = {tau}");
+    assert_eq!(
+        kls21_tau(1, 2.0),
+        0.0,
+        "a single discrete Gaussian is exact"
+    );
+    let p = QueryPlan::new(
+        QueryShape::Count,
+        Mechanism::DiscreteGaussian {
+            rho: Micros(50_000),
+        },
+        committee(),
+        1,
+    )
+    .unwrap();
+    assert_eq!(p.cost.rho, Micros(50_001));
+    // Average halves ρ per output. The count output (σ² ≈ 16.7) charges one extra millionth;
+    // the sum output (Δ = 50, σ² ≈ 41,667) has τ = exp(−8·10⁵)·… which is exactly 0 in f64.
+    let p = QueryPlan::new(
+        QueryShape::Average {
+            lower: 0,
+            upper: 100,
+        },
+        Mechanism::DiscreteGaussian {
+            rho: Micros(20_000),
+        },
+        committee(),
+        1,
+    )
+    .unwrap();
+    assert_eq!(p.cost.rho, Micros(20_001));
+}
