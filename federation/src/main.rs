@@ -58,6 +58,21 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Exact DP noise shares per second for each mechanism.
+    Noise {
+        /// Committee size n.
+        #[arg(long, default_value_t = 5)]
+        parties: u16,
+        /// Threshold t.
+        #[arg(long, default_value_t = 3)]
+        threshold: u16,
+        /// Seconds spent per mechanism and parameter.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +123,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 min_iters: 5,
             };
             let report = bench::run_crypto(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Noise {
+                    parties,
+                    threshold,
+                    seconds,
+                    json,
+                },
+        } => {
+            anyhow::ensure!(
+                seconds.is_finite() && (0.0..=600.0).contains(&seconds),
+                "--seconds must be between 0 and 600"
+            );
+            let report = bench::run_noise(parties, threshold, seconds)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

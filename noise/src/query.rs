@@ -215,12 +215,19 @@ impl QueryPlan {
         };
         Ok(match self.shape {
             QueryShape::Count => QueryResult::Count(noisy(&self.outputs[0], raw[0][0], alpha)?),
-            QueryShape::GroupedCount { .. } => QueryResult::GroupedCount(
-                raw[0]
-                    .iter()
-                    .map(|&v| noisy(&self.outputs[0], v, alpha))
-                    .collect::<Result<_>>()?,
-            ),
+            QueryShape::GroupedCount { .. } => {
+                // Every bin has the same noise law: compute its interval once.
+                let template = noisy(&self.outputs[0], 0, alpha)?;
+                QueryResult::GroupedCount(
+                    raw[0]
+                        .iter()
+                        .map(|&v| NoisyValue {
+                            value: v,
+                            ..template
+                        })
+                        .collect(),
+                )
+            }
             QueryShape::Average { lower, upper } => {
                 // Each of the two intervals at α/2: joint coverage ≥ 1 − α (union bound).
                 let sum = noisy(&self.outputs[0], raw[0][0], alpha / 2.0)?;
