@@ -97,7 +97,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bits,
                 parties,
                 threshold,
-                ..demo::DemoConfig::default()
             };
             demo::run(&cfg, &mut std::io::stdout())?;
         }

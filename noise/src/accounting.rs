@@ -32,6 +32,29 @@ pub enum Subject {
     Global,
 }
 
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Researcher(r) => write!(f, "researcher {r:?}"),
+            Subject::Dataset(d) => write!(f, "dataset {d:?}"),
+            Subject::Global => f.write_str("the global budget"),
+        }
+    }
+}
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ε = {}", self.epsilon.as_f64())?;
+        if self.rho.0 > 0 {
+            write!(f, ", ρ = {}", self.rho.as_f64())?;
+        }
+        if self.delta > 0 {
+            write!(f, ", δ = {:e}", self.delta as f64 * 1e-18)?;
+        }
+        Ok(())
+    }
+}
+
 /// A privacy cost or limit: ε (pure or approximate DP), zCDP ρ, and δ, each composed by basic
 /// composition (summed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,10 +139,10 @@ pub enum Event {
 #[non_exhaustive]
 pub enum Rejection {
     /// A researcher or dataset without a limit cannot be charged.
-    #[error("no budget is set for {0:?}")]
+    #[error("no budget is set for {0}")]
     NoBudget(Subject),
     /// The charge would exceed a limit.
-    #[error("over budget for {subject:?}: would spend {would_spend:?} of {limit:?}")]
+    #[error("over budget for {subject}: would spend {would_spend} of {limit}")]
     OverBudget {
         /// The subject whose limit it would exceed.
         subject: Subject,

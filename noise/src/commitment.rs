@@ -1,8 +1,9 @@
 //! Noise-share commitments: a member's noise shares travel encrypted under the committee key,
 //! with a proof that binds them to one query and one member and bounds them.
 //!
-//! A member with shares `s_j` (one per coordinate, `|s_j| ≤ B = 2^31 − 1`) encrypts the
-//! shifted values `s_j + B ∈ [0, 2B]`, packed under the query's slot layout, with a contribution
+//! A member with shares `s_j ∈ [−B, B − 1]` (`B = 2^31`, one per coordinate) encrypts the
+//! shifted values `s_j + B ∈ [0, 2^32 − 1]` — a power-of-two range, so the Bulletproof needs no
+//! complement commitments — packed under the query's slot layout, with a contribution
 //! range proof (medtech-threshold's Bulletproof-linked proof) whose Fiat–Shamir transcript binds
 //! the context `"medtech-noise/v1/share" ‖ query id ‖ member`. The verifier checks the proof for
 //! *that* query and member, then subtracts `B` from every slot homomorphically. Consequences:
@@ -24,8 +25,11 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::error::{Error, Result};
 
-/// Largest `|share|` a member can commit to.
-pub const SHARE_BOUND: u64 = (1 << 31) - 1;
+/// Shares lie in `[−SHARE_BOUND, SHARE_BOUND − 1]`.
+pub const SHARE_BOUND: u64 = 1 << 31;
+
+/// The proven range of a shifted share, `[0, 2·SHARE_BOUND − 1]`.
+const SHIFTED_MAX: u64 = 2 * SHARE_BOUND - 1;
 
 /// The proof context for one member's shares in one query.
 pub fn context(query_id: &[u8], member: PartyIndex) -> Vec<u8> {
@@ -49,19 +53,19 @@ pub fn encrypt_shares<R: RngCore + CryptoRng + ?Sized>(
     let shifted = shares
         .iter()
         .map(|&s| {
-            if s.abs() > b {
+            if s < -b || s >= b {
                 return Err(Error::InvalidParameter(format!(
-                    "noise share beyond ±{SHARE_BOUND}; this member's contribution fails"
+                    "noise share outside [−{SHARE_BOUND}, {SHARE_BOUND}); this member's contribution fails"
                 )));
             }
-            // s + B ∈ [0, 2B] ⊂ u64.
+            // s + B ∈ [0, 2^32 − 1].
             Ok((s + b) as u64)
         })
         .collect::<Result<Vec<u64>>>()?;
     let (packed, proof) = pk.encrypt_in_range(
         layout,
         &shifted,
-        2 * SHARE_BOUND,
+        SHIFTED_MAX,
         &context(query_id, member),
         rng,
     )?;
@@ -69,7 +73,7 @@ pub fn encrypt_shares<R: RngCore + CryptoRng + ?Sized>(
 }
 
 /// Verifies a member's noise shares for `query_id` and returns them, unshifted, as a packed
-/// ciphertext whose slots lie in `[−B, B]`.
+/// ciphertext whose slots lie in `[−B, B − 1]`.
 pub fn verify_shares(
     pk: &PublicKey,
     layout: SlotLayout,
@@ -80,14 +84,14 @@ pub fn verify_shares(
 ) -> Result<PackedCiphertext> {
     let shifted = pk.verify_range(
         layout,
-        2 * SHARE_BOUND,
+        SHIFTED_MAX,
         &context(query_id, member),
         ciphertext,
         proof,
     )?;
     let minus_b = vec![-(SHARE_BOUND as i64); layout.slots() as usize];
     let unshifted = pk.add_plain(shifted.ciphertext(), &layout.encode(&minus_b)?)?;
-    // Every slot was proven in [0, 2B]; after subtracting B it is in [−B, B].
+    // Every slot was proven in [0, 2B − 1]; after subtracting B it is in [−B, B − 1].
     Ok(PackedCiphertext::from_parts(
         unshifted,
         layout,
