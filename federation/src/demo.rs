@@ -61,8 +61,8 @@ const DATASET: &str = "federation";
 /// Runs the demo, writing a narrative to `out`.
 pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> anyhow::Result<DemoOutcome> {
     anyhow::ensure!(
-        cfg.threshold >= 2 && cfg.threshold < cfg.parties,
-        "the demo needs 2 ≤ t < n (one member goes offline)"
+        cfg.threshold >= 2 && u32::from(cfg.threshold) + 2 <= u32::from(cfg.parties),
+        "the demo needs 2 ≤ t ≤ n − 2: one member goes offline and one cheats, and t honest ones must remain"
     );
     let offline = PartyIndex(2);
     let cheater = PartyIndex(1);

@@ -17,6 +17,17 @@ struct Cli {
     command: Command,
 }
 
+/// The committee shape, shared by the commands that simulate one.
+#[derive(clap::Args, Clone, Copy)]
+struct CommitteeArgs {
+    /// Committee size n (hospitals).
+    #[arg(long, default_value_t = 5)]
+    parties: u16,
+    /// Threshold t: any t members decrypt.
+    #[arg(long, default_value_t = 3)]
+    threshold: u16,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a local committee demo on embedded defaults (5 hospitals, t = 3, 2048-bit key).
@@ -24,12 +35,8 @@ enum Command {
         /// Modulus size in bits (2048 default; 512 is for quick tries only).
         #[arg(long, default_value_t = 2048)]
         bits: u32,
-        /// Number of hospitals.
-        #[arg(long, default_value_t = 5)]
-        parties: u16,
-        /// Threshold t.
-        #[arg(long, default_value_t = 3)]
-        threshold: u16,
+        #[command(flatten)]
+        committee: CommitteeArgs,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -45,12 +52,8 @@ enum BenchCommand {
         /// Modulus size in bits.
         #[arg(long, default_value_t = 2048)]
         bits: u32,
-        /// Committee size n.
-        #[arg(long, default_value_t = 5)]
-        parties: u16,
-        /// Threshold t.
-        #[arg(long, default_value_t = 3)]
-        threshold: u16,
+        #[command(flatten)]
+        committee: CommitteeArgs,
         /// Minimum seconds spent measuring each operation.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
@@ -60,12 +63,8 @@ enum BenchCommand {
     },
     /// Exact DP noise shares per second for each mechanism.
     Noise {
-        /// Committee size n.
-        #[arg(long, default_value_t = 5)]
-        parties: u16,
-        /// Threshold t.
-        #[arg(long, default_value_t = 3)]
-        threshold: u16,
+        #[command(flatten)]
+        committee: CommitteeArgs,
         /// Seconds spent per mechanism and parameter.
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
@@ -86,12 +85,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a benchmark report as one JSON object or as its table.
+fn print_report(json: bool, report: &impl serde::Serialize, text: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+fn check_seconds(seconds: f64) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        seconds.is_finite() && (0.0..=600.0).contains(&seconds),
+        "--seconds must be between 0 and 600"
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo {
             bits,
-            parties,
-            threshold,
+            committee: CommitteeArgs { parties, threshold },
         } => {
             let cfg = demo::DemoConfig {
                 bits,
@@ -104,16 +120,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             what:
                 BenchCommand::Crypto {
                     bits,
-                    parties,
-                    threshold,
+                    committee: CommitteeArgs { parties, threshold },
                     seconds,
                     json,
                 },
         } => {
-            anyhow::ensure!(
-                seconds.is_finite() && (0.0..=600.0).contains(&seconds),
-                "--seconds must be between 0 and 600"
-            );
+            check_seconds(seconds)?;
             let cfg = bench::CryptoBenchConfig {
                 bits,
                 parties,
@@ -122,31 +134,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 min_iters: 5,
             };
             let report = bench::run_crypto(&cfg)?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
+            print_report(json, &report, report.to_text())?;
         }
         Command::Bench {
             what:
                 BenchCommand::Noise {
-                    parties,
-                    threshold,
+                    committee: CommitteeArgs { parties, threshold },
                     seconds,
                     json,
                 },
         } => {
-            anyhow::ensure!(
-                seconds.is_finite() && (0.0..=600.0).contains(&seconds),
-                "--seconds must be between 0 and 600"
-            );
+            check_seconds(seconds)?;
             let report = bench::run_noise(parties, threshold, seconds)?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.to_text());
-            }
+            print_report(json, &report, report.to_text())?;
         }
     }
     Ok(())

@@ -35,19 +35,27 @@ pub fn discrete_laplace_epsilon(scale: f64, sensitivity: i64) -> Result<f64> {
     odp(m.map(&sensitivity))
 }
 
-/// ρ of the discrete Gaussian mechanism with standard deviation `sigma` at integer sensitivity
-/// `sensitivity`, from OpenDP's privacy map.
-pub fn discrete_gaussian_rho(sigma: f64, sensitivity: i64) -> Result<f64> {
-    let m = odp(make_gaussian::<
-        AtomDomain<i64>,
-        AbsoluteDistance<i64>,
-        ZeroConcentratedDivergence,
-    >(
+type GaussianMeasurement = opendp::core::Measurement<
+    AtomDomain<i64>,
+    AbsoluteDistance<i64>,
+    ZeroConcentratedDivergence,
+    i64,
+>;
+
+/// OpenDP's discrete Gaussian measurement on one integer, measured in zCDP.
+fn gaussian(sigma: f64) -> Result<GaussianMeasurement> {
+    odp(make_gaussian(
         AtomDomain::default(),
         AbsoluteDistance::default(),
         sigma,
         None,
-    ))?;
+    ))
+}
+
+/// ρ of the discrete Gaussian mechanism with standard deviation `sigma` at integer sensitivity
+/// `sensitivity`, from OpenDP's privacy map.
+pub fn discrete_gaussian_rho(sigma: f64, sensitivity: i64) -> Result<f64> {
+    let m = gaussian(sigma)?;
     odp(m.map(&sensitivity))
 }
 
@@ -56,16 +64,7 @@ pub fn zcdp_to_approx_dp(rho: f64, delta: f64) -> Result<f64> {
     use opendp::combinators::make_zCDP_to_approxDP;
     // A Gaussian of σ = 1/√(2ρ) at sensitivity 1 is exactly ρ-zCDP; convert its map.
     let sigma = (1.0 / (2.0 * rho)).sqrt();
-    let m = odp(make_gaussian::<
-        AtomDomain<i64>,
-        AbsoluteDistance<i64>,
-        ZeroConcentratedDivergence,
-    >(
-        AtomDomain::default(),
-        AbsoluteDistance::default(),
-        sigma,
-        None,
-    ))?;
+    let m = gaussian(sigma)?;
     let approx = odp(make_zCDP_to_approxDP(m))?;
     let curve = odp(approx.map(&1))?;
     odp(curve.epsilon(delta))

@@ -11,6 +11,19 @@ use rand_core::SeedableRng;
 
 const N: usize = 200_000;
 
+/// The distributed discrete-Laplace share spec for an n/t committee at ε (millionths), Δ.
+fn dlap(n: u16, t: u16, epsilon: u64, sensitivity: u64) -> ShareSpec {
+    let c = Committee::new(n, t).unwrap();
+    ShareSpec::new(
+        Mechanism::DiscreteLaplace {
+            epsilon: Micros(epsilon),
+        },
+        sensitivity,
+        c,
+    )
+    .unwrap()
+}
+
 fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {
     rand_chacha::ChaCha20Rng::seed_from_u64(seed)
 }
@@ -168,15 +181,7 @@ fn single_polya_share_matches_exact_pmf() {
 
 #[test]
 fn one_members_share_matches_polya_difference() {
-    let c = Committee::new(5, 3).unwrap();
-    let spec = ShareSpec::new(
-        Mechanism::DiscreteLaplace {
-            epsilon: Micros(500_000),
-        },
-        1,
-        c,
-    )
-    .unwrap();
+    let spec = dlap(5, 3, 500_000, 1);
     let mut r = rng(7);
     let xs: Vec<i128> = (0..N).map(|_| spec.sample_share(&mut r).unwrap()).collect();
     let a = polya_pmf(1.0 / 3.0, (-0.5f64).exp(), 300);
@@ -186,15 +191,7 @@ fn one_members_share_matches_polya_difference() {
 #[test]
 fn sum_of_m_shares_is_exactly_discrete_laplace() {
     // n = 5, t = 3 → m = 3; ε = 1, Δ = 2 → q = exp(−1/2).
-    let c = Committee::new(5, 3).unwrap();
-    let spec = ShareSpec::new(
-        Mechanism::DiscreteLaplace {
-            epsilon: Micros(1_000_000),
-        },
-        2,
-        c,
-    )
-    .unwrap();
+    let spec = dlap(5, 3, 1_000_000, 2);
     let mut r = rng(8);
     let xs: Vec<i128> = (0..N)
         .map(|_| (0..3).map(|_| spec.sample_share(&mut r).unwrap()).sum())
@@ -206,15 +203,7 @@ fn sum_of_m_shares_is_exactly_discrete_laplace() {
 fn colluders_removing_t_minus_1_shares_leave_exact_discrete_laplace() {
     // All n = 7 members post shares; t − 1 = 3 colluders (t = 4) subtract their own: what
     // remains is the sum of m = 4 honest shares, which must be exactly DLap(q).
-    let c = Committee::new(7, 4).unwrap();
-    let spec = ShareSpec::new(
-        Mechanism::DiscreteLaplace {
-            epsilon: Micros(300_000),
-        },
-        1,
-        c,
-    )
-    .unwrap();
+    let spec = dlap(7, 4, 300_000, 1);
     let mut r = rng(9);
     let xs: Vec<i128> = (0..N)
         .map(|_| {
@@ -235,15 +224,7 @@ fn colluders_removing_t_minus_1_shares_leave_exact_discrete_laplace() {
 #[test]
 fn all_n_shares_sum_to_the_wider_polya_difference() {
     // The full sum of n = 5 shares (m = 3) is the difference of two Pólya(5/3, q).
-    let c = Committee::new(5, 3).unwrap();
-    let spec = ShareSpec::new(
-        Mechanism::DiscreteLaplace {
-            epsilon: Micros(700_000),
-        },
-        1,
-        c,
-    )
-    .unwrap();
+    let spec = dlap(5, 3, 700_000, 1);
     let mut r = rng(10);
     let xs: Vec<i128> = (0..N)
         .map(|_| (0..5).map(|_| spec.sample_share(&mut r).unwrap()).sum())
