@@ -1,6 +1,11 @@
-//! The committee ledger: replicated, append-only, tamper-evident (issue 5).
+//! # medtech-ledger
 //!
-//! **Not implemented yet.** This crate is a placeholder in the fixed workspace layout; it exports
-//! nothing, and nothing in the project relies on it until its issue lands.
+//! The committee's shared memory and audit trail. So far: the tamper-evident RFC 6962 Merkle log
+//! ([`merkle`]) with inclusion and consistency proofs. Replication with openraft, typed signed
+//! entries, cosigned checkpoints, export and offline verification, and the Fabric connector are
+//! the rest of issue 5 and are not built yet.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod merkle;
