@@ -43,6 +43,23 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Ledger tools for auditors.
+    Ledger {
+        #[command(subcommand)]
+        what: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Verify an exported ledger file offline (exit status 1 if any step fails).
+    Verify {
+        /// The export file (JSON).
+        file: std::path::PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +122,15 @@ fn check_seconds(seconds: f64) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Ledger {
+            what: LedgerCommand::Verify { file, json },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let report = medtech_ledger::export::verify_json(&text).map_err(anyhow::Error::msg)?;
+            print_report(json, &report, report.to_text())?;
+            anyhow::ensure!(report.passed(), "the ledger export does not verify");
+        }
         Command::Demo {
             bits,
             committee: CommitteeArgs { parties, threshold },
