@@ -32,6 +32,15 @@ fn h(s: &str) -> Hash {
     hex::decode(s).unwrap().try_into().unwrap()
 }
 
+/// A log whose entries are the little-endian encodings of `0..n`.
+fn counting_log(n: u64) -> MerkleLog {
+    let mut log = MerkleLog::new();
+    for k in 0..n {
+        log.append(&k.to_le_bytes());
+    }
+    log
+}
+
 fn reference_log() -> MerkleLog {
     let mut log = MerkleLog::new();
     for l in LEAVES {
@@ -157,10 +166,7 @@ proptest! {
         bit in 0u8..8,
         what in 0u8..3,
     ) {
-        let mut log = MerkleLog::new();
-        for k in 0..n {
-            log.append(&k.to_le_bytes());
-        }
+        let log = counting_log(n);
         let i = i % n;
         let root = log.root();
         let mut proof = log.inclusion_proof(i, n).unwrap();
@@ -186,10 +192,7 @@ proptest! {
         bit in 0u8..8,
         what in 0u8..3,
     ) {
-        let mut log = MerkleLog::new();
-        for k in 0..n {
-            log.append(&k.to_le_bytes());
-        }
+        let log = counting_log(n);
         let m = 1 + m % (n - 1); // 1 ≤ m < n
         let mut proof = log.consistency_proof(m, n).unwrap();
         let mut old_root = log.root_at(m).unwrap();

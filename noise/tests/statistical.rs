@@ -24,6 +24,18 @@ fn dlap(n: u16, t: u16, epsilon: u64, sensitivity: u64) -> ShareSpec {
     .unwrap()
 }
 
+/// `N` draws of the sum of `shares` independent shares of `spec`, from a seeded RNG.
+fn sums(spec: &ShareSpec, shares: usize, seed: u64) -> Vec<i128> {
+    let mut r = rng(seed);
+    (0..N)
+        .map(|_| {
+            (0..shares)
+                .map(|_| spec.sample_share(&mut r).unwrap())
+                .sum()
+        })
+        .collect()
+}
+
 fn rng(seed: u64) -> rand_chacha::ChaCha20Rng {
     rand_chacha::ChaCha20Rng::seed_from_u64(seed)
 }
@@ -182,8 +194,7 @@ fn single_polya_share_matches_exact_pmf() {
 #[test]
 fn one_members_share_matches_polya_difference() {
     let spec = dlap(5, 3, 500_000, 1);
-    let mut r = rng(7);
-    let xs: Vec<i128> = (0..N).map(|_| spec.sample_share(&mut r).unwrap()).collect();
+    let xs = sums(&spec, 1, 7);
     let a = polya_pmf(1.0 / 3.0, (-0.5f64).exp(), 300);
     chi_square(&xs, difference_pmf(&a), (-40, 40), "one share");
 }
@@ -192,10 +203,7 @@ fn one_members_share_matches_polya_difference() {
 fn sum_of_m_shares_is_exactly_discrete_laplace() {
     // n = 5, t = 3 → m = 3; ε = 1, Δ = 2 → q = exp(−1/2).
     let spec = dlap(5, 3, 1_000_000, 2);
-    let mut r = rng(8);
-    let xs: Vec<i128> = (0..N)
-        .map(|_| (0..3).map(|_| spec.sample_share(&mut r).unwrap()).sum())
-        .collect();
+    let xs = sums(&spec, 3, 8);
     chi_square(&xs, dlap_pmf((-0.5f64).exp()), (-40, 40), "sum of m shares");
 }
 
@@ -225,10 +233,7 @@ fn colluders_removing_t_minus_1_shares_leave_exact_discrete_laplace() {
 fn all_n_shares_sum_to_the_wider_polya_difference() {
     // The full sum of n = 5 shares (m = 3) is the difference of two Pólya(5/3, q).
     let spec = dlap(5, 3, 700_000, 1);
-    let mut r = rng(10);
-    let xs: Vec<i128> = (0..N)
-        .map(|_| (0..5).map(|_| spec.sample_share(&mut r).unwrap()).sum())
-        .collect();
+    let xs = sums(&spec, 5, 10);
     let a = polya_pmf(5.0 / 3.0, (-0.7f64).exp(), 400);
     chi_square(&xs, difference_pmf(&a), (-40, 40), "sum of n shares");
 }
@@ -245,8 +250,7 @@ fn discrete_gaussian_share_matches_its_pmf() {
         c,
     )
     .unwrap();
-    let mut r = rng(11);
-    let xs: Vec<i128> = (0..N).map(|_| spec.sample_share(&mut r).unwrap()).collect();
+    let xs = sums(&spec, 1, 11);
     let s2 = 10.0 / 3.0;
     let norm: f64 = (-200i32..=200)
         .map(|z| (-(f64::from(z).powi(2)) / (2.0 * s2)).exp())
