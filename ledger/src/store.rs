@@ -1,0 +1,266 @@
+//! Durable storage of the ledger's entries, behind a small trait of our own so the backend can
+//! change in one place (sled now; redb is the planned swap-in — openraft dropped its sled store
+//! over memory and disk growth, which `medtech bench ledger` will measure).
+//!
+//! [`EntryStore`] is what replication needs underneath: append a batch durably (it returns only
+//! after the batch is on disk), read by index, truncate a suffix (Raft conflict resolution), and a
+//! few metadata values (the Raft vote, the applied index). [`DurableLog`] keeps the Merkle tree in
+//! step with the stored entries and rebuilds it on open, so a restarted node has exactly the tree
+//! of what it acknowledged.
+
+use crate::merkle::{Hash, MerkleLog};
+
+/// Storage failures.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (disk, corruption).
+    #[error("storage backend: {0}")]
+    Backend(String),
+    /// The stored data is not what this build wrote (a gap, a bad key).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// A request outside the stored range.
+    #[error("index {index} is outside the {len} stored entries")]
+    OutOfRange {
+        /// Requested index or length.
+        index: u64,
+        /// Stored entries.
+        len: u64,
+    },
+}
+
+/// An append-only, durable sequence of entries with a few metadata values.
+pub trait EntryStore {
+    /// Number of stored entries.
+    fn len(&self) -> u64;
+    /// Whether the store is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Appends entries at the end; returns once they are durable.
+    fn append(&mut self, entries: &[Vec<u8>]) -> Result<(), StoreError>;
+    /// The entry at `index`.
+    fn get(&self, index: u64) -> Result<Vec<u8>, StoreError>;
+    /// Drops every entry at `len` and beyond (durably).
+    fn truncate(&mut self, len: u64) -> Result<(), StoreError>;
+    /// Stores a metadata value durably.
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Reads a metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// In-memory store, for tests and simulations.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    entries: Vec<Vec<u8>>,
+    meta: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl EntryStore for MemStore {
+    fn len(&self) -> u64 {
+        self.entries.len() as u64
+    }
+    fn append(&mut self, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+        self.entries.extend_from_slice(entries);
+        Ok(())
+    }
+    fn get(&self, index: u64) -> Result<Vec<u8>, StoreError> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .cloned()
+            .ok_or(StoreError::OutOfRange {
+                index,
+                len: self.len(),
+            })
+    }
+    fn truncate(&mut self, len: u64) -> Result<(), StoreError> {
+        if len > self.len() {
+            return Err(StoreError::OutOfRange {
+                index: len,
+                len: self.len(),
+            });
+        }
+        self.entries.truncate(len as usize);
+        Ok(())
+    }
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key).cloned())
+    }
+}
+
+/// sled-backed store: entries keyed by big-endian index in one tree, metadata in another; every
+/// mutating call ends with `flush` (fsync) before it returns.
+pub struct SledStore {
+    db: sled::Db,
+    entries: sled::Tree,
+    meta: sled::Tree,
+    len: u64,
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) a store in `dir`, checking that the stored indices are contiguous.
+    ///
+    /// sled 0.34 releases its file lock from a background thread shortly after the last handle
+    /// is dropped, so an in-process reopen can briefly find the lock held: lock conflicts are
+    /// retried for up to 2 s before they are reported.
+    pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::open(dir) {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        };
+        let entries = db.open_tree("entries").map_err(backend)?;
+        let meta = db.open_tree("meta").map_err(backend)?;
+        let len = match entries.last().map_err(backend)? {
+            None => 0,
+            Some((k, _)) => index_of(&k)? + 1,
+        };
+        if entries.len() as u64 != len {
+            return Err(StoreError::Corrupt(format!(
+                "{} entries stored but the last index is {}",
+                entries.len(),
+                len.saturating_sub(1)
+            )));
+        }
+        Ok(SledStore {
+            db,
+            entries,
+            meta,
+            len,
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+}
+
+fn index_of(key: &[u8]) -> Result<u64, StoreError> {
+    let k: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("entry key is not 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(k))
+}
+
+impl EntryStore for SledStore {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn append(&mut self, entries: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, e) in entries.iter().enumerate() {
+            batch.insert(&(self.len + k as u64).to_be_bytes(), e.as_slice());
+        }
+        self.entries.apply_batch(batch).map_err(backend)?;
+        self.flush()?;
+        self.len += entries.len() as u64;
+        Ok(())
+    }
+
+    fn get(&self, index: u64) -> Result<Vec<u8>, StoreError> {
+        if index >= self.len {
+            return Err(StoreError::OutOfRange {
+                index,
+                len: self.len,
+            });
+        }
+        self.entries
+            .get(index.to_be_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| StoreError::Corrupt(format!("entry {index} is missing")))
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<(), StoreError> {
+        if len > self.len {
+            return Err(StoreError::OutOfRange {
+                index: len,
+                len: self.len,
+            });
+        }
+        // Remove from the end so a crash mid-way leaves a contiguous prefix.
+        for i in (len..self.len).rev() {
+            self.entries.remove(i.to_be_bytes()).map_err(backend)?;
+        }
+        self.flush()?;
+        self.len = len;
+        Ok(())
+    }
+
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key.as_bytes(), value).map_err(backend)?;
+        self.flush()
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(key.as_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
+}
+
+/// Stored entries with their Merkle tree kept in step.
+///
+/// This is the log of *applied* entries, which only ever grows; [`EntryStore::truncate`] exists
+/// for the replication log underneath, whose uncommitted suffix Raft may replace.
+pub struct DurableLog<S: EntryStore> {
+    store: S,
+    tree: MerkleLog,
+}
+
+impl<S: EntryStore> DurableLog<S> {
+    /// Opens over a store, rebuilding the tree from every stored entry.
+    pub fn open(store: S) -> Result<Self, StoreError> {
+        let mut tree = MerkleLog::new();
+        for i in 0..store.len() {
+            tree.append(&store.get(i)?);
+        }
+        Ok(DurableLog { store, tree })
+    }
+
+    /// Appends durably, then extends the tree; returns the new size.
+    pub fn append(&mut self, entries: &[Vec<u8>]) -> Result<u64, StoreError> {
+        self.store.append(entries)?;
+        for e in entries {
+            self.tree.append(e);
+        }
+        Ok(self.tree.size())
+    }
+
+    /// The tree.
+    pub fn tree(&self) -> &MerkleLog {
+        &self.tree
+    }
+
+    /// The root.
+    pub fn root(&self) -> Hash {
+        self.tree.root()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}

@@ -1,0 +1,183 @@
+//! Durable storage: sled round trips, agreement with the in-memory model, and crash safety
+//! (a writer killed with SIGKILL mid-append loses no acknowledged entry).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use medtech_ledger::merkle::MerkleLog;
+use medtech_ledger::store::{DurableLog, EntryStore, MemStore, SledStore};
+use proptest::prelude::*;
+
+fn entry(i: u64) -> Vec<u8> {
+    let mut e = format!("entry {i} ").into_bytes();
+    e.resize(200 + (i % 50) as usize, b'x');
+    e
+}
+
+#[test]
+fn sled_store_round_trips_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let root_before;
+    {
+        let mut log = DurableLog::open(SledStore::open(dir.path()).unwrap()).unwrap();
+        for chunk in (0..300u64).collect::<Vec<_>>().chunks(37) {
+            let batch: Vec<Vec<u8>> = chunk.iter().map(|&i| entry(i)).collect();
+            log.append(&batch).unwrap();
+        }
+        root_before = log.root();
+    }
+    let mut store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.len(), 300);
+    assert_eq!(store.get(123).unwrap(), entry(123));
+    assert!(store.get(300).is_err());
+    store.put_meta("vote", b"term 7").unwrap();
+    store.truncate(250).unwrap();
+    drop(store);
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.len(), 250);
+    assert_eq!(
+        store.get_meta("vote").unwrap().as_deref(),
+        Some(&b"term 7"[..])
+    );
+    assert!(store.get_meta("absent").unwrap().is_none());
+    let log = DurableLog::open(store).unwrap();
+    let mut expected = MerkleLog::new();
+    for i in 0..250 {
+        expected.append(&entry(i));
+    }
+    assert_eq!(log.root(), expected.root());
+    assert_ne!(log.root(), root_before);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<u8>),
+    Truncate(u8),
+    Meta(u8, u8),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// sled and the in-memory model agree on every sequence of operations, and after reopening.
+    #[test]
+    fn sled_store_matches_the_in_memory_model(ops in proptest::collection::vec(prop_oneof![
+        4 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Op::Append),
+        1 => any::<u8>().prop_map(Op::Truncate),
+        1 => (0u8..4, any::<u8>()).prop_map(|(k, v)| Op::Meta(k, v)),
+    ], 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sled = SledStore::open(dir.path()).unwrap();
+        let mut mem = MemStore::default();
+        for op in &ops {
+            match op {
+                Op::Append(e) => {
+                    sled.append(std::slice::from_ref(e)).unwrap();
+                    mem.append(std::slice::from_ref(e)).unwrap();
+                }
+                Op::Truncate(n) => {
+                    let n = u64::from(*n) % (mem.len() + 1);
+                    sled.truncate(n).unwrap();
+                    mem.truncate(n).unwrap();
+                }
+                Op::Meta(k, v) => {
+                    sled.put_meta(&k.to_string(), &[*v]).unwrap();
+                    mem.put_meta(&k.to_string(), &[*v]).unwrap();
+                }
+            }
+        }
+        drop(sled);
+        let sled = SledStore::open(dir.path()).unwrap();
+        prop_assert_eq!(sled.len(), mem.len());
+        for i in 0..mem.len() {
+            prop_assert_eq!(sled.get(i).unwrap(), mem.get(i).unwrap());
+        }
+        for k in 0..4u8 {
+            prop_assert_eq!(sled.get_meta(&k.to_string()).unwrap(), mem.get_meta(&k.to_string()).unwrap());
+        }
+    }
+}
+
+const CHILD_ENV: &str = "MEDTECH_LEDGER_CRASH_CHILD_DIR";
+
+/// The writer process of the crash test: appends batches forever, printing `ack <len>` after
+/// each batch is durable. Run only by `acknowledged_entries_survive_sigkill`.
+#[test]
+#[ignore = "helper process for the crash test"]
+fn crash_writer_child() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut log = DurableLog::open(SledStore::open(std::path::Path::new(&dir)).unwrap()).unwrap();
+    let mut out = std::io::stdout();
+    let mut next = log.tree().size();
+    loop {
+        let batch: Vec<Vec<u8>> = (next..next + 8).map(entry).collect();
+        let len = log.append(&batch).unwrap();
+        next = len;
+        writeln!(out, "ack {len}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn acknowledged_entries_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = 0u64;
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_writer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let target = acked + 200 + 57 * round;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(n) = line.strip_prefix("ack ") {
+                acked = n.trim().parse().unwrap();
+                if acked >= target {
+                    break;
+                }
+            }
+        }
+        assert!(
+            acked >= target,
+            "round {round}: the writer acknowledged only {acked} of {target}"
+        );
+        child.kill().unwrap(); // SIGKILL on Unix: no destructors, no flush.
+        child.wait().unwrap();
+        let log = DurableLog::open(SledStore::open(dir.path()).unwrap()).unwrap();
+        let size = log.tree().size();
+        assert!(
+            size >= acked,
+            "round {round}: {size} entries on disk, {acked} acknowledged"
+        );
+        for i in 0..size {
+            assert_eq!(
+                log.store().get(i).unwrap(),
+                entry(i),
+                "entry {i} after round {round}"
+            );
+        }
+        let mut expected = MerkleLog::new();
+        for i in 0..size {
+            expected.append(&entry(i));
+        }
+        assert_eq!(
+            log.root(),
+            expected.root(),
+            "tree consistent after round {round}"
+        );
+        acked = size;
+    }
+}
