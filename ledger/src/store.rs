@@ -118,8 +118,10 @@ impl SledStore {
         let db = loop {
             match sled::open(dir) {
                 Ok(db) => break db,
+                // sled 0.34 reports a held lock as `ErrorKind::Other` with the cause only in the
+                // message ("could not acquire lock on …: WouldBlock"), so match the message.
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
