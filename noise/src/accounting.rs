@@ -77,7 +77,8 @@ pub fn delta_from_exp(k: u32) -> u64 {
 }
 
 impl Cost {
-    fn checked_add(self, o: Cost) -> Option<Cost> {
+    /// The sum of two costs (basic composition), or `None` on overflow.
+    pub fn checked_add(self, o: Cost) -> Option<Cost> {
         Some(Cost {
             epsilon: Micros(self.epsilon.0.checked_add(o.epsilon.0)?),
             rho: Micros(self.rho.0.checked_add(o.rho.0)?),

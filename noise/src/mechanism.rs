@@ -235,7 +235,7 @@ impl ShareSpec {
                     * 1e6)
                     .ceil() as u64;
                 Cost {
-                    rho: Micros(rho.0 + extra),
+                    rho: Micros(rho.0.saturating_add(extra)),
                     ..Cost::default()
                 }
             }
@@ -264,7 +264,7 @@ impl ShareSpec {
         match self.mechanism {
             Mechanism::DiscreteLaplace { .. } => {
                 // Each share is the difference of two NB(1/m, q): variance 2·(1/m)·q/(1−q)².
-                let q = (-(self.num as f64) / (self.den as f64)).exp();
+                let q = self.q().unwrap_or(0.0); // always Some for this arm
                 let m = f64::from(self.committee.honest_shares());
                 k * 2.0 / m * q / ((1.0 - q) * (1.0 - q))
             }

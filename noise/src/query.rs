@@ -80,8 +80,8 @@ pub struct QueryPlan {
     pub cost: Cost,
 }
 
-fn halve(mechanism: Mechanism) -> Result<Mechanism> {
-    Ok(match mechanism {
+fn halve(mechanism: Mechanism) -> Mechanism {
+    match mechanism {
         Mechanism::DiscreteLaplace { epsilon } => Mechanism::DiscreteLaplace {
             epsilon: Micros(epsilon.0 / 2),
         },
@@ -92,25 +92,6 @@ fn halve(mechanism: Mechanism) -> Result<Mechanism> {
             epsilon: Micros(epsilon.0 / 2),
             // δ/10 ≤ δ/2: conservative.
             delta_exp: delta_exp + 1,
-        },
-    })
-}
-
-/// The cost a mechanism's release charges.
-pub fn cost_of(mechanism: Mechanism) -> Cost {
-    match mechanism {
-        Mechanism::DiscreteLaplace { epsilon } => Cost {
-            epsilon,
-            ..Cost::default()
-        },
-        Mechanism::DiscreteGaussian { rho } => Cost {
-            rho,
-            ..Cost::default()
-        },
-        Mechanism::Binomial { epsilon, delta_exp } => Cost {
-            epsilon,
-            delta: crate::accounting::delta_from_exp(delta_exp),
-            ..Cost::default()
         },
     }
 }
@@ -157,7 +138,7 @@ impl QueryPlan {
                     .ok()
                     .and_then(|h| h.checked_mul(r))
                     .ok_or(Error::Overflow("average sensitivity"))?;
-                let half = halve(mechanism)?;
+                let half = halve(mechanism);
                 vec![
                     OutputSpec {
                         name: "sum".into(),
@@ -179,12 +160,9 @@ impl QueryPlan {
         // except by the Gaussian's charged KLS21 term.
         let mut cost = Cost::default();
         for o in &outputs {
-            let c = o.share.cost();
-            cost = Cost {
-                epsilon: Micros(cost.epsilon.0 + c.epsilon.0),
-                rho: Micros(cost.rho.0 + c.rho.0),
-                delta: cost.delta + c.delta,
-            };
+            cost = cost
+                .checked_add(o.share.cost())
+                .ok_or(Error::Overflow("query cost"))?;
         }
         Ok(QueryPlan {
             shape,
