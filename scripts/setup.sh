@@ -2,7 +2,7 @@
 # Installs the system packages MedTech Chain builds against, on Debian/Ubuntu.
 # Idempotent: does nothing when everything is already there.
 set -eu
-PACKAGES="libgmp-dev"
+PACKAGES="libgmp-dev protobuf-compiler"
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

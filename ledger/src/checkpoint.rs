@@ -108,6 +108,13 @@ pub struct NodeIdentity {
 }
 
 impl NodeIdentity {
+    /// Checks an Ed25519 signature by this member over `message`.
+    pub(crate) fn verify_raw(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        self.key
+            .verify(message, &Signature::from_bytes(signature))
+            .is_ok()
+    }
+
     /// C2SP key ID: `SHA-256(name ‖ 0x0A ‖ 0x01 ‖ key)[..4]`.
     pub fn key_id(&self) -> [u8; 4] {
         let mut h = Sha256::new();
@@ -131,6 +138,39 @@ impl NodeKey {
         NodeKey {
             name: name.to_owned(),
             key: SigningKey::generate(rng),
+        }
+    }
+
+    /// A key from its 32-byte secret (as stored in a node's key file).
+    pub fn from_secret_bytes(name: &str, secret: &[u8; 32]) -> Self {
+        NodeKey {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(secret),
+        }
+    }
+
+    /// The 32-byte secret, for writing the node's key file (wiped when dropped).
+    pub fn to_secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.key.to_bytes())
+    }
+
+    /// The member's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Signs `message` (callers add their own domain separation; see [`crate::entry`]).
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
+    /// The signature line this key puts on `checkpoint`.
+    pub fn sign_checkpoint(&self, checkpoint: &Checkpoint) -> NoteSignature {
+        let id = self.identity();
+        NoteSignature {
+            key_id: id.key_id(),
+            name: id.name,
+            signature: self.key.sign(checkpoint.body().as_bytes()).to_bytes(),
         }
     }
 
@@ -180,16 +220,10 @@ impl SignedCheckpoint {
 
     /// Adds `key`'s signature (replacing an earlier one by the same key).
     pub fn sign(&mut self, key: &NodeKey) {
-        let id = key.identity();
-        let key_id = id.key_id();
-        let sig = key.key.sign(self.checkpoint.body().as_bytes());
+        let line = key.sign_checkpoint(&self.checkpoint);
         self.signatures
-            .retain(|s| !(s.name == id.name && s.key_id == key_id));
-        self.signatures.push(NoteSignature {
-            name: id.name,
-            key_id,
-            signature: sig.to_bytes(),
-        });
+            .retain(|s| !(s.name == line.name && s.key_id == line.key_id));
+        self.signatures.push(line);
     }
 
     /// The committee members (by name) whose signature on this checkpoint is valid.

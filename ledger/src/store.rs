@@ -48,6 +48,122 @@ pub trait EntryStore {
     fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Reads a metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Appends entries and sets metadata values in one durable step (one fsync where the
+    /// backend allows). The default is [`Self::append`] then [`Self::put_meta`]; after a crash
+    /// between the two, the entries are there without the metadata, which callers detect by
+    /// storing the expected length in the metadata.
+    fn append_with_meta(
+        &mut self,
+        entries: &[Vec<u8>],
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        self.append(entries)?;
+        for (k, v) in meta {
+            self.put_meta(k, v)?;
+        }
+        Ok(())
+    }
+}
+
+/// Storage under the Raft log: entries by Raft index, plus the vote and purge marks. Every
+/// mutating call is durable when it returns.
+pub trait RaftLogBackend: Send + Sync + Clone + 'static {
+    /// Stores `(index, bytes)` pairs (overwriting).
+    fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError>;
+    /// Entries with `from ≤ index < to`, in order.
+    fn range(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// The entry with the largest index.
+    fn last(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Drops every entry with `index ≥ from`.
+    fn truncate_from(&self, from: u64) -> Result<(), StoreError>;
+    /// Drops every entry with `index ≤ upto`.
+    fn purge_upto(&self, upto: u64) -> Result<(), StoreError>;
+    /// Stores a metadata value.
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Reads a metadata value.
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// The Raft log in the node's sled database (trees `raft_log` and `raft_meta`).
+#[derive(Clone)]
+pub struct SledRaftLog {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl SledRaftLog {
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(backend)?;
+        Ok(())
+    }
+}
+
+impl RaftLogBackend for SledRaftLog {
+    fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (i, e) in entries {
+            batch.insert(&i.to_be_bytes(), e.as_slice());
+        }
+        self.log.apply_batch(batch).map_err(backend)?;
+        self.flush()
+    }
+
+    fn range(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        self.log
+            .range(from.to_be_bytes()..to.to_be_bytes())
+            .map(|r| r.map(|(_, v)| v.to_vec()).map_err(backend))
+            .collect()
+    }
+
+    fn last(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.log.last().map_err(backend)?.map(|(_, v)| v.to_vec()))
+    }
+
+    fn truncate_from(&self, from: u64) -> Result<(), StoreError> {
+        let keys: Vec<_> = self
+            .log
+            .range(from.to_be_bytes()..)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        // From the end, so a crash part-way leaves no hole.
+        for k in keys.into_iter().rev() {
+            self.log.remove(k).map_err(backend)?;
+        }
+        self.flush()
+    }
+
+    fn purge_upto(&self, upto: u64) -> Result<(), StoreError> {
+        let keys: Vec<_> = self
+            .log
+            .range(..=upto.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        self.log.apply_batch(batch).map_err(backend)?;
+        self.flush()
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key.as_bytes(), value).map_err(backend)?;
+        self.flush()
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(key.as_bytes())
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
+    }
 }
 
 /// In-memory store, for tests and simulations.
@@ -116,7 +232,12 @@ impl SledStore {
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
-            match sled::open(dir) {
+            // sled's page cache defaults to 1 GiB; a committee node is sized far below that.
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(SLED_CACHE_BYTES)
+                .open()
+            {
                 Ok(db) => break db,
                 // sled 0.34 reports a held lock as `ErrorKind::Other` with the cause only in the
                 // message ("could not acquire lock on …: WouldBlock"), so match the message.
@@ -154,7 +275,24 @@ impl SledStore {
         self.db.flush().map_err(backend)?;
         Ok(())
     }
+
+    /// The Raft log kept in the same database (one fsync covers both).
+    pub fn raft_log(&self) -> Result<SledRaftLog, StoreError> {
+        Ok(SledRaftLog {
+            db: self.db.clone(),
+            log: self.db.open_tree("raft_log").map_err(backend)?,
+            meta: self.db.open_tree("raft_meta").map_err(backend)?,
+        })
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db.size_on_disk().map_err(backend)
+    }
 }
+
+/// sled page-cache budget per node.
+pub const SLED_CACHE_BYTES: u64 = 64 << 20;
 
 fn index_of(key: &[u8]) -> Result<u64, StoreError> {
     let k: [u8; 8] = key
@@ -221,15 +359,38 @@ impl EntryStore for SledStore {
             .map_err(backend)?
             .map(|v| v.to_vec()))
     }
+
+    fn append_with_meta(
+        &mut self,
+        entries: &[Vec<u8>],
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, e) in entries.iter().enumerate() {
+            batch.insert(&(self.len + k as u64).to_be_bytes(), e.as_slice());
+        }
+        self.entries.apply_batch(batch).map_err(backend)?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in meta {
+            batch.insert(k.as_bytes(), v.as_slice());
+        }
+        self.meta.apply_batch(batch).map_err(backend)?;
+        self.flush()?;
+        self.len += entries.len() as u64;
+        Ok(())
+    }
 }
 
 /// Stored entries with their Merkle tree kept in step.
 ///
 /// This is the log of *applied* entries, which only ever grows; [`EntryStore::truncate`] exists
-/// for the replication log underneath, whose uncommitted suffix Raft may replace.
+/// for recovery. Entries can be *staged* (in the tree, not yet on disk) so a batch is written
+/// with one fsync; readers of the tree see staged entries, and [`Self::commit_staged`] must
+/// follow before anything is acknowledged.
 pub struct DurableLog<S: EntryStore> {
     store: S,
     tree: MerkleLog,
+    staged: Vec<Vec<u8>>,
 }
 
 impl<S: EntryStore> DurableLog<S> {
@@ -239,11 +400,30 @@ impl<S: EntryStore> DurableLog<S> {
         for i in 0..store.len() {
             tree.append(&store.get(i)?);
         }
-        Ok(DurableLog { store, tree })
+        Ok(DurableLog {
+            store,
+            tree,
+            staged: Vec::new(),
+        })
+    }
+
+    /// Adds an entry to the tree and the pending batch; returns its sequence number.
+    pub fn stage(&mut self, entry: Vec<u8>) -> u64 {
+        let seq = self.tree.append(&entry);
+        self.staged.push(entry);
+        seq
+    }
+
+    /// Writes the staged entries with `meta` in one durable step.
+    pub fn commit_staged(&mut self, meta: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        self.store.append_with_meta(&self.staged, meta)?;
+        self.staged.clear();
+        Ok(())
     }
 
     /// Appends durably, then extends the tree; returns the new size.
     pub fn append(&mut self, entries: &[Vec<u8>]) -> Result<u64, StoreError> {
+        self.commit_staged(&[])?;
         self.store.append(entries)?;
         for e in entries {
             self.tree.append(e);
@@ -259,6 +439,47 @@ impl<S: EntryStore> DurableLog<S> {
     /// The root.
     pub fn root(&self) -> Hash {
         self.tree.root()
+    }
+
+    /// Appends with metadata in one durable step, then extends the tree; returns the new size.
+    pub fn append_with_meta(
+        &mut self,
+        entries: &[Vec<u8>],
+        meta: &[(&str, Vec<u8>)],
+    ) -> Result<u64, StoreError> {
+        self.commit_staged(&[])?;
+        self.store.append_with_meta(entries, meta)?;
+        for e in entries {
+            self.tree.append(e);
+        }
+        Ok(self.tree.size())
+    }
+
+    /// Drops every entry at `len` and beyond: only for recovery of entries stored by an apply
+    /// whose completion was never recorded (they will be applied again).
+    pub fn truncate_unrecorded(&mut self, len: u64) -> Result<(), StoreError> {
+        self.staged.clear();
+        self.store.truncate(len)?;
+        let mut tree = MerkleLog::new();
+        for i in 0..len {
+            tree.append(&self.store.get(i)?);
+        }
+        self.tree = tree;
+        Ok(())
+    }
+
+    /// The entry at `index`.
+    pub fn get(&self, index: u64) -> Result<Vec<u8>, StoreError> {
+        let stored = self.store.len();
+        if index >= stored {
+            if let Some(e) = usize::try_from(index - stored)
+                .ok()
+                .and_then(|i| self.staged.get(i))
+            {
+                return Ok(e.clone());
+            }
+        }
+        self.store.get(index)
     }
 
     /// The store.

@@ -1,6 +1,24 @@
-//! Protobuf schemas and generated types for the committee's wire formats (issues 5 and 6).
+//! Protobuf schemas and generated types for the committee's wire formats.
 //!
-//! **Not implemented yet.** This crate is a placeholder in the fixed workspace layout; it exports
-//! nothing, and nothing in the project relies on it until its issue lands.
+//! * `medtech.ledger.v1` (`proto/medtech/ledger/v1/entry.proto`): the ledger's typed entries.
+//!   A [`ledger::v1::SignedEntry`] carries the bytes of an [`ledger::v1::EntryBody`] exactly as
+//!   its author signed them; verifiers decode those bytes and never re-encode, so protobuf's
+//!   freedom of encoding cannot change what a signature covers.
+//! * `medtech.ledger.v1.RaftService` (`raft.proto`): the Raft transport between members.
+//!
+//! The schemas are the contract; the rules an entry must satisfy to be applied (signatures,
+//! author sequence numbers, references) are enforced by `medtech-ledger`'s state machine and
+//! documented in docs/ledger.md.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+/// `medtech.*` packages.
+pub mod ledger {
+    /// `medtech.ledger.v1`.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::doc_markdown, clippy::large_enum_variant)]
+        tonic::include_proto!("medtech.ledger.v1");
+    }
+}
+
+pub use prost::Message;

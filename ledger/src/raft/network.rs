@@ -1,0 +1,317 @@
+//! The Raft transport: tonic gRPC over mutually authenticated TLS (rustls).
+//!
+//! Every member serves `medtech.ledger.v1.RaftService` with its certificate and requires a
+//! client certificate from the committee CA. That is not enough on its own — every member holds
+//! such a certificate — so each Raft RPC is also matched to its sender: the node id the RPC
+//! claims (the leader or candidate in its vote) must be pinned, in the current Raft membership
+//! (or, before the first membership entry arrives, in the node's committee configuration), to
+//! the SHA-256 of the certificate the connection presented. Otherwise the RPC is refused with
+//! `PERMISSION_DENIED` and never reaches openraft.
+//!
+//! Payloads are openraft messages in postcard ([`PAYLOAD_FORMAT`]); responses carry
+//! `Result<response, RaftError>` so remote Raft errors come back typed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use medtech_protos::ledger::v1 as pb;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::Raft;
+use pb::raft_service_client::RaftServiceClient;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Response, Status};
+
+use super::{CommitteeNode, NodeId, TypeConfig};
+use crate::tls::{cert_digest, NodeTls};
+
+/// The payload format this build speaks: postcard-encoded openraft 0.9 messages.
+pub const PAYLOAD_FORMAT: u32 = 1;
+
+/// Largest gRPC message accepted (snapshot chunks and entry batches stay far below).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+fn encode<T: Serialize>(v: &T) -> Result<pb::RaftPayload, postcard::Error> {
+    Ok(pb::RaftPayload {
+        format: PAYLOAD_FORMAT,
+        data: postcard::to_stdvec(v)?,
+    })
+}
+
+fn decode<T: DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, String> {
+    if p.format != PAYLOAD_FORMAT {
+        return Err(format!("payload format {} is not {PAYLOAD_FORMAT}", p.format));
+    }
+    postcard::from_bytes(&p.data).map_err(|e| format!("payload does not decode: {e}"))
+}
+
+/// A transport error as an `std::error::Error` for openraft's wrappers.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct TransportError(String);
+
+/// Creates clients to other members.
+#[derive(Clone)]
+pub struct Network {
+    tls: ClientTlsConfig,
+}
+
+impl Network {
+    /// With this member's TLS material (its certificate is presented as the client identity).
+    pub fn new(tls: &NodeTls) -> Self {
+        let cfg = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+            .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        Network { tls: cfg }
+    }
+
+    /// A lazily connecting channel to `node` (TLS name = member name).
+    pub fn channel(&self, node: &CommitteeNode) -> Result<Channel, String> {
+        let ep = Endpoint::from_shared(format!("https://{}", node.addr))
+            .map_err(|e| format!("bad address {}: {e}", node.addr))?
+            .tls_config(self.tls.clone().domain_name(node.name.clone()))
+            .map_err(|e| format!("TLS config: {e}"))?
+            .connect_timeout(std::time::Duration::from_millis(500))
+            .tcp_nodelay(true);
+        Ok(ep.connect_lazy())
+    }
+}
+
+/// A client to one member.
+pub struct NetworkClient {
+    target: NodeId,
+    node: CommitteeNode,
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = NetworkClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &CommitteeNode) -> NetworkClient {
+        let client = self.channel(node).map(|ch| {
+            RaftServiceClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        });
+        NetworkClient {
+            target,
+            node: node.clone(),
+            client,
+        }
+    }
+}
+
+type RpcErr<E> = RPCError<NodeId, CommitteeNode, RaftError<NodeId, E>>;
+
+impl NetworkClient {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+        };
+        let payload =
+            encode(req).map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
+        let mut request = Request::new(payload);
+        request.set_timeout(option.hard_ttl());
+        let reply = match kind {
+            "append" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let err = TransportError(format!("{kind} to {}: {status}", self.node));
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                        RPCError::Unreachable(Unreachable::new(&err))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&err)),
+                });
+            }
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = decode(&reply)
+            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e))))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for NetworkClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call("vote", &rpc, &option).await
+    }
+}
+
+/// Handles proposals forwarded to this node (implemented by [`super::node::LedgerNode`]).
+#[tonic::async_trait]
+pub trait ProposalHandler: Send + Sync + 'static {
+    /// Proposes `entry` locally (this node should be the leader).
+    async fn propose_local(&self, entry: Vec<u8>) -> pb::ProposeReply;
+}
+
+/// The server side: checks the sender's certificate, then hands the RPC to openraft.
+pub struct RaftServer {
+    raft: Raft<TypeConfig>,
+    pinned: Arc<BTreeMap<NodeId, CommitteeNode>>,
+    proposals: Arc<dyn ProposalHandler>,
+}
+
+impl RaftServer {
+    /// For `raft`, with the committee configuration's pinned members.
+    pub fn new(
+        raft: Raft<TypeConfig>,
+        pinned: BTreeMap<NodeId, CommitteeNode>,
+        proposals: Arc<dyn ProposalHandler>,
+    ) -> Self {
+        RaftServer {
+            raft,
+            pinned: Arc::new(pinned),
+            proposals,
+        }
+    }
+
+    /// The certificate digest pinned for `id`: the membership's entry if it has one, else the
+    /// configuration's.
+    fn pinned_digest(&self, id: NodeId) -> Option<String> {
+        let from_membership = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.cert_sha256.clone())
+        };
+        from_membership.or_else(|| self.pinned.get(&id).map(|n| n.cert_sha256.clone()))
+    }
+
+    fn peer_digest<T>(req: &Request<T>) -> Result<String, Status> {
+        let certs = req
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        Ok(cert_digest(leaf.as_ref()))
+    }
+
+    /// Refuses unless the connection's certificate is the one pinned for `claimed`.
+    fn authorize<T>(&self, req: &Request<T>, claimed: NodeId) -> Result<(), Status> {
+        let presented = Self::peer_digest(req)?;
+        match self.pinned_digest(claimed) {
+            Some(d) if d == presented => Ok(()),
+            Some(_) => Err(Status::permission_denied(format!(
+                "certificate does not match node {claimed}"
+            ))),
+            None => Err(Status::permission_denied(format!("node {claimed} is not a member"))),
+        }
+    }
+
+    /// Whether the connection's certificate belongs to any known member.
+    fn authorize_member<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let presented = Self::peer_digest(req)?;
+        let m = self.raft.metrics();
+        let known = m
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(_, n)| n.cert_sha256 == presented)
+            || self.pinned.values().any(|n| n.cert_sha256 == presented);
+        if known {
+            Ok(())
+        } else {
+            Err(Status::permission_denied("certificate is not a member's"))
+        }
+    }
+}
+
+fn bad_payload(e: String) -> Status {
+    Status::invalid_argument(e)
+}
+
+fn reply<T: Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
+    encode(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("encoding the reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl pb::raft_service_server::RaftService for RaftServer {
+    async fn append_entries(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(bad_payload)?;
+        self.authorize(&request, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(request.get_ref()).map_err(bad_payload)?;
+        self.authorize(&request, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            decode(request.get_ref()).map_err(bad_payload)?;
+        self.authorize(&request, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn propose(
+        &self,
+        request: Request<pb::ProposeRequest>,
+    ) -> Result<Response<pb::ProposeReply>, Status> {
+        self.authorize_member(&request)?;
+        let entry = request.into_inner().entry;
+        Ok(Response::new(self.proposals.propose_local(entry).await))
+    }
+}

@@ -1,0 +1,470 @@
+//! A committee member's ledger node: storage, Raft, the gRPC server, proposal forwarding and
+//! checkpoint cosigning, behind one handle.
+//!
+//! Bootstrapping: every member starts with the same committee configuration (names, signing
+//! keys, Raft ids, addresses, certificate digests); one member calls [`LedgerNode::initialize`]
+//! with the whole committee as voters. Restarting a member reopens its disk and rejoins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use medtech_protos::ledger::v1 as pb;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, Raft, SnapshotPolicy};
+use pb::raft_service_client::RaftServiceClient;
+use pb::raft_service_server::RaftServiceServer;
+use tokio::sync::{oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use super::log_store::LogStore;
+use super::network::{Network, ProposalHandler, RaftServer, MAX_MESSAGE_BYTES};
+use super::state_machine::{Ledger, StateMachine};
+use super::{CommitteeNode, NodeId, Proposal, Receipt, TypeConfig};
+use crate::checkpoint::{Checkpoint, NodeKey, SignedCheckpoint};
+use crate::entry::{now_ms, sign_entry, AuthorId, Kind};
+use crate::state::CommitteeConfig;
+use crate::store::SledStore;
+use crate::tls::NodeTls;
+use crate::Error;
+
+/// Raft timing and compaction.
+#[derive(Clone, Debug)]
+pub struct RaftTuning {
+    /// Leader heartbeat.
+    pub heartbeat_ms: u64,
+    /// Election timeout range.
+    pub election_ms: (u64, u64),
+    /// Build a snapshot (and purge the Raft log) after this many applied Raft entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_ms: (400, 800),
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+/// Everything a member's ledger node needs.
+pub struct NodeConfig {
+    /// This member's Raft id.
+    pub id: NodeId,
+    /// Its signing key (entries and checkpoints); its name is the member name.
+    pub key: NodeKey,
+    /// Its TLS material.
+    pub tls: NodeTls,
+    /// Data directory (sled).
+    pub data_dir: PathBuf,
+    /// The ledger's origin.
+    pub origin: String,
+    /// The genesis committee (signing keys, threshold).
+    pub genesis: CommitteeConfig,
+    /// Every member's Raft id, address and certificate digest (this one included).
+    pub members: BTreeMap<NodeId, CommitteeNode>,
+    /// Raft tuning.
+    pub raft: RaftTuning,
+    /// How often to cosign the log when it has grown (None: never).
+    pub cosign_every: Option<Duration>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("id", &self.id)
+            .field("name", &self.key.name())
+            .field("data_dir", &self.data_dir)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    id: NodeId,
+    key: NodeKey,
+    origin: String,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine<SledStore>,
+    network: Network,
+    members: BTreeMap<NodeId, CommitteeNode>,
+    own_seq: Mutex<u64>,
+    local_addr: SocketAddr,
+    data_dir: PathBuf,
+}
+
+/// A running ledger node.
+pub struct LedgerNode {
+    inner: Arc<Inner>,
+    stop_server: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Handler(std::sync::Weak<Inner>);
+
+#[tonic::async_trait]
+impl ProposalHandler for Handler {
+    async fn propose_local(&self, entry: Vec<u8>) -> pb::ProposeReply {
+        let Some(inner) = self.0.upgrade() else {
+            return pb::ProposeReply {
+                error: "node is shutting down".into(),
+                ..Default::default()
+            };
+        };
+        match inner.raft.client_write(Proposal(entry)).await {
+            Ok(resp) => pb::ProposeReply {
+                raft_index: resp.log_id.index,
+                accepted: resp.data.sequence.is_some(),
+                sequence: resp.data.sequence.unwrap_or(0),
+                rejection: resp.data.rejection.unwrap_or_default(),
+                ..Default::default()
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => pb::ProposeReply {
+                leader_hint: f.leader_id.unwrap_or(0),
+                error: "not the leader".into(),
+                ..Default::default()
+            },
+            Err(e) => pb::ProposeReply {
+                error: e.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl LedgerNode {
+    /// Opens storage, starts Raft and serves the committee endpoint on `listener`.
+    pub async fn start(config: NodeConfig, listener: tokio::net::TcpListener) -> Result<Self, Error> {
+        let local_addr = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+        let store = SledStore::open(&config.data_dir)?;
+        let raft_log = LogStore::new(store.raft_log()?);
+        let sm = StateMachine::open(store, &config.origin, config.genesis.clone())
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let raft_config = Config {
+            cluster_name: config.origin.clone(),
+            heartbeat_interval: config.raft.heartbeat_ms,
+            election_timeout_min: config.raft.election_ms.0,
+            election_timeout_max: config.raft.election_ms.1,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let network = Network::new(&config.tls);
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            network.clone(),
+            raft_log,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+
+        let own = AuthorId::Node(config.key.name().to_owned());
+        let next = sm.read().map_err(|e| Error::Storage(e.to_string()))?.state().next_seq(&own);
+        let inner = Arc::new(Inner {
+            id: config.id,
+            key: config.key,
+            origin: config.origin,
+            raft: raft.clone(),
+            sm,
+            network,
+            members: config.members.clone(),
+            own_seq: Mutex::new(next),
+            local_addr,
+            data_dir: config.data_dir.clone(),
+        });
+
+        let server = RaftServer::new(
+            raft,
+            config.members,
+            Arc::new(Handler(Arc::downgrade(&inner))),
+        );
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&config.tls.cert_pem, &config.tls.key_pem))
+            .client_ca_root(Certificate::from_pem(&config.tls.ca_pem));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let router = Server::builder()
+            .tls_config(tls)
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?
+            .add_service(
+                RaftServiceServer::new(server)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            );
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server_task = tokio::spawn(async move {
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        let mut node = LedgerNode {
+            inner,
+            stop_server: Some(stop_tx),
+            tasks: vec![server_task],
+        };
+        if let Some(every) = config.cosign_every {
+            node.tasks.push(node.spawn_cosigner(every));
+        }
+        Ok(node)
+    }
+
+    /// Binds `addr` and starts (see [`Self::start`]).
+    pub async fn start_on(config: NodeConfig, addr: SocketAddr) -> Result<Self, Error> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Io(format!("binding {addr}: {e}")))?;
+        Self::start(config, listener).await
+    }
+
+    /// Makes the whole configured committee the first Raft membership (call on one member,
+    /// once, on a fresh cluster).
+    pub async fn initialize(&self) -> Result<(), Error> {
+        let members: BTreeMap<NodeId, CommitteeNode> = self.inner.members.clone();
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| Error::Raft(e.to_string()))
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The address it serves on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The Raft handle (metrics, membership changes).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// The current leader, as this node knows it.
+    pub async fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.current_leader().await
+    }
+
+    /// Read access to the applied ledger.
+    pub fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Ledger<SledStore>>, Error> {
+        self.inner.sm.read().map_err(|e| Error::Storage(e.to_string()))
+    }
+
+    /// Size and root of the applied log.
+    pub fn head(&self) -> Result<(u64, crate::merkle::Hash), Error> {
+        let l = self.read()?;
+        Ok((l.log().tree().size(), l.log().root()))
+    }
+
+    /// Bytes on disk of this node's database.
+    pub fn disk_bytes(&self) -> Result<u64, Error> {
+        dir_bytes(&self.inner.data_dir).map_err(|e| Error::Io(e.to_string()))
+    }
+
+    /// Waits until this node's view is linearizable (it is the leader and a quorum confirmed it
+    /// after everything committed so far was applied): use before a budget check.
+    pub async fn linearizable(&self) -> Result<(), Error> {
+        self.inner
+            .raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Raft(e.to_string()))
+    }
+
+    /// Proposes a signed entry: locally when this node leads, else forwarded to the leader.
+    /// Returns once the entry is committed and applied (accepted or rejected).
+    pub async fn propose(&self, entry: Vec<u8>) -> Result<Receipt, Error> {
+        propose(&self.inner, entry).await
+    }
+
+    /// Signs `kind` as this member with its next sequence number and proposes it.
+    pub async fn propose_own(&self, kind: Kind) -> Result<Receipt, Error> {
+        propose_own(&self.inner, kind).await
+    }
+
+    /// Cosigns the current log head if this member has not cosigned that size yet.
+    pub async fn cosign_now(&self) -> Result<Option<Receipt>, Error> {
+        cosign(&self.inner).await
+    }
+
+    /// The latest checkpoint with at least `t` cosignatures.
+    pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, Error> {
+        Ok(self.read()?.state().latest_checkpoint())
+    }
+
+    fn spawn_cosigner(&self, every: Duration) -> JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = cosign(&inner).await {
+                    tracing::debug!(error = %e, "cosigning deferred");
+                }
+            }
+        })
+    }
+
+    /// Stops Raft and the server and closes storage.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        let r = self.inner.raft.shutdown().await;
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        r.map_err(|e| Error::Raft(e.to_string()))
+    }
+}
+
+async fn propose(inner: &Inner, entry: Vec<u8>) -> Result<Receipt, Error> {
+    let mut last_err = String::from("no leader");
+    for attempt in 0..20u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(6)))).await;
+        }
+        match inner.raft.client_write(Proposal(entry.clone())).await {
+            Ok(resp) => return Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let Some(node) = f.leader_node else {
+                    last_err = "no leader elected".into();
+                    continue;
+                };
+                match forward(inner, &node, entry.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) => last_err = e,
+                }
+            }
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+    }
+    Err(Error::Unavailable(last_err))
+}
+
+async fn forward(inner: &Inner, leader: &CommitteeNode, entry: Vec<u8>) -> Result<Receipt, String> {
+    let ch = inner.network.channel(leader)?;
+    let mut client = RaftServiceClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let reply = client
+        .propose(pb::ProposeRequest { entry })
+        .await
+        .map_err(|s| format!("forwarding to {leader}: {s}"))?
+        .into_inner();
+    if !reply.error.is_empty() {
+        return Err(format!("leader {leader}: {}", reply.error));
+    }
+    Ok(if reply.accepted {
+        Receipt {
+            sequence: Some(reply.sequence),
+            rejection: None,
+        }
+    } else {
+        Receipt {
+            sequence: None,
+            rejection: Some(reply.rejection),
+        }
+    })
+}
+
+async fn propose_own(inner: &Inner, kind: Kind) -> Result<Receipt, Error> {
+    let mut seq = inner.own_seq.lock().await;
+    let author = AuthorId::Node(inner.key.name().to_owned());
+    let applied_next = inner
+        .sm
+        .read()
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .state()
+        .next_seq(&author);
+    let this = (*seq).max(applied_next);
+    let bytes = sign_entry(&inner.key, &inner.origin, this, now_ms(), kind);
+    let r = propose(inner, bytes).await;
+    *seq = match &r {
+        Ok(rc) if rc.sequence.is_some() => this + 1,
+        _ => inner
+            .sm
+            .read()
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .state()
+            .next_seq(&author),
+    };
+    r
+}
+
+async fn cosign(inner: &Inner) -> Result<Option<Receipt>, Error> {
+    let (size, root, done) = {
+        let l = inner.sm.read().map_err(|e| Error::Storage(e.to_string()))?;
+        let size = l.log().tree().size();
+        let done: BTreeSet<u64> = l
+            .state()
+            .checkpoint_sizes()
+            .filter(|s| {
+                l.state().checkpoint(*s).is_some_and(|c| {
+                    c.signatures.iter().any(|x| x.name == inner.key.name())
+                })
+            })
+            .collect();
+        // Skip when the only entries since our last cosignature are cosignatures.
+        let last_mine = done.iter().next_back().copied().unwrap_or(0);
+        let mut grown = false;
+        for i in last_mine..size {
+            let b = l.log().get(i)?;
+            let is_cosig = crate::entry::ParsedEntry::decode(&b)
+                .map(|e| matches!(e.kind(), Some(Kind::Cosignature(_))))
+                .unwrap_or(false);
+            if !is_cosig {
+                grown = true;
+                break;
+            }
+        }
+        if !grown || size == 0 {
+            return Ok(None);
+        }
+        (size, l.log().root(), done)
+    };
+    if done.contains(&size) {
+        return Ok(None);
+    }
+    let cp = Checkpoint {
+        origin: inner.origin.clone(),
+        size,
+        root,
+    };
+    let line = inner.key.sign_checkpoint(&cp);
+    let kind = Kind::Cosignature(pb::Cosignature {
+        size,
+        root: root.to_vec(),
+        signature: line.signature.to_vec(),
+    });
+    propose_own(inner, kind).await.map(Some)
+}
+
+/// Total size of the files under `dir`.
+pub fn dir_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let md = e.metadata()?;
+        total += if md.is_dir() { dir_bytes(&e.path())? } else { md.len() };
+    }
+    Ok(total)
+}

@@ -1,0 +1,655 @@
+//! The ledger's state machine logic: which entries may be applied, and what applying one
+//! changes. Pure and deterministic — no clock, no randomness, no I/O — so every member, and an
+//! auditor replaying an export, reaches the same verdict on the same entry.
+//!
+//! An entry is applied when all of these hold, and rejected otherwise (the log goes on; the
+//! rejection is returned to the proposer and counted):
+//!
+//! 1. it decodes, its version is [`ENTRY_VERSION`](crate::entry::ENTRY_VERSION), and it names
+//!    this ledger's origin;
+//! 2. its author is a member of the current committee, or a registered, enabled researcher;
+//! 3. its signature verifies under that author's key;
+//! 4. its `author_seq` is exactly one more than the author's last applied entry (no replay, no
+//!    reordering, no gap);
+//! 5. the author may write that kind (researchers only submit queries), and the entry is
+//!    consistent with the state: the query it refers to exists and is still open, a member posts
+//!    at most one contribution / noise share / partial decryption per query, ids are unique, a
+//!    cosignature signs the log's actual root at a size the log has reached, a committee change is
+//!    the next epoch and approved by `t` current members.
+//!
+//! Cryptographic validity of contributions, noise shares and partial decryptions (range and
+//! equality proofs) is checked by the committee node before it posts or uses them; the ledger
+//! records what was posted and by whom, so a bad proof is attributable.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use medtech_protos::ledger::v1 as pb;
+use medtech_protos::Message as _;
+
+use crate::checkpoint::{Checkpoint, NodeIdentity, NoteSignature, SignedCheckpoint};
+use crate::entry::{config_message, AuthorId, Kind, ParsedEntry};
+use crate::merkle::{Hash, MerkleLog};
+
+/// Longest id (researcher, query, member name) accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A committee: members with their signing keys, the threshold, and its epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitteeConfig {
+    /// Members in order.
+    pub members: Vec<NodeIdentity>,
+    /// How many cosignatures make a checkpoint, and approvals a change.
+    pub threshold: usize,
+    /// 0 for the genesis committee, then one more per change.
+    pub epoch: u64,
+}
+
+impl CommitteeConfig {
+    /// Checks the shape: 1 ≤ t ≤ n, distinct valid names.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.members.is_empty() {
+            return Err("a committee needs at least one member".into());
+        }
+        if self.threshold == 0 || self.threshold > self.members.len() {
+            return Err(format!(
+                "threshold {} is not between 1 and {} members",
+                self.threshold,
+                self.members.len()
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for m in &self.members {
+            check_id("member name", &m.name)?;
+            if !names.insert(&m.name) {
+                return Err(format!("member {} appears twice", m.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The member called `name`.
+    pub fn member(&self, name: &str) -> Option<&NodeIdentity> {
+        self.members.iter().find(|m| m.name == name)
+    }
+
+    /// The protobuf form.
+    pub fn to_pb(&self) -> pb::Committee {
+        pb::Committee {
+            members: self
+                .members
+                .iter()
+                .map(|m| pb::Member {
+                    name: m.name.clone(),
+                    signing_key: m.key.as_bytes().to_vec(),
+                })
+                .collect(),
+            threshold: u32::try_from(self.threshold).unwrap_or(u32::MAX),
+            epoch: self.epoch,
+        }
+    }
+
+    /// From the protobuf form, validated.
+    pub fn from_pb(c: &pb::Committee) -> Result<Self, String> {
+        let mut members = Vec::with_capacity(c.members.len());
+        for m in &c.members {
+            members.push(NodeIdentity {
+                name: m.name.clone(),
+                key: parse_key(&m.signing_key)
+                    .map_err(|e| format!("member {}: {e}", m.name))?,
+            });
+        }
+        let cfg = CommitteeConfig {
+            members,
+            threshold: c.threshold as usize,
+            epoch: c.epoch,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn parse_key(bytes: &[u8]) -> Result<VerifyingKey, String> {
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| "an Ed25519 public key is 32 bytes".to_string())?;
+    VerifyingKey::from_bytes(&arr).map_err(|_| "not a valid Ed25519 public key".to_string())
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!("{what} must be 1 to {MAX_ID_LEN} bytes"));
+    }
+    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{what} {id:?} contains whitespace or control characters"));
+    }
+    Ok(())
+}
+
+/// A registered researcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Researcher {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub display_name: String,
+    /// The key that signs their queries.
+    pub key: VerifyingKey,
+    /// Disabled researchers cannot submit.
+    pub enabled: bool,
+}
+
+/// How a query ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryOutcome {
+    /// Result released at this sequence number.
+    Released(u64),
+    /// Failed, with the reason.
+    Failed(String),
+}
+
+/// What the ledger holds about one query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryRecord {
+    /// Sequence number of the submission.
+    pub submitted_at: u64,
+    /// The researcher it was submitted by or for.
+    pub researcher: String,
+    /// Members that posted a contribution.
+    pub contributions: BTreeSet<String>,
+    /// Members that posted a noise share.
+    pub noise_shares: BTreeSet<String>,
+    /// Members that posted partial decryptions.
+    pub partials: BTreeSet<String>,
+    /// Set once released or failed.
+    pub outcome: Option<QueryOutcome>,
+}
+
+/// Why an entry was not applied, naming its author when the entry got as far as naming one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}rejected: {reason}", author.as_ref().map(|a| format!("{a}: ")).unwrap_or_default())]
+pub struct Rejection {
+    /// The claimed author, if the entry decoded.
+    pub author: Option<AuthorId>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Whether to verify signatures when checking (stored entries were verified when first applied;
+/// replaying them on restart can trust the local disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Verify every signature.
+    Signatures,
+    /// Skip signature checks (replay of this node's own stored, already verified entries).
+    TrustStored,
+}
+
+/// Cosignatures collected for one checkpoint size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Cosigned {
+    root: Hash,
+    lines: BTreeMap<String, NoteSignature>,
+}
+
+/// The derived state of the ledger.
+#[derive(Clone, Debug)]
+pub struct LedgerState {
+    origin: String,
+    committee: CommitteeConfig,
+    researchers: BTreeMap<String, Researcher>,
+    seqs: BTreeMap<AuthorId, u64>,
+    queries: BTreeMap<String, QueryRecord>,
+    cosigned: BTreeMap<u64, Cosigned>,
+    rejected: u64,
+}
+
+impl LedgerState {
+    /// The state of an empty ledger with its genesis committee.
+    pub fn new(origin: &str, genesis: CommitteeConfig) -> Result<Self, String> {
+        genesis.validate()?;
+        Ok(LedgerState {
+            origin: origin.to_owned(),
+            committee: genesis,
+            researchers: BTreeMap::new(),
+            seqs: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            cosigned: BTreeMap::new(),
+            rejected: 0,
+        })
+    }
+
+    /// The origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The current committee.
+    pub fn committee(&self) -> &CommitteeConfig {
+        &self.committee
+    }
+
+    /// A researcher.
+    pub fn researcher(&self, id: &str) -> Option<&Researcher> {
+        self.researchers.get(id)
+    }
+
+    /// All researchers.
+    pub fn researchers(&self) -> impl Iterator<Item = &Researcher> {
+        self.researchers.values()
+    }
+
+    /// A query's record.
+    pub fn query(&self, id: &str) -> Option<&QueryRecord> {
+        self.queries.get(id)
+    }
+
+    /// The sequence number `author`'s next entry must carry.
+    pub fn next_seq(&self, author: &AuthorId) -> u64 {
+        self.seqs.get(author).copied().unwrap_or(0) + 1
+    }
+
+    /// Entries rejected so far (they took a Raft slot but not a place in the Merkle log).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Counts a rejection.
+    pub fn note_rejection(&mut self) {
+        self.rejected += 1;
+    }
+
+    /// The checkpoint at `size` with the cosignatures collected for it.
+    pub fn checkpoint(&self, size: u64) -> Option<SignedCheckpoint> {
+        let c = self.cosigned.get(&size)?;
+        Some(SignedCheckpoint {
+            checkpoint: Checkpoint {
+                origin: self.origin.clone(),
+                size,
+                root: c.root,
+            },
+            signatures: c.lines.values().cloned().collect(),
+        })
+    }
+
+    /// Every cosigned size, ascending.
+    pub fn checkpoint_sizes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.cosigned.keys().copied()
+    }
+
+    /// The largest checkpoint cosigned by at least `t` members of the current committee.
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        let members = &self.committee.members;
+        self.cosigned
+            .keys()
+            .rev()
+            .filter_map(|s| self.checkpoint(*s))
+            .find(|c| c.valid_signers(members).len() >= self.committee.threshold)
+    }
+
+    /// Decides whether `bytes` may be applied now, `tree` being the log before it.
+    pub fn check(
+        &self,
+        bytes: &[u8],
+        tree: &MerkleLog,
+        verify: Verify,
+    ) -> Result<ParsedEntry, Rejection> {
+        let e = ParsedEntry::decode(bytes).map_err(|err| Rejection {
+            author: None,
+            reason: err.to_string(),
+        })?;
+        let reject = |reason: String| Rejection {
+            author: Some(e.author.clone()),
+            reason,
+        };
+        if e.body.origin != self.origin {
+            return Err(reject(format!(
+                "entry is for ledger {:?}, not {:?}",
+                e.body.origin, self.origin
+            )));
+        }
+        // 2–3: known author, valid signature.
+        let key = match &e.author {
+            AuthorId::Node(name) => self
+                .committee
+                .member(name)
+                .map(|m| m.key)
+                .ok_or_else(|| reject("not a member of the current committee".into()))?,
+            AuthorId::Researcher(id) => {
+                let r = self
+                    .researchers
+                    .get(id)
+                    .ok_or_else(|| reject("not a registered researcher".into()))?;
+                if !r.enabled {
+                    return Err(reject("researcher is disabled".into()));
+                }
+                r.key
+            }
+        };
+        if verify == Verify::Signatures
+            && key
+                .verify(&e.signed_message(), &Signature::from_bytes(&e.signature))
+                .is_err()
+        {
+            return Err(reject("signature does not verify".into()));
+        }
+        // 4: sequence.
+        let expected = self.next_seq(&e.author);
+        if e.body.author_seq != expected {
+            return Err(reject(format!(
+                "author sequence {} out of order (expected {expected})",
+                e.body.author_seq
+            )));
+        }
+        // 5: kind and consistency.
+        self.check_kind(&e, tree).map_err(reject)?;
+        Ok(e)
+    }
+
+    fn check_kind(&self, e: &ParsedEntry, tree: &MerkleLog) -> Result<(), String> {
+        let node = match &e.author {
+            AuthorId::Node(n) => Some(n.as_str()),
+            AuthorId::Researcher(_) => None,
+        };
+        let need_node = || node.ok_or_else(|| "only committee members may write this".to_string());
+        let Some(kind) = e.kind() else {
+            return Err("entry has no kind".into());
+        };
+        match kind {
+            Kind::SubmitQuery(q) => {
+                check_id("query id", &q.query_id)?;
+                if self.queries.contains_key(&q.query_id) {
+                    return Err(format!("query {} already exists", q.query_id));
+                }
+                let researcher = match &e.author {
+                    AuthorId::Researcher(r) => {
+                        if !q.on_behalf_of.is_empty() && q.on_behalf_of != *r {
+                            return Err("a researcher cannot submit for someone else".into());
+                        }
+                        r.clone()
+                    }
+                    AuthorId::Node(_) => q.on_behalf_of.clone(),
+                };
+                match self.researchers.get(&researcher) {
+                    Some(r) if r.enabled => Ok(()),
+                    Some(_) => Err(format!("researcher {researcher} is disabled")),
+                    None => Err(format!("no registered researcher {researcher:?}")),
+                }
+            }
+            Kind::RegisterResearcher(r) => {
+                need_node()?;
+                check_id("researcher id", &r.researcher_id)?;
+                if self.researchers.contains_key(&r.researcher_id) {
+                    return Err(format!("researcher {} already registered", r.researcher_id));
+                }
+                if r.display_name.len() > 256 {
+                    return Err("display name longer than 256 bytes".into());
+                }
+                parse_key(&r.public_key).map(|_| ())
+            }
+            Kind::SetResearcherStatus(s) => {
+                need_node()?;
+                if !self.researchers.contains_key(&s.researcher_id) {
+                    return Err(format!("no registered researcher {:?}", s.researcher_id));
+                }
+                Ok(())
+            }
+            Kind::SetBudget(b) => {
+                need_node()?;
+                check_id("budget subject", &b.subject)
+            }
+            Kind::Contribution(c) => {
+                let n = need_node()?;
+                let q = self.open_query(&c.query_id)?;
+                once(&q.contributions, n, "a contribution")
+            }
+            Kind::NoiseCommitment(c) => {
+                let n = need_node()?;
+                let q = self.open_query(&c.query_id)?;
+                once(&q.noise_shares, n, "a noise share")
+            }
+            Kind::PartialDecryption(p) => {
+                let n = need_node()?;
+                let q = self.open_query(&p.query_id)?;
+                once(&q.partials, n, "partial decryptions")
+            }
+            Kind::ReleaseResult(r) => {
+                need_node()?;
+                self.open_query(&r.query_id).map(|_| ())
+            }
+            Kind::QueryFailed(f) => {
+                need_node()?;
+                self.open_query(&f.query_id).map(|_| ())
+            }
+            Kind::Misbehaviour(m) => {
+                need_node()?;
+                if self.committee.member(&m.culprit).is_none() {
+                    return Err(format!("culprit {:?} is not a member", m.culprit));
+                }
+                Ok(())
+            }
+            Kind::Note(n) => {
+                need_node()?;
+                if n.text.len() > 4096 {
+                    return Err("note longer than 4096 bytes".into());
+                }
+                Ok(())
+            }
+            Kind::Cosignature(c) => self.check_cosignature(need_node()?, c, tree),
+            Kind::ConfigChange(c) => {
+                need_node()?;
+                self.check_config_change(c).map(|_| ())
+            }
+        }
+    }
+
+    fn open_query(&self, id: &str) -> Result<&QueryRecord, String> {
+        let q = self
+            .queries
+            .get(id)
+            .ok_or_else(|| format!("no query {id:?}"))?;
+        if q.outcome.is_some() {
+            return Err(format!("query {id} is already closed"));
+        }
+        Ok(q)
+    }
+
+    fn check_cosignature(
+        &self,
+        node: &str,
+        c: &pb::Cosignature,
+        tree: &MerkleLog,
+    ) -> Result<(), String> {
+        if c.size == 0 || c.size > tree.size() {
+            return Err(format!(
+                "cosignature for size {} but the log has {} entries",
+                c.size,
+                tree.size()
+            ));
+        }
+        let root = tree.root_at(c.size).map_err(|e| e.to_string())?;
+        if c.root.as_slice() != root {
+            return Err(format!("cosigned root is not the log's root at size {}", c.size));
+        }
+        if let Some(done) = self.cosigned.get(&c.size) {
+            if done.lines.contains_key(node) {
+                return Err(format!("already cosigned size {}", c.size));
+            }
+        }
+        let member = self
+            .committee
+            .member(node)
+            .ok_or_else(|| "not a member".to_string())?;
+        let sig: [u8; 64] = c
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| "cosignature is not 64 bytes".to_string())?;
+        let body = Checkpoint {
+            origin: self.origin.clone(),
+            size: c.size,
+            root,
+        }
+        .body();
+        if !member.verify_raw(body.as_bytes(), &sig) {
+            return Err("cosignature does not verify".into());
+        }
+        Ok(())
+    }
+
+    fn check_config_change(&self, c: &pb::ConfigChange) -> Result<CommitteeConfig, String> {
+        let proposed = pb::Committee::decode(c.committee.as_slice())
+            .map_err(|e| format!("committee does not decode: {e}"))?;
+        let next = CommitteeConfig::from_pb(&proposed)?;
+        if next.epoch != self.committee.epoch + 1 {
+            return Err(format!(
+                "committee epoch {} is not the next one ({})",
+                next.epoch,
+                self.committee.epoch + 1
+            ));
+        }
+        let message = config_message(&self.origin, &c.committee);
+        let mut approved = BTreeSet::new();
+        for a in &c.approvals {
+            let Some(m) = self.committee.member(&a.member) else {
+                continue;
+            };
+            let Ok(sig) = <[u8; 64]>::try_from(a.signature.as_slice()) else {
+                return Err(format!("approval by {} is not 64 bytes", a.member));
+            };
+            if !m.verify_raw(&message, &sig) {
+                return Err(format!("approval by {} does not verify", a.member));
+            }
+            approved.insert(a.member.clone());
+        }
+        if approved.len() < self.committee.threshold {
+            return Err(format!(
+                "{} approvals from current members, {} needed",
+                approved.len(),
+                self.committee.threshold
+            ));
+        }
+        Ok(next)
+    }
+
+    /// Applies an entry that [`Self::check`] accepted; `seq` is its place in the Merkle log.
+    ///
+    /// Checking and applying are split so the caller can make the entry durable in between;
+    /// `apply` must follow a successful `check` against the same state.
+    pub fn apply(&mut self, e: &ParsedEntry, seq: u64) {
+        self.seqs.insert(e.author.clone(), e.body.author_seq);
+        let node = match &e.author {
+            AuthorId::Node(n) => n.clone(),
+            AuthorId::Researcher(_) => String::new(),
+        };
+        let Some(kind) = e.kind() else { return };
+        match kind {
+            Kind::SubmitQuery(q) => {
+                let researcher = match &e.author {
+                    AuthorId::Researcher(r) => r.clone(),
+                    AuthorId::Node(_) => q.on_behalf_of.clone(),
+                };
+                self.queries.insert(
+                    q.query_id.clone(),
+                    QueryRecord {
+                        submitted_at: seq,
+                        researcher,
+                        ..QueryRecord::default()
+                    },
+                );
+            }
+            Kind::RegisterResearcher(r) => {
+                if let Ok(key) = parse_key(&r.public_key) {
+                    self.researchers.insert(
+                        r.researcher_id.clone(),
+                        Researcher {
+                            id: r.researcher_id.clone(),
+                            display_name: r.display_name.clone(),
+                            key,
+                            enabled: true,
+                        },
+                    );
+                }
+            }
+            Kind::SetResearcherStatus(s) => {
+                if let Some(r) = self.researchers.get_mut(&s.researcher_id) {
+                    r.enabled = s.enabled;
+                }
+            }
+            Kind::Contribution(c) => self.with_query(&c.query_id, |q| {
+                q.contributions.insert(node.clone());
+            }),
+            Kind::NoiseCommitment(c) => self.with_query(&c.query_id, |q| {
+                q.noise_shares.insert(node.clone());
+            }),
+            Kind::PartialDecryption(p) => self.with_query(&p.query_id, |q| {
+                q.partials.insert(node.clone());
+            }),
+            Kind::ReleaseResult(r) => self.with_query(&r.query_id, |q| {
+                q.outcome = Some(QueryOutcome::Released(seq));
+            }),
+            Kind::QueryFailed(f) => self.with_query(&f.query_id, |q| {
+                q.outcome = Some(QueryOutcome::Failed(f.reason.clone()));
+            }),
+            Kind::Cosignature(c) => {
+                if let (Ok(root), Ok(signature)) = (
+                    <Hash>::try_from(c.root.as_slice()),
+                    <[u8; 64]>::try_from(c.signature.as_slice()),
+                ) {
+                    let key_id = self
+                        .committee
+                        .member(&node)
+                        .map(|m| m.key_id())
+                        .unwrap_or_default();
+                    self.cosigned
+                        .entry(c.size)
+                        .or_insert_with(|| Cosigned {
+                            root,
+                            lines: BTreeMap::new(),
+                        })
+                        .lines
+                        .insert(
+                            node.clone(),
+                            NoteSignature {
+                                name: node.clone(),
+                                key_id,
+                                signature,
+                            },
+                        );
+                }
+            }
+            Kind::ConfigChange(c) => {
+                if let Ok(next) = self.check_config_change(c) {
+                    self.committee = next;
+                }
+            }
+            Kind::SetBudget(_) | Kind::Misbehaviour(_) | Kind::Note(_) => {}
+        }
+    }
+
+    /// Applies a stored entry that was accepted when first applied (on restart, replaying this
+    /// node's own disk): decodes it and applies it without re-checking.
+    pub fn replay(&mut self, bytes: &[u8], seq: u64) -> Result<(), crate::entry::EntryError> {
+        let e = ParsedEntry::decode(bytes)?;
+        self.apply(&e, seq);
+        Ok(())
+    }
+
+    /// Sets the rejection count (restored from the node's metadata).
+    pub fn set_rejected(&mut self, n: u64) {
+        self.rejected = n;
+    }
+
+    fn with_query(&mut self, id: &str, f: impl FnOnce(&mut QueryRecord)) {
+        if let Some(q) = self.queries.get_mut(id) {
+            f(q);
+        }
+    }
+}
+
+fn once(set: &BTreeSet<String>, node: &str, what: &str) -> Result<(), String> {
+    if set.contains(node) {
+        return Err(format!("{node} already posted {what} for this query"));
+    }
+    Ok(())
+}
