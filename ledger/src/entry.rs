@@ -117,7 +117,8 @@ impl ParsedEntry {
         if body.version != ENTRY_VERSION {
             return Err(EntryError::Version(body.version));
         }
-        let author = AuthorId::from_pb(body.author.as_ref()).ok_or(EntryError::Missing("author"))?;
+        let author =
+            AuthorId::from_pb(body.author.as_ref()).ok_or(EntryError::Missing("author"))?;
         if body.kind.is_none() {
             return Err(EntryError::Missing("kind"));
         }

@@ -95,8 +95,7 @@ impl CommitteeConfig {
         for m in &c.members {
             members.push(NodeIdentity {
                 name: m.name.clone(),
-                key: parse_key(&m.signing_key)
-                    .map_err(|e| format!("member {}: {e}", m.name))?,
+                key: parse_key(&m.signing_key).map_err(|e| format!("member {}: {e}", m.name))?,
             });
         }
         let cfg = CommitteeConfig {
@@ -121,7 +120,9 @@ fn check_id(what: &str, id: &str) -> Result<(), String> {
         return Err(format!("{what} must be 1 to {MAX_ID_LEN} bytes"));
     }
     if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{what} {id:?} contains whitespace or control characters"));
+        return Err(format!(
+            "{what} {id:?} contains whitespace or control characters"
+        ));
     }
     Ok(())
 }
@@ -469,7 +470,10 @@ impl LedgerState {
         }
         let root = tree.root_at(c.size).map_err(|e| e.to_string())?;
         if c.root.as_slice() != root {
-            return Err(format!("cosigned root is not the log's root at size {}", c.size));
+            return Err(format!(
+                "cosigned root is not the log's root at size {}",
+                c.size
+            ));
         }
         if let Some(done) = self.cosigned.get(&c.size) {
             if done.lines.contains_key(node) {

@@ -107,7 +107,10 @@ impl<B: RaftLogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
         self.meta(VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError> {
         self.put(COMMITTED, &committed)
     }
 
@@ -115,7 +118,11 @@ impl<B: RaftLogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
         Ok(self.meta::<Option<LogId<NodeId>>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,

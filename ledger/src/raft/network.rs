@@ -48,7 +48,10 @@ fn encode<T: Serialize>(v: &T) -> Result<pb::RaftPayload, postcard::Error> {
 
 fn decode<T: DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, String> {
     if p.format != PAYLOAD_FORMAT {
-        return Err(format!("payload format {} is not {PAYLOAD_FORMAT}", p.format));
+        return Err(format!(
+            "payload format {} is not {PAYLOAD_FORMAT}",
+            p.format
+        ));
     }
     postcard::from_bytes(&p.data).map_err(|e| format!("payload does not decode: {e}"))
 }
@@ -125,10 +128,14 @@ impl NetworkClient {
     {
         let client = match &mut self.client {
             Ok(c) => c,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone())))),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    e.clone(),
+                ))))
+            }
         };
-        let payload =
-            encode(req).map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
+        let payload = encode(req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e.to_string()))))?;
         let mut request = Request::new(payload);
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
@@ -148,10 +155,14 @@ impl NetworkClient {
                 });
             }
         };
-        let result: Result<Resp, RaftError<NodeId, E>> = decode(&reply)
-            .map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e))))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&TransportError(e))))?;
         result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e))
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
         })
     }
 }
@@ -242,7 +253,9 @@ impl RaftServer {
             Some(_) => Err(Status::permission_denied(format!(
                 "certificate does not match node {claimed}"
             ))),
-            None => Err(Status::permission_denied(format!("node {claimed} is not a member"))),
+            None => Err(Status::permission_denied(format!(
+                "node {claimed} is not a member"
+            ))),
         }
     }
 
@@ -283,7 +296,10 @@ impl pb::raft_service_server::RaftService for RaftServer {
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(request.get_ref()).map_err(bad_payload)?;
-        self.authorize(&request, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        self.authorize(
+            &request,
+            rpc.vote.leader_id().voted_for().unwrap_or_default(),
+        )?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
@@ -292,7 +308,10 @@ impl pb::raft_service_server::RaftService for RaftServer {
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(request.get_ref()).map_err(bad_payload)?;
-        self.authorize(&request, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        self.authorize(
+            &request,
+            rpc.vote.leader_id().voted_for().unwrap_or_default(),
+        )?;
         reply(&self.raft.vote(rpc).await)
     }
 
@@ -302,7 +321,10 @@ impl pb::raft_service_server::RaftService for RaftServer {
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> =
             decode(request.get_ref()).map_err(bad_payload)?;
-        self.authorize(&request, rpc.vote.leader_id().voted_for().unwrap_or_default())?;
+        self.authorize(
+            &request,
+            rpc.vote.leader_id().voted_for().unwrap_or_default(),
+        )?;
         reply(&self.raft.install_snapshot(rpc).await)
     }
 

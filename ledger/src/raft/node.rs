@@ -40,6 +40,8 @@ pub struct RaftTuning {
     pub election_ms: (u64, u64),
     /// Build a snapshot (and purge the Raft log) after this many applied Raft entries.
     pub snapshot_every: u64,
+    /// Raft entries kept below the last snapshot (for followers slightly behind).
+    pub keep_after_snapshot: u64,
 }
 
 impl Default for RaftTuning {
@@ -48,6 +50,7 @@ impl Default for RaftTuning {
             heartbeat_ms: 100,
             election_ms: (400, 800),
             snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
         }
     }
 }
@@ -139,8 +142,13 @@ impl ProposalHandler for Handler {
 
 impl LedgerNode {
     /// Opens storage, starts Raft and serves the committee endpoint on `listener`.
-    pub async fn start(config: NodeConfig, listener: tokio::net::TcpListener) -> Result<Self, Error> {
-        let local_addr = listener.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+    pub async fn start(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<Self, Error> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Io(e.to_string()))?;
         let store = SledStore::open(&config.data_dir)?;
         let raft_log = LogStore::new(store.raft_log()?);
         let sm = StateMachine::open(store, &config.origin, config.genesis.clone())
@@ -151,7 +159,8 @@ impl LedgerNode {
             election_timeout_min: config.raft.election_ms.0,
             election_timeout_max: config.raft.election_ms.1,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.raft.keep_after_snapshot,
+            purge_batch_size: 1,
             ..Default::default()
         }
         .validate()
@@ -168,7 +177,11 @@ impl LedgerNode {
         .map_err(|e| Error::Raft(e.to_string()))?;
 
         let own = AuthorId::Node(config.key.name().to_owned());
-        let next = sm.read().map_err(|e| Error::Storage(e.to_string()))?.state().next_seq(&own);
+        let next = sm
+            .read()
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .state()
+            .next_seq(&own);
         let inner = Arc::new(Inner {
             id: config.id,
             key: config.key,
@@ -188,7 +201,10 @@ impl LedgerNode {
             Arc::new(Handler(Arc::downgrade(&inner))),
         );
         let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&config.tls.cert_pem, &config.tls.key_pem))
+            .identity(Identity::from_pem(
+                &config.tls.cert_pem,
+                &config.tls.key_pem,
+            ))
             .client_ca_root(Certificate::from_pem(&config.tls.ca_pem));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let router = Server::builder()
@@ -199,7 +215,8 @@ impl LedgerNode {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             );
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server_task = tokio::spawn(async move {
             let _ = router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -259,7 +276,10 @@ impl LedgerNode {
 
     /// Read access to the applied ledger.
     pub fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Ledger<SledStore>>, Error> {
-        self.inner.sm.read().map_err(|e| Error::Storage(e.to_string()))
+        self.inner
+            .sm
+            .read()
+            .map_err(|e| Error::Storage(e.to_string()))
     }
 
     /// Size and root of the applied log.
@@ -418,32 +438,56 @@ async fn cosign(inner: &Inner) -> Result<Option<Receipt>, Error> {
             .state()
             .checkpoint_sizes()
             .filter(|s| {
-                l.state().checkpoint(*s).is_some_and(|c| {
-                    c.signatures.iter().any(|x| x.name == inner.key.name())
-                })
+                l.state()
+                    .checkpoint(*s)
+                    .is_some_and(|c| c.signatures.iter().any(|x| x.name == inner.key.name()))
             })
             .collect();
-        // Skip when the only entries since our last cosignature are cosignatures.
         let last_mine = done.iter().next_back().copied().unwrap_or(0);
-        let mut grown = false;
-        for i in last_mine..size {
-            let b = l.log().get(i)?;
-            let is_cosig = crate::entry::ParsedEntry::decode(&b)
-                .map(|e| matches!(e.kind(), Some(Kind::Cosignature(_))))
-                .unwrap_or(false);
-            if !is_cosig {
-                grown = true;
-                break;
+        // Join the largest size others are already cosigning, so the committee converges on
+        // one checkpoint instead of each member signing the size it happens to see.
+        if let Some(join) = l
+            .state()
+            .checkpoint_sizes()
+            .filter(|s| *s > last_mine && !done.contains(s))
+            .max()
+        {
+            let root = l
+                .log()
+                .tree()
+                .root_at(join)
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            (join, root, BTreeSet::new())
+        } else {
+            // Skip when the only entries since our last cosignature are cosignatures.
+            let mut grown = false;
+            for i in last_mine..size {
+                let b = l.log().get(i)?;
+                let is_cosig = crate::entry::ParsedEntry::decode(&b)
+                    .map(|e| matches!(e.kind(), Some(Kind::Cosignature(_))))
+                    .unwrap_or(false);
+                if !is_cosig {
+                    grown = true;
+                    break;
+                }
             }
+            if !grown || size == 0 {
+                return Ok(None);
+            }
+            (size, l.log().root(), done)
         }
-        if !grown || size == 0 {
-            return Ok(None);
-        }
-        (size, l.log().root(), done)
     };
     if done.contains(&size) {
         return Ok(None);
     }
+    sign_and_post(inner, size, root).await.map(Some)
+}
+
+async fn sign_and_post(
+    inner: &Inner,
+    size: u64,
+    root: crate::merkle::Hash,
+) -> Result<Receipt, Error> {
     let cp = Checkpoint {
         origin: inner.origin.clone(),
         size,
@@ -455,7 +499,7 @@ async fn cosign(inner: &Inner) -> Result<Option<Receipt>, Error> {
         root: root.to_vec(),
         signature: line.signature.to_vec(),
     });
-    propose_own(inner, kind).await.map(Some)
+    propose_own(inner, kind).await
 }
 
 /// Total size of the files under `dir`.
@@ -464,7 +508,11 @@ pub fn dir_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let md = e.metadata()?;
-        total += if md.is_dir() { dir_bytes(&e.path())? } else { md.len() };
+        total += if md.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            md.len()
+        };
     }
     Ok(total)
 }

@@ -84,16 +84,15 @@ impl<S: EntryStore> Clone for StateMachine<S> {
 }
 
 fn poisoned() -> StorageError {
-    io_err(StorageIOError::read_state_machine, "state machine lock poisoned")
+    io_err(
+        StorageIOError::read_state_machine,
+        "state machine lock poisoned",
+    )
 }
 
 impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
     /// Opens over `store`: rebuilds the tree, drops an unrecorded suffix, replays the state.
-    pub fn open(
-        store: S,
-        origin: &str,
-        genesis: CommitteeConfig,
-    ) -> Result<Self, StorageError> {
+    pub fn open(store: S, origin: &str, genesis: CommitteeConfig) -> Result<Self, StorageError> {
         let mut log = DurableLog::open(store).map_err(|e| io_err(StorageIOError::read, e))?;
         let applied: AppliedMeta = match log
             .store()
@@ -191,7 +190,13 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, CommitteeNode>), StorageError> {
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, CommitteeNode>,
+        ),
+        StorageError,
+    > {
         let l = self.inner.read().map_err(|_| poisoned())?;
         Ok((l.applied.last_applied, l.applied.membership.clone()))
     }
@@ -258,8 +263,8 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
     ) -> Result<(), StorageError> {
         let bad = |e: String| io_err(StorageIOError::read_state_machine, e);
         let data = snapshot.into_inner();
-        let payload: SnapshotPayload =
-            postcard::from_bytes(&data).map_err(|e| bad(format!("snapshot does not decode: {e}")))?;
+        let payload: SnapshotPayload = postcard::from_bytes(&data)
+            .map_err(|e| bad(format!("snapshot does not decode: {e}")))?;
         if payload.version != 1 {
             return Err(bad(format!("snapshot version {}", payload.version)));
         }
@@ -276,7 +281,9 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
         for i in 0..ours {
             let mine = l.log.get(i).map_err(|e| bad(e.to_string()))?;
             if payload.entries.get(i as usize) != Some(&mine) {
-                return Err(bad(format!("snapshot diverges from the applied log at {i}")));
+                return Err(bad(format!(
+                    "snapshot diverges from the applied log at {i}"
+                )));
             }
         }
         // Re-check every new entry against the state as it grows.

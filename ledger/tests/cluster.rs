@@ -1,0 +1,222 @@
+//! Replication over openraft with mutual TLS: 3- and 5-member committees in one process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{fast_tuning, note, register, Cluster, ORIGIN};
+use medtech_ledger::entry::{sign_entry, Kind, ResearcherKey};
+use medtech_ledger::merkle::{verify_inclusion, MerkleLog};
+use medtech_protos::ledger::v1 as pb;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_commit_and_agree_on_the_merkle_root_at_every_size() {
+    let c = Cluster::start(3, 2, fast_tuning()).await;
+    let mut roots = Vec::new();
+    for i in 0..12u64 {
+        // Proposals through every member: followers forward to the leader.
+        let via = &c.nodes[&(i % 3 + 1)];
+        let r = via.propose_own(note(&format!("entry {i}"))).await.unwrap();
+        assert_eq!(r.sequence, Some(i), "{r:?}");
+        roots.push(c.wait_agree(i + 1).await);
+    }
+    // Every node's tree equals one rebuilt from its entries, and proofs verify.
+    for node in c.nodes.values() {
+        let l = node.read().unwrap();
+        let mut t = MerkleLog::new();
+        for i in 0..l.log().tree().size() {
+            t.append(&l.log().get(i).unwrap());
+        }
+        assert_eq!(t.root(), l.log().root());
+        for (size, root) in &roots {
+            assert_eq!(l.log().tree().root_at(*size).unwrap(), *root);
+        }
+        let proof = l.log().tree().inclusion_proof(3, 12).unwrap();
+        let leaf = medtech_ledger::merkle::leaf_hash(&l.log().get(3).unwrap());
+        verify_inclusion(&leaf, 3, 12, &proof, &roots[11].1).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_survive_the_leader_being_killed() {
+    let mut c = Cluster::start(5, 3, fast_tuning()).await;
+    for i in 0..5 {
+        c.nodes[&1]
+            .propose_own(note(&format!("before {i}")))
+            .await
+            .unwrap();
+    }
+    c.wait_agree(5).await;
+    let old = c.wait_leader(&[]).await;
+    c.kill(old).await;
+    let new = c.wait_leader(&[old]).await;
+    assert_ne!(new, old);
+    let via = *c.nodes.keys().find(|id| **id != new).unwrap();
+    for i in 0..5 {
+        let r = c.nodes[&via]
+            .propose_own(note(&format!("after {i}")))
+            .await
+            .unwrap();
+        assert!(r.sequence.is_some(), "{r:?}");
+    }
+    let (size, _) = c.wait_agree(10).await;
+    assert_eq!(size, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_catches_up_from_its_disk() {
+    let mut c = Cluster::start(3, 2, fast_tuning()).await;
+    for i in 0..5 {
+        c.nodes[&1]
+            .propose_own(note(&format!("a{i}")))
+            .await
+            .unwrap();
+    }
+    c.wait_agree(5).await;
+    let leader = c.wait_leader(&[]).await;
+    let down = if leader == 3 { 2 } else { 3 };
+    c.kill(down).await;
+    for i in 0..10 {
+        c.nodes[&leader]
+            .propose_own(note(&format!("b{i}")))
+            .await
+            .unwrap();
+    }
+    c.restart(down).await;
+    // It reopened its 5 entries from disk and received the rest.
+    let (size, root) = c.wait_agree(15).await;
+    assert_eq!(size, 15);
+    assert_eq!(c.nodes[&down].head().unwrap(), (15, root));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_far_behind_is_brought_up_by_a_snapshot_after_compaction() {
+    let mut tuning = fast_tuning();
+    tuning.snapshot_every = 10;
+    tuning.keep_after_snapshot = 0;
+    let mut c = Cluster::start(3, 2, tuning).await;
+    let leader = c.wait_leader(&[]).await;
+    let down = if leader == 3 { 2 } else { 3 };
+    c.kill(down).await;
+    for i in 0..40 {
+        c.nodes[&leader]
+            .propose_own(note(&format!("s{i}")))
+            .await
+            .unwrap();
+    }
+    // The leader compacted its Raft log, so the lagging member needs the snapshot.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.nodes[&leader].raft().metrics().borrow().purged.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader never purged its log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.restart(down).await;
+    let (size, _) = c.wait_agree(40).await;
+    assert_eq!(size, 40);
+    assert!(c.nodes[&down].raft().metrics().borrow().snapshot.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_rejects_bad_entries_without_halting() {
+    let c = Cluster::start(3, 2, fast_tuning()).await;
+    let node = &c.nodes[&1];
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let researcher = ResearcherKey::generate("r-1", &mut rng);
+    assert!(node
+        .propose_own(register(&researcher))
+        .await
+        .unwrap()
+        .sequence
+        .is_some());
+
+    let query = |id: &str| {
+        Kind::SubmitQuery(pb::SubmitQuery {
+            query_id: id.into(),
+            query: b"count".to_vec(),
+            cost: vec![],
+            on_behalf_of: String::new(),
+        })
+    };
+    let good = sign_entry(&researcher, ORIGIN, 1, 0, query("q1"));
+    assert_eq!(node.propose(good.clone()).await.unwrap().sequence, Some(1));
+    // Replay: same bytes again.
+    let r = node.propose(good).await.unwrap();
+    assert!(r.rejection.unwrap().contains("out of order"));
+    // Garbage.
+    let r = node.propose(vec![0xff; 40]).await.unwrap();
+    assert!(r.rejection.unwrap().contains("decode"));
+    // Forged: signed by an unregistered key claiming to be r-1.
+    let mallory = ResearcherKey::generate("r-1", &mut rng);
+    let r = node
+        .propose(sign_entry(&mallory, ORIGIN, 2, 0, query("q2")))
+        .await
+        .unwrap();
+    assert!(r.rejection.unwrap().contains("signature"));
+    // Another ledger's entry.
+    let r = node
+        .propose(sign_entry(&researcher, "other/ledger", 2, 0, query("q3")))
+        .await
+        .unwrap();
+    assert!(r.rejection.unwrap().contains("ledger"));
+    // A researcher cannot write a member's kinds.
+    let r = node
+        .propose(sign_entry(&researcher, ORIGIN, 2, 0, note("hi")))
+        .await
+        .unwrap();
+    assert!(r.rejection.unwrap().contains("only committee members"));
+    // And the log goes on.
+    let r = node
+        .propose(sign_entry(&researcher, ORIGIN, 2, 0, query("q4")))
+        .await
+        .unwrap();
+    assert_eq!(r.sequence, Some(2));
+    let (size, _) = c.wait_agree(3).await;
+    assert_eq!(size, 3);
+    for n in c.nodes.values() {
+        assert_eq!(n.read().unwrap().state().rejected(), 5);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_count_once_t_members_cosigned() {
+    let c = Cluster::start(3, 2, fast_tuning()).await;
+    for i in 0..4 {
+        c.nodes[&2]
+            .propose_own(note(&format!("c{i}")))
+            .await
+            .unwrap();
+    }
+    c.wait_agree(4).await;
+    assert!(c.nodes[&1].latest_checkpoint().unwrap().is_none());
+    c.nodes[&1].cosign_now().await.unwrap().unwrap();
+    c.wait_agree(5).await;
+    // One cosignature is not a quorum.
+    assert!(c.nodes[&3].latest_checkpoint().unwrap().is_none());
+    // Member 2 joins size 4 (not the 5 it sees): t = 2 reached.
+    c.nodes[&2].cosign_now().await.unwrap().unwrap();
+    c.wait_agree(6).await;
+    let cp = c.nodes[&1].latest_checkpoint().unwrap().unwrap();
+    assert_eq!(cp.checkpoint.size, 4);
+    c.nodes[&3].cosign_now().await.unwrap().unwrap();
+    c.wait_agree(7).await;
+    let cp = c.nodes[&1].latest_checkpoint().unwrap().unwrap();
+    assert_eq!(cp.checkpoint.size, 4);
+    assert_eq!(cp.signatures.len(), 3);
+    let members = &c.genesis.members;
+    assert_eq!(cp.verify_quorum(members, 2).unwrap().len(), 3);
+    // The note round-trips and still verifies.
+    let again = medtech_ledger::checkpoint::SignedCheckpoint::from_note(&cp.to_note()).unwrap();
+    again.verify_quorum(members, 2).unwrap();
+    // Nothing new but cosignatures: nobody cosigns again.
+    for n in c.nodes.values() {
+        assert!(n.cosign_now().await.unwrap().is_none());
+    }
+    // New content: a new round starts.
+    c.nodes[&3].propose_own(note("more")).await.unwrap();
+    c.wait_agree(8).await;
+    assert!(c.nodes[&2].cosign_now().await.unwrap().is_some());
+}
