@@ -44,9 +44,15 @@ async fn a_raft_rpc_from_a_member_claiming_another_members_id_is_refused() {
     let c = Cluster::start(3, 2, fast_tuning()).await;
     let target = &c.members[0];
     // Member 2's genuine certificate, claiming to be member 3.
-    let err = vote_as(&target.addr, &target.name, &c.ca.cert_pem().to_owned(), &c.members[1].tls, 3)
-        .await
-        .unwrap_err();
+    let err = vote_as(
+        &target.addr,
+        &target.name,
+        c.ca.cert_pem(),
+        &c.members[1].tls,
+        3,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     assert!(err.message().contains("does not match node 3"));
     // A certificate from the committee CA for a name that is not a member.
@@ -56,9 +62,15 @@ async fn a_raft_rpc_from_a_member_claiming_another_members_id_is_refused() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
     // The same RPC with member 2's certificate claiming member 2 reaches Raft.
-    vote_as(&target.addr, &target.name, c.ca.cert_pem(), &c.members[1].tls, 2)
-        .await
-        .unwrap();
+    vote_as(
+        &target.addr,
+        &target.name,
+        c.ca.cert_pem(),
+        &c.members[1].tls,
+        2,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +83,11 @@ async fn a_client_certificate_from_another_ca_fails_the_handshake() {
         .await
         .unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok);
-    assert_ne!(err.code(), tonic::Code::PermissionDenied, "refused before any RPC: {err}");
+    assert_ne!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "refused before any RPC: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +115,10 @@ async fn a_payload_that_does_not_decode_is_an_invalid_argument() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
     }
     let err = client
-        .vote(pb::RaftPayload { format: 9, data: vec![] })
+        .vote(pb::RaftPayload {
+            format: 9,
+            data: vec![],
+        })
         .await
         .unwrap_err();
     assert!(err.message().contains("format"));

@@ -121,15 +121,21 @@ fn acknowledged_entries_survive_sigkill_of_a_ledger_node() {
             }
         }
         let acked_now = acked.expect("the child acknowledged nothing");
-        assert!(acked_now >= target, "round {round}: only {acked_now} acknowledged");
+        assert!(
+            acked_now >= target,
+            "round {round}: only {acked_now} acknowledged"
+        );
         child.kill().unwrap(); // SIGKILL: no destructors, no flush
         child.wait().unwrap();
 
-        let sm = StateMachine::open(SledStore::open(dir.path()).unwrap(), ORIGIN, genesis())
-            .unwrap();
+        let sm =
+            StateMachine::open(SledStore::open(dir.path()).unwrap(), ORIGIN, genesis()).unwrap();
         let l = sm.read().unwrap();
         let size = l.log().tree().size();
-        assert!(size > acked_now, "round {round}: {size} entries, {acked_now} acknowledged");
+        assert!(
+            size > acked_now,
+            "round {round}: {size} entries, {acked_now} acknowledged"
+        );
         let mut expected = MerkleLog::new();
         for i in 0..size {
             let b = l.log().get(i).unwrap();
