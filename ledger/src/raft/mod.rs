@@ -23,6 +23,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+pub mod local;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -1,0 +1,242 @@
+//! A whole committee in one process over loopback mutual TLS: for the demo, benchmarks and
+//! tests. Generates a committee CA, member certificates and signing keys, binds loopback ports,
+//! starts every member and initializes Raft. Members can be killed and restarted from disk.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::node::{LedgerNode, NodeConfig, RaftTuning};
+use super::{CommitteeNode, NodeId};
+use crate::checkpoint::NodeKey;
+use crate::merkle::Hash;
+use crate::state::CommitteeConfig;
+use crate::tls::{CommitteeCa, NodeTls};
+use crate::Error;
+
+/// One member's identity and where it lives.
+pub struct LocalMember {
+    /// Raft id (1-based).
+    pub id: NodeId,
+    /// Member name (`hospital-a`, ...).
+    pub name: String,
+    secret: zeroize::Zeroizing<[u8; 32]>,
+    /// TLS material.
+    pub tls: NodeTls,
+    /// Committee endpoint.
+    pub addr: SocketAddr,
+    /// Data directory.
+    pub dir: PathBuf,
+}
+
+impl LocalMember {
+    /// Its signing key.
+    pub fn key(&self) -> NodeKey {
+        NodeKey::from_secret_bytes(&self.name, &self.secret)
+    }
+}
+
+/// A running local committee.
+pub struct LocalCommittee {
+    /// The committee CA.
+    pub ca: CommitteeCa,
+    /// Members, by index (id − 1).
+    pub members: Vec<LocalMember>,
+    /// Running nodes.
+    pub nodes: BTreeMap<NodeId, LedgerNode>,
+    /// Genesis committee.
+    pub genesis: CommitteeConfig,
+    /// Raft membership (ids, addresses, certificate digests).
+    pub committee: BTreeMap<NodeId, CommitteeNode>,
+    /// The origin.
+    pub origin: String,
+    /// Raft tuning.
+    pub tuning: RaftTuning,
+    /// Cosigning interval.
+    pub cosign_every: Option<Duration>,
+}
+
+impl LocalCommittee {
+    /// Starts `n` members with threshold `t`, data under `base` (one directory per member).
+    pub async fn start<R: RngCore + CryptoRng>(
+        n: usize,
+        t: usize,
+        origin: &str,
+        base: &std::path::Path,
+        tuning: RaftTuning,
+        cosign_every: Option<Duration>,
+        rng: &mut R,
+    ) -> Result<Self, Error> {
+        let ca = CommitteeCa::generate("MedTech Chain committee CA")?;
+        let mut members = Vec::new();
+        let mut listeners = Vec::new();
+        for i in 0..n {
+            let name = format!("hospital-{}", member_suffix(i));
+            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+            rng.fill_bytes(&mut secret[..]);
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| Error::Io(e.to_string()))?;
+            let addr = l.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+            let dir = base.join(&name);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io(e.to_string()))?;
+            listeners.push(l);
+            members.push(LocalMember {
+                id: i as u64 + 1,
+                tls: ca.issue(&name)?,
+                name,
+                secret,
+                addr,
+                dir,
+            });
+        }
+        let genesis = CommitteeConfig {
+            members: members.iter().map(|m| m.key().identity()).collect(),
+            threshold: t,
+            epoch: 0,
+        };
+        genesis.validate().map_err(Error::Config)?;
+        let committee = members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    CommitteeNode {
+                        name: m.name.clone(),
+                        addr: m.addr.to_string(),
+                        cert_sha256: m.tls.cert_sha256.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut c = LocalCommittee {
+            ca,
+            members,
+            nodes: BTreeMap::new(),
+            genesis,
+            committee,
+            origin: origin.to_owned(),
+            tuning,
+            cosign_every,
+        };
+        for (i, l) in listeners.into_iter().enumerate() {
+            let node = LedgerNode::start(c.config(i), l).await?;
+            c.nodes.insert(node.id(), node);
+        }
+        if let Some(first) = c.nodes.values().next() {
+            first.initialize().await?;
+        }
+        c.wait_leader(&[], Duration::from_secs(20)).await?;
+        Ok(c)
+    }
+
+    /// Member `i`'s node configuration.
+    pub fn config(&self, i: usize) -> NodeConfig {
+        let m = &self.members[i];
+        NodeConfig {
+            id: m.id,
+            key: m.key(),
+            tls: m.tls.clone(),
+            data_dir: m.dir.clone(),
+            origin: self.origin.clone(),
+            genesis: self.genesis.clone(),
+            members: self.committee.clone(),
+            raft: self.tuning.clone(),
+            cosign_every: self.cosign_every,
+        }
+    }
+
+    /// The member with Raft id `id`.
+    pub fn member(&self, id: NodeId) -> Option<&LocalMember> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Waits for a leader among running nodes, not in `excluding`.
+    pub async fn wait_leader(
+        &self,
+        excluding: &[NodeId],
+        within: Duration,
+    ) -> Result<NodeId, Error> {
+        let deadline = Instant::now() + within;
+        loop {
+            for (id, node) in &self.nodes {
+                if excluding.contains(id) {
+                    continue;
+                }
+                if let Some(l) = node.leader().await {
+                    if !excluding.contains(&l) && self.nodes.contains_key(&l) {
+                        return Ok(l);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(format!("no leader within {within:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops member `id` (its disk stays).
+    pub async fn kill(&mut self, id: NodeId) -> Result<(), Error> {
+        match self.nodes.remove(&id) {
+            Some(n) => n.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Restarts member `id` from its disk on its address.
+    pub async fn restart(&mut self, id: NodeId) -> Result<(), Error> {
+        let i = self
+            .members
+            .iter()
+            .position(|m| m.id == id)
+            .ok_or_else(|| Error::Config(format!("no member {id}")))?;
+        let node = LedgerNode::start_on(self.config(i), self.members[i].addr).await?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Waits until every running node has applied at least `size` entries and all agree on
+    /// size and root; returns them.
+    pub async fn wait_agree(&self, size: u64, within: Duration) -> Result<(u64, Hash), Error> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut heads = Vec::new();
+            for n in self.nodes.values() {
+                heads.push(n.head()?);
+            }
+            if let Some(first) = heads.first() {
+                if first.0 >= size && heads.iter().all(|h| h == first) {
+                    return Ok(*first);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable(format!(
+                    "members did not converge on size {size}: {:?}",
+                    heads.iter().map(|h| h.0).collect::<Vec<_>>()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        let ids: Vec<_> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.kill(id).await?;
+        }
+        Ok(())
+    }
+}
+
+fn member_suffix(i: usize) -> String {
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    match letters.get(i) {
+        Some(c) => (*c as char).to_string(),
+        None => format!("{}", i + 1),
+    }
+}
