@@ -78,6 +78,27 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The replicated ledger: committed entries/s, commit latency, memory and disk.
+    Ledger {
+        /// Committee size.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Entries to commit.
+        #[arg(long, default_value_t = 20_000)]
+        entries: u64,
+        /// Concurrent clients (each a researcher submitting in sequence).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Payload bytes per entry (the signed entry is a little larger).
+        #[arg(long, default_value_t = 1024)]
+        entry_bytes: usize,
+        /// Directory for the nodes' data (a temporary directory is made inside and removed).
+        #[arg(long, default_value = "target/bench-ledger")]
+        dir: std::path::PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exact DP noise shares per second for each mechanism.
     Noise {
         #[command(flatten)]
@@ -130,6 +151,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = medtech_ledger::export::verify_json(&text).map_err(anyhow::Error::msg)?;
             print_report(json, &report, report.to_text())?;
             anyhow::ensure!(report.passed(), "the ledger export does not verify");
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Ledger {
+                    nodes,
+                    entries,
+                    clients,
+                    entry_bytes,
+                    dir,
+                    json,
+                },
+        } => {
+            anyhow::ensure!(
+                (16..=1 << 20).contains(&entry_bytes),
+                "--entry-bytes must be between 16 and 1048576"
+            );
+            let report = medtech_federation::bench_ledger::run(
+                &medtech_federation::bench_ledger::LedgerBenchConfig {
+                    nodes,
+                    entries,
+                    clients,
+                    entry_bytes,
+                    dir,
+                },
+            )?;
+            print_report(json, &report, report.to_text())?;
         }
         Command::Demo {
             bits,

@@ -254,6 +254,11 @@ impl LedgerNode {
             .map_err(|e| Error::Raft(e.to_string()))
     }
 
+    /// A cheap handle for proposing from other tasks.
+    pub fn clone_handle(&self) -> NodeHandle {
+        NodeHandle(self.inner.clone())
+    }
+
     /// This node's Raft id.
     pub fn id(&self) -> NodeId {
         self.inner.id
@@ -353,6 +358,23 @@ impl LedgerNode {
             let _ = t.await;
         }
         r.map_err(|e| Error::Raft(e.to_string()))
+    }
+}
+
+/// A handle to a running node for other tasks (it does not keep the node running: after
+/// [`LedgerNode::shutdown`] its proposals fail).
+#[derive(Clone)]
+pub struct NodeHandle(Arc<Inner>);
+
+impl NodeHandle {
+    /// See [`LedgerNode::propose`].
+    pub async fn propose(&self, entry: Vec<u8>) -> Result<Receipt, Error> {
+        propose(&self.0, entry).await
+    }
+
+    /// See [`LedgerNode::propose_own`].
+    pub async fn propose_own(&self, kind: Kind) -> Result<Receipt, Error> {
+        propose_own(&self.0, kind).await
     }
 }
 
