@@ -87,7 +87,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Runs the benchmark.
 pub fn run(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport> {
     anyhow::ensure!((1..=9).contains(&cfg.nodes), "--nodes must be 1 to 9");
-    anyhow::ensure!((1..=256).contains(&cfg.clients), "--clients must be 1 to 256");
+    anyhow::ensure!(
+        (1..=256).contains(&cfg.clients),
+        "--clients must be 1 to 256"
+    );
     anyhow::ensure!(cfg.entries >= 1, "--entries must be at least 1");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -200,7 +203,11 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
         inclusion_verify_us,
         peak_rss_mb: peak_rss_mb(),
         disk_bytes_per_node: disk,
-        disk_amplification: if stored_bytes > 0.0 { max_disk / stored_bytes } else { 0.0 },
+        disk_amplification: if stored_bytes > 0.0 {
+            max_disk / stored_bytes
+        } else {
+            0.0
+        },
         nodes_agree: true,
     };
     c.shutdown().await?;

@@ -4,8 +4,10 @@
 use std::process::Command;
 
 use medtech_ledger::checkpoint::{Checkpoint, NodeKey, SignedCheckpoint};
+use medtech_ledger::entry::{sign_entry, Kind};
 use medtech_ledger::export::LedgerExport;
 use medtech_ledger::merkle::MerkleLog;
+use medtech_protos::ledger::v1 as pb;
 use rand_core::OsRng;
 
 fn export() -> LedgerExport {
@@ -13,7 +15,15 @@ fn export() -> LedgerExport {
         .iter()
         .map(|n| NodeKey::generate(n, &mut OsRng))
         .collect();
-    let entries: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10]).collect();
+    // Signed entries: member i % 3 writes its (i / 3 + 1)-th note.
+    let entries: Vec<Vec<u8>> = (0..10u64)
+        .map(|i| {
+            let note = Kind::Note(pb::Note {
+                text: format!("note {i}"),
+            });
+            sign_entry(&keys[(i % 3) as usize], "o", i / 3 + 1, 0, note)
+        })
+        .collect();
     let mut log = MerkleLog::new();
     for e in &entries {
         log.append(e);
@@ -56,4 +66,11 @@ fn valid_export_verifies_and_tampered_one_fails_with_nonzero_exit() {
     let (ok, text) = run_verify(&bad, "bad");
     assert!(!ok);
     assert!(text.contains("V4 FAIL"), "{text}");
+    // Entries swapped: the tree no longer matches the checkpoint, and the authors' sequence
+    // numbers are out of order.
+    let mut swapped = e.clone();
+    swapped.entries.swap(0, 3);
+    let (ok, text) = run_verify(&swapped, "swapped");
+    assert!(!ok);
+    assert!(text.contains("V7 FAIL"), "{text}");
 }

@@ -325,6 +325,30 @@ impl LedgerNode {
         cosign(&self.inner).await
     }
 
+    /// The ledger as one file: genesis committee, every applied entry, and every checkpoint
+    /// cosigned by at least `t` members of the genesis committee.
+    pub fn export(&self) -> Result<crate::export::LedgerExport, Error> {
+        let l = self.read()?;
+        let mut entries = Vec::new();
+        for i in 0..l.log().tree().size() {
+            entries.push(l.log().get(i)?);
+        }
+        let g = l.genesis();
+        let checkpoints: Vec<SignedCheckpoint> = l
+            .state()
+            .checkpoint_sizes()
+            .filter_map(|s| l.state().checkpoint(s))
+            .filter(|c| c.valid_signers(&g.members).len() >= g.threshold)
+            .collect();
+        Ok(crate::export::LedgerExport::new(
+            &self.inner.origin,
+            g.threshold,
+            &g.members,
+            &entries,
+            &checkpoints,
+        ))
+    }
+
     /// The latest checkpoint with at least `t` cosignatures.
     pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, Error> {
         Ok(self.read()?.state().latest_checkpoint())

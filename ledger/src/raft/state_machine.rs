@@ -64,6 +64,11 @@ impl<S: EntryStore> Ledger<S> {
         &self.state
     }
 
+    /// The genesis committee.
+    pub fn genesis(&self) -> &CommitteeConfig {
+        &self.genesis
+    }
+
     /// The last applied Raft log id.
     pub fn last_applied(&self) -> Option<LogId<NodeId>> {
         self.applied.last_applied
@@ -312,7 +317,6 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
             .commit_staged(&[(APPLIED, m)])
             .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
         l.snapshot = Some((meta.clone(), data));
-        let _ = &l.genesis;
         Ok(())
     }
 
