@@ -125,6 +125,7 @@ fn acknowledged_entries_survive_sigkill_of_a_ledger_node() {
             acked_now >= target,
             "round {round}: only {acked_now} acknowledged"
         );
+        eprintln!("round {round}: killing after ack {acked_now}");
         child.kill().unwrap(); // SIGKILL: no destructors, no flush
         child.wait().unwrap();
 
@@ -148,6 +149,7 @@ fn acknowledged_entries_survive_sigkill_of_a_ledger_node() {
             expected.append(&b);
         }
         assert_eq!(l.log().root(), expected.root(), "round {round}");
+        eprintln!("round {round}: {size} entries on disk");
         acked = Some(size - 1);
     }
 }

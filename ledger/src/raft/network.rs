@@ -193,11 +193,61 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
     }
 }
 
-/// Handles proposals forwarded to this node (implemented by [`super::node::LedgerNode`]).
+/// The node-side services behind the endpoint (implemented by [`super::node::LedgerNode`]).
 #[tonic::async_trait]
 pub trait ProposalHandler: Send + Sync + 'static {
     /// Proposes `entry` locally (this node should be the leader).
     async fn propose_local(&self, entry: Vec<u8>) -> pb::ProposeReply;
+    /// Applied entries `[from, to)` with the consistency proof from `to` to `proof_size`.
+    fn fetch(&self, req: &pb::FetchRequest) -> Result<pb::FetchReply, Status>;
+}
+
+/// Largest number of entries in one fetch.
+pub const FETCH_CHUNK: u64 = 512;
+
+/// Where a member installing a snapshot gets the entries it lacks.
+#[tonic::async_trait]
+pub trait EntryFetcher: Send + Sync + 'static {
+    /// Asks `members` in turn for entries `[from, to)` with the consistency proof from `to`
+    /// to `proof_size`; returns the first complete answer.
+    async fn fetch(
+        &self,
+        members: &[CommitteeNode],
+        req: pb::FetchRequest,
+    ) -> Result<pb::FetchReply, String>;
+}
+
+#[tonic::async_trait]
+impl EntryFetcher for Network {
+    async fn fetch(
+        &self,
+        members: &[CommitteeNode],
+        req: pb::FetchRequest,
+    ) -> Result<pb::FetchReply, String> {
+        let want = req.to.saturating_sub(req.from) as usize;
+        let mut errors = Vec::new();
+        for m in members {
+            let ch = match self.channel(m) {
+                Ok(ch) => ch,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let mut client = RaftServiceClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            match client.fetch_entries(req).await {
+                Ok(r) if r.get_ref().entries.len() == want => return Ok(r.into_inner()),
+                Ok(r) => errors.push(format!(
+                    "{m}: {} entries instead of {want}",
+                    r.get_ref().entries.len()
+                )),
+                Err(s) => errors.push(format!("{m}: {}", s.message())),
+            }
+        }
+        Err(format!("no member served entries: {}", errors.join("; ")))
+    }
 }
 
 /// The server side: checks the sender's certificate, then hands the RPC to openraft.
@@ -326,6 +376,20 @@ impl pb::raft_service_server::RaftService for RaftServer {
             rpc.vote.leader_id().voted_for().unwrap_or_default(),
         )?;
         reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn fetch_entries(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchReply>, Status> {
+        self.authorize_member(&request)?;
+        let req = request.get_ref();
+        if req.to < req.from || req.to - req.from > FETCH_CHUNK || req.proof_size < req.to {
+            return Err(Status::invalid_argument(format!(
+                "need from <= to <= proof_size and at most {FETCH_CHUNK} entries"
+            )));
+        }
+        self.proposals.fetch(req).map(Response::new)
     }
 
     async fn propose(

@@ -138,6 +138,44 @@ impl ProposalHandler for Handler {
             },
         }
     }
+
+    fn fetch(&self, req: &pb::FetchRequest) -> Result<pb::FetchReply, tonic::Status> {
+        let inner = self
+            .0
+            .upgrade()
+            .ok_or_else(|| tonic::Status::unavailable("node is shutting down"))?;
+        fetch_from(&inner, req)
+    }
+}
+
+fn fetch_from(inner: &Inner, req: &pb::FetchRequest) -> Result<pb::FetchReply, tonic::Status> {
+    let internal = |e: String| tonic::Status::internal(e);
+    let l = inner.sm.read().map_err(|e| internal(e.to_string()))?;
+    let tree = l.log().tree();
+    if req.proof_size > tree.size() {
+        return Err(tonic::Status::failed_precondition(format!(
+            "this member has {} entries, not {}",
+            tree.size(),
+            req.proof_size
+        )));
+    }
+    let mut entries = Vec::new();
+    for i in req.from..req.to {
+        entries.push(l.log().get(i).map_err(|e| internal(e.to_string()))?);
+    }
+    let consistency_proof = if req.to == req.proof_size || req.to == 0 {
+        Vec::new()
+    } else {
+        tree.consistency_proof(req.to, req.proof_size)
+            .map_err(|e| internal(e.to_string()))?
+            .iter()
+            .map(|h| h.to_vec())
+            .collect()
+    };
+    Ok(pb::FetchReply {
+        entries,
+        consistency_proof,
+    })
 }
 
 impl LedgerNode {
@@ -166,6 +204,8 @@ impl LedgerNode {
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
         let network = Network::new(&config.tls);
+        sm.set_fetcher(Arc::new(network.clone()))
+            .map_err(|e| Error::Storage(e.to_string()))?;
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

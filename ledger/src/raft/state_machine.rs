@@ -7,9 +7,15 @@
 //! record (impossible with one sled batch per tree and one flush, but checked anyway) the
 //! unrecorded suffix is dropped on open and Raft applies it again.
 //!
-//! A snapshot is the applied entries themselves (they are the state; the rest is derived). A
-//! node installing one re-checks every entry, signatures included, so a leader cannot slip in
-//! through a snapshot what its followers' state machines would reject in the log.
+//! A snapshot is a *reference*, not a copy: the applied Raft position and membership with the
+//! Merkle log's size and root at that point (a few hundred bytes, built in O(1)). The entries are
+//! the state and are already durable, so compaction needs nothing more. A member that installs a
+//! snapshot fetches the entries it lacks from the other members in chunks
+//! ([`EntryFetcher`]); each chunk comes with an RFC 6962 consistency proof from the chunk's end to
+//! the snapshot's size, checked against the snapshot's root before the chunk is kept, and every
+//! entry is re-checked under the ledger's rules, signatures included — so neither a leader nor
+//! the member serving the entries can slip in what the log would have rejected. Memory stays
+//! bounded by one chunk, and a member only receives what it is missing.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -21,7 +27,11 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use medtech_protos::ledger::v1 as pb;
+
+use super::network::{EntryFetcher, FETCH_CHUNK};
 use super::{io_err, CommitteeNode, NodeId, Receipt, StorageError, TypeConfig};
+use crate::merkle::{verify_consistency, Hash};
 use crate::state::{CommitteeConfig, LedgerState, Verify};
 use crate::store::{DurableLog, EntryStore};
 
@@ -36,13 +46,16 @@ struct AppliedMeta {
     rejected: u64,
 }
 
-/// Snapshot contents (postcard).
+/// Snapshot contents (postcard): where the log stood.
 #[derive(Serialize, Deserialize)]
 struct SnapshotPayload {
     version: u32,
     meta: AppliedMeta,
-    entries: Vec<Vec<u8>>,
+    root: Hash,
 }
+
+/// The snapshot format this build writes and reads.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// The ledger as this node has applied it.
 pub struct Ledger<S: EntryStore> {
@@ -51,6 +64,7 @@ pub struct Ledger<S: EntryStore> {
     applied: AppliedMeta,
     genesis: CommitteeConfig,
     snapshot: Option<(SnapshotMeta<NodeId, CommitteeNode>, Vec<u8>)>,
+    fetcher: Option<Arc<dyn EntryFetcher>>,
 }
 
 impl<S: EntryStore> Ledger<S> {
@@ -136,8 +150,15 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
                 applied,
                 genesis,
                 snapshot: None,
+                fetcher: None,
             })),
         })
+    }
+
+    /// Sets where snapshot installs fetch missing entries.
+    pub fn set_fetcher(&self, fetcher: Arc<dyn EntryFetcher>) -> Result<(), StorageError> {
+        self.inner.write().map_err(|_| poisoned())?.fetcher = Some(fetcher);
+        Ok(())
     }
 
     /// Read access to the applied ledger.
@@ -152,36 +173,24 @@ fn meta_bytes(m: &AppliedMeta) -> Result<Vec<u8>, StorageError> {
 
 impl<S: EntryStore + Send + Sync + 'static> RaftSnapshotBuilder<TypeConfig> for StateMachine<S> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = {
-            let l = self.inner.read().map_err(|_| poisoned())?;
-            let size = l.log.tree().size();
-            let mut entries = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            for i in 0..size {
-                entries.push(
-                    l.log
-                        .get(i)
-                        .map_err(|e| io_err(StorageIOError::read_state_machine, e))?,
-                );
-            }
-            let payload = SnapshotPayload {
-                version: 1,
-                meta: l.applied.clone(),
-                entries,
-            };
-            let data = postcard::to_stdvec(&payload)
-                .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
-            let id = match &l.applied.last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, size),
-                None => format!("0-0-{size}"),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: l.applied.last_applied,
-                last_membership: l.applied.membership.clone(),
-                snapshot_id: id,
-            };
-            (meta, data)
-        };
         let mut l = self.inner.write().map_err(|_| poisoned())?;
+        let size = l.log.tree().size();
+        let payload = SnapshotPayload {
+            version: SNAPSHOT_VERSION,
+            meta: l.applied.clone(),
+            root: l.log.root(),
+        };
+        let data = postcard::to_stdvec(&payload)
+            .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
+        let id = match &l.applied.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, size),
+            None => format!("0-0-{size}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: l.applied.last_applied,
+            last_membership: l.applied.membership.clone(),
+            snapshot_id: id,
+        };
         l.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
@@ -270,46 +279,96 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
         let data = snapshot.into_inner();
         let payload: SnapshotPayload = postcard::from_bytes(&data)
             .map_err(|e| bad(format!("snapshot does not decode: {e}")))?;
-        if payload.version != 1 {
+        if payload.version != SNAPSHOT_VERSION {
             return Err(bad(format!("snapshot version {}", payload.version)));
+        }
+        let target = payload.meta.size;
+        let members: Vec<CommitteeNode> = meta
+            .last_membership
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.clone())
+            .collect();
+        loop {
+            // Without holding the lock across the network call: openraft runs no other state
+            // machine operation while this one is pending.
+            let (ours, fetcher) = {
+                let l = self.inner.read().map_err(|_| poisoned())?;
+                (l.log.tree().size(), l.fetcher.clone())
+            };
+            if ours >= target {
+                break;
+            }
+            let fetcher = fetcher.ok_or_else(|| bad("no entry source to install from".into()))?;
+            let to = (ours + FETCH_CHUNK).min(target);
+            let reply = fetcher
+                .fetch(
+                    &members,
+                    pb::FetchRequest {
+                        from: ours,
+                        to,
+                        proof_size: target,
+                    },
+                )
+                .await
+                .map_err(bad)?;
+            let mut l = self.inner.write().map_err(|_| poisoned())?;
+            let l = &mut *l;
+            for (k, e) in reply.entries.into_iter().enumerate() {
+                match l.state.check(&e, l.log.tree(), Verify::Signatures) {
+                    Ok(parsed) => {
+                        let seq = l.log.stage(e);
+                        l.state.apply(&parsed, seq);
+                    }
+                    // Fatal for this node: its in-memory state took part of the chunk; a
+                    // restart reloads it from disk, where nothing of the chunk was written.
+                    Err(r) => return Err(bad(format!("fetched entry {}: {r}", ours + k as u64))),
+                }
+            }
+            let proof: Vec<Hash> = reply
+                .consistency_proof
+                .iter()
+                .map(|h| Hash::try_from(h.as_slice()))
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad("consistency proof hash is not 32 bytes".into()))?;
+            let root_here = l.log.root();
+            let consistent = if to == target {
+                root_here == payload.root
+            } else {
+                verify_consistency(to, target, &proof, &root_here, &payload.root).is_ok()
+            };
+            if !consistent {
+                return Err(bad(format!(
+                    "entries {ours}..{to} are not a prefix of the snapshot's log"
+                )));
+            }
+            // Keep the old applied position: after a crash here the install starts again and
+            // resumes from the entries already kept.
+            l.applied.size = to;
+            let m = meta_bytes(&l.applied)?;
+            l.log
+                .commit_staged(&[(APPLIED, m)])
+                .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
         }
         let mut l = self.inner.write().map_err(|_| poisoned())?;
         let l = &mut *l;
-        // Our applied entries must be a prefix of the snapshot's: Raft never un-applies.
-        let ours = l.log.tree().size();
-        if (payload.entries.len() as u64) < ours {
+        let size = l.log.tree().size();
+        let root_at = l
+            .log
+            .tree()
+            .root_at(target)
+            .map_err(|e| bad(e.to_string()))?;
+        if root_at != payload.root {
             return Err(bad(format!(
-                "snapshot holds {} entries but {ours} are applied here",
-                payload.entries.len()
+                "the applied log here ({size} entries) diverges from the snapshot at {target}"
             )));
         }
-        for i in 0..ours {
-            let mine = l.log.get(i).map_err(|e| bad(e.to_string()))?;
-            if payload.entries.get(i as usize) != Some(&mine) {
-                return Err(bad(format!(
-                    "snapshot diverges from the applied log at {i}"
-                )));
-            }
-        }
-        // Re-check every new entry against the state as it grows.
-        let mut rejected = l.state.rejected();
-        for (i, e) in payload.entries.iter().enumerate().skip(ours as usize) {
-            match l.state.check(e, l.log.tree(), Verify::Signatures) {
-                Ok(parsed) => {
-                    let seq = l.log.stage(e.clone());
-                    l.state.apply(&parsed, seq);
-                }
-                Err(r) => {
-                    return Err(bad(format!("snapshot entry {i} is not valid: {r}")));
-                }
-            }
-        }
-        rejected = rejected.max(payload.meta.rejected);
+        let rejected = l.state.rejected().max(payload.meta.rejected);
         l.state.set_rejected(rejected);
         l.applied = AppliedMeta {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            size: l.log.tree().size(),
+            size,
             rejected,
         };
         let m = meta_bytes(&l.applied)?;
