@@ -10,8 +10,9 @@
 //! 6. the noisy counts are released with their 95% intervals, and a repeat of the query that
 //!    would overspend the researcher's budget is refused.
 //!
-//! What it does not do yet, and says so: dealer-free key generation (issue 3), the replicated
-//! ledger (issue 5) and the node with its HTTP API (issue 6).
+//! What it does not do yet, and says so: dealer-free key generation (issue 3), running the query
+//! over the replicated ledger (the ledger exists, issue 5; driving queries through it is issue 6)
+//! and the node with its HTTP API (issue 6).
 
 use std::io::Write;
 use std::time::Instant;
@@ -79,7 +80,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> anyhow::Result<DemoOutcome>
     )?;
     writeln!(
         out,
-        "  (in one process; dealer key mode. Not built yet: dealer-free keygen, the replicated ledger, the node and its API)"
+        "  (in one process; dealer key mode. Not built yet: dealer-free keygen, the query protocol over the replicated ledger, the node and its API)"
     )?;
 
     let t0 = Instant::now();
