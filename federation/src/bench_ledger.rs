@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use medtech_ledger::backend::Backend;
 use medtech_ledger::entry::{now_ms, sign_entry, Kind, ResearcherKey};
 use medtech_ledger::merkle::{leaf_hash, verify_inclusion};
 use medtech_ledger::raft::local::LocalCommittee;
@@ -31,6 +32,8 @@ pub struct LedgerBenchConfig {
     pub entry_bytes: usize,
     /// Where the nodes keep their data (a temporary directory under it).
     pub dir: std::path::PathBuf,
+    /// Storage backend.
+    pub backend: Backend,
 }
 
 /// Measured figures.
@@ -38,6 +41,8 @@ pub struct LedgerBenchConfig {
 pub struct LedgerBenchReport {
     /// Committee size.
     pub nodes: usize,
+    /// Storage backend.
+    pub backend: String,
     /// Entries committed.
     pub entries: u64,
     /// Concurrent clients.
@@ -109,7 +114,17 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
     };
     let t = cfg.nodes / 2 + 1;
     let origin = "medtech.bench/ledger";
-    let c = LocalCommittee::start(cfg.nodes, t, origin, tmp.path(), tuning, None, &mut rng).await?;
+    let c = LocalCommittee::start(
+        cfg.nodes,
+        t,
+        origin,
+        tmp.path(),
+        tuning,
+        None,
+        cfg.backend,
+        &mut rng,
+    )
+    .await?;
     let leader = c.wait_leader(&[], Duration::from_secs(20)).await?;
     let node = &c.nodes[&leader];
 
@@ -193,6 +208,7 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
     let max_disk = disk.iter().copied().max().unwrap_or(0) as f64;
     let report = LedgerBenchReport {
         nodes: cfg.nodes,
+        backend: format!("{:?}", cfg.backend).to_lowercase(),
         entries: committed,
         clients: cfg.clients,
         entry_bytes: entry_len,
@@ -218,7 +234,7 @@ impl LedgerBenchReport {
     /// The report as a table.
     pub fn to_text(&self) -> String {
         format!(
-            "ledger: {} nodes, {} entries of {} B, {} clients, fsync on, mTLS loopback\n\
+            "ledger: {} nodes ({}), {} entries of {} B, {} clients, fsync on, mTLS loopback\n\
              throughput      {:>10.0} entries/s   (target >= 2000)\n\
              commit p50      {:>10.2} ms\n\
              commit p99      {:>10.2} ms          (target <= 50)\n\
@@ -227,6 +243,7 @@ impl LedgerBenchReport {
              disk per node   {:?} bytes ({:.2}x the entry bytes; target <= 3)\n\
              nodes agree     {}\n",
             self.nodes,
+            self.backend,
             self.entries,
             self.entry_bytes,
             self.clients,

@@ -95,6 +95,9 @@ enum BenchCommand {
         /// Directory for the nodes' data (a temporary directory is made inside and removed).
         #[arg(long, default_value = "target/bench-ledger")]
         dir: std::path::PathBuf,
+        /// Storage backend: redb or sled.
+        #[arg(long, default_value = "redb")]
+        backend: medtech_ledger::backend::Backend,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -160,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     clients,
                     entry_bytes,
                     dir,
+                    backend,
                     json,
                 },
         } => {
@@ -174,6 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     clients,
                     entry_bytes,
                     dir,
+                    backend,
                 },
             )?;
             print_report(json, &report, report.to_text())?;

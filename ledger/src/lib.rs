@@ -17,11 +17,13 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod backend;
 pub mod checkpoint;
 pub mod entry;
 pub mod export;
 pub mod merkle;
 pub mod raft;
+pub mod redb_store;
 pub mod state;
 pub mod store;
 pub mod tls;

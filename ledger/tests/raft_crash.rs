@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+use medtech_ledger::backend::Backend;
 use medtech_ledger::checkpoint::NodeKey;
 use medtech_ledger::entry::{Kind, ParsedEntry};
 use medtech_ledger::merkle::MerkleLog;
@@ -14,7 +15,6 @@ use medtech_ledger::raft::node::{LedgerNode, NodeConfig, RaftTuning};
 use medtech_ledger::raft::state_machine::StateMachine;
 use medtech_ledger::raft::CommitteeNode;
 use medtech_ledger::state::CommitteeConfig;
-use medtech_ledger::store::SledStore;
 use medtech_ledger::tls::CommitteeCa;
 use medtech_protos::ledger::v1 as pb;
 
@@ -72,6 +72,7 @@ fn raft_crash_writer_child() {
                 ..RaftTuning::default()
             },
             cosign_every: None,
+            backend: Backend::default(),
         };
         let node = LedgerNode::start(cfg, listener).await.unwrap();
         let _ = node.initialize().await; // refused after the first run: already initialized
@@ -129,8 +130,8 @@ fn acknowledged_entries_survive_sigkill_of_a_ledger_node() {
         child.kill().unwrap(); // SIGKILL: no destructors, no flush
         child.wait().unwrap();
 
-        let sm =
-            StateMachine::open(SledStore::open(dir.path()).unwrap(), ORIGIN, genesis()).unwrap();
+        let (store, _) = Backend::default().open(dir.path()).unwrap();
+        let sm = StateMachine::open(store, ORIGIN, genesis()).unwrap();
         let l = sm.read().unwrap();
         let size = l.log().tree().size();
         assert!(

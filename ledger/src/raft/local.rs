@@ -57,6 +57,8 @@ pub struct LocalCommittee {
     pub tuning: RaftTuning,
     /// Cosigning interval.
     pub cosign_every: Option<Duration>,
+    /// Storage backend.
+    pub backend: crate::backend::Backend,
 }
 
 impl LocalCommittee {
@@ -68,6 +70,7 @@ impl LocalCommittee {
         base: &std::path::Path,
         tuning: RaftTuning,
         cosign_every: Option<Duration>,
+        backend: crate::backend::Backend,
         rng: &mut R,
     ) -> Result<Self, Error> {
         let ca = CommitteeCa::generate("MedTech Chain committee CA")?;
@@ -121,6 +124,7 @@ impl LocalCommittee {
             origin: origin.to_owned(),
             tuning,
             cosign_every,
+            backend,
         };
         for (i, l) in listeners.into_iter().enumerate() {
             let node = LedgerNode::start(c.config(i), l).await?;
@@ -146,6 +150,7 @@ impl LocalCommittee {
             members: self.committee.clone(),
             raft: self.tuning.clone(),
             cosign_every: self.cosign_every,
+            backend: self.backend,
         }
     }
 

@@ -24,10 +24,10 @@ use super::log_store::LogStore;
 use super::network::{Network, ProposalHandler, RaftServer, MAX_MESSAGE_BYTES};
 use super::state_machine::{Ledger, StateMachine};
 use super::{CommitteeNode, NodeId, Proposal, Receipt, TypeConfig};
+use crate::backend::{AnyStore, Backend};
 use crate::checkpoint::{Checkpoint, NodeKey, SignedCheckpoint};
 use crate::entry::{now_ms, sign_entry, AuthorId, Kind};
 use crate::state::CommitteeConfig;
-use crate::store::SledStore;
 use crate::tls::NodeTls;
 use crate::Error;
 
@@ -75,6 +75,8 @@ pub struct NodeConfig {
     pub raft: RaftTuning,
     /// How often to cosign the log when it has grown (None: never).
     pub cosign_every: Option<Duration>,
+    /// Storage backend.
+    pub backend: Backend,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -93,7 +95,7 @@ struct Inner {
     key: NodeKey,
     origin: String,
     raft: Raft<TypeConfig>,
-    sm: StateMachine<SledStore>,
+    sm: StateMachine<AnyStore>,
     network: Network,
     members: BTreeMap<NodeId, CommitteeNode>,
     own_seq: Mutex<u64>,
@@ -187,8 +189,8 @@ impl LedgerNode {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Io(e.to_string()))?;
-        let store = SledStore::open(&config.data_dir)?;
-        let raft_log = LogStore::new(store.raft_log()?);
+        let (store, raft_log) = config.backend.open(&config.data_dir)?;
+        let raft_log = LogStore::new(raft_log);
         let sm = StateMachine::open(store, &config.origin, config.genesis.clone())
             .map_err(|e| Error::Storage(e.to_string()))?;
         let raft_config = Config {
@@ -320,7 +322,7 @@ impl LedgerNode {
     }
 
     /// Read access to the applied ledger.
-    pub fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Ledger<SledStore>>, Error> {
+    pub fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Ledger<AnyStore>>, Error> {
         self.inner
             .sm
             .read()

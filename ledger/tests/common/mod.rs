@@ -4,6 +4,7 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use medtech_ledger::backend::Backend;
 use medtech_ledger::entry::{Kind, ResearcherKey};
 use medtech_ledger::raft::local::LocalCommittee;
 use medtech_ledger::raft::node::RaftTuning;
@@ -46,9 +47,18 @@ impl Cluster {
     pub async fn start(n: usize, t: usize, tuning: RaftTuning) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(n as u64);
-        let inner = LocalCommittee::start(n, t, ORIGIN, dir.path(), tuning, None, &mut rng)
-            .await
-            .unwrap();
+        let inner = LocalCommittee::start(
+            n,
+            t,
+            ORIGIN,
+            dir.path(),
+            tuning,
+            None,
+            Backend::default(),
+            &mut rng,
+        )
+        .await
+        .unwrap();
         Cluster { inner, _dir: dir }
     }
 
