@@ -5,8 +5,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+use medtech_ledger::backend::Backend;
 use medtech_ledger::merkle::MerkleLog;
-use medtech_ledger::store::{DurableLog, EntryStore, MemStore, SledStore};
+use medtech_ledger::store::{DurableLog, EntryStore, MemStore, RaftLogBackend, SledStore};
 use proptest::prelude::*;
 
 fn entry(i: u64) -> Vec<u8> {
@@ -53,8 +54,118 @@ fn sled_store_round_trips_across_reopen() {
 #[derive(Debug, Clone)]
 enum Op {
     Append(Vec<u8>),
+    AppendWithMeta(Vec<u8>, u8),
     Truncate(u8),
     Meta(u8, u8),
+}
+
+fn store_matches_model(backend: Backend, ops: &[Op]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = backend.open(dir.path()).unwrap();
+    let mut mem = MemStore::default();
+    for op in ops {
+        match op {
+            Op::Append(e) => {
+                store.append(std::slice::from_ref(e)).unwrap();
+                mem.append(std::slice::from_ref(e)).unwrap();
+            }
+            Op::AppendWithMeta(e, v) => {
+                let meta = [("applied", vec![*v])];
+                store
+                    .append_with_meta(std::slice::from_ref(e), &meta)
+                    .unwrap();
+                mem.append_with_meta(std::slice::from_ref(e), &meta)
+                    .unwrap();
+            }
+            Op::Truncate(n) => {
+                let n = u64::from(*n) % (mem.len() + 1);
+                store.truncate(n).unwrap();
+                mem.truncate(n).unwrap();
+            }
+            Op::Meta(k, v) => {
+                store.put_meta(&k.to_string(), &[*v]).unwrap();
+                mem.put_meta(&k.to_string(), &[*v]).unwrap();
+            }
+        }
+    }
+    drop(store);
+    let (store, _) = backend.open(dir.path()).unwrap();
+    prop_assert_eq!(store.len(), mem.len());
+    for i in 0..mem.len() {
+        prop_assert_eq!(store.get(i).unwrap(), mem.get(i).unwrap());
+    }
+    for k in ["0", "1", "2", "3", "applied"] {
+        prop_assert_eq!(store.get_meta(k).unwrap(), mem.get_meta(k).unwrap());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+enum LogOp {
+    Append(u8, u8),
+    TruncateFrom(u8),
+    PurgeUpto(u8),
+}
+
+/// The Raft log backends against a map: append (overwrite) runs, truncate a suffix, purge a
+/// prefix; ranges and the last entry agree, also after reopening.
+fn raft_log_matches_model(backend: Backend, ops: &[LogOp]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, log) = backend.open(dir.path()).unwrap();
+    let mut model = std::collections::BTreeMap::<u64, Vec<u8>>::new();
+    for op in ops {
+        match op {
+            LogOp::Append(at, n) => {
+                let batch: Vec<(u64, Vec<u8>)> = (0..u64::from(*n % 8))
+                    .map(|k| (u64::from(*at) + k, vec![*at, k as u8]))
+                    .collect();
+                log.append(&batch).unwrap();
+                model.extend(batch);
+            }
+            LogOp::TruncateFrom(i) => {
+                log.truncate_from(u64::from(*i)).unwrap();
+                model.retain(|k, _| *k < u64::from(*i));
+            }
+            LogOp::PurgeUpto(i) => {
+                log.purge_upto(u64::from(*i)).unwrap();
+                model.retain(|k, _| *k > u64::from(*i));
+            }
+        }
+    }
+    log.put_meta("vote", b"v").unwrap();
+    drop(log);
+    let (_, log) = backend.open(dir.path()).unwrap();
+    let all: Vec<Vec<u8>> = model.values().cloned().collect();
+    prop_assert_eq!(log.range(0, u64::MAX).unwrap(), all);
+    prop_assert_eq!(log.last().unwrap(), model.values().next_back().cloned());
+    let mid: Vec<Vec<u8>> = model.range(10..20).map(|(_, v)| v.clone()).collect();
+    prop_assert_eq!(log.range(10, 20).unwrap(), mid);
+    prop_assert_eq!(log.get_meta("vote").unwrap(), Some(b"v".to_vec()));
+    Ok(())
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec(
+        prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Op::Append),
+            2 => (proptest::collection::vec(any::<u8>(), 0..40), any::<u8>())
+                .prop_map(|(e, v)| Op::AppendWithMeta(e, v)),
+            1 => any::<u8>().prop_map(Op::Truncate),
+            1 => (0u8..4, any::<u8>()).prop_map(|(k, v)| Op::Meta(k, v)),
+        ],
+        1..40,
+    )
+}
+
+fn log_ops() -> impl Strategy<Value = Vec<LogOp>> {
+    proptest::collection::vec(
+        prop_oneof![
+            4 => (0u8..40, any::<u8>()).prop_map(|(a, n)| LogOp::Append(a, n)),
+            1 => (0u8..48).prop_map(LogOp::TruncateFrom),
+            1 => (0u8..48).prop_map(LogOp::PurgeUpto),
+        ],
+        1..30,
+    )
 }
 
 proptest! {
@@ -62,40 +173,24 @@ proptest! {
 
     /// sled and the in-memory model agree on every sequence of operations, and after reopening.
     #[test]
-    fn sled_store_matches_the_in_memory_model(ops in proptest::collection::vec(prop_oneof![
-        4 => proptest::collection::vec(any::<u8>(), 0..40).prop_map(Op::Append),
-        1 => any::<u8>().prop_map(Op::Truncate),
-        1 => (0u8..4, any::<u8>()).prop_map(|(k, v)| Op::Meta(k, v)),
-    ], 1..40)) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sled = SledStore::open(dir.path()).unwrap();
-        let mut mem = MemStore::default();
-        for op in &ops {
-            match op {
-                Op::Append(e) => {
-                    sled.append(std::slice::from_ref(e)).unwrap();
-                    mem.append(std::slice::from_ref(e)).unwrap();
-                }
-                Op::Truncate(n) => {
-                    let n = u64::from(*n) % (mem.len() + 1);
-                    sled.truncate(n).unwrap();
-                    mem.truncate(n).unwrap();
-                }
-                Op::Meta(k, v) => {
-                    sled.put_meta(&k.to_string(), &[*v]).unwrap();
-                    mem.put_meta(&k.to_string(), &[*v]).unwrap();
-                }
-            }
-        }
-        drop(sled);
-        let sled = SledStore::open(dir.path()).unwrap();
-        prop_assert_eq!(sled.len(), mem.len());
-        for i in 0..mem.len() {
-            prop_assert_eq!(sled.get(i).unwrap(), mem.get(i).unwrap());
-        }
-        for k in 0..4u8 {
-            prop_assert_eq!(sled.get_meta(&k.to_string()).unwrap(), mem.get_meta(&k.to_string()).unwrap());
-        }
+    fn sled_store_matches_the_in_memory_model(ops in ops()) {
+        store_matches_model(Backend::Sled, &ops)?;
+    }
+
+    /// redb and the in-memory model agree on every sequence of operations, and after reopening.
+    #[test]
+    fn redb_store_matches_the_in_memory_model(ops in ops()) {
+        store_matches_model(Backend::Redb, &ops)?;
+    }
+
+    #[test]
+    fn sled_raft_log_matches_a_map(ops in log_ops()) {
+        raft_log_matches_model(Backend::Sled, &ops)?;
+    }
+
+    #[test]
+    fn redb_raft_log_matches_a_map(ops in log_ops()) {
+        raft_log_matches_model(Backend::Redb, &ops)?;
     }
 }
 
