@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use medtech_ledger::backend::Backend;
 use medtech_ledger::entry::{now_ms, sign_entry, Kind, ResearcherKey};
 use medtech_ledger::merkle::{leaf_hash, verify_inclusion};
-use medtech_ledger::raft::local::LocalCommittee;
+use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::{dir_bytes, RaftTuning};
 use medtech_protos::ledger::v1 as pb;
 use rand_chacha::ChaCha20Rng;
@@ -114,17 +114,12 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
     };
     let t = cfg.nodes / 2 + 1;
     let origin = "medtech.bench/ledger";
-    let c = LocalCommittee::start(
-        cfg.nodes,
-        t,
-        origin,
-        tmp.path(),
+    let opts = LocalOptions {
         tuning,
-        None,
-        cfg.backend,
-        &mut rng,
-    )
-    .await?;
+        backend: cfg.backend,
+        ..LocalOptions::new(cfg.nodes, t, origin)
+    };
+    let c = LocalCommittee::start(opts, tmp.path(), &mut rng).await?;
     let leader = c.wait_leader(&[], Duration::from_secs(20)).await?;
     let node = &c.nodes[&leader];
 

@@ -29,7 +29,7 @@ pub fn generate<R: RngCore + CryptoRng + ?Sized>(
     threshold: u16,
     rng: &mut R,
 ) -> Result<(ThresholdPublicKey, Vec<KeyShare>)> {
-    if bits % 2 != 0 || !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) {
+    if !bits.is_multiple_of(2) || !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) {
         return Err(Error::InvalidParameters(format!(
             "modulus size {bits}: must be even and in {MIN_MODULUS_BITS}..={MAX_MODULUS_BITS}"
         )));

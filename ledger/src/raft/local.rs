@@ -17,6 +17,37 @@ use crate::state::CommitteeConfig;
 use crate::tls::{CommitteeCa, NodeTls};
 use crate::Error;
 
+/// What committee to start.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Members n.
+    pub members: usize,
+    /// Threshold t.
+    pub threshold: usize,
+    /// The ledger's origin.
+    pub origin: String,
+    /// Raft tuning.
+    pub tuning: RaftTuning,
+    /// Cosigning interval (None: only on request).
+    pub cosign_every: Option<Duration>,
+    /// Storage backend.
+    pub backend: crate::backend::Backend,
+}
+
+impl LocalOptions {
+    /// n members, threshold t, default tuning and backend, no automatic cosigning.
+    pub fn new(members: usize, threshold: usize, origin: &str) -> Self {
+        LocalOptions {
+            members,
+            threshold,
+            origin: origin.to_owned(),
+            tuning: RaftTuning::default(),
+            cosign_every: None,
+            backend: crate::backend::Backend::default(),
+        }
+    }
+}
+
 /// One member's identity and where it lives.
 pub struct LocalMember {
     /// Raft id (1-based).
@@ -62,17 +93,21 @@ pub struct LocalCommittee {
 }
 
 impl LocalCommittee {
-    /// Starts `n` members with threshold `t`, data under `base` (one directory per member).
+    /// Starts the committee described by `opts`, data under `base` (one directory per member).
     pub async fn start<R: RngCore + CryptoRng>(
-        n: usize,
-        t: usize,
-        origin: &str,
+        opts: LocalOptions,
         base: &std::path::Path,
-        tuning: RaftTuning,
-        cosign_every: Option<Duration>,
-        backend: crate::backend::Backend,
         rng: &mut R,
     ) -> Result<Self, Error> {
+        let LocalOptions {
+            members: n,
+            threshold: t,
+            origin,
+            tuning,
+            cosign_every,
+            backend,
+        } = opts;
+        let origin = origin.as_str();
         let ca = CommitteeCa::generate("MedTech Chain committee CA")?;
         let mut members = Vec::new();
         let mut listeners = Vec::new();

@@ -4,9 +4,8 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use medtech_ledger::backend::Backend;
 use medtech_ledger::entry::{Kind, ResearcherKey};
-use medtech_ledger::raft::local::LocalCommittee;
+use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::RaftTuning;
 use medtech_ledger::raft::NodeId;
 use medtech_protos::ledger::v1 as pb;
@@ -47,18 +46,13 @@ impl Cluster {
     pub async fn start(n: usize, t: usize, tuning: RaftTuning) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(n as u64);
-        let inner = LocalCommittee::start(
-            n,
-            t,
-            ORIGIN,
-            dir.path(),
+        let opts = LocalOptions {
             tuning,
-            None,
-            Backend::default(),
-            &mut rng,
-        )
-        .await
-        .unwrap();
+            ..LocalOptions::new(n, t, ORIGIN)
+        };
+        let inner = LocalCommittee::start(opts, dir.path(), &mut rng)
+            .await
+            .unwrap();
         Cluster { inner, _dir: dir }
     }
 
