@@ -62,6 +62,16 @@ impl Backend {
     }
 }
 
+impl AnyStore {
+    /// Lazy state-machine writes where the backend supports them (redb; see
+    /// [`RedbStore::set_lazy`]). sled flushes every write regardless.
+    pub fn set_lazy(&mut self, lazy: bool) {
+        if let AnyStore::Redb(s) = self {
+            s.set_lazy(lazy);
+        }
+    }
+}
+
 macro_rules! both {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
@@ -89,6 +99,9 @@ impl EntryStore for AnyStore {
     }
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         both!(self, s => s.get_meta(key))
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        both!(self, s => s.sync())
     }
     fn append_with_meta(
         &mut self,

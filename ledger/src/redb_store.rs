@@ -30,6 +30,7 @@ fn rb(e: impl Into<redb::Error>) -> StoreError {
 pub struct RedbStore {
     db: Arc<Database>,
     len: u64,
+    lazy: bool,
 }
 
 /// The Raft log in the same redb database.
@@ -73,7 +74,18 @@ impl RedbStore {
         Ok(RedbStore {
             db: Arc::new(db),
             len,
+            lazy: false,
         })
+    }
+
+    /// Lazy mode: entry appends commit without an fsync of their own; they become durable with
+    /// the next durable commit on the database — in a node, the next Raft log append, which is
+    /// always durable — or an explicit [`EntryStore::sync`]. Safe for the state machine because
+    /// everything it applies is still in the durable Raft log until a snapshot (which syncs
+    /// first) lets Raft purge it; after a crash the state machine is a consistent earlier
+    /// version (redb transactions are atomic) and Raft applies the rest again.
+    pub fn set_lazy(&mut self, lazy: bool) {
+        self.lazy = lazy;
     }
 
     /// The Raft log kept in the same database.
@@ -85,10 +97,10 @@ impl RedbStore {
 
     fn write(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+        f: impl FnOnce(&mut redb::WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let w = self.db.begin_write().map_err(rb)?;
-        f(&w)?;
+        let mut w = self.db.begin_write().map_err(rb)?;
+        f(&mut w)?;
         w.commit().map_err(rb)
     }
 }
@@ -118,6 +130,10 @@ fn get_meta_in(
 impl EntryStore for RedbStore {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.write(|_| Ok(()))
     }
 
     fn append(&mut self, entries: &[Vec<u8>]) -> Result<(), StoreError> {
@@ -178,7 +194,11 @@ impl EntryStore for RedbStore {
         meta: &[(&str, Vec<u8>)],
     ) -> Result<(), StoreError> {
         let start = self.len;
+        let lazy = self.lazy;
         self.write(|w| {
+            if lazy {
+                w.set_durability(redb::Durability::None).map_err(rb)?;
+            }
             put_entries(w, start, entries)?;
             let mut t = w.open_table(META).map_err(rb)?;
             for (k, v) in meta {

@@ -48,6 +48,10 @@ pub trait EntryStore {
     fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Reads a metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Makes every earlier write durable (for stores in lazy mode; a no-op otherwise).
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Appends entries and sets metadata values in one durable step (one fsync where the
     /// backend allows). The default is [`Self::append`] then [`Self::put_meta`]; after a crash
     /// between the two, the entries are there without the metadata, which callers detect by
@@ -466,6 +470,11 @@ impl<S: EntryStore> DurableLog<S> {
         }
         self.tree = tree;
         Ok(())
+    }
+
+    /// Makes every earlier write durable (see [`EntryStore::sync`]).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.store.sync()
     }
 
     /// The entry at `index`.

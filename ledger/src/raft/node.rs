@@ -189,7 +189,9 @@ impl LedgerNode {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::Io(e.to_string()))?;
-        let (store, raft_log) = config.backend.open(&config.data_dir)?;
+        let (mut store, raft_log) = config.backend.open(&config.data_dir)?;
+        // The state machine's writes ride on the Raft log's fsyncs (see `RedbStore::set_lazy`).
+        store.set_lazy(true);
         let raft_log = LogStore::new(raft_log);
         let sm = StateMachine::open(store, &config.origin, config.genesis.clone())
             .map_err(|e| Error::Storage(e.to_string()))?;

@@ -3,9 +3,11 @@
 //! For each committed proposal, [`LedgerState::check`] decides deterministically whether it is
 //! applied; an accepted entry is staged into the [`DurableLog`] (its sequence number is its
 //! Merkle index), and at the end of the batch the staged entries and the applied Raft position
-//! are written in one durable step. After a crash between an entry write and its position
-//! record (impossible with one sled batch per tree and one flush, but checked anyway) the
-//! unrecorded suffix is dropped on open and Raft applies it again.
+//! are written in one step (one redb transaction). In a node these writes are lazy — they
+//! become durable with the next Raft log fsync — and a snapshot syncs before Raft may purge
+//! the log it covers, so after a crash the state machine is a consistent earlier version and
+//! Raft applies the rest again from its durable log. An entry suffix stored without its position
+//! record (possible with sled's two trees) is dropped on open and applied again.
 //!
 //! A snapshot is a *reference*, not a copy: the applied Raft position and membership with the
 //! Merkle log's size and root at that point (a few hundred bytes, built in O(1)). The entries are
@@ -174,6 +176,10 @@ fn meta_bytes(m: &AppliedMeta) -> Result<Vec<u8>, StorageError> {
 impl<S: EntryStore + Send + Sync + 'static> RaftSnapshotBuilder<TypeConfig> for StateMachine<S> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let mut l = self.inner.write().map_err(|_| poisoned())?;
+        // Raft purges its log up to this snapshot next: what the snapshot covers must be on disk.
+        l.log
+            .sync()
+            .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
         let size = l.log.tree().size();
         let payload = SnapshotPayload {
             version: SNAPSHOT_VERSION,
@@ -374,6 +380,9 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
         let m = meta_bytes(&l.applied)?;
         l.log
             .commit_staged(&[(APPLIED, m)])
+            .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
+        l.log
+            .sync()
             .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
         l.snapshot = Some((meta.clone(), data));
         Ok(())
