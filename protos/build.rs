@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/medtech/ledger/v1/entry.proto",
         "proto/medtech/ledger/v1/raft.proto",
+        "proto/fabric/gateway.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -12,7 +12,9 @@
 //! * [`store`] — durable storage behind small traits of our own (sled);
 //! * [`raft`] — replication with openraft 0.9 over tonic gRPC with mutual TLS;
 //! * [`tls`] — the committee CA and member certificates;
-//! * [`export`] — the ledger as one file and its offline verification in numbered steps.
+//! * [`export`] — the ledger as one file and its offline verification in numbered steps;
+//! * [`fabric`] — anchoring cosigned checkpoints to a Hyperledger Fabric channel through the
+//!   Fabric Gateway.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -21,6 +23,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod entry;
 pub mod export;
+pub mod fabric;
 pub mod merkle;
 pub mod raft;
 pub mod redb_store;
@@ -53,4 +56,7 @@ pub enum Error {
     /// TLS material.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// Anchoring to Fabric.
+    #[error(transparent)]
+    Fabric(#[from] fabric::FabricError),
 }

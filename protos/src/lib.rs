@@ -5,6 +5,8 @@
 //!   its author signed them; verifiers decode those bytes and never re-encode, so protobuf's
 //!   freedom of encoding cannot change what a signature covers.
 //! * `medtech.ledger.v1.RaftService` (`raft.proto`): the Raft transport between members.
+//! * [`fabric`] (`proto/fabric/gateway.proto`): the Hyperledger Fabric Gateway messages used to
+//!   anchor checkpoints to a Fabric channel.
 //!
 //! The schemas are the contract; the rules an entry must satisfy to be applied (signatures,
 //! author sequence numbers, references) are enforced by `medtech-ledger`'s state machine and
@@ -19,6 +21,14 @@ pub mod ledger {
         #![allow(missing_docs, clippy::doc_markdown, clippy::large_enum_variant)]
         tonic::include_proto!("medtech.ledger.v1");
     }
+}
+
+/// The subset of Hyperledger Fabric's wire format spoken by the ledger's Fabric connector
+/// (`proto/fabric/gateway.proto`): the `gateway.Gateway` service and the proposal, transaction
+/// and identity messages a client builds and signs. Byte-compatible with Fabric >= 2.4 peers.
+pub mod fabric {
+    #![allow(missing_docs, clippy::doc_markdown, clippy::large_enum_variant)]
+    tonic::include_proto!("gateway");
 }
 
 pub use prost::Message;

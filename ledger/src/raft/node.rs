@@ -398,6 +398,23 @@ impl LedgerNode {
         Ok(self.read()?.state().latest_checkpoint())
     }
 
+    /// Anchors cosigned checkpoints to Fabric while this node is the Raft leader: every
+    /// `every`, the newest checkpoint with `t` cosignatures is anchored if it is newer than the
+    /// last (see [`crate::fabric::Anchorer::run`]). Stops with the node.
+    pub fn spawn_anchoring(&mut self, anchorer: crate::fabric::Anchorer, every: Duration) {
+        let weak = Arc::downgrade(&self.inner);
+        let latest = move || {
+            let inner = weak.upgrade()?;
+            let leader = inner.raft.metrics().borrow().current_leader;
+            if leader != Some(inner.id) {
+                return None;
+            }
+            let sm = inner.sm.read().ok()?;
+            sm.state().latest_checkpoint()
+        };
+        self.tasks.push(tokio::spawn(anchorer.run(every, latest)));
+    }
+
     fn spawn_cosigner(&self, every: Duration) -> JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
