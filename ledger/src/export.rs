@@ -364,11 +364,7 @@ pub fn verify(export: &LedgerExport) -> VerificationReport {
 
     // V7: replay the ledger's rules.
     let mut f = Vec::new();
-    let genesis = CommitteeConfig {
-        members: committee.clone(),
-        threshold: export.threshold,
-        epoch: 0,
-    };
+    let genesis = CommitteeConfig::new(committee.clone(), export.threshold, 0);
     match LedgerState::new(&export.origin, genesis) {
         Err(e) => f.push(format!("genesis committee: {e}")),
         Ok(mut state) => {

@@ -39,13 +39,45 @@ pub const MAX_ID_LEN: usize = 128;
 pub struct CommitteeConfig {
     /// Members in order.
     pub members: Vec<NodeIdentity>,
+    /// Members' replication endpoints, by member name (members without one take no part in
+    /// Raft; when a change is applied, the leader makes the Raft voters match these).
+    pub endpoints: BTreeMap<String, MemberEndpoint>,
     /// How many cosignatures make a checkpoint, and approvals a change.
     pub threshold: usize,
     /// 0 for the genesis committee, then one more per change.
     pub epoch: u64,
 }
 
+/// Where a member's node takes part in replication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberEndpoint {
+    /// Its Raft node id.
+    pub raft_id: u64,
+    /// `host:port` of its committee gRPC endpoint.
+    pub addr: String,
+    /// SHA-256 of its TLS certificate (DER), lowercase hex.
+    pub cert_sha256: String,
+}
+
 impl CommitteeConfig {
+    /// A committee without replication endpoints.
+    pub fn new(members: Vec<NodeIdentity>, threshold: usize, epoch: u64) -> Self {
+        CommitteeConfig {
+            members,
+            endpoints: BTreeMap::new(),
+            threshold,
+            epoch,
+        }
+    }
+
+    /// The Raft voters these endpoints describe: id → (name, address, certificate digest).
+    pub fn voters(&self) -> BTreeMap<u64, (&str, &MemberEndpoint)> {
+        self.endpoints
+            .iter()
+            .map(|(name, e)| (e.raft_id, (name.as_str(), e)))
+            .collect()
+    }
+
     /// Checks the shape: 1 ≤ t ≤ n, distinct valid names.
     pub fn validate(&self) -> Result<(), String> {
         if self.members.is_empty() {
@@ -65,6 +97,31 @@ impl CommitteeConfig {
                 return Err(format!("member {} appears twice", m.name));
             }
         }
+        let mut ids = BTreeSet::new();
+        for (name, e) in &self.endpoints {
+            if !names.contains(name) {
+                return Err(format!("endpoint for {name}, who is not a member"));
+            }
+            if e.raft_id == 0 || !ids.insert(e.raft_id) {
+                return Err(format!(
+                    "member {name}: Raft id {} is 0 or taken",
+                    e.raft_id
+                ));
+            }
+            if e.addr.is_empty() || e.addr.len() > 255 || e.addr.contains(char::is_whitespace) {
+                return Err(format!("member {name}: bad address {:?}", e.addr));
+            }
+            if e.cert_sha256.len() != 64
+                || !e
+                    .cert_sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(format!(
+                    "member {name}: certificate digest must be 64 lowercase hex digits"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -82,6 +139,11 @@ impl CommitteeConfig {
                 .map(|m| pb::Member {
                     name: m.name.clone(),
                     signing_key: m.key.as_bytes().to_vec(),
+                    endpoint: self.endpoints.get(&m.name).map(|e| pb::MemberEndpoint {
+                        raft_id: e.raft_id,
+                        address: e.addr.clone(),
+                        tls_cert_sha256: e.cert_sha256.clone(),
+                    }),
                 })
                 .collect(),
             threshold: u32::try_from(self.threshold).unwrap_or(u32::MAX),
@@ -92,14 +154,26 @@ impl CommitteeConfig {
     /// From the protobuf form, validated.
     pub fn from_pb(c: &pb::Committee) -> Result<Self, String> {
         let mut members = Vec::with_capacity(c.members.len());
+        let mut endpoints = BTreeMap::new();
         for m in &c.members {
             members.push(NodeIdentity {
                 name: m.name.clone(),
                 key: parse_key(&m.signing_key).map_err(|e| format!("member {}: {e}", m.name))?,
             });
+            if let Some(e) = &m.endpoint {
+                endpoints.insert(
+                    m.name.clone(),
+                    MemberEndpoint {
+                        raft_id: e.raft_id,
+                        addr: e.address.clone(),
+                        cert_sha256: e.tls_cert_sha256.clone(),
+                    },
+                );
+            }
         }
         let cfg = CommitteeConfig {
             members,
+            endpoints,
             threshold: c.threshold as usize,
             epoch: c.epoch,
         };
@@ -656,4 +730,61 @@ fn once(set: &BTreeSet<String>, node: &str, what: &str) -> Result<(), String> {
         return Err(format!("{node} already posted {what} for this query"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::NodeKey;
+
+    fn committee() -> CommitteeConfig {
+        let keys: Vec<NodeKey> = (1..=3u8)
+            .map(|i| NodeKey::from_secret_bytes(&format!("m{i}"), &[i; 32]))
+            .collect();
+        let mut c = CommitteeConfig::new(keys.iter().map(NodeKey::identity).collect(), 2, 0);
+        for (i, k) in keys.iter().enumerate() {
+            c.endpoints.insert(
+                k.name().to_owned(),
+                MemberEndpoint {
+                    raft_id: i as u64 + 1,
+                    addr: format!("10.0.0.{i}:7000"),
+                    cert_sha256: "ab".repeat(32),
+                },
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn committee_with_endpoints_round_trips_through_protobuf() {
+        let c = committee();
+        c.validate().unwrap();
+        assert_eq!(CommitteeConfig::from_pb(&c.to_pb()).unwrap(), c);
+        assert_eq!(
+            c.voters().keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_are_refused() {
+        let mut c = committee();
+        c.endpoints.get_mut("m2").unwrap().raft_id = 1;
+        assert!(c.validate().unwrap_err().contains("taken"));
+        let mut c = committee();
+        c.endpoints.get_mut("m2").unwrap().cert_sha256 = "AB".repeat(32);
+        assert!(c.validate().unwrap_err().contains("digest"));
+        let mut c = committee();
+        c.endpoints.get_mut("m2").unwrap().addr = "a b".into();
+        assert!(c.validate().unwrap_err().contains("address"));
+        let mut c = committee();
+        let e = c.endpoints["m1"].clone();
+        c.endpoints
+            .insert("stranger".into(), MemberEndpoint { raft_id: 9, ..e });
+        assert!(c.validate().unwrap_err().contains("not a member"));
+        // A protobuf committee carrying a bad endpoint does not decode into a configuration.
+        let mut pb = committee().to_pb();
+        pb.members[0].endpoint.as_mut().unwrap().raft_id = 0;
+        assert!(CommitteeConfig::from_pb(&pb).is_err());
+    }
 }

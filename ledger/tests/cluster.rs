@@ -264,3 +264,70 @@ async fn an_export_from_a_live_committee_verifies_offline() {
     bad.entries[4] = hex::encode(bytes);
     assert!(!medtech_ledger::export::verify(&bad).passed());
 }
+
+/// Adding a hospital and removing one go through the ledger: a `ConfigChange` approved by t
+/// current members is applied, and the leader makes the Raft membership match it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hospital_joins_and_another_leaves_through_config_change_entries() {
+    let mut c = Cluster::start(3, 2, fast_tuning()).await;
+    let leader = c.wait_leader(&[]).await;
+    for i in 0..5 {
+        c.nodes[&leader]
+            .propose_own(note(&format!("before {i}")))
+            .await
+            .unwrap();
+    }
+    c.wait_agree(5).await;
+    let new = c.add_member().await;
+    assert_eq!(new, 4);
+    let genesis = c.nodes[&1].read().unwrap().state().committee().clone();
+
+    // One approval is below the threshold (2): rejected, nothing changes.
+    let weak = c.config_change(&genesis, &[1, 2, 3, new], 3, &[1]).unwrap();
+    let r = c.nodes[&leader].propose_own(weak).await.unwrap();
+    assert!(r.rejection.unwrap().contains("approvals"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(c.voters(leader), vec![1, 2, 3]);
+
+    // Join: approved by two current members.
+    let join = c
+        .config_change(&genesis, &[1, 2, 3, new], 3, &[1, 2])
+        .unwrap();
+    let r = c.nodes[&leader].propose_own(join).await.unwrap();
+    assert!(r.rejection.is_none(), "{r:?}");
+    c.wait_voters(&[1, 2, 3, new]).await;
+    for i in 0..5 {
+        c.nodes[&new]
+            .propose_own(note(&format!("joined {i}")))
+            .await
+            .unwrap();
+    }
+    // 5 notes, the join, 5 notes (the rejected change is not in the log).
+    let (size, _) = c.wait_agree(11).await;
+    assert_eq!(size, 11);
+    assert_eq!(c.nodes[&new].read().unwrap().state().committee().epoch, 1);
+
+    // Leave: member 1 is removed by the epoch-1 committee (t = 3 approvals).
+    let epoch1 = c.nodes[&new].read().unwrap().state().committee().clone();
+    let leave = c
+        .config_change(&epoch1, &[2, 3, new], 2, &[1, 2, new])
+        .unwrap();
+    let r = c.nodes[&2].propose_own(leave).await.unwrap();
+    assert!(r.rejection.is_none(), "{r:?}");
+    c.wait_voters(&[2, 3, new]).await;
+    c.kill(1).await;
+    let leader = c.wait_leader(&[1]).await;
+    for i in 0..5 {
+        c.nodes[&leader]
+            .propose_own(note(&format!("after {i}")))
+            .await
+            .unwrap();
+    }
+    let (size2, _) = c.wait_agree(size + 6).await;
+    assert!(size2 >= size + 6);
+    // The removed member's cosignature no longer counts; the new member's does.
+    let epoch2 = c.nodes[&2].read().unwrap().state().committee().clone();
+    assert_eq!(epoch2.epoch, 2);
+    assert!(epoch2.member("hospital-a").is_none());
+    assert!(epoch2.member("hospital-d").is_some());
+}

@@ -25,11 +25,7 @@ fn key() -> NodeKey {
 }
 
 fn genesis() -> CommitteeConfig {
-    CommitteeConfig {
-        members: vec![key().identity()],
-        threshold: 1,
-        epoch: 0,
-    }
+    CommitteeConfig::new(vec![key().identity()], 1, 0)
 }
 
 fn text(i: u64) -> String {

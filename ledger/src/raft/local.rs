@@ -13,7 +13,7 @@ use super::node::{LedgerNode, NodeConfig, RaftTuning};
 use super::{CommitteeNode, NodeId};
 use crate::checkpoint::NodeKey;
 use crate::merkle::Hash;
-use crate::state::CommitteeConfig;
+use crate::state::{CommitteeConfig, MemberEndpoint};
 use crate::tls::{CommitteeCa, NodeTls};
 use crate::Error;
 
@@ -64,6 +64,18 @@ pub struct LocalMember {
 }
 
 impl LocalMember {
+    /// Its replication endpoint as pinned in a committee configuration.
+    pub fn endpoint(&self) -> (String, MemberEndpoint) {
+        (
+            self.name.clone(),
+            MemberEndpoint {
+                raft_id: self.id,
+                addr: self.addr.to_string(),
+                cert_sha256: self.tls.cert_sha256.clone(),
+            },
+        )
+    }
+
     /// Its signing key.
     pub fn key(&self) -> NodeKey {
         NodeKey::from_secret_bytes(&self.name, &self.secret)
@@ -131,11 +143,9 @@ impl LocalCommittee {
                 dir,
             });
         }
-        let genesis = CommitteeConfig {
-            members: members.iter().map(|m| m.key().identity()).collect(),
-            threshold: t,
-            epoch: 0,
-        };
+        let mut genesis =
+            CommitteeConfig::new(members.iter().map(|m| m.key().identity()).collect(), t, 0);
+        genesis.endpoints = members.iter().map(LocalMember::endpoint).collect();
         genesis.validate().map_err(Error::Config)?;
         let committee = members
             .iter()
@@ -170,6 +180,83 @@ impl LocalCommittee {
         }
         c.wait_leader(&[], Duration::from_secs(20)).await?;
         Ok(c)
+    }
+
+    /// Creates a new member (key, TLS certificate from the committee CA, data directory, a
+    /// loopback port) and starts its node, which waits to be added to Raft by the leader once a
+    /// `ConfigChange` naming it is applied. Returns its Raft id.
+    pub async fn add_member<R: RngCore + CryptoRng>(
+        &mut self,
+        base: &std::path::Path,
+        rng: &mut R,
+    ) -> Result<NodeId, Error> {
+        let i = self.members.len();
+        let id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let name = format!("hospital-{}", member_suffix(i));
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut secret[..]);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Io(e.to_string()))?;
+        let addr = l.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+        let dir = base.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(e.to_string()))?;
+        let member = LocalMember {
+            id,
+            tls: self.ca.issue(&name)?,
+            name,
+            secret,
+            addr,
+            dir,
+        };
+        self.committee.insert(
+            id,
+            CommitteeNode {
+                name: member.name.clone(),
+                addr: addr.to_string(),
+                cert_sha256: member.tls.cert_sha256.clone(),
+            },
+        );
+        self.members.push(member);
+        let node = LedgerNode::start(self.config(i), l).await?;
+        self.nodes.insert(id, node);
+        Ok(id)
+    }
+
+    /// The committee `current` with the members `ids` (Raft ids), threshold `t`, next epoch,
+    /// as a signed `ConfigChange` approved by the current members in `approvers`.
+    pub fn config_change(
+        &self,
+        current: &CommitteeConfig,
+        ids: &[NodeId],
+        t: usize,
+        approvers: &[NodeId],
+    ) -> Result<crate::entry::Kind, Error> {
+        let chosen: Vec<&LocalMember> = self
+            .members
+            .iter()
+            .filter(|m| ids.contains(&m.id))
+            .collect();
+        let mut next = CommitteeConfig::new(
+            chosen.iter().map(|m| m.key().identity()).collect(),
+            t,
+            current.epoch + 1,
+        );
+        next.endpoints = chosen.iter().map(|m| m.endpoint()).collect();
+        next.validate().map_err(Error::Config)?;
+        let committee = medtech_protos::Message::encode_to_vec(&next.to_pb());
+        let approvals = self
+            .members
+            .iter()
+            .filter(|m| approvers.contains(&m.id))
+            .map(|m| crate::entry::approve_committee(&m.key(), &self.origin, &committee))
+            .collect();
+        Ok(crate::entry::Kind::ConfigChange(
+            medtech_protos::ledger::v1::ConfigChange {
+                committee,
+                approvals,
+            },
+        ))
     }
 
     /// Member `i`'s node configuration.

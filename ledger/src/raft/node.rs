@@ -276,6 +276,10 @@ impl LedgerNode {
         if let Some(every) = config.cosign_every {
             node.tasks.push(node.spawn_cosigner(every));
         }
+        node.tasks
+            .push(node.spawn_reconfigurer(Duration::from_millis(
+                config.raft.heartbeat_ms.saturating_mul(4).max(100),
+            )));
         Ok(node)
     }
 
@@ -415,6 +419,24 @@ impl LedgerNode {
         self.tasks.push(tokio::spawn(anchorer.run(every, latest)));
     }
 
+    /// While leader, keeps the Raft membership equal to the applied committee's endpoints: a
+    /// `ConfigChange` entry, once applied, adds new members as learners (waiting until they have
+    /// caught up), then replaces the voters. Committees without endpoints are left alone.
+    fn spawn_reconfigurer(&self, every: Duration) -> JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(e) = reconfigure(&inner).await {
+                    tracing::warn!(error = %e, "membership change deferred");
+                }
+            }
+        })
+    }
+
     fn spawn_cosigner(&self, every: Duration) -> JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
@@ -461,6 +483,67 @@ impl NodeHandle {
     pub async fn propose_own(&self, kind: Kind) -> Result<Receipt, Error> {
         propose_own(&self.0, kind).await
     }
+}
+
+/// One step of [`LedgerNode::spawn_reconfigurer`].
+async fn reconfigure(inner: &Inner) -> Result<(), Error> {
+    let (leader, voters, known) = {
+        let m = inner.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        (
+            m.current_leader,
+            membership.voter_ids().collect::<BTreeSet<_>>(),
+            membership
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect::<BTreeSet<_>>(),
+        )
+    };
+    if leader != Some(inner.id) {
+        return Ok(());
+    }
+    let target: BTreeMap<NodeId, CommitteeNode> = {
+        let sm = inner.sm.read().map_err(|e| Error::Storage(e.to_string()))?;
+        sm.state()
+            .committee()
+            .voters()
+            .into_iter()
+            .map(|(id, (name, e))| {
+                (
+                    id,
+                    CommitteeNode {
+                        name: name.to_owned(),
+                        addr: e.addr.clone(),
+                        cert_sha256: e.cert_sha256.clone(),
+                    },
+                )
+            })
+            .collect()
+    };
+    let target_ids: BTreeSet<NodeId> = target.keys().copied().collect();
+    if target.is_empty() || target_ids == voters {
+        return Ok(());
+    }
+    for (id, node) in &target {
+        if !known.contains(id) {
+            tracing::info!(member = %node, "adding member as learner");
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                inner.raft.add_learner(*id, node.clone(), true),
+            )
+            .await
+            .map_err(|_| Error::Unavailable(format!("member {node} did not catch up")))?
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        }
+    }
+    inner
+        .raft
+        .change_membership(target_ids.clone(), false)
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+    tracing::info!(voters = ?target_ids, "Raft membership now matches the committee");
+    Ok(())
 }
 
 async fn propose(inner: &Inner, entry: Vec<u8>) -> Result<Receipt, Error> {

@@ -71,6 +71,32 @@ impl Cluster {
         self.inner.restart(id).await.unwrap();
     }
 
+    /// Starts a new member that waits to be added (see `LocalCommittee::add_member`).
+    pub async fn add_member(&mut self) -> NodeId {
+        let mut rng = ChaCha20Rng::seed_from_u64(1000 + self.inner.members.len() as u64);
+        let base = self._dir.path().to_path_buf();
+        self.inner.add_member(&base, &mut rng).await.unwrap()
+    }
+
+    /// The Raft voters as `leader` sees them.
+    pub fn voters(&self, leader: NodeId) -> Vec<NodeId> {
+        let m = self.inner.nodes[&leader].raft().metrics();
+        let m = m.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Waits until `leader` reports exactly `voters`.
+    pub async fn wait_voters(&self, voters: &[NodeId]) {
+        for _ in 0..600 {
+            let leader = self.wait_leader(&[]).await;
+            if self.voters(leader) == voters {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("voters never became {voters:?}");
+    }
+
     pub async fn wait_agree(&self, size: u64) -> (u64, [u8; 32]) {
         self.inner
             .wait_agree(size, Duration::from_secs(30))
