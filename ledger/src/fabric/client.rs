@@ -1,7 +1,7 @@
 //! The Fabric Gateway client over tonic: `Evaluate` for reads, and `Endorse` → check and sign
 //! the prepared transaction → `Submit` → `CommitStatus` for writes (see [`super::transaction`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -11,6 +11,7 @@ use medtech_protos::fabric::gateway_client::GatewayClient as RawClient;
 use super::identity::MspIdentity;
 use super::transaction::{Invocation, ProposedTransaction};
 use super::FabricError;
+use crate::entry::now_ms;
 
 /// Largest gateway response accepted.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
@@ -60,13 +61,6 @@ impl std::fmt::Debug for GatewayClient {
             .field("chaincode", &self.chaincode)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn transport(s: tonic::Status) -> FabricError {

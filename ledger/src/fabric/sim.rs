@@ -296,6 +296,18 @@ impl SimulatedGateway {
         (out, reads)
     }
 
+    /// [`Self::check_proposal`], counting a refusal.
+    fn checked_proposal(
+        &self,
+        st: &mut State,
+        tx_id: &str,
+        channel: &str,
+        signed: Option<&pb::SignedProposal>,
+    ) -> Result<CheckedProposal, Status> {
+        let checked = self.check_proposal(st, tx_id, channel, signed);
+        checked.map_err(|s| self.refuse(st, s))
+    }
+
     fn refuse(&self, st: &mut State, s: Status) -> Status {
         st.refused += 1;
         s
@@ -325,15 +337,12 @@ impl Gateway for SimulatedGateway {
     ) -> Result<TonicResponse<pb::EndorseResponse>, Status> {
         let req = request.into_inner();
         let mut st = self.lock();
-        let p = match self.check_proposal(
-            &st,
+        let p = self.checked_proposal(
+            &mut st,
             &req.transaction_id,
             &req.channel_id,
             req.proposed_transaction.as_ref(),
-        ) {
-            Ok(p) => p,
-            Err(s) => return Err(self.refuse(&mut st, s)),
-        };
+        )?;
         if !st.seen_tx.insert(p.tx_id.clone()) {
             return Err(self.refuse(&mut st, Status::already_exists("duplicate transaction ID")));
         }
@@ -512,15 +521,12 @@ impl Gateway for SimulatedGateway {
     ) -> Result<TonicResponse<pb::EvaluateResponse>, Status> {
         let req = request.into_inner();
         let mut st = self.lock();
-        let p = match self.check_proposal(
-            &st,
+        let p = self.checked_proposal(
+            &mut st,
             &req.transaction_id,
             &req.channel_id,
             req.proposed_transaction.as_ref(),
-        ) {
-            Ok(p) => p,
-            Err(s) => return Err(self.refuse(&mut st, s)),
-        };
+        )?;
         let (outcome, _) = self.simulate(&st, &p);
         if outcome.response.status >= 400 {
             return Err(chaincode_error(&outcome.response));

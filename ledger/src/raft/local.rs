@@ -64,6 +64,44 @@ pub struct LocalMember {
 }
 
 impl LocalMember {
+    /// The `i`-th member (`hospital-<letter>`) with Raft id `id`: a fresh signing key, a
+    /// certificate from `ca`, a data directory under `base`, and a bound loopback listener.
+    async fn create<R: RngCore + CryptoRng>(
+        ca: &CommitteeCa,
+        base: &std::path::Path,
+        i: usize,
+        id: NodeId,
+        rng: &mut R,
+    ) -> Result<(Self, tokio::net::TcpListener), Error> {
+        let name = format!("hospital-{}", member_suffix(i));
+        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut secret[..]);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Io(e.to_string()))?;
+        let addr = l.local_addr().map_err(|e| Error::Io(e.to_string()))?;
+        let dir = base.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(e.to_string()))?;
+        let member = LocalMember {
+            id,
+            tls: ca.issue(&name)?,
+            name,
+            secret,
+            addr,
+            dir,
+        };
+        Ok((member, l))
+    }
+
+    /// Its entry in the Raft membership.
+    pub fn committee_node(&self) -> CommitteeNode {
+        CommitteeNode {
+            name: self.name.clone(),
+            addr: self.addr.to_string(),
+            cert_sha256: self.tls.cert_sha256.clone(),
+        }
+    }
+
     /// Its replication endpoint as pinned in a committee configuration.
     pub fn endpoint(&self) -> (String, MemberEndpoint) {
         (
@@ -124,42 +162,15 @@ impl LocalCommittee {
         let mut members = Vec::new();
         let mut listeners = Vec::new();
         for i in 0..n {
-            let name = format!("hospital-{}", member_suffix(i));
-            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-            rng.fill_bytes(&mut secret[..]);
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| Error::Io(e.to_string()))?;
-            let addr = l.local_addr().map_err(|e| Error::Io(e.to_string()))?;
-            let dir = base.join(&name);
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Io(e.to_string()))?;
+            let (member, l) = LocalMember::create(&ca, base, i, i as u64 + 1, rng).await?;
             listeners.push(l);
-            members.push(LocalMember {
-                id: i as u64 + 1,
-                tls: ca.issue(&name)?,
-                name,
-                secret,
-                addr,
-                dir,
-            });
+            members.push(member);
         }
         let mut genesis =
             CommitteeConfig::new(members.iter().map(|m| m.key().identity()).collect(), t, 0);
         genesis.endpoints = members.iter().map(LocalMember::endpoint).collect();
         genesis.validate().map_err(Error::Config)?;
-        let committee = members
-            .iter()
-            .map(|m| {
-                (
-                    m.id,
-                    CommitteeNode {
-                        name: m.name.clone(),
-                        addr: m.addr.to_string(),
-                        cert_sha256: m.tls.cert_sha256.clone(),
-                    },
-                )
-            })
-            .collect();
+        let committee = members.iter().map(|m| (m.id, m.committee_node())).collect();
         let mut c = LocalCommittee {
             ca,
             members,
@@ -192,31 +203,8 @@ impl LocalCommittee {
     ) -> Result<NodeId, Error> {
         let i = self.members.len();
         let id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
-        let name = format!("hospital-{}", member_suffix(i));
-        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(&mut secret[..]);
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Io(e.to_string()))?;
-        let addr = l.local_addr().map_err(|e| Error::Io(e.to_string()))?;
-        let dir = base.join(&name);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(e.to_string()))?;
-        let member = LocalMember {
-            id,
-            tls: self.ca.issue(&name)?,
-            name,
-            secret,
-            addr,
-            dir,
-        };
-        self.committee.insert(
-            id,
-            CommitteeNode {
-                name: member.name.clone(),
-                addr: addr.to_string(),
-                cert_sha256: member.tls.cert_sha256.clone(),
-            },
-        );
+        let (member, l) = LocalMember::create(&self.ca, base, i, id, rng).await?;
+        self.committee.insert(id, member.committee_node());
         self.members.push(member);
         let node = LedgerNode::start(self.config(i), l).await?;
         self.nodes.insert(id, node);
