@@ -186,6 +186,50 @@ impl Int {
         )
     }
 
+    /// `self mod m` for a small modulus `m > 0` (floor convention: the result is in `[0, m)`).
+    pub(crate) fn rem_u64(&self, m: u64) -> u64 {
+        debug_assert!(m > 0);
+        // `%` truncates towards zero; fold negative remainders into [0, m).
+        let r = Option::<u64>::from(&(self.0.abs() % m)).unwrap_or(0);
+        if self.is_negative() && r != 0 {
+            m - r
+        } else {
+            r
+        }
+    }
+
+    /// The smallest probable prime greater than `self` (GMP's `mpz_nextprime`).
+    pub(crate) fn next_prime(&self) -> Int {
+        Int(self.0.nextprime())
+    }
+
+    /// The Jacobi symbol `(self / n)` for odd `n > 0`: −1, 0 or 1.
+    pub(crate) fn jacobi(&self, n: &Int) -> i8 {
+        debug_assert!(n.is_odd() && !n.is_negative());
+        let mut a = self.rem_euclid(n);
+        let mut n = n.clone();
+        let mut result: i8 = 1;
+        while !a.is_zero() {
+            let n8 = n.rem_u64(8);
+            while !a.is_odd() {
+                a = a.shr(1);
+                if n8 == 3 || n8 == 5 {
+                    result = -result;
+                }
+            }
+            core::mem::swap(&mut a, &mut n);
+            if a.rem_u64(4) == 3 && n.rem_u64(4) == 3 {
+                result = -result;
+            }
+            a = a.rem_euclid(&n);
+        }
+        if n == Int::one() {
+            result
+        } else {
+            0
+        }
+    }
+
     pub(crate) fn to_u64(&self) -> Option<u64> {
         if self.is_negative() {
             return None;

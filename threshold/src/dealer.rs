@@ -76,13 +76,7 @@ pub fn generate<R: RngCore + CryptoRng + ?Sized>(
         .collect();
 
     let nn = pk.nn();
-    let r = hash_to_int(
-        b"medtech-threshold/v1/verification-base",
-        &pk.modulus_bytes(),
-        2 * bits as usize + 128,
-    )
-    .rem_euclid(nn);
-    let v = r.mul_mod(&r, nn);
+    let v = verification_base(&pk);
     let delta = factorial(parties);
     let vks: Vec<Int> = shares
         .iter()
@@ -98,6 +92,19 @@ pub fn generate<R: RngCore + CryptoRng + ?Sized>(
         .map(|(k, s)| KeyShare::new(PartyIndex(k as u16 + 1), s, fp))
         .collect();
     Ok((key, shares))
+}
+
+/// The verification base `v = H(N)² mod N²` (step 4 above): a hashed square nobody chose. The
+/// dealer-free generation uses the same base.
+pub(crate) fn verification_base(pk: &PublicKey) -> Int {
+    let nn = pk.nn();
+    let r = hash_to_int(
+        b"medtech-threshold/v1/verification-base",
+        &pk.modulus_bytes(),
+        2 * pk.bits() as usize + 128,
+    )
+    .rem_euclid(nn);
+    r.mul_mod(&r, nn)
 }
 
 /// Deterministic dealer generation from a seed, for tests and known-answer vectors only: anyone

@@ -24,6 +24,7 @@ pub(crate) enum Tag {
     Ciphertext = 4,
     PartialDecryption = 5,
     RangeProof = 6,
+    DkgMessage = 7,
 }
 
 pub(crate) struct Writer {
@@ -62,6 +63,12 @@ impl Writer {
     pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         // Lengths are bounded by the object sizes we create (< 4 GiB by construction).
         self.buf.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(b);
+        self
+    }
+
+    /// Fixed-length bytes, no length prefix (the decoder knows the length).
+    pub(crate) fn raw(&mut self, b: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(b);
         self
     }
@@ -120,6 +127,16 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
+    }
+
+    /// Exactly `n` bytes, no length prefix.
+    pub(crate) fn raw(&mut self, n: usize) -> Result<&'a [u8]> {
+        self.take(n)
+    }
+
+    /// Bytes not yet read.
+    pub(crate) fn remaining(&self) -> usize {
+        self.rest.len()
     }
 
     pub(crate) fn u16(&mut self) -> Result<u16> {

@@ -74,6 +74,21 @@ pub enum Error {
         /// The threshold t.
         need: usize,
     },
+    /// A party's key-generation message was malformed, out of turn, or inconsistent with its
+    /// commitments: the ceremony aborts and names it.
+    #[error("party {party} misbehaved in key generation (round {round:?}): {reason}")]
+    Misbehaviour {
+        /// The culprit.
+        party: PartyIndex,
+        /// The round whose message was wrong.
+        round: crate::dkg::Round,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Key generation failed in a way no single party can be blamed for (for example the
+    /// opened θ is not a unit, or the key fails its final self-check).
+    #[error("key generation failed: {0}")]
+    KeyGenerationFailed(String),
     /// A contribution's range proof failed verification.
     #[error("range proof rejected: {reason}")]
     InvalidRangeProof {
@@ -88,7 +103,8 @@ impl Error {
         match self {
             Error::InvalidPartial { party, .. }
             | Error::DuplicatePartial { party }
-            | Error::UnknownParty { party, .. } => vec![*party],
+            | Error::UnknownParty { party, .. }
+            | Error::Misbehaviour { party, .. } => vec![*party],
             Error::Malformed { .. }
             | Error::UnsupportedVersion { .. }
             | Error::InvalidParameters(_)
@@ -96,7 +112,8 @@ impl Error {
             | Error::SlotOverflow { .. }
             | Error::Mismatch(_)
             | Error::NotEnoughPartials { .. }
-            | Error::InvalidRangeProof { .. } => Vec::new(),
+            | Error::InvalidRangeProof { .. }
+            | Error::KeyGenerationFailed(_) => Vec::new(),
         }
     }
 

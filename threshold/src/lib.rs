@@ -13,6 +13,7 @@
 //! | partial decryption, proof, combination | [`decrypt`] | Damgård–Jurik 2001 §4.1; Shoup 2000 §3 |
 //! | contribution range proofs | [`range`] | Bünz et al. 2018 (Bulletproofs) + a linking sigma protocol |
 //! | trusted-dealer key generation | [`dealer`] | Damgård–Jurik 2001 §4.1 |
+//! | dealer-free key generation | [`dkg`] | Boneh–Franklin 2001; Nishide–Sakurai 2010 |
 //!
 //! Protocol code only: no I/O, no async. Every encoding is canonical and versioned; decoders of
 //! outside bytes return [`Error`] and never panic. Secrets (`KeyShare`, nonces) are zeroized on
@@ -43,6 +44,7 @@ mod bigint;
 pub mod ciphertext;
 pub mod dealer;
 pub mod decrypt;
+pub mod dkg;
 mod encoding;
 mod error;
 mod fixed_base;

@@ -1,0 +1,615 @@
+//! Dealer-free generation of the committee's threshold Paillier key.
+//!
+//! `n` parties generate `N = p·q` and shares of the decryption exponent without anyone — at any
+//! point — knowing `p`, `q` or `φ(N)`. The output is the same [`ThresholdPublicKey`] and
+//! [`KeyShare`] the dealer produces, so partial decryption and combination are unchanged. The
+//! protocol, its security argument and its limits are in `docs/dkg.md`; in short:
+//!
+//! **Model.** Honest majority: at most `t − 1 < n/2` parties corrupt (so `n ≥ 2t − 1`, which
+//! BGW multiplication needs). Point-to-point channels are private and authenticated, and
+//! broadcasts reach everyone unchanged — the transport's job (the ceremony signs every message
+//! and hashes the transcript). Parties `S = {1, …, 2t − 1}` publish the product shares.
+//!
+//! **Modulus (Boneh–Franklin 2001, batched).** Per batch of `K` candidates:
+//! * M1. Each party samples `p_i, q_i` (party 1: `≡ 3 mod 4` with the top two bits of `p`, `q`
+//!   fixed so `|N|` is exact; others `≡ 0 mod 4`) and Shamir-shares, for each group of small
+//!   primes with product `M ≤ 2^26`, `p_i mod M` and `q_i mod M` (degree `t − 1`) and a mask
+//!   (degree `2t − 2`, constant `< 2^96`) over `F_{2^127−1}`.
+//! * M2. Parties in `S` publish `X(j)·Y(j) + M·R(j)`; interpolation gives
+//!   `(Σ p_i mod M)(Σ q_i mod M) + M·R₀`, which reveals `N mod M` and hides the rest
+//!   statistically (2⁻⁶² at worst). Candidates with `ℓ | N` for a prime `ℓ < 80` are dropped
+//!   (≈ 94 % of them) — distributed trial division before the expensive part.
+//! * M3–M4. Survivors: shares of `p_i`, `q_i` (degree `t − 1`) and of zero (degree `2t − 2`) over
+//!   `F_Q`, `Q` the first prime above `2^(bits+1)`; parties in `S` publish `P(j)Q(j) + Z(j)`,
+//!   which opens exactly `N`. Public trial division of `N` up to `2^16`.
+//! * M5. The Boneh–Franklin biprimality test, one repetition per candidate as a filter, with a
+//!   public `g` derived from the session and `N` (Jacobi symbol 1):
+//!   `v₁ = g^((N − p₁ − q₁ + 1)/4)`, `v_i = g^((p_i + q_i)/4)`; `N` passes iff `v₁ / Π v_i = ±1`.
+//! * M6–M7. The remaining repetitions (default 63) committed (SHA-256 with a salt) before they
+//!   are opened, so no party can choose its values after seeing the others'; a wrong opening
+//!   names the sender.
+//! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger field, and
+//!   `gcd(z mod N, N) = 1` required (it rules out the non-biprimes the test cannot).
+//!
+//! **Key (Nishide–Sakurai 2010, with integer sharing).** With `φ = Σ φ_i` (party 1:
+//! `φ₁ = N − p₁ − q₁ + 1`, others `−(p_i + q_i)`) and fresh `β = Σ β_i`:
+//! * K1. Each party shares `Δφ_i` and `Δβ_i` over the integers (degree `t − 1`, coefficients
+//!   `2^128` times larger than what they hide) and a mask with constant `N·ρ_i` (degree
+//!   `2t − 2`), with Feldman commitments `v^(coefficient)` in `Z*_{N²}`; every share is checked
+//!   against its commitments and a bad one names its dealer.
+//! * K2. Parties in `S` publish `F(j)B(j) + R(j)`; integer interpolation with `Δ` gives
+//!   `θ₀ = Δ²φβ mod N`, public. `θ = Δ⁴φβ mod N` must be a unit.
+//! * K3. Degree reduction: each `j ∈ S` reshares `e_j = Δ·λ'_j·F(j)B(j)` (λ' the Δ-scaled
+//!   integer Lagrange coefficient) with degree `t − 1` over the integers and Feldman
+//!   commitments. Party `k`'s key share is `s_k = Σ_j g_j(k)` (positive by construction), a
+//!   degree-`t − 1` sharing of `d = Δ⁴φβ ≡ 0 mod φ`; `v_k = (Π_j Π_m D_{j,m}^(k^m))^Δ` is its
+//!   verification key and the combination constant is θ.
+//!
+//! What is *not* proven in zero knowledge (see docs/dkg.md, "Limits"): that the published
+//! product shares (M2, M4, M9, K2) and the resharing constants (K3) are the products of the
+//! committed values. A party that lies there cannot learn anything more and cannot make a bad
+//! modulus pass the biprimality test except with negligible probability, but it can make a
+//! candidate fail (denial of service) or the key unusable, which the ceremony's test decryption
+//! detects without naming it.
+//!
+//! Round state is a type and a transition consumes it; what is sent is a [`Message`]; secret
+//! state (`p_i`, `q_i`, polynomial coefficients, shares) is in zeroize-on-drop integers.
+
+mod field;
+mod key;
+mod message;
+mod modulus;
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand_core::{CryptoRng, RngCore};
+
+use crate::bigint::Int;
+use crate::error::{Error, Result};
+use crate::keys::{
+    factorial, primes_below, KeyShare, PartyIndex, ThresholdPublicKey, MAX_MODULUS_BITS,
+    MIN_MODULUS_BITS,
+};
+
+pub use message::{Message, Outgoing, Round};
+
+use field::{integer_lagrange, lagrange127, PrimeField};
+
+/// Statistical security parameter (bits) for masks and integer sharings.
+const STAT_BITS: usize = 128;
+/// Primes below this are tested by distributed trial division before `N` is opened.
+const SIEVE_BOUND: u64 = 80;
+/// Primes below this are tested on the opened `N`.
+const TRIAL_BOUND: usize = 1 << 16;
+/// Largest product of one group of sieve primes (fits the `F_{2^127−1}` mask analysis).
+const GROUP_LIMIT: u64 = 1 << 26;
+/// Bits of the stage-1 mask's constant term.
+const SIEVE_MASK_BITS: usize = 96;
+/// Most parties the dealer-free generation supports (the sieve masks are sized for it).
+pub const MAX_DKG_PARTIES: u16 = 16;
+
+/// The public parameters of one key generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parameters {
+    bits: u32,
+    parties: u16,
+    threshold: u16,
+    session: [u8; 32],
+    batch: usize,
+    biprime_reps: u32,
+}
+
+impl Parameters {
+    /// `bits`-bit modulus, `parties` members, any `threshold` decrypt. `session` must be fresh
+    /// and agreed by all (the ceremony derives it from its configuration and a nonce from each
+    /// party). Requires `2·threshold − 1 ≤ parties` (honest majority).
+    pub fn new(bits: u32, parties: u16, threshold: u16, session: [u8; 32]) -> Result<Self> {
+        if !bits.is_multiple_of(2) || !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) {
+            return Err(Error::InvalidParameters(format!(
+                "modulus size {bits}: must be even and in {MIN_MODULUS_BITS}..={MAX_MODULUS_BITS}"
+            )));
+        }
+        if !(2..=MAX_DKG_PARTIES).contains(&parties) {
+            return Err(Error::InvalidParameters(format!(
+                "{parties} parties; dealer-free generation supports 2..={MAX_DKG_PARTIES}"
+            )));
+        }
+        if threshold == 0 || 2 * u32::from(threshold) - 1 > u32::from(parties) {
+            return Err(Error::InvalidParameters(format!(
+                "threshold {threshold} with {parties} parties: dealer-free generation needs an \
+                 honest majority, 1 ≤ t and 2t − 1 ≤ n"
+            )));
+        }
+        // Expected candidate pairs ≈ (ln 2^(bits/2) / 2)² without sieving; two batches' worth
+        // of that split in halves keeps memory flat and rarely wastes a round.
+        let h = f64::from(bits / 2) * core::f64::consts::LN_2 / 2.0;
+        let batch = ((h * h / 2.0) as usize).clamp(256, 1 << 15);
+        Ok(Parameters {
+            bits,
+            parties,
+            threshold,
+            session,
+            batch,
+            biprime_reps: 64,
+        })
+    }
+
+    /// Candidates per batch (default: about half the expected number).
+    pub fn with_batch(mut self, batch: usize) -> Result<Self> {
+        if !(1..=1 << 20).contains(&batch) {
+            return Err(Error::InvalidParameters(format!(
+                "batch of {batch} candidates"
+            )));
+        }
+        self.batch = batch;
+        Ok(self)
+    }
+
+    /// Repetitions of the biprimality test (default 64; a non-biprime passes each with
+    /// probability at most 1/2).
+    pub fn with_biprime_reps(mut self, reps: u32) -> Result<Self> {
+        if !(2..=256).contains(&reps) {
+            return Err(Error::InvalidParameters(format!(
+                "{reps} biprimality repetitions"
+            )));
+        }
+        self.biprime_reps = reps;
+        Ok(self)
+    }
+
+    /// Modulus size in bits.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Number of parties n.
+    pub fn parties(&self) -> u16 {
+        self.parties
+    }
+
+    /// Threshold t.
+    pub fn threshold(&self) -> u16 {
+        self.threshold
+    }
+
+    /// The session identifier.
+    pub fn session(&self) -> [u8; 32] {
+        self.session
+    }
+}
+
+/// One group of sieve primes and their product.
+#[derive(Debug)]
+struct SieveGroup {
+    modulus: u64,
+    primes: Vec<u64>,
+}
+
+/// Everything derived from the parameters that every party computes identically.
+#[derive(Debug)]
+struct Setup {
+    params: Parameters,
+    n: u16,
+    t: u16,
+    half: usize,
+    /// Bits of the random part `u` of each `p_i = 4u (+ offset)`.
+    u_bits: usize,
+    groups: Vec<SieveGroup>,
+    /// Primes in `[SIEVE_BOUND, 2^16)` packed into products below 2^64.
+    trial_packs: Vec<(u64, Vec<u64>)>,
+    modulus_field: PrimeField,
+    gcd_field: PrimeField,
+    delta: Int,
+    /// The product parties `S = {1, …, 2t − 1}`.
+    product_parties: Vec<u16>,
+    lagrange127: Vec<u128>,
+    int_lagrange: Vec<Int>,
+    sizes: Sizes,
+}
+
+/// Bit sizes of the key stage's integer sharings (see `docs/dkg.md`, "Sizes").
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Coefficients of the φ sharing.
+    f_coeff: usize,
+    /// β_i.
+    beta: usize,
+    /// Coefficients of the β sharing.
+    b_coeff: usize,
+    /// Coefficients of the θ mask, and the bits of its ρ_i.
+    mask_coeff: usize,
+    mask_rho: usize,
+    /// Coefficients of the resharing polynomials.
+    g_coeff: usize,
+    /// Bound on every key share.
+    share: usize,
+    /// The gcd step: r_i and ρ_i.
+    gcd_r: usize,
+    gcd_rho: usize,
+}
+
+fn ceil_log2(x: usize) -> usize {
+    (usize::BITS - x.saturating_sub(1).leading_zeros()) as usize
+}
+
+impl Setup {
+    fn new(params: &Parameters) -> Arc<Setup> {
+        let (n, t) = (params.parties, params.threshold);
+        let bits = params.bits as usize;
+        let half = bits / 2;
+        let logn = ceil_log2(usize::from(n) + 1);
+        let mut groups = Vec::new();
+        let mut current = SieveGroup {
+            modulus: 1,
+            primes: Vec::new(),
+        };
+        for l in primes_below(SIEVE_BOUND as usize).into_iter().skip(1) {
+            if current.modulus * l > GROUP_LIMIT {
+                groups.push(current);
+                current = SieveGroup {
+                    modulus: 1,
+                    primes: Vec::new(),
+                };
+            }
+            current.modulus *= l;
+            current.primes.push(l);
+        }
+        groups.push(current);
+        let mut trial_packs = Vec::new();
+        let mut pack: (u64, Vec<u64>) = (1, Vec::new());
+        for l in primes_below(TRIAL_BOUND)
+            .into_iter()
+            .filter(|&l| l >= SIEVE_BOUND)
+        {
+            match pack.0.checked_mul(l) {
+                Some(m) => {
+                    pack.0 = m;
+                    pack.1.push(l);
+                }
+                None => {
+                    trial_packs.push(pack);
+                    pack = (l, vec![l]);
+                }
+            }
+        }
+        trial_packs.push(pack);
+
+        let delta = factorial(n);
+        let dbits = delta.bits();
+        let product_parties: Vec<u16> = (1..=2 * t - 1).collect();
+        let int_lagrange = integer_lagrange(&product_parties, &delta);
+        let lbits = int_lagrange.iter().map(Int::bits).max().unwrap_or(1);
+        let spread = usize::from(t) * logn + 2;
+        let f_coeff = bits + 2 + 2 * dbits + spread + STAT_BITS;
+        let beta = bits + STAT_BITS;
+        let b_coeff = beta + 2 * dbits + spread + STAT_BITS;
+        let product = f_coeff + b_coeff + 2 * spread;
+        let mask_coeff = product + spread + STAT_BITS;
+        let mask_rho = product + STAT_BITS + 2 - bits.min(product);
+        let e_bits = dbits + lbits + product;
+        let g_coeff = e_bits + dbits + spread + STAT_BITS;
+        let share = g_coeff + spread + ceil_log2(2 * usize::from(t)) + 2;
+        let gcd_r = bits + STAT_BITS;
+        let gcd_product = half + 2 + gcd_r + logn;
+        let gcd_rho = gcd_product + STAT_BITS - bits.min(gcd_product) + 2;
+        let gcd_field_bits = bits + gcd_rho + logn + 4;
+        Arc::new(Setup {
+            params: params.clone(),
+            n,
+            t,
+            half,
+            u_bits: half - 4 - ceil_log2(usize::from(n)),
+            groups,
+            trial_packs,
+            modulus_field: PrimeField::above_power_of_two(bits + 1),
+            gcd_field: PrimeField::above_power_of_two(gcd_field_bits),
+            lagrange127: lagrange127(&product_parties),
+            delta,
+            product_parties,
+            int_lagrange,
+            sizes: Sizes {
+                f_coeff,
+                beta,
+                b_coeff,
+                mask_coeff,
+                mask_rho,
+                g_coeff,
+                share,
+                gcd_r,
+                gcd_rho,
+            },
+        })
+    }
+
+    fn is_product_party(&self, p: PartyIndex) -> bool {
+        p.0 >= 1 && p.0 < 2 * self.t
+    }
+}
+
+/// Counters a party keeps while it runs (for the benchmark and the ceremony's report).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Candidate batches started.
+    pub batches: u32,
+    /// Candidate pairs (p, q) sampled.
+    pub candidates_tried: u64,
+    /// Candidates left after distributed trial division (primes below 80).
+    pub sieve_survivors: u64,
+    /// Opened moduli left after public trial division (primes below 2^16).
+    pub trial_survivors: u64,
+    /// Moduli that passed the first biprimality repetition.
+    pub first_test_survivors: u64,
+}
+
+/// The result of a successful generation, for one party.
+#[derive(Debug)]
+pub struct KeyOutput {
+    /// The committee's public threshold key (identical at every party).
+    pub key: ThresholdPublicKey,
+    /// This party's key share.
+    pub share: KeyShare,
+    /// What this party counted on the way.
+    pub stats: Stats,
+}
+
+/// The result of delivering one round's messages.
+#[derive(Debug)]
+pub enum Step {
+    /// The protocol goes on: send `Outgoing`, then deliver the next round's messages.
+    Continue(Box<Party>, Outgoing),
+    /// Done.
+    Done(Box<KeyOutput>),
+}
+
+/// What a party is waiting for.
+#[derive(Debug)]
+enum State {
+    Sieve(modulus::SieveRound),
+    SieveProducts(modulus::SieveProductRound),
+    Candidates(modulus::CandidateRound),
+    Moduli(modulus::ModulusRound),
+    BiprimeFirst(modulus::FirstTestRound),
+    BiprimeCommit(modulus::CommitRound),
+    BiprimeReveal(modulus::RevealRound),
+    Gcd(modulus::GcdRound),
+    GcdReveal(modulus::GcdRevealRound),
+    Key1(key::Round1),
+    Key2(key::Round2),
+    Key3(key::Round3),
+}
+
+enum Transition {
+    Next(State, Outgoing),
+    Done(ThresholdPublicKey, KeyShare),
+}
+
+/// One party of the key generation: a state machine fed one round's messages at a time.
+#[derive(Debug)]
+pub struct Party {
+    setup: Arc<Setup>,
+    me: PartyIndex,
+    state: State,
+    stats: Stats,
+}
+
+/// A party's view of the messages of the round it is in.
+pub(crate) struct Inbox {
+    round: Round,
+    broadcast: BTreeMap<u16, Message>,
+    direct: BTreeMap<u16, Message>,
+}
+
+impl Inbox {
+    /// The broadcast of every party in `from`, or an error naming the first that is missing.
+    fn broadcasts(&self, from: impl IntoIterator<Item = u16>) -> Result<Vec<&Message>> {
+        from.into_iter()
+            .map(|p| {
+                self.broadcast.get(&p).ok_or_else(|| Error::Misbehaviour {
+                    party: PartyIndex(p),
+                    round: self.round,
+                    reason: "no broadcast received".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// The direct message from every party in `from` to this party.
+    fn directs(&self, from: impl IntoIterator<Item = u16>) -> Result<Vec<&Message>> {
+        from.into_iter()
+            .map(|p| {
+                self.direct.get(&p).ok_or_else(|| Error::Misbehaviour {
+                    party: PartyIndex(p),
+                    round: self.round,
+                    reason: "no direct message received".into(),
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn blame(m: &Message, reason: impl Into<String>) -> Error {
+    Error::Misbehaviour {
+        party: m.from,
+        round: m.round,
+        reason: reason.into(),
+    }
+}
+
+impl Party {
+    /// Starts party `me` (1-based) and returns its first messages.
+    pub fn new<R: RngCore + CryptoRng + ?Sized>(
+        params: &Parameters,
+        me: PartyIndex,
+        rng: &mut R,
+    ) -> Result<(Party, Outgoing)> {
+        if me.0 == 0 || me.0 > params.parties {
+            return Err(Error::UnknownParty {
+                party: me,
+                parties: params.parties,
+            });
+        }
+        let setup = Setup::new(params);
+        let mut stats = Stats::default();
+        let (state, out) = modulus::start_batch(&setup, me, 0, &mut stats, rng);
+        Ok((
+            Party {
+                setup,
+                me,
+                state,
+                stats,
+            },
+            out,
+        ))
+    }
+
+    /// This party's index.
+    pub fn index(&self) -> PartyIndex {
+        self.me
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The round whose messages the party waits for.
+    pub fn round(&self) -> Round {
+        match &self.state {
+            State::Sieve(_) => Round::SieveShares,
+            State::SieveProducts(_) => Round::SieveProducts,
+            State::Candidates(_) => Round::CandidateShares,
+            State::Moduli(_) => Round::ModulusShares,
+            State::BiprimeFirst(_) => Round::BiprimeFirst,
+            State::BiprimeCommit(_) => Round::BiprimeCommit,
+            State::BiprimeReveal(_) => Round::BiprimeReveal,
+            State::Gcd(_) => Round::GcdShares,
+            State::GcdReveal(_) => Round::GcdReveal,
+            State::Key1(_) => Round::KeyShares,
+            State::Key2(_) => Round::MaskedProduct,
+            State::Key3(_) => Round::Reshare,
+        }
+    }
+
+    fn batch(&self) -> u32 {
+        match &self.state {
+            State::Sieve(s) => s.batch,
+            State::SieveProducts(s) => s.batch,
+            State::Candidates(s) => s.batch,
+            State::Moduli(s) => s.batch,
+            State::BiprimeFirst(s) => s.batch,
+            State::BiprimeCommit(s) => s.batch,
+            State::BiprimeReveal(s) => s.batch,
+            State::Gcd(s) => s.batch,
+            State::GcdReveal(s) => s.batch,
+            State::Key1(_) | State::Key2(_) | State::Key3(_) => 0,
+        }
+    }
+
+    /// Delivers every message of the current round addressed to this party (broadcasts of all
+    /// parties and direct messages to it, its own included) and runs the transition. Messages
+    /// of another session, round or batch, for another party, or duplicated, are refused with
+    /// the sender named.
+    pub fn receive<R: RngCore + CryptoRng + ?Sized>(
+        self,
+        messages: Vec<Message>,
+        rng: &mut R,
+    ) -> Result<Step> {
+        let round = self.round();
+        let batch = self.batch();
+        let mut inbox = Inbox {
+            round,
+            broadcast: BTreeMap::new(),
+            direct: BTreeMap::new(),
+        };
+        for m in messages {
+            if m.from.0 == 0 || m.from.0 > self.setup.n {
+                return Err(Error::UnknownParty {
+                    party: m.from,
+                    parties: self.setup.n,
+                });
+            }
+            if m.session != self.setup.params.session {
+                return Err(blame(&m, "message of another session"));
+            }
+            if m.round != round || m.batch != batch {
+                return Err(blame(
+                    &m,
+                    format!(
+                        "message for round {:?} batch {}, expected {round:?} batch {batch}",
+                        m.round, m.batch
+                    ),
+                ));
+            }
+            let slot = match m.to {
+                None => &mut inbox.broadcast,
+                Some(to) if to == self.me => &mut inbox.direct,
+                Some(_) => return Err(blame(&m, "direct message for another party")),
+            };
+            if slot.contains_key(&m.from.0) {
+                return Err(blame(&m, "two messages in one round"));
+            }
+            slot.insert(m.from.0, m);
+        }
+        let Party {
+            setup,
+            me,
+            state,
+            mut stats,
+        } = self;
+        let ctx = Ctx { setup: &setup, me };
+        let transition = match state {
+            State::Sieve(s) => s.receive(&ctx, &inbox, rng),
+            State::SieveProducts(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::Candidates(s) => s.receive(&ctx, &inbox),
+            State::Moduli(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::BiprimeFirst(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::BiprimeCommit(s) => s.receive(&ctx, &inbox),
+            State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::Gcd(s) => s.receive(&ctx, &inbox),
+            State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::Key1(s) => s.receive(&ctx, &inbox),
+            State::Key2(s) => s.receive(&ctx, &inbox, rng),
+            State::Key3(s) => s.receive(&ctx, &inbox),
+        }?;
+        Ok(match transition {
+            Transition::Next(state, out) => Step::Continue(
+                Box::new(Party {
+                    setup,
+                    me,
+                    state,
+                    stats,
+                }),
+                out,
+            ),
+            Transition::Done(key, share) => Step::Done(Box::new(KeyOutput { key, share, stats })),
+        })
+    }
+}
+
+/// What every transition reads.
+struct Ctx<'a> {
+    setup: &'a Setup,
+    me: PartyIndex,
+}
+
+impl Ctx<'_> {
+    fn message(&self, round: Round, batch: u32, to: Option<u16>) -> Message {
+        Message::new(
+            self.setup.params.session,
+            round,
+            batch,
+            self.me,
+            to.map(PartyIndex),
+        )
+    }
+
+    fn all(&self) -> impl Iterator<Item = u16> {
+        1..=self.setup.n
+    }
+
+    fn product_parties(&self) -> impl Iterator<Item = u16> + '_ {
+        self.setup.product_parties.iter().copied()
+    }
+}

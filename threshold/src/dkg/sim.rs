@@ -1,0 +1,192 @@
+//! Runs every party of a key generation in one process, each round's messages encoded to bytes
+//! and decoded again as a transport would, parties stepping in parallel threads. For tests,
+//! rehearsals and the benchmark; the ceremony runs the same [`Party`] over TLS.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::{KeyOutput, Message, Outgoing, Parameters, Party, Round, Step};
+use crate::error::{Error, Result};
+use crate::keys::PartyIndex;
+
+/// The protocol's phases, for timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// M1–M2: sampling and distributed trial division.
+    Sieve,
+    /// M3–M4: opening N and public trial division.
+    Modulus,
+    /// M5–M7: the biprimality test.
+    Biprimality,
+    /// M8–M9: the gcd step.
+    Gcd,
+    /// K1–K3: shares of the decryption exponent, θ and verification keys.
+    Key,
+}
+
+impl Phase {
+    /// The phase a round belongs to.
+    pub fn of(round: Round) -> Phase {
+        match round {
+            Round::SieveShares | Round::SieveProducts => Phase::Sieve,
+            Round::CandidateShares | Round::ModulusShares => Phase::Modulus,
+            Round::BiprimeFirst | Round::BiprimeCommit | Round::BiprimeReveal => Phase::Biprimality,
+            Round::GcdShares | Round::GcdReveal => Phase::Gcd,
+            Round::KeyShares | Round::MaskedProduct | Round::Reshare => Phase::Key,
+        }
+    }
+
+    /// A short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Sieve => "sieve",
+            Phase::Modulus => "modulus",
+            Phase::Biprimality => "biprimality",
+            Phase::Gcd => "gcd",
+            Phase::Key => "key",
+        }
+    }
+}
+
+/// What an in-process run produced.
+#[derive(Debug)]
+pub struct Run {
+    /// Every party's output, in index order.
+    pub outputs: Vec<KeyOutput>,
+    /// Rounds executed.
+    pub rounds: u32,
+    /// Bytes of all encoded messages (a direct message counted once, a broadcast once per
+    /// recipient other than its sender).
+    pub bytes: u64,
+    /// Wall time per phase (all parties stepping in parallel).
+    pub phase_time: BTreeMap<Phase, Duration>,
+    /// Total wall time.
+    pub elapsed: Duration,
+}
+
+/// A hook that may alter a message after its sender produced it and before it is encoded — how
+/// tests play a cheating party.
+pub type Tamper<'a> = &'a mut dyn FnMut(&mut Message);
+
+/// Runs `params` with one RNG per party (index order).
+pub fn run_in_process<R: RngCore + CryptoRng + Send>(
+    params: &Parameters,
+    mut rngs: Vec<R>,
+    mut tamper: Option<Tamper<'_>>,
+) -> Result<Run> {
+    let n = usize::from(params.parties());
+    if rngs.len() != n {
+        return Err(Error::InvalidParameters(format!(
+            "{} random generators for {n} parties",
+            rngs.len()
+        )));
+    }
+    let start = Instant::now();
+    let mut parties = Vec::with_capacity(n);
+    let mut outgoing = Vec::with_capacity(n);
+    for (k, rng) in rngs.iter_mut().enumerate() {
+        let (p, out) = Party::new(params, PartyIndex(k as u16 + 1), rng)?;
+        parties.push(p);
+        outgoing.push(out);
+    }
+    let mut phase_time: BTreeMap<Phase, Duration> = BTreeMap::new();
+    let mut bytes = 0u64;
+    let mut rounds = 0u32;
+    loop {
+        rounds += 1;
+        let inboxes = deliver(n, outgoing, &mut tamper, &mut bytes)?;
+        let round = parties
+            .first()
+            .map(Party::round)
+            .unwrap_or(Round::SieveShares);
+        let t0 = Instant::now();
+        let results: Vec<Result<Step>> = std::thread::scope(|s| {
+            let handles: Vec<_> = parties
+                .into_iter()
+                .zip(inboxes)
+                .zip(rngs.iter_mut())
+                .map(|((p, inbox), rng)| s.spawn(move || p.receive(inbox, rng)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::KeyGenerationFailed(
+                            "a party's thread panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+        *phase_time.entry(Phase::of(round)).or_default() += t0.elapsed();
+        let mut next = Vec::with_capacity(n);
+        let mut outs = Vec::with_capacity(n);
+        let mut done = Vec::with_capacity(n);
+        for r in results {
+            match r? {
+                Step::Continue(p, out) => {
+                    next.push(*p);
+                    outs.push(out);
+                }
+                Step::Done(o) => done.push(*o),
+            }
+        }
+        if done.len() == n {
+            return Ok(Run {
+                outputs: done,
+                rounds,
+                bytes,
+                phase_time,
+                elapsed: start.elapsed(),
+            });
+        }
+        if !done.is_empty() {
+            return Err(Error::KeyGenerationFailed(
+                "parties finished in different rounds".into(),
+            ));
+        }
+        parties = next;
+        outgoing = outs;
+    }
+}
+
+/// Encodes, (maybe) tampers, decodes and routes one round's messages.
+fn deliver(
+    n: usize,
+    outgoing: Vec<Outgoing>,
+    tamper: &mut Option<Tamper<'_>>,
+    bytes: &mut u64,
+) -> Result<Vec<Vec<Message>>> {
+    let mut inboxes: Vec<Vec<Message>> = (0..n).map(|_| Vec::new()).collect();
+    for out in outgoing {
+        if let Some(mut b) = out.broadcast {
+            if let Some(t) = tamper.as_mut() {
+                t(&mut b);
+            }
+            let wire = b.to_bytes();
+            *bytes += (wire.len() * (n - 1)) as u64;
+            for inbox in inboxes.iter_mut() {
+                inbox.push(Message::from_bytes(&wire)?);
+            }
+        }
+        for mut d in out.direct {
+            if let Some(t) = tamper.as_mut() {
+                t(&mut d);
+            }
+            let wire = d.to_bytes();
+            let Some(to) = d.to.map(|p| usize::from(p.0)) else {
+                continue;
+            };
+            if to == 0 || to > n {
+                continue;
+            }
+            if to != usize::from(d.from.0) {
+                *bytes += wire.len() as u64;
+            }
+            inboxes[to - 1].push(Message::from_bytes(&wire)?);
+        }
+    }
+    Ok(inboxes)
+}

@@ -1,0 +1,216 @@
+//! Dealer-free key generation at test sizes (512-bit): the key decrypts with any t of n shares
+//! through the unchanged threshold core, and cheating parties are named.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use medtech_threshold::dkg::sim::run_in_process;
+use medtech_threshold::dkg::{Message, Parameters, Round};
+use medtech_threshold::{Error, PartyIndex, Plaintext};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+fn rngs(n: u16, seed: u64) -> Vec<ChaCha20Rng> {
+    (0..n)
+        .map(|k| ChaCha20Rng::seed_from_u64(seed * 1000 + u64::from(k)))
+        .collect()
+}
+
+fn params(n: u16, t: u16) -> Parameters {
+    Parameters::new(512, n, t, [42; 32])
+        .unwrap()
+        .with_biprime_reps(24)
+        .unwrap()
+}
+
+fn subsets(n: u16, t: u16) -> Vec<Vec<u16>> {
+    let mut out = Vec::new();
+    for mask in 0u32..(1 << n) {
+        if mask.count_ones() == u32::from(t) {
+            out.push((1..=n).filter(|i| mask & (1 << (i - 1)) != 0).collect());
+        }
+    }
+    out
+}
+
+fn generated_key_decrypts_with_any_t_of_n(n: u16, t: u16, seed: u64) {
+    let run = run_in_process(&params(n, t), rngs(n, seed), None).unwrap();
+    let key = run.outputs[0].key.clone();
+    assert!(
+        run.outputs.iter().all(|o| o.key == key),
+        "every party holds the same key"
+    );
+    assert_eq!(key.public_key().bits(), 512);
+    assert_eq!((key.parties(), key.threshold()), (n, t));
+    let pk = key.public_key();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let c = pk.add(
+        &pk.encrypt(&Plaintext::from_i64(1_000_000), &mut rng)
+            .unwrap(),
+        &pk.encrypt(&Plaintext::from_i64(-58), &mut rng).unwrap(),
+    );
+    for set in subsets(n, t) {
+        let partials: Vec<_> = set
+            .iter()
+            .map(|&i| {
+                run.outputs[usize::from(i) - 1]
+                    .share
+                    .partial_decrypt(&key, b"dkg-test", &c, &mut rng)
+                    .unwrap()
+            })
+            .collect();
+        let out = key.combine_partials(b"dkg-test", &c, &partials).unwrap();
+        assert!(
+            out.rejected.is_empty(),
+            "every proof verifies: {:?}",
+            out.rejected
+        );
+        assert_eq!(
+            out.decryption.plaintext,
+            Plaintext::from_i64(999_942),
+            "subset {set:?}"
+        );
+    }
+    // t − 1 shares are not enough.
+    let partials: Vec<_> = run.outputs[..usize::from(t) - 1]
+        .iter()
+        .map(|o| {
+            o.share
+                .partial_decrypt(&key, b"dkg-test", &c, &mut rng)
+                .unwrap()
+        })
+        .collect();
+    assert!(matches!(
+        key.combine_partials(b"dkg-test", &c, &partials),
+        Err(Error::NotEnoughPartials { .. })
+    ));
+    let stats = &run.outputs[0].stats;
+    assert!(stats.candidates_tried >= stats.sieve_survivors);
+    assert!(stats.sieve_survivors >= stats.trial_survivors);
+    assert!(stats.trial_survivors >= stats.first_test_survivors);
+    assert!(stats.first_test_survivors >= 1);
+}
+
+#[test]
+fn three_parties_any_two_decrypt() {
+    generated_key_decrypts_with_any_t_of_n(3, 2, 1);
+}
+
+#[test]
+fn five_parties_any_three_decrypt() {
+    generated_key_decrypts_with_any_t_of_n(5, 3, 2);
+}
+
+#[test]
+fn dishonest_majority_thresholds_are_refused() {
+    assert!(Parameters::new(512, 4, 3, [0; 32]).is_err());
+    assert!(Parameters::new(512, 5, 3, [0; 32]).is_ok());
+    assert!(Parameters::new(511, 5, 3, [0; 32]).is_err());
+    assert!(Parameters::new(512, 1, 1, [0; 32]).is_err());
+}
+
+/// Runs with a cheating party and returns the error the honest parties raise.
+fn run_with(n: u16, t: u16, seed: u64, mut cheat: impl FnMut(&mut Message)) -> Error {
+    let mut hook = |m: &mut Message| cheat(m);
+    run_in_process(&params(n, t), rngs(n, seed), Some(&mut hook)).unwrap_err()
+}
+
+fn culprit(e: &Error) -> Vec<PartyIndex> {
+    e.culprits()
+}
+
+#[test]
+fn inconsistent_key_share_names_its_dealer() {
+    // Party 2 sends party 3 a share of its φ polynomial that is off by one.
+    let mut done = false;
+    let e = run_with(3, 2, 3, |m| {
+        if m.round == Round::KeyShares
+            && m.from == PartyIndex(2)
+            && m.to == Some(PartyIndex(3))
+            && !done
+        {
+            done = true;
+            m.tweak_int_for_tests(0, 1);
+        }
+    });
+    assert!(
+        matches!(
+            e,
+            Error::Misbehaviour {
+                round: Round::KeyShares,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(culprit(&e), vec![PartyIndex(2)]);
+}
+
+#[test]
+fn wrong_commitment_names_its_dealer() {
+    // Party 1 publishes a commitment to a different β coefficient than it shared.
+    let e = run_with(3, 2, 4, |m| {
+        if m.round == Round::KeyShares && m.from == PartyIndex(1) && m.to.is_none() {
+            m.swap_ints_for_tests(2, 3);
+        }
+    });
+    assert_eq!(culprit(&e), vec![PartyIndex(1)], "{e}");
+}
+
+#[test]
+fn biprimality_opening_that_differs_from_its_commitment_names_the_sender() {
+    let e = run_with(3, 2, 5, |m| {
+        if m.round == Round::BiprimeReveal && m.from == PartyIndex(3) {
+            m.tweak_int_for_tests(0, 1);
+        }
+    });
+    assert!(
+        matches!(
+            e,
+            Error::Misbehaviour {
+                round: Round::BiprimeReveal,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(culprit(&e), vec![PartyIndex(3)]);
+}
+
+#[test]
+fn reshare_inconsistent_with_its_commitment_names_the_product_party() {
+    let e = run_with(3, 2, 6, |m| {
+        if m.round == Round::Reshare && m.from == PartyIndex(2) && m.to == Some(PartyIndex(1)) {
+            m.tweak_int_for_tests(0, -1);
+        }
+    });
+    assert_eq!(culprit(&e), vec![PartyIndex(2)], "{e}");
+}
+
+#[test]
+fn malformed_sieve_message_names_its_sender() {
+    let e = run_with(3, 2, 7, |m| {
+        if m.round == Round::SieveShares && m.from == PartyIndex(3) && m.to == Some(PartyIndex(1)) {
+            m.truncate_for_tests();
+        }
+    });
+    assert!(
+        matches!(
+            e,
+            Error::Misbehaviour {
+                round: Round::SieveShares,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(culprit(&e), vec![PartyIndex(3)]);
+}
+
+#[test]
+fn message_of_another_session_is_refused() {
+    let e = run_with(3, 2, 8, |m| {
+        if m.from == PartyIndex(2) && m.round == Round::SieveProducts {
+            m.session = [0; 32];
+        }
+    });
+    assert_eq!(culprit(&e), vec![PartyIndex(2)], "{e}");
+}
