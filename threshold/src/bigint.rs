@@ -198,11 +198,6 @@ impl Int {
         }
     }
 
-    /// The smallest probable prime greater than `self` (GMP's `mpz_nextprime`).
-    pub(crate) fn next_prime(&self) -> Int {
-        Int(self.0.nextprime())
-    }
-
     /// The Jacobi symbol `(self / n)` for odd `n > 0`: −1, 0 or 1.
     pub(crate) fn jacobi(&self, n: &Int) -> i8 {
         debug_assert!(n.is_odd() && !n.is_negative());

@@ -121,18 +121,25 @@ pub(crate) fn lagrange127(xs: &[u16]) -> Vec<u128> {
         .collect()
 }
 
-/// A prime field `F_p` on big integers.
+/// The ring `Z_p` on big integers in which the large BGW steps share: `p` is the smallest
+/// integer above `2^bits` with no prime factor up to [`super::MAX_DKG_PARTIES`]. Shamir sharing
+/// and Lagrange interpolation need only that every evaluation point and every difference of two
+/// points (all below 17) be invertible, so this ring is as private and as correct as a prime
+/// field (Cramer–Damgård–Nielsen, *Secure Multiparty Computation and Secret Sharing*, §11), and
+/// anyone recomputes it instantly — searching for a 3,300-bit prime took seconds per party.
 #[derive(Clone, Debug)]
-pub(crate) struct PrimeField {
+pub(crate) struct ShareRing {
     pub(crate) p: Int,
 }
 
-impl PrimeField {
-    /// The field of the smallest prime above `2^bits`: anyone can recompute it.
+impl ShareRing {
+    /// The ring of the smallest `p > 2^bits` coprime to every prime up to 16.
     pub(crate) fn above_power_of_two(bits: usize) -> Self {
-        PrimeField {
-            p: Int::one().shl(bits).next_prime(),
+        let mut p = Int::one().shl(bits).add(&Int::one());
+        while [2u64, 3, 5, 7, 11, 13].iter().any(|&l| p.rem_u64(l) == 0) {
+            p = p.add(&Int::one());
         }
+        ShareRing { p }
     }
 
     /// Shares `secret` (reduced mod p) with a random polynomial of `degree`, evaluated at
@@ -278,7 +285,7 @@ mod tests {
     #[test]
     fn big_field_sharing_and_integer_lagrange() {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
-        let f = PrimeField::above_power_of_two(200);
+        let f = ShareRing::above_power_of_two(200);
         let secret = Int::from_u64(987_654_321);
         let shares = f.share(&secret, 2, 5, &mut rng);
         let xs = [1u16, 4, 5];

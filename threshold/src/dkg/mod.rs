@@ -20,15 +20,16 @@
 //!   statistically (2⁻⁶² at worst). Candidates with `ℓ | N` for a prime `ℓ < 80` are dropped
 //!   (≈ 94 % of them) — distributed trial division before the expensive part.
 //! * M3–M4. Survivors: shares of `p_i`, `q_i` (degree `t − 1`) and of zero (degree `2t − 2`) over
-//!   `F_Q`, `Q` the first prime above `2^(bits+1)`; parties in `S` publish `P(j)Q(j) + Z(j)`,
-//!   which opens exactly `N`. Public trial division of `N` up to `2^16`.
+//!   `Z_Q`, `Q` the first integer above `2^(bits+1)` with no prime factor below 17 (as good as a
+//!   field for Shamir sharing among at most 16 parties); parties in `S` publish
+//!   `P(j)Q(j) + Z(j)`, which opens exactly `N`. Public trial division of `N` up to `2^16`.
 //! * M5. The Boneh–Franklin biprimality test, one repetition per candidate as a filter, with a
 //!   public `g` derived from the session and `N` (Jacobi symbol 1):
 //!   `v₁ = g^((N − p₁ − q₁ + 1)/4)`, `v_i = g^((p_i + q_i)/4)`; `N` passes iff `v₁ / Π v_i = ±1`.
 //! * M6–M7. The remaining repetitions (default 63) committed (SHA-256 with a salt) before they
 //!   are opened, so no party can choose its values after seeing the others'; a wrong opening
 //!   names the sender.
-//! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger field, and
+//! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger such ring, and
 //!   `gcd(z mod N, N) = 1` required (it rules out the non-biprimes the test cannot).
 //!
 //! **Key (Nishide–Sakurai 2010, with integer sharing).** With `φ = Σ φ_i` (party 1:
@@ -75,7 +76,7 @@ use crate::keys::{
 
 pub use message::{Message, Outgoing, Round};
 
-use field::{integer_lagrange, lagrange127, PrimeField};
+use field::{integer_lagrange, lagrange127, ShareRing};
 
 /// Statistical security parameter (bits) for masks and integer sharings.
 const STAT_BITS: usize = 128;
@@ -199,8 +200,8 @@ struct Setup {
     groups: Vec<SieveGroup>,
     /// Primes in `[SIEVE_BOUND, 2^16)` packed into products below 2^64.
     trial_packs: Vec<(u64, Vec<u64>)>,
-    modulus_field: PrimeField,
-    gcd_field: PrimeField,
+    modulus_field: ShareRing,
+    gcd_field: ShareRing,
     delta: Int,
     /// The product parties `S = {1, …, 2t − 1}`.
     product_parties: Vec<u16>,
@@ -303,8 +304,8 @@ impl Setup {
             u_bits: half - 4 - ceil_log2(usize::from(n)),
             groups,
             trial_packs,
-            modulus_field: PrimeField::above_power_of_two(bits + 1),
-            gcd_field: PrimeField::above_power_of_two(gcd_field_bits),
+            modulus_field: ShareRing::above_power_of_two(bits + 1),
+            gcd_field: ShareRing::above_power_of_two(gcd_field_bits),
             lagrange127: lagrange127(&product_parties),
             delta,
             product_parties,

@@ -84,10 +84,25 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
         )));
     }
     let start = Instant::now();
+    let started: Vec<Result<(Party, Outgoing)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = rngs
+            .iter_mut()
+            .enumerate()
+            .map(|(k, rng)| s.spawn(move || Party::new(params, PartyIndex(k as u16 + 1), rng)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::KeyGenerationFailed("a party's thread panicked".into()))
+                })
+            })
+            .collect()
+    });
     let mut parties = Vec::with_capacity(n);
     let mut outgoing = Vec::with_capacity(n);
-    for (k, rng) in rngs.iter_mut().enumerate() {
-        let (p, out) = Party::new(params, PartyIndex(k as u16 + 1), rng)?;
+    for r in started {
+        let (p, out) = r?;
         parties.push(p);
         outgoing.push(out);
     }
