@@ -8,7 +8,8 @@ use anyhow::{ensure, Context, Result};
 use medtech_threshold::dkg::sim::{run_in_process, Phase, Run};
 use medtech_threshold::dkg::Parameters;
 use medtech_threshold::Plaintext;
-use rand_core::{OsRng, RngCore};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, RngCore, SeedableRng};
 use serde_json::{json, Value};
 
 /// One benchmark configuration.
@@ -68,7 +69,11 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
         let mut session = [0u8; 32];
         OsRng.fill_bytes(&mut session);
         let params = Parameters::new(cfg.bits, cfg.parties, cfg.threshold, session)?;
-        let rngs = vec![OsRng; usize::from(cfg.parties)];
+        // Each party draws from its own ChaCha20 generator seeded by the OS (a system call per
+        // random value would dominate the sampling of tens of thousands of candidates).
+        let rngs: Vec<ChaCha20Rng> = (0..cfg.parties)
+            .map(|_| ChaCha20Rng::from_rng(OsRng))
+            .collect::<Result<_, _>>()?;
         let run = run_in_process(&params, rngs, None).context("key generation")?;
         check_key(&run).context("the generated key")?;
         let s = &run.outputs[0].stats;

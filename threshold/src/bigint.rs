@@ -349,9 +349,9 @@ impl PartialOrd<u64> for Int {
 /// An integer holding secret data: key shares, nonces, polynomial coefficients.
 ///
 /// It prints as `SecretInt(<redacted>)`, has no serde implementation, and wipes its limbs on drop.
-/// The wipe clears every set bit in place with `mpz_clrbit`, which writes into the existing limb
-/// array (GMP only lowers the size field as high limbs become zero; it never reallocates on
-/// clear), so the buffer GMP frees is zero. What this cannot reach: scratch space GMP allocates
+/// The wipe overwrites the limbs in place (`mpz_set` of an equally long value that is zero but
+/// for its top bit, then `mpz_clrbit` of that bit; GMP reallocates only to grow), so the buffer
+/// GMP frees is zero. What this cannot reach: scratch space GMP allocates
 /// inside a single operation (`mpz_powm_sec`'s temporaries). See docs/threshold.md.
 pub(crate) struct SecretInt(pub(crate) Int);
 
@@ -374,10 +374,16 @@ impl Clone for SecretInt {
 impl Zeroize for SecretInt {
     fn zeroize(&mut self) {
         let bits = self.0.bits();
-        for i in 0..bits {
-            self.0 .0.clrbit(i);
+        if bits > 0 {
+            // Overwrite every limb the value occupies in place: `mpz_set` from a value with the
+            // same number of limbs (all zero but the top bit) copies into the existing array
+            // (GMP reallocates only to grow), then one `mpz_clrbit` clears that top bit. Two
+            // calls instead of one per bit: this runs for every share of every candidate.
+            let top = bits.div_ceil(64) * 64 - 1;
+            self.0 .0.set(&(Mpz::one() << top));
+            self.0 .0.clrbit(top);
         }
-        // A negative value keeps its sign in the size field only; the limbs are now zero.
+        // The sign lives in the size field only; the limbs are now zero.
         self.0 .0 = Mpz::zero();
     }
 }

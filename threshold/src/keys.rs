@@ -329,6 +329,16 @@ impl ThresholdPublicKey {
         &self.inner.v
     }
 
+    /// The verification base `v`.
+    pub(crate) fn v(&self) -> &Int {
+        &self.inner.v
+    }
+
+    /// The combination constant θ.
+    pub(crate) fn theta(&self) -> &Int {
+        &self.inner.theta
+    }
+
     pub(crate) fn combine_factor(&self) -> &Int {
         &self.inner.combine_factor
     }

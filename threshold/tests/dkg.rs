@@ -214,3 +214,147 @@ fn message_of_another_session_is_refused() {
     });
     assert_eq!(culprit(&e), vec![PartyIndex(2)], "{e}");
 }
+
+mod reshare {
+    use super::*;
+    use medtech_threshold::dealer;
+    use medtech_threshold::dkg::reshare::{deal, receive, ReshareParameters};
+    use medtech_threshold::{KeyShare, ThresholdPublicKey};
+
+    /// Runs a re-sharing from `dealers` to a committee of `n2` with threshold `t2`, letting
+    /// `cheat` alter the messages in flight.
+    fn run(
+        key: &ThresholdPublicKey,
+        shares: &[KeyShare],
+        dealers: &[u16],
+        n2: u16,
+        t2: u16,
+        mut cheat: impl FnMut(&mut Message),
+    ) -> Result<Vec<(ThresholdPublicKey, KeyShare)>, Error> {
+        let ds: Vec<PartyIndex> = dealers.iter().map(|&d| PartyIndex(d)).collect();
+        let params = ReshareParameters::new([5; 32], key, &ds, n2, t2)?;
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        let mut wire = Vec::new();
+        for &d in dealers {
+            let out = deal(&params, &shares[usize::from(d) - 1], &mut rng)?;
+            for mut m in out.broadcast.into_iter().chain(out.direct) {
+                cheat(&mut m);
+                wire.push(m.to_bytes());
+            }
+        }
+        let msgs: Vec<Message> = wire
+            .iter()
+            .map(|w| Message::from_bytes(w).unwrap())
+            .collect();
+        (1..=n2)
+            .map(|j| receive(&params, PartyIndex(j), &msgs))
+            .collect()
+    }
+
+    fn decrypts(key: &ThresholdPublicKey, shares: &[&KeyShare], m: i64) -> bool {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let c = key
+            .public_key()
+            .encrypt(&Plaintext::from_i64(m), &mut rng)
+            .unwrap();
+        let partials: Vec<_> = shares
+            .iter()
+            .map(|s| s.partial_decrypt(key, b"reshare", &c, &mut rng).unwrap())
+            .collect();
+        matches!(key.combine_partials(b"reshare", &c, &partials),
+            Ok(out) if out.decryption.plaintext == Plaintext::from_i64(m) && out.rejected.is_empty())
+    }
+
+    #[test]
+    fn a_hospital_joins_and_the_same_public_key_decrypts_with_any_three_of_six() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 11).unwrap();
+        let new = run(&key, &shares, &[1, 3, 5], 6, 3, |_| {}).unwrap();
+        let new_key = new[0].0.clone();
+        assert!(new.iter().all(|(k, _)| *k == new_key));
+        assert_eq!(
+            new_key.public_key(),
+            key.public_key(),
+            "same N: old ciphertexts stay valid"
+        );
+        assert_ne!(new_key.fingerprint(), key.fingerprint());
+        for set in subsets(6, 3) {
+            let s: Vec<&KeyShare> = set.iter().map(|&i| &new[usize::from(i) - 1].1).collect();
+            assert!(decrypts(&new_key, &s, 31_337), "subset {set:?}");
+        }
+    }
+
+    #[test]
+    fn refresh_of_a_generated_key_makes_old_shares_useless_with_the_new_key() {
+        let run = run_in_process(&params(3, 2), rngs(3, 12), None).unwrap();
+        let key = run.outputs[0].key.clone();
+        let old: Vec<KeyShare> = run.outputs.into_iter().map(|o| o.share).collect();
+        let new = super::reshare::run(&key, &old, &[2, 3], 3, 2, |_| {}).unwrap();
+        let new_key = new[0].0.clone();
+        assert_eq!(new_key.public_key(), key.public_key());
+        for set in subsets(3, 2) {
+            let s: Vec<&KeyShare> = set.iter().map(|&i| &new[usize::from(i) - 1].1).collect();
+            assert!(decrypts(&new_key, &s, -4_242), "subset {set:?}");
+        }
+        // An old share cannot be used with the new key: refused by fingerprint, and its bytes
+        // do not load under the new key.
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let c = key
+            .public_key()
+            .encrypt(&Plaintext::from_i64(1), &mut rng)
+            .unwrap();
+        assert!(old[0]
+            .partial_decrypt(&new_key, b"x", &c, &mut rng)
+            .is_err());
+        assert!(KeyShare::from_secret_bytes(&old[0].to_secret_bytes(), &new_key).is_err());
+        // And the new shares are not the old ones.
+        assert_ne!(*new[0].1.to_secret_bytes(), *old[0].to_secret_bytes(),);
+    }
+
+    #[test]
+    fn a_hospital_leaves_two_of_three_remain_enough() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 13).unwrap();
+        let new = run(&key, &shares, &[2, 3, 4], 3, 2, |_| {}).unwrap();
+        for set in subsets(3, 2) {
+            let s: Vec<&KeyShare> = set.iter().map(|&i| &new[usize::from(i) - 1].1).collect();
+            assert!(decrypts(&new[0].0, &s, 77), "subset {set:?}");
+        }
+    }
+
+    #[test]
+    fn dealer_resharing_something_other_than_its_share_is_named() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 14).unwrap();
+        // Dealer 3 claims a different constant: swaps its first two commitments.
+        let e = run(&key, &shares, &[1, 3, 5], 5, 3, |m| {
+            if m.from == PartyIndex(3) && m.to.is_none() {
+                m.swap_ints_for_tests(0, 1);
+            }
+        })
+        .unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(3)], "{e}");
+    }
+
+    #[test]
+    fn dealer_sending_an_inconsistent_share_is_named() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 15).unwrap();
+        let e = run(&key, &shares, &[1, 3, 5], 5, 3, |m| {
+            if m.from == PartyIndex(5) && m.to == Some(PartyIndex(2)) {
+                m.tweak_int_for_tests(0, 1);
+            }
+        })
+        .unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(5)], "{e}");
+    }
+
+    #[test]
+    fn wrong_dealer_sets_are_refused() {
+        let (key, _) = dealer::insecure_generate_from_seed(512, 5, 3, 16).unwrap();
+        let p = |ds: &[u16]| {
+            let ds: Vec<PartyIndex> = ds.iter().map(|&d| PartyIndex(d)).collect();
+            ReshareParameters::new([0; 32], &key, &ds, 5, 3)
+        };
+        assert!(p(&[1, 2]).is_err(), "fewer than t");
+        assert!(p(&[1, 1, 2]).is_err(), "duplicate");
+        assert!(p(&[1, 2, 6]).is_err(), "not a member");
+        assert!(p(&[1, 2, 3]).is_ok());
+    }
+}

@@ -187,7 +187,12 @@ impl ShareRing {
 
     /// `Σ λ_j · y_j mod p`.
     pub(crate) fn interpolate_at_zero(&self, xs: &[u16], ys: &[&Int]) -> Int {
-        self.lagrange(xs)
+        self.interpolate_with(&self.lagrange(xs), ys)
+    }
+
+    /// `Σ λ_j · y_j mod p` with precomputed coefficients.
+    pub(crate) fn interpolate_with(&self, lagrange: &[Int], ys: &[&Int]) -> Int {
+        lagrange
             .iter()
             .zip(ys)
             .fold(Int::zero(), |acc, (l, y)| acc.add(&l.mul(y)))

@@ -8,6 +8,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::field::eval_int;
 use super::message::MAX_INT_BITS;
 use super::modulus::Candidate;
+use super::reshare::committed_at;
 use super::{blame, Ctx, Inbox, Message, Outgoing, Round, State, Transition};
 use crate::bigint::{Int, SecretInt};
 use crate::dealer::verification_base;
@@ -21,18 +22,6 @@ fn pow_signed_secret(v: &Int, v_inv: &Int, x: &Int, nn: &Int) -> Int {
     } else {
         v.pow_mod_secret(&SecretInt::new(x.clone()), nn)
     }
-}
-
-/// `Π_m C_m^(x^m) mod N²`: what a Feldman commitment says the share at `x` is, in the exponent.
-fn committed_at(commitments: &[Int], x: u16, nn: &Int) -> Int {
-    let x = Int::from_u64(u64::from(x));
-    let mut power = Int::one();
-    let mut acc = Int::one();
-    for c in commitments {
-        acc = acc.mul_mod(&c.pow_mod(&power, nn), nn);
-        power = power.mul(&x);
-    }
-    acc
 }
 
 /// A polynomial over the integers: `constant` and `degree` coefficients uniform in

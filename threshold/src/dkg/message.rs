@@ -54,6 +54,9 @@ pub enum Round {
     /// K3 (direct + broadcast): degree reduction — each product party reshares its product
     /// share, with Feldman commitments.
     Reshare = 12,
+    /// R1 (direct + broadcast): an existing member reshares its key share to a (new)
+    /// committee, with Feldman commitments (see [`crate::dkg::reshare`]).
+    Refresh = 13,
 }
 
 impl Round {
@@ -72,6 +75,7 @@ impl Round {
             10 => KeyShares,
             11 => MaskedProduct,
             12 => Reshare,
+            13 => Refresh,
             _ => return None,
         })
     }

@@ -53,6 +53,8 @@
 //! candidate fail (denial of service) or the key unusable, which the ceremony's test decryption
 //! detects without naming it.
 //!
+//! [`reshare`] refreshes the shares of an existing key or moves it to a new committee.
+//!
 //! Round state is a type and a transition consumes it; what is sent is a [`Message`]; secret
 //! state (`p_i`, `q_i`, polynomial coefficients, shares) is in zeroize-on-drop integers.
 
@@ -60,6 +62,7 @@ mod field;
 mod key;
 mod message;
 mod modulus;
+pub mod reshare;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -201,6 +204,8 @@ struct Setup {
     /// Primes in `[SIEVE_BOUND, 2^16)` packed into products below 2^64.
     trial_packs: Vec<(u64, Vec<u64>)>,
     modulus_field: ShareRing,
+    /// Lagrange coefficients at 0 for `S` in `modulus_field`.
+    modulus_lagrange: Vec<Int>,
     gcd_field: ShareRing,
     delta: Int,
     /// The product parties `S = {1, …, 2t − 1}`.
@@ -296,6 +301,8 @@ impl Setup {
         let gcd_product = half + 2 + gcd_r + logn;
         let gcd_rho = gcd_product + STAT_BITS - bits.min(gcd_product) + 2;
         let gcd_field_bits = bits + gcd_rho + logn + 4;
+        let modulus_field = ShareRing::above_power_of_two(bits + 1);
+        let modulus_lagrange = modulus_field.lagrange(&product_parties);
         Arc::new(Setup {
             params: params.clone(),
             n,
@@ -304,7 +311,8 @@ impl Setup {
             u_bits: half - 4 - ceil_log2(usize::from(n)),
             groups,
             trial_packs,
-            modulus_field: ShareRing::above_power_of_two(bits + 1),
+            modulus_field,
+            modulus_lagrange,
             gcd_field: ShareRing::above_power_of_two(gcd_field_bits),
             lagrange127: lagrange127(&product_parties),
             delta,

@@ -401,7 +401,7 @@ impl ModulusRound {
             .enumerate()
             .filter_map(|(c, cand)| {
                 let ys: Vec<&Int> = bodies.iter().map(|b| &b[c]).collect();
-                let n = field.interpolate_at_zero(&setup.product_parties, &ys);
+                let n = field.interpolate_with(&setup.modulus_lagrange, &ys);
                 let ok = n.bits() == bits
                     && n.rem_u64(4) == 1
                     && setup.trial_packs.iter().all(|(prod, primes)| {

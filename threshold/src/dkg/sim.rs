@@ -34,7 +34,7 @@ impl Phase {
             Round::CandidateShares | Round::ModulusShares => Phase::Modulus,
             Round::BiprimeFirst | Round::BiprimeCommit | Round::BiprimeReveal => Phase::Biprimality,
             Round::GcdShares | Round::GcdReveal => Phase::Gcd,
-            Round::KeyShares | Round::MaskedProduct | Round::Reshare => Phase::Key,
+            Round::KeyShares | Round::MaskedProduct | Round::Reshare | Round::Refresh => Phase::Key,
         }
     }
 
@@ -94,7 +94,9 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(Error::KeyGenerationFailed("a party's thread panicked".into()))
+                    Err(Error::KeyGenerationFailed(
+                        "a party's thread panicked".into(),
+                    ))
                 })
             })
             .collect()
@@ -167,41 +169,85 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
     }
 }
 
-/// Encodes, (maybe) tampers, decodes and routes one round's messages.
+/// Encodes, (maybe) tampers, decodes and routes one round's messages (encoding per sender and
+/// decoding per recipient in parallel threads).
 fn deliver(
     n: usize,
     outgoing: Vec<Outgoing>,
     tamper: &mut Option<Tamper<'_>>,
     bytes: &mut u64,
 ) -> Result<Vec<Vec<Message>>> {
-    let mut inboxes: Vec<Vec<Message>> = (0..n).map(|_| Vec::new()).collect();
-    for out in outgoing {
-        if let Some(mut b) = out.broadcast {
-            if let Some(t) = tamper.as_mut() {
-                t(&mut b);
+    let mut outgoing = outgoing;
+    if let Some(t) = tamper.as_mut() {
+        for out in &mut outgoing {
+            if let Some(b) = out.broadcast.as_mut() {
+                t(b);
             }
-            let wire = b.to_bytes();
-            *bytes += (wire.len() * (n - 1)) as u64;
-            for inbox in inboxes.iter_mut() {
-                inbox.push(Message::from_bytes(&wire)?);
+            for d in &mut out.direct {
+                t(d);
             }
-        }
-        for mut d in out.direct {
-            if let Some(t) = tamper.as_mut() {
-                t(&mut d);
-            }
-            let wire = d.to_bytes();
-            let Some(to) = d.to.map(|p| usize::from(p.0)) else {
-                continue;
-            };
-            if to == 0 || to > n {
-                continue;
-            }
-            if to != usize::from(d.from.0) {
-                *bytes += wire.len() as u64;
-            }
-            inboxes[to - 1].push(Message::from_bytes(&wire)?);
         }
     }
-    Ok(inboxes)
+    // (recipient or None for everyone, sender, wire bytes)
+    type Wire = (Option<usize>, usize, Vec<u8>);
+    let encoded: Vec<Vec<Wire>> = std::thread::scope(|s| {
+        let handles: Vec<_> = outgoing
+            .iter()
+            .map(|out| {
+                s.spawn(move || {
+                    let mut w: Vec<Wire> = Vec::new();
+                    if let Some(b) = &out.broadcast {
+                        w.push((None, usize::from(b.from.0), b.to_bytes()));
+                    }
+                    for d in &out.direct {
+                        let to =
+                            d.to.map(|p| usize::from(p.0))
+                                .filter(|&to| (1..=n).contains(&to));
+                        if let Some(to) = to {
+                            w.push((Some(to), usize::from(d.from.0), d.to_bytes()));
+                        }
+                    }
+                    w
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    drop(outgoing);
+    for (to, from, wire) in encoded.iter().flatten() {
+        *bytes += match to {
+            None => (wire.len() * (n - 1)) as u64,
+            Some(to) if to != from => wire.len() as u64,
+            Some(_) => 0,
+        };
+    }
+    let encoded = &encoded;
+    let decoded: Vec<Result<Vec<Message>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=n)
+            .map(|me| {
+                s.spawn(move || {
+                    encoded
+                        .iter()
+                        .flatten()
+                        .filter(|(to, _, _)| to.is_none_or(|to| to == me))
+                        .map(|(_, _, wire)| Message::from_bytes(wire))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::KeyGenerationFailed(
+                        "a decoding thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    decoded.into_iter().collect()
 }

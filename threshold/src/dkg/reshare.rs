@@ -1,0 +1,294 @@
+//! Key refresh and re-sharing: the same key `N` (and so every ciphertext already made under it)
+//! moves to fresh shares for the same committee, or to a new committee `(n', t')` — a hospital
+//! joins or leaves — without anyone reconstructing the decryption exponent.
+//!
+//! Herzberg et al. (CRYPTO 1995) proactive refresh and Desmedt–Jajodia (1997) redistribution,
+//! over the integers as in Rabin (CRYPTO 1998) and Shoup (2000 §2):
+//!
+//! 1. A set `T` of exactly `t` current members, fixed in the [`ReshareParameters`], deals. Member
+//!    `i ∈ T` with share `s_i` takes `e_i = λ'_i·s_i·Δ'` (`λ'_i` the `Δ`-scaled integer Lagrange
+//!    coefficient of `i` in `T`, `Δ' = n'!`) and shares it with a degree-`t' − 1` integer
+//!    polynomial whose other coefficients are `2^128` times larger than `e_i·Δ'·n'^t'`, with
+//!    Feldman commitments `D_{i,m} = v^(coefficient)`. It sends `g_i(j)` to new member `j`.
+//! 2. New member `j` checks, for every dealer: `D_{i,0}^Δ = v_i^(λ'_i·Δ')` — the dealt constant
+//!    *is* the dealer's current share, checked against its verification key `v_i = v^(Δ s_i)` —
+//!    and `v^(g_i(j)) = Π_m D_{i,m}^(j^m)`. Either failure names the dealer.
+//! 3. `s'_j = Σ_{i∈T} g_i(j)` shares `d' = Δ·Δ'·d` with degree `t' − 1`; the new verification keys
+//!    are `v'_k = (Π_i Π_m D_{i,m}^(k^m))^Δ'`, the new combination constant `θ' = Δ·Δ'·θ mod N`.
+//!
+//! The old shares are a sharing of `d`, the new ones of `Δ·Δ'·d` with independent randomness:
+//! after a refresh, `t − 1` old shares together with `t' − 1` new ones reveal nothing, and old
+//! shares do not combine with the new key (its fingerprint differs, and the core refuses a share
+//! of another key). Each re-sharing adds about `|λ'| + 2|Δ| + 128 + t'·log n'` bits to the share
+//! bound (≈ 170 bits at n = 5): dozens of refreshes stay within the core's limits.
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::field::{eval_int, integer_lagrange};
+use super::message::{Message, Outgoing, Round, MAX_INT_BITS};
+use super::{blame, MAX_DKG_PARTIES};
+use crate::bigint::{Int, SecretInt};
+use crate::error::{Error, Result};
+use crate::keys::{factorial, KeyShare, PartyIndex, ThresholdPublicKey, MAX_PARTIES};
+
+const STAT_BITS: usize = super::STAT_BITS;
+
+/// What everyone agrees on before a re-sharing.
+#[derive(Clone, Debug)]
+pub struct ReshareParameters {
+    session: [u8; 32],
+    key: ThresholdPublicKey,
+    dealers: Vec<u16>,
+    new_parties: u16,
+    new_threshold: u16,
+}
+
+impl ReshareParameters {
+    /// Re-shares `key` from exactly `t` of its members (`dealers`, distinct) to a committee of
+    /// `new_parties` with threshold `new_threshold`. Same `(n, t)` is a refresh.
+    pub fn new(
+        session: [u8; 32],
+        key: &ThresholdPublicKey,
+        dealers: &[PartyIndex],
+        new_parties: u16,
+        new_threshold: u16,
+    ) -> Result<Self> {
+        let mut ds: Vec<u16> = dealers.iter().map(|p| p.0).collect();
+        ds.sort_unstable();
+        ds.dedup();
+        if ds.len() != dealers.len() || ds.len() != usize::from(key.threshold()) {
+            return Err(Error::InvalidParameters(format!(
+                "re-sharing needs exactly t = {} distinct dealers, got {:?}",
+                key.threshold(),
+                dealers
+            )));
+        }
+        if ds.iter().any(|&d| d == 0 || d > key.parties()) {
+            return Err(Error::InvalidParameters(
+                "dealer outside the committee".into(),
+            ));
+        }
+        if !(1..=MAX_PARTIES.min(MAX_DKG_PARTIES)).contains(&new_parties)
+            || new_threshold == 0
+            || new_threshold > new_parties
+        {
+            return Err(Error::InvalidParameters(format!(
+                "new committee of {new_parties} with threshold {new_threshold}"
+            )));
+        }
+        Ok(ReshareParameters {
+            session,
+            key: key.clone(),
+            dealers: ds,
+            new_parties,
+            new_threshold,
+        })
+    }
+
+    /// `(bits of |e_i|, bits of the polynomial coefficients, bits of the new share bound)`.
+    fn sizes(&self) -> (usize, usize, usize) {
+        let old_delta = self.key.delta();
+        let new_delta = factorial(self.new_parties);
+        let lambda_bits = integer_lagrange(&self.dealers, old_delta)
+            .iter()
+            .map(Int::bits)
+            .max()
+            .unwrap_or(1);
+        let e_bits = self.key.share_bits() as usize + lambda_bits + new_delta.bits();
+        let spread = usize::from(self.new_threshold)
+            * (u16::BITS - self.new_parties.leading_zeros()) as usize
+            + 2;
+        let coeff = e_bits + new_delta.bits() + spread + STAT_BITS;
+        let dealers = self.dealers.len().next_power_of_two().trailing_zeros() as usize;
+        (e_bits, coeff, coeff + spread + dealers + 2)
+    }
+}
+
+fn pow_signed(base: &Int, e: &Int, m: &Int) -> Option<Int> {
+    if e.is_negative() {
+        Some(base.invert(m)?.pow_mod(&e.abs(), m))
+    } else {
+        Some(base.pow_mod(e, m))
+    }
+}
+
+/// Dealer side: member `share.index()` (one of the dealers) produces its commitments
+/// (broadcast) and one share per new member (direct, recipients are new indices).
+pub fn deal<R: RngCore + CryptoRng + ?Sized>(
+    params: &ReshareParameters,
+    share: &KeyShare,
+    rng: &mut R,
+) -> Result<Outgoing> {
+    let key = &params.key;
+    if share.key_fingerprint() != key.fingerprint() {
+        return Err(Error::Mismatch(
+            "key share belongs to a different threshold key",
+        ));
+    }
+    let me = share.index();
+    let pos = params
+        .dealers
+        .iter()
+        .position(|&d| d == me.0)
+        .ok_or_else(|| Error::InvalidParameters(format!("party {me} is not a dealer")))?;
+    let lambda = &integer_lagrange(&params.dealers, key.delta())[pos];
+    let new_delta = factorial(params.new_parties);
+    let (_, coeff_bits, _) = params.sizes();
+    let mut poly = vec![SecretInt::new(
+        share.secret().expose().mul(lambda).mul(&new_delta),
+    )];
+    for _ in 1..params.new_threshold {
+        poly.push(SecretInt::new(Int::random_bits(rng, coeff_bits)));
+    }
+    let nn = key.public_key().nn();
+    let v = key.v();
+    let v_inv = v
+        .invert(nn)
+        .ok_or_else(|| Error::InvalidParameters("verification base is not a unit".into()))?;
+    let commitments = poly
+        .iter()
+        .map(|c| {
+            let x = c.expose();
+            if x.is_negative() {
+                v_inv.pow_mod_secret(&SecretInt::new(x.abs()), nn)
+            } else {
+                v.pow_mod_secret(c, nn)
+            }
+        })
+        .collect();
+    let mut broadcast = Message::new(params.session, Round::Refresh, 0, me, None);
+    broadcast.ints = commitments;
+    let direct = (1..=params.new_parties)
+        .map(|j| {
+            let mut m = Message::new(params.session, Round::Refresh, 0, me, Some(PartyIndex(j)));
+            m.ints = vec![eval_int(&poly, j)];
+            m
+        })
+        .collect();
+    Ok(Outgoing {
+        broadcast: Some(broadcast),
+        direct,
+    })
+}
+
+/// New-member side: checks every dealer's commitments against its verification key and its
+/// share against its commitments, and returns the new key and this member's new share.
+/// `messages` are the dealers' broadcasts and their direct messages to `me`.
+pub fn receive(
+    params: &ReshareParameters,
+    me: PartyIndex,
+    messages: &[Message],
+) -> Result<(ThresholdPublicKey, KeyShare)> {
+    let key = &params.key;
+    if me.0 == 0 || me.0 > params.new_parties {
+        return Err(Error::UnknownParty {
+            party: me,
+            parties: params.new_parties,
+        });
+    }
+    let pk = key.public_key();
+    let nn = pk.nn();
+    let t_new = usize::from(params.new_threshold);
+    let new_delta = factorial(params.new_parties);
+    let lambdas = integer_lagrange(&params.dealers, key.delta());
+    let (_, _, bound) = params.sizes();
+    let find = |dealer: u16, direct: bool| {
+        let mut it = messages.iter().filter(|m| {
+            m.from.0 == dealer
+                && m.session == params.session
+                && m.round == Round::Refresh
+                && (m.to == Some(me)) == direct
+                && (direct || m.to.is_none())
+        });
+        let first = it.next();
+        match (first, it.next()) {
+            (Some(m), None) => Ok(m),
+            (Some(m), Some(_)) => Err(blame(m, "two messages in one round")),
+            (None, _) => Err(Error::Misbehaviour {
+                party: PartyIndex(dealer),
+                round: Round::Refresh,
+                reason: "no message received".into(),
+            }),
+        }
+    };
+    let mut all_commitments = Vec::with_capacity(params.dealers.len());
+    let mut s = Int::zero();
+    for (&dealer, lambda) in params.dealers.iter().zip(&lambdas) {
+        let b = find(dealer, false)?;
+        let d = find(dealer, true)?;
+        let cs = super::modulus::expect_ints(b, t_new, nn)?;
+        if cs.iter().any(|c| c.is_zero() || c.gcd(nn) != Int::one()) {
+            return Err(blame(b, "commitment is not a unit mod N²"));
+        }
+        // D_{i,0}^Δ must equal v_i^(λ'_i·Δ'): the dealt constant is the dealer's share.
+        let vk = key.vk(PartyIndex(dealer))?;
+        let expected = pow_signed(vk, &lambda.mul(&new_delta), nn)
+            .ok_or_else(|| blame(b, "verification key is not a unit"))?;
+        if cs[0].pow_mod(key.delta(), nn) != expected {
+            return Err(blame(
+                b,
+                "re-shared constant does not match the dealer's verification key",
+            ));
+        }
+        if d.ints.len() != 1 || !d.small.is_empty() || d.ints[0].bits() > MAX_INT_BITS {
+            return Err(blame(d, "expected one share"));
+        }
+        let x = &d.ints[0];
+        let lhs = if x.is_negative() {
+            key.v()
+                .invert(nn)
+                .map(|vi| vi.pow_mod_secret(&SecretInt::new(x.abs()), nn))
+        } else {
+            Some(key.v().pow_mod_secret(&SecretInt::new(x.clone()), nn))
+        };
+        if lhs != Some(committed_at(cs, me.0, nn)) {
+            return Err(blame(d, "share does not match its Feldman commitment"));
+        }
+        s = s.add(x);
+        all_commitments.push(cs);
+    }
+    let s = SecretInt::new(s);
+    if s.expose().is_negative() || s.expose().is_zero() || s.expose().bits() > bound {
+        return Err(Error::KeyGenerationFailed(
+            "new key share outside its public bound".into(),
+        ));
+    }
+    let vks = (1..=params.new_parties)
+        .map(|k| {
+            all_commitments
+                .iter()
+                .fold(Int::one(), |acc, cs| {
+                    acc.mul_mod(&committed_at(cs, k, nn), nn)
+                })
+                .pow_mod(&new_delta, nn)
+        })
+        .collect();
+    let theta = key
+        .theta()
+        .mul(key.delta())
+        .mul(&new_delta)
+        .rem_euclid(pk.n());
+    let new_key = ThresholdPublicKey::from_parts(
+        pk.clone(),
+        params.new_parties,
+        params.new_threshold,
+        key.v().clone(),
+        vks,
+        theta,
+        bound as u32,
+    )?;
+    let share = KeyShare::new(me, s, new_key.fingerprint());
+    Ok((new_key, share))
+}
+
+/// `Π_m C_m^(x^m) mod N²`: what a Feldman commitment says the share at `x` is, in the exponent.
+pub(super) fn committed_at(commitments: &[Int], x: u16, nn: &Int) -> Int {
+    let x = Int::from_u64(u64::from(x));
+    let mut power = Int::one();
+    let mut acc = Int::one();
+    for c in commitments {
+        acc = acc.mul_mod(&c.pow_mod(&power, nn), nn);
+        power = power.mul(&x);
+    }
+    acc
+}
