@@ -1,7 +1,8 @@
 //! `medtech demo`: a local committee of hospitals answers one private grouped count end to end
 //! on the threshold and noise cores, in one process:
 //!
-//! 1. key generation (dealer mode until the dealer-free ceremony of issue 3 lands);
+//! 1. key generation without a dealer (the `dkg` protocol, all parties in this process; `--dealer`
+//!    selects the labelled dealer mode instead);
 //! 2. the researcher's query is authorised and its ε charged against the budgets;
 //! 3. each hospital encrypts its per-speciality counts, packed, with a range proof;
 //! 4. each online member adds committed, range-bounded noise shares (member #2 is offline: the
@@ -10,8 +11,8 @@
 //! 6. the noisy counts are released with their 95% intervals, and a repeat of the query that
 //!    would overspend the researcher's budget is refused.
 //!
-//! What it does not do yet, and says so: dealer-free key generation (issue 3), running the query
-//! over the replicated ledger (the ledger exists, issue 5; driving queries through it is issue 6)
+//! What it does not do yet, and says so: the key ceremony over the network (issue 3), running the
+//! query over the replicated ledger (the ledger exists, issue 5; driving queries through it is issue 6)
 //! and the node with its HTTP API (issue 6).
 
 use std::io::Write;
@@ -23,8 +24,9 @@ use medtech_noise::{
     Accountant, Committee, Cost, Event, Mechanism, Micros, QueryPlan, QueryResult, QueryShape,
     Subject,
 };
-use medtech_threshold::{dealer, PackedCiphertext, PartialDecryption, PartyIndex, SlotLayout};
-use rand_core::{OsRng, RngCore};
+use medtech_threshold::{dealer, dkg, PackedCiphertext, PartialDecryption, PartyIndex, SlotLayout};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, RngCore, SeedableRng};
 
 /// Demo parameters.
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct DemoConfig {
     pub parties: u16,
     /// Threshold.
     pub threshold: u16,
+    /// Use the trusted-dealer key mode instead of dealer-free generation.
+    pub dealer: bool,
 }
 
 impl Default for DemoConfig {
@@ -43,6 +47,7 @@ impl Default for DemoConfig {
             bits: 2048,
             parties: 5,
             threshold: 3,
+            dealer: false,
         }
     }
 }
@@ -80,16 +85,42 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> anyhow::Result<DemoOutcome>
     )?;
     writeln!(
         out,
-        "  (in one process; dealer key mode. Not built yet: dealer-free keygen, the query protocol over the replicated ledger, the node and its API)"
+        "  (in one process. Not built yet: the key ceremony over the network, the query protocol over the replicated ledger, the node and its API)"
     )?;
 
     let t0 = Instant::now();
-    let (key, shares) = dealer::generate(cfg.bits, cfg.parties, cfg.threshold, &mut rng)?;
+    let (key, shares, how) = if cfg.dealer {
+        let (key, shares) = dealer::generate(cfg.bits, cfg.parties, cfg.threshold, &mut rng)?;
+        (
+            key,
+            shares,
+            "DEALER mode: the dealer knew the factorisation".to_string(),
+        )
+    } else {
+        let mut session = [0u8; 32];
+        rng.fill_bytes(&mut session);
+        let params = dkg::Parameters::new(cfg.bits, cfg.parties, cfg.threshold, session)
+            .map_err(|e| anyhow::anyhow!("{e} (use --dealer for other committee shapes)"))?;
+        let rngs = (0..cfg.parties)
+            .map(|_| ChaCha20Rng::from_rng(OsRng))
+            .collect::<Result<Vec<_>, _>>()?;
+        let run = dkg::sim::run_in_process(&params, rngs, None)?;
+        let stats = run.outputs[0].stats.clone();
+        let how = format!(
+            "no dealer: {} candidate pairs, {} rounds, {:.0} MB exchanged",
+            stats.candidates_tried,
+            run.rounds,
+            run.bytes as f64 / 1e6
+        );
+        let key = run.outputs[0].key.clone();
+        let shares = run.outputs.into_iter().map(|o| o.share).collect();
+        (key, shares, how)
+    };
     key.precompute();
     let pk = key.public_key();
     writeln!(
         out,
-        "1. key generation (dealer mode): {:.1} s, key fingerprint {}",
+        "1. key generation ({how}): {:.1} s, key fingerprint {}",
         t0.elapsed().as_secs_f64(),
         hex8(&key.fingerprint())
     )?;
@@ -347,6 +378,7 @@ mod tests {
             bits: 512,
             parties: 5,
             threshold: 3,
+            dealer: false,
         };
         let mut out = Vec::new();
         let outcome = run(&cfg, &mut out).unwrap();

@@ -37,6 +37,9 @@ enum Command {
         bits: u32,
         #[command(flatten)]
         committee: CommitteeArgs,
+        /// Generate the key with a trusted dealer instead of the dealer-free protocol.
+        #[arg(long)]
+        dealer: bool,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -186,11 +189,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo {
             bits,
             committee: CommitteeArgs { parties, threshold },
+            dealer,
         } => {
             let cfg = demo::DemoConfig {
                 bits,
                 parties,
                 threshold,
+                dealer,
             };
             demo::run(&cfg, &mut std::io::stdout())?;
         }

@@ -358,3 +358,26 @@ mod reshare {
         assert!(p(&[1, 2, 3]).is_ok());
     }
 }
+
+/// A sieve or test that threw away good candidates (or let bad ones through to be caught later)
+/// would shift the number of candidate pairs needed away from the prime-number theorem's
+/// `(ln 2^(bits/2) / 2)²` ≈ 7,872 at 512 bits. Fixed seeds: deterministic.
+#[test]
+fn candidates_needed_match_the_prime_number_theorem() {
+    let runs = 40u64;
+    let mut total = 0u64;
+    for r in 0..runs {
+        let p = Parameters::new(512, 3, 2, [r as u8; 32])
+            .unwrap()
+            .with_batch(512)
+            .unwrap()
+            .with_biprime_reps(4)
+            .unwrap();
+        let run = run_in_process(&p, rngs(3, 100 + r), None).unwrap();
+        total += run.outputs[0].stats.candidates_tried;
+    }
+    let mean = total as f64 / runs as f64;
+    // Geometric with mean ≈ 7,872 (+ half a batch): the mean of 40 has a standard deviation of
+    // about 1,250.
+    assert!((5_000.0..11_500.0).contains(&mean), "mean {mean}");
+}
