@@ -120,6 +120,26 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
         .and_then(|i| runs.get(i).cloned())
         .unwrap_or(Value::Null);
     let rss = peak_rss_mb();
+    // The number of candidates is geometric, so a median over few runs swings with luck. The
+    // steadier figures: time per batch of candidates (excluding the one-off gcd and key stages)
+    // and the time that implies for the expected number of candidates, (ln 2^(bits/2) / 2)²
+    // pairs plus half a batch.
+    let batches: f64 = runs.iter().filter_map(|r| r["batches"].as_f64()).sum();
+    let per_run_fixed: f64 = runs
+        .iter()
+        .map(|r| {
+            r["phases"]["gcd"].as_f64().unwrap_or(0.0) + r["phases"]["key"].as_f64().unwrap_or(0.0)
+        })
+        .sum::<f64>()
+        / runs.len() as f64;
+    let batch_seconds =
+        (secs.iter().sum::<f64>() - per_run_fixed * runs.len() as f64) / batches.max(1.0);
+    let h = f64::from(cfg.bits / 2) * std::f64::consts::LN_2 / 2.0;
+    let batch_size = runs
+        .first()
+        .and_then(|r| Some(r["candidates_tried"].as_f64()? / r["batches"].as_f64()?))
+        .unwrap_or(1.0);
+    let expected_batches = (h * h + batch_size / 2.0) / batch_size;
     Ok(json!({
         "bits": cfg.bits,
         "parties": cfg.parties,
@@ -128,6 +148,9 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
         "seconds": (median * 1000.0).round() / 1000.0,
         "candidates_tried": median_run.get("candidates_tried").cloned().unwrap_or(Value::Null),
         "phases": median_run.get("phases").cloned().unwrap_or(Value::Null),
+        "seconds_per_batch": (batch_seconds * 1000.0).round() / 1000.0,
+        "batch_candidates": batch_size,
+        "expected_seconds": ((expected_batches * batch_seconds + per_run_fixed) * 10.0).round() / 10.0,
         "peak_rss_mb_process": rss,
         "peak_rss_mb_per_party": rss.map(|r| (r / f64::from(cfg.parties) * 10.0).round() / 10.0),
         "all_runs": runs,

@@ -1,4 +1,5 @@
-//! Every decoder of outside bytes in medtech-threshold, against a fixed small key: it must
+//! Every decoder of outside bytes in medtech-threshold (keys, ciphertexts, partials, range
+//! proofs, key shares, key-generation messages fed to a party), against a fixed small key: it must
 //! return an error or a value, never panic, hang or allocate without bound. The first byte
 //! picks the decoder.
 #![no_main]
@@ -20,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else { return };
     let (key, _) = key();
     let pk = key.public_key();
-    match which % 6 {
+    match which % 7 {
         0 => drop(PublicKey::from_bytes(bytes)),
         1 => drop(ThresholdPublicKey::from_bytes(bytes)),
         2 => drop(Ciphertext::from_bytes(pk, bytes)),
@@ -41,6 +42,24 @@ fuzz_target!(|data: &[u8]| {
                     pk.encrypt(&medtech_threshold::Plaintext::from_i64(1), &mut rand_core_os()),
                 ) {
                     let _ = pk.verify_range(layout, 100, b"fuzz", &c, &proof);
+                }
+            }
+        }
+        5 => {
+            // A key-generation message, decoded and then delivered to a party waiting for its
+            // first round: hostile messages must give an error naming a sender, never a panic.
+            if let Ok(m) = medtech_threshold::dkg::Message::from_bytes(bytes) {
+                let params = medtech_threshold::dkg::Parameters::new(512, 3, 2, m.session)
+                    .and_then(|p| p.with_batch(2));
+                if let Ok(params) = params {
+                    let mut rng = rand_core_os();
+                    if let Ok((party, _)) = medtech_threshold::dkg::Party::new(
+                        &params,
+                        medtech_threshold::PartyIndex(1),
+                        &mut rng,
+                    ) {
+                        let _ = party.receive(vec![m], &mut rng);
+                    }
                 }
             }
         }
