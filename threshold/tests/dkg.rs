@@ -381,3 +381,134 @@ fn candidates_needed_match_the_prime_number_theorem() {
     // about 1,250.
     assert!((5_000.0..11_500.0).contains(&mean), "mean {mean}");
 }
+
+mod transcript {
+    use super::*;
+    use medtech_threshold::dkg::verify::replay;
+
+    fn generated() -> (Parameters, medtech_threshold::dkg::sim::Run) {
+        let p = params(3, 2);
+        let run = run_in_process(&p, rngs(3, 21), None).unwrap();
+        (p, run)
+    }
+
+    /// Whether a replay of `broadcasts` confirms the published key.
+    fn confirms(
+        p: &Parameters,
+        broadcasts: &[Message],
+        published: &medtech_threshold::ThresholdPublicKey,
+    ) -> Result<bool, Error> {
+        replay(p, broadcasts).map(|v| v.key == *published)
+    }
+
+    #[test]
+    fn the_broadcasts_alone_determine_the_published_key() {
+        let (p, run) = generated();
+        let v = replay(&p, &run.broadcasts).unwrap();
+        assert_eq!(v.key, run.outputs[0].key);
+        assert_eq!(v.messages, run.broadcasts.len());
+        assert!(v.moduli_tested >= 1 && v.moduli_opened >= v.moduli_tested);
+        // Order does not matter.
+        let mut shuffled = run.broadcasts.clone();
+        shuffled.reverse();
+        assert!(confirms(&p, &shuffled, &run.outputs[0].key).unwrap());
+    }
+
+    #[test]
+    fn tampered_transcripts_fail_verification() {
+        let (p, run) = generated();
+        let published = run.outputs[0].key.clone();
+        type Tamper = Box<dyn Fn(&mut Vec<Message>)>;
+        let cases: Vec<(&str, Tamper)> = vec![
+            (
+                "a verification-key commitment changed",
+                Box::new(move |b: &mut Vec<Message>| {
+                    let i = b.iter().position(|m| m.round == Round::Reshare).unwrap();
+                    b[i].swap_ints_for_tests(0, 1);
+                }),
+            ),
+            (
+                "a masked product changed (θ)",
+                Box::new(move |b: &mut Vec<Message>| {
+                    let i = b
+                        .iter()
+                        .position(|m| m.round == Round::MaskedProduct)
+                        .unwrap();
+                    b[i].tweak_int_for_tests(0, 1);
+                }),
+            ),
+            (
+                "a biprimality opening changed",
+                Box::new(|b: &mut Vec<Message>| {
+                    let i = b
+                        .iter()
+                        .position(|m| m.round == Round::BiprimeReveal)
+                        .unwrap();
+                    b[i].tweak_int_for_tests(0, 1);
+                }),
+            ),
+            (
+                "a broadcast removed",
+                Box::new(|b: &mut Vec<Message>| {
+                    let i = b
+                        .iter()
+                        .position(|m| m.round == Round::ModulusShares)
+                        .unwrap();
+                    b.remove(i);
+                }),
+            ),
+            (
+                "an opened modulus share changed",
+                Box::new(|b: &mut Vec<Message>| {
+                    let i = b
+                        .iter()
+                        .rposition(|m| m.round == Round::ModulusShares)
+                        .unwrap();
+                    b[i].tweak_int_for_tests(0, 2);
+                }),
+            ),
+            (
+                "a message of another session",
+                Box::new(|b: &mut Vec<Message>| {
+                    b[0].session = [1; 32];
+                }),
+            ),
+            (
+                "a duplicated broadcast",
+                Box::new(|b: &mut Vec<Message>| {
+                    let m = b[3].clone();
+                    b.push(m);
+                }),
+            ),
+            (
+                "a key-stage commitment dropped",
+                Box::new(|b: &mut Vec<Message>| {
+                    let i = b.iter().position(|m| m.round == Round::KeyShares).unwrap();
+                    b[i].truncate_for_tests();
+                }),
+            ),
+        ];
+        for (what, tamper) in cases {
+            let mut b = run.broadcasts.clone();
+            tamper(&mut b);
+            let verdict = confirms(&p, &b, &published);
+            assert!(
+                !matches!(verdict, Ok(true)),
+                "{what}: the tampered transcript still verified"
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_opening_in_the_transcript_is_blamed_on_its_sender() {
+        let (p, run) = generated();
+        let mut b = run.broadcasts.clone();
+        let i = b
+            .iter()
+            .position(|m| m.round == Round::BiprimeReveal && m.from == PartyIndex(2))
+            .unwrap();
+        b[i].tweak_int_for_tests(0, 1);
+        let e = replay(&p, &b).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(2)], "{e}");
+    }
+}

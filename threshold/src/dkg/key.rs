@@ -129,11 +129,7 @@ impl Round1 {
         let setup = ctx.setup;
         let t = usize::from(setup.t);
         let nn = self.pk.nn().clone();
-        let commitments = inbox
-            .broadcasts(ctx.all())?
-            .into_iter()
-            .map(|m| expect_commitments(m, 4 * t - 1, &nn))
-            .collect::<Result<Vec<_>>>()?;
+        let commitments = key_commitments(setup, &inbox.broadcasts(ctx.all())?, &nn)?;
         let shares = inbox
             .directs(ctx.all())?
             .into_iter()
@@ -200,29 +196,7 @@ impl Round2 {
         let setup = ctx.setup;
         let n = self.pk.n().clone();
         let nn = self.pk.nn().clone();
-        let ys = inbox
-            .broadcasts(ctx.product_parties())?
-            .into_iter()
-            .map(|m| expect_signed(m, 1).map(|s| s[0].clone()))
-            .collect::<Result<Vec<_>>>()?;
-        // Δ·(Δ²φβ + N·ρ) = Σ λ'_j y_j over the integers.
-        let total = ys
-            .iter()
-            .zip(&setup.int_lagrange)
-            .fold(Int::zero(), |acc, (y, l)| acc.add(&y.mul(l)));
-        let opened = total.div_exact(&setup.delta).ok_or_else(|| {
-            Error::KeyGenerationFailed(
-                "the published products do not lie on one polynomial (a product party lied)".into(),
-            )
-        })?;
-        let theta = opened
-            .rem_euclid(&n)
-            .mul(&setup.delta)
-            .mul(&setup.delta)
-            .rem_euclid(&n);
-        if theta.is_zero() || theta.gcd(&n) != Int::one() {
-            return Err(Error::KeyGenerationFailed("θ is not a unit mod N".into()));
-        }
+        let theta = open_theta(setup, &inbox.broadcasts(ctx.product_parties())?, &n)?;
         let mut out = Outgoing::default();
         if let Some(pos) = setup.product_parties.iter().position(|&p| p == ctx.me.0) {
             let e = self
@@ -269,9 +243,9 @@ impl Round3 {
         let setup = ctx.setup;
         let t = usize::from(setup.t);
         let nn = self.pk.nn().clone();
-        let commitments = inbox
-            .broadcasts(ctx.product_parties())?
-            .into_iter()
+        let broadcasts = inbox.broadcasts(ctx.product_parties())?;
+        let commitments = broadcasts
+            .iter()
             .map(|m| expect_commitments(m, t, &nn))
             .collect::<Result<Vec<_>>>()?;
         let shares = inbox.directs(ctx.product_parties())?;
@@ -290,27 +264,84 @@ impl Round3 {
                 "key share outside its public bound".into(),
             ));
         }
-        let vks = ctx
-            .all()
-            .map(|k| {
-                commitments
-                    .iter()
-                    .fold(Int::one(), |acc, c| {
-                        acc.mul_mod(&committed_at(c, k, &nn), &nn)
-                    })
-                    .pow_mod(&setup.delta, &nn)
-            })
-            .collect();
-        let key = ThresholdPublicKey::from_parts(
-            self.pk,
-            setup.n,
-            setup.t,
-            self.v,
-            vks,
-            self.theta,
-            bound as u32,
-        )?;
+        let key = public_key(setup, self.pk, self.v, self.theta, &broadcasts)?;
         let share = KeyShare::new(ctx.me, s, key.fingerprint());
         Ok(Transition::Done(key, share))
     }
+}
+
+// The public computations of the key stage, shared with the transcript verifier.
+
+/// K1: every party's `4t − 1` commitments (φ, β, mask), checked to be units of `Z*_{N²}`.
+pub(super) fn key_commitments<'m>(
+    setup: &super::Setup,
+    msgs: &[&'m Message],
+    nn: &Int,
+) -> Result<Vec<&'m [Int]>> {
+    let t = usize::from(setup.t);
+    msgs.iter()
+        .map(|m| expect_commitments(m, 4 * t - 1, nn))
+        .collect()
+}
+
+/// K2: θ from the product parties' masked products.
+pub(super) fn open_theta(setup: &super::Setup, msgs: &[&Message], n: &Int) -> Result<Int> {
+    let ys = msgs
+        .iter()
+        .map(|m| expect_signed(m, 1).map(|s| s[0].clone()))
+        .collect::<Result<Vec<_>>>()?;
+    // Δ·(Δ²φβ + N·ρ) = Σ λ'_j y_j over the integers.
+    let total = ys
+        .iter()
+        .zip(&setup.int_lagrange)
+        .fold(Int::zero(), |acc, (y, l)| acc.add(&y.mul(l)));
+    let opened = total.div_exact(&setup.delta).ok_or_else(|| {
+        Error::KeyGenerationFailed(
+            "the published products do not lie on one polynomial (a product party lied)".into(),
+        )
+    })?;
+    let theta = opened
+        .rem_euclid(n)
+        .mul(&setup.delta)
+        .mul(&setup.delta)
+        .rem_euclid(n);
+    if theta.is_zero() || theta.gcd(n) != Int::one() {
+        return Err(Error::KeyGenerationFailed("θ is not a unit mod N".into()));
+    }
+    Ok(theta)
+}
+
+/// K3: the threshold key from the reshare commitments: `v_k = (Π_j Π_m D_{j,m}^(k^m))^Δ`.
+pub(super) fn public_key(
+    setup: &super::Setup,
+    pk: PublicKey,
+    v: Int,
+    theta: Int,
+    msgs: &[&Message],
+) -> Result<ThresholdPublicKey> {
+    let nn = pk.nn().clone();
+    let t = usize::from(setup.t);
+    let commitments = msgs
+        .iter()
+        .map(|m| expect_commitments(m, t, &nn))
+        .collect::<Result<Vec<_>>>()?;
+    let vks = (1..=setup.n)
+        .map(|k| {
+            commitments
+                .iter()
+                .fold(Int::one(), |acc, c| {
+                    acc.mul_mod(&committed_at(c, k, &nn), &nn)
+                })
+                .pow_mod(&setup.delta, &nn)
+        })
+        .collect();
+    ThresholdPublicKey::from_parts(
+        pk,
+        setup.n,
+        setup.t,
+        v,
+        vks,
+        theta,
+        setup.sizes.share.min(MAX_INT_BITS) as u32,
+    )
 }

@@ -53,7 +53,8 @@
 //! candidate fail (denial of service) or the key unusable, which the ceremony's test decryption
 //! detects without naming it.
 //!
-//! [`reshare`] refreshes the shares of an existing key or moves it to a new committee.
+//! [`verify::replay`] checks a key generation offline from its broadcasts alone (a ceremony
+//! transcript). [`reshare`] refreshes the shares of an existing key or moves it to a new committee.
 //!
 //! Round state is a type and a transition consumes it; what is sent is a [`Message`]; secret
 //! state (`p_i`, `q_i`, polynomial coefficients, shares) is in zeroize-on-drop integers.
@@ -64,6 +65,7 @@ mod message;
 mod modulus;
 pub mod reshare;
 pub mod sim;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

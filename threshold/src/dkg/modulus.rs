@@ -206,31 +206,13 @@ impl SieveProductRound {
         rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
-        let groups = setup.groups.len();
         let msgs = inbox.broadcasts(ctx.product_parties())?;
-        let bodies = msgs
-            .iter()
-            .map(|m| expect_small(m, self.cands.len() * groups))
-            .collect::<Result<Vec<_>>>()?;
+        let pass = sieve_passes(setup, &msgs, self.cands.len())?;
         let survivors: Vec<Candidate> = self
             .cands
             .into_iter()
-            .enumerate()
-            .filter(|(c, _)| {
-                setup.groups.iter().enumerate().all(|(g, group)| {
-                    let y = bodies
-                        .iter()
-                        .zip(&setup.lagrange127)
-                        .fold(0u128, |acc, (b, l)| {
-                            add127(acc, mul127(*l, b[c * groups + g]))
-                        });
-                    debug_assert!(y < P127);
-                    // y = (Σ p_i mod M)(Σ q_i mod M) + M·R₀ exactly (no wrap), so y ≡ N (mod M).
-                    let r = (y % u128::from(group.modulus)) as u64;
-                    group.primes.iter().all(|&l| !r.is_multiple_of(l))
-                })
-            })
-            .map(|(_, c)| c)
+            .zip(pass)
+            .filter_map(|(c, ok)| ok.then_some(c))
             .collect();
         stats.sieve_survivors += survivors.len() as u64;
         if survivors.is_empty() {
@@ -388,28 +370,13 @@ impl ModulusRound {
         rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
-        let field = &setup.modulus_field;
         let msgs = inbox.broadcasts(ctx.product_parties())?;
-        let bodies = msgs
-            .iter()
-            .map(|m| expect_ints(m, self.cands.len(), &field.p))
-            .collect::<Result<Vec<_>>>()?;
-        let bits = setup.params.bits as usize;
+        let moduli = open_moduli(setup, &msgs, self.cands.len())?;
         let survivors: Vec<(Candidate, Int)> = self
             .cands
             .into_iter()
-            .enumerate()
-            .filter_map(|(c, cand)| {
-                let ys: Vec<&Int> = bodies.iter().map(|b| &b[c]).collect();
-                let n = field.interpolate_with(&setup.modulus_lagrange, &ys);
-                let ok = n.bits() == bits
-                    && n.rem_u64(4) == 1
-                    && setup.trial_packs.iter().all(|(prod, primes)| {
-                        let r = n.rem_u64(*prod);
-                        primes.iter().all(|&l| !r.is_multiple_of(l))
-                    });
-                ok.then_some((cand, n))
-            })
+            .zip(moduli)
+            .filter_map(|(c, n)| n.map(|n| (c, n)))
             .collect();
         stats.trial_survivors += survivors.len() as u64;
         if survivors.is_empty() {
@@ -493,19 +460,12 @@ impl FirstTestRound {
         let setup = ctx.setup;
         let moduli: Vec<&Int> = self.cands.iter().map(|(_, n)| n).collect();
         let msgs = inbox.broadcasts(ctx.all())?;
-        let bodies = msgs
-            .iter()
-            .map(|m| expect_units(m, moduli.len(), &moduli))
-            .collect::<Result<Vec<_>>>()?;
+        let pass = first_test_passes(&msgs, &moduli)?;
         let survivors: Vec<(Candidate, Int)> = self
             .cands
             .into_iter()
-            .enumerate()
-            .filter(|(c, (_, n))| {
-                let vs: Vec<&Int> = bodies.iter().map(|b| &b[*c]).collect();
-                biprime_check(n, &vs)
-            })
-            .map(|(_, x)| x)
+            .zip(pass)
+            .filter_map(|(c, ok)| ok.then_some(c))
             .collect();
         stats.first_test_survivors += survivors.len() as u64;
         if survivors.is_empty() {
@@ -551,14 +511,7 @@ pub(super) struct CommitRound {
 
 impl CommitRound {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
-        let msgs = inbox.broadcasts(ctx.all())?;
-        let mut digests = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            match (m.digest, m.small.is_empty() && m.ints.is_empty()) {
-                (Some(d), true) => digests.push(d),
-                _ => return Err(blame(m, "expected a commitment and nothing else")),
-            }
-        }
+        let digests = biprime_commitments(&inbox.broadcasts(ctx.all())?)?;
         let mut m = ctx.message(Round::BiprimeReveal, self.batch, None);
         m.ints = self.values;
         m.digest = Some(self.salt);
@@ -593,27 +546,11 @@ impl RevealRound {
         rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
-        let reps = setup.params.biprime_reps as usize - 1;
         let moduli: Vec<&Int> = self.cands.iter().map(|(_, n)| n).collect();
         let msgs = inbox.broadcasts(ctx.all())?;
-        let mut bodies = Vec::with_capacity(msgs.len());
-        for (m, digest) in msgs.iter().zip(&self.digests) {
-            let Some(salt) = m.digest else {
-                return Err(blame(m, "opening without its salt"));
-            };
-            let values = expect_units(m, moduli.len() * reps, &moduli)?;
-            if commitment(setup, self.batch, m.from, &salt, values) != *digest {
-                return Err(blame(m, "opening does not match its commitment"));
-            }
-            bodies.push(values);
-        }
-        let chosen = self.cands.into_iter().enumerate().find(|(c, (_, n))| {
-            (0..reps).all(|rep| {
-                let vs: Vec<&Int> = bodies.iter().map(|b| &b[c * reps + rep]).collect();
-                biprime_check(n, &vs)
-            })
-        });
-        let Some((_, (cand, n))) = chosen else {
+        let chosen_at = chosen_candidate(setup, self.batch, &msgs, &self.digests, &moduli)?;
+        let chosen = chosen_at.and_then(|at| self.cands.into_iter().nth(at));
+        let Some((cand, n)) = chosen else {
             return next_batch(ctx, self.batch, stats, rng);
         };
         // The gcd step's inputs: a_i = p_i + q_i (− 1 at party 1), r_i, and N·ρ_i.
@@ -708,21 +645,138 @@ impl GcdRevealRound {
         stats: &mut Stats,
         rng: &mut R,
     ) -> Result<Transition> {
-        let setup = ctx.setup;
-        let field = &setup.gcd_field;
         let msgs = inbox.broadcasts(ctx.product_parties())?;
-        let bodies = msgs
-            .iter()
-            .map(|m| expect_ints(m, 1, &field.p))
-            .collect::<Result<Vec<_>>>()?;
-        let ys: Vec<&Int> = bodies.iter().map(|b| &b[0]).collect();
-        let z = field
-            .interpolate_at_zero(&setup.product_parties, &ys)
-            .rem_euclid(&self.n);
-        if z.gcd(&self.n) != Int::one() {
+        if !gcd_passes(ctx.setup, &msgs, &self.n)? {
             return next_batch(ctx, self.batch, stats, rng);
         }
         let (state, out) = key::start(ctx, self.n, self.cand, rng)?;
         Ok(Transition::Next(state, out))
     }
+}
+
+// The public computations of each round, shared by the parties and by the transcript verifier
+// ([`super::verify`]): everything here depends on broadcasts only.
+
+/// M2: which candidates of a batch of `k` survive distributed trial division.
+pub(super) fn sieve_passes(setup: &Setup, msgs: &[&Message], k: usize) -> Result<Vec<bool>> {
+    let groups = setup.groups.len();
+    let bodies = msgs
+        .iter()
+        .map(|m| expect_small(m, k * groups))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((0..k)
+        .map(|c| {
+            setup.groups.iter().enumerate().all(|(g, group)| {
+                let y = bodies
+                    .iter()
+                    .zip(&setup.lagrange127)
+                    .fold(0u128, |acc, (b, l)| {
+                        add127(acc, mul127(*l, b[c * groups + g]))
+                    });
+                debug_assert!(y < P127);
+                // y = (Σ p_i mod M)(Σ q_i mod M) + M·R₀ exactly (no wrap), so y ≡ N (mod M).
+                let r = (y % u128::from(group.modulus)) as u64;
+                group.primes.iter().all(|&l| !r.is_multiple_of(l))
+            })
+        })
+        .collect())
+}
+
+/// M4: each surviving candidate's opened N, or `None` where it fails the size, residue or
+/// trial-division checks.
+pub(super) fn open_moduli(
+    setup: &Setup,
+    msgs: &[&Message],
+    count: usize,
+) -> Result<Vec<Option<Int>>> {
+    let field = &setup.modulus_field;
+    let bodies = msgs
+        .iter()
+        .map(|m| expect_ints(m, count, &field.p))
+        .collect::<Result<Vec<_>>>()?;
+    let bits = setup.params.bits as usize;
+    Ok((0..count)
+        .map(|c| {
+            let ys: Vec<&Int> = bodies.iter().map(|b| &b[c]).collect();
+            let n = field.interpolate_with(&setup.modulus_lagrange, &ys);
+            let ok = n.bits() == bits
+                && n.rem_u64(4) == 1
+                && setup.trial_packs.iter().all(|(prod, primes)| {
+                    let r = n.rem_u64(*prod);
+                    primes.iter().all(|&l| !r.is_multiple_of(l))
+                });
+            ok.then_some(n)
+        })
+        .collect())
+}
+
+/// M5: which moduli pass the first biprimality repetition.
+pub(super) fn first_test_passes(msgs: &[&Message], moduli: &[&Int]) -> Result<Vec<bool>> {
+    let bodies = msgs
+        .iter()
+        .map(|m| expect_units(m, moduli.len(), moduli))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(moduli
+        .iter()
+        .enumerate()
+        .map(|(c, n)| {
+            let vs: Vec<&Int> = bodies.iter().map(|b| &b[c]).collect();
+            biprime_check(n, &vs)
+        })
+        .collect())
+}
+
+/// M6: everyone's commitment to the remaining repetitions.
+pub(super) fn biprime_commitments(msgs: &[&Message]) -> Result<Vec<[u8; 32]>> {
+    msgs.iter()
+        .map(
+            |m| match (m.digest, m.small.is_empty() && m.ints.is_empty()) {
+                (Some(d), true) => Ok(d),
+                _ => Err(blame(m, "expected a commitment and nothing else")),
+            },
+        )
+        .collect()
+}
+
+/// M7: checks every opening against its commitment (naming a liar) and returns the position of
+/// the first modulus that passes every repetition.
+pub(super) fn chosen_candidate(
+    setup: &Setup,
+    batch: u32,
+    msgs: &[&Message],
+    digests: &[[u8; 32]],
+    moduli: &[&Int],
+) -> Result<Option<usize>> {
+    let reps = setup.params.biprime_reps as usize - 1;
+    let mut bodies = Vec::with_capacity(msgs.len());
+    for (m, digest) in msgs.iter().zip(digests) {
+        let Some(salt) = m.digest else {
+            return Err(blame(m, "opening without its salt"));
+        };
+        let values = expect_units(m, moduli.len() * reps, moduli)?;
+        if commitment(setup, batch, m.from, &salt, values) != *digest {
+            return Err(blame(m, "opening does not match its commitment"));
+        }
+        bodies.push(values);
+    }
+    Ok(moduli.iter().enumerate().position(|(c, n)| {
+        (0..reps).all(|rep| {
+            let vs: Vec<&Int> = bodies.iter().map(|b| &b[c * reps + rep]).collect();
+            biprime_check(n, &vs)
+        })
+    }))
+}
+
+/// M9: whether the opened gcd-step product is coprime to N.
+pub(super) fn gcd_passes(setup: &Setup, msgs: &[&Message], n: &Int) -> Result<bool> {
+    let field = &setup.gcd_field;
+    let bodies = msgs
+        .iter()
+        .map(|m| expect_ints(m, 1, &field.p))
+        .collect::<Result<Vec<_>>>()?;
+    let ys: Vec<&Int> = bodies.iter().map(|b| &b[0]).collect();
+    let z = field
+        .interpolate_at_zero(&setup.product_parties, &ys)
+        .rem_euclid(n);
+    Ok(z.gcd(n) == Int::one())
 }

@@ -64,6 +64,8 @@ pub struct Run {
     pub phase_time: BTreeMap<Phase, Duration>,
     /// Total wall time.
     pub elapsed: Duration,
+    /// Every broadcast, as delivered (the public transcript).
+    pub broadcasts: Vec<Message>,
 }
 
 /// A hook that may alter a message after its sender produced it and before it is encoded — how
@@ -111,9 +113,13 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
     let mut phase_time: BTreeMap<Phase, Duration> = BTreeMap::new();
     let mut bytes = 0u64;
     let mut rounds = 0u32;
+    let mut broadcasts = Vec::new();
     loop {
         rounds += 1;
         let inboxes = deliver(n, outgoing, &mut tamper, &mut bytes)?;
+        if let Some(first) = inboxes.first() {
+            broadcasts.extend(first.iter().filter(|m| m.to.is_none()).cloned());
+        }
         let round = parties
             .first()
             .map(Party::round)
@@ -157,6 +163,7 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
                 bytes,
                 phase_time,
                 elapsed: start.elapsed(),
+                broadcasts,
             });
         }
         if !done.is_empty() {

@@ -1,0 +1,167 @@
+//! Offline verification of a key generation from its **broadcasts alone** — what a security
+//! reviewer runs on a ceremony transcript.
+//!
+//! [`replay`] re-runs every public computation of every batch, in order, exactly as the parties
+//! did: which candidates survived distributed trial division (M2), the opened moduli and their
+//! public trial division (M4), the first biprimality repetition (M5), every commitment and opening
+//! of the remaining repetitions (M6–M7), the gcd step (M9); then, for the accepted modulus, the
+//! key stage's commitments (K1), θ (K2) and every verification key from the reshare commitments
+//! (K3). It returns the threshold key this transcript determines — which must equal the key the
+//! ceremony published — or an error naming the party whose broadcast is missing, malformed or
+//! inconsistent. Direct (secret) messages are not needed and must not be in a transcript.
+//!
+//! What it cannot check is what nobody can check from public data: that private shares were
+//! consistent in the modulus stage, and that published products are products (docs/dkg.md,
+//! "Limits").
+
+use std::collections::BTreeMap;
+
+use super::modulus::{
+    biprime_commitments, chosen_candidate, first_test_passes, gcd_passes, open_moduli, sieve_passes,
+};
+use super::{key, Message, Parameters, Round, Setup};
+use crate::bigint::Int;
+use crate::dealer::verification_base;
+use crate::error::{Error, Result};
+use crate::keys::{PartyIndex, PublicKey, ThresholdPublicKey};
+
+/// What a successful replay established.
+#[derive(Debug)]
+pub struct Verified {
+    /// The threshold key the transcript determines.
+    pub key: ThresholdPublicKey,
+    /// Candidate batches the transcript covers.
+    pub batches: u32,
+    /// Moduli opened (and trial-divided) across all batches.
+    pub moduli_opened: u64,
+    /// Moduli that went through the biprimality test.
+    pub moduli_tested: u64,
+    /// Broadcast messages checked.
+    pub messages: usize,
+}
+
+/// Replays the public side of a key generation with `params` from its broadcasts (any order).
+pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
+    let setup = Setup::new(params);
+    let n = setup.n;
+    let mut index: BTreeMap<(Round, u32, u16), &Message> = BTreeMap::new();
+    for m in broadcasts {
+        if m.to.is_some() {
+            return Err(super::blame(m, "a direct (secret) message in a transcript"));
+        }
+        if m.from.0 == 0 || m.from.0 > n {
+            return Err(Error::UnknownParty {
+                party: m.from,
+                parties: n,
+            });
+        }
+        if m.session != params.session {
+            return Err(super::blame(m, "message of another session"));
+        }
+        if index.insert((m.round, m.batch, m.from.0), m).is_some() {
+            return Err(super::blame(m, "two broadcasts in one round"));
+        }
+    }
+    let max_batch = broadcasts
+        .iter()
+        .filter(|m| m.round < Round::KeyShares)
+        .map(|m| m.batch)
+        .max()
+        .unwrap_or(0);
+    let mut used = 0usize;
+    let mut get = |round: Round, batch: u32, from: &mut dyn Iterator<Item = u16>| {
+        from.map(|p| {
+            index
+                .get(&(round, batch, p))
+                .copied()
+                .ok_or_else(|| Error::Misbehaviour {
+                    party: PartyIndex(p),
+                    round,
+                    reason: format!("no broadcast in batch {batch}"),
+                })
+        })
+        .collect::<Result<Vec<&Message>>>()
+        .inspect(|v| used += v.len())
+    };
+    let s = setup.product_parties.clone();
+    let k = params.batch;
+    let (mut opened, mut tested) = (0u64, 0u64);
+    for batch in 0..=max_batch {
+        let pass = sieve_passes(
+            &setup,
+            &get(Round::SieveProducts, batch, &mut s.iter().copied())?,
+            k,
+        )?;
+        let count = pass.iter().filter(|&&p| p).count();
+        if count == 0 {
+            continue;
+        }
+        let moduli: Vec<Int> = open_moduli(
+            &setup,
+            &get(Round::ModulusShares, batch, &mut s.iter().copied())?,
+            count,
+        )?
+        .into_iter()
+        .flatten()
+        .collect();
+        opened += count as u64;
+        if moduli.is_empty() {
+            continue;
+        }
+        tested += moduli.len() as u64;
+        let refs: Vec<&Int> = moduli.iter().collect();
+        let pass = first_test_passes(&get(Round::BiprimeFirst, batch, &mut (1..=n))?, &refs)?;
+        let s3: Vec<&Int> = refs
+            .iter()
+            .zip(pass)
+            .filter_map(|(m, ok)| ok.then_some(*m))
+            .collect();
+        if s3.is_empty() {
+            continue;
+        }
+        let digests = biprime_commitments(&get(Round::BiprimeCommit, batch, &mut (1..=n))?)?;
+        let reveal = get(Round::BiprimeReveal, batch, &mut (1..=n))?;
+        let Some(at) = chosen_candidate(&setup, batch, &reveal, &digests, &s3)? else {
+            continue;
+        };
+        let modulus = s3[at].clone();
+        if !gcd_passes(
+            &setup,
+            &get(Round::GcdReveal, batch, &mut s.iter().copied())?,
+            &modulus,
+        )? {
+            continue;
+        }
+        if batch != max_batch {
+            return Err(Error::KeyGenerationFailed(format!(
+                "batch {batch} accepted a modulus but the transcript goes on to batch {max_batch}"
+            )));
+        }
+        let pk = PublicKey::from_modulus(modulus.clone())?;
+        let v = verification_base(&pk);
+        key::key_commitments(&setup, &get(Round::KeyShares, 0, &mut (1..=n))?, pk.nn())?;
+        let theta = key::open_theta(
+            &setup,
+            &get(Round::MaskedProduct, 0, &mut s.iter().copied())?,
+            &modulus,
+        )?;
+        let reshares = get(Round::Reshare, 0, &mut s.iter().copied())?;
+        let key = key::public_key(&setup, pk, v, theta, &reshares)?;
+        if used != broadcasts.len() {
+            return Err(Error::KeyGenerationFailed(format!(
+                "{} broadcasts in the transcript belong to no step of the protocol",
+                broadcasts.len() - used
+            )));
+        }
+        return Ok(Verified {
+            key,
+            batches: batch + 1,
+            moduli_opened: opened,
+            moduli_tested: tested,
+            messages: used,
+        });
+    }
+    Err(Error::KeyGenerationFailed(
+        "the transcript ends before a modulus was accepted".into(),
+    ))
+}
