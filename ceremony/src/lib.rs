@@ -1,11 +1,25 @@
 //! The dealer-free key ceremony (issue 3).
 //!
 //! The protocol lives in [`medtech_threshold::dkg`] as a transport-agnostic state machine. This
-//! crate is the tool around it. What exists today: [`bench`], which runs every party in one
-//! process with real message encoding and reports the figures issue 3 asks for. Still to come
-//! (see docs/ceremony.md): `run` and `join` over mutually authenticated TLS with signed
-//! messages, the JSON transcript and `verify`, `test-decrypt`, and encrypted key-share files.
+//! crate is the tool around it:
+//! * [`rehearsal`] — `run`: a whole ceremony on one machine with the outputs a real one leaves
+//!   (key, signed transcript, pinned identities, sealed share files, summary);
+//! * [`transcript`] — the transcript and `verify`, which re-runs every public step offline;
+//! * [`sharefile`] — key shares sealed at rest (key file or Argon2id passphrase,
+//!   ChaCha20-Poly1305);
+//! * [`files`] — the key file, a reviewer's challenge and partial decryptions (`test-decrypt`);
+//! * [`bench`] — the benchmark.
+//!
+//! Not built yet (docs/ceremony.md): `join` — one party per host over mutually authenticated TLS.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bench;
+mod error;
+pub mod files;
+pub mod rehearsal;
+pub mod sharefile;
+pub mod transcript;
+
+pub use error::{Error, Result};

@@ -1,9 +1,16 @@
 //! The `medtech-ceremony` command.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use medtech_ceremony::bench::{self, BenchConfig};
+use medtech_ceremony::files::{challenge, load_challenge, load_key, load_partials, PartialFile};
+use medtech_ceremony::rehearsal::{self, RunConfig};
+use medtech_ceremony::sharefile::{open, parse_key_file, Unlock};
+use medtech_ceremony::transcript::{self, Identity};
+use rand_core::OsRng;
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +25,80 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole ceremony on this machine (rehearsal): key, signed transcript, sealed shares.
+    Run {
+        /// Number of parties n.
+        #[arg(long, default_value_t = 5)]
+        parties: u16,
+        /// Threshold t (2t − 1 ≤ n).
+        #[arg(long, default_value_t = 3)]
+        threshold: u16,
+        /// Modulus size in bits.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seal the share files with the passphrase in this environment variable (Argon2id)
+        /// instead of one key file per party.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+    },
+    /// Verify a transcript offline; exit status 1 unless every check passes.
+    Verify {
+        /// The transcript (JSON).
+        transcript: PathBuf,
+        /// Pinned identity keys (JSON list from the ceremony configuration).
+        #[arg(long)]
+        identities: Option<PathBuf>,
+        /// The published threshold key the transcript must produce.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Test decryption, step 1 (reviewer): encrypt a random value under the key; prints it.
+    Challenge {
+        /// The threshold key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the challenge.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Test decryption, step 2 (each of t members): partially decrypt the challenge.
+    Partial {
+        /// The threshold key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The challenge file.
+        #[arg(long)]
+        challenge: PathBuf,
+        /// This member's sealed share file.
+        #[arg(long)]
+        share: PathBuf,
+        /// The share's key file (or use --passphrase-env).
+        #[arg(long)]
+        share_key: Option<PathBuf>,
+        /// Environment variable holding the share's passphrase.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+        /// Where to write the partial decryption.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Test decryption, step 3 (anyone): verify the partials and combine; prints the plaintext.
+    Combine {
+        /// The threshold key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The challenge file.
+        #[arg(long)]
+        challenge: PathBuf,
+        /// Partial-decryption files.
+        partials: Vec<PathBuf>,
+    },
     /// Benchmark the key generation: every party in this process, real message encoding.
     Bench {
         /// Number of parties n.
@@ -38,41 +119,185 @@ enum Command {
     },
 }
 
+fn passphrase(var: &str) -> anyhow::Result<Zeroizing<String>> {
+    let pw = Zeroizing::new(
+        std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?,
+    );
+    anyhow::ensure!(
+        pw.len() >= 12,
+        "the passphrase in {var} is shorter than 12 characters"
+    );
+    Ok(pw)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            parties,
+            threshold,
+            bits,
+            out,
+            passphrase_env,
+        } => {
+            let passphrase = passphrase_env.as_deref().map(passphrase).transpose()?;
+            let report = rehearsal::run(
+                &RunConfig {
+                    bits,
+                    parties,
+                    threshold,
+                    out,
+                    passphrase,
+                },
+                &mut |line| eprintln!("{line}"),
+            )?;
+            print!("{}", report.summary);
+        }
+        Command::Verify {
+            transcript: path,
+            identities,
+            key,
+            json,
+        } => {
+            let bytes =
+                std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let pinned: Option<Vec<Identity>> = identities
+                .map(|p| -> anyhow::Result<_> {
+                    let b =
+                        std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+                })
+                .transpose()?;
+            let key = key.map(|k| load_key(&k)).transpose()?;
+            let verdict = transcript::verify(&bytes, pinned.as_deref(), key.as_ref());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&verdict)?);
+            } else {
+                for c in &verdict.checks {
+                    println!(
+                        "[{}] {:<14} {}",
+                        if c.ok { " ok " } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    );
+                }
+                match &verdict.key_fingerprint {
+                    Some(fp) if verdict.ok() => println!("VERIFIED: key {fp}"),
+                    _ => println!("NOT VERIFIED"),
+                }
+            }
+            if !verdict.ok() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Challenge { key, out } => {
+            let key = load_key(&key)?;
+            let (c, value) = challenge(&key)?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&c)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!(
+                "challenge written to {}; keep this value to compare: {value}",
+                out.display()
+            );
+        }
+        Command::Partial {
+            key,
+            challenge,
+            share,
+            share_key,
+            passphrase_env,
+            out,
+        } => {
+            let key = load_key(&key)?;
+            let (context, c) = load_challenge(&challenge, &key)?;
+            let sealed =
+                std::fs::read(&share).map_err(|e| anyhow::anyhow!("{}: {e}", share.display()))?;
+            let share = match (share_key, passphrase_env) {
+                (Some(k), None) => {
+                    let b = Zeroizing::new(
+                        std::fs::read(&k).map_err(|e| anyhow::anyhow!("{}: {e}", k.display()))?,
+                    );
+                    let k = parse_key_file(&b)?;
+                    open(&sealed, &key, &Unlock::Key(&k))?
+                }
+                (None, Some(var)) => {
+                    let pw = passphrase(&var)?;
+                    open(&sealed, &key, &Unlock::Passphrase(pw.as_bytes()))?
+                }
+                _ => anyhow::bail!("give exactly one of --share-key and --passphrase-env"),
+            };
+            let p = share.partial_decrypt(&key, &context, &c, &mut OsRng)?;
+            let f = PartialFile {
+                format: "medtech-partial/1".into(),
+                party: p.party().0,
+                partial: hex::encode(p.to_bytes()),
+            };
+            std::fs::write(&out, serde_json::to_vec_pretty(&f)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!(
+                "member {} wrote its partial decryption to {}",
+                p.party(),
+                out.display()
+            );
+        }
+        Command::Combine {
+            key,
+            challenge,
+            partials,
+        } => {
+            let key = load_key(&key)?;
+            let (context, c) = load_challenge(&challenge, &key)?;
+            let partials = load_partials(&partials, &key)?;
+            let out = key.combine_partials(&context, &c, &partials)?;
+            for e in &out.rejected {
+                println!("rejected: {e}");
+            }
+            let members: Vec<String> = out
+                .decryption
+                .parties
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+            match out.decryption.plaintext.to_i128() {
+                Some(v) => println!("plaintext: {v} (members {})", members.join(", ")),
+                None => println!("plaintext out of range (members {})", members.join(", ")),
+            }
+        }
         Command::Bench {
             parties,
             threshold,
             bits,
             runs,
             json,
-        } => bench::run(
-            BenchConfig {
-                bits,
-                parties,
-                threshold,
-                runs,
-            },
-            |line| eprintln!("{line}"),
-        )
-        .map(|report| {
+        } => {
+            let report = bench::run(
+                BenchConfig {
+                    bits,
+                    parties,
+                    threshold,
+                    runs,
+                },
+                |line| eprintln!("{line}"),
+            )?;
             if json {
                 println!("{report}");
             } else {
                 println!(
-                    "{}-bit, n = {parties}, t = {threshold}: median {} s over {runs} runs, {} candidates; peak RSS {} MiB (process)",
-                    bits, report["seconds"], report["candidates_tried"], report["peak_rss_mb_process"]
+                    "{bits}-bit, n = {parties}, t = {threshold}: median {} s over {runs} runs, {} candidates; expected {} s; peak RSS {} MiB (process)",
+                    report["seconds"], report["candidates_tried"], report["expected_seconds"], report["peak_rss_mb_process"]
                 );
                 println!("phases (s): {}", report["phases"]);
             }
-        }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

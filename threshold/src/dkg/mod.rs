@@ -184,6 +184,16 @@ impl Parameters {
     pub fn session(&self) -> [u8; 32] {
         self.session
     }
+
+    /// Candidates per batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Biprimality-test repetitions.
+    pub fn biprime_reps(&self) -> u32 {
+        self.biprime_reps
+    }
 }
 
 /// One group of sieve primes and their product.

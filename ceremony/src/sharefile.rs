@@ -1,0 +1,209 @@
+//! Key-share files: one member's [`KeyShare`] encrypted at rest.
+//!
+//! The share's bytes (`KeyShare::to_secret_bytes`) are sealed with ChaCha20-Poly1305 under a
+//! 256-bit key that comes either from a **key file** (32 random bytes, hex, mode 0600 — for
+//! rehearsals and for operators who keep the key in a hardware-backed store) or from a
+//! **passphrase** through Argon2id (64 MiB, 3 passes). The associated data binds the format, the
+//! member index and the key fingerprint, so a file cannot be passed off as another member's or
+//! another key's. The plaintext share is never printed or logged; buffers holding it are wiped.
+//!
+//! ```json
+//! { "format": "medtech-key-share/1", "party": 2, "key_fingerprint": "…",
+//!   "kdf": { "alg": "argon2id", "salt": "…", "m_kib": 65536, "t": 3, "p": 1 } | { "alg": "key-file" },
+//!   "aead": "chacha20poly1305", "nonce": "…", "ciphertext": "…" }
+//! ```
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use medtech_threshold::{KeyShare, ThresholdPublicKey};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{unhex, Error, Result};
+
+/// The format tag of a key-share file.
+pub const FORMAT: &str = "medtech-key-share/1";
+
+/// What unlocks a share file.
+pub enum Unlock<'a> {
+    /// A 32-byte key (from a key file).
+    Key(&'a [u8; 32]),
+    /// A passphrase, stretched with Argon2id.
+    Passphrase(&'a [u8]),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "alg", rename_all = "kebab-case")]
+enum Kdf {
+    Argon2id {
+        salt: String,
+        m_kib: u32,
+        t: u32,
+        p: u32,
+    },
+    KeyFile,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareFile {
+    format: String,
+    party: u16,
+    key_fingerprint: String,
+    kdf: Kdf,
+    aead: String,
+    nonce: String,
+    ciphertext: String,
+}
+
+fn aad(party: u16, fingerprint: &[u8]) -> Vec<u8> {
+    let mut a = FORMAT.as_bytes().to_vec();
+    a.extend_from_slice(&party.to_be_bytes());
+    a.extend_from_slice(fingerprint);
+    a
+}
+
+fn derive(kdf: &Kdf, unlock: &Unlock<'_>) -> Result<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    match (kdf, unlock) {
+        (Kdf::KeyFile, Unlock::Key(k)) => key.copy_from_slice(&k[..]),
+        (Kdf::Argon2id { salt, m_kib, t, p }, Unlock::Passphrase(pw)) => {
+            let salt = unhex("share file salt", salt)?;
+            if !(8 * 1024..=1024 * 1024).contains(m_kib) || !(1..=10).contains(t) || *p != 1 {
+                return Err(Error::format(
+                    "share file",
+                    "Argon2id parameters out of range",
+                ));
+            }
+            let params = argon2::Params::new(*m_kib, *t, *p, Some(32))
+                .map_err(|e| Error::format("share file", e.to_string()))?;
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password_into(pw, &salt, &mut key[..])
+                .map_err(|e| Error::format("share file", e.to_string()))?;
+        }
+        (Kdf::KeyFile, Unlock::Passphrase(_)) => {
+            return Err(Error::format(
+                "share file",
+                "sealed with a key file, not a passphrase",
+            ))
+        }
+        (Kdf::Argon2id { .. }, Unlock::Key(_)) => {
+            return Err(Error::format(
+                "share file",
+                "sealed with a passphrase, not a key file",
+            ))
+        }
+    }
+    Ok(key)
+}
+
+/// Seals `share` (a share of `key`) into the JSON of a share file.
+pub fn seal(share: &KeyShare, key: &ThresholdPublicKey, unlock: &Unlock<'_>) -> Result<String> {
+    if share.key_fingerprint() != key.fingerprint() {
+        return Err(medtech_threshold::Error::Mismatch("key share belongs to another key").into());
+    }
+    let kdf = match unlock {
+        Unlock::Key(_) => Kdf::KeyFile,
+        Unlock::Passphrase(_) => {
+            let mut salt = [0u8; 16];
+            OsRng.fill_bytes(&mut salt);
+            Kdf::Argon2id {
+                salt: hex::encode(salt),
+                m_kib: 64 * 1024,
+                t: 3,
+                p: 1,
+            }
+        }
+    };
+    let k = derive(&kdf, unlock)?;
+    let mut nonce = [0u8; 12];
+    OsRng.fill_bytes(&mut nonce);
+    let party = share.index().0;
+    let plain = share.to_secret_bytes();
+    let ct = ChaCha20Poly1305::new(Key::from_slice(&k[..]))
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: &aad(party, &key.fingerprint()),
+            },
+        )
+        .map_err(|_| Error::Decrypt)?;
+    let file = ShareFile {
+        format: FORMAT.into(),
+        party,
+        key_fingerprint: hex::encode(key.fingerprint()),
+        kdf,
+        aead: "chacha20poly1305".into(),
+        nonce: hex::encode(nonce),
+        ciphertext: hex::encode(ct),
+    };
+    serde_json::to_string_pretty(&file).map_err(|e| Error::format("share file", e.to_string()))
+}
+
+/// Opens a share file's JSON for `key`.
+pub fn open(json: &[u8], key: &ThresholdPublicKey, unlock: &Unlock<'_>) -> Result<KeyShare> {
+    let file: ShareFile =
+        serde_json::from_slice(json).map_err(|e| Error::format("share file", e.to_string()))?;
+    if file.format != FORMAT || file.aead != "chacha20poly1305" {
+        return Err(Error::format(
+            "share file",
+            format!("unsupported format {:?}", file.format),
+        ));
+    }
+    if unhex("share file fingerprint", &file.key_fingerprint)? != key.fingerprint() {
+        return Err(Error::format(
+            "share file",
+            "belongs to another threshold key",
+        ));
+    }
+    let nonce = unhex("share file nonce", &file.nonce)?;
+    if nonce.len() != 12 {
+        return Err(Error::format("share file", "nonce must be 12 bytes"));
+    }
+    let ct = unhex("share file ciphertext", &file.ciphertext)?;
+    let k = derive(&file.kdf, unlock)?;
+    let plain = Zeroizing::new(
+        ChaCha20Poly1305::new(Key::from_slice(&k[..]))
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ct,
+                    aad: &aad(file.party, &key.fingerprint()),
+                },
+            )
+            .map_err(|_| Error::Decrypt)?,
+    );
+    let share = KeyShare::from_secret_bytes(&plain, key)?;
+    if share.index().0 != file.party {
+        return Err(Error::format(
+            "share file",
+            "member index does not match its contents",
+        ));
+    }
+    Ok(share)
+}
+
+/// Reads a key file: 64 hex digits (surrounding whitespace ignored).
+pub fn parse_key_file(bytes: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    let text = Zeroizing::new(String::from_utf8_lossy(bytes).trim().to_string());
+    let raw = Zeroizing::new(unhex("key file", &text)?);
+    if raw.len() != 32 {
+        return Err(Error::format(
+            "key file",
+            "must hold 32 bytes (64 hex digits)",
+        ));
+    }
+    let mut k = Zeroizing::new([0u8; 32]);
+    k.copy_from_slice(&raw);
+    Ok(k)
+}
+
+/// A fresh key file's contents.
+pub fn new_key_file() -> (Zeroizing<[u8; 32]>, Zeroizing<String>) {
+    let mut k = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(&mut k[..]);
+    let text = Zeroizing::new(format!("{}\n", hex::encode(&k[..])));
+    (k, text)
+}

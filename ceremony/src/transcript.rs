@@ -1,0 +1,411 @@
+//! The ceremony transcript: every broadcast of the key generation, chained by hash, the
+//! resulting threshold key, and every party's Ed25519 signature over the chain head and the key.
+//! [`verify`] is what `medtech-ceremony verify TRANSCRIPT` runs.
+//!
+//! ```json
+//! { "format": "medtech-ceremony-transcript/1",
+//!   "parameters": { "bits": 2048, "parties": 5, "threshold": 3, "session": "…",
+//!                   "batch": 32768, "biprime_reps": 64 },
+//!   "identities": [ { "party": 1, "ed25519": "…" }, … ],
+//!   "broadcasts": [ "…hex of each encoded message…", … ],
+//!   "transcript_hash": "…", "threshold_key": "…", "key_fingerprint": "…",
+//!   "signatures": [ { "party": 1, "signature": "…" }, … ] }
+//! ```
+//!
+//! The chain: `h₀ = SHA-256("medtech-ceremony/v1/transcript" ‖ canonical parameters ‖ identity
+//! keys)`, `h_{i+1} = SHA-256(h_i ‖ len(m_i) ‖ m_i)`. Each party signs
+//! `"medtech-ceremony/v1/signature" ‖ h_final ‖ key fingerprint`.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use medtech_threshold::dkg::verify::replay;
+use medtech_threshold::dkg::{Message, Parameters};
+use medtech_threshold::ThresholdPublicKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{unhex, Error, Result};
+
+/// The format tag of a transcript.
+pub const FORMAT: &str = "medtech-ceremony-transcript/1";
+
+/// The parameters as written in a transcript.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterRecord {
+    /// Modulus size.
+    pub bits: u32,
+    /// n.
+    pub parties: u16,
+    /// t.
+    pub threshold: u16,
+    /// Session identifier, hex.
+    pub session: String,
+    /// Candidates per batch.
+    pub batch: usize,
+    /// Biprimality repetitions.
+    pub biprime_reps: u32,
+}
+
+impl ParameterRecord {
+    /// From the protocol's parameters.
+    pub fn of(p: &Parameters) -> Self {
+        ParameterRecord {
+            bits: p.bits(),
+            parties: p.parties(),
+            threshold: p.threshold(),
+            session: hex::encode(p.session()),
+            batch: p.batch(),
+            biprime_reps: p.biprime_reps(),
+        }
+    }
+
+    /// Back to the protocol's parameters (validated).
+    pub fn parameters(&self) -> Result<Parameters> {
+        let session: [u8; 32] = unhex("session", &self.session)?
+            .try_into()
+            .map_err(|_| Error::format("parameters", "session must be 32 bytes"))?;
+        Ok(
+            Parameters::new(self.bits, self.parties, self.threshold, session)?
+                .with_batch(self.batch)?
+                .with_biprime_reps(self.biprime_reps)?,
+        )
+    }
+}
+
+/// One party's identity key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// Member index.
+    pub party: u16,
+    /// Ed25519 public key, hex.
+    pub ed25519: String,
+}
+
+/// One party's signature.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRecord {
+    /// Member index.
+    pub party: u16,
+    /// Ed25519 signature, hex.
+    pub signature: String,
+}
+
+/// A ceremony transcript.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Transcript {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The parameters.
+    pub parameters: ParameterRecord,
+    /// The parties' identity keys.
+    pub identities: Vec<Identity>,
+    /// Every broadcast, hex, in delivery order.
+    pub broadcasts: Vec<String>,
+    /// Head of the hash chain, hex.
+    pub transcript_hash: String,
+    /// The threshold key (`ThresholdPublicKey::to_bytes`), hex.
+    pub threshold_key: String,
+    /// Its fingerprint, hex.
+    pub key_fingerprint: String,
+    /// Every party's signature.
+    pub signatures: Vec<SignatureRecord>,
+}
+
+fn chain(params: &ParameterRecord, identities: &[Identity], messages: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medtech-ceremony/v1/transcript");
+    h.update(serde_json::to_vec(params).unwrap_or_default());
+    for id in identities {
+        h.update(id.party.to_be_bytes());
+        h.update(id.ed25519.as_bytes());
+    }
+    let mut head: [u8; 32] = h.finalize().into();
+    for m in messages {
+        let mut h = Sha256::new();
+        h.update(head);
+        h.update((m.len() as u64).to_be_bytes());
+        h.update(m);
+        head = h.finalize().into();
+    }
+    head
+}
+
+fn signed_bytes(head: &[u8; 32], fingerprint: &[u8; 32]) -> Vec<u8> {
+    let mut b = b"medtech-ceremony/v1/signature".to_vec();
+    b.extend_from_slice(head);
+    b.extend_from_slice(fingerprint);
+    b
+}
+
+impl Transcript {
+    /// Builds and signs a transcript. `signers[i]` is party `i + 1`'s identity key (in a
+    /// multi-host ceremony each party signs on its own host; here they are passed together).
+    pub fn build(
+        params: &Parameters,
+        broadcasts: &[Message],
+        key: &ThresholdPublicKey,
+        signers: &[SigningKey],
+    ) -> Self {
+        let parameters = ParameterRecord::of(params);
+        let identities: Vec<Identity> = signers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Identity {
+                party: i as u16 + 1,
+                ed25519: hex::encode(s.verifying_key().as_bytes()),
+            })
+            .collect();
+        let messages: Vec<Vec<u8>> = broadcasts.iter().map(Message::to_bytes).collect();
+        let head = chain(&parameters, &identities, &messages);
+        let to_sign = signed_bytes(&head, &key.fingerprint());
+        let signatures = signers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SignatureRecord {
+                party: i as u16 + 1,
+                signature: hex::encode(s.sign(&to_sign).to_bytes()),
+            })
+            .collect();
+        Transcript {
+            format: FORMAT.into(),
+            parameters,
+            identities,
+            broadcasts: messages.iter().map(hex::encode).collect(),
+            transcript_hash: hex::encode(head),
+            threshold_key: hex::encode(key.to_bytes()),
+            key_fingerprint: hex::encode(key.fingerprint()),
+            signatures,
+        }
+    }
+}
+
+/// One check of the verification and its outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// Short name.
+    pub name: &'static str,
+    /// Passed?
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+}
+
+/// The verdict of [`verify`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+    /// The verified key's fingerprint, when everything passed.
+    pub key_fingerprint: Option<String>,
+}
+
+impl Verdict {
+    /// Did every check pass?
+    pub fn ok(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// Verifies a transcript offline: format and parameters; that the hash chain recomputes; every
+/// party's signature (against `pinned` identity keys when given); a full public replay of the
+/// protocol whose derived key must equal the transcript's key (and `expected_key`, when given).
+pub fn verify(
+    json: &[u8],
+    pinned: Option<&[Identity]>,
+    expected_key: Option<&ThresholdPublicKey>,
+) -> Verdict {
+    let mut checks = Vec::new();
+    let mut push = |name, r: Result<String>| {
+        let (ok, detail) = match r {
+            Ok(d) => (true, d),
+            Err(e) => (false, e.to_string()),
+        };
+        checks.push(Check { name, ok, detail });
+        ok
+    };
+    let parsed = serde_json::from_slice::<Transcript>(json)
+        .map_err(|e| Error::format("transcript", e.to_string()))
+        .and_then(|t| {
+            if t.format == FORMAT {
+                Ok(t)
+            } else {
+                Err(Error::format(
+                    "transcript",
+                    format!("unsupported format {:?}", t.format),
+                ))
+            }
+        });
+    let t = match parsed {
+        Ok(t) => {
+            push("format", Ok(FORMAT.to_string()));
+            t
+        }
+        Err(e) => {
+            push("format", Err(e));
+            return Verdict {
+                checks,
+                key_fingerprint: None,
+            };
+        }
+    };
+    let params = t.parameters.parameters();
+    let params_ok = push(
+        "parameters",
+        params
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "{}-bit modulus, n = {}, t = {}, {} biprimality repetitions",
+                    p.bits(),
+                    p.parties(),
+                    p.threshold(),
+                    p.biprime_reps()
+                )
+            })
+            .map_err(|e| Error::format("parameters", e.to_string())),
+    );
+    let decoded: Result<Vec<(Vec<u8>, Message)>> = t
+        .broadcasts
+        .iter()
+        .map(|h| {
+            let b = unhex("broadcast", h)?;
+            let m = Message::from_bytes(&b)?;
+            Ok((b, m))
+        })
+        .collect();
+    let (raw, messages): (Vec<Vec<u8>>, Vec<Message>) = match decoded {
+        Ok(v) => v.into_iter().unzip(),
+        Err(e) => {
+            push("messages", Err(e));
+            (Vec::new(), Vec::new())
+        }
+    };
+    let head = chain(&t.parameters, &t.identities, &raw);
+    push(
+        "hash chain",
+        if hex::encode(head) == t.transcript_hash {
+            Ok(format!(
+                "{} broadcasts, head {}",
+                raw.len(),
+                &t.transcript_hash[..16.min(t.transcript_hash.len())]
+            ))
+        } else {
+            Err(Error::format(
+                "transcript",
+                "the hash chain does not recompute to transcript_hash",
+            ))
+        },
+    );
+    let key = unhex("threshold key", &t.threshold_key)
+        .and_then(|b| Ok(ThresholdPublicKey::from_bytes(&b)?));
+    let key_ok = push(
+        "threshold key",
+        key.as_ref()
+            .map_err(|e| Error::format("threshold key", e.to_string()))
+            .and_then(|k| {
+                if hex::encode(k.fingerprint()) == t.key_fingerprint {
+                    Ok(format!(
+                        "{}-bit N, fingerprint {}",
+                        k.public_key().bits(),
+                        &t.key_fingerprint[..16]
+                    ))
+                } else {
+                    Err(Error::format("threshold key", "fingerprint does not match"))
+                }
+            }),
+    );
+    let sigs = (|| -> Result<String> {
+        let key = key
+            .as_ref()
+            .map_err(|_| Error::format("signatures", "no valid key to sign"))?;
+        let n = usize::from(t.parameters.parties);
+        if t.identities.len() != n || t.signatures.len() != n {
+            return Err(Error::format(
+                "signatures",
+                format!("expected {n} identities and {n} signatures"),
+            ));
+        }
+        if let Some(pinned) = pinned {
+            if pinned != t.identities.as_slice() {
+                return Err(Error::format(
+                    "signatures",
+                    "identity keys differ from the pinned ones",
+                ));
+            }
+        }
+        let to_sign = signed_bytes(&head, &key.fingerprint());
+        for (k, (id, sig)) in t.identities.iter().zip(&t.signatures).enumerate() {
+            let party = k as u16 + 1;
+            if id.party != party || sig.party != party {
+                return Err(Error::format(
+                    "signatures",
+                    "identities and signatures must be in party order",
+                ));
+            }
+            let vk: [u8; 32] = unhex("identity", &id.ed25519)?
+                .try_into()
+                .map_err(|_| Error::format("identity", "must be 32 bytes"))?;
+            let vk = VerifyingKey::from_bytes(&vk).map_err(|_| {
+                Error::format("identity", format!("party {party}: not a valid key"))
+            })?;
+            let s: [u8; 64] = unhex("signature", &sig.signature)?
+                .try_into()
+                .map_err(|_| Error::format("signature", "must be 64 bytes"))?;
+            vk.verify(&to_sign, &Signature::from_bytes(&s))
+                .map_err(|_| {
+                    Error::format(
+                        "signatures",
+                        format!("party {party}'s signature does not verify"),
+                    )
+                })?;
+        }
+        Ok(format!(
+            "all {n} parties signed{}",
+            if pinned.is_some() {
+                " with their pinned keys"
+            } else {
+                ""
+            }
+        ))
+    })();
+    push("signatures", sigs);
+    let mut fingerprint = None;
+    if params_ok && key_ok {
+        let replayed = (|| -> Result<String> {
+            let p = params
+                .as_ref()
+                .map_err(|e| Error::format("parameters", e.to_string()))?;
+            let v = replay(p, &messages)?;
+            let key = key
+                .as_ref()
+                .map_err(|e| Error::format("threshold key", e.to_string()))?;
+            if v.key != *key {
+                return Err(Error::format(
+                    "replay",
+                    "the broadcasts determine a different key than the transcript states",
+                ));
+            }
+            if let Some(expected) = expected_key {
+                if v.key != *expected {
+                    return Err(Error::format(
+                        "replay",
+                        "the transcript's key is not the published key",
+                    ));
+                }
+            }
+            fingerprint = Some(hex::encode(v.key.fingerprint()));
+            Ok(format!(
+                "{} batches, {} moduli opened, {} tested for biprimality; N has no prime factor below 2^16; θ and all {} verification keys recomputed",
+                v.batches, v.moduli_opened, v.moduli_tested, t.parameters.parties
+            ))
+        })();
+        push("replay", replayed);
+    }
+    Verdict {
+        checks,
+        key_fingerprint: fingerprint,
+    }
+}
