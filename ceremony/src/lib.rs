@@ -10,7 +10,7 @@
 //! * [`files`] — the key file, a reviewer's challenge and partial decryptions (`test-decrypt`);
 //! * [`bench`] — the benchmark.
 //!
-//! Not built yet (docs/ceremony.md): `join` — one party per host over mutually authenticated TLS.
+//! * [`net`] — `keygen` and `join`: one party per host over mutually authenticated TLS.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -18,6 +18,7 @@
 pub mod bench;
 mod error;
 pub mod files;
+pub mod net;
 pub mod rehearsal;
 pub mod sharefile;
 pub mod transcript;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use medtech_ceremony::bench::{self, BenchConfig};
 use medtech_ceremony::files::{challenge, load_challenge, load_key, load_partials, PartialFile};
+use medtech_ceremony::net;
 use medtech_ceremony::rehearsal::{self, RunConfig};
 use medtech_ceremony::sharefile::{open, parse_key_file, Unlock};
 use medtech_ceremony::transcript::{self, Identity};
@@ -43,6 +44,60 @@ enum Command {
         /// instead of one key file per party.
         #[arg(long)]
         passphrase_env: Option<String>,
+    },
+    /// Make one party's ceremony keys (TLS certificate and identity key) and print its entry for
+    /// the ceremony configuration.
+    Keygen {
+        /// This party's index (1-based).
+        #[arg(long)]
+        index: u16,
+        /// Its DNS name (in its TLS certificate; what the others connect to).
+        #[arg(long)]
+        name: String,
+        /// The `host:port` it will listen on.
+        #[arg(long)]
+        address: String,
+        /// Directory for its secrets (tls-key.pem and identity.key, mode 0600) and member.json.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Assemble the ceremony configuration from every party's member.json.
+    Config {
+        /// Modulus size in bits.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Threshold t.
+        #[arg(long, default_value_t = 3)]
+        threshold: u16,
+        /// Candidates per batch (default: chosen from the modulus size).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Where to write the configuration.
+        #[arg(long)]
+        out: PathBuf,
+        /// Every party's member.json, in index order.
+        members: Vec<PathBuf>,
+    },
+    /// Take part in a ceremony as one party, over mutually authenticated TLS.
+    Join {
+        /// The ceremony configuration (identical at every party).
+        #[arg(long)]
+        config: PathBuf,
+        /// This party's index.
+        #[arg(long)]
+        index: u16,
+        /// The directory `keygen` wrote.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Where to write the transcript, the key and this party's sealed share.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seal the share with the passphrase in this environment variable instead of a key file.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+        /// Seconds one round may take before the missing parties are named.
+        #[arg(long, default_value_t = 600)]
+        round_timeout: u64,
     },
     /// Verify a transcript offline; exit status 1 unless every check passes.
     Verify {
@@ -161,6 +216,88 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &mut |line| eprintln!("{line}"),
             )?;
             print!("{}", report.summary);
+        }
+        Command::Keygen {
+            index,
+            name,
+            address,
+            out,
+        } => {
+            let member = net::keygen(&out, index, &name, &address)?;
+            let json = serde_json::to_string_pretty(&member)?;
+            std::fs::write(out.join("member.json"), &json)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!("{json}");
+        }
+        Command::Config {
+            bits,
+            threshold,
+            batch,
+            out,
+            members,
+        } => {
+            let members = members
+                .iter()
+                .map(|p| -> anyhow::Result<net::MemberConfig> {
+                    let b =
+                        std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut nonce = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+            let config = net::CeremonyConfig {
+                format: "medtech-ceremony-config/1".into(),
+                bits,
+                threshold,
+                session_nonce: hex::encode(nonce),
+                batch,
+                members,
+            };
+            let params = config.parameters()?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&config)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!(
+                "ceremony configuration written to {}: {}-bit, n = {}, t = {}, session {}",
+                out.display(),
+                params.bits(),
+                params.parties(),
+                params.threshold(),
+                hex::encode(params.session())
+            );
+        }
+        Command::Join {
+            config,
+            index,
+            keys,
+            out,
+            passphrase_env,
+            round_timeout,
+        } => {
+            let b =
+                std::fs::read(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let config: net::CeremonyConfig = serde_json::from_slice(&b)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let secrets = net::load_secrets(&keys)?;
+            let passphrase = passphrase_env.as_deref().map(passphrase).transpose()?;
+            eprintln!(
+                "party {index}: joining the ceremony (session {})",
+                hex::encode(&config.session()[..8])
+            );
+            let fp = net::join(
+                &config,
+                &secrets,
+                &net::JoinOptions {
+                    index,
+                    out: out.clone(),
+                    passphrase,
+                    round_timeout: std::time::Duration::from_secs(round_timeout),
+                },
+            )?;
+            println!(
+                "party {index}: key {fp}; transcript, key and sealed share written to {}",
+                out.display()
+            );
         }
         Command::Verify {
             transcript: path,

@@ -133,7 +133,7 @@ fn chain(params: &ParameterRecord, identities: &[Identity], messages: &[Vec<u8>]
     head
 }
 
-fn signed_bytes(head: &[u8; 32], fingerprint: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn signed_bytes(head: &[u8; 32], fingerprint: &[u8; 32]) -> Vec<u8> {
     let mut b = b"medtech-ceremony/v1/signature".to_vec();
     b.extend_from_slice(head);
     b.extend_from_slice(fingerprint);
@@ -149,7 +149,6 @@ impl Transcript {
         key: &ThresholdPublicKey,
         signers: &[SigningKey],
     ) -> Self {
-        let parameters = ParameterRecord::of(params);
         let identities: Vec<Identity> = signers
             .iter()
             .enumerate()
@@ -158,10 +157,13 @@ impl Transcript {
                 ed25519: hex::encode(s.verifying_key().as_bytes()),
             })
             .collect();
-        let messages: Vec<Vec<u8>> = broadcasts.iter().map(Message::to_bytes).collect();
-        let head = chain(&parameters, &identities, &messages);
+        let mut t = Self::build_with(params, broadcasts, key, identities, Vec::new());
+        let head: [u8; 32] = hex::decode(&t.transcript_hash)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .unwrap_or([0; 32]);
         let to_sign = signed_bytes(&head, &key.fingerprint());
-        let signatures = signers
+        t.signatures = signers
             .iter()
             .enumerate()
             .map(|(i, s)| SignatureRecord {
@@ -169,6 +171,21 @@ impl Transcript {
                 signature: hex::encode(s.sign(&to_sign).to_bytes()),
             })
             .collect();
+        t
+    }
+
+    /// A transcript with the given identities and signatures (collected from the parties over
+    /// the network); the hash chain is computed here.
+    pub fn build_with(
+        params: &Parameters,
+        broadcasts: &[Message],
+        key: &ThresholdPublicKey,
+        identities: Vec<Identity>,
+        signatures: Vec<SignatureRecord>,
+    ) -> Self {
+        let parameters = ParameterRecord::of(params);
+        let messages: Vec<Vec<u8>> = broadcasts.iter().map(Message::to_bytes).collect();
+        let head = chain(&parameters, &identities, &messages);
         Transcript {
             format: FORMAT.into(),
             parameters,

@@ -513,7 +513,32 @@ impl Party {
         }
     }
 
-    fn batch(&self) -> u32 {
+    /// Whose messages the current round needs: broadcasts from these parties and direct messages
+    /// (to this party) from those. A transport waits for exactly these before calling
+    /// [`Party::receive`], buffering messages of later rounds.
+    pub fn expects(&self) -> (Vec<PartyIndex>, Vec<PartyIndex>) {
+        let all: Vec<PartyIndex> = (1..=self.setup.n).map(PartyIndex).collect();
+        let s: Vec<PartyIndex> = self
+            .setup
+            .product_parties
+            .iter()
+            .map(|&p| PartyIndex(p))
+            .collect();
+        match &self.state {
+            State::Sieve(_) | State::Candidates(_) | State::Gcd(_) => (Vec::new(), all),
+            State::SieveProducts(_) | State::Moduli(_) | State::GcdReveal(_) | State::Key2(_) => {
+                (s, Vec::new())
+            }
+            State::BiprimeFirst(_) | State::BiprimeCommit(_) | State::BiprimeReveal(_) => {
+                (all, Vec::new())
+            }
+            State::Key1(_) => (all.clone(), all),
+            State::Key3(_) => (s.clone(), s),
+        }
+    }
+
+    /// The batch of the round the party waits for (0 in the key stage).
+    pub fn batch(&self) -> u32 {
         match &self.state {
             State::Sieve(s) => s.batch,
             State::SieveProducts(s) => s.batch,

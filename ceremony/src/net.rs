@@ -1,0 +1,686 @@
+//! `medtech-ceremony join`: one party of a ceremony on its own host, talking to the others over
+//! mutually authenticated TLS.
+//!
+//! * **Configuration** ([`CeremonyConfig`], JSON, identical at every party): the parameters, a
+//!   session nonce, and per member its address, TLS server name, CA certificate, the SHA-256 of
+//!   its TLS certificate and its Ed25519 identity key. The session identifier is the SHA-256 of
+//!   the canonical configuration, so every message is bound to this exact ceremony.
+//! * **Channels**: party *i* dials every other party *j* (TLS 1.3 via rustls, *j*'s CA as the only
+//!   root, *i*'s certificate for client authentication) and sends its messages to *j* over that
+//!   connection; it accepts the others' connections the same way. Both ends check that the
+//!   peer's certificate is byte for byte the pinned one (SHA-256 of the DER) for the index it
+//!   claims, so a certificate from the right CA but of another member is refused.
+//! * **Envelopes**: every message is signed with the sender's identity key over the session, a
+//!   kind byte and the payload; a receiver checks the signature and that the message names the
+//!   connection's party as its sender. A party that sends garbage or a bad signature is named.
+//! * **Rounds**: [`Party::expects`] says whose messages the round needs; messages of later rounds
+//!   are buffered. A round that does not complete within the timeout names the missing parties.
+//! * **End**: every party signs the transcript head and the key fingerprint and sends the
+//!   signature to all; with all `n` signatures each party writes the same `transcript.json`,
+//!   the key, its own sealed share and a summary, and verifies the transcript.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use medtech_ledger::tls::cert_digest;
+use medtech_threshold::dkg::{Message, Parameters, Party, Round, Step};
+use medtech_threshold::PartyIndex;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, SeedableRng};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::error::{read, unhex, write, Error, Result};
+use crate::files::KeyFile;
+use crate::sharefile::{new_key_file, seal, Unlock};
+use crate::transcript::{verify, Identity, SignatureRecord, Transcript};
+
+/// Largest frame accepted (a 2048-bit batch's sieve shares are about 8 MB).
+const MAX_FRAME: usize = 256 << 20;
+const KIND_MESSAGE: u8 = 1;
+const KIND_SIGNATURE: u8 = 2;
+
+/// One member in the ceremony configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Member index (1-based, in order).
+    pub index: u16,
+    /// `host:port` it listens on.
+    pub address: String,
+    /// The DNS name in its TLS certificate.
+    pub name: String,
+    /// Its CA certificate (PEM).
+    pub tls_ca_pem: String,
+    /// SHA-256 of its TLS certificate (DER), hex: pinned.
+    pub tls_cert_sha256: String,
+    /// Its Ed25519 identity key, hex: pinned.
+    pub ed25519: String,
+}
+
+/// The ceremony configuration every party holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CeremonyConfig {
+    /// `medtech-ceremony-config/1`.
+    pub format: String,
+    /// Modulus size.
+    pub bits: u32,
+    /// Threshold t.
+    pub threshold: u16,
+    /// A nonce agreed when the configuration was written (hex), so two ceremonies of the same
+    /// committee never share a session.
+    pub session_nonce: String,
+    /// Candidates per batch (default when absent).
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// The members, in index order.
+    pub members: Vec<MemberConfig>,
+}
+
+impl CeremonyConfig {
+    /// The session identifier: SHA-256 of the canonical configuration.
+    pub fn session(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"medtech-ceremony/v1/session");
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+
+    /// The protocol parameters (validated), after checking the members.
+    pub fn parameters(&self) -> Result<Parameters> {
+        if self.format != "medtech-ceremony-config/1" {
+            return Err(Error::format("ceremony config", "unsupported format"));
+        }
+        for (k, m) in self.members.iter().enumerate() {
+            if usize::from(m.index) != k + 1 {
+                return Err(Error::format(
+                    "ceremony config",
+                    "members must be listed in index order from 1",
+                ));
+            }
+        }
+        let n = u16::try_from(self.members.len())
+            .map_err(|_| Error::format("ceremony config", "too many members"))?;
+        let mut p = Parameters::new(self.bits, n, self.threshold, self.session())?;
+        if let Some(b) = self.batch {
+            p = p.with_batch(b)?;
+        }
+        Ok(p)
+    }
+
+    fn identities(&self) -> Vec<Identity> {
+        self.members
+            .iter()
+            .map(|m| Identity {
+                party: m.index,
+                ed25519: m.ed25519.clone(),
+            })
+            .collect()
+    }
+
+    fn verifying_key(&self, party: u16) -> Result<VerifyingKey> {
+        let m = self
+            .members
+            .get(usize::from(party).wrapping_sub(1))
+            .ok_or_else(|| Error::format("ceremony config", format!("no member {party}")))?;
+        let b: [u8; 32] = unhex("identity", &m.ed25519)?
+            .try_into()
+            .map_err(|_| Error::format("identity", "must be 32 bytes"))?;
+        VerifyingKey::from_bytes(&b).map_err(|_| Error::format("identity", "not a valid key"))
+    }
+}
+
+/// A party's own secrets for a ceremony, as written by `keygen` into one directory.
+pub struct LocalSecrets {
+    tls_cert_pem: String,
+    tls_key_pem: zeroize::Zeroizing<String>,
+    identity: SigningKey,
+}
+
+/// `keygen`: fresh TLS material (a CA of this party and a certificate for `name`) and an
+/// identity key in `dir`; returns this member's configuration entry.
+pub fn keygen(dir: &Path, index: u16, name: &str, address: &str) -> Result<MemberConfig> {
+    let ca = medtech_ledger::tls::CommitteeCa::generate(&format!("{name} ceremony CA"))
+        .map_err(|e| Error::format("TLS", e.to_string()))?;
+    let tls = ca
+        .issue(name)
+        .map_err(|e| Error::format("TLS", e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if dir.join("identity.key").exists() {
+        return Err(Error::format(
+            dir.display().to_string(),
+            "already holds ceremony keys",
+        ));
+    }
+    let identity = SigningKey::generate(&mut OsRng);
+    write(&dir.join("tls-cert.pem"), tls.cert_pem.as_bytes(), false)?;
+    write(&dir.join("tls-key.pem"), tls.key_pem.as_bytes(), true)?;
+    write(
+        &dir.join("identity.key"),
+        format!("{}\n", hex::encode(identity.to_bytes())).as_bytes(),
+        true,
+    )?;
+    Ok(MemberConfig {
+        index,
+        address: address.into(),
+        name: name.into(),
+        tls_ca_pem: tls.ca_pem,
+        tls_cert_sha256: tls.cert_sha256,
+        ed25519: hex::encode(identity.verifying_key().as_bytes()),
+    })
+}
+
+/// Loads what `keygen` wrote.
+pub fn load_secrets(dir: &Path) -> Result<LocalSecrets> {
+    let cert = String::from_utf8(read(&dir.join("tls-cert.pem"))?)
+        .map_err(|_| Error::format("tls-cert.pem", "not UTF-8"))?;
+    let key = zeroize::Zeroizing::new(
+        String::from_utf8(read(&dir.join("tls-key.pem"))?)
+            .map_err(|_| Error::format("tls-key.pem", "not UTF-8"))?,
+    );
+    let id = zeroize::Zeroizing::new(read(&dir.join("identity.key"))?);
+    let raw = crate::sharefile::parse_key_file(&id)?;
+    Ok(LocalSecrets {
+        tls_cert_pem: cert,
+        tls_key_pem: key,
+        identity: SigningKey::from_bytes(&raw),
+    })
+}
+
+fn tls_err(e: impl std::fmt::Display) -> Error {
+    Error::format("TLS", e.to_string())
+}
+
+fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<core::result::Result<Vec<_>, _>>()
+        .map_err(tls_err)
+}
+
+fn signed_envelope(session: &[u8; 32], kind: u8, payload: &[u8], key: &SigningKey) -> Vec<u8> {
+    let sig = key.sign(&envelope_bytes(session, kind, payload));
+    let mut out = Vec::with_capacity(payload.len() + 65);
+    out.push(kind);
+    out.extend_from_slice(&sig.to_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn envelope_bytes(session: &[u8; 32], kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = b"medtech-ceremony/v1/envelope".to_vec();
+    b.extend_from_slice(session);
+    b.push(kind);
+    b.extend_from_slice(payload);
+    b
+}
+
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "frame too large",
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(b.len() as u32).to_be_bytes()).await?;
+    w.write_all(b).await?;
+    w.flush().await
+}
+
+/// What arrives from a peer.
+enum Inbound {
+    Message(Message),
+    Signature(u16, [u8; 64]),
+    /// The peer (named by its pinned certificate) misbehaved.
+    Fault(u16, String),
+}
+
+/// Options of [`join`].
+pub struct JoinOptions {
+    /// This party's index.
+    pub index: u16,
+    /// Where to write the outputs.
+    pub out: PathBuf,
+    /// Seal the share with this passphrase (Argon2id) instead of a key file.
+    pub passphrase: Option<zeroize::Zeroizing<String>>,
+    /// How long one round may take before the missing parties are named.
+    pub round_timeout: Duration,
+}
+
+/// Runs this party's side of the ceremony to the end; returns the key fingerprint (hex).
+pub fn join(config: &CeremonyConfig, secrets: &LocalSecrets, opts: &JoinOptions) -> Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(Path::new("tokio runtime"), e))?;
+    rt.block_on(join_async(config, secrets, opts))
+}
+
+async fn join_async(
+    config: &CeremonyConfig,
+    secrets: &LocalSecrets,
+    opts: &JoinOptions,
+) -> Result<String> {
+    let params = config.parameters()?;
+    let session = params.session();
+    let n = params.parties();
+    let me = opts.index;
+    let mine = config
+        .members
+        .get(usize::from(me).wrapping_sub(1))
+        .ok_or_else(|| Error::format("ceremony config", format!("no member {me}")))?;
+    if hex::encode(secrets.identity.verifying_key().as_bytes()) != mine.ed25519 {
+        return Err(Error::format(
+            "identity.key",
+            "is not the identity key the configuration pins for this member",
+        ));
+    }
+    let my_certs = certs(&secrets.tls_cert_pem)?;
+    if my_certs.first().map(|c| cert_digest(c)) != Some(mine.tls_cert_sha256.clone()) {
+        return Err(Error::format(
+            "tls-cert.pem",
+            "is not the certificate the configuration pins for this member",
+        ));
+    }
+    let my_key = PrivateKeyDer::from_pem_slice(secrets.tls_key_pem.as_bytes()).map_err(tls_err)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    // Server side: any member's CA may have issued the client's certificate; the pin decides.
+    let mut all_roots = rustls::RootCertStore::empty();
+    for m in &config.members {
+        for c in certs(&m.tls_ca_pem)? {
+            all_roots.add(c).map_err(tls_err)?;
+        }
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(all_roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(tls_err)?;
+    let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(my_certs.clone(), my_key.clone_key())
+        .map_err(tls_err)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let listener = TcpListener::bind(&mine.address)
+        .await
+        .map_err(|e| Error::io(Path::new(&mine.address), e))?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
+    let pins: Vec<String> = config
+        .members
+        .iter()
+        .map(|m| m.tls_cert_sha256.clone())
+        .collect();
+    let keys: Vec<VerifyingKey> = (1..=n)
+        .map(|p| config.verifying_key(p))
+        .collect::<Result<_>>()?;
+    {
+        let tx = tx.clone();
+        let pins = pins.clone();
+        let keys = keys.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                let pins = pins.clone();
+                let keys = keys.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| cert_digest(c));
+                    // The hello frame names the sender; its certificate must be that member's.
+                    let Ok(Some(hello)) = read_frame(&mut tls).await else {
+                        return;
+                    };
+                    let Some(from) = hello.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    else {
+                        return;
+                    };
+                    let pinned = pins.get(usize::from(from).wrapping_sub(1));
+                    if peer.is_none() || pinned != peer.as_ref() {
+                        // Not a member (or a member's certificate used to claim another index):
+                        // nothing it says is attributed to anyone.
+                        return;
+                    }
+                    let key = keys[usize::from(from) - 1];
+                    loop {
+                        let frame = match read_frame(&mut tls).await {
+                            Ok(Some(f)) => f,
+                            Ok(None) => return,
+                            Err(e) => {
+                                let _ = tx.send(Inbound::Fault(from, format!("connection: {e}")));
+                                return;
+                            }
+                        };
+                        let item = (|| {
+                            let (&kind, rest) = frame.split_first().ok_or("empty frame")?;
+                            let sig: [u8; 64] = rest
+                                .get(..64)
+                                .ok_or("short frame")?
+                                .try_into()
+                                .map_err(|_| "short frame")?;
+                            let payload = &rest[64..];
+                            key.verify(
+                                &envelope_bytes(&session, kind, payload),
+                                &Signature::from_bytes(&sig),
+                            )
+                            .map_err(|_| "bad envelope signature")?;
+                            match kind {
+                                KIND_MESSAGE => {
+                                    let m = Message::from_bytes(payload)
+                                        .map_err(|_| "undecodable message")?;
+                                    if m.from.0 != from {
+                                        return Err("message names another sender");
+                                    }
+                                    Ok(Inbound::Message(m))
+                                }
+                                KIND_SIGNATURE => {
+                                    let s: [u8; 64] = payload
+                                        .try_into()
+                                        .map_err(|_| "bad transcript signature")?;
+                                    Ok(Inbound::Signature(from, s))
+                                }
+                                _ => Err("unknown envelope kind"),
+                            }
+                        })();
+                        let done = item.is_err();
+                        let _ = tx.send(item.unwrap_or_else(|e| Inbound::Fault(from, e.into())));
+                        if done {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    // Client side: one connection to every other member, each behind a writer task.
+    let mut outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>> = BTreeMap::new();
+    for m in config.members.iter().filter(|m| m.index != me) {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(&m.tls_ca_pem)? {
+            roots.add(c).map_err(tls_err)?;
+        }
+        let client_cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(my_certs.clone(), my_key.clone_key())
+            .map_err(tls_err)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+        let name = ServerName::try_from(m.name.clone()).map_err(tls_err)?;
+        let deadline = tokio::time::Instant::now() + opts.round_timeout;
+        let tls = loop {
+            let attempt = async {
+                let tcp = TcpStream::connect(&m.address).await?;
+                connector.connect(name.clone(), tcp).await
+            };
+            match attempt.await {
+                Ok(t) => break t,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(Error::format(
+                        "network",
+                        format!("party {} at {} unreachable: {e}", m.index, m.address),
+                    ))
+                }
+            }
+        };
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| cert_digest(c));
+        if peer.as_ref() != Some(&m.tls_cert_sha256) {
+            return Err(Error::format(
+                "network",
+                format!(
+                    "party {} presented a certificate other than its pinned one",
+                    m.index
+                ),
+            ));
+        }
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let mut tls = tls;
+        tokio::spawn(async move {
+            if write_frame(&mut tls, &me.to_be_bytes()).await.is_err() {
+                return;
+            }
+            while let Some(frame) = wrx.recv().await {
+                if write_frame(&mut tls, &frame).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tls.shutdown().await;
+        });
+        outs.insert(m.index, wtx);
+    }
+
+    let send = |m: &Message,
+                outs: &BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>>,
+                local: &mut VecDeque<Message>| {
+        let frame = signed_envelope(&session, KIND_MESSAGE, &m.to_bytes(), &secrets.identity);
+        match m.to {
+            None => {
+                for o in outs.values() {
+                    let _ = o.send(frame.clone());
+                }
+                local.push_back(m.clone());
+            }
+            Some(p) if p.0 == me => local.push_back(m.clone()),
+            Some(p) => {
+                if let Some(o) = outs.get(&p.0) {
+                    let _ = o.send(frame);
+                }
+            }
+        }
+    };
+
+    let mut rng = ChaCha20Rng::from_rng(OsRng)
+        .map_err(|e| Error::format("random generator", e.to_string()))?;
+    let (mut party, first) = Party::new(&params, PartyIndex(me), &mut rng)?;
+    let mut local: VecDeque<Message> = VecDeque::new();
+    let mut pending: Vec<Message> = Vec::new();
+    let mut broadcasts: Vec<Message> = Vec::new();
+    let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
+    for m in first.broadcast.iter().chain(&first.direct) {
+        send(m, &outs, &mut local);
+    }
+    let output = loop {
+        let (bfrom, dfrom) = party.expects();
+        let (round, batch) = (party.round(), party.batch());
+        let deadline = tokio::time::Instant::now() + opts.round_timeout;
+        let wanted = |m: &Message| m.round == round && m.batch == batch;
+        let complete = |pending: &[Message]| {
+            bfrom.iter().all(|p| {
+                pending
+                    .iter()
+                    .any(|m| wanted(m) && m.to.is_none() && m.from == *p)
+            }) && dfrom.iter().all(|p| {
+                pending
+                    .iter()
+                    .any(|m| wanted(m) && m.to.is_some() && m.from == *p)
+            })
+        };
+        pending.extend(local.drain(..));
+        while !complete(&pending) {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(Inbound::Message(m))) => pending.push(m),
+                Ok(Some(Inbound::Signature(from, s))) => {
+                    signatures.insert(from, s);
+                }
+                Ok(Some(Inbound::Fault(from, why))) => {
+                    return Err(medtech_threshold::Error::Misbehaviour {
+                        party: PartyIndex(from),
+                        round,
+                        reason: why,
+                    }
+                    .into());
+                }
+                Ok(None) | Err(_) => {
+                    let missing: Vec<u16> = bfrom
+                        .iter()
+                        .filter(|p| {
+                            !pending
+                                .iter()
+                                .any(|m| wanted(m) && m.to.is_none() && m.from == **p)
+                        })
+                        .chain(dfrom.iter().filter(|p| {
+                            !pending
+                                .iter()
+                                .any(|m| wanted(m) && m.to.is_some() && m.from == **p)
+                        }))
+                        .map(|p| p.0)
+                        .collect();
+                    return Err(medtech_threshold::Error::Misbehaviour {
+                        party: PartyIndex(missing.first().copied().unwrap_or(0)),
+                        round,
+                        reason: format!("round {round:?} batch {batch} timed out waiting for parties {missing:?}"),
+                    }
+                    .into());
+                }
+            }
+        }
+        let (now, later): (Vec<Message>, Vec<Message>) = pending.drain(..).partition(|m| wanted(m));
+        pending = later;
+        // Canonical transcript order: rounds as they happened, senders by index within a round
+        // (arrival order differs between parties; the signed transcript must not).
+        let mut these: Vec<Message> = now.iter().filter(|m| m.to.is_none()).cloned().collect();
+        these.sort_by_key(|m| m.from.0);
+        broadcasts.extend(these);
+        match party.receive(now, &mut rng)? {
+            Step::Continue(p, out) => {
+                party = *p;
+                for m in out.broadcast.iter().chain(&out.direct) {
+                    send(m, &outs, &mut local);
+                }
+            }
+            Step::Done(o) => break *o,
+        }
+    };
+
+    // Every party saw the same broadcasts; sign the transcript head and the key, collect all.
+    let key = output.key.clone();
+    let unsigned =
+        Transcript::build_with(&params, &broadcasts, &key, config.identities(), Vec::new());
+    let head: [u8; 32] = unhex("transcript hash", &unsigned.transcript_hash)?
+        .try_into()
+        .map_err(|_| Error::format("transcript", "hash"))?;
+    let my_sig = secrets
+        .identity
+        .sign(&crate::transcript::signed_bytes(&head, &key.fingerprint()));
+    signatures.insert(me, my_sig.to_bytes());
+    let frame = signed_envelope(
+        &session,
+        KIND_SIGNATURE,
+        &my_sig.to_bytes(),
+        &secrets.identity,
+    );
+    for o in outs.values() {
+        let _ = o.send(frame.clone());
+    }
+    let deadline = tokio::time::Instant::now() + opts.round_timeout;
+    while signatures.len() < usize::from(n) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Inbound::Signature(from, s))) => {
+                signatures.insert(from, s);
+            }
+            Ok(Some(Inbound::Fault(from, why))) => {
+                return Err(medtech_threshold::Error::Misbehaviour {
+                    party: PartyIndex(from),
+                    round: Round::Reshare,
+                    reason: why,
+                }
+                .into());
+            }
+            Ok(Some(Inbound::Message(_))) => {}
+            Ok(None) | Err(_) => {
+                return Err(Error::format(
+                    "network",
+                    "timed out collecting transcript signatures",
+                ));
+            }
+        }
+    }
+    let records = signatures
+        .iter()
+        .map(|(p, s)| SignatureRecord {
+            party: *p,
+            signature: hex::encode(s),
+        })
+        .collect();
+    let transcript =
+        Transcript::build_with(&params, &broadcasts, &key, config.identities(), records);
+    let transcript_json = serde_json::to_vec_pretty(&transcript)
+        .map_err(|e| Error::format("transcript", e.to_string()))?;
+    let verdict = verify(&transcript_json, Some(&config.identities()), Some(&key));
+    if !verdict.ok() {
+        let failed: Vec<String> = verdict
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        return Err(Error::format(
+            "transcript",
+            format!("does not verify: {}", failed.join("; ")),
+        ));
+    }
+    // Let the writer tasks drain, then write the outputs.
+    drop(outs);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    write(&out.join("transcript.json"), &transcript_json, false)?;
+    write(
+        &out.join("threshold-key.json"),
+        &serde_json::to_vec_pretty(&KeyFile::of(&key))
+            .map_err(|e| Error::format("key", e.to_string()))?,
+        false,
+    )?;
+    let sealed = match &opts.passphrase {
+        Some(pw) => seal(&output.share, &key, &Unlock::Passphrase(pw.as_bytes()))?,
+        None => {
+            let (k, text) = new_key_file();
+            write(&out.join("share.key"), text.as_bytes(), true)?;
+            seal(&output.share, &key, &Unlock::Key(&k))?
+        }
+    };
+    write(&out.join("share.json"), sealed.as_bytes(), true)?;
+    Ok(hex::encode(key.fingerprint()))
+}
