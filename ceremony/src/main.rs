@@ -44,6 +44,9 @@ enum Command {
         /// instead of one key file per party.
         #[arg(long)]
         passphrase_env: Option<String>,
+        /// Keep every party in this process instead of one `join` process per party over TLS.
+        #[arg(long)]
+        in_process: bool,
     },
     /// Make one party's ceremony keys (TLS certificate and identity key) and print its entry for
     /// the ceremony configuration.
@@ -203,18 +206,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bits,
             out,
             passphrase_env,
+            in_process,
         } => {
             let passphrase = passphrase_env.as_deref().map(passphrase).transpose()?;
-            let report = rehearsal::run(
-                &RunConfig {
-                    bits,
-                    parties,
-                    threshold,
-                    out,
-                    passphrase,
-                },
-                &mut |line| eprintln!("{line}"),
-            )?;
+            let cfg = RunConfig {
+                bits,
+                parties,
+                threshold,
+                out,
+                passphrase,
+            };
+            let report = if in_process {
+                rehearsal::run(&cfg, &mut |line| eprintln!("{line}"))?
+            } else {
+                let exe = std::env::current_exe()?;
+                rehearsal::run_processes(&cfg, &exe, passphrase_env.as_deref(), &mut |line| {
+                    eprintln!("{line}")
+                })?
+            };
             print!("{}", report.summary);
         }
         Command::Keygen {
@@ -292,6 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     out: out.clone(),
                     passphrase,
                     round_timeout: std::time::Duration::from_secs(round_timeout),
+                    verbose: true,
                 },
             )?;
             println!(

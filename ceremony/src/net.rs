@@ -117,7 +117,8 @@ impl CeremonyConfig {
         Ok(p)
     }
 
-    fn identities(&self) -> Vec<Identity> {
+    /// The members' identity keys, as a transcript lists them.
+    pub fn identities(&self) -> Vec<Identity> {
         self.members
             .iter()
             .map(|m| Identity {
@@ -266,6 +267,8 @@ pub struct JoinOptions {
     pub passphrase: Option<zeroize::Zeroizing<String>>,
     /// How long one round may take before the missing parties are named.
     pub round_timeout: Duration,
+    /// Print a progress line per phase to standard error.
+    pub verbose: bool,
 }
 
 /// Runs this party's side of the ceremony to the end; returns the key fingerprint (hex).
@@ -517,13 +520,35 @@ async fn join_async(
     let mut local: VecDeque<Message> = VecDeque::new();
     let mut pending: Vec<Message> = Vec::new();
     let mut broadcasts: Vec<Message> = Vec::new();
+    // Broadcasts of finished candidate batches, kept as hashes only (see `transcript`).
+    let mut earlier: Vec<[u8; 32]> = Vec::new();
     let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
     for m in first.broadcast.iter().chain(&first.direct) {
         send(m, &outs, &mut local);
     }
+    let started = std::time::Instant::now();
     let output = loop {
         let (bfrom, dfrom) = party.expects();
         let (round, batch) = (party.round(), party.batch());
+        if opts.verbose {
+            match round {
+                Round::SieveShares => eprintln!(
+                    "party {me}: [{:>6.1} s] candidate batch {} ({} pairs)",
+                    started.elapsed().as_secs_f64(),
+                    batch + 1,
+                    params.batch()
+                ),
+                Round::BiprimeCommit => eprintln!(
+                    "party {me}: [{:>6.1} s] a modulus passed the first biprimality test",
+                    started.elapsed().as_secs_f64()
+                ),
+                Round::KeyShares => eprintln!(
+                    "party {me}: [{:>6.1} s] modulus accepted; sharing the decryption key",
+                    started.elapsed().as_secs_f64()
+                ),
+                _ => {}
+            }
+        }
         let deadline = tokio::time::Instant::now() + opts.round_timeout;
         let wanted = |m: &Message| m.round == round && m.batch == batch;
         let complete = |pending: &[Message]| {
@@ -583,6 +608,17 @@ async fn join_async(
         let mut these: Vec<Message> = now.iter().filter(|m| m.to.is_none()).cloned().collect();
         these.sort_by_key(|m| m.from.0);
         broadcasts.extend(these);
+        if round == Round::SieveShares && batch > 0 {
+            // A new batch began: the previous ones decided nothing about the key.
+            let (old, keep): (Vec<Message>, Vec<Message>) = broadcasts
+                .drain(..)
+                .partition(|m| m.round < Round::KeyShares && m.batch < batch);
+            earlier.extend(
+                old.iter()
+                    .map(|m| crate::transcript::message_hash(&m.to_bytes())),
+            );
+            broadcasts = keep;
+        }
         match party.receive(now, &mut rng)? {
             Step::Continue(p, out) => {
                 party = *p;

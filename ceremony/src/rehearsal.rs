@@ -1,8 +1,8 @@
-//! `medtech-ceremony run`: a whole ceremony on one machine, for rehearsals and tests — every
-//! party in this process (one thread each, every message encoded and decoded as on the wire;
-//! not yet one process per party over TLS), with the outputs a real ceremony leaves: the key,
-//! the signed transcript, the pinned identities, one sealed key-share file per party, and a
-//! summary.
+//! `medtech-ceremony run`: a whole ceremony on one machine, for rehearsals and tests, with the
+//! outputs a real ceremony leaves: the key, the signed transcript, the pinned identities, one
+//! sealed key-share file per party, and a summary. [`run_processes`] (the default) starts one
+//! `join` process per party over loopback TLS; [`run`] keeps every party in this process (one
+//! thread each, every message encoded and decoded as on the wire).
 
 use std::path::{Path, PathBuf};
 
@@ -159,6 +159,157 @@ pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(&str)) -> Result<RunReport>
         }
     );
     put(&out.join("summary.txt"), summary.as_bytes(), false)?;
+    Ok(RunReport {
+        fingerprint,
+        files,
+        summary,
+    })
+}
+
+/// Runs the ceremony with **one process per party** over loopback TLS: makes each party's keys
+/// (`party-<i>/keys`), the configuration (`ceremony.json`), starts `exe join` for every party
+/// (logs in `party-<i>/join.log`), waits, checks that all wrote the same transcript, and
+/// collects the public outputs in `cfg.out`. `passphrase_env` is passed on to the parties.
+pub fn run_processes(
+    cfg: &RunConfig,
+    exe: &Path,
+    passphrase_env: Option<&str>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RunReport> {
+    use crate::net::{keygen, CeremonyConfig};
+    let out = &cfg.out;
+    if out.join("transcript.json").exists() || out.join("ceremony.json").exists() {
+        return Err(Error::format(
+            out.display().to_string(),
+            "already holds a ceremony; choose another directory",
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut members = Vec::new();
+    for i in 1..=cfg.parties {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::io(Path::new("127.0.0.1:0"), e))?
+            .port();
+        let keys = out.join(format!("party-{i}")).join("keys");
+        members.push(keygen(
+            &keys,
+            i,
+            &format!("party-{i}.ceremony.local"),
+            &format!("127.0.0.1:{port}"),
+        )?);
+    }
+    let mut nonce = [0u8; 16];
+    OsRng.fill_bytes(&mut nonce);
+    let config = CeremonyConfig {
+        format: "medtech-ceremony-config/1".into(),
+        bits: cfg.bits,
+        threshold: cfg.threshold,
+        session_nonce: hex::encode(nonce),
+        batch: None,
+        members,
+    };
+    let params = config.parameters()?;
+    let config_path = out.join("ceremony.json");
+    write(&config_path, &json(&config)?, false)?;
+    progress(&format!(
+        "ceremony: {}-bit modulus, {} parties (one process each, TLS on loopback), threshold {}, session {}",
+        cfg.bits,
+        cfg.parties,
+        cfg.threshold,
+        hex::encode(&params.session()[..8])
+    ));
+    let started = std::time::Instant::now();
+    let mut children = Vec::new();
+    for i in 1..=cfg.parties {
+        let dir = out.join(format!("party-{i}"));
+        let log_path = dir.join("join.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let log2 = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("join")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--index")
+            .arg(i.to_string())
+            .arg("--keys")
+            .arg(dir.join("keys"))
+            .arg("--out")
+            .arg(&dir)
+            .stdout(log)
+            .stderr(log2);
+        if let Some(var) = passphrase_env {
+            cmd.arg("--passphrase-env").arg(var);
+        }
+        children.push((i, log_path, cmd.spawn().map_err(|e| Error::io(exe, e))?));
+    }
+    let mut failed = Vec::new();
+    for (i, log_path, mut child) in children {
+        let status = child.wait().map_err(|e| Error::io(exe, e))?;
+        if status.success() {
+            progress(&format!(
+                "  party {i}: done ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            ));
+        } else {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("").to_string();
+            progress(&format!("  party {i}: FAILED — {last}"));
+            failed.push(format!("party {i}: {last}"));
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::format("ceremony", failed.join("; ")));
+    }
+    let transcripts = (1..=cfg.parties)
+        .map(|i| crate::error::read(&out.join(format!("party-{i}")).join("transcript.json")))
+        .collect::<Result<Vec<_>>>()?;
+    if transcripts.windows(2).any(|w| w[0] != w[1]) {
+        return Err(Error::format(
+            "ceremony",
+            "the parties wrote different transcripts",
+        ));
+    }
+    let key = crate::files::load_key(&out.join("party-1").join("threshold-key.json"))?;
+    let verdict = verify(&transcripts[0], Some(&config.identities()), Some(&key));
+    if !verdict.ok() {
+        return Err(Error::format(
+            "transcript",
+            "the ceremony's transcript does not verify",
+        ));
+    }
+    let mut files = Vec::new();
+    for (name, bytes) in [
+        ("transcript.json", transcripts[0].clone()),
+        ("threshold-key.json", json(&KeyFile::of(&key))?),
+        ("identities.json", json(&config.identities())?),
+    ] {
+        write(&out.join(name), &bytes, false)?;
+        files.push(out.join(name));
+    }
+    let fingerprint = hex::encode(key.fingerprint());
+    let summary = format!(
+        "MedTech Chain key ceremony (rehearsal: {} processes on this machine, TLS on loopback)\n\
+         modulus: {} bits; committee: n = {}, any t = {} decrypt\n\
+         key fingerprint: {}\n\
+         time: {:.1} s\n\
+         transcript: transcript.json (identical at every party, signed by all) — verified\n\
+         share files: party-<i>/share.json, sealed with {}\n\
+         configuration: ceremony.json; each party's keys in party-<i>/keys, its log in party-<i>/join.log\n",
+        cfg.parties,
+        cfg.bits,
+        cfg.parties,
+        cfg.threshold,
+        fingerprint,
+        started.elapsed().as_secs_f64(),
+        if passphrase_env.is_some() {
+            "the passphrase (Argon2id)"
+        } else {
+            "per-party key files party-<i>/share.key (mode 0600)"
+        }
+    );
+    write(&out.join("summary.txt"), summary.as_bytes(), false)?;
+    files.push(out.join("summary.txt"));
     Ok(RunReport {
         fingerprint,
         files,

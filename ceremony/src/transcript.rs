@@ -7,18 +7,21 @@
 //!   "parameters": { "bits": 2048, "parties": 5, "threshold": 3, "session": "…",
 //!                   "batch": 32768, "biprime_reps": 64 },
 //!   "identities": [ { "party": 1, "ed25519": "…" }, … ],
-//!   "broadcasts": [ "…hex of each encoded message…", … ],
+//!   "earlier_batches": [ "…hash of each broadcast of the batches before the accepted one…" ],
+//!   "broadcasts": [ "…hex of each broadcast of the accepted batch and the key stage…", … ],
 //!   "transcript_hash": "…", "threshold_key": "…", "key_fingerprint": "…",
 //!   "signatures": [ { "party": 1, "signature": "…" }, … ] }
 //! ```
 //!
 //! The chain: `h₀ = SHA-256("medtech-ceremony/v1/transcript" ‖ canonical parameters ‖ identity
-//! keys)`, `h_{i+1} = SHA-256(h_i ‖ len(m_i) ‖ m_i)`. Each party signs
+//! keys)`, `h_{i+1} = SHA-256(h_i ‖ H(m_i))` over every broadcast of the ceremony in round order,
+//! where `H(m) = SHA-256("medtech-ceremony/v1/message" ‖ m)`; batches before the accepted one are
+//! kept as their `H(m)` only. Each party signs
 //! `"medtech-ceremony/v1/signature" ‖ h_final ‖ key fingerprint`.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use medtech_threshold::dkg::verify::replay;
-use medtech_threshold::dkg::{Message, Parameters};
+use medtech_threshold::dkg::{Message, Parameters, Round};
 use medtech_threshold::ThresholdPublicKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -102,7 +105,12 @@ pub struct Transcript {
     pub parameters: ParameterRecord,
     /// The parties' identity keys.
     pub identities: Vec<Identity>,
-    /// Every broadcast, hex, in delivery order.
+    /// Hashes (hex) of the broadcasts of the candidate batches before the accepted one, in
+    /// order: they are chained but not kept (they decided nothing about the key, and a 2048-bit
+    /// batch's broadcasts are about 8 MB).
+    #[serde(default)]
+    pub earlier_batches: Vec<String>,
+    /// Every broadcast of the accepted batch and of the key stage, hex, in round order.
     pub broadcasts: Vec<String>,
     /// Head of the hash chain, hex.
     pub transcript_hash: String,
@@ -114,7 +122,15 @@ pub struct Transcript {
     pub signatures: Vec<SignatureRecord>,
 }
 
-fn chain(params: &ParameterRecord, identities: &[Identity], messages: &[Vec<u8>]) -> [u8; 32] {
+/// SHA-256 of one encoded message: what the chain links.
+pub fn message_hash(bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medtech-ceremony/v1/message");
+    h.update(bytes);
+    h.finalize().into()
+}
+
+fn chain(params: &ParameterRecord, identities: &[Identity], hashes: &[[u8; 32]]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"medtech-ceremony/v1/transcript");
     h.update(serde_json::to_vec(params).unwrap_or_default());
@@ -123,10 +139,9 @@ fn chain(params: &ParameterRecord, identities: &[Identity], messages: &[Vec<u8>]
         h.update(id.ed25519.as_bytes());
     }
     let mut head: [u8; 32] = h.finalize().into();
-    for m in messages {
+    for m in hashes {
         let mut h = Sha256::new();
         h.update(head);
-        h.update((m.len() as u64).to_be_bytes());
         h.update(m);
         head = h.finalize().into();
     }
@@ -158,6 +173,7 @@ impl Transcript {
             })
             .collect();
         let mut t = Self::build_with(params, broadcasts, key, identities, Vec::new());
+        debug_assert!(t.signatures.is_empty());
         let head: [u8; 32] = hex::decode(&t.transcript_hash)
             .ok()
             .and_then(|h| h.try_into().ok())
@@ -183,20 +199,58 @@ impl Transcript {
         identities: Vec<Identity>,
         signatures: Vec<SignatureRecord>,
     ) -> Self {
+        let (earlier, kept) = split_batches(broadcasts);
+        Self::build_from_parts(params, earlier, &kept, key, identities, signatures)
+    }
+
+    /// As [`Transcript::build_with`], with the earlier batches already reduced to their hashes
+    /// (how `join` keeps its memory flat across batches).
+    pub fn build_from_parts(
+        params: &Parameters,
+        earlier: Vec<[u8; 32]>,
+        kept: &[&Message],
+        key: &ThresholdPublicKey,
+        identities: Vec<Identity>,
+        signatures: Vec<SignatureRecord>,
+    ) -> Self {
         let parameters = ParameterRecord::of(params);
-        let messages: Vec<Vec<u8>> = broadcasts.iter().map(Message::to_bytes).collect();
-        let head = chain(&parameters, &identities, &messages);
+        let mut hashes: Vec<[u8; 32]> = earlier.clone();
+        let kept_bytes: Vec<Vec<u8>> = kept.iter().map(|m| m.to_bytes()).collect();
+        hashes.extend(kept_bytes.iter().map(|b| message_hash(b)));
+        let head = chain(&parameters, &identities, &hashes);
         Transcript {
             format: FORMAT.into(),
             parameters,
             identities,
-            broadcasts: messages.iter().map(hex::encode).collect(),
+            earlier_batches: earlier.iter().map(hex::encode).collect(),
+            broadcasts: kept_bytes.iter().map(hex::encode).collect(),
             transcript_hash: hex::encode(head),
             threshold_key: hex::encode(key.to_bytes()),
             key_fingerprint: hex::encode(key.fingerprint()),
             signatures,
         }
     }
+}
+
+/// Splits a ceremony's broadcasts (in round order) into the hashes of the batches before the
+/// last one and the messages of the last batch and the key stage.
+pub fn split_batches(broadcasts: &[Message]) -> (Vec<[u8; 32]>, Vec<&Message>) {
+    let last = broadcasts
+        .iter()
+        .filter(|m| m.round < Round::KeyShares)
+        .map(|m| m.batch)
+        .max()
+        .unwrap_or(0);
+    let mut earlier = Vec::new();
+    let mut kept = Vec::new();
+    for m in broadcasts {
+        if m.round < Round::KeyShares && m.batch < last {
+            earlier.push(message_hash(&m.to_bytes()));
+        } else {
+            kept.push(m);
+        }
+    }
+    (earlier, kept)
 }
 
 /// One check of the verification and its outcome.
@@ -300,7 +354,24 @@ pub fn verify(
             (Vec::new(), Vec::new())
         }
     };
-    let head = chain(&t.parameters, &t.identities, &raw);
+    let earlier: Result<Vec<[u8; 32]>> = t
+        .earlier_batches
+        .iter()
+        .map(|h| {
+            unhex("earlier batch hash", h)?
+                .try_into()
+                .map_err(|_| Error::format("transcript", "an earlier-batch hash is not 32 bytes"))
+        })
+        .collect();
+    let mut hashes = match earlier {
+        Ok(h) => h,
+        Err(e) => {
+            push("messages", Err(e));
+            Vec::new()
+        }
+    };
+    hashes.extend(raw.iter().map(|b| message_hash(b)));
+    let head = chain(&t.parameters, &t.identities, &hashes);
     push(
         "hash chain",
         if hex::encode(head) == t.transcript_hash {

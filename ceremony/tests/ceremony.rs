@@ -242,3 +242,32 @@ fn verify_command_exits_non_zero_on_a_tampered_transcript() {
         .unwrap();
     assert!(!missing.status.success());
 }
+
+#[test]
+fn earlier_batches_are_chained_by_hash_and_still_bind_the_signatures() {
+    use ed25519_dalek::SigningKey;
+    use medtech_threshold::dkg::{sim::run_in_process, Parameters};
+    use rand::SeedableRng;
+    let params = Parameters::new(512, 3, 2, [9; 32])
+        .unwrap()
+        .with_batch(300)
+        .unwrap();
+    let rngs: Vec<_> = (0..3)
+        .map(|k| rand_chacha::ChaCha20Rng::seed_from_u64(40 + k))
+        .collect();
+    let run = run_in_process(&params, rngs, None).unwrap();
+    assert!(
+        run.outputs[0].stats.batches > 1,
+        "the seed gives several batches"
+    );
+    let signers: Vec<SigningKey> = (0..3).map(|_| SigningKey::generate(&mut OsRng)).collect();
+    let key = run.outputs[0].key.clone();
+    let t = Transcript::build(&params, &run.broadcasts, &key, &signers);
+    assert!(!t.earlier_batches.is_empty());
+    assert!(t.broadcasts.len() < run.broadcasts.len());
+    let bytes = serde_json::to_vec(&t).unwrap();
+    assert!(verify(&bytes, Some(&t.identities), Some(&key)).ok());
+    let mut bad = t.clone();
+    bad.earlier_batches.remove(0);
+    assert!(!verify(&serde_json::to_vec(&bad).unwrap(), None, Some(&key)).ok());
+}

@@ -30,7 +30,7 @@ use crate::keys::{PartyIndex, PublicKey, ThresholdPublicKey};
 pub struct Verified {
     /// The threshold key the transcript determines.
     pub key: ThresholdPublicKey,
-    /// Candidate batches the transcript covers.
+    /// Candidate batches replayed (those the broadcasts cover).
     pub batches: u32,
     /// Moduli opened (and trial-divided) across all batches.
     pub moduli_opened: u64,
@@ -62,12 +62,16 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             return Err(super::blame(m, "two broadcasts in one round"));
         }
     }
-    let max_batch = broadcasts
-        .iter()
-        .filter(|m| m.round < Round::KeyShares)
-        .map(|m| m.batch)
-        .max()
-        .unwrap_or(0);
+    let modulus_batches = || {
+        broadcasts
+            .iter()
+            .filter(|m| m.round < Round::KeyShares)
+            .map(|m| m.batch)
+    };
+    let max_batch = modulus_batches().max().unwrap_or(0);
+    // A transcript may keep only the accepted batch (earlier ones by hash): replay from the first
+    // batch it holds.
+    let first_batch = modulus_batches().min().unwrap_or(0);
     let mut used = 0usize;
     let mut get = |round: Round, batch: u32, from: &mut dyn Iterator<Item = u16>| {
         from.map(|p| {
@@ -86,7 +90,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
     let s = setup.product_parties.clone();
     let k = params.batch;
     let (mut opened, mut tested) = (0u64, 0u64);
-    for batch in 0..=max_batch {
+    for batch in first_batch..=max_batch {
         let pass = sieve_passes(
             &setup,
             &get(Round::SieveProducts, batch, &mut s.iter().copied())?,
@@ -155,7 +159,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         }
         return Ok(Verified {
             key,
-            batches: batch + 1,
+            batches: batch - first_batch + 1,
             moduli_opened: opened,
             moduli_tested: tested,
             messages: used,
