@@ -607,7 +607,16 @@ async fn join_async(
         // (arrival order differs between parties; the signed transcript must not).
         let mut these: Vec<Message> = now.iter().filter(|m| m.to.is_none()).cloned().collect();
         these.sort_by_key(|m| m.from.0);
-        broadcasts.extend(these);
+        if round == Round::SieveProducts {
+            // Kept by hash only (see `transcript::split_batches`).
+            earlier.extend(
+                these
+                    .iter()
+                    .map(|m| crate::transcript::message_hash(&m.to_bytes())),
+            );
+        } else {
+            broadcasts.extend(these);
+        }
         if round == Round::SieveShares && batch > 0 {
             // A new batch began: the previous ones decided nothing about the key.
             let (old, keep): (Vec<Message>, Vec<Message>) = broadcasts

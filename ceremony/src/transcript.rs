@@ -105,9 +105,9 @@ pub struct Transcript {
     pub parameters: ParameterRecord,
     /// The parties' identity keys.
     pub identities: Vec<Identity>,
-    /// Hashes (hex) of the broadcasts of the candidate batches before the accepted one, in
-    /// order: they are chained but not kept (they decided nothing about the key, and a 2048-bit
-    /// batch's broadcasts are about 8 MB).
+    /// Hashes (hex) of the broadcasts of the candidate batches before the accepted one and of
+    /// the accepted batch's sieve products, in order: chained but not kept (they decided nothing
+    /// about the key, and a 2048-bit batch's sieve products are about 13 MB).
     #[serde(default)]
     pub earlier_batches: Vec<String>,
     /// Every broadcast of the accepted batch and of the key stage, hex, in round order.
@@ -233,7 +233,8 @@ impl Transcript {
 }
 
 /// Splits a ceremony's broadcasts (in round order) into the hashes of the batches before the
-/// last one and the messages of the last batch and the key stage.
+/// last one and of the last batch's sieve products, and the remaining messages of the last batch
+/// and the key stage.
 pub fn split_batches(broadcasts: &[Message]) -> (Vec<[u8; 32]>, Vec<&Message>) {
     let last = broadcasts
         .iter()
@@ -244,7 +245,10 @@ pub fn split_batches(broadcasts: &[Message]) -> (Vec<[u8; 32]>, Vec<&Message>) {
     let mut earlier = Vec::new();
     let mut kept = Vec::new();
     for m in broadcasts {
-        if m.round < Round::KeyShares && m.batch < last {
+        // The sieve products (M2) are the bulk of a batch (three field elements per candidate and
+        // group from each product party); the opened moduli (M4) say which candidates survived,
+        // so the verifier does not need them.
+        if (m.round < Round::KeyShares && m.batch < last) || m.round == Round::SieveProducts {
             earlier.push(message_hash(&m.to_bytes()));
         } else {
             kept.push(m);

@@ -91,12 +91,20 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
     let k = params.batch;
     let (mut opened, mut tested) = (0u64, 0u64);
     for batch in first_batch..=max_batch {
-        let pass = sieve_passes(
-            &setup,
-            &get(Round::SieveProducts, batch, &mut s.iter().copied())?,
-            k,
-        )?;
-        let count = pass.iter().filter(|&&p| p).count();
+        // A transcript may keep the sieve products by hash only; then the opened moduli say how
+        // many candidates survived (every product party must agree).
+        let count = if index.contains_key(&(Round::SieveProducts, batch, s[0])) {
+            let pass = sieve_passes(
+                &setup,
+                &get(Round::SieveProducts, batch, &mut s.iter().copied())?,
+                k,
+            )?;
+            pass.iter().filter(|&&p| p).count()
+        } else {
+            index
+                .get(&(Round::ModulusShares, batch, s[0]))
+                .map_or(0, |m| m.ints.len())
+        };
         if count == 0 {
             continue;
         }
