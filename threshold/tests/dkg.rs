@@ -512,3 +512,44 @@ mod transcript {
         assert_eq!(e.culprits(), vec![PartyIndex(2)], "{e}");
     }
 }
+
+mod hostile_input {
+    use super::*;
+    use medtech_threshold::dkg::Party;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Party 1's complete first-round inbox with party 2's message structurally damaged
+        /// (values missing, another round or batch, another session, another recipient, a
+        /// duplicate): the round is refused and party 2 named — never a panic, never a step.
+        #[test]
+        fn a_damaged_message_is_refused_and_its_sender_named(kind in 0u8..6, k in 1usize..5, seed in any::<u64>()) {
+            let p = Parameters::new(512, 3, 2, [7; 32]).unwrap().with_batch(4).unwrap();
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let mut inbox = Vec::new();
+            let mut me = None;
+            for i in 1..=3u16 {
+                let (party, out) = Party::new(&p, PartyIndex(i), &mut rng).unwrap();
+                inbox.extend(out.direct.into_iter().filter(|m| m.to == Some(PartyIndex(1))));
+                if i == 1 {
+                    me = Some(party);
+                }
+            }
+            let at = inbox.iter().position(|m| m.from == PartyIndex(2)).unwrap();
+            match kind {
+                0 => for _ in 0..k { inbox[at].truncate_for_tests(); },
+                1 => inbox[at].round = Round::GcdShares,
+                2 => inbox[at].batch = k as u32,
+                3 => inbox[at].session = [k as u8; 32],
+                4 => inbox[at].to = Some(PartyIndex(3)),
+                _ => { let d = inbox[at].clone(); inbox.push(d); }
+            }
+            let wire: Vec<Vec<u8>> = inbox.iter().map(Message::to_bytes).collect();
+            let inbox: Vec<Message> = wire.iter().map(|w| Message::from_bytes(w).unwrap()).collect();
+            let e = me.unwrap().receive(inbox, &mut rng).unwrap_err();
+            prop_assert_eq!(e.culprits(), vec![PartyIndex(2)], "{}", e);
+        }
+    }
+}
