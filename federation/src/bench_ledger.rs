@@ -7,6 +7,8 @@
 //! entry). Every entry goes through Raft, the state machine's signature and order checks, and the
 //! Merkle log. Latency is proposal → applied on the leader.
 
+use medtech_ledger::budget::{encode_limit, QueryCharge};
+use medtech_noise::{Cost, Micros};
 use std::time::{Duration, Instant};
 
 use medtech_ledger::backend::Backend;
@@ -103,6 +105,24 @@ pub fn run(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport> {
     rt.block_on(run_async(cfg))
 }
 
+/// Gives `subject` a limit no bench exhausts.
+async fn budget(
+    node: &medtech_ledger::raft::node::LedgerNode,
+    subject: &str,
+) -> anyhow::Result<()> {
+    let r = node
+        .propose_own(Kind::SetBudget(pb::SetBudget {
+            subject: subject.into(),
+            limit: encode_limit(&Cost {
+                epsilon: Micros(u64::MAX / 4),
+                ..Cost::default()
+            }),
+        }))
+        .await?;
+    anyhow::ensure!(r.sequence.is_some(), "budget rejected: {r:?}");
+    Ok(())
+}
+
 async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport> {
     std::fs::create_dir_all(&cfg.dir)?;
     let tmp = tempfile::tempdir_in(&cfg.dir)?;
@@ -133,8 +153,19 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
             }))
             .await?;
         anyhow::ensure!(r.sequence.is_some(), "registration rejected: {r:?}");
+        budget(node, &format!("researcher:{}", key.id())).await?;
         clients.push(key);
     }
+    budget(node, "dataset:bench").await?;
+    // Every bench entry is a query charging ε = 10⁻⁶ (the smallest unit) against these.
+    let charge = QueryCharge {
+        dataset: "bench".into(),
+        cost: Cost {
+            epsilon: Micros(1),
+            ..Cost::default()
+        },
+    }
+    .encode();
     let base = node.head()?.0;
 
     let per_client = cfg.entries.div_ceil(cfg.clients as u64);
@@ -144,13 +175,14 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
     for (ci, key) in clients.into_iter().enumerate() {
         let node = c.nodes[&leader].clone_handle();
         let payload = payload.clone();
+        let charge = charge.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_client as usize);
             for s in 0..per_client {
                 let kind = Kind::SubmitQuery(pb::SubmitQuery {
                     query_id: format!("c{ci}-q{s}"),
                     query: payload.clone(),
-                    cost: Vec::new(),
+                    cost: charge.clone(),
                     on_behalf_of: String::new(),
                 });
                 let bytes = sign_entry(&key, origin, s + 1, now_ms(), kind);

@@ -20,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backend;
+pub mod budget;
 pub mod checkpoint;
 pub mod entry;
 pub mod export;

@@ -15,7 +15,9 @@
 //!    consistent with the state: the query it refers to exists and is still open, a member posts
 //!    at most one contribution / noise share / partial decryption per query, ids are unique, a
 //!    cosignature signs the log's actual root at a size the log has reached, a committee change is
-//!    the next epoch and approved by `t` current members.
+//!    the next epoch and approved by `t` current members;
+//! 6. a query's declared privacy cost fits the researcher's, the dataset's and the global budget
+//!    ([`crate::budget`]); admitting the query spends it, in the same step.
 //!
 //! Cryptographic validity of contributions, noise shares and partial decryptions (range and
 //! equality proofs) is checked by the committee node before it posts or uses them; the ledger
@@ -27,6 +29,7 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use medtech_protos::ledger::v1 as pb;
 use medtech_protos::Message as _;
 
+use crate::budget::{limit_event, Accountant, Event, QueryCharge};
 use crate::checkpoint::{Checkpoint, NodeIdentity, NoteSignature, SignedCheckpoint};
 use crate::entry::{config_message, AuthorId, Kind, ParsedEntry};
 use crate::merkle::{Hash, MerkleLog};
@@ -276,6 +279,7 @@ pub struct LedgerState {
     seqs: BTreeMap<AuthorId, u64>,
     queries: BTreeMap<String, QueryRecord>,
     cosigned: BTreeMap<u64, Cosigned>,
+    budgets: Accountant,
     rejected: u64,
 }
 
@@ -290,6 +294,7 @@ impl LedgerState {
             seqs: BTreeMap::new(),
             queries: BTreeMap::new(),
             cosigned: BTreeMap::new(),
+            budgets: Accountant::new(),
             rejected: 0,
         })
     }
@@ -312,6 +317,11 @@ impl LedgerState {
     /// All researchers.
     pub fn researchers(&self) -> impl Iterator<Item = &Researcher> {
         self.researchers.values()
+    }
+
+    /// The privacy budgets: limits set by `SetBudget` entries, spent by admitted queries.
+    pub fn budgets(&self) -> &Accountant {
+        &self.budgets
     }
 
     /// A query's record.
@@ -446,10 +456,21 @@ impl LedgerState {
                     AuthorId::Node(_) => q.on_behalf_of.clone(),
                 };
                 match self.researchers.get(&researcher) {
-                    Some(r) if r.enabled => Ok(()),
-                    Some(_) => Err(format!("researcher {researcher} is disabled")),
-                    None => Err(format!("no registered researcher {researcher:?}")),
+                    Some(r) if r.enabled => {}
+                    Some(_) => return Err(format!("researcher {researcher} is disabled")),
+                    None => return Err(format!("no registered researcher {researcher:?}")),
                 }
+                // The budget is charged by this very entry: admitted only if it fits.
+                let charge = QueryCharge::decode(&q.cost)?;
+                check_id("dataset", &charge.dataset)?;
+                self.budgets
+                    .check(&Event::Charge {
+                        query: q.query_id.clone(),
+                        researcher,
+                        dataset: charge.dataset,
+                        cost: charge.cost,
+                    })
+                    .map_err(|e| e.to_string())
             }
             Kind::RegisterResearcher(r) => {
                 need_node()?;
@@ -471,7 +492,8 @@ impl LedgerState {
             }
             Kind::SetBudget(b) => {
                 need_node()?;
-                check_id("budget subject", &b.subject)
+                check_id("budget subject", &b.subject)?;
+                limit_event(&b.subject, &b.limit).map(|_| ())
             }
             Kind::Contribution(c) => {
                 let n = need_node()?;
@@ -627,6 +649,15 @@ impl LedgerState {
                     AuthorId::Researcher(r) => r.clone(),
                     AuthorId::Node(_) => q.on_behalf_of.clone(),
                 };
+                if let Ok(charge) = QueryCharge::decode(&q.cost) {
+                    // Accepted by `check` against this same state, so the charge succeeds.
+                    let _ = self.budgets.apply(&Event::Charge {
+                        query: q.query_id.clone(),
+                        researcher: researcher.clone(),
+                        dataset: charge.dataset,
+                        cost: charge.cost,
+                    });
+                }
                 self.queries.insert(
                     q.query_id.clone(),
                     QueryRecord {
@@ -657,9 +688,22 @@ impl LedgerState {
             Kind::Contribution(c) => self.with_query(&c.query_id, |q| {
                 q.contributions.insert(node.clone());
             }),
-            Kind::NoiseCommitment(c) => self.with_query(&c.query_id, |q| {
-                q.noise_shares.insert(node.clone());
-            }),
+            Kind::NoiseCommitment(c) => {
+                // From the first noise share on, the query's charge is final.
+                let member = self
+                    .committee
+                    .members
+                    .iter()
+                    .position(|m| m.name == node)
+                    .map_or(0, |i| u16::try_from(i + 1).unwrap_or(u16::MAX));
+                let _ = self.budgets.apply(&Event::NoisePosted {
+                    query: c.query_id.clone(),
+                    member,
+                });
+                self.with_query(&c.query_id, |q| {
+                    q.noise_shares.insert(node.clone());
+                })
+            }
             Kind::PartialDecryption(p) => self.with_query(&p.query_id, |q| {
                 q.partials.insert(node.clone());
             }),
@@ -701,7 +745,12 @@ impl LedgerState {
                     self.committee = next;
                 }
             }
-            Kind::SetBudget(_) | Kind::Misbehaviour(_) | Kind::Note(_) => {}
+            Kind::SetBudget(b) => {
+                if let Ok(event) = limit_event(&b.subject, &b.limit) {
+                    let _ = self.budgets.apply(&event);
+                }
+            }
+            Kind::Misbehaviour(_) | Kind::Note(_) => {}
         }
     }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fast_tuning, note, register, Cluster, ORIGIN};
+use common::{budgets, fast_tuning, note, register, small_charge, Cluster, ORIGIN};
 use medtech_ledger::entry::{sign_entry, Kind, ResearcherKey};
 use medtech_ledger::merkle::{verify_inclusion, MerkleLog};
 use medtech_protos::ledger::v1 as pb;
@@ -132,17 +132,20 @@ async fn the_state_machine_rejects_bad_entries_without_halting() {
         .unwrap()
         .sequence
         .is_some());
+    for b in budgets(&researcher) {
+        assert!(node.propose_own(b).await.unwrap().sequence.is_some());
+    }
 
     let query = |id: &str| {
         Kind::SubmitQuery(pb::SubmitQuery {
             query_id: id.into(),
             query: b"count".to_vec(),
-            cost: vec![],
+            cost: small_charge(),
             on_behalf_of: String::new(),
         })
     };
     let good = sign_entry(&researcher, ORIGIN, 1, 0, query("q1"));
-    assert_eq!(node.propose(good.clone()).await.unwrap().sequence, Some(1));
+    assert_eq!(node.propose(good.clone()).await.unwrap().sequence, Some(3));
     // Replay: same bytes again.
     let r = node.propose(good).await.unwrap();
     assert!(r.rejection.unwrap().contains("out of order"));
@@ -173,9 +176,9 @@ async fn the_state_machine_rejects_bad_entries_without_halting() {
         .propose(sign_entry(&researcher, ORIGIN, 2, 0, query("q4")))
         .await
         .unwrap();
-    assert_eq!(r.sequence, Some(2));
-    let (size, _) = c.wait_agree(3).await;
-    assert_eq!(size, 3);
+    assert_eq!(r.sequence, Some(4));
+    let (size, _) = c.wait_agree(5).await;
+    assert_eq!(size, 5);
     for n in c.nodes.values() {
         assert_eq!(n.read().unwrap().state().rejected(), 5);
     }
@@ -230,6 +233,9 @@ async fn an_export_from_a_live_committee_verifies_offline() {
         .propose_own(register(&researcher))
         .await
         .unwrap();
+    for b in budgets(&researcher) {
+        c.nodes[&1].propose_own(b).await.unwrap();
+    }
     for i in 0..6 {
         c.nodes[&(i % 3 + 1)]
             .propose_own(note(&format!("e{i}")))
@@ -239,20 +245,20 @@ async fn an_export_from_a_live_committee_verifies_offline() {
     let q = Kind::SubmitQuery(pb::SubmitQuery {
         query_id: "q".into(),
         query: vec![1],
-        cost: vec![],
+        cost: small_charge(),
         on_behalf_of: String::new(),
     });
     c.nodes[&2]
         .propose(sign_entry(&researcher, ORIGIN, 1, 0, q))
         .await
         .unwrap();
-    c.wait_agree(8).await;
+    c.wait_agree(10).await;
     for id in [1, 2, 3] {
         c.nodes[&id].cosign_now().await.unwrap().unwrap();
     }
-    c.wait_agree(11).await;
+    c.wait_agree(13).await;
     let export = c.nodes[&3].export().unwrap();
-    assert_eq!(export.entries.len(), 11);
+    assert_eq!(export.entries.len(), 13);
     assert_eq!(export.checkpoints.len(), 1);
     let report = medtech_ledger::export::verify(&export);
     assert!(report.passed(), "{}", report.to_text());

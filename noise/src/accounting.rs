@@ -246,20 +246,48 @@ impl Accountant {
         ]
     }
 
-    fn charge(
-        &mut self,
+    /// Whether `event` would be accepted now, without changing anything (the ledger checks an
+    /// entry before making it durable, and applies it after).
+    pub fn check(&self, event: &Event) -> Result<(), Rejection> {
+        match event {
+            Event::SetLimit { .. } => Ok(()),
+            Event::Charge {
+                query,
+                researcher,
+                dataset,
+                cost,
+            } => self
+                .check_charge(query, researcher, dataset, *cost)
+                .map(|_| ()),
+            Event::NoisePosted { query, .. } => match self.charges.get(query) {
+                None => Err(Rejection::UnknownQuery(query.clone())),
+                Some(r) if r.abandoned => Err(Rejection::Abandoned(query.clone())),
+                Some(_) => Ok(()),
+            },
+            Event::Abandon { query } => match self.charges.get(query) {
+                None => Err(Rejection::UnknownQuery(query.clone())),
+                Some(r) if r.abandoned => Err(Rejection::Abandoned(query.clone())),
+                Some(r) if !r.noise_from.is_empty() => {
+                    Err(Rejection::NoiseAlreadyPosted(query.clone()))
+                }
+                Some(_) => Ok(()),
+            },
+        }
+    }
+
+    /// The new spent totals a charge would leave, or why it is refused.
+    fn check_charge(
+        &self,
         query: &str,
         researcher: &str,
         dataset: &str,
         cost: Cost,
-    ) -> Result<(), Rejection> {
+    ) -> Result<Vec<(Subject, Cost)>, Rejection> {
         if self.charges.contains_key(query) {
             return Err(Rejection::AlreadyCharged(query.to_owned()));
         }
-        let subjects = Self::subjects(researcher, dataset);
-        // Check everything first; spend only if every check passes (atomic).
         let mut updates = Vec::with_capacity(3);
-        for s in subjects {
+        for s in Self::subjects(researcher, dataset) {
             let limit = match (self.limits.get(&s), &s) {
                 (Some(l), _) => *l,
                 (None, Subject::Global) => continue, // no global limit configured
@@ -280,6 +308,18 @@ impl Accountant {
             }
             updates.push((s, would));
         }
+        Ok(updates)
+    }
+
+    fn charge(
+        &mut self,
+        query: &str,
+        researcher: &str,
+        dataset: &str,
+        cost: Cost,
+    ) -> Result<(), Rejection> {
+        // Check everything first; spend only if every check passes (atomic).
+        let updates = self.check_charge(query, researcher, dataset, cost)?;
         for (s, would) in updates {
             self.spent.insert(s, would);
         }

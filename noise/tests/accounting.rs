@@ -84,6 +84,24 @@ proptest! {
         prop_assert_eq!(acc.spent(&Subject::Researcher("mallory".into())), Cost::default());
     }
 
+    /// `check` says exactly what `apply` would do, and changes nothing (the ledger checks an
+    /// entry before making it durable and applies it after).
+    #[test]
+    fn check_predicts_apply_and_changes_nothing(events in proptest::collection::vec(arb_event(), 1..120)) {
+        let mut acc = Accountant::new();
+        setup(&mut acc, 1_000_000, 1_500_000, Some(2_500_000));
+        for e in &events {
+            let before = acc.clone();
+            let predicted = acc.check(e);
+            prop_assert_eq!(&acc, &before);
+            let got = acc.apply(e);
+            prop_assert_eq!(predicted, got.clone());
+            if got.is_err() {
+                prop_assert_eq!(&acc, &before);
+            }
+        }
+    }
+
     /// Two nodes replaying the same events end in the same state.
     #[test]
     fn replay_is_deterministic(events in proptest::collection::vec(arb_event(), 1..80)) {

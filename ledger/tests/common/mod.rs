@@ -116,3 +116,35 @@ pub fn register(r: &ResearcherKey) -> Kind {
         public_key: r.public_key().as_bytes().to_vec(),
     })
 }
+
+/// `SetBudget` entries giving researcher `r` and the dataset `data` ε = 10 each.
+pub fn budgets(r: &ResearcherKey) -> [Kind; 2] {
+    let limit = medtech_ledger::budget::encode_limit(&eps(10_000_000));
+    [
+        Kind::SetBudget(pb::SetBudget {
+            subject: format!("researcher:{}", r.id()),
+            limit: limit.clone(),
+        }),
+        Kind::SetBudget(pb::SetBudget {
+            subject: "dataset:data".into(),
+            limit,
+        }),
+    ]
+}
+
+/// ε in millionths as a cost.
+pub fn eps(micros: u64) -> medtech_noise::Cost {
+    medtech_noise::Cost {
+        epsilon: medtech_noise::Micros(micros),
+        ..medtech_noise::Cost::default()
+    }
+}
+
+/// The `SubmitQuery.cost` bytes charging ε = 0.1 against the dataset `data`.
+pub fn small_charge() -> Vec<u8> {
+    medtech_ledger::budget::QueryCharge {
+        dataset: "data".into(),
+        cost: eps(100_000),
+    }
+    .encode()
+}
