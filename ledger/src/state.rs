@@ -13,7 +13,9 @@
 //!    reordering, no gap);
 //! 5. the author may write that kind (researchers only submit queries), and the entry is
 //!    consistent with the state: the query it refers to exists and is still open, a member posts
-//!    at most one contribution / noise share / partial decryption per query, ids are unique, a
+//!    at most one contribution / noise share / partial decryption per query, a query's aggregate
+//!    is closed once (naming posted contributions and at least `n − t + 1` posted noise shares)
+//!    and after that takes no more contributions or noise but partial decryptions, ids are unique, a
 //!    cosignature signs the log's actual root at a size the log has reached, a committee change is
 //!    the next epoch and approved by `t` current members;
 //! 6. a query's declared privacy cost fits the researcher's, the dataset's and the global budget
@@ -239,6 +241,9 @@ pub struct QueryRecord {
     pub noise_shares: BTreeSet<String>,
     /// Members that posted partial decryptions.
     pub partials: BTreeSet<String>,
+    /// Once closed: the contributors and noise-share authors whose ciphertexts make up the
+    /// aggregate.
+    pub closed: Option<(BTreeSet<String>, BTreeSet<String>)>,
     /// Set once released or failed.
     pub outcome: Option<QueryOutcome>,
 }
@@ -498,16 +503,30 @@ impl LedgerState {
             Kind::Contribution(c) => {
                 let n = need_node()?;
                 let q = self.open_query(&c.query_id)?;
+                not_closed(q)?;
                 once(&q.contributions, n, "a contribution")
             }
             Kind::NoiseCommitment(c) => {
                 let n = need_node()?;
                 let q = self.open_query(&c.query_id)?;
+                not_closed(q)?;
                 once(&q.noise_shares, n, "a noise share")
+            }
+            Kind::CloseAggregate(c) => {
+                need_node()?;
+                let q = self.open_query(&c.query_id)?;
+                not_closed(q)?;
+                self.check_close(q, c)
             }
             Kind::PartialDecryption(p) => {
                 let n = need_node()?;
                 let q = self.open_query(&p.query_id)?;
+                if q.closed.is_none() {
+                    return Err(format!(
+                        "query {} has no closed aggregate to decrypt yet",
+                        p.query_id
+                    ));
+                }
                 once(&q.partials, n, "partial decryptions")
             }
             Kind::ReleaseResult(r) => {
@@ -549,6 +568,35 @@ impl LedgerState {
             return Err(format!("query {id} is already closed"));
         }
         Ok(q)
+    }
+
+    fn check_close(&self, q: &QueryRecord, c: &pb::CloseAggregate) -> Result<(), String> {
+        let distinct = |v: &[String], posted: &BTreeSet<String>, what: &str| {
+            let set: BTreeSet<&String> = v.iter().collect();
+            if set.len() != v.len() {
+                return Err(format!("{what} listed twice"));
+            }
+            match v.iter().find(|m| !posted.contains(*m)) {
+                Some(m) => Err(format!("{m} posted no {what} for this query")),
+                None => Ok(()),
+            }
+        };
+        if c.contributors.is_empty() {
+            return Err("an aggregate needs at least one contribution".into());
+        }
+        distinct(&c.contributors, &q.contributions, "contribution")?;
+        distinct(&c.noise_from, &q.noise_shares, "noise share")?;
+        // The noise is calibrated so that n − t + 1 honest shares give the privacy promised
+        // even when t − 1 members collude; fewer may not.
+        let n = self.committee.members.len();
+        let needed = n + 1 - self.committee.threshold.min(n);
+        if c.noise_from.len() < needed {
+            return Err(format!(
+                "{} noise shares; the calibration needs at least {needed}",
+                c.noise_from.len()
+            ));
+        }
+        Ok(())
     }
 
     fn check_cosignature(
@@ -704,6 +752,12 @@ impl LedgerState {
                     q.noise_shares.insert(node.clone());
                 })
             }
+            Kind::CloseAggregate(c) => self.with_query(&c.query_id, |q| {
+                q.closed = Some((
+                    c.contributors.iter().cloned().collect(),
+                    c.noise_from.iter().cloned().collect(),
+                ));
+            }),
             Kind::PartialDecryption(p) => self.with_query(&p.query_id, |q| {
                 q.partials.insert(node.clone());
             }),
@@ -772,6 +826,13 @@ impl LedgerState {
             f(q);
         }
     }
+}
+
+fn not_closed(q: &QueryRecord) -> Result<(), String> {
+    if q.closed.is_some() {
+        return Err("the query's aggregate is already closed".into());
+    }
+    Ok(())
 }
 
 fn once(set: &BTreeSet<String>, node: &str, what: &str) -> Result<(), String> {
