@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/medtech/ledger/v1/entry.proto",
         "proto/medtech/ledger/v1/raft.proto",
         "proto/fabric/gateway.proto",
+        "proto/medtech/data/v1/device.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -9,4 +9,6 @@
 
 pub mod bench;
 pub mod bench_ledger;
+pub mod data;
 pub mod demo;
+pub mod query;

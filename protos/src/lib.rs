@@ -23,6 +23,16 @@ pub mod ledger {
     }
 }
 
+/// `medtech.data.v1` (`proto/medtech/data/v1/device.proto`): a hospital's device records as
+/// they are ingested (the original's `DeviceData`, 15 fields, keyed by UDI).
+pub mod data {
+    /// `medtech.data.v1`.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::doc_markdown)]
+        tonic::include_proto!("medtech.data.v1");
+    }
+}
+
 /// The subset of Hyperledger Fabric's wire format spoken by the ledger's Fabric connector
 /// (`proto/fabric/gateway.proto`): the `gateway.Gateway` service and the proposal, transaction
 /// and identity messages a client builds and signs. Byte-compatible with Fabric >= 2.4 peers.
