@@ -11,4 +11,6 @@ pub mod bench;
 pub mod bench_ledger;
 pub mod data;
 pub mod demo;
+pub mod protocol;
 pub mod query;
+pub mod sim;

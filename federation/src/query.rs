@@ -526,7 +526,7 @@ impl Compiled {
                     return Err(InvalidQuery("an average has two outputs".into()));
                 };
                 let shifted = sum + SUM_OFFSET;
-                if shifted < 0 || shifted >= 1 << (2 * LIMB_BITS) {
+                if !(0..1 << (2 * LIMB_BITS)).contains(&shifted) {
                     return Err(InvalidQuery("average sum out of range".into()));
                 }
                 let mask = (1i128 << LIMB_BITS) - 1;

@@ -135,6 +135,16 @@ impl Columns {
         &self.ints[c as usize]
     }
 
+    /// The columns of `devices` (later records with the same UDI replace earlier ones), without
+    /// a store: for tests and simulations.
+    pub fn from_devices(devices: &[Device]) -> Self {
+        let mut c = Columns::default();
+        for d in devices {
+            c.upsert(d);
+        }
+        c
+    }
+
     /// Inserts or replaces a device; true if it was new.
     fn upsert(&mut self, d: &Device) -> bool {
         let key = device_key(&d.udi);

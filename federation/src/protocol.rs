@@ -1,0 +1,829 @@
+//! The private query protocol as each committee member runs it, driven by the ledger.
+//!
+//! Pure: [`Member::step`] takes what the ledger holds about one query ([`QueryView`]) and the
+//! member's clock, and returns the entries this member should post next. The node (I/O) feeds
+//! it the ledger and proposes what it returns; scenario tests feed it directly.
+//!
+//! Per query, every member (each a hospital):
+//! 1. recompiles the query from the ledger entry and checks its declared charge equals the
+//!    calibrated plan's cost (otherwise posts `QueryFailed`: nothing is contributed to a query
+//!    charged less than it costs);
+//! 2. evaluates it over its own devices and posts a `Contribution`: the slot values encrypted
+//!    and packed under the committee key, each proven in `[0, 2^32 − 1]`, bound to the query id
+//!    and the member's name;
+//! 3. samples its noise share vector and posts a `NoiseCommitment` (encrypted, range-bounded,
+//!    bound to the query id and its party index; `medtech_noise::commitment`);
+//! 4. once every member contributed — or the contribution timeout passed — and at least
+//!    `n − t + 1` noise shares are in, posts `CloseAggregate` naming the contributions and noise
+//!    shares it verified (the ledger keeps the first close);
+//! 5. after the close, verifies every listed ciphertext itself, recomputes the aggregate, and
+//!    only then posts its `PartialDecryption` with proofs. No aggregate it did not recompute
+//!    from an authorised, closed query is ever decrypted (no decryption oracle), and never one
+//!    with fewer than `n − t + 1` noise shares (the collusion bound of the calibration);
+//! 6. once `t` partials are in, verifies and combines them, posts `Misbehaviour` naming every
+//!    member whose partial failed, and posts `ReleaseResult` with the noisy values, their
+//!    intervals, and which hospitals contributed. If `t` valid partials never arrive within the
+//!    decryption timeout, it posts `QueryFailed` (the budget stays charged).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use medtech_ledger::budget::QueryCharge;
+use medtech_ledger::entry::Kind;
+use medtech_noise::commitment::{encrypt_shares, verify_shares};
+use medtech_noise::QueryResult;
+use medtech_protos::ledger::v1 as pb;
+use medtech_threshold::{
+    Ciphertext, KeyShare, PackedCiphertext, PartialDecryption, PartyIndex, SlotLayout,
+    ThresholdPublicKey,
+};
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Columns;
+use crate::query::{Compiled, Platform, QuerySpec, SLOT_BITS, SLOT_BOUND};
+
+/// Level of the released intervals (95%).
+pub const ALPHA: f64 = 0.05;
+
+/// How noise shares are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseMode {
+    /// Calibrated discrete-Laplace shares (production).
+    Calibrated,
+    /// All-zero shares, for exact end-to-end tests only. Offers no privacy.
+    DisabledForTests,
+}
+
+/// Timeouts, in milliseconds of the member's clock since it first saw the query.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Close without the hospitals that have not contributed by then.
+    pub contribution_ms: u64,
+    /// Fail the query if it is not released by then.
+    pub decryption_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            contribution_ms: 10_000,
+            decryption_ms: 60_000,
+        }
+    }
+}
+
+/// The committee as this protocol sees it.
+#[derive(Clone, Debug)]
+pub struct CommitteeView {
+    /// Member names in party order: member `i` (0-based) holds key share `PartyIndex(i + 1)`.
+    pub members: Vec<String>,
+    /// The threshold.
+    pub threshold: u16,
+    /// The committee key.
+    pub key: Arc<ThresholdPublicKey>,
+    /// The public query interface.
+    pub platform: Arc<Platform>,
+}
+
+impl CommitteeView {
+    /// n.
+    pub fn n(&self) -> u16 {
+        self.members.len() as u16
+    }
+
+    /// The party index of `name`.
+    pub fn party(&self, name: &str) -> Option<PartyIndex> {
+        self.members
+            .iter()
+            .position(|m| m == name)
+            .map(|i| PartyIndex(i as u16 + 1))
+    }
+
+    /// Noise shares the calibration needs: `n − t + 1`.
+    pub fn noise_needed(&self) -> usize {
+        usize::from(self.n()) + 1 - usize::from(self.threshold)
+    }
+}
+
+/// What the ledger holds about one query, in log order.
+#[derive(Clone, Debug, Default)]
+pub struct QueryView {
+    /// Query id.
+    pub id: String,
+    /// The researcher it was submitted by or for.
+    pub researcher: String,
+    /// `SubmitQuery.query`.
+    pub query: Vec<u8>,
+    /// `SubmitQuery.cost`.
+    pub cost: Vec<u8>,
+    /// Contributions by member.
+    pub contributions: BTreeMap<String, pb::Contribution>,
+    /// Noise shares by member.
+    pub noise: BTreeMap<String, pb::NoiseCommitment>,
+    /// The close, if posted.
+    pub closed: Option<pb::CloseAggregate>,
+    /// Partial decryptions by member.
+    pub partials: BTreeMap<String, pb::PartialDecryption>,
+    /// Members named for misbehaviour in this query.
+    pub accused: BTreeSet<String>,
+    /// Released result or failure reason.
+    pub outcome: Option<Outcome>,
+}
+
+/// How a query ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Released.
+    Released(Box<Release>),
+    /// Failed.
+    Failed(String),
+}
+
+impl QueryView {
+    /// Feeds one applied ledger entry by `author` (a member name, or the researcher id).
+    pub fn apply(&mut self, author: &str, kind: &Kind) {
+        match kind {
+            Kind::SubmitQuery(q) => {
+                self.id = q.query_id.clone();
+                self.researcher = if q.on_behalf_of.is_empty() {
+                    author.to_owned()
+                } else {
+                    q.on_behalf_of.clone()
+                };
+                self.query = q.query.clone();
+                self.cost = q.cost.clone();
+            }
+            Kind::Contribution(c) => {
+                self.contributions.insert(author.to_owned(), c.clone());
+            }
+            Kind::NoiseCommitment(c) => {
+                self.noise.insert(author.to_owned(), c.clone());
+            }
+            Kind::CloseAggregate(c) if self.closed.is_none() => {
+                self.closed = Some(c.clone());
+            }
+            Kind::PartialDecryption(p) => {
+                self.partials.insert(author.to_owned(), p.clone());
+            }
+            Kind::Misbehaviour(m) => {
+                self.accused.insert(m.culprit.clone());
+            }
+            Kind::ReleaseResult(r) if self.outcome.is_none() => {
+                self.outcome = Some(match serde_json::from_slice(&r.result) {
+                    Ok(rel) => Outcome::Released(Box::new(rel)),
+                    Err(e) => Outcome::Failed(format!("released result does not decode: {e}")),
+                });
+            }
+            Kind::QueryFailed(f) if self.outcome.is_none() => {
+                self.outcome = Some(Outcome::Failed(f.reason.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The query id an entry refers to, if it is about a query.
+    pub fn query_of(kind: &Kind) -> Option<&str> {
+        Some(match kind {
+            Kind::SubmitQuery(q) => &q.query_id,
+            Kind::Contribution(c) => &c.query_id,
+            Kind::NoiseCommitment(c) => &c.query_id,
+            Kind::CloseAggregate(c) => &c.query_id,
+            Kind::PartialDecryption(p) => &p.query_id,
+            Kind::ReleaseResult(r) => &r.query_id,
+            Kind::QueryFailed(f) => &f.query_id,
+            Kind::Misbehaviour(m) if !m.query_id.is_empty() => &m.query_id,
+            _ => return None,
+        })
+    }
+}
+
+/// A released result as stored in `ReleaseResult.result` (JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    /// The query.
+    pub query: QuerySpec,
+    /// Output labels (bins, or `count` / `sum`,`count`).
+    pub labels: Vec<String>,
+    /// The noisy result with intervals (raw noisy integers; display clamps are the reader's).
+    pub result: QueryResult,
+    /// The released average, when the query is one (post-processing of the two outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average: Option<f64>,
+    /// Interval level.
+    pub confidence: f64,
+    /// Hospitals whose data is in the result.
+    pub contributors: Vec<String>,
+    /// Members whose noise shares are in the result.
+    pub noise_from: Vec<String>,
+    /// Members whose partial decryptions were combined.
+    pub decrypted_by: Vec<String>,
+}
+
+fn contribution_context(query: &str, member: &str) -> Vec<u8> {
+    let mut c = b"medtech-federation/v1/contribution".to_vec();
+    for part in [query.as_bytes(), member.as_bytes()] {
+        c.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        c.extend_from_slice(part);
+    }
+    c
+}
+
+fn decryption_context(query: &str, k: usize) -> Vec<u8> {
+    let mut c = b"medtech-federation/v1/decrypt".to_vec();
+    c.extend_from_slice(&(query.len() as u64).to_be_bytes());
+    c.extend_from_slice(query.as_bytes());
+    c.extend_from_slice(&(k as u64).to_be_bytes());
+    c
+}
+
+/// Length-prefixed concatenation (the entries carry one proof per ciphertext in one field).
+fn join(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_at_checked(4).ok_or("truncated proof list")?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let (p, rest) = rest.split_at_checked(len).ok_or("truncated proof")?;
+        out.push(p);
+        bytes = rest;
+    }
+    Ok(out)
+}
+
+/// One member's protocol state for one query (caches of what it verified).
+pub struct Member {
+    name: String,
+    committee: CommitteeView,
+    share: Arc<KeyShare>,
+    noise: NoiseMode,
+    timeouts: Timeouts,
+    compiled: Option<Result<Compiled, String>>,
+    verified: BTreeMap<(bool, String), Result<Vec<PackedCiphertext>, String>>,
+    aggregate: Option<Vec<PackedCiphertext>>,
+    first_seen_ms: Option<u64>,
+    posted: BTreeSet<&'static str>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.name)
+            .field("share", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    /// A member's driver for one query.
+    pub fn new(
+        name: &str,
+        committee: CommitteeView,
+        share: Arc<KeyShare>,
+        noise: NoiseMode,
+        timeouts: Timeouts,
+    ) -> Self {
+        Member {
+            name: name.to_owned(),
+            committee,
+            share,
+            noise,
+            timeouts,
+            compiled: None,
+            verified: BTreeMap::new(),
+            aggregate: None,
+            first_seen_ms: None,
+            posted: BTreeSet::new(),
+        }
+    }
+
+    fn layouts(&self, slots: usize) -> Result<Vec<SlotLayout>, String> {
+        SlotLayout::cover(self.committee.key.public_key(), SLOT_BITS, slots as u32)
+            .map_err(|e| e.to_string())
+    }
+
+    fn compile(&mut self, view: &QueryView) -> Result<Compiled, String> {
+        if self.compiled.is_none() {
+            let r = (|| {
+                let spec: QuerySpec = serde_json::from_slice(&view.query)
+                    .map_err(|e| format!("query does not parse: {e}"))?;
+                let c = Compiled::new(
+                    spec,
+                    &self.committee.platform,
+                    self.committee.n(),
+                    self.committee.threshold,
+                )
+                .map_err(|e| e.to_string())?;
+                let charge = QueryCharge::decode(&view.cost)?;
+                if charge.cost != c.plan.cost {
+                    return Err(format!(
+                        "the query was charged {} but costs {}",
+                        charge.cost, c.plan.cost
+                    ));
+                }
+                Ok(c)
+            })();
+            self.compiled = Some(r);
+        }
+        match &self.compiled {
+            Some(r) => r.clone(),
+            None => Err("internal: query not compiled".into()),
+        }
+    }
+
+    /// The entries this member should post now about the query in `view`.
+    pub fn step<R: RngCore + CryptoRng>(
+        &mut self,
+        view: &QueryView,
+        data: &Columns,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Vec<Kind> {
+        if view.outcome.is_some() || view.id.is_empty() {
+            return Vec::new();
+        }
+        let first_seen = *self.first_seen_ms.get_or_insert(now_ms);
+        let elapsed = now_ms.saturating_sub(first_seen);
+        let fail = |reason: String| {
+            vec![Kind::QueryFailed(pb::QueryFailed {
+                query_id: view.id.clone(),
+                reason,
+            })]
+        };
+        let compiled = match self.compile(view) {
+            Ok(c) => c,
+            Err(e) => {
+                return if self.posted.insert("failed") {
+                    fail(e)
+                } else {
+                    Vec::new()
+                };
+            }
+        };
+        if elapsed > self.timeouts.decryption_ms {
+            return if self.posted.insert("failed") {
+                fail(format!(
+                    "not released within {} s: fewer than t = {} members could decrypt",
+                    self.timeouts.decryption_ms / 1000,
+                    self.committee.threshold
+                ))
+            } else {
+                Vec::new()
+            };
+        }
+        let mut out = Vec::new();
+        let Some(closed) = &view.closed else {
+            // Contribute and add noise, then close when ready.
+            if !view.contributions.contains_key(&self.name) && !self.posted.contains("contribution")
+            {
+                match self.contribute(view, &compiled, data, rng) {
+                    Ok(k) => {
+                        self.posted.insert("contribution");
+                        out.push(k);
+                    }
+                    Err(e) => tracing::warn!(query = %view.id, "cannot contribute: {e}"),
+                }
+            }
+            if !view.noise.contains_key(&self.name) && !self.posted.contains("noise") {
+                match self.add_noise(view, &compiled, rng) {
+                    Ok(k) => {
+                        self.posted.insert("noise");
+                        out.push(k);
+                    }
+                    Err(e) => tracing::warn!(query = %view.id, "cannot add noise: {e}"),
+                }
+            }
+            if out.is_empty() {
+                out.extend(self.maybe_close(view, &compiled, elapsed));
+            }
+            return out;
+        };
+        // Closed: recompute, then decrypt; then combine.
+        if self.aggregate.is_none() {
+            match self.recompute(view, &compiled, closed) {
+                Ok(agg) => self.aggregate = Some(agg),
+                Err((culprit, why)) => {
+                    if self.posted.insert("refused") {
+                        let mut v = Vec::new();
+                        if let Some(c) = culprit {
+                            v.push(misbehaviour(&view.id, &c, &why));
+                        }
+                        v.extend(fail(format!("the closed aggregate is invalid: {why}")));
+                        return v;
+                    }
+                    return Vec::new();
+                }
+            }
+        }
+        let Some(aggregate) = self.aggregate.clone() else {
+            return Vec::new();
+        };
+        if !view.partials.contains_key(&self.name) && !self.posted.contains("partial") {
+            let mut partials = Vec::with_capacity(aggregate.len());
+            for (k, agg) in aggregate.iter().enumerate() {
+                match self.share.partial_decrypt(
+                    &self.committee.key,
+                    &decryption_context(&view.id, k),
+                    agg.ciphertext(),
+                    rng,
+                ) {
+                    Ok(p) => partials.push(p.to_bytes()),
+                    Err(e) => {
+                        tracing::error!(query = %view.id, "partial decryption failed: {e}");
+                        return Vec::new();
+                    }
+                }
+            }
+            self.posted.insert("partial");
+            return vec![Kind::PartialDecryption(pb::PartialDecryption {
+                query_id: view.id.clone(),
+                partials,
+            })];
+        }
+        if view.partials.len() >= usize::from(self.committee.threshold)
+            && !self.posted.contains("release")
+        {
+            match self.combine(view, &compiled, closed, &aggregate) {
+                Ok((release, cheats)) => {
+                    self.posted.insert("release");
+                    for (culprit, why) in cheats {
+                        if !view.accused.contains(&culprit) {
+                            out.push(misbehaviour(&view.id, &culprit, &why));
+                        }
+                    }
+                    // Serialising plain data cannot fail.
+                    let result = serde_json::to_vec(&release).unwrap_or_default();
+                    out.push(Kind::ReleaseResult(pb::ReleaseResult {
+                        query_id: view.id.clone(),
+                        result,
+                    }));
+                }
+                Err(e) => tracing::debug!(query = %view.id, "not yet combinable: {e}"),
+            }
+        }
+        out
+    }
+
+    fn contribute<R: RngCore + CryptoRng>(
+        &self,
+        view: &QueryView,
+        c: &Compiled,
+        data: &Columns,
+        rng: &mut R,
+    ) -> Result<Kind, String> {
+        let slots = c
+            .contribution_slots(&c.evaluate(data))
+            .map_err(|e| e.to_string())?;
+        let pk = self.committee.key.public_key();
+        let ctx = contribution_context(&view.id, &self.name);
+        let mut cts = Vec::new();
+        let mut proofs = Vec::new();
+        let mut offset = 0;
+        for layout in self.layouts(slots.len())? {
+            let n = layout.slots() as usize;
+            let (ct, proof) = pk
+                .encrypt_in_range(layout, &slots[offset..offset + n], SLOT_BOUND, &ctx, rng)
+                .map_err(|e| e.to_string())?;
+            cts.push(ct.ciphertext().to_bytes());
+            proofs.push(proof.to_bytes());
+            offset += n;
+        }
+        Ok(Kind::Contribution(pb::Contribution {
+            query_id: view.id.clone(),
+            ciphertexts: cts,
+            range_proof: join(&proofs),
+        }))
+    }
+
+    fn add_noise<R: RngCore + CryptoRng>(
+        &self,
+        view: &QueryView,
+        c: &Compiled,
+        rng: &mut R,
+    ) -> Result<Kind, String> {
+        let me = self
+            .committee
+            .party(&self.name)
+            .ok_or("this node is not a committee member")?;
+        let mut noise_rng = medtech_noise::noise_rng().map_err(|e| e.to_string())?;
+        let mut shares = Vec::with_capacity(c.slots());
+        for slot in c.noise_slots() {
+            let s = match (slot, self.noise) {
+                (Some((out, _)), NoiseMode::Calibrated) => c.plan.outputs[out]
+                    .share
+                    .sample_share(&mut noise_rng)
+                    .map_err(|e| e.to_string())?,
+                _ => 0,
+            };
+            shares.push(s);
+        }
+        let pk = self.committee.key.public_key();
+        let mut cts = Vec::new();
+        let mut proofs = Vec::new();
+        let mut offset = 0;
+        for layout in self.layouts(shares.len())? {
+            let n = layout.slots() as usize;
+            let (ct, proof) = encrypt_shares(
+                pk,
+                layout,
+                &shares[offset..offset + n],
+                view.id.as_bytes(),
+                me,
+                rng,
+            )
+            .map_err(|e| e.to_string())?;
+            cts.push(ct.to_bytes());
+            proofs.push(proof.to_bytes());
+            offset += n;
+        }
+        Ok(Kind::NoiseCommitment(pb::NoiseCommitment {
+            query_id: view.id.clone(),
+            ciphertexts: cts,
+            range_proof: join(&proofs),
+        }))
+    }
+
+    /// Verifies one posted contribution (`noise = false`) or noise share (`true`), cached.
+    fn verify(
+        &mut self,
+        view: &QueryView,
+        c: &Compiled,
+        noise: bool,
+        member: &str,
+    ) -> Result<Vec<PackedCiphertext>, String> {
+        let key = (noise, member.to_owned());
+        if let Some(r) = self.verified.get(&key) {
+            return r.clone();
+        }
+        let r = (|| {
+            let (cts, proofs) = if noise {
+                let e = view.noise.get(member).ok_or("no noise share posted")?;
+                (&e.ciphertexts, &e.range_proof)
+            } else {
+                let e = view
+                    .contributions
+                    .get(member)
+                    .ok_or("no contribution posted")?;
+                (&e.ciphertexts, &e.range_proof)
+            };
+            let layouts = self.layouts(c.slots())?;
+            let proofs = split(proofs)?;
+            if cts.len() != layouts.len() || proofs.len() != layouts.len() {
+                return Err(format!(
+                    "{} ciphertexts and {} proofs for {} layouts",
+                    cts.len(),
+                    proofs.len(),
+                    layouts.len()
+                ));
+            }
+            let pk = self.committee.key.public_key();
+            let mut out = Vec::with_capacity(layouts.len());
+            for ((layout, ct), proof) in layouts.iter().zip(cts).zip(proofs) {
+                let ct = Ciphertext::from_bytes(pk, ct).map_err(|e| e.to_string())?;
+                let proof = medtech_threshold::range::RangeProof::from_bytes(pk, proof)
+                    .map_err(|e| e.to_string())?;
+                let packed = if noise {
+                    let party = self.committee.party(member).ok_or("not a member")?;
+                    verify_shares(pk, *layout, view.id.as_bytes(), party, &ct, &proof)
+                        .map_err(|e| e.to_string())?
+                } else {
+                    pk.verify_range(
+                        *layout,
+                        SLOT_BOUND,
+                        &contribution_context(&view.id, member),
+                        &ct,
+                        &proof,
+                    )
+                    .map_err(|e| e.to_string())?
+                };
+                out.push(packed);
+            }
+            Ok(out)
+        })();
+        self.verified.insert(key, r.clone());
+        r
+    }
+
+    fn maybe_close(&mut self, view: &QueryView, c: &Compiled, elapsed: u64) -> Vec<Kind> {
+        if self.posted.contains("close") {
+            return Vec::new();
+        }
+        let n = self.committee.members.len();
+        let timed_out = elapsed > self.timeouts.contribution_ms;
+        if !(timed_out || view.contributions.len() == n && view.noise.len() == n) {
+            return Vec::new();
+        }
+        let members: Vec<String> = self.committee.members.clone();
+        let mut out = Vec::new();
+        let mut valid = |noise: bool, out: &mut Vec<Kind>| -> Vec<String> {
+            let posted = |m: &String| {
+                if noise {
+                    view.noise.contains_key(m)
+                } else {
+                    view.contributions.contains_key(m)
+                }
+            };
+            let mut ok = Vec::new();
+            for m in members.iter().filter(|m| posted(m)) {
+                match self.verify(view, c, noise, m) {
+                    Ok(_) => ok.push(m.clone()),
+                    Err(e) if !view.accused.contains(m) => {
+                        let what = if noise { "noise share" } else { "contribution" };
+                        out.push(misbehaviour(&view.id, m, &format!("invalid {what}: {e}")));
+                    }
+                    Err(_) => {}
+                }
+            }
+            ok
+        };
+        let contributors = valid(false, &mut out);
+        let noise_from = valid(true, &mut out);
+        if contributors.is_empty() || noise_from.len() < self.committee.noise_needed() {
+            // Name the culprits once; wait for more shares.
+            if !out.is_empty() && self.posted.insert("accused") {
+                return out;
+            }
+            return Vec::new();
+        }
+        self.posted.insert("close");
+        out.push(Kind::CloseAggregate(pb::CloseAggregate {
+            query_id: view.id.clone(),
+            contributors,
+            noise_from,
+        }));
+        out
+    }
+
+    /// Sums the closed set's ciphertexts, each verified by this member.
+    fn recompute(
+        &mut self,
+        view: &QueryView,
+        c: &Compiled,
+        closed: &pb::CloseAggregate,
+    ) -> Result<Vec<PackedCiphertext>, (Option<String>, String)> {
+        if closed.noise_from.len() < self.committee.noise_needed() {
+            return Err((None, "too few noise shares".into()));
+        }
+        let key = Arc::clone(&self.committee.key);
+        let pk = key.public_key();
+        let mut agg: Option<Vec<PackedCiphertext>> = None;
+        let items = closed
+            .contributors
+            .iter()
+            .map(|m| (false, m))
+            .chain(closed.noise_from.iter().map(|m| (true, m)));
+        for (noise, m) in items {
+            let part = self.verify(view, c, noise, m).map_err(|e| {
+                let what = if noise { "noise share" } else { "contribution" };
+                (Some(m.clone()), format!("{m}'s {what} is invalid: {e}"))
+            })?;
+            agg = Some(match agg {
+                None => part,
+                Some(acc) => acc
+                    .iter()
+                    .zip(&part)
+                    .map(|(a, b)| a.add(pk, b))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| (None, e.to_string()))?,
+            });
+        }
+        agg.ok_or((None, "empty aggregate".into()))
+    }
+
+    fn combine(
+        &self,
+        view: &QueryView,
+        c: &Compiled,
+        closed: &pb::CloseAggregate,
+        aggregate: &[PackedCiphertext],
+    ) -> Result<(Release, Vec<(String, String)>), String> {
+        let key = &self.committee.key;
+        let mut cheats: BTreeMap<String, String> = BTreeMap::new();
+        // Decode every member's partials; a member whose entry is malformed is named.
+        let mut per_ct: Vec<Vec<PartialDecryption>> = vec![Vec::new(); aggregate.len()];
+        for (member, p) in &view.partials {
+            let Some(party) = self.committee.party(member) else {
+                continue;
+            };
+            if p.partials.len() != aggregate.len() {
+                cheats.insert(
+                    member.clone(),
+                    format!(
+                        "{} partials for {} ciphertexts",
+                        p.partials.len(),
+                        aggregate.len()
+                    ),
+                );
+                continue;
+            }
+            let decoded: Result<Vec<PartialDecryption>, String> = p
+                .partials
+                .iter()
+                .map(|b| PartialDecryption::from_bytes(key, b).map_err(|e| e.to_string()))
+                .collect();
+            match decoded {
+                Ok(d) if d.iter().all(|x| x.party() == party) => {
+                    for (k, x) in d.into_iter().enumerate() {
+                        per_ct[k].push(x);
+                    }
+                }
+                Ok(_) => {
+                    cheats.insert(
+                        member.clone(),
+                        "partial decryption under another member's index".into(),
+                    );
+                }
+                Err(e) => {
+                    cheats.insert(member.clone(), format!("malformed partial decryption: {e}"));
+                }
+            }
+        }
+        let mut totals = Vec::with_capacity(c.slots());
+        let mut decrypted_by: BTreeSet<PartyIndex> = BTreeSet::new();
+        for (k, agg) in aggregate.iter().enumerate() {
+            let out = key
+                .combine_partials(
+                    &decryption_context(&view.id, k),
+                    agg.ciphertext(),
+                    &per_ct[k],
+                )
+                .map_err(|e| e.to_string())?;
+            for e in &out.rejected {
+                if let Some(p) = culprit_of(e) {
+                    if let Some(name) = self
+                        .committee
+                        .members
+                        .get(usize::from(p.0).saturating_sub(1))
+                    {
+                        cheats.entry(name.clone()).or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            decrypted_by.extend(out.decryption.parties.iter().copied());
+            totals.extend(
+                agg.decode(&out.decryption.plaintext)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(i128::from),
+            );
+        }
+        totals.truncate(c.slots());
+        let raw = c
+            .raw_outputs(&totals, closed.contributors.len())
+            .map_err(|e| e.to_string())?;
+        let shares = match self.noise {
+            NoiseMode::Calibrated => closed.noise_from.len() as u32,
+            // Zero noise: intervals are not meaningful; report them for the honest count anyway.
+            NoiseMode::DisabledForTests => closed.noise_from.len() as u32,
+        };
+        let result = c
+            .plan
+            .result(&raw, shares, ALPHA)
+            .map_err(|e| e.to_string())?;
+        let average = result.average_estimate();
+        let release = Release {
+            query: c.spec.clone(),
+            labels: c.labels.clone(),
+            result,
+            average,
+            confidence: 1.0 - ALPHA,
+            contributors: closed.contributors.clone(),
+            noise_from: closed.noise_from.clone(),
+            decrypted_by: decrypted_by
+                .iter()
+                .filter_map(|p| {
+                    self.committee
+                        .members
+                        .get(usize::from(p.0).saturating_sub(1))
+                        .cloned()
+                })
+                .collect(),
+        };
+        Ok((release, cheats.into_iter().collect()))
+    }
+}
+
+fn culprit_of(e: &medtech_threshold::Error) -> Option<PartyIndex> {
+    match e {
+        medtech_threshold::Error::InvalidPartial { party, .. }
+        | medtech_threshold::Error::DuplicatePartial { party } => Some(*party),
+        _ => None,
+    }
+}
+
+fn misbehaviour(query: &str, culprit: &str, reason: &str) -> Kind {
+    Kind::Misbehaviour(pb::Misbehaviour {
+        culprit: culprit.to_owned(),
+        query_id: query.to_owned(),
+        reason: reason.to_owned(),
+        evidence: Vec::new(),
+    })
+}

@@ -1,0 +1,239 @@
+//! The query protocol in one process without networking: every member's [`Member`] driver
+//! over one shared [`LedgerState`] (the real ledger rules, signatures included), a virtual
+//! clock, members that can be offline, and a hook that lets a test rewrite what a member
+//! posts (to play a cheating or replaying member). Used by the tests and the scenarios; the
+//! node runs the same drivers over the replicated ledger.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use medtech_ledger::budget::{encode_limit, QueryCharge};
+use medtech_ledger::checkpoint::NodeKey;
+use medtech_ledger::entry::{sign_entry, AuthorId, Kind};
+use medtech_ledger::merkle::MerkleLog;
+use medtech_ledger::state::{CommitteeConfig, LedgerState, Verify};
+use medtech_noise::{Cost, Micros};
+use medtech_protos::ledger::v1 as pb;
+use medtech_threshold::KeyShare;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use crate::data::Columns;
+use crate::protocol::{CommitteeView, Member, NoiseMode, Outcome, QueryView, Timeouts};
+use crate::query::{Compiled, QuerySpec};
+
+const ORIGIN: &str = "medtech.sim/committee";
+
+/// Rewrites (or drops, with `None`) an entry member `name` is about to post.
+pub type Tamper = Box<dyn FnMut(&str, Kind) -> Option<Kind>>;
+
+/// A committee in one process.
+pub struct SimCommittee {
+    /// The committee.
+    pub view: CommitteeView,
+    keys: Vec<NodeKey>,
+    seqs: Vec<u64>,
+    shares: Vec<Arc<KeyShare>>,
+    data: Vec<Columns>,
+    /// The ledger state every member reads.
+    pub state: LedgerState,
+    tree: MerkleLog,
+    /// Per query: its view and every member's driver.
+    queries: BTreeMap<String, (QueryView, Vec<Member>)>,
+    /// Members that do nothing.
+    pub offline: BTreeSet<String>,
+    /// Rewrites outgoing entries.
+    pub tamper: Option<Tamper>,
+    noise: NoiseMode,
+    timeouts: Timeouts,
+    /// The virtual clock, ms.
+    pub now_ms: u64,
+    /// Rejections from the ledger (author, reason).
+    pub rejected: Vec<(String, String)>,
+    rng: ChaCha20Rng,
+    next_query: u64,
+}
+
+impl SimCommittee {
+    /// A committee over `view` with member `i` holding `shares[i]` and `data[i]`.
+    pub fn new(
+        view: CommitteeView,
+        shares: Vec<KeyShare>,
+        data: Vec<Columns>,
+        noise: NoiseMode,
+        seed: u64,
+    ) -> Result<Self, String> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let keys: Vec<NodeKey> = view
+            .members
+            .iter()
+            .map(|m| NodeKey::generate(m, &mut rng))
+            .collect();
+        let committee = CommitteeConfig::new(
+            keys.iter().map(NodeKey::identity).collect(),
+            usize::from(view.threshold),
+            0,
+        );
+        let state = LedgerState::new(ORIGIN, committee)?;
+        let n = keys.len();
+        Ok(SimCommittee {
+            view,
+            keys,
+            seqs: vec![0; n],
+            shares: shares.into_iter().map(Arc::new).collect(),
+            data,
+            state,
+            tree: MerkleLog::new(),
+            queries: BTreeMap::new(),
+            offline: BTreeSet::new(),
+            tamper: None,
+            noise,
+            timeouts: Timeouts::default(),
+            now_ms: 0,
+            rejected: Vec::new(),
+            rng,
+            next_query: 0,
+        })
+    }
+
+    /// Posts `kind` as member `i`; true if the ledger accepted it.
+    pub fn post(&mut self, i: usize, kind: Kind) -> bool {
+        let seq = self.seqs[i] + 1;
+        let bytes = sign_entry(&self.keys[i], ORIGIN, seq, self.now_ms, kind);
+        match self.state.check(&bytes, &self.tree, Verify::Signatures) {
+            Ok(e) => {
+                self.state.apply(&e, self.tree.size());
+                self.tree.append(&bytes);
+                self.seqs[i] = seq;
+                if let (Some(kind), AuthorId::Node(author)) = (e.kind(), &e.author) {
+                    if let Some(q) = QueryView::query_of(kind) {
+                        if let Some((view, _)) = self.queries.get_mut(q) {
+                            view.apply(author, kind);
+                        }
+                    }
+                }
+                true
+            }
+            Err(r) => {
+                self.rejected.push((self.view.members[i].clone(), r.reason));
+                false
+            }
+        }
+    }
+
+    /// Registers `researcher` (members sign for them) with budget `limit_micros` of ε, and the
+    /// joint dataset with ten times that.
+    pub fn register(&mut self, researcher: &str, limit_micros: u64) -> Result<(), String> {
+        let key = medtech_ledger::entry::ResearcherKey::generate(researcher, &mut self.rng);
+        let eps = |m: u64| Cost {
+            epsilon: Micros(m),
+            ..Cost::default()
+        };
+        let entries = [
+            Kind::RegisterResearcher(pb::RegisterResearcher {
+                researcher_id: researcher.into(),
+                display_name: researcher.into(),
+                public_key: key.public_key().as_bytes().to_vec(),
+            }),
+            Kind::SetBudget(pb::SetBudget {
+                subject: format!("researcher:{researcher}"),
+                limit: encode_limit(&eps(limit_micros)),
+            }),
+            Kind::SetBudget(pb::SetBudget {
+                subject: "dataset:federation".into(),
+                limit: encode_limit(&eps(limit_micros.saturating_mul(10))),
+            }),
+        ];
+        for k in entries {
+            if !self.post(0, k) {
+                return Err(format!("{:?}", self.rejected.last()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits `spec` for `researcher` through member 0; the query id, or the ledger's or the
+    /// platform's refusal.
+    pub fn submit(&mut self, researcher: &str, spec: &QuerySpec) -> Result<String, String> {
+        let compiled = Compiled::new(
+            spec.clone(),
+            &self.view.platform,
+            self.view.n(),
+            self.view.threshold,
+        )
+        .map_err(|e| e.to_string())?;
+        self.next_query += 1;
+        let id = format!("q{}", self.next_query);
+        let members = (0..self.view.members.len())
+            .map(|i| {
+                Member::new(
+                    &self.view.members[i],
+                    self.view.clone(),
+                    Arc::clone(&self.shares[i]),
+                    self.noise,
+                    self.timeouts,
+                )
+            })
+            .collect();
+        self.queries
+            .insert(id.clone(), (QueryView::default(), members));
+        let kind = Kind::SubmitQuery(pb::SubmitQuery {
+            query_id: id.clone(),
+            query: serde_json::to_vec(spec).map_err(|e| e.to_string())?,
+            cost: QueryCharge {
+                dataset: "federation".into(),
+                cost: compiled.plan.cost,
+            }
+            .encode(),
+            on_behalf_of: researcher.into(),
+        });
+        if self.post(0, kind) {
+            Ok(id)
+        } else {
+            self.queries.remove(&id);
+            Err(self
+                .rejected
+                .last()
+                .map(|r| r.1.clone())
+                .unwrap_or_default())
+        }
+    }
+
+    /// Runs rounds (every online member steps once per round; the clock advances `tick_ms`)
+    /// until the query ends or `max_rounds` pass.
+    pub fn run(&mut self, id: &str, tick_ms: u64, max_rounds: usize) -> Option<Outcome> {
+        for _ in 0..max_rounds {
+            for i in 0..self.view.members.len() {
+                let name = self.view.members[i].clone();
+                if self.offline.contains(&name) {
+                    continue;
+                }
+                let now = self.now_ms;
+                let out = {
+                    let (view, members) = self.queries.get_mut(id)?;
+                    let v = view.clone();
+                    members[i].step(&v, &self.data[i], now, &mut self.rng)
+                };
+                for k in out {
+                    let k = match self.tamper.as_mut() {
+                        Some(t) => t(&name, k),
+                        None => Some(k),
+                    };
+                    if let Some(k) = k {
+                        self.post(i, k);
+                    }
+                }
+            }
+            if let Some(o) = &self.queries.get(id)?.0.outcome {
+                return Some(o.clone());
+            }
+            self.now_ms += tick_ms;
+        }
+        None
+    }
+
+    /// The ledger's view of query `id`.
+    pub fn query_view(&self, id: &str) -> Option<&QueryView> {
+        self.queries.get(id).map(|q| &q.0)
+    }
+}
