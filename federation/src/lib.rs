@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bench_ledger;
 pub mod data;
+pub mod node;
 pub mod demo;
 pub mod protocol;
 pub mod query;

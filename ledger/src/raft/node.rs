@@ -483,6 +483,20 @@ impl NodeHandle {
     pub async fn propose_own(&self, kind: Kind) -> Result<Receipt, Error> {
         propose_own(&self.0, kind).await
     }
+
+    /// Applied entries (signed bytes) from log index `from`, at most `max` of them, in log
+    /// order: how the application follows the ledger.
+    pub fn entries_from(&self, from: u64, max: usize) -> Result<Vec<Vec<u8>>, Error> {
+        let l = self
+            .0
+            .sm
+            .read()
+            .map_err(|e| Error::Storage(e.to_string()))?;
+        let size = l.log().tree().size();
+        (from..size.min(from.saturating_add(max as u64)))
+            .map(|i| l.log().get(i).map_err(|e| Error::Storage(e.to_string())))
+            .collect()
+    }
 }
 
 /// One step of [`LedgerNode::spawn_reconfigurer`].

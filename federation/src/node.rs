@@ -1,0 +1,327 @@
+//! The committee member's query loop over the replicated ledger: follow the applied log,
+//! keep a [`QueryView`] and a [`Member`] driver per query, and propose what the driver returns.
+//!
+//! This is the thin I/O layer around [`crate::protocol`]: the ledger (openraft over mutual
+//! TLS) orders and replicates the entries, the driver decides. [`LocalFederation`] runs a
+//! whole committee in one process over loopback TLS (the demo and the tests).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use medtech_ledger::budget::{encode_limit, QueryCharge};
+use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
+use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
+use medtech_ledger::raft::node::NodeHandle;
+use medtech_noise::{Cost, Micros};
+use medtech_protos::ledger::v1 as pb;
+use medtech_threshold::{KeyShare, ThresholdPublicKey};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::data::DeviceStore;
+use crate::protocol::{CommitteeView, Member, NoiseMode, Outcome, QueryView, Timeouts};
+use crate::query::{Compiled, Platform, QuerySpec};
+
+/// Outcomes of ended queries, as this member saw them on the ledger.
+pub type Outcomes = Arc<Mutex<BTreeMap<String, Outcome>>>;
+
+/// One member's query loop.
+pub struct Driver {
+    /// This member's name.
+    pub name: String,
+    /// The committee.
+    pub committee: CommitteeView,
+    /// This member's key share.
+    pub share: Arc<KeyShare>,
+    /// This hospital's devices.
+    pub data: Arc<RwLock<DeviceStore>>,
+    /// Noise mode.
+    pub noise: NoiseMode,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Where ended queries are reported.
+    pub outcomes: Outcomes,
+}
+
+fn now_ms() -> u64 {
+    medtech_ledger::entry::now_ms()
+}
+
+impl Driver {
+    /// Follows the ledger through `node` until `stop` turns true.
+    pub async fn run(self, node: NodeHandle, mut stop: watch::Receiver<bool>) {
+        let mut next = 0u64;
+        let mut queries: BTreeMap<String, (QueryView, Member)> = BTreeMap::new();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match node.entries_from(next, 512) {
+                Ok(entries) => {
+                    next += entries.len() as u64;
+                    for bytes in entries {
+                        self.route(&bytes, &mut queries);
+                    }
+                }
+                Err(e) => tracing::warn!(member = %self.name, "reading the ledger: {e}"),
+            }
+            let mut proposals = Vec::new();
+            let open: Vec<String> = queries
+                .iter()
+                .filter(|(_, (v, _))| v.outcome.is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in open {
+                let Some((view, member)) = queries.get_mut(&id) else {
+                    continue;
+                };
+                let data = Arc::clone(&self.data);
+                // Encryption, proofs and decryption are CPU-bound: keep them off the reactor.
+                let out = tokio::task::block_in_place(|| {
+                    let store = match data.read() {
+                        Ok(s) => s,
+                        Err(p) => p.into_inner(),
+                    };
+                    member.step(view, store.columns(), now_ms(), &mut OsRng)
+                });
+                proposals.extend(out);
+            }
+            for k in proposals {
+                match node.propose_own(k).await {
+                    Ok(r) => {
+                        if let Some(why) = r.rejection {
+                            tracing::debug!(member = %self.name, "entry not applied: {why}");
+                        }
+                    }
+                    Err(e) => tracing::warn!(member = %self.name, "propose: {e}"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(40)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    fn route(&self, bytes: &[u8], queries: &mut BTreeMap<String, (QueryView, Member)>) {
+        let Ok(e) = ParsedEntry::decode(bytes) else {
+            return;
+        };
+        let Some(kind) = e.kind() else { return };
+        let Some(id) = QueryView::query_of(kind) else {
+            return;
+        };
+        let author = match &e.author {
+            AuthorId::Node(n) | AuthorId::Researcher(n) => n.clone(),
+        };
+        if let Kind::SubmitQuery(_) = kind {
+            queries.entry(id.to_owned()).or_insert_with(|| {
+                (
+                    QueryView::default(),
+                    Member::new(
+                        &self.name,
+                        self.committee.clone(),
+                        Arc::clone(&self.share),
+                        self.noise,
+                        self.timeouts,
+                    ),
+                )
+            });
+        }
+        if let Some((view, _)) = queries.get_mut(id) {
+            view.apply(&author, kind);
+            if let Some(o) = &view.outcome {
+                if let Ok(mut m) = self.outcomes.lock() {
+                    m.entry(id.to_owned()).or_insert_with(|| o.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A whole federation in one process: the replicated ledger over loopback mutual TLS, one
+/// device store and query loop per hospital.
+pub struct LocalFederation {
+    /// The ledger committee.
+    pub ledger: LocalCommittee,
+    /// The committee as the protocol sees it.
+    pub view: CommitteeView,
+    /// Each hospital's devices.
+    pub stores: Vec<Arc<RwLock<DeviceStore>>>,
+    /// Ended queries as member 0 saw them.
+    pub outcomes: Outcomes,
+    stop: watch::Sender<bool>,
+    drivers: Vec<JoinHandle<()>>,
+}
+
+impl LocalFederation {
+    /// Starts `shares.len()` members under `key` with their stores in `dir`.
+    pub async fn start(
+        dir: &Path,
+        key: ThresholdPublicKey,
+        shares: Vec<KeyShare>,
+        noise: NoiseMode,
+        timeouts: Timeouts,
+    ) -> anyhow::Result<Self> {
+        let n = shares.len();
+        let t = usize::from(key.threshold());
+        let opts = LocalOptions::new(n, t, "medtech.local/committee");
+        let ledger = LocalCommittee::start(opts, &dir.join("ledger"), &mut OsRng).await?;
+        ledger
+            .wait_leader(&[], Duration::from_secs(20))
+            .await?;
+        let members: Vec<String> = ledger.members.iter().map(|m| m.name.clone()).collect();
+        let view = CommitteeView {
+            members: members.clone(),
+            threshold: key.threshold(),
+            key: Arc::new(key),
+            platform: Arc::new(Platform::new(&members)),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let outcomes: Outcomes = Arc::default();
+        let mut stores = Vec::new();
+        let mut drivers = Vec::new();
+        for (i, share) in shares.into_iter().enumerate() {
+            let store = Arc::new(RwLock::new(DeviceStore::open(
+                &dir.join(format!("devices-{}", members[i])),
+            )?));
+            stores.push(Arc::clone(&store));
+            let m = &ledger.members[i];
+            let handle = ledger
+                .nodes
+                .get(&m.id)
+                .ok_or_else(|| anyhow::anyhow!("member {} has no node", m.name))?
+                .clone_handle();
+            let driver = Driver {
+                name: m.name.clone(),
+                committee: view.clone(),
+                share: Arc::new(share),
+                data: store,
+                noise,
+                timeouts,
+                // Every driver records outcomes; member 0's map is the one read here.
+                outcomes: if i == 0 { Arc::clone(&outcomes) } else { Arc::default() },
+            };
+            drivers.push(tokio::spawn(driver.run(handle, stop_rx.clone())));
+        }
+        Ok(LocalFederation {
+            ledger,
+            view,
+            stores,
+            outcomes,
+            stop,
+            drivers,
+        })
+    }
+
+    fn handle(&self, i: usize) -> anyhow::Result<NodeHandle> {
+        let m = self
+            .ledger
+            .members
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("no member {i}"))?;
+        Ok(self
+            .ledger
+            .nodes
+            .get(&m.id)
+            .ok_or_else(|| anyhow::anyhow!("member {} is not running", m.name))?
+            .clone_handle())
+    }
+
+    async fn post(&self, i: usize, kind: Kind) -> anyhow::Result<()> {
+        let r = self.handle(i)?.propose_own(kind).await?;
+        match r.rejection {
+            Some(why) => anyhow::bail!("{why}"),
+            None => Ok(()),
+        }
+    }
+
+    /// Registers `researcher` (member 0 signs on their behalf) with ε budget `limit`, and
+    /// gives the joint dataset `dataset_limit`.
+    pub async fn register(&self, researcher: &str, limit: f64, dataset_limit: f64) -> anyhow::Result<()> {
+        let key = medtech_ledger::entry::ResearcherKey::generate(researcher, &mut OsRng);
+        self.post(
+            0,
+            Kind::RegisterResearcher(pb::RegisterResearcher {
+                researcher_id: researcher.into(),
+                display_name: researcher.into(),
+                public_key: key.public_key().as_bytes().to_vec(),
+            }),
+        )
+        .await?;
+        for (subject, l) in [
+            (format!("researcher:{researcher}"), limit),
+            ("dataset:federation".to_owned(), dataset_limit),
+        ] {
+            let cost = Cost {
+                epsilon: Micros::from_f64_floor(l)?,
+                ..Cost::default()
+            };
+            self.post(
+                0,
+                Kind::SetBudget(pb::SetBudget {
+                    subject,
+                    limit: encode_limit(&cost),
+                }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Submits `spec` for `researcher` through member `via`; returns the query id once the
+    /// ledger admitted it (and charged the budget), or the refusal.
+    pub async fn submit(&self, via: usize, researcher: &str, spec: &QuerySpec) -> anyhow::Result<String> {
+        let c = Compiled::new(spec.clone(), &self.view.platform, self.view.n(), self.view.threshold)?;
+        let mut id = [0u8; 8];
+        OsRng.fill_bytes(&mut id);
+        let id = format!("q-{}", hex::encode(id));
+        self.post(
+            via,
+            Kind::SubmitQuery(pb::SubmitQuery {
+                query_id: id.clone(),
+                query: serde_json::to_vec(spec)?,
+                cost: QueryCharge {
+                    dataset: "federation".into(),
+                    cost: c.plan.cost,
+                }
+                .encode(),
+                on_behalf_of: researcher.into(),
+            }),
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Waits for query `id` to end.
+    pub async fn wait(&self, id: &str, within: Duration) -> anyhow::Result<Outcome> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(o) = self
+                .outcomes
+                .lock()
+                .map_err(|_| anyhow::anyhow!("outcome map poisoned"))?
+                .get(id)
+            {
+                return Ok(o.clone());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("query {id} did not end within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the query loops and the ledger.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for d in self.drivers {
+            let _ = d.await;
+        }
+        self.ledger.shutdown().await?;
+        Ok(())
+    }
+}
