@@ -10,8 +10,8 @@
 pub mod bench;
 pub mod bench_ledger;
 pub mod data;
-pub mod node;
 pub mod demo;
+pub mod node;
 pub mod protocol;
 pub mod query;
 pub mod sim;

@@ -170,9 +170,7 @@ impl LocalFederation {
         let t = usize::from(key.threshold());
         let opts = LocalOptions::new(n, t, "medtech.local/committee");
         let ledger = LocalCommittee::start(opts, &dir.join("ledger"), &mut OsRng).await?;
-        ledger
-            .wait_leader(&[], Duration::from_secs(20))
-            .await?;
+        ledger.wait_leader(&[], Duration::from_secs(20)).await?;
         let members: Vec<String> = ledger.members.iter().map(|m| m.name.clone()).collect();
         let view = CommitteeView {
             members: members.clone(),
@@ -203,7 +201,11 @@ impl LocalFederation {
                 noise,
                 timeouts,
                 // Every driver records outcomes; member 0's map is the one read here.
-                outcomes: if i == 0 { Arc::clone(&outcomes) } else { Arc::default() },
+                outcomes: if i == 0 {
+                    Arc::clone(&outcomes)
+                } else {
+                    Arc::default()
+                },
             };
             drivers.push(tokio::spawn(driver.run(handle, stop_rx.clone())));
         }
@@ -241,7 +243,12 @@ impl LocalFederation {
 
     /// Registers `researcher` (member 0 signs on their behalf) with ε budget `limit`, and
     /// gives the joint dataset `dataset_limit`.
-    pub async fn register(&self, researcher: &str, limit: f64, dataset_limit: f64) -> anyhow::Result<()> {
+    pub async fn register(
+        &self,
+        researcher: &str,
+        limit: f64,
+        dataset_limit: f64,
+    ) -> anyhow::Result<()> {
         let key = medtech_ledger::entry::ResearcherKey::generate(researcher, &mut OsRng);
         self.post(
             0,
@@ -274,8 +281,18 @@ impl LocalFederation {
 
     /// Submits `spec` for `researcher` through member `via`; returns the query id once the
     /// ledger admitted it (and charged the budget), or the refusal.
-    pub async fn submit(&self, via: usize, researcher: &str, spec: &QuerySpec) -> anyhow::Result<String> {
-        let c = Compiled::new(spec.clone(), &self.view.platform, self.view.n(), self.view.threshold)?;
+    pub async fn submit(
+        &self,
+        via: usize,
+        researcher: &str,
+        spec: &QuerySpec,
+    ) -> anyhow::Result<String> {
+        let c = Compiled::new(
+            spec.clone(),
+            &self.view.platform,
+            self.view.n(),
+            self.view.threshold,
+        )?;
         let mut id = [0u8; 8];
         OsRng.fill_bytes(&mut id);
         let id = format!("q-{}", hex::encode(id));

@@ -19,9 +19,15 @@ async fn queries_run_end_to_end_through_the_replicated_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(42);
     let (key, shares) = dealer::generate(512, 3, 2, &mut rng).unwrap();
-    let fed = LocalFederation::start(dir.path(), key, shares, NoiseMode::DisabledForTests, Timeouts::default())
-        .await
-        .unwrap();
+    let fed = LocalFederation::start(
+        dir.path(),
+        key,
+        shares,
+        NoiseMode::DisabledForTests,
+        Timeouts::default(),
+    )
+    .await
+    .unwrap();
     let mut all = Vec::new();
     for (i, store) in fed.stores.iter().enumerate() {
         let name = fed.view.members[i].clone();
@@ -48,7 +54,9 @@ async fn queries_run_end_to_end_through_the_replicated_ledger() {
         let Outcome::Released(r) = fed.wait(&id, Duration::from_secs(60)).await.unwrap() else {
             panic!("query {s:?} failed");
         };
-        let want = Compiled::new(s.clone(), &fed.view.platform, 3, 2).unwrap().evaluate(&reference);
+        let want = Compiled::new(s.clone(), &fed.view.platform, 3, 2)
+            .unwrap()
+            .evaluate(&reference);
         let got: Vec<i128> = match &r.result {
             QueryResult::Count(v) => vec![v.value],
             QueryResult::GroupedCount(v) => v.iter().map(|x| x.value).collect(),
@@ -58,7 +66,10 @@ async fn queries_run_end_to_end_through_the_replicated_ledger() {
         assert_eq!(r.contributors.len(), 3);
     }
     // ε = 3 is spent: a fourth query is refused by the ledger.
-    let err = fed.submit(0, "alice", &spec(QueryKind::Count, None)).await.unwrap_err();
+    let err = fed
+        .submit(0, "alice", &spec(QueryKind::Count, None))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("over budget"), "{err}");
     fed.shutdown().await.unwrap();
 }
