@@ -10,19 +10,20 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use medtech_ledger::budget::{encode_limit, QueryCharge};
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
 use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::NodeHandle;
-use medtech_noise::{Cost, Micros};
-use medtech_protos::ledger::v1 as pb;
+use medtech_noise::Micros;
 use medtech_threshold::{KeyShare, ThresholdPublicKey};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::data::DeviceStore;
-use crate::protocol::{CommitteeView, Member, NoiseMode, Outcome, QueryView, Timeouts};
+use crate::protocol::{
+    registration_entries, submit_entry, CommitteeView, Member, NoiseMode, Outcome, QueryView,
+    Timeouts,
+};
 use crate::query::{Compiled, Platform, QuerySpec};
 
 /// Outcomes of ended queries, as this member saw them on the ledger.
@@ -250,31 +251,13 @@ impl LocalFederation {
         dataset_limit: f64,
     ) -> anyhow::Result<()> {
         let key = medtech_ledger::entry::ResearcherKey::generate(researcher, &mut OsRng);
-        self.post(
-            0,
-            Kind::RegisterResearcher(pb::RegisterResearcher {
-                researcher_id: researcher.into(),
-                display_name: researcher.into(),
-                public_key: key.public_key().as_bytes().to_vec(),
-            }),
-        )
-        .await?;
-        for (subject, l) in [
-            (format!("researcher:{researcher}"), limit),
-            ("dataset:federation".to_owned(), dataset_limit),
-        ] {
-            let cost = Cost {
-                epsilon: Micros::from_f64_floor(l)?,
-                ..Cost::default()
-            };
-            self.post(
-                0,
-                Kind::SetBudget(pb::SetBudget {
-                    subject,
-                    limit: encode_limit(&cost),
-                }),
-            )
-            .await?;
+        for k in registration_entries(
+            researcher,
+            key.public_key().as_bytes(),
+            Micros::from_f64_floor(limit)?.0,
+            Micros::from_f64_floor(dataset_limit)?.0,
+        ) {
+            self.post(0, k).await?;
         }
         Ok(())
     }
@@ -296,20 +279,7 @@ impl LocalFederation {
         let mut id = [0u8; 8];
         OsRng.fill_bytes(&mut id);
         let id = format!("q-{}", hex::encode(id));
-        self.post(
-            via,
-            Kind::SubmitQuery(pb::SubmitQuery {
-                query_id: id.clone(),
-                query: serde_json::to_vec(spec)?,
-                cost: QueryCharge {
-                    dataset: "federation".into(),
-                    cost: c.plan.cost,
-                }
-                .encode(),
-                on_behalf_of: researcher.into(),
-            }),
-        )
-        .await?;
+        self.post(via, submit_entry(&id, &c, researcher)).await?;
         Ok(id)
     }
 

@@ -220,6 +220,56 @@ pub struct Release {
     pub decrypted_by: Vec<String>,
 }
 
+/// The entries that register `researcher` (public key `public_key`) with an ε limit and give
+/// the joint dataset `federation` its limit, both in millionths of ε.
+pub fn registration_entries(
+    researcher: &str,
+    public_key: &[u8; 32],
+    limit_micros: u64,
+    dataset_limit_micros: u64,
+) -> [Kind; 3] {
+    let limit = |m: u64| {
+        medtech_ledger::budget::encode_limit(&medtech_noise::Cost {
+            epsilon: medtech_noise::Micros(m),
+            ..medtech_noise::Cost::default()
+        })
+    };
+    [
+        Kind::RegisterResearcher(pb::RegisterResearcher {
+            researcher_id: researcher.into(),
+            display_name: researcher.into(),
+            public_key: public_key.to_vec(),
+        }),
+        Kind::SetBudget(pb::SetBudget {
+            subject: format!("researcher:{researcher}"),
+            limit: limit(limit_micros),
+        }),
+        Kind::SetBudget(pb::SetBudget {
+            subject: format!("dataset:{DATASET}"),
+            limit: limit(dataset_limit_micros),
+        }),
+    ]
+}
+
+/// The dataset every federation query reads and is charged against.
+pub const DATASET: &str = "federation";
+
+/// The `SubmitQuery` entry for `compiled` as query `id`, submitted on behalf of `researcher`
+/// and charging the plan's cost against the joint dataset.
+pub fn submit_entry(id: &str, compiled: &Compiled, researcher: &str) -> Kind {
+    Kind::SubmitQuery(pb::SubmitQuery {
+        query_id: id.to_owned(),
+        // Serialising plain data cannot fail.
+        query: serde_json::to_vec(&compiled.spec).unwrap_or_default(),
+        cost: QueryCharge {
+            dataset: DATASET.into(),
+            cost: compiled.plan.cost,
+        }
+        .encode(),
+        on_behalf_of: researcher.into(),
+    })
+}
+
 fn contribution_context(query: &str, member: &str) -> Vec<u8> {
     let mut c = b"medtech-federation/v1/contribution".to_vec();
     for part in [query.as_bytes(), member.as_bytes()] {
@@ -779,11 +829,8 @@ impl Member {
         let raw = c
             .raw_outputs(&totals, closed.contributors.len())
             .map_err(|e| e.to_string())?;
-        let shares = match self.noise {
-            NoiseMode::Calibrated => closed.noise_from.len() as u32,
-            // Zero noise: intervals are not meaningful; report them for the honest count anyway.
-            NoiseMode::DisabledForTests => closed.noise_from.len() as u32,
-        };
+        // With noise disabled (tests) the intervals are still those of the calibrated shares.
+        let shares = closed.noise_from.len() as u32;
         let result = c
             .plan
             .result(&raw, shares, ALPHA)

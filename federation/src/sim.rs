@@ -7,19 +7,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use medtech_ledger::budget::{encode_limit, QueryCharge};
 use medtech_ledger::checkpoint::NodeKey;
 use medtech_ledger::entry::{sign_entry, AuthorId, Kind};
 use medtech_ledger::merkle::MerkleLog;
 use medtech_ledger::state::{CommitteeConfig, LedgerState, Verify};
-use medtech_noise::{Cost, Micros};
-use medtech_protos::ledger::v1 as pb;
 use medtech_threshold::KeyShare;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 use crate::data::Columns;
-use crate::protocol::{CommitteeView, Member, NoiseMode, Outcome, QueryView, Timeouts};
+use crate::protocol::{
+    registration_entries, submit_entry, CommitteeView, Member, NoiseMode, Outcome, QueryView,
+    Timeouts,
+};
 use crate::query::{Compiled, QuerySpec};
 
 const ORIGIN: &str = "medtech.sim/committee";
@@ -125,25 +125,12 @@ impl SimCommittee {
     /// joint dataset with ten times that.
     pub fn register(&mut self, researcher: &str, limit_micros: u64) -> Result<(), String> {
         let key = medtech_ledger::entry::ResearcherKey::generate(researcher, &mut self.rng);
-        let eps = |m: u64| Cost {
-            epsilon: Micros(m),
-            ..Cost::default()
-        };
-        let entries = [
-            Kind::RegisterResearcher(pb::RegisterResearcher {
-                researcher_id: researcher.into(),
-                display_name: researcher.into(),
-                public_key: key.public_key().as_bytes().to_vec(),
-            }),
-            Kind::SetBudget(pb::SetBudget {
-                subject: format!("researcher:{researcher}"),
-                limit: encode_limit(&eps(limit_micros)),
-            }),
-            Kind::SetBudget(pb::SetBudget {
-                subject: "dataset:federation".into(),
-                limit: encode_limit(&eps(limit_micros.saturating_mul(10))),
-            }),
-        ];
+        let entries = registration_entries(
+            researcher,
+            key.public_key().as_bytes(),
+            limit_micros,
+            limit_micros.saturating_mul(10),
+        );
         for k in entries {
             if !self.post(0, k) {
                 return Err(format!("{:?}", self.rejected.last()));
@@ -177,16 +164,7 @@ impl SimCommittee {
             .collect();
         self.queries
             .insert(id.clone(), (QueryView::default(), members));
-        let kind = Kind::SubmitQuery(pb::SubmitQuery {
-            query_id: id.clone(),
-            query: serde_json::to_vec(spec).map_err(|e| e.to_string())?,
-            cost: QueryCharge {
-                dataset: "federation".into(),
-                cost: compiled.plan.cost,
-            }
-            .encode(),
-            on_behalf_of: researcher.into(),
-        });
+        let kind = submit_entry(&id, &compiled, researcher);
         if self.post(0, kind) {
             Ok(id)
         } else {
