@@ -1,12 +1,14 @@
 //! # medtech-federation
 //!
-//! The MedTech Chain committee node and the `medtech` command. So far it holds the
-//! cryptographic and noise benchmarks ([`bench`]), the replicated ledger benchmark
-//! ([`bench_ledger`]) and the local committee demo ([`demo`]); the node itself (hospital data,
-//! the query protocol over the ledger, the researcher API) is issue 6.
+//! The MedTech Chain committee node and the `medtech` command: hospital data ([`data`]), the
+//! query interface ([`query`]), the private query protocol as a pure per-member driver
+//! ([`protocol`], simulated in [`sim`]), the query loop over the replicated ledger ([`node`]),
+//! the HTTP API ([`api`]), the benchmarks ([`bench`], [`bench_ledger`]) and the local
+//! committee demo ([`demo`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod bench_ledger;
 pub mod data;

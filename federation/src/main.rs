@@ -51,6 +51,12 @@ enum Command {
         #[command(subcommand)]
         what: LedgerCommand,
     },
+    /// Write the API's OpenAPI document and its Markdown rendering (openapi.json, api.md).
+    ApiDocs {
+        /// Directory to write into.
+        #[arg(long, default_value = "docs")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +155,18 @@ fn check_seconds(seconds: f64) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::ApiDocs { out } => {
+            use medtech_federation::api::openapi;
+            for (name, text) in [
+                ("openapi.json", openapi::json_text()),
+                ("api.md", openapi::markdown()),
+            ] {
+                let path = out.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
         Command::Ledger {
             what: LedgerCommand::Verify { file, json },
         } => {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
@@ -26,8 +26,31 @@ use crate::protocol::{
 };
 use crate::query::{Compiled, Platform, QuerySpec};
 
-/// Outcomes of ended queries, as this member saw them on the ledger.
-pub type Outcomes = Arc<Mutex<BTreeMap<String, Outcome>>>;
+/// What one member knows of a query from the applied ledger: what the API reports.
+#[derive(Clone, Debug)]
+pub struct QueryInfo {
+    /// Query id.
+    pub id: String,
+    /// The researcher it was submitted by or for.
+    pub researcher: String,
+    /// The query, if its entry decodes (every admitted query's does).
+    pub spec: Option<QuerySpec>,
+    /// When it was submitted (the entry's timestamp, ms since the Unix epoch).
+    pub submitted_ms: u64,
+    /// Its position in the ledger.
+    pub sequence: u64,
+    /// Hospitals that posted a contribution so far.
+    pub contributions: usize,
+    /// Members that posted a partial decryption so far.
+    pub partials: usize,
+    /// How it ended, once it has.
+    pub outcome: Option<Outcome>,
+    /// When this member saw it end (ms since the Unix epoch).
+    pub ended_ms: Option<u64>,
+}
+
+/// Every query this member has seen on the ledger, by id (shared with the API).
+pub type QueryIndex = Arc<RwLock<BTreeMap<String, QueryInfo>>>;
 
 /// One member's query loop.
 pub struct Driver {
@@ -43,8 +66,8 @@ pub struct Driver {
     pub noise: NoiseMode,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// Where ended queries are reported.
-    pub outcomes: Outcomes,
+    /// Where the queries seen on the ledger are reported.
+    pub index: QueryIndex,
 }
 
 fn now_ms() -> u64 {
@@ -62,9 +85,9 @@ impl Driver {
             }
             match node.entries_from(next, 512) {
                 Ok(entries) => {
-                    next += entries.len() as u64;
                     for bytes in entries {
-                        self.route(&bytes, &mut queries);
+                        self.route(&bytes, next, &mut queries);
+                        next += 1;
                     }
                 }
                 Err(e) => tracing::warn!(member = %self.name, "reading the ledger: {e}"),
@@ -107,7 +130,12 @@ impl Driver {
         }
     }
 
-    fn route(&self, bytes: &[u8], queries: &mut BTreeMap<String, (QueryView, Member)>) {
+    fn route(
+        &self,
+        bytes: &[u8],
+        sequence: u64,
+        queries: &mut BTreeMap<String, (QueryView, Member)>,
+    ) {
         let Ok(e) = ParsedEntry::decode(bytes) else {
             return;
         };
@@ -132,12 +160,31 @@ impl Driver {
                 )
             });
         }
-        if let Some((view, _)) = queries.get_mut(id) {
-            view.apply(&author, kind);
+        let Some((view, _)) = queries.get_mut(id) else {
+            return;
+        };
+        view.apply(&author, kind);
+        let mut index = match self.index.write() {
+            Ok(i) => i,
+            Err(p) => p.into_inner(),
+        };
+        let info = index.entry(id.to_owned()).or_insert_with(|| QueryInfo {
+            id: id.to_owned(),
+            researcher: view.researcher.clone(),
+            spec: serde_json::from_slice(&view.query).ok(),
+            submitted_ms: e.body.timestamp_ms,
+            sequence,
+            contributions: 0,
+            partials: 0,
+            outcome: None,
+            ended_ms: None,
+        });
+        info.contributions = view.contributions.len();
+        info.partials = view.partials.len();
+        if info.outcome.is_none() {
             if let Some(o) = &view.outcome {
-                if let Ok(mut m) = self.outcomes.lock() {
-                    m.entry(id.to_owned()).or_insert_with(|| o.clone());
-                }
+                info.outcome = Some(o.clone());
+                info.ended_ms = Some(now_ms());
             }
         }
     }
@@ -152,8 +199,8 @@ pub struct LocalFederation {
     pub view: CommitteeView,
     /// Each hospital's devices.
     pub stores: Vec<Arc<RwLock<DeviceStore>>>,
-    /// Ended queries as member 0 saw them.
-    pub outcomes: Outcomes,
+    /// Each member's view of the queries on the ledger, by member index.
+    pub indexes: Vec<QueryIndex>,
     stop: watch::Sender<bool>,
     drivers: Vec<JoinHandle<()>>,
 }
@@ -180,7 +227,7 @@ impl LocalFederation {
             platform: Arc::new(Platform::new(&members)),
         };
         let (stop, stop_rx) = watch::channel(false);
-        let outcomes: Outcomes = Arc::default();
+        let mut indexes: Vec<QueryIndex> = Vec::new();
         let mut stores = Vec::new();
         let mut drivers = Vec::new();
         for (i, share) in shares.into_iter().enumerate() {
@@ -201,20 +248,16 @@ impl LocalFederation {
                 data: store,
                 noise,
                 timeouts,
-                // Every driver records outcomes; member 0's map is the one read here.
-                outcomes: if i == 0 {
-                    Arc::clone(&outcomes)
-                } else {
-                    Arc::default()
-                },
+                index: Arc::default(),
             };
+            indexes.push(Arc::clone(&driver.index));
             drivers.push(tokio::spawn(driver.run(handle, stop_rx.clone())));
         }
         Ok(LocalFederation {
             ledger,
             view,
             stores,
-            outcomes,
+            indexes,
             stop,
             drivers,
         })
@@ -287,19 +330,43 @@ impl LocalFederation {
     pub async fn wait(&self, id: &str, within: Duration) -> anyhow::Result<Outcome> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(o) = self
-                .outcomes
-                .lock()
-                .map_err(|_| anyhow::anyhow!("outcome map poisoned"))?
-                .get(id)
-            {
-                return Ok(o.clone());
+            let ended = self
+                .indexes
+                .first()
+                .and_then(|index| index.read().ok()?.get(id)?.outcome.clone());
+            if let Some(o) = ended {
+                return Ok(o);
             }
             if tokio::time::Instant::now() > deadline {
                 anyhow::bail!("query {id} did not end within {within:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Member `i`'s API state over `accounts` (its node, store and query index).
+    pub fn api_state(
+        &self,
+        i: usize,
+        accounts: crate::api::accounts::Accounts,
+        config: crate::api::ApiConfig,
+    ) -> anyhow::Result<crate::api::ApiState> {
+        let store = self
+            .stores
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("no member {i}"))?;
+        let index = self
+            .indexes
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("no member {i}"))?;
+        Ok(crate::api::ApiState::new(
+            self.handle(i)?,
+            self.view.clone(),
+            Arc::clone(store),
+            Arc::clone(index),
+            accounts,
+            config,
+        ))
     }
 
     /// Stops the query loops and the ledger.

@@ -228,27 +228,27 @@ pub fn registration_entries(
     limit_micros: u64,
     dataset_limit_micros: u64,
 ) -> [Kind; 3] {
-    let limit = |m: u64| {
-        medtech_ledger::budget::encode_limit(&medtech_noise::Cost {
-            epsilon: medtech_noise::Micros(m),
-            ..medtech_noise::Cost::default()
-        })
-    };
     [
         Kind::RegisterResearcher(pb::RegisterResearcher {
             researcher_id: researcher.into(),
             display_name: researcher.into(),
             public_key: public_key.to_vec(),
         }),
-        Kind::SetBudget(pb::SetBudget {
-            subject: format!("researcher:{researcher}"),
-            limit: limit(limit_micros),
-        }),
-        Kind::SetBudget(pb::SetBudget {
-            subject: format!("dataset:{DATASET}"),
-            limit: limit(dataset_limit_micros),
-        }),
+        budget_entry(&format!("researcher:{researcher}"), limit_micros),
+        budget_entry(&format!("dataset:{DATASET}"), dataset_limit_micros),
     ]
+}
+
+/// The entry that sets `subject`'s (`researcher:<id>`, `dataset:<id>` or `global`) ε limit,
+/// in millionths of ε.
+pub fn budget_entry(subject: &str, epsilon_micros: u64) -> Kind {
+    Kind::SetBudget(pb::SetBudget {
+        subject: subject.to_owned(),
+        limit: medtech_ledger::budget::encode_limit(&medtech_noise::Cost {
+            epsilon: medtech_noise::Micros(epsilon_micros),
+            ..medtech_noise::Cost::default()
+        }),
+    })
 }
 
 /// The dataset every federation query reads and is charged against.

@@ -302,6 +302,38 @@ fn int_col(f: &str) -> Option<(IntCol, bool)> {
     })
 }
 
+/// Every field a filter may name, with its type (`string`, `integer`, `timestamp`, `bool`,
+/// `enum`): what the query builder offers. Enum fields list their values in the bins.
+pub fn field_types() -> BTreeMap<&'static str, &'static str> {
+    let mut m = BTreeMap::new();
+    for f in [
+        "hospital",
+        "manufacturer",
+        "model",
+        "firmware_version",
+        "device_type",
+    ] {
+        debug_assert!(str_col(f).is_some());
+        m.insert(f, "string");
+    }
+    for f in [
+        "production_date",
+        "last_service_date",
+        "warranty_expiry_date",
+        "last_sync_time",
+        "usage_hours",
+        "battery_level",
+        "sync_frequency_seconds",
+    ] {
+        let timestamp = int_col(f).is_some_and(|(_, t)| t);
+        m.insert(f, if timestamp { "timestamp" } else { "integer" });
+    }
+    m.insert("active_status", "bool");
+    m.insert("speciality", "enum");
+    m.insert("category", "enum");
+    m
+}
+
 fn as_string(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),

@@ -164,6 +164,13 @@ impl NodeKey {
         self.key.sign(message).to_bytes()
     }
 
+    /// Signs an API session token's claims: Ed25519 over [`API_TOKEN_DOMAIN`] ‖ `claims`. The
+    /// domain keeps a token signature from ever verifying as an entry (whose messages start with
+    /// `medtech-ledger/entry/v1\0`) or as a checkpoint (whose bodies start with the origin).
+    pub fn sign_api_token(&self, claims: &[u8]) -> [u8; 64] {
+        self.key.sign(&api_token_message(claims)).to_bytes()
+    }
+
     /// The signature line this key puts on `checkpoint`.
     pub fn sign_checkpoint(&self, checkpoint: &Checkpoint) -> NoteSignature {
         let id = self.identity();
@@ -187,6 +194,27 @@ impl fmt::Debug for NodeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NodeKey {{ name: {:?}, key: <redacted> }}", self.name)
     }
+}
+
+/// Domain separator of API session-token signatures.
+pub const API_TOKEN_DOMAIN: &[u8] = b"medtech-api-token/v1\0";
+
+fn api_token_message(claims: &[u8]) -> Vec<u8> {
+    let mut m = API_TOKEN_DOMAIN.to_vec();
+    m.extend_from_slice(claims);
+    m
+}
+
+/// Whether `signature` is `member`'s signature on API token `claims`
+/// (see [`NodeKey::sign_api_token`]).
+pub fn verify_api_token(member: &NodeIdentity, claims: &[u8], signature: &[u8; 64]) -> bool {
+    member
+        .key
+        .verify(
+            &api_token_message(claims),
+            &ed25519_dalek::Signature::from_bytes(signature),
+        )
+        .is_ok()
 }
 
 /// One signature line of a note.

@@ -329,6 +329,11 @@ impl LedgerState {
         &self.budgets
     }
 
+    /// Every query, by id.
+    pub fn queries(&self) -> impl Iterator<Item = (&String, &QueryRecord)> {
+        self.queries.iter()
+    }
+
     /// A query's record.
     pub fn query(&self, id: &str) -> Option<&QueryRecord> {
         self.queries.get(id)

@@ -376,25 +376,7 @@ impl LedgerNode {
     /// The ledger as one file: genesis committee, every applied entry, and every checkpoint
     /// cosigned by at least `t` members of the genesis committee.
     pub fn export(&self) -> Result<crate::export::LedgerExport, Error> {
-        let l = self.read()?;
-        let mut entries = Vec::new();
-        for i in 0..l.log().tree().size() {
-            entries.push(l.log().get(i)?);
-        }
-        let g = l.genesis();
-        let checkpoints: Vec<SignedCheckpoint> = l
-            .state()
-            .checkpoint_sizes()
-            .filter_map(|s| l.state().checkpoint(s))
-            .filter(|c| c.valid_signers(&g.members).len() >= g.threshold)
-            .collect();
-        Ok(crate::export::LedgerExport::new(
-            &self.inner.origin,
-            g.threshold,
-            &g.members,
-            &entries,
-            &checkpoints,
-        ))
+        self.clone_handle().export()
     }
 
     /// The latest checkpoint with at least `t` cosignatures.
@@ -484,14 +466,86 @@ impl NodeHandle {
         propose_own(&self.0, kind).await
     }
 
+    /// This member's name.
+    pub fn name(&self) -> &str {
+        self.0.key.name()
+    }
+
+    /// The ledger's origin.
+    pub fn origin(&self) -> &str {
+        &self.0.origin
+    }
+
+    /// Read access to the applied ledger (state, log, tree).
+    pub fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Ledger<AnyStore>>, Error> {
+        self.0.sm.read().map_err(|e| Error::Storage(e.to_string()))
+    }
+
+    /// Size and root of the applied log.
+    pub fn head(&self) -> Result<(u64, crate::merkle::Hash), Error> {
+        let l = self.read()?;
+        Ok((l.log().tree().size(), l.log().root()))
+    }
+
+    /// The Raft leader this member knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.0.raft.metrics().borrow().current_leader
+    }
+
+    /// When this member leads: the last log index replicated to each member (by Raft id).
+    pub fn replication(&self) -> Option<BTreeMap<NodeId, Option<u64>>> {
+        let m = self.0.raft.metrics();
+        let m = m.borrow();
+        m.replication.as_ref().map(|r| {
+            r.iter()
+                .map(|(id, log)| (*id, log.as_ref().map(|l| l.index)))
+                .collect()
+        })
+    }
+
+    /// See [`LedgerNode::linearizable`].
+    pub async fn linearizable(&self) -> Result<(), Error> {
+        self.0
+            .raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Raft(e.to_string()))
+    }
+
+    /// Signs an API session token's claims as this member (domain-separated from entries and
+    /// checkpoints; see [`crate::checkpoint::verify_api_token`]).
+    pub fn sign_api_token(&self, claims: &[u8]) -> [u8; 64] {
+        self.0.key.sign_api_token(claims)
+    }
+
+    /// See [`LedgerNode::export`].
+    pub fn export(&self) -> Result<crate::export::LedgerExport, Error> {
+        let l = self.read()?;
+        let mut entries = Vec::new();
+        for i in 0..l.log().tree().size() {
+            entries.push(l.log().get(i)?);
+        }
+        let g = l.genesis();
+        let checkpoints: Vec<SignedCheckpoint> = l
+            .state()
+            .checkpoint_sizes()
+            .filter_map(|s| l.state().checkpoint(s))
+            .filter(|c| c.valid_signers(&g.members).len() >= g.threshold)
+            .collect();
+        Ok(crate::export::LedgerExport::new(
+            &self.0.origin,
+            g.threshold,
+            &g.members,
+            &entries,
+            &checkpoints,
+        ))
+    }
+
     /// Applied entries (signed bytes) from log index `from`, at most `max` of them, in log
     /// order: how the application follows the ledger.
     pub fn entries_from(&self, from: u64, max: usize) -> Result<Vec<Vec<u8>>, Error> {
-        let l = self
-            .0
-            .sm
-            .read()
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let l = self.read()?;
         let size = l.log().tree().size();
         (from..size.min(from.saturating_add(max as u64)))
             .map(|i| l.log().get(i).map_err(|e| Error::Storage(e.to_string())))

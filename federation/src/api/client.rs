@@ -1,0 +1,153 @@
+//! A minimal HTTP/1.1 client for the node's API over plain TCP (one request per connection):
+//! what the tests, the query benchmark and the scenarios use to talk to nodes the way a
+//! researcher's tools would.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<Reply> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    if let Some(t) = token {
+        head.push_str(&format!("authorization: Bearer {t}\r\n"));
+    }
+    if let Some(ct) = content_type {
+        head.push_str(&format!("content-type: {ct}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    parse(&raw)
+}
+
+/// Sends a JSON body (or none for `Value::Null`).
+pub async fn json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> std::io::Result<Reply> {
+    if body.is_null() {
+        request(addr, method, path, token, None, b"").await
+    } else {
+        let b = serde_json::to_vec(body)?;
+        request(addr, method, path, token, Some("application/json"), &b).await
+    }
+}
+
+/// Signs in and returns the token.
+pub async fn login(addr: SocketAddr, user: &str, password: &str) -> std::io::Result<String> {
+    let r = json(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        &serde_json::json!({ "username": user, "password": password }),
+    )
+    .await?;
+    match r.json()["token"].as_str() {
+        Some(t) if r.status == 200 => Ok(t.to_owned()),
+        _ => Err(std::io::Error::other(format!(
+            "login as {user} failed: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ))),
+    }
+}
+
+fn bad(m: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned())
+}
+
+fn parse(raw: &[u8]) -> std::io::Result<Reply> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| bad("bad chunk"))?;
+        let size_text = std::str::from_utf8(&b[..nl]).map_err(|_| bad("bad chunk size"))?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad("bad chunk size"))?;
+        b = &b[nl + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size + 2 {
+            return Err(bad("truncated chunk"));
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}

@@ -1,0 +1,1268 @@
+//! The endpoints. Each handler authenticates, checks its input, and then either proposes
+//! ledger entries, reads the applied ledger or this member's query index, or touches this
+//! hospital's device store. The OpenAPI document ([`super::openapi`]) lists them all.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use axum::{Json, Router};
+use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
+use medtech_noise::accounting::Subject;
+use medtech_noise::Micros;
+use medtech_protos::ledger::v1 as pb;
+use rand_core::{OsRng, RngCore};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::accounts::{self, Account, AccountError};
+use super::auth::{self, Role};
+use super::{parse_json, read_body, ApiError, ApiState};
+use crate::data::ingest::{self, Format};
+use crate::node::QueryInfo;
+use crate::protocol::{budget_entry, submit_entry, Outcome, DATASET};
+use crate::query::Compiled;
+
+type S = State<Arc<ApiState>>;
+type ApiResult = Result<Response, ApiError>;
+
+const READERS: &[Role] = &[Role::Admin, Role::Auditor];
+const STAFF: &[Role] = &[Role::Admin, Role::Operator, Role::Auditor];
+const ANYONE: &[Role] = &[Role::Admin, Role::Researcher, Role::Operator, Role::Auditor];
+
+/// Every route.
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/login", post(login))
+        .route("/api/v1/password", post(change_password))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/interface", get(interface))
+        .route("/api/v1/queries", post(submit).get(list_queries))
+        .route("/api/v1/queries/export", get(export_queries))
+        .route("/api/v1/queries/{id}", get(get_query))
+        .route("/api/v1/budget", get(own_budget))
+        .route("/api/v1/researchers", post(register).get(list_researchers))
+        .route("/api/v1/researchers/{id}", patch(update_researcher))
+        .route("/api/v1/accounts", post(create_account).get(list_accounts))
+        .route("/api/v1/budgets/{subject}", put(set_budget))
+        .route("/api/v1/committee", get(committee))
+        .route("/api/v1/devices", post(upload_devices))
+        .route("/api/v1/devices/stats", get(device_stats))
+        .route("/api/v1/ledger/head", get(ledger_head))
+        .route("/api/v1/ledger/entries", get(ledger_entries))
+        .route("/api/v1/ledger/entries/{seq}/proof", get(inclusion_proof))
+        .route("/api/v1/ledger/consistency", get(consistency_proof))
+        .route("/api/v1/ledger/checkpoint", get(checkpoint))
+        .route("/api/v1/ledger/export", get(ledger_export))
+        .route("/api/v1/ledger/verify", post(ledger_verify))
+}
+
+fn ok(v: Value) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+fn rfc3339_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// `a=1&b=x` into a map (percent-decoded; `+` is a space).
+fn params(raw: Option<String>) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    let Some(raw) = raw else { return Ok(out) };
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(decode(k)?, decode(v)?);
+    }
+    Ok(out)
+}
+
+fn decode(s: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_parameter",
+            "bad percent-encoding in the query string",
+        )
+    };
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3).ok_or_else(bad)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+fn num<T: std::str::FromStr>(p: &BTreeMap<String, String>, k: &str) -> Result<Option<T>, ApiError> {
+    p.get(k)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`{k}` must be a non-negative integer"),
+                )
+            })
+        })
+        .transpose()
+}
+
+// ---- health, readiness, metrics, documentation --------------------------------------------
+
+async fn health() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn ready(State(api): S) -> Response {
+    let leader = api.node.leader();
+    let head = api.node.head().ok();
+    let body = json!({
+        "ready": leader.is_some() && head.is_some(),
+        "member": api.node.name(),
+        "leader": leader,
+        "ledger_size": head.map(|h| h.0),
+    });
+    let status = if leader.is_some() && head.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(api): S, headers: HeaderMap) -> ApiResult {
+    let static_ok = match (&api.config.metrics_token, super::bearer(&headers)) {
+        (Some(expected), Some(given)) => {
+            use subtle::ConstantTimeEq;
+            bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+        }
+        _ => false,
+    };
+    if !static_ok {
+        api.user(&headers, &[Role::Admin, Role::Operator])?;
+    }
+    let (size, _) = api.node.head()?;
+    let devices = api.store.read().map(|s| s.len()).unwrap_or(0);
+    let (pending, released, failed) = {
+        let idx = api
+            .index
+            .read()
+            .map_err(|_| ApiError::internal("query index poisoned"))?;
+        idx.values()
+            .fold((0, 0, 0), |(p, r, f), q| match &q.outcome {
+                None => (p + 1, r, f),
+                Some(Outcome::Released(_)) => (p, r + 1, f),
+                Some(Outcome::Failed(_)) => (p, r, f + 1),
+            })
+    };
+    let text = api.metrics.render(&[
+        (
+            "medtech_ledger_entries",
+            "Entries in the applied ledger.",
+            size as f64,
+        ),
+        (
+            "medtech_ledger_has_leader",
+            "1 if this member knows a Raft leader.",
+            f64::from(u8::from(api.node.leader().is_some())),
+        ),
+        (
+            "medtech_devices",
+            "Devices in this hospital's store.",
+            devices as f64,
+        ),
+        (
+            "medtech_queries_pending",
+            "Queries seen on the ledger and not ended.",
+            f64::from(pending),
+        ),
+        (
+            "medtech_queries_released",
+            "Queries released.",
+            f64::from(released),
+        ),
+        (
+            "medtech_queries_failed",
+            "Queries failed.",
+            f64::from(failed),
+        ),
+        (
+            "medtech_uptime_seconds",
+            "Seconds since the API started.",
+            api.started.elapsed().as_secs_f64(),
+        ),
+    ]);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn openapi() -> Response {
+    Json(super::openapi::document()).into_response()
+}
+
+// ---- sessions -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    username: String,
+    password: zeroize::Zeroizing<String>,
+}
+
+async fn login(State(api): S, req: Request) -> ApiResult {
+    let peer = super::peer(req.extensions().get::<ConnectInfo<std::net::SocketAddr>>());
+    let body = read_body(req.into_body(), api.config.max_body_bytes).await?;
+    let l: Login = parse_json(&body)?;
+    api.limiter.charge(
+        &format!("login:{peer}:{}", l.username),
+        api.config.logins_per_minute / 60.0,
+        api.config.logins_per_minute,
+    )?;
+    let accounts = Arc::clone(&api);
+    let username = l.username.clone();
+    // Argon2 takes tens of milliseconds: keep it off the reactor.
+    let r = tokio::task::spawn_blocking(move || accounts.accounts.login(&username, &l.password))
+        .await
+        .map_err(ApiError::internal)?;
+    let a = match r {
+        Ok(a) => a,
+        Err(e @ (AccountError::BadCredentials | AccountError::Disabled)) => {
+            api.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "medtech::api", user = %l.username, "login refused: {e}");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                e.to_string(),
+            ));
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let (token, claims) = auth::issue_token(&api.node, &a.username, a.role, api.config.token_ttl);
+    ok(json!({
+        "token": token,
+        "token_type": "Bearer",
+        "username": a.username,
+        "role": a.role,
+        "expires_at": claims.exp,
+        "must_change_password": a.must_change_password,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePassword {
+    old_password: zeroize::Zeroizing<String>,
+    new_password: zeroize::Zeroizing<String>,
+}
+
+async fn change_password(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let user = api.user(&headers, ANYONE)?;
+    let c: ChangePassword = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    let a = Arc::clone(&api);
+    let sub = user.sub.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        a.accounts
+            .change_password(&sub, &c.old_password, &c.new_password)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match r {
+        Ok(()) => ok(json!({ "changed": true })),
+        Err(AccountError::BadCredentials) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_credentials",
+            "the old password is wrong",
+        )),
+        Err(AccountError::Unknown(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_local",
+            format!(
+                "the account lives on another member (token issued by {}); change it there",
+                user.iss
+            ),
+        )),
+        Err(e @ AccountError::Invalid(_)) => {
+            Err(ApiError::bad_request("invalid_password", e.to_string()))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn me(State(api): S, headers: HeaderMap) -> ApiResult {
+    let user = api.user(&headers, ANYONE)?;
+    let local = api.accounts.get(&user.sub);
+    ok(json!({
+        "username": user.sub,
+        "role": user.role,
+        "issued_by": user.iss,
+        "expires_at": user.exp,
+        "display_name": local.as_ref().map(|a| a.display_name.clone()),
+        "must_change_password": local.as_ref().is_some_and(|a| a.must_change_password),
+        "member": api.node.name(),
+    }))
+}
+
+// ---- researchers: the interface, queries and budget ---------------------------------------
+
+async fn interface(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, ANYONE)?;
+    let p = &api.view.platform;
+    let bins: BTreeMap<String, Vec<String>> = p
+        .grouped_targets
+        .iter()
+        .filter_map(|t| p.bins(t).map(|b| (t.clone(), b)))
+        .collect();
+    ok(json!({
+        "query_kinds": ["count", "grouped_count", "average"],
+        "count_targets": p.count_targets,
+        "grouped_targets": p.grouped_targets,
+        "average_targets": p.average_targets,
+        "bins": bins,
+        "fields": crate::query::field_types(),
+        "operators": {
+            "string": ["equals", "contains", "starts_with", "ends_with"],
+            "integer": ["equals", "greater_than", "less_than", "greater_than_or_equal", "less_than_or_equal"],
+            "timestamp": ["equals", "before", "after"],
+            "bool": ["equals"],
+            "enum": ["equals"],
+        },
+        "time_range_field": "last_sync_time",
+        "max_epsilon": p.max_epsilon_micros as f64 / 1e6,
+        "committee": { "members": api.view.members, "threshold": api.view.threshold },
+        "confidence": 1.0 - crate::protocol::ALPHA,
+    }))
+}
+
+async fn submit(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let user = api.user(&headers, &[Role::Researcher])?;
+    let spec = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    let compiled = Compiled::new(spec, &api.view.platform, api.view.n(), api.view.threshold)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0))?;
+    let mut id = [0u8; 8];
+    OsRng.fill_bytes(&mut id);
+    let id = format!("q-{}", hex::encode(id));
+    let receipt = api
+        .node
+        .propose_own(submit_entry(&id, &compiled, &user.sub))
+        .await?;
+    if let Some(why) = receipt.rejection {
+        api.metrics.queries_refused.fetch_add(1, Ordering::Relaxed);
+        let (status, code) = if why.contains("budget") {
+            (StatusCode::FORBIDDEN, "budget_exceeded")
+        } else {
+            (StatusCode::CONFLICT, "refused_by_ledger")
+        };
+        return Err(ApiError::new(status, code, why));
+    }
+    api.metrics
+        .queries_submitted
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(target: "medtech::api", query = %id, researcher = %user.sub, "query admitted");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/v1/queries/{id}"))],
+        Json(json!({
+            "id": id,
+            "status": "pending",
+            "sequence": receipt.sequence,
+            "epsilon": compiled.plan.cost.epsilon.0 as f64 / 1e6,
+        })),
+    )
+        .into_response())
+}
+
+/// A query as the API shows it.
+fn query_json(q: &QueryInfo, api: &ApiState) -> Value {
+    let (status, result, failure) = match &q.outcome {
+        None => ("pending", Value::Null, Value::Null),
+        Some(Outcome::Released(r)) => (
+            "released",
+            serde_json::to_value(r).unwrap_or(Value::Null),
+            Value::Null,
+        ),
+        Some(Outcome::Failed(why)) => ("failed", Value::Null, Value::String(why.clone())),
+    };
+    let unit = q
+        .spec
+        .as_ref()
+        .and_then(|s| s.target.as_ref())
+        .and_then(|t| api.view.platform.average_targets.get(t))
+        .map(|r| r.unit.clone());
+    let interval = match &q.outcome {
+        Some(Outcome::Released(r)) => r.result.average_interval().map(|(lo, hi)| json!([lo, hi])),
+        _ => None,
+    };
+    json!({
+        "id": q.id,
+        "researcher": q.researcher,
+        "status": status,
+        "query": q.spec,
+        "epsilon": q.spec.as_ref().map(|s| s.epsilon),
+        "submitted_at": rfc3339_ms(q.submitted_ms),
+        "ended_at": q.ended_ms.map(rfc3339_ms),
+        "sequence": q.sequence,
+        "contributions": q.contributions,
+        "partial_decryptions": q.partials,
+        "result": result,
+        "average_interval": interval,
+        "unit": unit,
+        "failure": failure,
+    })
+}
+
+fn visible(user: &auth::Claims, q: &QueryInfo) -> bool {
+    user.role != Role::Researcher || q.researcher == user.sub
+}
+
+async fn get_query(
+    State(api): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let user = api.user(&headers, &[Role::Researcher, Role::Admin, Role::Auditor])?;
+    let p = params(raw)?;
+    let wait = Duration::from_secs(num::<u64>(&p, "wait")?.unwrap_or(0)).min(api.config.max_wait);
+    let deadline = Instant::now() + wait;
+    loop {
+        let found = api
+            .index
+            .read()
+            .map_err(|_| ApiError::internal("query index poisoned"))?
+            .get(&id)
+            .filter(|q| visible(&user, q))
+            .cloned();
+        match found {
+            Some(q) if q.outcome.is_some() || Instant::now() >= deadline => {
+                return ok(query_json(&q, &api))
+            }
+            None if Instant::now() >= deadline => {
+                return Err(ApiError::not_found(format!(
+                    "no query {id:?} of yours on this member's ledger"
+                )))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn selected(
+    api: &ApiState,
+    user: &auth::Claims,
+    p: &BTreeMap<String, String>,
+) -> Result<Vec<Value>, ApiError> {
+    let who = p.get("researcher");
+    let status = p.get("status").map(String::as_str);
+    if let Some(s) = status {
+        if !matches!(s, "pending" | "released" | "failed") {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "`status` is pending, released or failed",
+            ));
+        }
+    }
+    let idx = api
+        .index
+        .read()
+        .map_err(|_| ApiError::internal("query index poisoned"))?;
+    let mut v: Vec<&QueryInfo> = idx
+        .values()
+        .filter(|q| visible(user, q))
+        .filter(|q| who.is_none_or(|w| &q.researcher == w))
+        .collect();
+    v.sort_by_key(|q| std::cmp::Reverse(q.sequence));
+    Ok(v.into_iter()
+        .map(|q| query_json(q, api))
+        .filter(|j| status.is_none_or(|s| j["status"] == s))
+        .collect())
+}
+
+async fn list_queries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult {
+    let user = api.user(&headers, &[Role::Researcher, Role::Admin, Role::Auditor])?;
+    let p = params(raw)?;
+    let limit = num::<usize>(&p, "limit")?.unwrap_or(100).min(1000);
+    let all = selected(&api, &user, &p)?;
+    let total = all.len();
+    ok(json!({ "total": total, "queries": all.into_iter().take(limit).collect::<Vec<_>>() }))
+}
+
+async fn export_queries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult {
+    let user = api.user(&headers, READERS)?;
+    let p = params(raw)?;
+    let all = selected(&api, &user, &p)?;
+    match p.get("format").map_or("json", String::as_str) {
+        "json" => Ok((
+            [(
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"queries.json\"",
+            )],
+            Json(Value::Array(all)),
+        )
+            .into_response()),
+        "csv" => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let cols = [
+                "id",
+                "researcher",
+                "status",
+                "submitted_at",
+                "ended_at",
+                "epsilon",
+                "query",
+                "result",
+                "failure",
+            ];
+            let csv_err = |e: csv::Error| ApiError::internal(e);
+            w.write_record(cols).map_err(csv_err)?;
+            for q in &all {
+                let cell = |k: &str| match &q[k] {
+                    Value::Null => String::new(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                w.write_record(cols.iter().map(|c| cell(c)))
+                    .map_err(csv_err)?;
+            }
+            let bytes = w
+                .into_inner()
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"queries.csv\"",
+                    ),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_parameter",
+            "`format` is json or csv",
+        )),
+    }
+}
+
+fn budget_json(api: &ApiState, subject: &Subject) -> Result<Value, ApiError> {
+    let l = api.node.read()?;
+    let b = l.state().budgets();
+    let eps = |c: Option<medtech_noise::Cost>| c.map(|c| c.epsilon.0 as f64 / 1e6);
+    Ok(json!({
+        "subject": subject.to_string(),
+        "epsilon_limit": eps(b.limit(subject)),
+        "epsilon_spent": b.spent(subject).epsilon.0 as f64 / 1e6,
+        "epsilon_remaining": eps(b.remaining(subject)),
+        "as_of_entry": l.log().tree().size(),
+    }))
+}
+
+async fn own_budget(State(api): S, headers: HeaderMap) -> ApiResult {
+    let user = api.user(&headers, &[Role::Researcher])?;
+    let mine = budget_json(&api, &Subject::Researcher(user.sub.clone()))?;
+    let dataset = budget_json(&api, &Subject::Dataset(DATASET.into()))?;
+    ok(json!({ "researcher": mine, "dataset": dataset }))
+}
+
+// ---- admin: researchers, accounts, budgets, committee ---------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewResearcher {
+    username: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    affiliation: String,
+    /// ε budget.
+    epsilon_budget: f64,
+    /// Their own Ed25519 public key (hex), if they will sign queries themselves.
+    #[serde(default)]
+    public_key: Option<String>,
+}
+
+fn micros(eps: f64, what: &str) -> Result<u64, ApiError> {
+    if !(eps.is_finite() && (0.0..=1e6).contains(&eps)) {
+        return Err(ApiError::bad_request(
+            "invalid_budget",
+            format!("{what} must be between 0 and 1000000"),
+        ));
+    }
+    Micros::from_f64_floor(eps)
+        .map(|m| m.0)
+        .map_err(|e| ApiError::bad_request("invalid_budget", e.to_string()))
+}
+
+async fn propose(api: &ApiState, kind: Kind) -> Result<u64, ApiError> {
+    let r = api.node.propose_own(kind).await?;
+    match (r.rejection, r.sequence) {
+        (Some(why), _) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "refused_by_ledger",
+            why,
+        )),
+        (None, Some(seq)) => Ok(seq),
+        (None, None) => Err(ApiError::internal(
+            "ledger accepted an entry without a sequence",
+        )),
+    }
+}
+
+async fn register(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let admin = api.user(&headers, &[Role::Admin])?;
+    let r: NewResearcher = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    accounts::check_username(&r.username)
+        .map_err(|e| ApiError::bad_request("invalid_username", e.to_string()))?;
+    if r.display_name.len() > 256 || r.email.len() > 256 || r.affiliation.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "names, e-mail and affiliation are at most 256 bytes",
+        ));
+    }
+    let budget = micros(r.epsilon_budget, "epsilon_budget")?;
+    if api.accounts.get(&r.username).is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("account {:?} exists already on this member", r.username),
+        ));
+    }
+    let key: [u8; 32] = match &r.public_key {
+        Some(h) => hex::decode(h)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_public_key",
+                    "public_key is 64 hex digits (Ed25519)",
+                )
+            })?,
+        // The node signs this researcher's queries on their behalf; the key only names them.
+        None => medtech_ledger::entry::ResearcherKey::generate(&r.username, &mut OsRng)
+            .public_key()
+            .to_bytes(),
+    };
+    let on_ledger = api.node.read()?.state().researcher(&r.username).is_some();
+    if !on_ledger {
+        propose(
+            &api,
+            Kind::RegisterResearcher(pb::RegisterResearcher {
+                researcher_id: r.username.clone(),
+                display_name: if r.display_name.is_empty() {
+                    r.username.clone()
+                } else {
+                    r.display_name.clone()
+                },
+                public_key: key.to_vec(),
+            }),
+        )
+        .await?;
+    }
+    propose(
+        &api,
+        budget_entry(&format!("researcher:{}", r.username), budget),
+    )
+    .await?;
+    let password = accounts::generate_password();
+    let account = Account {
+        username: r.username.clone(),
+        role: Role::Researcher,
+        password_hash: String::new(),
+        enabled: true,
+        display_name: r.display_name,
+        email: r.email,
+        affiliation: r.affiliation,
+        created_ms: medtech_ledger::entry::now_ms(),
+        must_change_password: true,
+    };
+    let a = Arc::clone(&api);
+    let pw = password.clone();
+    tokio::task::spawn_blocking(move || a.accounts.create(account, &pw, true))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    tracing::info!(target: "medtech::api", admin = %admin.sub, researcher = %r.username, "researcher registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "username": r.username,
+            "password": *password,
+            "must_change_password": true,
+            "already_on_ledger": on_ledger,
+            "epsilon_budget": budget as f64 / 1e6,
+        })),
+    )
+        .into_response())
+}
+
+async fn list_researchers(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, READERS)?;
+    let ids: Vec<(String, String, bool)> = api
+        .node
+        .read()?
+        .state()
+        .researchers()
+        .map(|r| (r.id.clone(), r.display_name.clone(), r.enabled))
+        .collect();
+    let mut out = Vec::new();
+    for (id, name, enabled) in ids {
+        let local = api.accounts.get(&id);
+        out.push(json!({
+            "username": id,
+            "display_name": name,
+            "enabled": enabled,
+            "email": local.as_ref().map(|a| a.email.clone()),
+            "affiliation": local.as_ref().map(|a| a.affiliation.clone()),
+            "account_on_this_member": local.is_some(),
+            "budget": budget_json(&api, &Subject::Researcher(id.clone()))?,
+        }));
+    }
+    ok(json!({ "researchers": out }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResearcherUpdate {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    epsilon_budget: Option<f64>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    affiliation: Option<String>,
+}
+
+async fn update_researcher(
+    State(api): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let admin = api.user(&headers, &[Role::Admin])?;
+    let u: ResearcherUpdate = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    if api.node.read()?.state().researcher(&id).is_none() {
+        return Err(ApiError::not_found(format!(
+            "no researcher {id:?} on the ledger"
+        )));
+    }
+    for s in [&u.display_name, &u.email, &u.affiliation]
+        .into_iter()
+        .flatten()
+    {
+        if s.len() > 256 {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "names, e-mail and affiliation are at most 256 bytes",
+            ));
+        }
+    }
+    let budget = u
+        .epsilon_budget
+        .map(|e| micros(e, "epsilon_budget"))
+        .transpose()?;
+    if let Some(enabled) = u.enabled {
+        propose(
+            &api,
+            Kind::SetResearcherStatus(pb::SetResearcherStatus {
+                researcher_id: id.clone(),
+                enabled,
+            }),
+        )
+        .await?;
+    }
+    if let Some(b) = budget {
+        propose(&api, budget_entry(&format!("researcher:{id}"), b)).await?;
+    }
+    if api.accounts.get(&id).is_some() {
+        api.accounts
+            .update(&id, |a| {
+                if let Some(e) = u.enabled {
+                    a.enabled = e;
+                }
+                if let Some(v) = u.display_name {
+                    a.display_name = v;
+                }
+                if let Some(v) = u.email {
+                    a.email = v;
+                }
+                if let Some(v) = u.affiliation {
+                    a.affiliation = v;
+                }
+            })
+            .map_err(ApiError::internal)?;
+    }
+    tracing::info!(target: "medtech::api", admin = %admin.sub, researcher = %id, "researcher updated");
+    let budget = budget_json(&api, &Subject::Researcher(id.clone()))?;
+    let enabled = api.node.read()?.state().researcher(&id).map(|r| r.enabled);
+    ok(json!({ "username": id, "enabled": enabled, "budget": budget }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    username: String,
+    role: Role,
+    #[serde(default)]
+    display_name: String,
+}
+
+async fn create_account(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let admin = api.user(&headers, &[Role::Admin])?;
+    let n: NewAccount = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    if n.role == Role::Researcher {
+        return Err(ApiError::bad_request("use_researchers", "register researchers with POST /api/v1/researchers (they need a ledger identity and a budget)"));
+    }
+    if n.display_name.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "display_name is at most 256 bytes",
+        ));
+    }
+    let password = accounts::generate_password();
+    let account = Account {
+        username: n.username.clone(),
+        role: n.role,
+        password_hash: String::new(),
+        enabled: true,
+        display_name: n.display_name,
+        email: String::new(),
+        affiliation: String::new(),
+        created_ms: medtech_ledger::entry::now_ms(),
+        must_change_password: true,
+    };
+    let a = Arc::clone(&api);
+    let pw = password.clone();
+    let r = tokio::task::spawn_blocking(move || a.accounts.create(account, &pw, true))
+        .await
+        .map_err(ApiError::internal)?;
+    match r {
+        Ok(()) => {}
+        Err(e @ AccountError::Exists(_)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "exists", e.to_string()))
+        }
+        Err(e @ AccountError::Invalid(_)) => {
+            return Err(ApiError::bad_request("invalid_username", e.to_string()))
+        }
+        Err(e) => return Err(ApiError::internal(e)),
+    }
+    tracing::info!(target: "medtech::api", admin = %admin.sub, user = %n.username, role = n.role.as_str(), "account created");
+    Ok((StatusCode::CREATED, Json(json!({ "username": n.username, "role": n.role, "password": *password, "must_change_password": true }))).into_response())
+}
+
+async fn list_accounts(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, &[Role::Admin])?;
+    let list: Vec<Value> = api
+        .accounts
+        .list()
+        .into_iter()
+        .map(|a| json!({ "username": a.username, "role": a.role, "enabled": a.enabled, "display_name": a.display_name, "created_at": rfc3339_ms(a.created_ms) }))
+        .collect();
+    ok(json!({ "accounts": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetLimit {
+    epsilon: f64,
+}
+
+async fn set_budget(
+    State(api): S,
+    headers: HeaderMap,
+    Path(subject): Path<String>,
+    body: Body,
+) -> ApiResult {
+    let admin = api.user(&headers, &[Role::Admin])?;
+    let b: BudgetLimit = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    let parsed = match subject.split_once(':') {
+        Some(("researcher", r)) => Subject::Researcher(r.to_owned()),
+        Some(("dataset", d)) => Subject::Dataset(d.to_owned()),
+        None if subject == "global" => Subject::Global,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_subject",
+                "the subject is researcher:<id>, dataset:<id> or global",
+            ))
+        }
+    };
+    let seq = propose(&api, budget_entry(&subject, micros(b.epsilon, "epsilon")?)).await?;
+    tracing::info!(target: "medtech::api", admin = %admin.sub, subject = %subject, "budget set");
+    let mut v = budget_json(&api, &parsed)?;
+    v["sequence"] = json!(seq);
+    ok(v)
+}
+
+async fn committee(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, STAFF)?;
+    let l = api.node.read()?;
+    let c = l.state().committee();
+    let members: Vec<Value> = c
+        .members
+        .iter()
+        .map(|m| {
+            let ep = c.endpoints.get(&m.name);
+            json!({
+                "name": m.name,
+                "signing_key": hex::encode(m.key.as_bytes()),
+                "raft_id": ep.map(|e| e.raft_id),
+                "address": ep.map(|e| e.addr.clone()),
+                "tls_cert_sha256": ep.map(|e| e.cert_sha256.clone()),
+                "replicated_to": api.node.replication().and_then(|r| ep.and_then(|e| r.get(&e.raft_id).copied().flatten())),
+            })
+        })
+        .collect();
+    let cp = l.state().latest_checkpoint();
+    let key = &api.view.key;
+    ok(json!({
+        "this_member": api.node.name(),
+        "origin": api.node.origin(),
+        "epoch": c.epoch,
+        "threshold": c.threshold,
+        "members": members,
+        "leader": api.node.leader(),
+        "ledger": { "size": l.log().tree().size(), "root": hex::encode(l.log().root()), "rejected": l.state().rejected() },
+        "checkpoint": cp.map(|c| json!({
+            "size": c.checkpoint.size,
+            "root": hex::encode(c.checkpoint.root),
+            "cosigners": c.signatures.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        })),
+        "key": {
+            "fingerprint": hex::encode(key.fingerprint()),
+            "bits": key.public_key().bits(),
+            "parties": key.parties(),
+            "threshold": key.threshold(),
+        },
+    }))
+}
+
+// ---- hospital operators: devices ------------------------------------------------------------
+
+async fn upload_devices(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let user = api.user(&headers, &[Role::Operator])?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = Format::from_content_type(ct).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type is application/json, application/x-ndjson, text/csv or application/x-protobuf",
+        )
+    })?;
+    let bytes = read_body(body, api.config.max_upload_bytes).await?;
+    let started = Instant::now();
+    let parsed = tokio::task::spawn_blocking(move || ingest::parse(format, &bytes))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad_request("malformed_upload", e.0))?;
+    let refused = parsed.errors.len();
+    api.metrics
+        .records_refused
+        .fetch_add(refused as u64, Ordering::Relaxed);
+    if parsed.devices.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_valid_records",
+            format!(
+                "none of the {refused} records is valid; first: {}",
+                parsed
+                    .errors
+                    .first()
+                    .map_or("(empty upload)".into(), |e| format!(
+                        "record {}: {}",
+                        e.record, e.error
+                    ))
+            ),
+        ));
+    }
+    let store = Arc::clone(&api.store);
+    let who = user.sub.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let devices: Vec<_> = parsed.devices.into_iter().map(|(_, d)| d).collect();
+        let mut s = match store.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        s.write(&devices, |done, total| {
+            tracing::info!(target: "medtech::ingest", operator = %who, done, total, "ingest progress");
+        })
+        .map(|w| (w, s.len()))
+        .map(|r| (r, parsed.errors))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let ((w, total), errors) = written;
+    api.metrics
+        .records_ingested
+        .fetch_add(w.inserted + w.updated, Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(target: "medtech::ingest", inserted = w.inserted, updated = w.updated, refused, secs, "upload stored");
+    ok(json!({
+        "inserted": w.inserted,
+        "updated": w.updated,
+        "refused": refused,
+        "errors": errors.iter().take(1000).collect::<Vec<_>>(),
+        "errors_truncated": refused > 1000,
+        "devices": total,
+        "seconds": secs,
+    }))
+}
+
+async fn device_stats(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, &[Role::Admin, Role::Operator])?;
+    let n = api
+        .store
+        .read()
+        .map_err(|_| ApiError::internal("store lock poisoned"))?
+        .len();
+    ok(json!({ "hospital": api.node.name(), "devices": n }))
+}
+
+// ---- auditors: the ledger -------------------------------------------------------------------
+
+async fn ledger_head(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, ANYONE)?;
+    let (size, root) = api.node.head()?;
+    ok(
+        json!({ "origin": api.node.origin(), "size": size, "root": hex::encode(root), "leader": api.node.leader(), "member": api.node.name() }),
+    )
+}
+
+fn kind_json(kind: &Kind) -> (&'static str, Value) {
+    match kind {
+        Kind::RegisterResearcher(r) => (
+            "register_researcher",
+            json!({ "researcher": r.researcher_id, "display_name": r.display_name }),
+        ),
+        Kind::SetResearcherStatus(s) => (
+            "set_researcher_status",
+            json!({ "researcher": s.researcher_id, "enabled": s.enabled }),
+        ),
+        Kind::SetBudget(b) => (
+            "set_budget",
+            json!({ "subject": b.subject, "limit": String::from_utf8_lossy(&b.limit) }),
+        ),
+        Kind::SubmitQuery(q) => (
+            "submit_query",
+            json!({
+                "query_id": q.query_id,
+                "on_behalf_of": q.on_behalf_of,
+                "query": serde_json::from_slice::<Value>(&q.query).unwrap_or(Value::Null),
+                "cost": String::from_utf8_lossy(&q.cost),
+            }),
+        ),
+        Kind::Contribution(c) => (
+            "contribution",
+            json!({ "query_id": c.query_id, "ciphertexts": c.ciphertexts.len() }),
+        ),
+        Kind::NoiseCommitment(c) => (
+            "noise_commitment",
+            json!({ "query_id": c.query_id, "ciphertexts": c.ciphertexts.len() }),
+        ),
+        Kind::CloseAggregate(c) => (
+            "close_aggregate",
+            json!({ "query_id": c.query_id, "contributors": c.contributors, "noise_from": c.noise_from }),
+        ),
+        Kind::PartialDecryption(p) => (
+            "partial_decryption",
+            json!({ "query_id": p.query_id, "partials": p.partials.len() }),
+        ),
+        Kind::ReleaseResult(r) => (
+            "release_result",
+            json!({ "query_id": r.query_id, "result": serde_json::from_slice::<Value>(&r.result).unwrap_or(Value::Null) }),
+        ),
+        Kind::QueryFailed(f) => (
+            "query_failed",
+            json!({ "query_id": f.query_id, "reason": f.reason }),
+        ),
+        Kind::Misbehaviour(m) => (
+            "misbehaviour",
+            json!({ "culprit": m.culprit, "query_id": m.query_id, "reason": m.reason }),
+        ),
+        Kind::ConfigChange(c) => (
+            "config_change",
+            json!({ "approvals": c.approvals.iter().map(|a| a.member.clone()).collect::<Vec<_>>() }),
+        ),
+        Kind::Cosignature(c) => (
+            "cosignature",
+            json!({ "size": c.size, "root": hex::encode(&c.root) }),
+        ),
+        Kind::Note(n) => ("note", json!({ "text": n.text })),
+    }
+}
+
+async fn ledger_entries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult {
+    api.user(&headers, READERS)?;
+    let p = params(raw)?;
+    let from = num::<u64>(&p, "from")?.unwrap_or(0);
+    let limit = num::<usize>(&p, "limit")?.unwrap_or(100).clamp(1, 1000);
+    let kind_filter = p.get("kind");
+    let size = api.node.head()?.0;
+    let entries = api.node.entries_from(from, limit)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, bytes) in entries.iter().enumerate() {
+        let seq = from + i as u64;
+        let leaf = hex::encode(medtech_ledger::merkle::leaf_hash(bytes));
+        let Ok(e) = ParsedEntry::decode(bytes) else {
+            out.push(json!({ "sequence": seq, "leaf_hash": leaf, "error": "does not decode" }));
+            continue;
+        };
+        let (name, detail) = e.kind().map_or(("none", Value::Null), kind_json);
+        if kind_filter.is_some_and(|k| k != name) {
+            continue;
+        }
+        let (author_kind, author) = match &e.author {
+            AuthorId::Node(n) => ("member", n),
+            AuthorId::Researcher(r) => ("researcher", r),
+        };
+        out.push(json!({
+            "sequence": seq,
+            "leaf_hash": leaf,
+            "author": author,
+            "author_kind": author_kind,
+            "author_seq": e.body.author_seq,
+            "timestamp": rfc3339_ms(e.body.timestamp_ms),
+            "kind": name,
+            "detail": detail,
+            "signed_entry": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+        }));
+    }
+    ok(json!({ "size": size, "from": from, "entries": out }))
+}
+
+async fn inclusion_proof(
+    State(api): S,
+    headers: HeaderMap,
+    Path(seq): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    api.user(&headers, READERS)?;
+    let seq: u64 = seq.parse().map_err(|_| {
+        ApiError::bad_request("invalid_parameter", "the sequence number is an integer")
+    })?;
+    let p = params(raw)?;
+    let l = api.node.read()?;
+    let tree = l.log().tree();
+    let size = num::<u64>(&p, "size")?.unwrap_or(tree.size());
+    if seq >= size || size > tree.size() {
+        return Err(ApiError::not_found(format!(
+            "entry {seq} is not in a tree of size {size} (this member has {})",
+            tree.size()
+        )));
+    }
+    let proof = tree
+        .inclusion_proof(seq, size)
+        .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
+    let root = tree
+        .root_at(size)
+        .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
+    ok(json!({
+        "sequence": seq,
+        "size": size,
+        "leaf_hash": tree.leaf(seq).map(hex::encode),
+        "root": hex::encode(root),
+        "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    }))
+}
+
+async fn consistency_proof(
+    State(api): S,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    api.user(&headers, READERS)?;
+    let p = params(raw)?;
+    let l = api.node.read()?;
+    let tree = l.log().tree();
+    let old = num::<u64>(&p, "old")?.ok_or_else(|| {
+        ApiError::bad_request("invalid_parameter", "`old` (a tree size) is required")
+    })?;
+    let new = num::<u64>(&p, "new")?.unwrap_or(tree.size());
+    if old > new || new > tree.size() {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("need old ≤ new ≤ {}", tree.size()),
+        ));
+    }
+    let proof = tree
+        .consistency_proof(old, new)
+        .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))?;
+    let root = |s| {
+        tree.root_at(s)
+            .map(hex::encode)
+            .map_err(|e| ApiError::bad_request("invalid_parameter", e.to_string()))
+    };
+    ok(
+        json!({ "old": old, "new": new, "old_root": root(old)?, "new_root": root(new)?, "proof": proof.iter().map(hex::encode).collect::<Vec<_>>() }),
+    )
+}
+
+async fn checkpoint(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, ANYONE)?;
+    let cp = api.node.read()?.state().latest_checkpoint();
+    match cp {
+        None => Err(ApiError::not_found("no checkpoint has t cosignatures yet")),
+        Some(c) => ok(json!({
+            "size": c.checkpoint.size,
+            "root": hex::encode(c.checkpoint.root),
+            "cosigners": c.signatures.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "note": c.to_note(),
+        })),
+    }
+}
+
+async fn ledger_export(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, READERS)?;
+    let node = api.node.clone();
+    let export = tokio::task::spawn_blocking(move || node.export())
+        .await
+        .map_err(ApiError::internal)??;
+    Ok((
+        [(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"ledger-export.json\"",
+        )],
+        Json(export),
+    )
+        .into_response())
+}
+
+async fn ledger_verify(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, READERS)?;
+    let node = api.node.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        node.export().map(|e| medtech_ledger::export::verify(&e))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    ok(json!({ "passed": report.passed(), "report": report, "text": report.to_text() }))
+}

@@ -1,0 +1,241 @@
+//! The OpenAPI 3.0 document of the node's API, built from one table of endpoints, and its
+//! Markdown rendering (`docs/api.md`). Tests check that every documented route answers (and
+//! needs the documented authentication) and that the files in `docs/` are current:
+//! `medtech api-docs --out docs` rewrites them.
+
+use serde_json::{json, Map, Value};
+
+/// One documented endpoint.
+pub struct Endpoint {
+    /// HTTP method, lower case.
+    pub method: &'static str,
+    /// Path, with `{param}`s.
+    pub path: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// Roles allowed (empty: no authentication).
+    pub roles: &'static [&'static str],
+    /// Request body schema (a component name), if any.
+    pub body: Option<&'static str>,
+    /// Query parameters: (name, description).
+    pub params: &'static [(&'static str, &'static str)],
+    /// Success status.
+    pub ok: u16,
+}
+
+const A: &[&str] = &["admin"];
+const R: &[&str] = &["researcher"];
+const O: &[&str] = &["operator"];
+const AA: &[&str] = &["admin", "auditor"];
+const RAA: &[&str] = &["researcher", "admin", "auditor"];
+const STAFF: &[&str] = &["admin", "operator", "auditor"];
+const ALL: &[&str] = &["admin", "researcher", "operator", "auditor"];
+
+/// Every endpoint.
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint { method: "get", path: "/health", summary: "Liveness: the process answers.", roles: &[], body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/ready", summary: "Readiness: the member knows a Raft leader and reads its ledger (503 otherwise).", roles: &[], body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/metrics", summary: "Prometheus metrics (a session token of an admin or operator, or the node's static metrics token).", roles: &["admin", "operator"], body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/openapi.json", summary: "This document.", roles: &[], body: None, params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/login", summary: "Sign in; returns a short-lived bearer token accepted by every committee member. Rate-limited per address and username.", roles: &[], body: Some("Login"), params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/password", summary: "Change your password (on the member that holds your account).", roles: ALL, body: Some("ChangePassword"), params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/me", summary: "Who the token says you are.", roles: ALL, body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/interface", summary: "The query interface: kinds, allowed targets, filter fields and their operators, public bin lists, clamp ranges, ε cap.", roles: ALL, body: None, params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/queries", summary: "Submit a query. The ledger charges your budget in the entry that admits it (403 budget_exceeded if it does not fit); the committee answers it asynchronously.", roles: R, body: Some("QuerySpec"), params: &[], ok: 202 },
+    Endpoint { method: "get", path: "/api/v1/queries", summary: "Query history, newest first (researchers see their own).", roles: RAA, body: None, params: &[("status", "pending, released or failed"), ("researcher", "only this researcher's"), ("limit", "at most this many (default 100, max 1000)")], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/queries/export", summary: "Query history as a JSON or CSV download.", roles: AA, body: None, params: &[("format", "json (default) or csv"), ("status", "pending, released or failed"), ("researcher", "only this researcher's")], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/queries/{id}", summary: "One query: status, and once released the noisy result with its confidence intervals and who contributed.", roles: RAA, body: None, params: &[("wait", "wait up to this many seconds (max 60) for the query to end")], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/budget", summary: "Your ε budget and the dataset's: limit, spent, remaining.", roles: R, body: None, params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/researchers", summary: "Register a researcher: a ledger identity, a budget, and an account here with a generated password (shown once).", roles: A, body: Some("NewResearcher"), params: &[], ok: 201 },
+    Endpoint { method: "get", path: "/api/v1/researchers", summary: "Every researcher on the ledger with status and budget.", roles: AA, body: None, params: &[], ok: 200 },
+    Endpoint { method: "patch", path: "/api/v1/researchers/{id}", summary: "Enable or disable a researcher (on the ledger: every member), change their budget or details.", roles: A, body: Some("ResearcherUpdate"), params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/accounts", summary: "Create an admin, operator or auditor account on this member (generated password, shown once).", roles: A, body: Some("NewAccount"), params: &[], ok: 201 },
+    Endpoint { method: "get", path: "/api/v1/accounts", summary: "Accounts on this member.", roles: A, body: None, params: &[], ok: 200 },
+    Endpoint { method: "put", path: "/api/v1/budgets/{subject}", summary: "Set the ε limit of researcher:<id>, dataset:<id> or global (a ledger entry; limits never un-spend).", roles: A, body: Some("BudgetLimit"), params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/committee", summary: "The committee: members, endpoints, replication, leader, ledger head, latest cosigned checkpoint, key fingerprint.", roles: STAFF, body: None, params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/devices", summary: "Upload devices to this hospital's store (JSON array, NDJSON, CSV, or protobuf DeviceBatch by Content-Type). Valid records are stored (same UDI: updated), invalid ones reported one by one; an unreadable upload changes nothing.", roles: O, body: Some("DeviceUpload"), params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/devices/stats", summary: "How many devices this hospital holds.", roles: &["admin", "operator"], body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/head", summary: "Size and Merkle root of this member's applied ledger.", roles: ALL, body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/entries", summary: "Ledger entries with their signed bytes and leaf hashes.", roles: AA, body: None, params: &[("from", "first sequence number (default 0)"), ("limit", "at most this many (default 100, max 1000)"), ("kind", "only entries of this kind (e.g. submit_query, misbehaviour)")], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/entries/{seq}/proof", summary: "RFC 6962 inclusion proof of an entry in the tree of a given size.", roles: AA, body: None, params: &[("size", "tree size (default: current)")], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/consistency", summary: "RFC 6962 consistency proof between two tree sizes.", roles: AA, body: None, params: &[("old", "older tree size (required)"), ("new", "newer tree size (default: current)")], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/checkpoint", summary: "The latest checkpoint cosigned by t members, as a C2SP signed note.", roles: ALL, body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/export", summary: "The whole ledger as one file for offline verification (`medtech ledger verify`).", roles: AA, body: None, params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/ledger/verify", summary: "Run the offline verifier over this member's export and return its report.", roles: AA, body: None, params: &[], ok: 200 },
+];
+
+fn schemas() -> Value {
+    let s = |props: Value, required: &[&str]| json!({ "type": "object", "additionalProperties": false, "properties": props, "required": required });
+    json!({
+        "Error": s(json!({ "error": { "type": "object", "properties": {
+            "code": { "type": "string", "description": "Stable, machine-readable." },
+            "message": { "type": "string", "description": "For people." } } } }), &["error"]),
+        "Login": s(json!({ "username": { "type": "string" }, "password": { "type": "string", "format": "password" } }), &["username", "password"]),
+        "ChangePassword": s(json!({ "old_password": { "type": "string", "format": "password" }, "new_password": { "type": "string", "format": "password", "minLength": 12 } }), &["old_password", "new_password"]),
+        "Filter": s(json!({
+            "field": { "type": "string", "description": "A field of DeviceData (see /api/v1/interface)." },
+            "op": { "type": "string", "enum": ["equals", "contains", "starts_with", "ends_with", "greater_than", "less_than", "greater_than_or_equal", "less_than_or_equal", "before", "after"] },
+            "value": { "description": "String, integer, boolean, timestamp (Unix seconds or RFC 3339) or enum name." } }), &["field", "op", "value"]),
+        "QuerySpec": s(json!({
+            "kind": { "type": "string", "enum": ["count", "grouped_count", "average"] },
+            "target": { "type": "string", "description": "Grouping field, averaged field, or (count) optional." },
+            "filters": { "type": "array", "items": { "$ref": "#/components/schemas/Filter" } },
+            "start_time": { "description": "Inclusive start of last_sync_time (Unix seconds or RFC 3339)." },
+            "end_time": { "description": "Exclusive end of last_sync_time." },
+            "epsilon": { "type": "number", "exclusiveMinimum": 0, "description": "Privacy cost of this query (pure ε)." } }), &["kind", "epsilon"]),
+        "NewResearcher": s(json!({
+            "username": { "type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$" },
+            "display_name": { "type": "string" }, "email": { "type": "string" }, "affiliation": { "type": "string" },
+            "epsilon_budget": { "type": "number", "minimum": 0 },
+            "public_key": { "type": "string", "description": "Ed25519 public key, 64 hex digits, if the researcher signs queries themselves." } }), &["username", "epsilon_budget"]),
+        "ResearcherUpdate": s(json!({
+            "enabled": { "type": "boolean" }, "epsilon_budget": { "type": "number", "minimum": 0 },
+            "display_name": { "type": "string" }, "email": { "type": "string" }, "affiliation": { "type": "string" } }), &[]),
+        "NewAccount": s(json!({
+            "username": { "type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$" },
+            "role": { "type": "string", "enum": ["admin", "operator", "auditor"] },
+            "display_name": { "type": "string" } }), &["username", "role"]),
+        "BudgetLimit": s(json!({ "epsilon": { "type": "number", "minimum": 0 } }), &["epsilon"]),
+        "DeviceUpload": { "description": "Device records: see docs/operations.md for the fields of DeviceData.", "type": "string", "format": "binary" },
+    })
+}
+
+/// The OpenAPI document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for e in ENDPOINTS {
+        let mut op = Map::new();
+        op.insert("summary".into(), json!(e.summary));
+        op.insert(
+            "operationId".into(),
+            json!(format!(
+                "{}_{}",
+                e.method,
+                e.path
+                    .trim_start_matches('/')
+                    .replace(['/', '{', '}', '.'], "_")
+            )),
+        );
+        if e.roles.is_empty() {
+            op.insert("security".into(), json!([]));
+        } else {
+            op.insert("x-roles".into(), json!(e.roles));
+        }
+        let mut params: Vec<Value> = e
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        params.extend(e.params.iter().map(|(n, d)| json!({ "name": n, "in": "query", "required": false, "description": d, "schema": { "type": "string" } })));
+        if !params.is_empty() {
+            op.insert("parameters".into(), Value::Array(params));
+        }
+        if let Some(b) = e.body {
+            let content = if b == "DeviceUpload" {
+                json!({
+                    "application/json": { "schema": { "type": "array", "items": { "type": "object" } } },
+                    "application/x-ndjson": { "schema": { "type": "string" } },
+                    "text/csv": { "schema": { "type": "string" } },
+                    "application/x-protobuf": { "schema": { "type": "string", "format": "binary" } },
+                })
+            } else {
+                json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{b}") } } })
+            };
+            op.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": content }),
+            );
+        }
+        let err = json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+        let mut responses = Map::new();
+        responses.insert(e.ok.to_string(), json!({ "description": "Success" }));
+        responses.insert("4XX".into(), err.clone());
+        responses.insert("5XX".into(), err);
+        op.insert("responses".into(), Value::Object(responses));
+        let entry = paths
+            .entry(e.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(m) = entry {
+            m.insert(e.method.to_owned(), Value::Object(op));
+        }
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "MedTech Chain committee node API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Served by every committee member. Tokens from POST /api/v1/login are accepted by every member. Errors are {\"error\": {\"code\", \"message\"}}. Bodies are limited to 1 MiB (device uploads: the node's max_upload_bytes); requests are rate-limited per user (429 with Retry-After).",
+            "license": { "name": "MIT" },
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "mt1 (Ed25519-signed claims)" } },
+            "schemas": schemas(),
+        },
+        "security": [{ "bearer": [] }],
+        "paths": paths,
+    })
+}
+
+/// The document as `docs/openapi.json` holds it.
+pub fn json_text() -> String {
+    // Serialising a `Value` cannot fail.
+    serde_json::to_string_pretty(&document()).unwrap_or_default() + "\n"
+}
+
+/// `docs/api.md`, generated from the same table.
+pub fn markdown() -> String {
+    let mut s = String::from(
+        "# The committee node's HTTP API\n\n\
+         Generated from the OpenAPI document (`docs/openapi.json`, also served at\n\
+         `/api/v1/openapi.json`) by `medtech api-docs --out docs`; do not edit by hand.\n\n\
+         Every member serves the same API. Sign in with `POST /api/v1/login`; send the token as\n\
+         `Authorization: Bearer <token>` to any member. Tokens live 15 minutes by default.\n\
+         Errors are `{\"error\": {\"code\": \"…\", \"message\": \"…\"}}` with a 4xx or 5xx status;\n\
+         bodies are limited to 1 MiB (device uploads: the node's `max_upload_bytes`); each user\n\
+         is rate-limited (429 with `Retry-After`), logins per address and username.\n\n\
+         | Method | Path | Who | What |\n|---|---|---|---|\n",
+    );
+    for e in ENDPOINTS {
+        let who = if e.roles.is_empty() {
+            "anyone".to_owned()
+        } else {
+            e.roles.join(", ")
+        };
+        s.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            e.method.to_uppercase(),
+            e.path,
+            who,
+            e.summary
+        ));
+    }
+    s.push_str("\n## Parameters and bodies\n\n");
+    for e in ENDPOINTS
+        .iter()
+        .filter(|e| e.body.is_some() || !e.params.is_empty())
+    {
+        s.push_str(&format!("### {} `{}`\n\n", e.method.to_uppercase(), e.path));
+        if let Some(b) = e.body {
+            s.push_str(&format!(
+                "Body: `{b}` (see `components.schemas.{b}` in `openapi.json`).\n\n"
+            ));
+        }
+        for (n, d) in e.params {
+            s.push_str(&format!("- `{n}`: {d}\n"));
+        }
+        if !e.params.is_empty() {
+            s.push('\n');
+        }
+    }
+    s.push_str(
+        "## Example\n\n```sh\n\
+         TOKEN=$(curl -s -X POST localhost:8080/api/v1/login -H 'content-type: application/json' \\\n  \
+         -d '{\"username\":\"researcher\",\"password\":\"…\"}' | jq -r .token)\n\
+         curl -s -X POST localhost:8080/api/v1/queries -H \"authorization: Bearer $TOKEN\" \\\n  \
+         -H 'content-type: application/json' \\\n  \
+         -d '{\"kind\":\"grouped_count\",\"target\":\"speciality\",\"filters\":[{\"field\":\"device_type\",\"op\":\"equals\",\"value\":\"Pacemaker\"}],\"epsilon\":0.5}'\n\
+         curl -s \"localhost:8080/api/v1/queries/q-…?wait=30\" -H \"authorization: Bearer $TOKEN\"\n```\n",
+    );
+    s
+}

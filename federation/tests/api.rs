@@ -1,0 +1,808 @@
+//! The HTTP API end to end: a 3-member committee over the replicated ledger (512-bit dealer
+//! key, noise disabled so answers are exact), two members serving the API on loopback, and
+//! every request made over a socket as a researcher's tools would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use medtech_federation::api::accounts::{Account, Accounts};
+use medtech_federation::api::auth::Role;
+use medtech_federation::api::client::{self, Reply};
+use medtech_federation::api::{ApiConfig, ApiServer};
+use medtech_federation::data::generate::devices;
+use medtech_federation::data::ingest::to_csv;
+use medtech_federation::data::Columns;
+use medtech_federation::node::LocalFederation;
+use medtech_federation::protocol::{NoiseMode, Timeouts};
+use medtech_federation::query::{Compiled, QuerySpec};
+use medtech_threshold::dealer;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde_json::{json, Value};
+
+const ADMIN_PW: &str = "admin password for tests";
+const OP_PW: &str = "operator password for tests";
+const AUDIT_PW: &str = "auditor password for tests";
+
+fn account(username: &str, role: Role) -> Account {
+    Account {
+        username: username.into(),
+        role,
+        password_hash: String::new(),
+        enabled: true,
+        display_name: String::new(),
+        email: String::new(),
+        affiliation: String::new(),
+        created_ms: 0,
+        must_change_password: false,
+    }
+}
+
+struct World {
+    fed: LocalFederation,
+    servers: Vec<ApiServer>,
+    reference: Columns,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.servers[i].addr
+    }
+
+    async fn stop(self) {
+        for s in self.servers {
+            s.shutdown().await;
+        }
+        self.fed.shutdown().await.unwrap();
+    }
+}
+
+async fn world(config: ApiConfig) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let (key, shares) = dealer::generate(512, 3, 2, &mut rng).unwrap();
+    let fed = LocalFederation::start(
+        dir.path(),
+        key,
+        shares,
+        NoiseMode::DisabledForTests,
+        Timeouts::default(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    for (i, store) in fed.stores.iter().enumerate() {
+        let ds = devices(&fed.view.members[i], 0, 300, 50 + i as u64);
+        store.write().unwrap().write(&ds, |_, _| {}).unwrap();
+        all.extend(ds);
+    }
+    // The dataset budget is set once for the federation (by member 0).
+    fed.register("seed-researcher", 0.0, 100.0).await.unwrap();
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        let accounts = Accounts::in_memory().unwrap();
+        accounts
+            .create(account("admin", Role::Admin), ADMIN_PW, false)
+            .unwrap();
+        accounts
+            .create(account("operator", Role::Operator), OP_PW, false)
+            .unwrap();
+        accounts
+            .create(account("auditor", Role::Auditor), AUDIT_PW, false)
+            .unwrap();
+        let state = fed.api_state(i, accounts, config.clone()).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        servers.push(ApiServer::spawn(std::sync::Arc::new(state), l).unwrap());
+    }
+    World {
+        fed,
+        servers,
+        reference: Columns::from_devices(&all),
+        _dir: dir,
+    }
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> Reply {
+    client::json(addr, method, path, token, &body)
+        .await
+        .unwrap()
+}
+
+fn code(r: &Reply) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+}
+
+/// Registers `name` through the admin API of member `via` and returns their password.
+async fn register(w: &World, via: usize, admin: &str, name: &str, budget: f64) -> String {
+    let r = call(
+        w.addr(via),
+        "POST",
+        "/api/v1/researchers",
+        Some(admin),
+        json!({ "username": name, "display_name": "Dr. Test", "epsilon_budget": budget }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["password"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn researcher_registers_queries_and_reads_exact_results_through_any_member() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "alice", 3.0).await;
+
+    // Alice signs in at member 0 and must change her generated password.
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/login",
+        None,
+        json!({ "username": "alice", "password": pw }),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["must_change_password"], true);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/password",
+        Some(&token),
+        json!({ "old_password": pw, "new_password": "alice's own long password" }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let token = client::login(w.addr(0), "alice", "alice's own long password")
+        .await
+        .unwrap();
+
+    // The interface lists what the builder offers.
+    let i = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/interface",
+        Some(&token),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(i["bins"]["speciality"].as_array().unwrap().len(), 56);
+    assert_eq!(i["fields"]["usage_hours"], "integer");
+    assert_eq!(i["fields"]["last_sync_time"], "timestamp");
+
+    // A grouped count with two filters, submitted at member 1 with member 0's token.
+    let spec = json!({
+        "kind": "grouped_count",
+        "target": "speciality",
+        "filters": [
+            { "field": "device_type", "op": "equals", "value": "Pacemaker" },
+            { "field": "usage_hours", "op": "greater_than", "value": 1000 }
+        ],
+        "epsilon": 1.0
+    });
+    let r = call(
+        w.addr(1),
+        "POST",
+        "/api/v1/queries",
+        Some(&token),
+        spec.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/api/v1/queries/{id}").as_str())
+    );
+
+    let r = call(
+        w.addr(0),
+        "GET",
+        &format!("/api/v1/queries/{id}?wait=60"),
+        Some(&token),
+        Value::Null,
+    )
+    .await;
+    let q = r.json();
+    assert_eq!(q["status"], "released", "{q}");
+    let values: Vec<i128> = q["result"]["result"]["GroupedCount"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["value"].as_i64().unwrap() as i128)
+        .collect();
+    let expected = Compiled::new(
+        serde_json::from_value::<QuerySpec>(spec).unwrap(),
+        &w.fed.view.platform,
+        w.fed.view.n(),
+        w.fed.view.threshold,
+    )
+    .unwrap()
+    .evaluate(&w.reference);
+    assert_eq!(values, expected, "noise is disabled: the answer is exact");
+    assert_eq!(q["result"]["contributors"].as_array().unwrap().len(), 3);
+
+    // History and budget.
+    let h = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/queries",
+        Some(&token),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(h["total"], 1);
+    let b = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/budget",
+        Some(&token),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(b["researcher"]["epsilon_spent"], 1.0);
+    assert_eq!(b["researcher"]["epsilon_remaining"], 2.0);
+
+    // An average answers in the field's unit.
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/queries",
+        Some(&token),
+        json!({ "kind": "average", "target": "usage_hours", "epsilon": 1.0 }),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let id2 = r.json()["id"].as_str().unwrap().to_owned();
+    let q = call(
+        w.addr(0),
+        "GET",
+        &format!("/api/v1/queries/{id2}?wait=60"),
+        Some(&token),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(q["status"], "released", "{q}");
+    assert_eq!(q["unit"], "hours");
+    assert!(q["result"]["average"].as_f64().unwrap() > 0.0);
+
+    // Over budget: 1 ε left, 2 asked.
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/queries",
+        Some(&token),
+        json!({ "kind": "count", "epsilon": 2.0 }),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(code(&r), "budget_exceeded");
+
+    // A query outside the interface is refused before the ledger sees it.
+    let r = call(w.addr(0), "POST", "/api/v1/queries", Some(&token),
+        json!({ "kind": "count", "filters": [{ "field": "udi", "op": "equals", "value": "x" }], "epsilon": 0.1 })).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(code(&r), "invalid_query");
+
+    // Another researcher cannot see Alice's query.
+    let pw_bob = register(&w, 1, &admin, "bob", 1.0).await;
+    let bob = client::login(w.addr(1), "bob", &pw_bob).await.unwrap();
+    let r = call(
+        w.addr(0),
+        "GET",
+        &format!("/api/v1/queries/{id}"),
+        Some(&bob),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
+    // The admin's CSV export holds both of Alice's queries.
+    let r = client::request(
+        w.addr(0),
+        "GET",
+        "/api/v1/queries/export?format=csv&researcher=alice",
+        Some(&admin),
+        None,
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_tokens_and_disabling_are_enforced_at_every_member() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "carol", 2.0).await;
+    let carol = client::login(w.addr(0), "carol", &pw).await.unwrap();
+
+    // No token, a garbage token, a tampered token: 401.
+    let r = call(w.addr(0), "GET", "/api/v1/interface", None, Value::Null).await;
+    assert_eq!((r.status, code(&r).as_str()), (401, "unauthenticated"));
+    let r = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/interface",
+        Some("mt1.garbage.token"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (401, "invalid_token"));
+    let mut parts: Vec<String> = carol.split('.').map(str::to_owned).collect();
+    let claims = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &parts[1])
+            .unwrap(),
+    )
+    .unwrap();
+    let forged = claims.replace("\"researcher\"", "\"admin\"");
+    parts[1] = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, forged);
+    let r = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/researchers",
+        Some(&parts.join(".")),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (401, "invalid_token"),
+        "a researcher promoted to admin by editing the token"
+    );
+
+    // A researcher's token on admin endpoints: 403, at both members, and nothing registered.
+    for i in 0..2 {
+        let r = call(
+            w.addr(i),
+            "POST",
+            "/api/v1/researchers",
+            Some(&carol),
+            json!({ "username": "mallory", "epsilon_budget": 100.0 }),
+        )
+        .await;
+        assert_eq!((r.status, code(&r).as_str()), (403, "forbidden"));
+        let r = call(
+            w.addr(i),
+            "PUT",
+            "/api/v1/budgets/researcher:carol",
+            Some(&carol),
+            json!({ "epsilon": 100.0 }),
+        )
+        .await;
+        assert_eq!(r.status, 403);
+        let r = call(
+            w.addr(i),
+            "GET",
+            "/api/v1/ledger/entries",
+            Some(&carol),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(r.status, 403);
+    }
+    let list = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/researchers",
+        Some(&admin),
+        Value::Null,
+    )
+    .await
+    .json();
+    let names: Vec<&str> = list["researchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["username"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"mallory"), "{names:?}");
+
+    // Login failures: same answer for a wrong password and an unknown user; then rate-limited.
+    let a = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/login",
+        None,
+        json!({ "username": "carol", "password": "wrong password!!" }),
+    )
+    .await;
+    let b = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/login",
+        None,
+        json!({ "username": "nobody", "password": "wrong password!!" }),
+    )
+    .await;
+    assert_eq!((a.status, a.json()), (b.status, b.json()));
+    let mut limited = false;
+    for _ in 0..12 {
+        let r = call(
+            w.addr(0),
+            "POST",
+            "/api/v1/login",
+            None,
+            json!({ "username": "carol", "password": "wrong password!!" }),
+        )
+        .await;
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some());
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "repeated failed logins are rate-limited");
+
+    // Disabling on the ledger locks Carol's existing token out at every member.
+    let r = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/budget",
+        Some(&carol),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        w.addr(0),
+        "PATCH",
+        "/api/v1/researchers/carol",
+        Some(&admin),
+        json!({ "enabled": false }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for i in 0..2 {
+        let mut status = 0;
+        for _ in 0..40 {
+            status = call(
+                w.addr(i),
+                "GET",
+                "/api/v1/budget",
+                Some(&carol),
+                Value::Null,
+            )
+            .await
+            .status;
+            if status == 401 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            status, 401,
+            "member {i} still accepts a disabled researcher"
+        );
+    }
+
+    // Malformed JSON, unknown fields, wrong methods, unknown paths: uniform JSON errors.
+    let r = client::request(
+        w.addr(0),
+        "POST",
+        "/api/v1/researchers",
+        Some(&admin),
+        Some("application/json"),
+        b"{not json",
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_json"));
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/researchers",
+        Some(&admin),
+        json!({ "username": "x", "epsilon_budget": 1, "role": "admin" }),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_json"));
+    let r = call(
+        w.addr(0),
+        "DELETE",
+        "/api/v1/interface",
+        Some(&admin),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (405, "method_not_allowed"));
+    let r = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/nothing",
+        Some(&admin),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (404, "not_found"));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_upload_devices_and_bad_uploads_change_nothing() {
+    let w = world(ApiConfig {
+        max_upload_bytes: 200_000,
+        ..ApiConfig::default()
+    })
+    .await;
+    let op = client::login(w.addr(0), "operator", OP_PW).await.unwrap();
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let at = w.addr(0);
+    let count = |t: String| async move {
+        call(at, "GET", "/api/v1/devices/stats", Some(&t), Value::Null)
+            .await
+            .json()["devices"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = count(op.clone()).await;
+    assert_eq!(before, 300);
+
+    // CSV of 100 new devices and 10 with UDIs already held: 100 inserted, 10 updated.
+    let mut ds = devices(&w.fed.view.members[0], 1000, 100, 99);
+    ds.extend(devices(&w.fed.view.members[0], 0, 10, 98));
+    let csv = to_csv(&ds).unwrap();
+    let r = client::request(
+        w.addr(0),
+        "POST",
+        "/api/v1/devices",
+        Some(&op),
+        Some("text/csv"),
+        &csv,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        (r.json()["inserted"].as_u64(), r.json()["updated"].as_u64()),
+        (Some(100), Some(10))
+    );
+    assert_eq!(count(op.clone()).await, 400);
+
+    // One bad record among good ones: reported with its number, the rest stored.
+    let good = serde_json::to_value(devices(&w.fed.view.members[0], 5000, 2, 97)).unwrap();
+    let mut arr = good.as_array().unwrap().clone();
+    let mut bad = arr[0].clone();
+    bad["udi"] = json!("BAD-1");
+    bad["battery_level"] = json!(250);
+    arr.insert(1, bad);
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/devices",
+        Some(&op),
+        Value::Array(arr),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["inserted"], 2);
+    assert_eq!(r.json()["errors"][0]["record"], 2);
+    assert_eq!(count(op.clone()).await, 402);
+
+    // Garbage of each format, a wrong type, an oversized body: 4xx, nothing stored.
+    for (ct, body, status) in [
+        ("application/json", b"[{\"udi\": ".to_vec(), 400),
+        ("application/x-ndjson", b"\x00\x01\x02".to_vec(), 422),
+        ("text/csv", b"not,a,device,header\n1,2,3,4\n".to_vec(), 422),
+        ("application/x-protobuf", vec![0xff; 64], 400),
+        ("image/png", b"PNG".to_vec(), 415),
+        ("text/csv", vec![b'a'; 300_000], 413),
+    ] {
+        let r = client::request(
+            w.addr(0),
+            "POST",
+            "/api/v1/devices",
+            Some(&op),
+            Some(ct),
+            &body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.status,
+            status,
+            "{ct}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(
+        count(op.clone()).await,
+        402,
+        "bad uploads changed the store"
+    );
+
+    // Only operators upload.
+    let r = client::request(
+        w.addr(0),
+        "POST",
+        "/api/v1/devices",
+        Some(&admin),
+        Some("text/csv"),
+        &csv,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 403);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_read_the_ledger_with_proofs_and_the_verifier_passes() {
+    let w = world(ApiConfig::default()).await;
+    let aud = client::login(w.addr(1), "auditor", AUDIT_PW).await.unwrap();
+    let head = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/ledger/head",
+        Some(&aud),
+        Value::Null,
+    )
+    .await
+    .json();
+    let size = head["size"].as_u64().unwrap();
+    assert!(size >= 3, "{head}");
+    let e = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/ledger/entries?from=0&limit=10&kind=set_budget",
+        Some(&aud),
+        Value::Null,
+    )
+    .await
+    .json();
+    let entries = e["entries"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    assert!(entries.iter().all(|x| x["kind"] == "set_budget"));
+    let seq = entries[0]["sequence"].as_u64().unwrap();
+    let p = call(
+        w.addr(1),
+        "GET",
+        &format!("/api/v1/ledger/entries/{seq}/proof?size={size}"),
+        Some(&aud),
+        Value::Null,
+    )
+    .await
+    .json();
+    let proof: Vec<[u8; 32]> = p["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            hex::decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect();
+    let leaf: [u8; 32] = hex::decode(entries[0]["leaf_hash"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let root: [u8; 32] = hex::decode(p["root"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    medtech_ledger::merkle::verify_inclusion(&leaf, seq, size, &proof, &root).unwrap();
+    let r = call(
+        w.addr(1),
+        "GET",
+        &format!("/api/v1/ledger/entries/{size}/proof"),
+        Some(&aud),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let c = call(
+        w.addr(1),
+        "GET",
+        &format!("/api/v1/ledger/consistency?old=1&new={size}"),
+        Some(&aud),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(c.status, 200);
+    let v = call(
+        w.addr(1),
+        "POST",
+        "/api/v1/ledger/verify",
+        Some(&aud),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(v["passed"], true, "{v}");
+    let r = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/ledger/consistency?old=x",
+        Some(&aud),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_parameter"));
+
+    // /metrics needs a token (an auditor's is not enough) and then counts what happened.
+    let r = call(w.addr(1), "GET", "/metrics", None, Value::Null).await;
+    assert_eq!(r.status, 401);
+    let r = call(w.addr(1), "GET", "/metrics", Some(&aud), Value::Null).await;
+    assert_eq!(r.status, 403);
+    let admin = client::login(w.addr(1), "admin", ADMIN_PW).await.unwrap();
+    let m = client::request(w.addr(1), "GET", "/metrics", Some(&admin), None, b"")
+        .await
+        .unwrap();
+    let text = String::from_utf8(m.body).unwrap();
+    assert!(text.contains("medtech_http_requests_total{method=\"POST\",route=\"/api/v1/ledger/verify\",status=\"200\"} 1"), "{text}");
+    assert!(text.contains("medtech_devices 300"), "{text}");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_endpoint_exists_and_needs_the_documented_authentication() {
+    let w = world(ApiConfig::default()).await;
+    for e in medtech_federation::api::openapi::ENDPOINTS {
+        let path = e
+            .path
+            .replace("{id}", "q-0")
+            .replace("{seq}", "0")
+            .replace("{subject}", "global");
+        let r = call(
+            w.addr(0),
+            &e.method.to_uppercase(),
+            &path,
+            None,
+            Value::Null,
+        )
+        .await;
+        if e.roles.is_empty() {
+            assert!(
+                r.status < 500 && r.status != 404 && r.status != 405 && r.status != 401,
+                "{} {path}: {}",
+                e.method,
+                r.status
+            );
+        } else {
+            assert_eq!(
+                r.status, 401,
+                "{} {path} answered without a token",
+                e.method
+            );
+        }
+    }
+    let served = call(w.addr(0), "GET", "/api/v1/openapi.json", None, Value::Null)
+        .await
+        .json();
+    assert_eq!(served, medtech_federation::api::openapi::document());
+    w.stop().await;
+}
+
+#[test]
+fn docs_openapi_and_api_md_are_current() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("docs");
+    let json = std::fs::read_to_string(root.join("openapi.json")).unwrap_or_default();
+    let md = std::fs::read_to_string(root.join("api.md")).unwrap_or_default();
+    assert!(
+        json == medtech_federation::api::openapi::json_text() && md == medtech_federation::api::openapi::markdown(),
+        "docs/openapi.json or docs/api.md is stale: run `cargo run -p medtech-federation --bin medtech -- api-docs --out docs`"
+    );
+}
