@@ -34,6 +34,9 @@ pub struct DemoConfig {
     pub threshold: u16,
     /// Use the trusted-dealer key mode instead of dealer-free generation.
     pub dealer: bool,
+    /// After the queries, serve the HTTP API on loopback until Ctrl-C, from this port on (one
+    /// port per member); `None` ends the demo after the queries.
+    pub serve_from_port: Option<u16>,
 }
 
 impl Default for DemoConfig {
@@ -43,6 +46,7 @@ impl Default for DemoConfig {
             parties: 5,
             threshold: 3,
             dealer: false,
+            serve_from_port: Some(8080),
         }
     }
 }
@@ -73,7 +77,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> anyhow::Result<DemoOutcome>
     )?;
     writeln!(
         out,
-        "  (one process: every hospital's ledger node, store and query loop. Not built yet: the HTTP API and the node binary)"
+        "  (one process: every hospital's ledger node, store, query loop and API; `medtech node` runs one member per process)"
     )?;
 
     let t0 = Instant::now();
@@ -117,7 +121,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> anyhow::Result<DemoOutcome>
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(through_the_ledger(key, shares, out))
+    rt.block_on(through_the_ledger(key, shares, cfg.serve_from_port, out))
 }
 
 /// Devices each demo hospital holds.
@@ -126,6 +130,7 @@ pub const DEVICES_PER_HOSPITAL: u64 = 20_000;
 async fn through_the_ledger(
     key: medtech_threshold::ThresholdPublicKey,
     shares: Vec<medtech_threshold::KeyShare>,
+    serve_from_port: Option<u16>,
     out: &mut dyn Write,
 ) -> anyhow::Result<DemoOutcome> {
     use crate::data::generate::devices;
@@ -273,12 +278,95 @@ async fn through_the_ledger(
         Ok(id) => anyhow::bail!("internal: query {id} should have exceeded the budget"),
         Err(e) => writeln!(out, "6. a fourth query is refused by the ledger: {e}")?,
     }
+    if let Some(port) = serve_from_port {
+        serve(&fed, port, out).await?;
+    }
     fed.shutdown().await?;
     let result = last.ok_or_else(|| anyhow::anyhow!("internal: no grouped count released"))?;
     Ok(DemoOutcome {
         exact: exact_last,
         result,
     })
+}
+
+/// 7. Serves the API of every member on loopback with demo accounts until Ctrl-C.
+async fn serve(
+    fed: &crate::node::LocalFederation,
+    port: u16,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    use crate::api::accounts::{generate_password, Account, Accounts};
+    use crate::api::auth::Role;
+    use crate::api::{ApiConfig, ApiServer};
+
+    // The demo researcher gets a fresh budget for trying the API.
+    let k = crate::protocol::budget_entry(&format!("researcher:{RESEARCHER}"), 10_000_000);
+    fed.handle(0)?.propose_own(k).await?;
+    // One password per demo user, the same at every member (demo only).
+    let creds: Vec<(&str, Role, _)> = [
+        ("admin", Role::Admin),
+        (RESEARCHER, Role::Researcher),
+        ("operator", Role::Operator),
+        ("auditor", Role::Auditor),
+    ]
+    .into_iter()
+    .map(|(u, r)| (u, r, generate_password()))
+    .collect();
+    let mut servers = Vec::new();
+    for i in 0..fed.view.members.len() {
+        let accounts = Accounts::in_memory()?;
+        for (user, role, pw) in &creds {
+            accounts.create(
+                Account {
+                    username: (*user).into(),
+                    role: *role,
+                    password_hash: String::new(),
+                    enabled: true,
+                    display_name: format!("demo {}", role.as_str()),
+                    email: String::new(),
+                    affiliation: "MedTech Chain demo".into(),
+                    created_ms: medtech_ledger::entry::now_ms(),
+                    must_change_password: false,
+                },
+                pw,
+                false,
+            )?;
+        }
+        let state = fed.api_state(i, accounts, ApiConfig::default())?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port.saturating_add(i as u16)));
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot serve the API on {addr}: {e} (use --api-port, or --no-serve)")
+        })?;
+        servers.push(ApiServer::spawn(std::sync::Arc::new(state), l)?);
+    }
+    writeln!(out, "7. the API is served by every member until Ctrl-C:")?;
+    for (i, s) in servers.iter().enumerate() {
+        writeln!(
+            out,
+            "    {:<12} http://{}/ (OpenAPI: http://{}/api/v1/openapi.json)",
+            fed.view.members[i], s.addr, s.addr
+        )?;
+    }
+    writeln!(
+        out,
+        "   demo accounts (the same at every member; demo only, never reuse):"
+    )?;
+    for (user, role, pw) in &creds {
+        writeln!(out, "    {user:<18} {:<11} {}", role.as_str(), pw.as_str())?;
+    }
+    writeln!(out, "   {RESEARCHER} now has a budget of ε = 10. Try:")?;
+    writeln!(
+        out,
+        "    curl -s -X POST http://{}/api/v1/login -H 'content-type: application/json' -d '{{\"username\":\"{RESEARCHER}\",\"password\":\"…\"}}'",
+        servers[0].addr
+    )?;
+    out.flush()?;
+    tokio::signal::ctrl_c().await?;
+    writeln!(out, "stopping")?;
+    for s in servers {
+        s.shutdown().await;
+    }
+    Ok(())
 }
 
 fn hex8(b: &[u8; 32]) -> String {
@@ -296,6 +384,7 @@ mod tests {
             parties: 5,
             threshold: 3,
             dealer: false,
+            serve_from_port: None,
         };
         let mut out = Vec::new();
         let outcome = run(&cfg, &mut out).unwrap();

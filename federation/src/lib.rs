@@ -11,9 +11,11 @@
 pub mod api;
 pub mod bench;
 pub mod bench_ledger;
+pub mod config;
 pub mod data;
 pub mod demo;
 pub mod node;
 pub mod protocol;
 pub mod query;
+pub mod service;
 pub mod sim;

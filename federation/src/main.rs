@@ -40,6 +40,12 @@ enum Command {
         /// Generate the key with a trusted dealer instead of the dealer-free protocol.
         #[arg(long)]
         dealer: bool,
+        /// End after the queries instead of serving the API.
+        #[arg(long)]
+        no_serve: bool,
+        /// First loopback port of the API (one per member).
+        #[arg(long, default_value_t = 8080)]
+        api_port: u16,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -51,11 +57,65 @@ enum Command {
         #[command(subcommand)]
         what: LedgerCommand,
     },
+    /// Run one hospital's committee member (ledger node, query loop, HTTP API) until stopped.
+    Node {
+        /// The member's node.toml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Committee set-up.
+    Committee {
+        #[command(subcommand)]
+        what: CommitteeCommand,
+    },
+    /// Write synthetic devices like the original's generator (CSV, NDJSON or JSON by extension).
+    Generate {
+        /// Hospital name in the records.
+        #[arg(long)]
+        hospital: String,
+        /// How many devices.
+        #[arg(long, default_value_t = 1000)]
+        devices: u64,
+        /// Seed (the same seed gives the same devices).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (.csv, .ndjson or .json); standard output (CSV) if absent.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Write the API's OpenAPI document and its Markdown rendering (openapi.json, api.md).
     ApiDocs {
         /// Directory to write into.
         #[arg(long, default_value = "docs")]
         out: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CommitteeCommand {
+    /// Make a committee: CA, certificates, signing keys, committee.toml, one node.toml per
+    /// hospital, and the key from a dealer-free ceremony rehearsed on this machine.
+    Init {
+        /// Output directory.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        committee: CommitteeArgs,
+        /// Modulus size of the key.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Container layout (members reach each other as hospital-x:7000; API on :8080).
+        #[arg(long)]
+        containers: bool,
+        /// First committee port (loopback layout).
+        #[arg(long, default_value_t = 7101)]
+        committee_port: u16,
+        /// First API port (loopback layout).
+        #[arg(long, default_value_t = 8081)]
+        api_port: u16,
+        /// Ledger origin.
+        #[arg(long, default_value = "medtech.local/committee")]
+        origin: String,
     },
 }
 
@@ -155,6 +215,53 @@ fn check_seconds(seconds: f64) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Node { config } => {
+            medtech_federation::service::init_logging();
+            medtech_federation::service::run(&config)?;
+        }
+        Command::Committee {
+            what:
+                CommitteeCommand::Init {
+                    dir,
+                    committee: CommitteeArgs { parties, threshold },
+                    bits,
+                    containers,
+                    committee_port,
+                    api_port,
+                    origin,
+                },
+        } => {
+            let opts = medtech_federation::config::InitOptions {
+                dir,
+                parties,
+                threshold,
+                bits,
+                containers,
+                committee_port,
+                api_port,
+                origin,
+            };
+            let report = medtech_federation::config::init(&opts, &mut |p| eprintln!("  {p}"))?;
+            print!("{}", report.ceremony_summary);
+            println!("committee: {}", report.committee_file.display());
+            for f in &report.node_files {
+                println!("start with: medtech node --config {}", f.display());
+            }
+        }
+        Command::Generate {
+            hospital,
+            devices,
+            seed,
+            out,
+        } => {
+            anyhow::ensure!(devices <= 100_000_000, "--devices is at most 100000000");
+            medtech_federation::data::generate::write_file(
+                &hospital,
+                devices,
+                seed,
+                out.as_deref(),
+            )?;
+        }
         Command::ApiDocs { out } => {
             use medtech_federation::api::openapi;
             for (name, text) in [
@@ -208,12 +315,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bits,
             committee: CommitteeArgs { parties, threshold },
             dealer,
+            no_serve,
+            api_port,
         } => {
             let cfg = demo::DemoConfig {
                 bits,
                 parties,
                 threshold,
                 dealer,
+                serve_from_port: (!no_serve).then_some(api_port),
             };
             demo::run(&cfg, &mut std::io::stdout())?;
         }

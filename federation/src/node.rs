@@ -263,7 +263,8 @@ impl LocalFederation {
         })
     }
 
-    fn handle(&self, i: usize) -> anyhow::Result<NodeHandle> {
+    /// Member `i`'s ledger node.
+    pub fn handle(&self, i: usize) -> anyhow::Result<NodeHandle> {
         let m = self
             .ledger
             .members

@@ -79,6 +79,85 @@ pub fn devices(hospital: &str, first: u64, count: u64, seed: u64) -> Vec<Device>
         .collect()
 }
 
+/// Devices written per chunk by [`write_file`].
+const CHUNK: u64 = 100_000;
+
+/// Writes `count` synthetic devices of `hospital` to `out` (CSV, `.ndjson` or `.json` by
+/// extension; CSV on standard output when `None`), in chunks of 100,000 so memory stays flat,
+/// with progress on standard error. Chunk `k` is generated from seed `seed + k`.
+pub fn write_file(
+    hospital: &str,
+    count: u64,
+    seed: u64,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let format = match out.and_then(|p| p.extension()).and_then(|e| e.to_str()) {
+        None | Some("csv") => "csv",
+        Some("ndjson") | Some("jsonl") => "ndjson",
+        Some("json") => "json",
+        Some(other) => {
+            anyhow::bail!("unknown output extension .{other} (use .csv, .ndjson or .json)")
+        }
+    };
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    if format == "json" {
+        w.write_all(b"[")?;
+    }
+    let mut first = 0u64;
+    let mut k = 0u64;
+    while first < count {
+        let n = CHUNK.min(count - first);
+        let ds = devices(hospital, first, n, seed.wrapping_add(k));
+        match format {
+            "csv" => {
+                let text = super::ingest::to_csv(&ds)?;
+                // Only the first chunk keeps the header row.
+                let body = if k == 0 {
+                    &text[..]
+                } else {
+                    let nl = text
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(text.len(), |i| i + 1);
+                    &text[nl..]
+                };
+                w.write_all(body)?;
+            }
+            "ndjson" => {
+                for d in &ds {
+                    serde_json::to_writer(&mut w, d)?;
+                    w.write_all(b"\n")?;
+                }
+            }
+            _ => {
+                for (i, d) in ds.iter().enumerate() {
+                    if first + i as u64 > 0 {
+                        w.write_all(b",")?;
+                    }
+                    serde_json::to_writer(&mut w, d)?;
+                }
+            }
+        }
+        first += n;
+        k += 1;
+        if out.is_some() {
+            eprintln!("generate: {first} of {count} devices");
+        }
+    }
+    if format == "json" {
+        w.write_all(b"]")?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +171,34 @@ mod tests {
         }
         let specialities: std::collections::BTreeSet<u8> = a.iter().map(|d| d.speciality).collect();
         assert!(specialities.len() > 40);
+    }
+
+    #[test]
+    fn written_files_parse_back_in_every_format() {
+        use crate::data::ingest::{parse, Format};
+        let dir = tempfile::tempdir().unwrap();
+        for (name, format) in [
+            ("d.csv", Format::Csv),
+            ("d.ndjson", Format::Ndjson),
+            ("d.json", Format::Json),
+        ] {
+            let p = dir.path().join(name);
+            // More than one chunk, so the chunk seams are exercised.
+            write_file("hospital-a", CHUNK + 3, 9, Some(&p)).unwrap();
+            let parsed = parse(format, &std::fs::read(&p).unwrap()).unwrap();
+            assert!(
+                parsed.errors.is_empty(),
+                "{name}: {:?}",
+                parsed.errors.first()
+            );
+            assert_eq!(parsed.devices.len() as u64, CHUNK + 3, "{name}");
+            let udis: std::collections::BTreeSet<_> =
+                parsed.devices.iter().map(|(_, d)| d.udi.clone()).collect();
+            assert_eq!(
+                udis.len() as u64,
+                CHUNK + 3,
+                "{name}: UDIs repeat across chunks"
+            );
+        }
     }
 }

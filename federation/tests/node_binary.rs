@@ -1,0 +1,377 @@
+//! The `medtech` binary as operators run it: `committee init` (CA, keys, config files and a
+//! dealer-free 512-bit key ceremony), then one `medtech node --config` process per hospital on
+//! loopback, every interaction over HTTP. One member is killed with SIGKILL: the next query
+//! proceeds without its data; restarted, it catches up from its disk.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medtech_federation::api::client;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_medtech");
+
+fn free_base(count: u16) -> u16 {
+    // A base with `count` consecutive free loopback ports.
+    for _ in 0..200 {
+        let base = 20_000 + (rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 30_000) as u16;
+        let ok = (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if ok {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+struct Member {
+    name: String,
+    config: PathBuf,
+    api: SocketAddr,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn admin_password(&self, dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(&self.name).join("data/admin-password"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn wait_ready(addr: SocketAddr, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = client::json(addr, "GET", "/ready", None, &Value::Null).await {
+            if r.status == 200 {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} not ready within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, token: &str, body: Value) -> Value {
+    let r = client::json(addr, method, path, Some(token), &body)
+        .await
+        .unwrap();
+    assert!(
+        r.status < 300,
+        "{method} {path}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    r.json()
+}
+
+async fn count_query(at: SocketAddr, token: &str, poll: SocketAddr) -> Value {
+    let r = call(
+        at,
+        "POST",
+        "/api/v1/queries",
+        token,
+        json!({ "kind": "count", "epsilon": 1.0 }),
+    )
+    .await;
+    let id = r["id"].as_str().unwrap().to_owned();
+    let q = call(
+        poll,
+        "GET",
+        &format!("/api/v1/queries/{id}?wait=60"),
+        token,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(q["status"], "released", "{q}");
+    q
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secrets_out_of_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("committee");
+    let committee_port = free_base(3);
+    let api_port = free_base(3);
+    let out = Command::new(BIN)
+        .args([
+            "committee",
+            "init",
+            "--parties",
+            "3",
+            "--threshold",
+            "2",
+            "--bits",
+            "512",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .args([
+            "--committee-port",
+            &committee_port.to_string(),
+            "--api-port",
+            &api_port.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("ceremony/transcript.json").exists());
+    assert!(
+        !dir.join("ceremony/party-1/share.json").exists(),
+        "shares moved to their members"
+    );
+
+    // A second init into the same directory refuses to overwrite the committee.
+    let again = Command::new(BIN)
+        .args(["committee", "init", "--bits", "512", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let mut members: Vec<Member> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, x)| Member {
+            name: format!("hospital-{x}"),
+            config: dir.join(format!("hospital-{x}/node.toml")),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port + i as u16)),
+            log: tmp.path().join(format!("hospital-{x}.log")),
+            child: None,
+        })
+        .collect();
+    for m in &mut members {
+        m.start();
+    }
+    for m in &members {
+        wait_ready(m.api, Duration::from_secs(60)).await;
+    }
+
+    // Each hospital's admin creates an operator, who uploads 200 devices.
+    let mut admins = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let admin = client::login(m.api, "admin", &m.admin_password(&dir))
+            .await
+            .unwrap();
+        let op = call(
+            m.api,
+            "POST",
+            "/api/v1/accounts",
+            &admin,
+            json!({ "username": "operator", "role": "operator" }),
+        )
+        .await;
+        let op = client::login(m.api, "operator", op["password"].as_str().unwrap())
+            .await
+            .unwrap();
+        let path = tmp.path().join(format!("devices-{i}.csv"));
+        let g = Command::new(BIN)
+            .args([
+                "generate",
+                "--hospital",
+                &m.name,
+                "--devices",
+                "200",
+                "--seed",
+                &i.to_string(),
+                "--out",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(g.status.success());
+        let r = client::request(
+            m.api,
+            "POST",
+            "/api/v1/devices",
+            Some(&op),
+            Some("text/csv"),
+            &std::fs::read(&path).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["inserted"], 200);
+        admins.push(admin);
+    }
+
+    // The federation's dataset budget, then a researcher registered at member a.
+    call(
+        members[0].api,
+        "PUT",
+        "/api/v1/budgets/dataset:federation",
+        &admins[0],
+        json!({ "epsilon": 50.0 }),
+    )
+    .await;
+    let r = call(
+        members[0].api,
+        "POST",
+        "/api/v1/researchers",
+        &admins[0],
+        json!({ "username": "alice", "epsilon_budget": 5.0 }),
+    )
+    .await;
+    let alice = client::login(members[0].api, "alice", r["password"].as_str().unwrap())
+        .await
+        .unwrap();
+
+    // Submitted at b, read at c: all three hospitals contribute; the noisy count is near 600.
+    let q = count_query(members[1].api, &alice, members[2].api).await;
+    let value = q["result"]["result"]["Count"]["value"].as_i64().unwrap();
+    assert!((value - 600).abs() < 50, "{q}");
+    assert_eq!(
+        q["result"]["contributors"].as_array().unwrap().len(),
+        3,
+        "{q}"
+    );
+
+    // Member c dies (n − t = 1 may): the next query goes on without its data.
+    members[2].kill9();
+    let q = count_query(members[0].api, &alice, members[0].api).await;
+    let contributors: Vec<&str> = q["result"]["contributors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(contributors, ["hospital-a", "hospital-b"], "{q}");
+    let value = q["result"]["result"]["Count"]["value"].as_i64().unwrap();
+    assert!((value - 400).abs() < 50, "{q}");
+
+    // Restarted from its disk, c catches up to the others' ledger.
+    members[2].start();
+    wait_ready(members[2].api, Duration::from_secs(60)).await;
+    let aud = |m: &Member, token: String| {
+        let addr = m.api;
+        async move { call(addr, "GET", "/api/v1/ledger/head", &token, Value::Null).await }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = aud(&members[0], admins[0].clone()).await;
+        let c = aud(&members[2], admins[0].clone()).await;
+        if a["size"] == c["size"] && a["root"] == c["root"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "c did not catch up: {a} vs {c}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The export an auditor downloads verifies with the offline verifier.
+    let r = client::request(
+        members[2].api,
+        "GET",
+        "/api/v1/ledger/export",
+        Some(&admins[0]),
+        None,
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let export = tmp.path().join("export.json");
+    std::fs::write(&export, &r.body).unwrap();
+    let v = Command::new(BIN)
+        .args(["ledger", "verify"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+
+    // SIGTERM stops every member cleanly.
+    for m in &mut members {
+        let s = m.terminate().unwrap();
+        assert!(s.success(), "{} exited with {s}", m.name);
+    }
+
+    // No secret reached a log: passwords, signing keys, share keys, TLS keys, tokens.
+    let mut secrets = vec![alice.clone()];
+    secrets.extend(admins.iter().cloned());
+    for m in &members {
+        secrets.push(m.admin_password(&dir));
+        let home = dir.join(&m.name);
+        secrets.push(
+            std::fs::read_to_string(home.join("keys/node.key"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        );
+        secrets.push(
+            std::fs::read_to_string(home.join("keys/share.key"))
+                .unwrap()
+                .trim()
+                .to_owned(),
+        );
+        let key_pem = std::fs::read_to_string(home.join("tls/key.pem")).unwrap();
+        secrets.push(key_pem.lines().nth(1).unwrap().to_owned());
+    }
+    for m in &members {
+        let log = std::fs::read_to_string(&m.log).unwrap();
+        assert!(log.contains("member running"), "{}: {log}", m.name);
+        for s in &secrets {
+            assert!(!log.contains(s.as_str()), "{}'s log holds a secret", m.name);
+        }
+    }
+}
