@@ -126,6 +126,9 @@ pub struct ApiFile {
     /// A file holding a static bearer token `/metrics` accepts (for Prometheus).
     #[serde(default)]
     pub metrics_token_file: Option<PathBuf>,
+    /// Mark dashboard cookies `Secure` (default true; browsers treat `http://localhost` as secure).
+    #[serde(default)]
+    pub cookie_secure: Option<bool>,
     /// On first start, when there are no accounts, an `admin` account is created with the
     /// password in this file (written, mode 0600, with a generated one if the file is absent).
     #[serde(default)]

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_ledger;
+pub mod bench_query;
 pub mod config;
 pub mod data;
 pub mod demo;
@@ -19,3 +20,4 @@ pub mod protocol;
 pub mod query;
 pub mod service;
 pub mod sim;
+pub mod web;

@@ -171,6 +171,40 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The federation end to end: ingest, query latency per kind, throughput, memory per node
+    /// (separate node processes on loopback).
+    Query {
+        /// Hospitals n.
+        #[arg(long, default_value_t = 5)]
+        hospitals: u16,
+        /// Threshold t.
+        #[arg(long, default_value_t = 3)]
+        threshold: u16,
+        /// Devices per hospital.
+        #[arg(long, default_value_t = 100_000)]
+        devices: u64,
+        /// Modulus size in bits.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Sequential queries per kind (latency phase).
+        #[arg(long, default_value_t = 10)]
+        queries: usize,
+        /// Concurrent researchers (throughput phase).
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Seconds of the throughput phase.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Directory for the committee (a temporary directory is made inside and removed).
+        #[arg(long, default_value = "target/bench-query")]
+        dir: std::path::PathBuf,
+        /// First loopback port (API ports are 100 above).
+        #[arg(long, default_value_t = 17100)]
+        base_port: u16,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exact DP noise shares per second for each mechanism.
     Noise {
         #[command(flatten)]
@@ -345,6 +379,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 min_iters: 5,
             };
             let report = bench::run_crypto(&cfg)?;
+            print_report(json, &report, report.to_text())?;
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Query {
+                    hospitals,
+                    threshold,
+                    devices,
+                    bits,
+                    queries,
+                    clients,
+                    seconds,
+                    dir,
+                    base_port,
+                    json,
+                },
+        } => {
+            check_seconds(seconds)?;
+            let report = medtech_federation::bench_query::run(
+                &medtech_federation::bench_query::QueryBenchConfig {
+                    hospitals,
+                    threshold,
+                    devices,
+                    bits,
+                    queries,
+                    clients,
+                    seconds,
+                    dir,
+                    base_port,
+                },
+            )?;
             print_report(json, &report, report.to_text())?;
         }
         Command::Bench {

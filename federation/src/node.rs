@@ -216,7 +216,9 @@ impl LocalFederation {
     ) -> anyhow::Result<Self> {
         let n = shares.len();
         let t = usize::from(key.threshold());
-        let opts = LocalOptions::new(n, t, "medtech.local/committee");
+        let mut opts = LocalOptions::new(n, t, "medtech.local/committee");
+        // Checkpoints cosigned as the log grows, as a real node does.
+        opts.cosign_every = Some(Duration::from_secs(2));
         let ledger = LocalCommittee::start(opts, &dir.join("ledger"), &mut OsRng).await?;
         ledger.wait_leader(&[], Duration::from_secs(20)).await?;
         let members: Vec<String> = ledger.members.iter().map(|m| m.name.clone()).collect();

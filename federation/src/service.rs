@@ -115,6 +115,7 @@ impl RunningNode {
             ),
             max_upload_bytes: n.file.api.max_upload_mb.unwrap_or(512).clamp(1, 4096) << 20,
             metrics_token: n.metrics_token,
+            cookie_secure: n.file.api.cookie_secure.unwrap_or(true),
             ..ApiConfig::default()
         };
         let state = ApiState::new(

@@ -53,9 +53,39 @@ pub async fn request(
     head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
     s.write_all(head.as_bytes()).await?;
     s.write_all(body).await?;
+    // Read until the body is complete: by Content-Length, by the last chunk, or to EOF (some
+    // servers keep the connection open whatever the request said).
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if complete(&raw) {
+            break;
+        }
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
     parse(&raw)
+}
+
+/// Whether `raw` holds a whole response.
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    for line in head.split("\r\n") {
+        if let Some(v) = line.strip_prefix("content-length:") {
+            return v.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
+        }
+        if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+            return body.ends_with(b"0\r\n\r\n");
+        }
+    }
+    false
 }
 
 /// Sends a JSON body (or none for `Value::Null`).

@@ -71,12 +71,12 @@ fn ok(v: Value) -> ApiResult {
     Ok(Json(v).into_response())
 }
 
-fn rfc3339_ms(ms: u64) -> String {
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// `a=1&b=x` into a map (percent-decoded; `+` is a space).
-fn params(raw: Option<String>) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) fn params(raw: Option<String>) -> Result<BTreeMap<String, String>, ApiError> {
     let mut out = BTreeMap::new();
     let Some(raw) = raw else { return Ok(out) };
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
@@ -116,7 +116,10 @@ fn decode(s: &str) -> Result<String, ApiError> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
-fn num<T: std::str::FromStr>(p: &BTreeMap<String, String>, k: &str) -> Result<Option<T>, ApiError> {
+pub(crate) fn num<T: std::str::FromStr>(
+    p: &BTreeMap<String, String>,
+    k: &str,
+) -> Result<Option<T>, ApiError> {
     p.get(k)
         .map(|v| {
             v.parse().map_err(|_| {
@@ -230,26 +233,29 @@ struct Login {
     password: zeroize::Zeroizing<String>,
 }
 
-async fn login(State(api): S, req: Request) -> ApiResult {
-    let peer = super::peer(req.extensions().get::<ConnectInfo<std::net::SocketAddr>>());
-    let body = read_body(req.into_body(), api.config.max_body_bytes).await?;
-    let l: Login = parse_json(&body)?;
+/// Checks a login (rate-limited per address and username) and issues a token.
+pub(crate) async fn login_core(
+    api: &Arc<ApiState>,
+    peer: &str,
+    username: &str,
+    password: zeroize::Zeroizing<String>,
+) -> Result<(String, auth::Claims, bool), ApiError> {
     api.limiter.charge(
-        &format!("login:{peer}:{}", l.username),
+        &format!("login:{peer}:{username}"),
         api.config.logins_per_minute / 60.0,
         api.config.logins_per_minute,
     )?;
-    let accounts = Arc::clone(&api);
-    let username = l.username.clone();
+    let accounts = Arc::clone(api);
+    let user = username.to_owned();
     // Argon2 takes tens of milliseconds: keep it off the reactor.
-    let r = tokio::task::spawn_blocking(move || accounts.accounts.login(&username, &l.password))
+    let r = tokio::task::spawn_blocking(move || accounts.accounts.login(&user, &password))
         .await
         .map_err(ApiError::internal)?;
     let a = match r {
         Ok(a) => a,
         Err(e @ (AccountError::BadCredentials | AccountError::Disabled)) => {
             api.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "medtech::api", user = %l.username, "login refused: {e}");
+            tracing::info!(target: "medtech::api", user = %username, "login refused: {e}");
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "bad_credentials",
@@ -259,13 +265,21 @@ async fn login(State(api): S, req: Request) -> ApiResult {
         Err(e) => return Err(ApiError::internal(e)),
     };
     let (token, claims) = auth::issue_token(&api.node, &a.username, a.role, api.config.token_ttl);
+    Ok((token, claims, a.must_change_password))
+}
+
+async fn login(State(api): S, req: Request) -> ApiResult {
+    let peer = super::peer(req.extensions().get::<ConnectInfo<std::net::SocketAddr>>());
+    let body = read_body(req.into_body(), api.config.max_body_bytes).await?;
+    let l: Login = parse_json(&body)?;
+    let (token, claims, must_change) = login_core(&api, &peer, &l.username, l.password).await?;
     ok(json!({
         "token": token,
         "token_type": "Bearer",
-        "username": a.username,
-        "role": a.role,
+        "username": claims.sub,
+        "role": claims.role,
         "expires_at": claims.exp,
-        "must_change_password": a.must_change_password,
+        "must_change_password": must_change,
     }))
 }
 
@@ -276,19 +290,20 @@ struct ChangePassword {
     new_password: zeroize::Zeroizing<String>,
 }
 
-async fn change_password(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
-    let user = api.user(&headers, ANYONE)?;
-    let c: ChangePassword = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
-    let a = Arc::clone(&api);
+/// Changes the signed-in user's password on this member.
+pub(crate) async fn change_password_core(
+    api: &Arc<ApiState>,
+    user: &auth::Claims,
+    old: zeroize::Zeroizing<String>,
+    new: zeroize::Zeroizing<String>,
+) -> Result<(), ApiError> {
+    let a = Arc::clone(api);
     let sub = user.sub.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        a.accounts
-            .change_password(&sub, &c.old_password, &c.new_password)
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let r = tokio::task::spawn_blocking(move || a.accounts.change_password(&sub, &old, &new))
+        .await
+        .map_err(ApiError::internal)?;
     match r {
-        Ok(()) => ok(json!({ "changed": true })),
+        Ok(()) => Ok(()),
         Err(AccountError::BadCredentials) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "bad_credentials",
@@ -309,6 +324,13 @@ async fn change_password(State(api): S, headers: HeaderMap, body: Body) -> ApiRe
     }
 }
 
+async fn change_password(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let user = api.user(&headers, ANYONE)?;
+    let c: ChangePassword = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    change_password_core(&api, &user, c.old_password, c.new_password).await?;
+    ok(json!({ "changed": true }))
+}
+
 async fn me(State(api): S, headers: HeaderMap) -> ApiResult {
     let user = api.user(&headers, ANYONE)?;
     let local = api.accounts.get(&user.sub);
@@ -327,13 +349,18 @@ async fn me(State(api): S, headers: HeaderMap) -> ApiResult {
 
 async fn interface(State(api): S, headers: HeaderMap) -> ApiResult {
     api.user(&headers, ANYONE)?;
+    ok(interface_json(&api))
+}
+
+/// The query interface as the API reports it.
+pub(crate) fn interface_json(api: &ApiState) -> Value {
     let p = &api.view.platform;
     let bins: BTreeMap<String, Vec<String>> = p
         .grouped_targets
         .iter()
         .filter_map(|t| p.bins(t).map(|b| (t.clone(), b)))
         .collect();
-    ok(json!({
+    json!({
         "query_kinds": ["count", "grouped_count", "average"],
         "count_targets": p.count_targets,
         "grouped_targets": p.grouped_targets,
@@ -351,12 +378,16 @@ async fn interface(State(api): S, headers: HeaderMap) -> ApiResult {
         "max_epsilon": p.max_epsilon_micros as f64 / 1e6,
         "committee": { "members": api.view.members, "threshold": api.view.threshold },
         "confidence": 1.0 - crate::protocol::ALPHA,
-    }))
+    })
 }
 
-async fn submit(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
-    let user = api.user(&headers, &[Role::Researcher])?;
-    let spec = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+/// Submits `spec` for `user` through this member's ledger node: returns the query id, its
+/// sequence number and ε.
+pub(crate) async fn submit_core(
+    api: &ApiState,
+    user: &auth::Claims,
+    spec: crate::query::QuerySpec,
+) -> Result<Value, ApiError> {
     let compiled = Compiled::new(spec, &api.view.platform, api.view.n(), api.view.threshold)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0))?;
     let mut id = [0u8; 8];
@@ -379,21 +410,29 @@ async fn submit(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
         .queries_submitted
         .fetch_add(1, Ordering::Relaxed);
     tracing::info!(target: "medtech::api", query = %id, researcher = %user.sub, "query admitted");
+    Ok(json!({
+        "id": id,
+        "status": "pending",
+        "sequence": receipt.sequence,
+        "epsilon": compiled.plan.cost.epsilon.0 as f64 / 1e6,
+    }))
+}
+
+async fn submit(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let user = api.user(&headers, &[Role::Researcher])?;
+    let spec = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    let v = submit_core(&api, &user, spec).await?;
+    let location = format!("/api/v1/queries/{}", v["id"].as_str().unwrap_or_default());
     Ok((
         StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/api/v1/queries/{id}"))],
-        Json(json!({
-            "id": id,
-            "status": "pending",
-            "sequence": receipt.sequence,
-            "epsilon": compiled.plan.cost.epsilon.0 as f64 / 1e6,
-        })),
+        [(header::LOCATION, location)],
+        Json(v),
     )
         .into_response())
 }
 
 /// A query as the API shows it.
-fn query_json(q: &QueryInfo, api: &ApiState) -> Value {
+pub(crate) fn query_json(q: &QueryInfo, api: &ApiState) -> Value {
     let (status, result, failure) = match &q.outcome {
         None => ("pending", Value::Null, Value::Null),
         Some(Outcome::Released(r)) => (
@@ -431,7 +470,7 @@ fn query_json(q: &QueryInfo, api: &ApiState) -> Value {
     })
 }
 
-fn visible(user: &auth::Claims, q: &QueryInfo) -> bool {
+pub(crate) fn visible(user: &auth::Claims, q: &QueryInfo) -> bool {
     user.role != Role::Researcher || q.researcher == user.sub
 }
 
@@ -467,7 +506,8 @@ async fn get_query(
     }
 }
 
-fn selected(
+/// The queries `user` may see, filtered by `status` and `researcher` in `p`, newest first.
+pub(crate) fn selected(
     api: &ApiState,
     user: &auth::Claims,
     p: &BTreeMap<String, String>,
@@ -521,32 +561,7 @@ async fn export_queries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQue
         )
             .into_response()),
         "csv" => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let cols = [
-                "id",
-                "researcher",
-                "status",
-                "submitted_at",
-                "ended_at",
-                "epsilon",
-                "query",
-                "result",
-                "failure",
-            ];
-            let csv_err = |e: csv::Error| ApiError::internal(e);
-            w.write_record(cols).map_err(csv_err)?;
-            for q in &all {
-                let cell = |k: &str| match &q[k] {
-                    Value::Null => String::new(),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                w.write_record(cols.iter().map(|c| cell(c)))
-                    .map_err(csv_err)?;
-            }
-            let bytes = w
-                .into_inner()
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let bytes = history_csv(&all)?;
             Ok((
                 [
                     (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -566,7 +581,36 @@ async fn export_queries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQue
     }
 }
 
-fn budget_json(api: &ApiState, subject: &Subject) -> Result<Value, ApiError> {
+/// Query history rows as CSV.
+pub(crate) fn history_csv(all: &[Value]) -> Result<Vec<u8>, ApiError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let cols = [
+        "id",
+        "researcher",
+        "status",
+        "submitted_at",
+        "ended_at",
+        "epsilon",
+        "query",
+        "result",
+        "failure",
+    ];
+    let csv_err = |e: csv::Error| ApiError::internal(e);
+    w.write_record(cols).map_err(csv_err)?;
+    for q in all {
+        let cell = |k: &str| match &q[k] {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        w.write_record(cols.iter().map(|c| cell(c)))
+            .map_err(csv_err)?;
+    }
+    w.into_inner()
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+pub(crate) fn budget_json(api: &ApiState, subject: &Subject) -> Result<Value, ApiError> {
     let l = api.node.read()?;
     let b = l.state().budgets();
     let eps = |c: Option<medtech_noise::Cost>| c.map(|c| c.epsilon.0 as f64 / 1e6);
@@ -588,21 +632,22 @@ async fn own_budget(State(api): S, headers: HeaderMap) -> ApiResult {
 
 // ---- admin: researchers, accounts, budgets, committee ---------------------------------------
 
+/// A researcher to register.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewResearcher {
-    username: String,
+pub(crate) struct NewResearcher {
+    pub(crate) username: String,
     #[serde(default)]
-    display_name: String,
+    pub(crate) display_name: String,
     #[serde(default)]
-    email: String,
+    pub(crate) email: String,
     #[serde(default)]
-    affiliation: String,
+    pub(crate) affiliation: String,
     /// ε budget.
-    epsilon_budget: f64,
+    pub(crate) epsilon_budget: f64,
     /// Their own Ed25519 public key (hex), if they will sign queries themselves.
     #[serde(default)]
-    public_key: Option<String>,
+    pub(crate) public_key: Option<String>,
 }
 
 fn micros(eps: f64, what: &str) -> Result<u64, ApiError> {
@@ -635,6 +680,17 @@ async fn propose(api: &ApiState, kind: Kind) -> Result<u64, ApiError> {
 async fn register(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
     let admin = api.user(&headers, &[Role::Admin])?;
     let r: NewResearcher = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    let v = register_core(&api, &admin, r).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Registers a researcher: ledger identity and budget, and an account here with a generated
+/// password (in the returned JSON, shown once).
+pub(crate) async fn register_core(
+    api: &Arc<ApiState>,
+    admin: &auth::Claims,
+    r: NewResearcher,
+) -> Result<Value, ApiError> {
     accounts::check_username(&r.username)
         .map_err(|e| ApiError::bad_request("invalid_username", e.to_string()))?;
     if r.display_name.len() > 256 || r.email.len() > 256 || r.affiliation.len() > 256 {
@@ -669,7 +725,7 @@ async fn register(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
     let on_ledger = api.node.read()?.state().researcher(&r.username).is_some();
     if !on_ledger {
         propose(
-            &api,
+            api,
             Kind::RegisterResearcher(pb::RegisterResearcher {
                 researcher_id: r.username.clone(),
                 display_name: if r.display_name.is_empty() {
@@ -683,7 +739,7 @@ async fn register(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
         .await?;
     }
     propose(
-        &api,
+        api,
         budget_entry(&format!("researcher:{}", r.username), budget),
     )
     .await?;
@@ -699,28 +755,29 @@ async fn register(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
         created_ms: medtech_ledger::entry::now_ms(),
         must_change_password: true,
     };
-    let a = Arc::clone(&api);
+    let a = Arc::clone(api);
     let pw = password.clone();
     tokio::task::spawn_blocking(move || a.accounts.create(account, &pw, true))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, researcher = %r.username, "researcher registered");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "username": r.username,
-            "password": *password,
-            "must_change_password": true,
-            "already_on_ledger": on_ledger,
-            "epsilon_budget": budget as f64 / 1e6,
-        })),
-    )
-        .into_response())
+    Ok(json!({
+        "username": r.username,
+        "password": *password,
+        "must_change_password": true,
+        "already_on_ledger": on_ledger,
+        "epsilon_budget": budget as f64 / 1e6,
+    }))
 }
 
 async fn list_researchers(State(api): S, headers: HeaderMap) -> ApiResult {
     api.user(&headers, READERS)?;
+    ok(researchers_json(&api)?)
+}
+
+/// Every researcher on the ledger with status, budget and what this member knows of them.
+pub(crate) fn researchers_json(api: &ApiState) -> Result<Value, ApiError> {
     let ids: Vec<(String, String, bool)> = api
         .node
         .read()?
@@ -738,25 +795,26 @@ async fn list_researchers(State(api): S, headers: HeaderMap) -> ApiResult {
             "email": local.as_ref().map(|a| a.email.clone()),
             "affiliation": local.as_ref().map(|a| a.affiliation.clone()),
             "account_on_this_member": local.is_some(),
-            "budget": budget_json(&api, &Subject::Researcher(id.clone()))?,
+            "budget": budget_json(api, &Subject::Researcher(id.clone()))?,
         }));
     }
-    ok(json!({ "researchers": out }))
+    Ok(json!({ "researchers": out }))
 }
 
-#[derive(Deserialize)]
+/// Changes to a researcher.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResearcherUpdate {
+pub(crate) struct ResearcherUpdate {
     #[serde(default)]
-    enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     #[serde(default)]
-    epsilon_budget: Option<f64>,
+    pub(crate) epsilon_budget: Option<f64>,
     #[serde(default)]
-    display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     #[serde(default)]
-    email: Option<String>,
+    pub(crate) email: Option<String>,
     #[serde(default)]
-    affiliation: Option<String>,
+    pub(crate) affiliation: Option<String>,
 }
 
 async fn update_researcher(
@@ -767,6 +825,17 @@ async fn update_researcher(
 ) -> ApiResult {
     let admin = api.user(&headers, &[Role::Admin])?;
     let u: ResearcherUpdate = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    ok(update_researcher_core(&api, &admin, &id, u).await?)
+}
+
+/// Applies `u` to researcher `id`: status and budget as ledger entries, details locally.
+pub(crate) async fn update_researcher_core(
+    api: &ApiState,
+    admin: &auth::Claims,
+    id: &str,
+    u: ResearcherUpdate,
+) -> Result<Value, ApiError> {
+    let id = id.to_owned();
     if api.node.read()?.state().researcher(&id).is_none() {
         return Err(ApiError::not_found(format!(
             "no researcher {id:?} on the ledger"
@@ -789,7 +858,7 @@ async fn update_researcher(
         .transpose()?;
     if let Some(enabled) = u.enabled {
         propose(
-            &api,
+            api,
             Kind::SetResearcherStatus(pb::SetResearcherStatus {
                 researcher_id: id.clone(),
                 enabled,
@@ -798,7 +867,7 @@ async fn update_researcher(
         .await?;
     }
     if let Some(b) = budget {
-        propose(&api, budget_entry(&format!("researcher:{id}"), b)).await?;
+        propose(api, budget_entry(&format!("researcher:{id}"), b)).await?;
     }
     if api.accounts.get(&id).is_some() {
         api.accounts
@@ -819,9 +888,9 @@ async fn update_researcher(
             .map_err(ApiError::internal)?;
     }
     tracing::info!(target: "medtech::api", admin = %admin.sub, researcher = %id, "researcher updated");
-    let budget = budget_json(&api, &Subject::Researcher(id.clone()))?;
+    let budget = budget_json(api, &Subject::Researcher(id.clone()))?;
     let enabled = api.node.read()?.state().researcher(&id).map(|r| r.enabled);
-    ok(json!({ "username": id, "enabled": enabled, "budget": budget }))
+    Ok(json!({ "username": id, "enabled": enabled, "budget": budget }))
 }
 
 #[derive(Deserialize)]
@@ -921,6 +990,11 @@ async fn set_budget(
 
 async fn committee(State(api): S, headers: HeaderMap) -> ApiResult {
     api.user(&headers, STAFF)?;
+    ok(committee_json(&api)?)
+}
+
+/// The committee's status as this member sees it.
+pub(crate) fn committee_json(api: &ApiState) -> Result<Value, ApiError> {
     let l = api.node.read()?;
     let c = l.state().committee();
     let members: Vec<Value> = c
@@ -940,7 +1014,7 @@ async fn committee(State(api): S, headers: HeaderMap) -> ApiResult {
         .collect();
     let cp = l.state().latest_checkpoint();
     let key = &api.view.key;
-    ok(json!({
+    Ok(json!({
         "this_member": api.node.name(),
         "origin": api.node.origin(),
         "epoch": c.epoch,
@@ -1125,7 +1199,21 @@ async fn ledger_entries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQue
     let p = params(raw)?;
     let from = num::<u64>(&p, "from")?.unwrap_or(0);
     let limit = num::<usize>(&p, "limit")?.unwrap_or(100).clamp(1, 1000);
-    let kind_filter = p.get("kind");
+    ok(entries_json(
+        &api,
+        from,
+        limit,
+        p.get("kind").map(String::as_str),
+    )?)
+}
+
+/// Up to `limit` entries from `from` (only of `kind_filter`, if given).
+pub(crate) fn entries_json(
+    api: &ApiState,
+    from: u64,
+    limit: usize,
+    kind_filter: Option<&str>,
+) -> Result<Value, ApiError> {
     let size = api.node.head()?.0;
     let entries = api.node.entries_from(from, limit)?;
     let mut out = Vec::with_capacity(entries.len());
@@ -1156,7 +1244,7 @@ async fn ledger_entries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQue
             "signed_entry": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
         }));
     }
-    ok(json!({ "size": size, "from": from, "entries": out }))
+    Ok(json!({ "size": size, "from": from, "entries": out }))
 }
 
 async fn inclusion_proof(
@@ -1258,11 +1346,16 @@ async fn ledger_export(State(api): S, headers: HeaderMap) -> ApiResult {
 
 async fn ledger_verify(State(api): S, headers: HeaderMap) -> ApiResult {
     api.user(&headers, READERS)?;
+    ok(verify_core(&api).await?)
+}
+
+/// Runs the offline verifier over this member's export.
+pub(crate) async fn verify_core(api: &ApiState) -> Result<Value, ApiError> {
     let node = api.node.clone();
     let report = tokio::task::spawn_blocking(move || {
         node.export().map(|e| medtech_ledger::export::verify(&e))
     })
     .await
     .map_err(ApiError::internal)??;
-    ok(json!({ "passed": report.passed(), "report": report, "text": report.to_text() }))
+    Ok(json!({ "passed": report.passed(), "report": report, "text": report.to_text() }))
 }

@@ -16,7 +16,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod client;
-mod handlers;
+pub(crate) mod handlers;
 pub mod metrics;
 pub mod openapi;
 
@@ -59,6 +59,9 @@ pub struct ApiConfig {
     pub max_wait: Duration,
     /// A static bearer token `/metrics` also accepts (for Prometheus), if set.
     pub metrics_token: Option<zeroize::Zeroizing<String>>,
+    /// Mark the dashboard's session cookies `Secure` (sent over HTTPS only; browsers also send
+    /// them to `http://localhost`). Turn off only for plain-HTTP development on other hosts.
+    pub cookie_secure: bool,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +75,7 @@ impl Default for ApiConfig {
             logins_per_minute: 10.0,
             max_wait: Duration::from_secs(60),
             metrics_token: None,
+            cookie_secure: true,
         }
     }
 }
@@ -189,6 +193,16 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    /// Its status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Its message for people.
+    pub fn message(&self) -> String {
+        self.message.clone()
     }
 
     pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -320,6 +334,7 @@ async fn observe(State(api): State<Arc<ApiState>>, req: Request, next: Next) -> 
 /// The router for `state`.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
     handlers::routes()
+        .merge(crate::web::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint (see /api/v1/openapi.json)") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,0 +1,376 @@
+//! `medtech bench query`: the federation end to end as researchers see it, with one
+//! `medtech node` process per hospital on loopback (real mutual TLS, durable ledger, real
+//! HTTP), the key from a dealer-free ceremony, calibrated noise.
+//!
+//! Phases: (1) `committee init` (timed: the ceremony); (2) start the members; (3) each
+//! hospital's operator uploads its devices over HTTP as CSV in 100,000-record requests (records
+//! per second per node: parse, validate, durable write, columnar index); (4) latency: for each
+//! query kind, `queries` queries one after another, each timed from `POST /api/v1/queries` to
+//! the released result (`GET …?wait`); (5) throughput: `clients` researchers submit Counts
+//! concurrently for `seconds`, and released queries per second are counted; (6) every node's
+//! peak resident set (`VmHWM` of its process).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::api::client;
+
+/// Parameters.
+#[derive(Clone, Debug)]
+pub struct QueryBenchConfig {
+    /// Hospitals n.
+    pub hospitals: u16,
+    /// Threshold t.
+    pub threshold: u16,
+    /// Devices per hospital.
+    pub devices: u64,
+    /// Modulus bits.
+    pub bits: u32,
+    /// Sequential queries per kind in the latency phase.
+    pub queries: usize,
+    /// Concurrent researchers in the throughput phase.
+    pub clients: usize,
+    /// Seconds of the throughput phase.
+    pub seconds: f64,
+    /// Where the committee lives (a temporary directory is made inside and removed).
+    pub dir: PathBuf,
+    /// First loopback port (committee ports from here, API ports 100 above).
+    pub base_port: u16,
+}
+
+/// Latency of one query kind.
+#[derive(Clone, Debug, Serialize)]
+pub struct KindFigures {
+    /// Queries timed.
+    pub queries: usize,
+    /// Median submit → released, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Slowest, ms.
+    pub max_ms: f64,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryBenchReport {
+    /// Hospitals.
+    pub hospitals: u16,
+    /// Threshold.
+    pub threshold: u16,
+    /// Modulus bits.
+    pub bits: u32,
+    /// Devices per hospital.
+    pub devices_per_hospital: u64,
+    /// Seconds for `committee init` (dealer-free ceremony, certificates, files).
+    pub ceremony_seconds: f64,
+    /// Ingest records per second, per node (upload over HTTP, parse, durable write).
+    pub ingest_records_per_second: Vec<f64>,
+    /// Count latency.
+    pub count: KindFigures,
+    /// Grouped count over the 56 speciality bins.
+    pub grouped_count_speciality: KindFigures,
+    /// Average of usage_hours.
+    pub average: KindFigures,
+    /// Released queries per second with `clients` concurrent researchers.
+    pub queries_per_second: f64,
+    /// Concurrent researchers.
+    pub clients: usize,
+    /// Queries released in the throughput phase.
+    pub throughput_released: usize,
+    /// Queries failed or refused in the throughput phase.
+    pub throughput_failed: usize,
+    /// Peak resident set of each node process, MiB.
+    pub peak_rss_mb: Vec<f64>,
+}
+
+impl QueryBenchReport {
+    /// The report as a table.
+    pub fn to_text(&self) -> String {
+        let k = |name: &str, f: &KindFigures| {
+            format!(
+                "{name:<28} p50 {:>8.1} ms   p99 {:>8.1} ms   max {:>8.1} ms   ({} queries)\n",
+                f.p50_ms, f.p99_ms, f.max_ms, f.queries
+            )
+        };
+        format!(
+            "bench query: {} hospitals (t = {}), {}-bit key, {} devices each, separate node processes on loopback\n\
+             ceremony (committee init)    {:.1} s\n\
+             ingest records/s per node    {}\n{}{}{}\
+             throughput                   {:.2} queries/s ({} clients, {} released, {} failed)\n\
+             peak RSS per node (MiB)      {}\n",
+            self.hospitals,
+            self.threshold,
+            self.bits,
+            self.devices_per_hospital,
+            self.ceremony_seconds,
+            self.ingest_records_per_second.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+            k("count", &self.count),
+            k("grouped count (speciality)", &self.grouped_count_speciality),
+            k("average (usage_hours)", &self.average),
+            self.queries_per_second,
+            self.clients,
+            self.throughput_released,
+            self.throughput_failed,
+            self.peak_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+        )
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            l.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn figures(mut ms: Vec<f64>) -> KindFigures {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        if ms.is_empty() {
+            f64::NAN
+        } else {
+            ms[((ms.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    KindFigures {
+        queries: ms.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        max_ms: ms.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+async fn checked(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = client::json(addr, method, path, Some(token), &body).await?;
+    anyhow::ensure!(
+        r.status < 300,
+        "{method} {path}: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    Ok(r.json())
+}
+
+/// Submits `spec` at `addr` and waits for it; returns ms and whether it was released.
+async fn one_query(addr: SocketAddr, token: &str, spec: &Value) -> anyhow::Result<(f64, bool)> {
+    let t0 = Instant::now();
+    let r = checked(addr, "POST", "/api/v1/queries", token, spec.clone()).await?;
+    let id = r["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        let q = checked(
+            addr,
+            "GET",
+            &format!("/api/v1/queries/{id}?wait=60"),
+            token,
+            Value::Null,
+        )
+        .await?;
+        match q["status"].as_str() {
+            Some("released") => return Ok((t0.elapsed().as_secs_f64() * 1e3, true)),
+            Some("failed") => return Ok((t0.elapsed().as_secs_f64() * 1e3, false)),
+            _ => anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(600),
+                "query {id} did not end in 600 s"
+            ),
+        }
+    }
+}
+
+/// Runs the benchmark, printing progress to standard error.
+pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
+    anyhow::ensure!(
+        cfg.devices >= 1 && cfg.devices <= 10_000_000,
+        "--devices must be 1..=10000000"
+    );
+    anyhow::ensure!(
+        cfg.queries >= 1 && cfg.clients >= 1,
+        "--queries and --clients must be at least 1"
+    );
+    std::fs::create_dir_all(&cfg.dir)?;
+    let tmp = tempfile::tempdir_in(&cfg.dir)?;
+    let dir = tmp.path().join("committee");
+    let t0 = Instant::now();
+    let init = crate::config::init(
+        &crate::config::InitOptions {
+            dir: dir.clone(),
+            parties: cfg.hospitals,
+            threshold: cfg.threshold,
+            bits: cfg.bits,
+            containers: false,
+            committee_port: cfg.base_port,
+            api_port: cfg.base_port.saturating_add(100),
+            origin: "medtech.bench/committee".into(),
+        },
+        &mut |p| eprintln!("bench query: {p}"),
+    )?;
+    let ceremony_seconds = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "bench query: committee made in {ceremony_seconds:.1} s; starting {} members",
+        cfg.hospitals
+    );
+    let exe = std::env::current_exe()?;
+    let mut procs = Vec::new();
+    for f in &init.node_files {
+        let log = std::fs::File::create(f.with_file_name("node.log"))?;
+        procs.push(Proc(
+            Command::new(&exe)
+                .args(["node", "--config"])
+                .arg(f)
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        ));
+    }
+    let apis: Vec<SocketAddr> = (0..cfg.hospitals)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], cfg.base_port.saturating_add(100 + i))))
+        .collect();
+    let names: Vec<String> = init
+        .node_files
+        .iter()
+        .filter_map(|f| Some(f.parent()?.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        for a in &apis {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                if client::json(*a, "GET", "/ready", None, &Value::Null).await.is_ok_and(|r| r.status == 200) {
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "member at {a} not ready in 120 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // Operators upload their devices.
+        let mut admins = Vec::new();
+        let mut ingest = Vec::new();
+        for (i, a) in apis.iter().enumerate() {
+            let pw = std::fs::read_to_string(dir.join(&names[i]).join("data/admin-password"))?;
+            let admin = client::login(*a, "admin", pw.trim()).await?;
+            let op = checked(*a, "POST", "/api/v1/accounts", &admin, json!({ "username": "operator", "role": "operator" })).await?;
+            let op = client::login(*a, "operator", op["password"].as_str().unwrap_or_default()).await?;
+            let mut busy = Duration::ZERO;
+            let mut first = 0;
+            while first < cfg.devices {
+                let n = 100_000.min(cfg.devices - first);
+                let csv = crate::data::ingest::to_csv(&crate::data::generate::devices(&names[i], first, n, 1000 + i as u64))?;
+                let t = Instant::now();
+                let r = client::request(*a, "POST", "/api/v1/devices", Some(&op), Some("text/csv"), &csv).await?;
+                busy += t.elapsed();
+                anyhow::ensure!(r.status == 200, "upload: {} {}", r.status, String::from_utf8_lossy(&r.body));
+                first += n;
+            }
+            let rate = cfg.devices as f64 / busy.as_secs_f64();
+            eprintln!("bench query: {} holds {} devices ({rate:.0} records/s)", names[i], cfg.devices);
+            ingest.push(rate);
+            admins.push(admin);
+        }
+        let a0 = apis[0];
+        checked(a0, "PUT", "/api/v1/budgets/dataset:federation", &admins[0], json!({ "epsilon": 1_000_000.0 })).await?;
+        let mut tokens = Vec::new();
+        for c in 0..cfg.clients.max(1) {
+            let user = format!("bench-{c}");
+            let r = checked(a0, "POST", "/api/v1/researchers", &admins[0], json!({ "username": user, "epsilon_budget": 100_000.0 })).await?;
+            tokens.push(client::login(a0, &user, r["password"].as_str().unwrap_or_default()).await?);
+        }
+        // Latency, one query at a time, spread over the members.
+        let specs = [
+            json!({ "kind": "count", "filters": [{ "field": "device_type", "op": "equals", "value": "Pacemaker" }], "epsilon": 0.01 }),
+            json!({ "kind": "grouped_count", "target": "speciality", "epsilon": 0.01 }),
+            json!({ "kind": "average", "target": "usage_hours", "epsilon": 0.01 }),
+        ];
+        let mut kinds = Vec::new();
+        for spec in &specs {
+            let mut ms = Vec::new();
+            for q in 0..cfg.queries {
+                let (t, released) = one_query(apis[q % apis.len()], &tokens[0], spec).await?;
+                anyhow::ensure!(released, "a {} query failed", spec["kind"]);
+                ms.push(t);
+            }
+            let f = figures(ms);
+            eprintln!("bench query: {} p50 {:.0} ms p99 {:.0} ms", spec["kind"], f.p50_ms, f.p99_ms);
+            kinds.push(f);
+        }
+        // Throughput.
+        let until = Instant::now() + Duration::from_secs_f64(cfg.seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (c, token) in tokens.iter().enumerate() {
+            let addr = apis[c % apis.len()];
+            let token = token.clone();
+            let spec = specs[0].clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, 0usize);
+                while Instant::now() < until {
+                    match one_query(addr, &token, &spec).await {
+                        Ok((_, true)) => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+        let (mut released, mut failed) = (0, 0);
+        for t in tasks {
+            let (o, f) = t.await?;
+            released += o;
+            failed += f;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let mut kinds = kinds.into_iter();
+        let mut next = || kinds.next().ok_or_else(|| anyhow::anyhow!("internal: missing figures"));
+        Ok(QueryBenchReport {
+            hospitals: cfg.hospitals,
+            threshold: cfg.threshold,
+            bits: cfg.bits,
+            devices_per_hospital: cfg.devices,
+            ceremony_seconds,
+            ingest_records_per_second: ingest,
+            count: next()?,
+            grouped_count_speciality: next()?,
+            average: next()?,
+            queries_per_second: released as f64 / elapsed,
+            clients: tokens.len(),
+            throughput_released: released,
+            throughput_failed: failed,
+            peak_rss_mb: procs.iter().map(|p| peak_rss_mb(p.0.id())).collect(),
+        })
+    })?;
+    for p in &procs {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(p.0.id().to_string())
+            .status();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(report)
+}
