@@ -83,6 +83,28 @@ enum Command {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// A minimal HTTP client for the node's API (for hosts and containers without curl): prints
+    /// the response body; exit 1 on a status of 400 or more.
+    Http {
+        /// Method (GET, POST, PUT, PATCH).
+        method: String,
+        /// An `http://host:port/path` URL.
+        url: String,
+        /// Bearer token, or a file holding it (`@path`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Body text, or `@path` for a file's contents.
+        #[arg(long)]
+        data: Option<String>,
+        /// Content-Type of the body.
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+    },
+    /// Exit 0 if `URL` answers 200 within 3 s (a container healthcheck: `.../ready`).
+    Probe {
+        /// An `http://host:port/path` URL.
+        url: String,
+    },
     /// Write the API's OpenAPI document and its Markdown rendering (openapi.json, api.md).
     ApiDocs {
         /// Directory to write into.
@@ -116,6 +138,9 @@ enum CommitteeCommand {
         /// Ledger origin.
         #[arg(long, default_value = "medtech.local/committee")]
         origin: String,
+        /// Do nothing (exit 0) if DIR already holds a committee (for a setup step run on every start).
+        #[arg(long)]
+        if_absent: bool,
     },
 }
 
@@ -229,6 +254,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// One request to an `http://` URL.
+fn http(
+    url: &str,
+    method: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    content_type: &str,
+    within: Duration,
+) -> anyhow::Result<medtech_federation::api::client::Reply> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// URLs"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let addr = tokio::net::lookup_host(host)
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{host} resolves to nothing"))?;
+        let ct = body.map(|_| content_type);
+        let r = tokio::time::timeout(
+            within,
+            medtech_federation::api::client::request(
+                addr,
+                method,
+                &path,
+                token,
+                ct,
+                body.unwrap_or(b""),
+            ),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {within:?}"))??;
+        Ok(r)
+    })
+}
+
 /// Prints a benchmark report as one JSON object or as its table.
 fn print_report(json: bool, report: &impl serde::Serialize, text: String) -> anyhow::Result<()> {
     if json {
@@ -263,8 +329,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     committee_port,
                     api_port,
                     origin,
+                    if_absent,
                 },
         } => {
+            if if_absent && dir.join("committee.toml").exists() {
+                println!("{} already holds a committee; nothing to do", dir.display());
+                return Ok(());
+            }
             let opts = medtech_federation::config::InitOptions {
                 dir,
                 parties,
@@ -295,6 +366,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 seed,
                 out.as_deref(),
             )?;
+        }
+        Command::Probe { url } => {
+            let r = http(&url, "GET", None, None, "", Duration::from_secs(3))?;
+            anyhow::ensure!(r.status == 200, "{url} answered {}", r.status);
+        }
+        Command::Http {
+            method,
+            url,
+            token,
+            data,
+            content_type,
+        } => {
+            let at = |v: String| -> anyhow::Result<Vec<u8>> {
+                match v.strip_prefix('@') {
+                    Some(p) => {
+                        std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {p}: {e}"))
+                    }
+                    None => Ok(v.into_bytes()),
+                }
+            };
+            let token = token
+                .map(at)
+                .transpose()?
+                .map(|t| String::from_utf8_lossy(&t).trim().to_owned());
+            let body = data.map(at).transpose()?;
+            let r = http(
+                &url,
+                &method.to_uppercase(),
+                token.as_deref(),
+                body.as_deref(),
+                &content_type,
+                Duration::from_secs(600),
+            )?;
+            use std::io::Write;
+            std::io::stdout().write_all(&r.body)?;
+            println!();
+            anyhow::ensure!(r.status < 400, "{method} {url} answered {}", r.status);
         }
         Command::ApiDocs { out } => {
             use medtech_federation::api::openapi;
