@@ -318,15 +318,9 @@ async fn serve(
         for (user, role, pw) in &creds {
             accounts.create(
                 Account {
-                    username: (*user).into(),
-                    role: *role,
-                    password_hash: String::new(),
-                    enabled: true,
                     display_name: format!("demo {}", role.as_str()),
-                    email: String::new(),
                     affiliation: "MedTech Chain demo".into(),
-                    created_ms: medtech_ledger::entry::now_ms(),
-                    must_change_password: false,
+                    ..Account::new(user, *role)
                 },
                 pw,
                 false,

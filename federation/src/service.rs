@@ -167,15 +167,8 @@ fn bootstrap_admin(accounts: &Accounts, file: Option<&std::path::Path>) -> anyho
     };
     accounts.create(
         Account {
-            username: "admin".into(),
-            role: Role::Admin,
-            password_hash: String::new(),
-            enabled: true,
             display_name: "Administrator".into(),
-            email: String::new(),
-            affiliation: String::new(),
-            created_ms: medtech_ledger::entry::now_ms(),
-            must_change_password: true,
+            ..Account::new("admin", Role::Admin)
         },
         &password,
         true,

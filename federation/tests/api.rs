@@ -26,17 +26,7 @@ const OP_PW: &str = "operator password for tests";
 const AUDIT_PW: &str = "auditor password for tests";
 
 fn account(username: &str, role: Role) -> Account {
-    Account {
-        username: username.into(),
-        role,
-        password_hash: String::new(),
-        enabled: true,
-        display_name: String::new(),
-        email: String::new(),
-        affiliation: String::new(),
-        created_ms: 0,
-        must_change_password: false,
-    }
+    Account::new(username, role)
 }
 
 struct World {

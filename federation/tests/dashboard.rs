@@ -249,21 +249,7 @@ async fn admin_registers_a_researcher_who_builds_a_grouped_count_and_sees_the_ch
     fed.register("seed-researcher", 0.0, 100.0).await.unwrap();
     let accounts = Accounts::in_memory().unwrap();
     accounts
-        .create(
-            Account {
-                username: "admin".into(),
-                role: Role::Admin,
-                password_hash: String::new(),
-                enabled: true,
-                display_name: "Admin".into(),
-                email: String::new(),
-                affiliation: String::new(),
-                created_ms: 0,
-                must_change_password: false,
-            },
-            ADMIN_PW,
-            false,
-        )
+        .create(Account::new("admin", Role::Admin), ADMIN_PW, false)
         .unwrap();
     let state = fed.api_state(0, accounts, ApiConfig::default()).unwrap();
     let server = ApiServer::spawn(

@@ -46,6 +46,24 @@ pub struct Account {
     pub must_change_password: bool,
 }
 
+impl Account {
+    /// An enabled account for `username` with `role` and no details, created now; its password
+    /// is set by [`Accounts::create`].
+    pub fn new(username: &str, role: Role) -> Self {
+        Account {
+            username: username.to_owned(),
+            role,
+            password_hash: String::new(),
+            enabled: true,
+            display_name: String::new(),
+            email: String::new(),
+            affiliation: String::new(),
+            created_ms: medtech_ledger::entry::now_ms(),
+            must_change_password: false,
+        }
+    }
+}
+
 impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Account")
@@ -333,17 +351,7 @@ mod tests {
     use super::*;
 
     fn acc(u: &str, role: Role) -> Account {
-        Account {
-            username: u.into(),
-            role,
-            password_hash: String::new(),
-            enabled: true,
-            display_name: String::new(),
-            email: String::new(),
-            affiliation: String::new(),
-            created_ms: 0,
-            must_change_password: false,
-        }
+        Account::new(u, role)
     }
 
     #[test]

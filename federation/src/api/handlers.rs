@@ -745,15 +745,10 @@ pub(crate) async fn register_core(
     .await?;
     let password = accounts::generate_password();
     let account = Account {
-        username: r.username.clone(),
-        role: Role::Researcher,
-        password_hash: String::new(),
-        enabled: true,
         display_name: r.display_name,
         email: r.email,
         affiliation: r.affiliation,
-        created_ms: medtech_ledger::entry::now_ms(),
-        must_change_password: true,
+        ..Account::new(&r.username, Role::Researcher)
     };
     let a = Arc::clone(api);
     let pw = password.clone();
@@ -916,15 +911,8 @@ async fn create_account(State(api): S, headers: HeaderMap, body: Body) -> ApiRes
     }
     let password = accounts::generate_password();
     let account = Account {
-        username: n.username.clone(),
-        role: n.role,
-        password_hash: String::new(),
-        enabled: true,
         display_name: n.display_name,
-        email: String::new(),
-        affiliation: String::new(),
-        created_ms: medtech_ledger::entry::now_ms(),
-        must_change_password: true,
+        ..Account::new(&n.username, n.role)
     };
     let a = Arc::clone(&api);
     let pw = password.clone();
