@@ -98,12 +98,7 @@ echo "members a–d agree on $heads"
 # The export verifies offline, and no result was released without t valid partials.
 curl -fsS $API/api/v1/ledger/export -H "authorization: Bearer $A" > "/tmp/$P-export.json"
 target/release/medtech ledger verify "/tmp/$P-export.json" >/dev/null || fail "export does not verify"
-python3 - "/tmp/$P-export.json" <<'PY' || fail "a release without t partials"
-import json, sys, base64
-# Each released result names the members whose partials were combined: at least t = 3.
-e = json.load(open(sys.argv[1]))
-print("export verified offline;", len(e.get("entries", [])), "entries")
-PY
+echo "export verified offline: $(json 'len(d["entries"])' < "/tmp/$P-export.json") entries"
 for q in "$q1" "$q2"; do
   n=$(echo "$q" | json 'len(d["result"]["decrypted_by"])')
   [ "$n" -ge 3 ] || fail "released with $n partial decryptions"
