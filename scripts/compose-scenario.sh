@@ -90,10 +90,14 @@ spent=$(curl -fsS $API/api/v1/budget -H "authorization: Bearer $R" | json 'd["re
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST $API/api/v1/queries -H "authorization: Bearer $R" \
        -H 'content-type: application/json' -d '{"kind":"count","epsilon":1.0}')
 [ "$code" = 403 ] || fail "over-budget query answered $code"
-# Every running member ends with the same ledger head.
-sleep 3
-heads=$(for x in a b c d; do m "$x" GET /api/v1/ledger/head --token "$A" | json 'd["root"] + "@" + str(d["size"])'; done | sort -u)
-[ "$(echo "$heads" | wc -l)" = 1 ] || fail "members disagree: $heads"
+# Every running member ends with the same ledger head (they keep appending cosignatures, so
+# read until one round of reads agrees).
+for i in $(seq 1 30); do
+  heads=$(for x in a b c d; do m "$x" GET /api/v1/ledger/head --token "$A" | json 'd["root"] + "@" + str(d["size"])'; done | sort -u)
+  [ "$(echo "$heads" | wc -l)" = 1 ] && break
+  sleep 1
+done
+[ "$(echo "$heads" | wc -l)" = 1 ] || fail "members disagree after 30 s: $(echo $heads)"
 echo "members a–d agree on $heads"
 # The export verifies offline, and no result was released without t valid partials.
 curl -fsS $API/api/v1/ledger/export -H "authorization: Bearer $A" > "/tmp/$P-export.json"
