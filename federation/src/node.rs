@@ -68,7 +68,14 @@ pub struct Driver {
     pub timeouts: Timeouts,
     /// Where the queries seen on the ledger are reported.
     pub index: QueryIndex,
+    /// Rewrites what this member is about to post. Only the scenario tests set it, to play a
+    /// cheating member over the real ledger; `None` in every node (no configuration reaches it).
+    pub adversary: Option<Adversary>,
 }
+
+/// Rewrites one entry a member is about to post into what it posts instead (none, or several),
+/// seeing the query as the ledger holds it.
+pub type Adversary = Arc<dyn Fn(&QueryView, Kind) -> Vec<Kind> + Send + Sync>;
 
 fn now_ms() -> u64 {
     medtech_ledger::entry::now_ms()
@@ -111,7 +118,10 @@ impl Driver {
                     };
                     member.step(view, store.columns(), now_ms(), &mut OsRng)
                 });
-                proposals.extend(out);
+                match &self.adversary {
+                    Some(a) => proposals.extend(out.into_iter().flat_map(|k| a(view, k))),
+                    None => proposals.extend(out),
+                }
             }
             for k in proposals {
                 match node.propose_own(k).await {
@@ -251,6 +261,7 @@ impl LocalFederation {
                 noise,
                 timeouts,
                 index: Arc::default(),
+                adversary: None,
             };
             indexes.push(Arc::clone(&driver.index));
             drivers.push(tokio::spawn(driver.run(handle, stop_rx.clone())));

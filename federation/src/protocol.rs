@@ -35,13 +35,16 @@ use medtech_noise::QueryResult;
 use medtech_protos::ledger::v1 as pb;
 use medtech_threshold::{
     Ciphertext, KeyShare, PackedCiphertext, PartialDecryption, PartyIndex, SlotLayout,
-    ThresholdPublicKey,
+    ThresholdPublicKey, VerifiedPartial,
 };
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Columns;
 use crate::query::{Compiled, Platform, QuerySpec, SLOT_BITS, SLOT_BOUND};
+
+/// How a refusal of a query charged other than its plan's cost begins.
+const UNDERCHARGED: &str = "the query was charged";
 
 /// Level of the released intervals (95%).
 pub const ALPHA: f64 = 0.05;
@@ -62,6 +65,9 @@ pub struct Timeouts {
     pub contribution_ms: u64,
     /// Fail the query if it is not released by then.
     pub decryption_ms: u64,
+    /// After the close, members other than the `t` designated decrypters wait this long for a
+    /// release before decrypting too (a designated member may be down or cheating).
+    pub partial_fallback_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -69,6 +75,7 @@ impl Default for Timeouts {
         Timeouts {
             contribution_ms: 10_000,
             decryption_ms: 60_000,
+            partial_fallback_ms: 2_000,
         }
     }
 }
@@ -100,6 +107,19 @@ impl CommitteeView {
             .map(|i| PartyIndex(i as u16 + 1))
     }
 
+    /// The `t` members that decrypt query `id` first: `t` consecutive members from a start
+    /// derived from the query id, so the work rotates over the committee.
+    pub fn designated(&self, id: &str) -> Vec<String> {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(id.as_bytes());
+        let n = self.members.len().max(1);
+        let start = (u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+            % n as u64) as usize;
+        (0..usize::from(self.threshold).min(n))
+            .map(|j| self.members[(start + j) % n].clone())
+            .collect()
+    }
+
     /// Noise shares the calibration needs: `n − t + 1`.
     pub fn noise_needed(&self) -> usize {
         usize::from(self.n()) + 1 - usize::from(self.threshold)
@@ -113,6 +133,9 @@ pub struct QueryView {
     pub id: String,
     /// The researcher it was submitted by or for.
     pub researcher: String,
+    /// Who signed the `SubmitQuery` entry (a member submitting on a researcher's behalf, or
+    /// the researcher).
+    pub submitted_by: String,
     /// `SubmitQuery.query`.
     pub query: Vec<u8>,
     /// `SubmitQuery.cost`.
@@ -146,6 +169,7 @@ impl QueryView {
         match kind {
             Kind::SubmitQuery(q) => {
                 self.id = q.query_id.clone();
+                self.submitted_by = author.to_owned();
                 self.researcher = if q.on_behalf_of.is_empty() {
                     author.to_owned()
                 } else {
@@ -309,50 +333,85 @@ fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
     Ok(out)
 }
 
-/// One member's protocol state for one query (caches of what it verified).
-pub struct Member {
-    name: String,
+/// What every member — and any auditor holding only the public key and the ledger — checks
+/// about a query: the query compiles to the charged plan, each posted ciphertext carries a
+/// valid range proof bound to its query and author, the aggregate is the sum of the closed
+/// set, and the partial decryptions prove correct. Caches what it verified.
+pub struct Verifier {
     committee: CommitteeView,
-    share: Arc<KeyShare>,
-    noise: NoiseMode,
-    timeouts: Timeouts,
     compiled: Option<Result<Compiled, String>>,
     verified: BTreeMap<(bool, String), Result<Vec<PackedCiphertext>, String>>,
-    aggregate: Option<Vec<PackedCiphertext>>,
-    first_seen_ms: Option<u64>,
-    posted: BTreeSet<&'static str>,
+    partials_checked: BTreeMap<String, Result<Vec<VerifiedPartial>, String>>,
 }
 
-impl std::fmt::Debug for Member {
+impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Member")
-            .field("name", &self.name)
-            .field("share", &"<redacted>")
+        f.debug_struct("Verifier")
+            .field("members", &self.committee.members)
             .finish_non_exhaustive()
     }
 }
 
-impl Member {
-    /// A member's driver for one query.
-    pub fn new(
-        name: &str,
-        committee: CommitteeView,
-        share: Arc<KeyShare>,
-        noise: NoiseMode,
-        timeouts: Timeouts,
-    ) -> Self {
-        Member {
-            name: name.to_owned(),
+impl Verifier {
+    /// A verifier for one query of `committee`.
+    pub fn new(committee: CommitteeView) -> Self {
+        Verifier {
             committee,
-            share,
-            noise,
-            timeouts,
             compiled: None,
             verified: BTreeMap::new(),
-            aggregate: None,
-            first_seen_ms: None,
-            posted: BTreeSet::new(),
+            partials_checked: BTreeMap::new(),
         }
+    }
+
+    /// Audits a released query from the ledger alone: `view` holds the query's entries up to
+    /// (not including) its `ReleaseResult`, `released` what that entry released. Checks that
+    /// the close lists at least `n − t + 1` noise shares, that every listed contribution and
+    /// noise share verifies, recomputes the aggregate, verifies every posted partial
+    /// decryption against it, and requires the release to equal the combination of valid
+    /// partials, made by at least `t` members whose partials verify. Returns the members whose
+    /// partials did not verify.
+    pub fn audit_release(
+        &mut self,
+        view: &QueryView,
+        released: &Release,
+    ) -> Result<Vec<String>, String> {
+        let c = self.compile(view)?;
+        let closed = view
+            .closed
+            .as_ref()
+            .ok_or("released without a closed aggregate")?;
+        let aggregate = self
+            .recompute(view, &c, closed)
+            .map_err(|(_, why)| format!("the closed aggregate does not recompute: {why}"))?;
+        let (ours, cheats) = self.combine(view, &c, closed, &aggregate);
+        let ours = ours?;
+        let cheats: BTreeSet<String> = cheats.into_iter().map(|(m, _)| m).collect();
+        if ours.result != released.result || ours.labels != released.labels {
+            return Err("the released values are not the decryption of the aggregate".into());
+        }
+        if ours.contributors != released.contributors || ours.noise_from != released.noise_from {
+            return Err(
+                "the release names other contributors or noise shares than the close".into(),
+            );
+        }
+        let valid: BTreeSet<&String> = view
+            .partials
+            .keys()
+            .filter(|m| !cheats.contains(*m))
+            .collect();
+        if released.decrypted_by.len() < usize::from(self.committee.threshold) {
+            return Err(format!(
+                "decrypted by {} members, fewer than t = {}",
+                released.decrypted_by.len(),
+                self.committee.threshold
+            ));
+        }
+        if let Some(m) = released.decrypted_by.iter().find(|m| !valid.contains(m)) {
+            return Err(format!(
+                "{m} is named as a decrypter without a valid partial"
+            ));
+        }
+        Ok(cheats.into_iter().collect())
     }
 
     fn layouts(&self, slots: usize) -> Result<Vec<SlotLayout>, String> {
@@ -375,7 +434,7 @@ impl Member {
                 let charge = QueryCharge::decode(&view.cost)?;
                 if charge.cost != c.plan.cost {
                     return Err(format!(
-                        "the query was charged {} but costs {}",
+                        "{UNDERCHARGED} {} but costs {}",
                         charge.cost, c.plan.cost
                     ));
                 }
@@ -387,218 +446,6 @@ impl Member {
             Some(r) => r.clone(),
             None => Err("internal: query not compiled".into()),
         }
-    }
-
-    /// The entries this member should post now about the query in `view`.
-    pub fn step<R: RngCore + CryptoRng>(
-        &mut self,
-        view: &QueryView,
-        data: &Columns,
-        now_ms: u64,
-        rng: &mut R,
-    ) -> Vec<Kind> {
-        if view.outcome.is_some() || view.id.is_empty() {
-            return Vec::new();
-        }
-        let first_seen = *self.first_seen_ms.get_or_insert(now_ms);
-        let elapsed = now_ms.saturating_sub(first_seen);
-        let fail = |reason: String| {
-            vec![Kind::QueryFailed(pb::QueryFailed {
-                query_id: view.id.clone(),
-                reason,
-            })]
-        };
-        let compiled = match self.compile(view) {
-            Ok(c) => c,
-            Err(e) => {
-                return if self.posted.insert("failed") {
-                    fail(e)
-                } else {
-                    Vec::new()
-                };
-            }
-        };
-        if elapsed > self.timeouts.decryption_ms {
-            return if self.posted.insert("failed") {
-                fail(format!(
-                    "not released within {} s: fewer than t = {} members could decrypt",
-                    self.timeouts.decryption_ms / 1000,
-                    self.committee.threshold
-                ))
-            } else {
-                Vec::new()
-            };
-        }
-        let mut out = Vec::new();
-        let Some(closed) = &view.closed else {
-            // Contribute and add noise, then close when ready.
-            if !view.contributions.contains_key(&self.name) && !self.posted.contains("contribution")
-            {
-                match self.contribute(view, &compiled, data, rng) {
-                    Ok(k) => {
-                        self.posted.insert("contribution");
-                        out.push(k);
-                    }
-                    Err(e) => tracing::warn!(query = %view.id, "cannot contribute: {e}"),
-                }
-            }
-            if !view.noise.contains_key(&self.name) && !self.posted.contains("noise") {
-                match self.add_noise(view, &compiled, rng) {
-                    Ok(k) => {
-                        self.posted.insert("noise");
-                        out.push(k);
-                    }
-                    Err(e) => tracing::warn!(query = %view.id, "cannot add noise: {e}"),
-                }
-            }
-            if out.is_empty() {
-                out.extend(self.maybe_close(view, &compiled, elapsed));
-            }
-            return out;
-        };
-        // Closed: recompute, then decrypt; then combine.
-        if self.aggregate.is_none() {
-            match self.recompute(view, &compiled, closed) {
-                Ok(agg) => self.aggregate = Some(agg),
-                Err((culprit, why)) => {
-                    if self.posted.insert("refused") {
-                        let mut v = Vec::new();
-                        if let Some(c) = culprit {
-                            v.push(misbehaviour(&view.id, &c, &why));
-                        }
-                        v.extend(fail(format!("the closed aggregate is invalid: {why}")));
-                        return v;
-                    }
-                    return Vec::new();
-                }
-            }
-        }
-        let Some(aggregate) = self.aggregate.clone() else {
-            return Vec::new();
-        };
-        if !view.partials.contains_key(&self.name) && !self.posted.contains("partial") {
-            let mut partials = Vec::with_capacity(aggregate.len());
-            for (k, agg) in aggregate.iter().enumerate() {
-                match self.share.partial_decrypt(
-                    &self.committee.key,
-                    &decryption_context(&view.id, k),
-                    agg.ciphertext(),
-                    rng,
-                ) {
-                    Ok(p) => partials.push(p.to_bytes()),
-                    Err(e) => {
-                        tracing::error!(query = %view.id, "partial decryption failed: {e}");
-                        return Vec::new();
-                    }
-                }
-            }
-            self.posted.insert("partial");
-            return vec![Kind::PartialDecryption(pb::PartialDecryption {
-                query_id: view.id.clone(),
-                partials,
-            })];
-        }
-        if view.partials.len() >= usize::from(self.committee.threshold)
-            && !self.posted.contains("release")
-        {
-            match self.combine(view, &compiled, closed, &aggregate) {
-                Ok((release, cheats)) => {
-                    self.posted.insert("release");
-                    for (culprit, why) in cheats {
-                        if !view.accused.contains(&culprit) {
-                            out.push(misbehaviour(&view.id, &culprit, &why));
-                        }
-                    }
-                    // Serialising plain data cannot fail.
-                    let result = serde_json::to_vec(&release).unwrap_or_default();
-                    out.push(Kind::ReleaseResult(pb::ReleaseResult {
-                        query_id: view.id.clone(),
-                        result,
-                    }));
-                }
-                Err(e) => tracing::debug!(query = %view.id, "not yet combinable: {e}"),
-            }
-        }
-        out
-    }
-
-    fn contribute<R: RngCore + CryptoRng>(
-        &self,
-        view: &QueryView,
-        c: &Compiled,
-        data: &Columns,
-        rng: &mut R,
-    ) -> Result<Kind, String> {
-        let slots = c
-            .contribution_slots(&c.evaluate(data))
-            .map_err(|e| e.to_string())?;
-        let pk = self.committee.key.public_key();
-        let ctx = contribution_context(&view.id, &self.name);
-        let mut cts = Vec::new();
-        let mut proofs = Vec::new();
-        let mut offset = 0;
-        for layout in self.layouts(slots.len())? {
-            let n = layout.slots() as usize;
-            let (ct, proof) = pk
-                .encrypt_in_range(layout, &slots[offset..offset + n], SLOT_BOUND, &ctx, rng)
-                .map_err(|e| e.to_string())?;
-            cts.push(ct.ciphertext().to_bytes());
-            proofs.push(proof.to_bytes());
-            offset += n;
-        }
-        Ok(Kind::Contribution(pb::Contribution {
-            query_id: view.id.clone(),
-            ciphertexts: cts,
-            range_proof: join(&proofs),
-        }))
-    }
-
-    fn add_noise<R: RngCore + CryptoRng>(
-        &self,
-        view: &QueryView,
-        c: &Compiled,
-        rng: &mut R,
-    ) -> Result<Kind, String> {
-        let me = self
-            .committee
-            .party(&self.name)
-            .ok_or("this node is not a committee member")?;
-        let mut noise_rng = medtech_noise::noise_rng().map_err(|e| e.to_string())?;
-        let mut shares = Vec::with_capacity(c.slots());
-        for slot in c.noise_slots() {
-            let s = match (slot, self.noise) {
-                (Some((out, _)), NoiseMode::Calibrated) => c.plan.outputs[out]
-                    .share
-                    .sample_share(&mut noise_rng)
-                    .map_err(|e| e.to_string())?,
-                _ => 0,
-            };
-            shares.push(s);
-        }
-        let pk = self.committee.key.public_key();
-        let mut cts = Vec::new();
-        let mut proofs = Vec::new();
-        let mut offset = 0;
-        for layout in self.layouts(shares.len())? {
-            let n = layout.slots() as usize;
-            let (ct, proof) = encrypt_shares(
-                pk,
-                layout,
-                &shares[offset..offset + n],
-                view.id.as_bytes(),
-                me,
-                rng,
-            )
-            .map_err(|e| e.to_string())?;
-            cts.push(ct.to_bytes());
-            proofs.push(proof.to_bytes());
-            offset += n;
-        }
-        Ok(Kind::NoiseCommitment(pb::NoiseCommitment {
-            query_id: view.id.clone(),
-            ciphertexts: cts,
-            range_proof: join(&proofs),
-        }))
     }
 
     /// Verifies one posted contribution (`noise = false`) or noise share (`true`), cached.
@@ -662,56 +509,6 @@ impl Member {
         r
     }
 
-    fn maybe_close(&mut self, view: &QueryView, c: &Compiled, elapsed: u64) -> Vec<Kind> {
-        if self.posted.contains("close") {
-            return Vec::new();
-        }
-        let n = self.committee.members.len();
-        let timed_out = elapsed > self.timeouts.contribution_ms;
-        if !(timed_out || view.contributions.len() == n && view.noise.len() == n) {
-            return Vec::new();
-        }
-        let members: Vec<String> = self.committee.members.clone();
-        let mut out = Vec::new();
-        let mut valid = |noise: bool, out: &mut Vec<Kind>| -> Vec<String> {
-            let posted = |m: &String| {
-                if noise {
-                    view.noise.contains_key(m)
-                } else {
-                    view.contributions.contains_key(m)
-                }
-            };
-            let mut ok = Vec::new();
-            for m in members.iter().filter(|m| posted(m)) {
-                match self.verify(view, c, noise, m) {
-                    Ok(_) => ok.push(m.clone()),
-                    Err(e) if !view.accused.contains(m) => {
-                        let what = if noise { "noise share" } else { "contribution" };
-                        out.push(misbehaviour(&view.id, m, &format!("invalid {what}: {e}")));
-                    }
-                    Err(_) => {}
-                }
-            }
-            ok
-        };
-        let contributors = valid(false, &mut out);
-        let noise_from = valid(true, &mut out);
-        if contributors.is_empty() || noise_from.len() < self.committee.noise_needed() {
-            // Name the culprits once; wait for more shares.
-            if !out.is_empty() && self.posted.insert("accused") {
-                return out;
-            }
-            return Vec::new();
-        }
-        self.posted.insert("close");
-        out.push(Kind::CloseAggregate(pb::CloseAggregate {
-            query_id: view.id.clone(),
-            contributors,
-            noise_from,
-        }));
-        out
-    }
-
     /// Sums the closed set's ciphertexts, each verified by this member.
     fn recompute(
         &mut self,
@@ -748,78 +545,77 @@ impl Member {
         agg.ok_or((None, "empty aggregate".into()))
     }
 
+    /// Verifies every posted partial decryption against `aggregate` (each member's once,
+    /// cached) and combines the first `t` valid ones. Returns the release, or why not yet, and
+    /// in both cases the members whose partials did not verify.
+    #[allow(clippy::type_complexity)]
     fn combine(
+        &mut self,
+        view: &QueryView,
+        c: &Compiled,
+        closed: &pb::CloseAggregate,
+        aggregate: &[PackedCiphertext],
+    ) -> (Result<Release, String>, Vec<(String, String)>) {
+        let key = Arc::clone(&self.committee.key);
+        let mut cheats: BTreeMap<String, String> = BTreeMap::new();
+        let mut valid: BTreeMap<PartyIndex, Vec<VerifiedPartial>> = BTreeMap::new();
+        for (member, p) in &view.partials {
+            let Some(party) = self.committee.party(member) else {
+                continue;
+            };
+            let checked = self
+                .partials_checked
+                .entry(member.clone())
+                .or_insert_with(|| verify_partials(&key, &view.id, party, aggregate, p));
+            match checked {
+                Ok(v) => {
+                    valid.insert(party, v.clone());
+                }
+                Err(e) => {
+                    cheats.insert(member.clone(), e.clone());
+                }
+            }
+        }
+        let cheats: Vec<(String, String)> = cheats.into_iter().collect();
+        let t = usize::from(self.committee.threshold);
+        if valid.len() < t {
+            return (
+                Err(format!(
+                    "{} valid partial decryptions of t = {t}",
+                    valid.len()
+                )),
+                cheats,
+            );
+        }
+        let chosen: Vec<(PartyIndex, Vec<VerifiedPartial>)> = valid.into_iter().take(t).collect();
+        match self.finish(view, c, closed, aggregate, &chosen) {
+            Ok(r) => (Ok(r), cheats),
+            Err(e) => (Err(e), cheats),
+        }
+    }
+
+    fn finish(
         &self,
         view: &QueryView,
         c: &Compiled,
         closed: &pb::CloseAggregate,
         aggregate: &[PackedCiphertext],
-    ) -> Result<(Release, Vec<(String, String)>), String> {
+        chosen: &[(PartyIndex, Vec<VerifiedPartial>)],
+    ) -> Result<Release, String> {
         let key = &self.committee.key;
-        let mut cheats: BTreeMap<String, String> = BTreeMap::new();
-        // Decode every member's partials; a member whose entry is malformed is named.
-        let mut per_ct: Vec<Vec<PartialDecryption>> = vec![Vec::new(); aggregate.len()];
-        for (member, p) in &view.partials {
-            let Some(party) = self.committee.party(member) else {
-                continue;
-            };
-            if p.partials.len() != aggregate.len() {
-                cheats.insert(
-                    member.clone(),
-                    format!(
-                        "{} partials for {} ciphertexts",
-                        p.partials.len(),
-                        aggregate.len()
-                    ),
-                );
-                continue;
-            }
-            let decoded: Result<Vec<PartialDecryption>, String> = p
-                .partials
-                .iter()
-                .map(|b| PartialDecryption::from_bytes(key, b).map_err(|e| e.to_string()))
-                .collect();
-            match decoded {
-                Ok(d) if d.iter().all(|x| x.party() == party) => {
-                    for (k, x) in d.into_iter().enumerate() {
-                        per_ct[k].push(x);
-                    }
-                }
-                Ok(_) => {
-                    cheats.insert(
-                        member.clone(),
-                        "partial decryption under another member's index".into(),
-                    );
-                }
-                Err(e) => {
-                    cheats.insert(member.clone(), format!("malformed partial decryption: {e}"));
-                }
-            }
-        }
         let mut totals = Vec::with_capacity(c.slots());
         let mut decrypted_by: BTreeSet<PartyIndex> = BTreeSet::new();
         for (k, agg) in aggregate.iter().enumerate() {
+            let set: Vec<VerifiedPartial> = chosen
+                .iter()
+                .filter_map(|(_, v)| v.get(k).cloned())
+                .collect();
             let out = key
-                .combine_partials(
-                    &decryption_context(&view.id, k),
-                    agg.ciphertext(),
-                    &per_ct[k],
-                )
+                .combine(&decryption_context(&view.id, k), agg.ciphertext(), &set)
                 .map_err(|e| e.to_string())?;
-            for e in &out.rejected {
-                if let Some(p) = culprit_of(e) {
-                    if let Some(name) = self
-                        .committee
-                        .members
-                        .get(usize::from(p.0).saturating_sub(1))
-                    {
-                        cheats.entry(name.clone()).or_insert_with(|| e.to_string());
-                    }
-                }
-            }
-            decrypted_by.extend(out.decryption.parties.iter().copied());
+            decrypted_by.extend(out.parties.iter().copied());
             totals.extend(
-                agg.decode(&out.decryption.plaintext)
+                agg.decode(&out.plaintext)
                     .map_err(|e| e.to_string())?
                     .into_iter()
                     .map(i128::from),
@@ -854,16 +650,373 @@ impl Member {
                 })
                 .collect(),
         };
-        Ok((release, cheats.into_iter().collect()))
+        Ok(release)
     }
 }
 
-fn culprit_of(e: &medtech_threshold::Error) -> Option<PartyIndex> {
-    match e {
-        medtech_threshold::Error::InvalidPartial { party, .. }
-        | medtech_threshold::Error::DuplicatePartial { party } => Some(*party),
-        _ => None,
+/// One member's protocol state for one query (caches of what it verified).
+pub struct Member {
+    name: String,
+    v: Verifier,
+    share: Arc<KeyShare>,
+    noise: NoiseMode,
+    timeouts: Timeouts,
+    aggregate: Option<Vec<PackedCiphertext>>,
+    first_seen_ms: Option<u64>,
+    closed_seen_ms: Option<u64>,
+    combined_with: usize,
+    named: BTreeSet<String>,
+    posted: BTreeSet<&'static str>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.name)
+            .field("share", &"<redacted>")
+            .finish_non_exhaustive()
     }
+}
+
+impl Member {
+    /// A member's driver for one query.
+    pub fn new(
+        name: &str,
+        committee: CommitteeView,
+        share: Arc<KeyShare>,
+        noise: NoiseMode,
+        timeouts: Timeouts,
+    ) -> Self {
+        Member {
+            name: name.to_owned(),
+            v: Verifier::new(committee),
+            share,
+            noise,
+            timeouts,
+            aggregate: None,
+            first_seen_ms: None,
+            closed_seen_ms: None,
+            combined_with: 0,
+            named: BTreeSet::new(),
+            posted: BTreeSet::new(),
+        }
+    }
+
+    /// The entries this member should post now about the query in `view`.
+    pub fn step<R: RngCore + CryptoRng>(
+        &mut self,
+        view: &QueryView,
+        data: &Columns,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Vec<Kind> {
+        if view.outcome.is_some() || view.id.is_empty() {
+            return Vec::new();
+        }
+        let first_seen = *self.first_seen_ms.get_or_insert(now_ms);
+        let elapsed = now_ms.saturating_sub(first_seen);
+        let fail = |reason: String| {
+            vec![Kind::QueryFailed(pb::QueryFailed {
+                query_id: view.id.clone(),
+                reason,
+            })]
+        };
+        let compiled = match self.v.compile(view) {
+            Ok(c) => c,
+            Err(e) => {
+                return if self.posted.insert("failed") {
+                    let mut v = Vec::new();
+                    // A member that signed a query charged less than its plan costs tried to
+                    // spend budget that was never charged: name it.
+                    if e.starts_with(UNDERCHARGED)
+                        && self.v.committee.party(&view.submitted_by).is_some()
+                    {
+                        v.push(misbehaviour(&view.id, &view.submitted_by, &e));
+                    }
+                    v.extend(fail(e));
+                    v
+                } else {
+                    Vec::new()
+                };
+            }
+        };
+        if elapsed > self.timeouts.decryption_ms {
+            return if self.posted.insert("failed") {
+                fail(format!(
+                    "not released within {} s: fewer than t = {} members could decrypt",
+                    self.timeouts.decryption_ms / 1000,
+                    self.v.committee.threshold
+                ))
+            } else {
+                Vec::new()
+            };
+        }
+        let mut out = Vec::new();
+        let Some(closed) = &view.closed else {
+            // Contribute and add noise, then close when ready.
+            if !view.contributions.contains_key(&self.name) && !self.posted.contains("contribution")
+            {
+                match self.contribute(view, &compiled, data, rng) {
+                    Ok(k) => {
+                        self.posted.insert("contribution");
+                        out.push(k);
+                    }
+                    Err(e) => tracing::warn!(query = %view.id, "cannot contribute: {e}"),
+                }
+            }
+            if !view.noise.contains_key(&self.name) && !self.posted.contains("noise") {
+                match self.add_noise(view, &compiled, rng) {
+                    Ok(k) => {
+                        self.posted.insert("noise");
+                        out.push(k);
+                    }
+                    Err(e) => tracing::warn!(query = %view.id, "cannot add noise: {e}"),
+                }
+            }
+            if out.is_empty() {
+                out.extend(self.maybe_close(view, &compiled, elapsed));
+            }
+            return out;
+        };
+        // Closed: recompute, then decrypt; then combine.
+        if self.aggregate.is_none() {
+            match self.v.recompute(view, &compiled, closed) {
+                Ok(agg) => self.aggregate = Some(agg),
+                Err((culprit, why)) => {
+                    if self.posted.insert("refused") {
+                        let mut v = Vec::new();
+                        if let Some(c) = culprit {
+                            v.push(misbehaviour(&view.id, &c, &why));
+                        }
+                        v.extend(fail(format!("the closed aggregate is invalid: {why}")));
+                        return v;
+                    }
+                    return Vec::new();
+                }
+            }
+        }
+        let Some(aggregate) = self.aggregate.clone() else {
+            return Vec::new();
+        };
+        // Only t designated members decrypt and combine (each query spreads the work over
+        // the committee); the others join if the designated ones have not released within
+        // the fallback time, or as soon as someone is accused in this query.
+        let t = usize::from(self.v.committee.threshold);
+        let closed_at = *self.closed_seen_ms.get_or_insert(now_ms);
+        let active = self.v.committee.designated(&view.id).contains(&self.name)
+            || !view.accused.is_empty()
+            || now_ms.saturating_sub(closed_at) > self.timeouts.partial_fallback_ms;
+        if !active {
+            return Vec::new();
+        }
+        if !view.partials.contains_key(&self.name) && !self.posted.contains("partial") {
+            let mut partials = Vec::with_capacity(aggregate.len());
+            for (k, agg) in aggregate.iter().enumerate() {
+                match self.share.partial_decrypt(
+                    &self.v.committee.key,
+                    &decryption_context(&view.id, k),
+                    agg.ciphertext(),
+                    rng,
+                ) {
+                    Ok(p) => partials.push(p.to_bytes()),
+                    Err(e) => {
+                        tracing::error!(query = %view.id, "partial decryption failed: {e}");
+                        return Vec::new();
+                    }
+                }
+            }
+            self.posted.insert("partial");
+            return vec![Kind::PartialDecryption(pb::PartialDecryption {
+                query_id: view.id.clone(),
+                partials,
+            })];
+        }
+        if view.partials.len() >= t
+            && !self.posted.contains("release")
+            && view.partials.len() != self.combined_with
+        {
+            self.combined_with = view.partials.len();
+            let (release, cheats) = self.v.combine(view, &compiled, closed, &aggregate);
+            for (culprit, why) in cheats {
+                if !view.accused.contains(&culprit) && self.named.insert(culprit.clone()) {
+                    out.push(misbehaviour(&view.id, &culprit, &why));
+                }
+            }
+            match release {
+                Ok(release) => {
+                    self.posted.insert("release");
+                    // Serialising plain data cannot fail.
+                    let result = serde_json::to_vec(&release).unwrap_or_default();
+                    out.push(Kind::ReleaseResult(pb::ReleaseResult {
+                        query_id: view.id.clone(),
+                        result,
+                    }));
+                }
+                Err(e) => tracing::debug!(query = %view.id, "not yet combinable: {e}"),
+            }
+        }
+        out
+    }
+
+    fn contribute<R: RngCore + CryptoRng>(
+        &self,
+        view: &QueryView,
+        c: &Compiled,
+        data: &Columns,
+        rng: &mut R,
+    ) -> Result<Kind, String> {
+        let slots = c
+            .contribution_slots(&c.evaluate(data))
+            .map_err(|e| e.to_string())?;
+        let pk = self.v.committee.key.public_key();
+        let ctx = contribution_context(&view.id, &self.name);
+        let mut cts = Vec::new();
+        let mut proofs = Vec::new();
+        let mut offset = 0;
+        for layout in self.v.layouts(slots.len())? {
+            let n = layout.slots() as usize;
+            let (ct, proof) = pk
+                .encrypt_in_range(layout, &slots[offset..offset + n], SLOT_BOUND, &ctx, rng)
+                .map_err(|e| e.to_string())?;
+            cts.push(ct.ciphertext().to_bytes());
+            proofs.push(proof.to_bytes());
+            offset += n;
+        }
+        Ok(Kind::Contribution(pb::Contribution {
+            query_id: view.id.clone(),
+            ciphertexts: cts,
+            range_proof: join(&proofs),
+        }))
+    }
+
+    fn add_noise<R: RngCore + CryptoRng>(
+        &self,
+        view: &QueryView,
+        c: &Compiled,
+        rng: &mut R,
+    ) -> Result<Kind, String> {
+        let me = self
+            .v
+            .committee
+            .party(&self.name)
+            .ok_or("this node is not a committee member")?;
+        let mut noise_rng = medtech_noise::noise_rng().map_err(|e| e.to_string())?;
+        let mut shares = Vec::with_capacity(c.slots());
+        for slot in c.noise_slots() {
+            let s = match (slot, self.noise) {
+                (Some((out, _)), NoiseMode::Calibrated) => c.plan.outputs[out]
+                    .share
+                    .sample_share(&mut noise_rng)
+                    .map_err(|e| e.to_string())?,
+                _ => 0,
+            };
+            shares.push(s);
+        }
+        let pk = self.v.committee.key.public_key();
+        let mut cts = Vec::new();
+        let mut proofs = Vec::new();
+        let mut offset = 0;
+        for layout in self.v.layouts(shares.len())? {
+            let n = layout.slots() as usize;
+            let (ct, proof) = encrypt_shares(
+                pk,
+                layout,
+                &shares[offset..offset + n],
+                view.id.as_bytes(),
+                me,
+                rng,
+            )
+            .map_err(|e| e.to_string())?;
+            cts.push(ct.to_bytes());
+            proofs.push(proof.to_bytes());
+            offset += n;
+        }
+        Ok(Kind::NoiseCommitment(pb::NoiseCommitment {
+            query_id: view.id.clone(),
+            ciphertexts: cts,
+            range_proof: join(&proofs),
+        }))
+    }
+
+    fn maybe_close(&mut self, view: &QueryView, c: &Compiled, elapsed: u64) -> Vec<Kind> {
+        if self.posted.contains("close") {
+            return Vec::new();
+        }
+        let n = self.v.committee.members.len();
+        let timed_out = elapsed > self.timeouts.contribution_ms;
+        if !(timed_out || view.contributions.len() == n && view.noise.len() == n) {
+            return Vec::new();
+        }
+        let members: Vec<String> = self.v.committee.members.clone();
+        let mut out = Vec::new();
+        let mut valid = |noise: bool, out: &mut Vec<Kind>| -> Vec<String> {
+            let posted = |m: &String| {
+                if noise {
+                    view.noise.contains_key(m)
+                } else {
+                    view.contributions.contains_key(m)
+                }
+            };
+            let mut ok = Vec::new();
+            for m in members.iter().filter(|m| posted(m)) {
+                match self.v.verify(view, c, noise, m) {
+                    Ok(_) => ok.push(m.clone()),
+                    Err(e) if !view.accused.contains(m) => {
+                        let what = if noise { "noise share" } else { "contribution" };
+                        out.push(misbehaviour(&view.id, m, &format!("invalid {what}: {e}")));
+                    }
+                    Err(_) => {}
+                }
+            }
+            ok
+        };
+        let contributors = valid(false, &mut out);
+        let noise_from = valid(true, &mut out);
+        if contributors.is_empty() || noise_from.len() < self.v.committee.noise_needed() {
+            // Name the culprits once; wait for more shares.
+            if !out.is_empty() && self.posted.insert("accused") {
+                return out;
+            }
+            return Vec::new();
+        }
+        self.posted.insert("close");
+        out.push(Kind::CloseAggregate(pb::CloseAggregate {
+            query_id: view.id.clone(),
+            contributors,
+            noise_from,
+        }));
+        out
+    }
+}
+
+/// Decodes and verifies member `party`'s partial decryptions of every aggregate ciphertext.
+fn verify_partials(
+    key: &ThresholdPublicKey,
+    query: &str,
+    party: PartyIndex,
+    aggregate: &[PackedCiphertext],
+    p: &pb::PartialDecryption,
+) -> Result<Vec<VerifiedPartial>, String> {
+    if p.partials.len() != aggregate.len() {
+        return Err(format!(
+            "{} partials for {} ciphertexts",
+            p.partials.len(),
+            aggregate.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(aggregate.len());
+    for (k, (bytes, agg)) in p.partials.iter().zip(aggregate).enumerate() {
+        let d = PartialDecryption::from_bytes(key, bytes)
+            .map_err(|e| format!("malformed partial decryption: {e}"))?;
+        if d.party() != party {
+            return Err("partial decryption under another member's index".into());
+        }
+        out.push(
+            key.verify_partial(&decryption_context(query, k), agg.ciphertext(), &d)
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(out)
 }
 
 fn misbehaviour(query: &str, culprit: &str, reason: &str) -> Kind {

@@ -55,6 +55,7 @@ impl RunningNode {
             raft: RaftTuning::default(),
             cosign_every: Some(Duration::from_secs(5)),
             backend: medtech_ledger::backend::Backend::default(),
+            faults: Default::default(),
         };
         let ledger = LedgerNode::start_on(config, committee_addr).await?;
         let fresh = ledger.head()?.0 == 0;
@@ -92,6 +93,7 @@ impl RunningNode {
                 .protocol
                 .decryption_timeout_ms
                 .unwrap_or(Timeouts::default().decryption_ms),
+            ..Timeouts::default()
         };
         let index: QueryIndex = Arc::default();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -103,6 +105,7 @@ impl RunningNode {
             noise: NoiseMode::Calibrated,
             timeouts,
             index: Arc::clone(&index),
+            adversary: None,
         };
         let driver = tokio::spawn(driver.run(ledger.clone_handle(), stop_rx));
         let api_config = ApiConfig {

@@ -140,8 +140,12 @@ fn noisy_grouped_counts_lie_within_their_intervals() {
 #[test]
 fn a_member_posting_a_bad_partial_decryption_is_named_and_the_query_still_succeeds() {
     let (mut c, data) = committee(NoiseMode::DisabledForTests, 3);
-    c.tamper = Some(Box::new(|who, k| match (who, k) {
-        ("hospital-a", Kind::PartialDecryption(mut p)) => {
+    // The cheater is one of the t members designated to decrypt the first query ("q1"), so
+    // its partial is needed and checked; the others step in once it is named.
+    let cheater = c.view.designated("q1")[0].clone();
+    let who_cheats = cheater.clone();
+    c.tamper = Some(Box::new(move |who, k| match (who, k) {
+        (w, Kind::PartialDecryption(mut p)) if w == who_cheats => {
             // Flip a bit near the end of the first partial (inside its proof or value).
             let b = &mut p.partials[0];
             let i = b.len() - 3;
@@ -157,9 +161,10 @@ fn a_member_posting_a_bad_partial_decryption_is_named_and_the_query_still_succee
         values(&r),
         vec![data.iter().map(|d| d.len() as i128).sum::<i128>()]
     );
-    assert!(!r.decrypted_by.contains(&"hospital-a".to_owned()));
+    assert!(!r.decrypted_by.contains(&cheater));
+    assert_eq!(r.decrypted_by.len(), T as usize);
     assert!(
-        c.query_view(&id).unwrap().accused.contains("hospital-a"),
+        c.query_view(&id).unwrap().accused.contains(&cheater),
         "the cheater is named on the ledger"
     );
 }
@@ -307,8 +312,13 @@ fn a_query_charged_less_than_it_costs_gets_no_contribution() {
         0,
         &mut ChaCha20Rng::seed_from_u64(1),
     );
-    assert_eq!(out.len(), 1);
-    let Kind::QueryFailed(f) = &out[0] else {
+    // The member that signed the under-charged query is named, and the query fails.
+    assert_eq!(out.len(), 2, "{out:?}");
+    let Kind::Misbehaviour(m) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(m.culprit, "hospital-b");
+    let Kind::QueryFailed(f) = &out[1] else {
         panic!("{out:?}")
     };
     assert!(f.reason.contains("charged"), "{}", f.reason);

@@ -547,7 +547,10 @@ impl LedgerState {
                 if self.committee.member(&m.culprit).is_none() {
                     return Err(format!("culprit {:?} is not a member", m.culprit));
                 }
-                Ok(())
+                if m.evidence.is_empty() {
+                    return Ok(());
+                }
+                self.check_equivocation_evidence(&m.culprit, &m.evidence, tree)
             }
             Kind::Note(n) => {
                 need_node()?;
@@ -646,6 +649,44 @@ impl LedgerState {
         .body();
         if !member.verify_raw(body.as_bytes(), &sig) {
             return Err("cosignature does not verify".into());
+        }
+        Ok(())
+    }
+
+    /// Evidence attached to a `Misbehaviour` entry must prove what it claims: a checkpoint of
+    /// this ledger (a C2SP signed note), of a size the log has reached, whose root is not the
+    /// log's root at that size, validly signed by the culprit. A node that signs two
+    /// checkpoints of one size is then on the ledger for good, and a false accusation is
+    /// refused.
+    fn check_equivocation_evidence(
+        &self,
+        culprit: &str,
+        evidence: &[u8],
+        tree: &MerkleLog,
+    ) -> Result<(), String> {
+        let note = std::str::from_utf8(evidence)
+            .map_err(|_| "evidence is not a signed checkpoint note (not UTF-8)".to_string())?;
+        let other = SignedCheckpoint::from_note(note).map_err(|e| format!("evidence: {e}"))?;
+        let cp = &other.checkpoint;
+        if cp.origin != self.origin {
+            return Err(format!("evidence is a checkpoint of {:?}", cp.origin));
+        }
+        if cp.size == 0 || cp.size > tree.size() {
+            return Err(format!(
+                "evidence is a checkpoint of size {} but the log has {} entries",
+                cp.size,
+                tree.size()
+            ));
+        }
+        let root = tree.root_at(cp.size).map_err(|e| e.to_string())?;
+        if cp.root == root {
+            return Err("evidence agrees with the log: no equivocation".into());
+        }
+        if !other
+            .valid_signers(&self.committee.members)
+            .contains(culprit)
+        {
+            return Err(format!("evidence carries no valid signature by {culprit}"));
         }
         Ok(())
     }

@@ -59,6 +59,7 @@ async fn config(dir: &std::path::Path) -> (NodeConfig, tokio::net::TcpListener) 
         },
         cosign_every: None,
         backend: Backend::default(),
+        faults: Default::default(),
     };
     (cfg, listener)
 }

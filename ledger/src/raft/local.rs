@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::network::LinkFaults;
 use super::node::{LedgerNode, NodeConfig, RaftTuning};
 use super::{CommitteeNode, NodeId};
 use crate::checkpoint::NodeKey;
@@ -140,6 +141,8 @@ pub struct LocalCommittee {
     pub cosign_every: Option<Duration>,
     /// Storage backend.
     pub backend: crate::backend::Backend,
+    /// Links cut on purpose ([`Self::partition`]); every member shares it.
+    pub faults: LinkFaults,
 }
 
 impl LocalCommittee {
@@ -181,6 +184,7 @@ impl LocalCommittee {
             tuning,
             cosign_every,
             backend,
+            faults: LinkFaults::default(),
         };
         for (i, l) in listeners.into_iter().enumerate() {
             let node = LedgerNode::start(c.config(i), l).await?;
@@ -261,7 +265,23 @@ impl LocalCommittee {
             raft: self.tuning.clone(),
             cosign_every: self.cosign_every,
             backend: self.backend,
+            faults: self.faults.clone(),
         }
+    }
+
+    /// Partitions the network: members `side` (Raft ids) can no longer reach the others, nor
+    /// the others them, until [`Self::heal`]. Every node keeps running.
+    pub fn partition(&self, side: &[NodeId]) {
+        let (a, b): (Vec<&LocalMember>, Vec<&LocalMember>) =
+            self.members.iter().partition(|m| side.contains(&m.id));
+        let names =
+            |v: Vec<&LocalMember>| v.into_iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        self.faults.partition(&names(a), &names(b));
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.faults.heal();
     }
 
     /// The member with Raft id `id`.

@@ -11,8 +11,8 @@
 //! Payloads are openraft messages in postcard ([`PAYLOAD_FORMAT`]); responses carry
 //! `Result<response, RaftError>` so remote Raft errors come back typed.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 
 use medtech_protos::ledger::v1 as pb;
 use openraft::error::{
@@ -61,23 +61,85 @@ fn decode<T: DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, String> {
 #[error("{0}")]
 struct TransportError(String);
 
+/// Network links cut on purpose, for fault-injection scenarios: a set of directed links
+/// `(from, to)` between member names. A member never sends anything over a cut link — Raft
+/// RPCs, forwarded proposals and catch-up fetches alike fail as `Unreachable` — so cutting
+/// both directions between two groups is a network partition, with the real TLS transport
+/// still carrying everything else. Empty (the default) in production; nothing outside the
+/// process can change it.
+#[derive(Clone, Debug, Default)]
+pub struct LinkFaults(Arc<RwLock<BTreeSet<(String, String)>>>);
+
+impl LinkFaults {
+    /// Cuts both directions between every member of `a` and every member of `b`.
+    pub fn partition(&self, a: &[String], b: &[String]) {
+        let mut cut = match self.0.write() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        for x in a {
+            for y in b {
+                cut.insert((x.clone(), y.clone()));
+                cut.insert((y.clone(), x.clone()));
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        match self.0.write() {
+            Ok(mut c) => c.clear(),
+            Err(p) => p.into_inner().clear(),
+        }
+    }
+
+    /// Whether `from` may not send to `to`.
+    pub fn is_cut(&self, from: &str, to: &str) -> bool {
+        let cut = match self.0.read() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        !cut.is_empty() && cut.contains(&(from.to_owned(), to.to_owned()))
+    }
+}
+
 /// Creates clients to other members.
 #[derive(Clone)]
 pub struct Network {
     tls: ClientTlsConfig,
+    me: String,
+    faults: LinkFaults,
 }
 
 impl Network {
     /// With this member's TLS material (its certificate is presented as the client identity).
     pub fn new(tls: &NodeTls) -> Self {
+        Self::with_faults(tls, "", LinkFaults::default())
+    }
+
+    /// As [`Self::new`], for member `me`, refusing to send over the links `faults` cuts.
+    pub fn with_faults(tls: &NodeTls, me: &str, faults: LinkFaults) -> Self {
         let cfg = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&tls.ca_pem))
             .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
-        Network { tls: cfg }
+        Network {
+            tls: cfg,
+            me: me.to_owned(),
+            faults,
+        }
+    }
+
+    fn cut(&self, to: &str) -> Option<String> {
+        self.faults
+            .is_cut(&self.me, to)
+            .then(|| format!("link {} -> {to} is cut", self.me))
     }
 
     /// A lazily connecting channel to `node` (TLS name = member name).
     pub fn channel(&self, node: &CommitteeNode) -> Result<Channel, String> {
+        if let Some(e) = self.cut(&node.name) {
+            return Err(e);
+        }
         let ep = Endpoint::from_shared(format!("https://{}", node.addr))
             .map_err(|e| format!("bad address {}: {e}", node.addr))?
             .tls_config(self.tls.clone().domain_name(node.name.clone()))
@@ -93,6 +155,7 @@ pub struct NetworkClient {
     target: NodeId,
     node: CommitteeNode,
     client: Result<RaftServiceClient<Channel>, String>,
+    network: Network,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -108,6 +171,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             node: node.clone(),
             client,
+            network: self.clone(),
         }
     }
 }
@@ -126,6 +190,9 @@ impl NetworkClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if let Some(e) = self.network.cut(&self.node.name) {
+            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e))));
+        }
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {

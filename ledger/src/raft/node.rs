@@ -77,6 +77,8 @@ pub struct NodeConfig {
     pub cosign_every: Option<Duration>,
     /// Storage backend.
     pub backend: Backend,
+    /// Links cut on purpose (scenario tests); empty in production.
+    pub faults: super::network::LinkFaults,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -207,7 +209,7 @@ impl LedgerNode {
         }
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
-        let network = Network::new(&config.tls);
+        let network = Network::with_faults(&config.tls, config.key.name(), config.faults.clone());
         sm.set_fetcher(Arc::new(network.clone()))
             .map_err(|e| Error::Storage(e.to_string()))?;
         let raft = Raft::new(
@@ -540,6 +542,57 @@ impl NodeHandle {
             &entries,
             &checkpoints,
         ))
+    }
+
+    /// Reports a checkpoint of this ledger seen elsewhere (an auditor's copy, a Fabric anchor,
+    /// a gossiped note). If it conflicts with this node's log at its size, every committee
+    /// member that validly signed it equivocated: each is named in a `Misbehaviour` entry
+    /// carrying the note as evidence, which every member re-checks ([`crate::state`]).
+    /// Returns the members named (empty when the note agrees with the log).
+    pub async fn report_checkpoint(&self, note: &str) -> Result<Vec<String>, Error> {
+        let other = SignedCheckpoint::from_note(note)
+            .map_err(|e| Error::Config(format!("not a checkpoint note: {e}")))?;
+        let (mine, members) = {
+            let l = self.read()?;
+            let size = other.checkpoint.size;
+            if other.checkpoint.origin != l.state().origin() || size > l.log().tree().size() {
+                return Err(Error::Config(format!(
+                    "the note is for {:?} at size {size}, which this log cannot compare",
+                    other.checkpoint.origin
+                )));
+            }
+            if size == 0 {
+                return Ok(Vec::new());
+            }
+            let root = l
+                .log()
+                .tree()
+                .root_at(size)
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            (root, l.state().committee().members.clone())
+        };
+        if other.checkpoint.root == mine {
+            return Ok(Vec::new());
+        }
+        let culprits: Vec<String> = other.valid_signers(&members).into_iter().collect();
+        for c in &culprits {
+            let kind = Kind::Misbehaviour(medtech_protos::ledger::v1::Misbehaviour {
+                culprit: c.clone(),
+                query_id: String::new(),
+                reason: format!(
+                    "signed a checkpoint of size {} whose root is not the log's (equivocation)",
+                    other.checkpoint.size
+                ),
+                evidence: note.as_bytes().to_vec(),
+            });
+            let r = self.propose_own(kind).await?;
+            if let Some(why) = r.rejection {
+                return Err(Error::Unavailable(format!(
+                    "evidence against {c} refused: {why}"
+                )));
+            }
+        }
+        Ok(culprits)
     }
 
     /// Applied entries (signed bytes) from log index `from`, at most `max` of them, in log

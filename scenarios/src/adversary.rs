@@ -1,0 +1,109 @@
+//! Cheating members, as [`Adversary`] hooks: each rewrites what an otherwise honest member is
+//! about to post. Every cheat here is one the protocol must detect, name on the ledger and
+//! survive (the honest members still release the query without the cheater's part).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use medtech_federation::node::Adversary;
+use medtech_federation::query::SLOT_BITS;
+use medtech_ledger::entry::Kind;
+use medtech_protos::ledger::v1 as pb;
+use medtech_threshold::{SlotLayout, ThresholdPublicKey};
+use rand_core::OsRng;
+
+/// Posts partial decryptions with one bit flipped near the end of the first one (inside its
+/// value or its proof of correct decryption).
+pub fn bad_partial_decryption() -> Adversary {
+    Arc::new(|_, k| match k {
+        Kind::PartialDecryption(mut p) => {
+            if let Some(b) = p.partials.first_mut() {
+                let i = b.len().saturating_sub(3);
+                if let Some(x) = b.get_mut(i) {
+                    *x ^= 0x10;
+                }
+            }
+            vec![Kind::PartialDecryption(p)]
+        }
+        k => vec![k],
+    })
+}
+
+/// Contributes `value` in every slot of its first ciphertext — far outside the range a
+/// hospital's count can take — keeping the range proof of its honest contribution (it cannot
+/// make one for the value it claims).
+pub fn out_of_range_contribution(key: Arc<ThresholdPublicKey>, value: i64) -> Adversary {
+    Arc::new(move |_, k| match k {
+        Kind::Contribution(mut c) => {
+            let pk = key.public_key();
+            if let Ok(layout) = SlotLayout::cover(pk, SLOT_BITS, 1).map(|v| v[0]) {
+                if let Ok(ct) = pk.encrypt_packed(layout, &[value], &mut OsRng) {
+                    if let Some(first) = c.ciphertexts.first_mut() {
+                        *first = ct.ciphertext().to_bytes();
+                    }
+                }
+            }
+            vec![Kind::Contribution(c)]
+        }
+        k => vec![k],
+    })
+}
+
+/// Re-posts a noise share from an earlier query as its share in later ones, re-targeted to
+/// the new query id: its own (`from = me`, a replay) or another member's (a copy). Until it
+/// has seen one to reuse it posts honestly. The shares are bound by their range proofs to the
+/// query id and the author's party index, so both fail verification.
+pub fn replayed_noise_share(me: &str, from: &str) -> Adversary {
+    let me = me.to_owned();
+    let from = from.to_owned();
+    let saved: Arc<Mutex<Option<pb::NoiseCommitment>>> = Arc::default();
+    Arc::new(move |view, k| {
+        let Ok(mut saved) = saved.lock() else {
+            return vec![k];
+        };
+        if saved.is_none() {
+            if let Some(s) = view.noise.get(&from) {
+                *saved = Some(s.clone());
+            }
+        }
+        match k {
+            Kind::NoiseCommitment(mine) => match saved.as_ref() {
+                Some(old) if old.query_id != mine.query_id => {
+                    let mut replay = old.clone();
+                    replay.query_id = mine.query_id.clone();
+                    tracing::info!(member = %me, query = %mine.query_id, "replaying {from}'s noise share from {}", old.query_id);
+                    vec![Kind::NoiseCommitment(replay)]
+                }
+                _ => vec![Kind::NoiseCommitment(mine)],
+            },
+            k => vec![k],
+        }
+    })
+}
+
+/// Records, per query, what each wrapped member posted (for tests that need to see a
+/// colluder's own messages), passing everything through unchanged.
+#[derive(Clone, Default)]
+pub struct Recorder(Arc<Mutex<BTreeMap<String, Vec<Kind>>>>);
+
+impl Recorder {
+    /// The hook for member `name`.
+    pub fn hook(&self, name: &str) -> Adversary {
+        let name = name.to_owned();
+        let log = Arc::clone(&self.0);
+        Arc::new(move |_, k| {
+            if let Ok(mut l) = log.lock() {
+                l.entry(name.clone()).or_default().push(k.clone());
+            }
+            vec![k]
+        })
+    }
+
+    /// What member `name` posted so far.
+    pub fn posted(&self, name: &str) -> Vec<Kind> {
+        self.0
+            .lock()
+            .map(|l| l.get(name).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,394 @@
+//! A real committee in one test process, with its faults under the test's control.
+//!
+//! Every member is what `medtech node` runs, minus the HTTP API: a ledger node (openraft 0.9
+//! over tonic gRPC with mutually authenticated TLS on loopback, redb on disk, checkpoints
+//! cosigned every second) and the federation's query loop ([`Driver`]) over its own device
+//! store. What a test controls:
+//!
+//! * [`Committee::kill`] stops a member's query loop and its ledger node (its disk stays);
+//!   [`Committee::restart`] starts both again from that disk;
+//! * [`Committee::partition`] cuts every network link between a group of members and the rest
+//!   ([`medtech_ledger::raft::network::LinkFaults`]: the members keep running and keep trying),
+//!   [`Committee::heal`] restores them;
+//! * [`Committee::set_adversary`] makes a member rewrite what it posts (a cheating member);
+//! * submissions acknowledged by the ledger are recorded, for the oracle's "no acknowledged
+//!   entry is lost" ([`crate::oracle`]).
+//!
+//! The key comes from the dealer at small sizes (the dealer-free ceremony is tested in
+//! `medtech-threshold` and `medtech-ceremony`; the protocol does not depend on how the key was
+//! made). Device data is synthetic and seeded, so each scenario's plaintext reference is known.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use medtech_federation::data::generate::devices;
+use medtech_federation::data::{Columns, Device, DeviceStore};
+use medtech_federation::node::{Adversary, Driver, QueryIndex};
+use medtech_federation::protocol::{
+    registration_entries, submit_entry, CommitteeView, NoiseMode, Outcome, Timeouts,
+};
+use medtech_federation::query::{Compiled, Platform, QuerySpec};
+use medtech_ledger::entry::{Kind, ResearcherKey};
+use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
+use medtech_ledger::raft::node::NodeHandle;
+use medtech_ledger::raft::NodeId;
+use medtech_noise::Micros;
+use medtech_threshold::{dealer, KeyShare};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, RngCore, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The ledger origin every scenario committee uses.
+pub const ORIGIN: &str = "medtech.scenarios/committee";
+
+/// What committee to start.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Members n.
+    pub members: usize,
+    /// Threshold t.
+    pub threshold: u16,
+    /// Paillier modulus bits (512 keeps a scenario to seconds on two cores).
+    pub bits: u32,
+    /// Devices per hospital (hospital `i` gets `devices + 25·i`, so totals differ).
+    pub devices: u64,
+    /// How noise shares are drawn.
+    pub noise: NoiseMode,
+    /// The members' timeouts.
+    pub timeouts: Timeouts,
+    /// Seed for the key and the device data.
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            members: 5,
+            threshold: 3,
+            bits: 512,
+            devices: 150,
+            noise: NoiseMode::Calibrated,
+            timeouts: Timeouts {
+                contribution_ms: 3_000,
+                decryption_ms: 30_000,
+                partial_fallback_ms: 1_500,
+            },
+            seed: 1,
+        }
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// A running committee (see the module docs).
+pub struct Committee {
+    /// The replicated ledger.
+    pub ledger: LocalCommittee,
+    /// The committee as the protocol sees it.
+    pub view: CommitteeView,
+    /// Each hospital's devices, as loaded (the plaintext reference).
+    pub data: Vec<Vec<Device>>,
+    /// Each member's view of the queries on the ledger.
+    pub indexes: Vec<QueryIndex>,
+    stores: Vec<Arc<RwLock<DeviceStore>>>,
+    shares: Vec<Arc<KeyShare>>,
+    adversaries: Vec<Option<Adversary>>,
+    drivers: Vec<Option<Running>>,
+    acknowledged: Mutex<Vec<String>>,
+    opts: Options,
+    _dir: tempfile::TempDir,
+}
+
+impl Committee {
+    /// Generates the key and the data and starts every member.
+    pub async fn start(opts: Options) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut rng = ChaCha20Rng::seed_from_u64(opts.seed);
+        let (key, shares) =
+            dealer::generate(opts.bits, opts.members as u16, opts.threshold, &mut rng)?;
+        let mut lo = LocalOptions::new(opts.members, usize::from(opts.threshold), ORIGIN);
+        lo.cosign_every = Some(Duration::from_secs(1));
+        let ledger = LocalCommittee::start(lo, &dir.path().join("ledger"), &mut OsRng).await?;
+        let members: Vec<String> = ledger.members.iter().map(|m| m.name.clone()).collect();
+        let view = CommitteeView {
+            members: members.clone(),
+            threshold: opts.threshold,
+            key: Arc::new(key),
+            platform: Arc::new(Platform::new(&members)),
+        };
+        let mut stores = Vec::new();
+        let mut data = Vec::new();
+        for (i, name) in members.iter().enumerate() {
+            let store = DeviceStore::open(&dir.path().join(format!("devices-{name}")))?;
+            let ds = devices(name, 0, opts.devices + 25 * i as u64, opts.seed + i as u64);
+            let mut store = store;
+            store.write(&ds, |_, _| {})?;
+            data.push(ds);
+            stores.push(Arc::new(RwLock::new(store)));
+        }
+        let n = members.len();
+        let mut c = Committee {
+            ledger,
+            view,
+            data,
+            indexes: (0..n).map(|_| QueryIndex::default()).collect(),
+            stores,
+            shares: shares.into_iter().map(Arc::new).collect(),
+            adversaries: vec![None; n],
+            drivers: (0..n).map(|_| None).collect(),
+            acknowledged: Mutex::new(Vec::new()),
+            opts,
+            _dir: dir,
+        };
+        for i in 0..n {
+            c.start_driver(i)?;
+        }
+        Ok(c)
+    }
+
+    /// n.
+    pub fn n(&self) -> usize {
+        self.view.members.len()
+    }
+
+    /// Member `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.view.members[i]
+    }
+
+    /// Member `i`'s Raft id.
+    pub fn raft_id(&self, i: usize) -> NodeId {
+        self.ledger.members[i].id
+    }
+
+    /// Member index of Raft id `id`.
+    pub fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.ledger.members.iter().position(|m| m.id == id)
+    }
+
+    /// Whether member `i`'s node is running.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.ledger.nodes.contains_key(&self.raft_id(i))
+    }
+
+    /// Member `i`'s ledger node, if it is running.
+    pub fn handle(&self, i: usize) -> Option<NodeHandle> {
+        self.ledger
+            .nodes
+            .get(&self.raft_id(i))
+            .map(|n| n.clone_handle())
+    }
+
+    /// The devices of the hospitals in `from`, as one plaintext reference.
+    pub fn reference(&self, from: &[usize]) -> Columns {
+        let v: Vec<Device> = from.iter().flat_map(|&i| self.data[i].clone()).collect();
+        Columns::from_devices(&v)
+    }
+
+    fn start_driver(&mut self, i: usize) -> anyhow::Result<()> {
+        let handle = self
+            .handle(i)
+            .ok_or_else(|| anyhow::anyhow!("member {i} is not running"))?;
+        // A restarted loop rebuilds what it knows from the ledger: start from an empty index.
+        self.indexes[i] = QueryIndex::default();
+        let driver = Driver {
+            name: self.view.members[i].clone(),
+            committee: self.view.clone(),
+            share: Arc::clone(&self.shares[i]),
+            data: Arc::clone(&self.stores[i]),
+            noise: self.opts.noise,
+            timeouts: self.opts.timeouts,
+            index: Arc::clone(&self.indexes[i]),
+            adversary: self.adversaries[i].clone(),
+        };
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(driver.run(handle, rx));
+        self.drivers[i] = Some(Running { stop, task });
+        Ok(())
+    }
+
+    async fn stop_driver(&mut self, i: usize) {
+        if let Some(r) = self.drivers[i].take() {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+    }
+
+    /// Makes member `i` rewrite what it posts through `adversary` (its query loop restarts).
+    pub async fn set_adversary(&mut self, i: usize, adversary: Adversary) -> anyhow::Result<()> {
+        self.stop_driver(i).await;
+        self.adversaries[i] = Some(adversary);
+        self.start_driver(i)
+    }
+
+    /// Stops member `i` (query loop and ledger node); its disk stays.
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop_driver(i).await;
+        self.ledger.kill(self.raft_id(i)).await?;
+        Ok(())
+    }
+
+    /// Restarts member `i` from its disk.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.ledger.restart(self.raft_id(i)).await?;
+        self.start_driver(i)
+    }
+
+    /// Cuts every link between members `side` and the others.
+    pub fn partition(&self, side: &[usize]) {
+        let ids: Vec<NodeId> = side.iter().map(|&i| self.raft_id(i)).collect();
+        self.ledger.partition(&ids);
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.ledger.heal();
+    }
+
+    /// The member index of the current leader, as running members not in `excluding` see it.
+    pub async fn leader(&self, excluding: &[usize], within: Duration) -> anyhow::Result<usize> {
+        let ids: Vec<NodeId> = excluding.iter().map(|&i| self.raft_id(i)).collect();
+        let id = self.ledger.wait_leader(&ids, within).await?;
+        self.index_of(id)
+            .ok_or_else(|| anyhow::anyhow!("leader {id} is not a member"))
+    }
+
+    async fn post(&self, via: usize, kind: Kind) -> anyhow::Result<()> {
+        let h = self
+            .handle(via)
+            .ok_or_else(|| anyhow::anyhow!("member {via} is not running"))?;
+        let r = h.propose_own(kind).await?;
+        match r.rejection {
+            Some(why) => anyhow::bail!("{why}"),
+            None => Ok(()),
+        }
+    }
+
+    /// Registers `researcher` (member `via` signs on their behalf) with ε limit `limit` and
+    /// gives the joint dataset `dataset_limit`. Returns the researcher's signing key.
+    pub async fn register(
+        &self,
+        via: usize,
+        researcher: &str,
+        limit: f64,
+        dataset_limit: f64,
+    ) -> anyhow::Result<ResearcherKey> {
+        let key = ResearcherKey::generate(researcher, &mut OsRng);
+        for k in registration_entries(
+            researcher,
+            key.public_key().as_bytes(),
+            Micros::from_f64_floor(limit)?.0,
+            Micros::from_f64_floor(dataset_limit)?.0,
+        ) {
+            self.post(via, k).await?;
+        }
+        Ok(key)
+    }
+
+    /// The query `spec` compiled for this committee.
+    pub fn compile(&self, spec: &QuerySpec) -> anyhow::Result<Compiled> {
+        Ok(Compiled::new(
+            spec.clone(),
+            &self.view.platform,
+            self.view.n(),
+            self.view.threshold,
+        )?)
+    }
+
+    /// Submits `spec` for `researcher` through member `via`. Returns the query id once the
+    /// ledger admitted (and charged) it; the id is then recorded as acknowledged.
+    pub async fn submit(
+        &self,
+        via: usize,
+        researcher: &str,
+        spec: &QuerySpec,
+    ) -> anyhow::Result<String> {
+        let c = self.compile(spec)?;
+        let mut id = [0u8; 6];
+        OsRng.fill_bytes(&mut id);
+        let id = format!(
+            "q-{}",
+            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        self.post(via, submit_entry(&id, &c, researcher)).await?;
+        if let Ok(mut a) = self.acknowledged.lock() {
+            a.push(id.clone());
+        }
+        Ok(id)
+    }
+
+    /// Query ids the ledger acknowledged through [`Self::submit`].
+    pub fn acknowledged(&self) -> Vec<String> {
+        match self.acknowledged.lock() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Waits until some running member saw query `id` end.
+    pub async fn wait(&self, id: &str, within: Duration) -> anyhow::Result<Outcome> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            for (i, index) in self.indexes.iter().enumerate() {
+                if !self.is_running(i) {
+                    continue;
+                }
+                let ended = index
+                    .read()
+                    .ok()
+                    .and_then(|x| x.get(id).and_then(|q| q.outcome.clone()));
+                if let Some(o) = ended {
+                    return Ok(o);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("query {id} did not end within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until member `i` has seen at least `k` contributions to query `id`.
+    pub async fn wait_contributions(
+        &self,
+        i: usize,
+        id: &str,
+        k: usize,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let seen = self.indexes[i]
+                .read()
+                .ok()
+                .and_then(|x| x.get(id).map(|q| q.contributions))
+                .unwrap_or(0);
+            if seen >= k {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("member {i} saw {seen} contributions to {id} within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The data directory of this committee (for disk-usage figures).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        for i in 0..self.n() {
+            self.stop_driver(i).await;
+        }
+        self.ledger.shutdown().await?;
+        Ok(())
+    }
+}
