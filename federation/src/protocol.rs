@@ -384,10 +384,16 @@ impl Verifier {
             .recompute(view, &c, closed)
             .map_err(|(_, why)| format!("the closed aggregate does not recompute: {why}"))?;
         let (ours, cheats) = self.combine(view, &c, closed, &aggregate);
-        let ours = ours?;
+        // Compared as stored: through the same JSON encoding the release went through.
+        let ours: Release = serde_json::to_vec(&ours?)
+            .and_then(|b| serde_json::from_slice(&b))
+            .map_err(|e| format!("release encoding: {e}"))?;
         let cheats: BTreeSet<String> = cheats.into_iter().map(|(m, _)| m).collect();
         if ours.result != released.result || ours.labels != released.labels {
-            return Err("the released values are not the decryption of the aggregate".into());
+            return Err(format!(
+                "the released values are not the decryption of the aggregate: released {:?}, recomputed {:?}",
+                released.result, ours.result
+            ));
         }
         if ours.contributors != released.contributors || ours.noise_from != released.noise_from {
             return Err(

@@ -26,9 +26,10 @@ use medtech_federation::data::generate::devices;
 use medtech_federation::data::{Columns, Device, DeviceStore};
 use medtech_federation::node::{Adversary, Driver, QueryIndex};
 use medtech_federation::protocol::{
-    registration_entries, submit_entry, CommitteeView, NoiseMode, Outcome, Timeouts,
+    registration_entries, submit_entry, CommitteeView, NoiseMode, Outcome, Release, Timeouts,
 };
-use medtech_federation::query::{Compiled, Platform, QuerySpec};
+use medtech_noise::QueryResult;
+use medtech_federation::query::{Compiled, Platform, QueryKind, QuerySpec};
 use medtech_ledger::entry::{Kind, ResearcherKey};
 use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::NodeHandle;
@@ -390,5 +391,34 @@ impl Committee {
         }
         self.ledger.shutdown().await?;
         Ok(())
+    }
+}
+
+/// A query with no filters and ε = 1.
+pub fn query(kind: QueryKind, target: Option<&str>) -> QuerySpec {
+    QuerySpec {
+        kind,
+        target: target.map(str::to_owned),
+        filters: Vec::new(),
+        start_time: None,
+        end_time: None,
+        epsilon: 1.0,
+    }
+}
+
+/// The release of an outcome, or why there is none.
+pub fn released(o: Outcome) -> anyhow::Result<Release> {
+    match o {
+        Outcome::Released(r) => Ok(*r),
+        Outcome::Failed(why) => anyhow::bail!("query failed: {why}"),
+    }
+}
+
+/// The raw (noisy) released values in output order.
+pub fn values(r: &Release) -> Vec<i128> {
+    match &r.result {
+        QueryResult::Count(v) => vec![v.value],
+        QueryResult::GroupedCount(v) => v.iter().map(|x| x.value).collect(),
+        QueryResult::Average { sum, count, .. } => vec![sum.value, count.value],
     }
 }
