@@ -49,35 +49,19 @@ pub fn out_of_range_contribution(key: Arc<ThresholdPublicKey>, value: i64) -> Ad
     })
 }
 
-/// Re-posts a noise share from an earlier query as its share in later ones, re-targeted to
-/// the new query id: its own (`from = me`, a replay) or another member's (a copy). Until it
-/// has seen one to reuse it posts honestly. The shares are bound by their range proofs to the
-/// query id and the author's party index, so both fail verification.
-pub fn replayed_noise_share(me: &str, from: &str) -> Adversary {
-    let me = me.to_owned();
-    let from = from.to_owned();
-    let saved: Arc<Mutex<Option<pb::NoiseCommitment>>> = Arc::default();
-    Arc::new(move |view, k| {
-        let Ok(mut saved) = saved.lock() else {
-            return vec![k];
-        };
-        if saved.is_none() {
-            if let Some(s) = view.noise.get(&from) {
-                *saved = Some(s.clone());
-            }
+/// Posts `old` — a noise share from an earlier query, its own (a replay) or another
+/// member's (a copy) — re-targeted to each new query instead of a fresh share. Noise shares
+/// are bound by their range proofs to the query id and the author's party index, so both
+/// fail verification; a member that could reuse shares could make the noise of two releases
+/// cancel.
+pub fn replayed_noise_share(old: pb::NoiseCommitment) -> Adversary {
+    Arc::new(move |_, k| match k {
+        Kind::NoiseCommitment(mine) if mine.query_id != old.query_id => {
+            let mut replay = old.clone();
+            replay.query_id = mine.query_id;
+            vec![Kind::NoiseCommitment(replay)]
         }
-        match k {
-            Kind::NoiseCommitment(mine) => match saved.as_ref() {
-                Some(old) if old.query_id != mine.query_id => {
-                    let mut replay = old.clone();
-                    replay.query_id = mine.query_id.clone();
-                    tracing::info!(member = %me, query = %mine.query_id, "replaying {from}'s noise share from {}", old.query_id);
-                    vec![Kind::NoiseCommitment(replay)]
-                }
-                _ => vec![Kind::NoiseCommitment(mine)],
-            },
-            k => vec![k],
-        }
+        k => vec![k],
     })
 }
 

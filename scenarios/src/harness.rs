@@ -30,7 +30,7 @@ use medtech_federation::protocol::{
 };
 use medtech_noise::QueryResult;
 use medtech_federation::query::{Compiled, Platform, QueryKind, QuerySpec};
-use medtech_ledger::entry::{Kind, ResearcherKey};
+use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry, ResearcherKey};
 use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::NodeHandle;
 use medtech_ledger::raft::NodeId;
@@ -309,13 +309,20 @@ impl Committee {
         researcher: &str,
         spec: &QuerySpec,
     ) -> anyhow::Result<String> {
+        self.submit_as(via, researcher, spec, &fresh_id()).await
+    }
+
+    /// As [`Self::submit`], with query id `id` (scenarios that need to know beforehand which
+    /// members the query designates to decrypt).
+    pub async fn submit_as(
+        &self,
+        via: usize,
+        researcher: &str,
+        spec: &QuerySpec,
+        id: &str,
+    ) -> anyhow::Result<String> {
         let c = self.compile(spec)?;
-        let mut id = [0u8; 6];
-        OsRng.fill_bytes(&mut id);
-        let id = format!(
-            "q-{}",
-            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let id = id.to_owned();
         self.post(via, submit_entry(&id, &c, researcher)).await?;
         if let Ok(mut a) = self.acknowledged.lock() {
             a.push(id.clone());
@@ -379,6 +386,27 @@ impl Committee {
         }
     }
 
+    /// Every applied entry at the first running member, with its author's name.
+    pub fn entries(&self) -> anyhow::Result<Vec<(String, Kind)>> {
+        let i = (0..self.n())
+            .find(|&i| self.is_running(i))
+            .ok_or_else(|| anyhow::anyhow!("no member is running"))?;
+        let h = self
+            .handle(i)
+            .ok_or_else(|| anyhow::anyhow!("member {i} is not running"))?;
+        let mut out = Vec::new();
+        for bytes in h.entries_from(0, usize::MAX)? {
+            let e = ParsedEntry::decode(&bytes)?;
+            let author = match &e.author {
+                AuthorId::Node(n) | AuthorId::Researcher(n) => n.clone(),
+            };
+            if let Some(k) = e.kind() {
+                out.push((author, k.clone()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The data directory of this committee (for disk-usage figures).
     pub fn dir(&self) -> &Path {
         self._dir.path()
@@ -391,6 +419,27 @@ impl Committee {
         }
         self.ledger.shutdown().await?;
         Ok(())
+    }
+}
+
+/// A fresh random query id.
+pub fn fresh_id() -> String {
+    let mut id = [0u8; 6];
+    OsRng.fill_bytes(&mut id);
+    format!(
+        "q-{}",
+        id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// A query id whose designated decrypters include member `member` of `view` (found by
+/// trying fresh ids).
+pub fn id_designating(view: &CommitteeView, member: usize) -> String {
+    loop {
+        let id = fresh_id();
+        if view.designated(&id).contains(&view.members[member]) {
+            return id;
+        }
     }
 }
 
