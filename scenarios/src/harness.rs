@@ -28,13 +28,13 @@ use medtech_federation::node::{Adversary, Driver, QueryIndex};
 use medtech_federation::protocol::{
     registration_entries, submit_entry, CommitteeView, NoiseMode, Outcome, Release, Timeouts,
 };
-use medtech_noise::QueryResult;
 use medtech_federation::query::{Compiled, Platform, QueryKind, QuerySpec};
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry, ResearcherKey};
 use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::NodeHandle;
 use medtech_ledger::raft::NodeId;
 use medtech_noise::Micros;
+use medtech_noise::QueryResult;
 use medtech_threshold::{dealer, KeyShare};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore, SeedableRng};

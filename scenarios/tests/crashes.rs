@@ -145,7 +145,11 @@ async fn a_member_restarted_from_disk_catches_up_and_contributes_again() {
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     c.kill(2).await.unwrap();
     let id = c
-        .submit(0, "alice", &query(QueryKind::GroupedCount, Some("category")))
+        .submit(
+            0,
+            "alice",
+            &query(QueryKind::GroupedCount, Some("category")),
+        )
         .await
         .unwrap();
     let r = released(c.wait(&id, WAIT).await.unwrap()).unwrap();
@@ -162,7 +166,10 @@ async fn a_member_restarted_from_disk_catches_up_and_contributes_again() {
         if seen {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "member 2 never caught up");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member 2 never caught up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let id2 = c

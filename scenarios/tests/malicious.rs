@@ -140,7 +140,10 @@ async fn a_replayed_or_copied_noise_share_is_named_and_the_release_keeps_the_hon
     let report = oracle::check(&c, WAIT).await.unwrap();
     for cheat in [3, 4] {
         let reasons = report.accused.get(c.name(cheat)).expect("named");
-        assert!(reasons.iter().any(|r| r.contains("noise share")), "{reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains("noise share")),
+            "{reasons:?}"
+        );
     }
     assert_eq!(report.accused.len(), 2, "{:?}", report.accused);
     c.shutdown().await.unwrap();
@@ -168,14 +171,19 @@ async fn forged_or_mischarged_query_entries_are_refused_or_named_and_cost_nothin
         submit_entry(&fresh_id(), &compiled, "alice"),
     );
     let r = h.propose(forged).await.unwrap();
-    let why = r.rejection.expect("a forged researcher signature is refused");
+    let why = r
+        .rejection
+        .expect("a forged researcher signature is refused");
     assert!(why.contains("signature"), "{why}");
     // 2. A member submits for a researcher nobody registered.
     let r = h
         .propose_own(submit_entry(&fresh_id(), &compiled, "mallory"))
         .await
         .unwrap();
-    assert!(r.rejection.expect("refused").contains("no registered researcher"));
+    assert!(r
+        .rejection
+        .expect("refused")
+        .contains("no registered researcher"));
     assert_eq!(spent(&c, Subject::Researcher("alice".into())), 0);
     // 3. A member signs a query for alice charged a tenth of its cost: the ledger admits the
     // charge it states, every member recompiles, refuses to contribute and names the signer.
@@ -243,7 +251,11 @@ async fn an_equivocating_member_is_named_with_its_two_signatures_and_queries_sti
     honest.sign(&c.ledger.members[1].key());
     // A checkpoint that agrees with the log accuses nobody, and the ledger refuses evidence
     // that proves nothing (a false accusation of hospital-b).
-    assert!(h.report_checkpoint(&honest.to_note()).await.unwrap().is_empty());
+    assert!(h
+        .report_checkpoint(&honest.to_note())
+        .await
+        .unwrap()
+        .is_empty());
     let r = h
         .propose_own(Kind::Misbehaviour(pb::Misbehaviour {
             culprit: c.name(1).into(),
@@ -253,7 +265,10 @@ async fn an_equivocating_member_is_named_with_its_two_signatures_and_queries_sti
         }))
         .await
         .unwrap();
-    assert!(r.rejection.expect("refused").contains("agrees with the log"));
+    assert!(r
+        .rejection
+        .expect("refused")
+        .contains("agrees with the log"));
     // The conflicting one names hospital-c, with the note as evidence every member re-checks.
     let named = h.report_checkpoint(&fake.to_note()).await.unwrap();
     assert_eq!(named, vec![c.name(2).to_owned()]);
