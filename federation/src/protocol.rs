@@ -17,11 +17,15 @@
 //!    `n − t + 1` noise shares are in, posts `CloseAggregate` naming the contributions and noise
 //!    shares it verified (the ledger keeps the first close);
 //! 5. after the close, verifies every listed ciphertext itself, recomputes the aggregate, and
-//!    only then posts its `PartialDecryption` with proofs. No aggregate it did not recompute
+//!    only then posts its `PartialDecryption` with proofs. Only the query's `t` designated
+//!    members ([`CommitteeView::designated`], rotating with the query id) decrypt at first; the
+//!    others join after [`Timeouts::partial_fallback_ms`] without a release, or at once when
+//!    someone is accused in the query (a designated member down or cheating). No aggregate it did not recompute
 //!    from an authorised, closed query is ever decrypted (no decryption oracle), and never one
 //!    with fewer than `n − t + 1` noise shares (the collusion bound of the calibration);
-//! 6. once `t` partials are in, verifies and combines them, posts `Misbehaviour` naming every
-//!    member whose partial failed, and posts `ReleaseResult` with the noisy values, their
+//! 6. once `t` partials are in, verifies each member's (once) and combines `t` valid ones,
+//!    posts `Misbehaviour` naming every member whose partial failed — also while fewer than
+//!    `t` are valid, which is what brings the others in — and posts `ReleaseResult` with the noisy values, their
 //!    intervals, and which hospitals contributed. If `t` valid partials never arrive within the
 //!    decryption timeout, it posts `QueryFailed` (the budget stays charged).
 
