@@ -26,16 +26,28 @@ json() { python3 -c "import sys, json; d = json.load(sys.stdin); print($1)"; }
 m() { local x=$1; shift; local method=$1 path=$2; shift 2
       "${DC[@]}" exec -T "hospital-$x" medtech http "$method" "http://127.0.0.1:8080$path" "$@"; }
 
-echo "== up (key size $MEDTECH_BITS)"
-"${DC[@]}" up -d 2>&1 | tail -n 3
-for x in a b c d e; do
+healthy() { # waits for hospital-$1's health check
+  local s
   for i in $(seq 1 120); do
-    s=$(docker inspect -f '{{.State.Health.Status}}' "$("${DC[@]}" ps -q "hospital-$x")" 2>/dev/null || echo starting)
-    [ "$s" = healthy ] && break
+    s=$(docker inspect -f '{{.State.Health.Status}}' "$("${DC[@]}" ps -q "hospital-$1")" 2>/dev/null || echo starting)
+    [ "$s" = healthy ] && return 0
     sleep 1
   done
-  [ "$s" = healthy ] || { "${DC[@]}" logs "hospital-$x" | tail -n 20; fail "hospital-$x not healthy"; }
-done
+  "${DC[@]}" logs "hospital-$1" | tail -n 20; fail "hospital-$1 not healthy"
+}
+agree() { # the members in $1 (e.g. "a b c d") end on one ledger head
+  local heads
+  for i in $(seq 1 30); do
+    heads=$(for x in $1; do m "$x" GET /api/v1/ledger/head --token "$A" | json 'd["root"] + "@" + str(d["size"])'; done | sort -u)
+    [ "$(echo "$heads" | wc -l)" = 1 ] && { echo "members $1 agree on $heads"; return 0; }
+    sleep 1
+  done
+  fail "members $1 disagree after 30 s: $(echo $heads)"
+}
+
+echo "== up (key size $MEDTECH_BITS)"
+"${DC[@]}" up -d 2>&1 | tail -n 3
+for x in a b c d e; do healthy "$x"; done
 echo "all five members healthy"
 
 echo "== accounts and devices"
@@ -57,12 +69,13 @@ m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 20}'
 pw=$(m a POST /api/v1/researchers --token "$A" --data '{"username":"rita","epsilon_budget":2.5}' | json 'd["password"]')
 R=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"rita\",\"password\":\"$pw\"}" | json 'd["token"]')
 
-query() { # prints the released query's JSON
-  local id
-  id=$(curl -fsS -X POST $API/api/v1/queries -H "authorization: Bearer $R" -H 'content-type: application/json' \
-       -d '{"kind":"count","epsilon":1.0}' | json 'd["id"]')
-  curl -fsS "$API/api/v1/queries/$id?wait=60" -H "authorization: Bearer $R"
+query() { # [token [body]]: prints the released query's JSON
+  local id tok=${1:-$R} body=${2:-'{"kind":"count","epsilon":1.0}'}
+  id=$(curl -fsS -X POST $API/api/v1/queries -H "authorization: Bearer $tok" -H 'content-type: application/json' \
+       -d "$body" | json 'd["id"]')
+  curl -fsS "$API/api/v1/queries/$id?wait=120" -H "authorization: Bearer $tok"
 }
+
 
 echo "== query with all five hospitals"
 q1=$(query)
@@ -92,13 +105,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X POST $API/api/v1/queries -H "au
 [ "$code" = 403 ] || fail "over-budget query answered $code"
 # Every running member ends with the same ledger head (they keep appending cosignatures, so
 # read until one round of reads agrees).
-for i in $(seq 1 30); do
-  heads=$(for x in a b c d; do m "$x" GET /api/v1/ledger/head --token "$A" | json 'd["root"] + "@" + str(d["size"])'; done | sort -u)
-  [ "$(echo "$heads" | wc -l)" = 1 ] && break
-  sleep 1
-done
-[ "$(echo "$heads" | wc -l)" = 1 ] || fail "members disagree after 30 s: $(echo $heads)"
-echo "members a–d agree on $heads"
+agree "a b c d"
 # The export verifies offline, and no result was released without t valid partials.
 curl -fsS $API/api/v1/ledger/export -H "authorization: Bearer $A" > "/tmp/$P-export.json"
 target/release/medtech ledger verify "/tmp/$P-export.json" >/dev/null || fail "export does not verify"
@@ -109,6 +116,55 @@ for q in "$q1" "$q2"; do
 done
 rm -f "/tmp/$P-export.json"
 
-echo "== memory"
+echo "== memory, idle (four members)"
 docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $("${DC[@]}" ps -q) | sed 's/^/  /'
+
+echo "== docker compose start hospital-e: it restarts from its volume and catches up"
+"${DC[@]}" start hospital-e >/dev/null
+healthy e
+agree "a b c d e"
+
+echo "== load: 4 researchers, 4 queries each, concurrently"
+m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 100}' >/dev/null
+declare -a RT
+for r in 1 2 3 4; do
+  pw=$(m a POST /api/v1/researchers --token "$A" --data "{\"username\":\"load$r\",\"epsilon_budget\":10}" | json 'd["password"]')
+  RT[$r]=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"load$r\",\"password\":\"$pw\"}" | json 'd["token"]')
+done
+stats="/tmp/$P-stats.txt"; : > "$stats"
+( while :; do docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $("${DC[@]}" ps -q) >> "$stats" 2>/dev/null; done ) &
+sampler=$!
+t0=$(date +%s.%N)
+pids=()
+for r in 1 2 3 4; do
+  ( for k in 1 2 3 4; do
+      case $(( (r + k) % 3 )) in
+        0) body='{"kind":"count","epsilon":0.5}' ;;
+        1) body='{"kind":"grouped_count","target":"category","epsilon":0.5}' ;;
+        *) body='{"kind":"average","target":"battery_level","epsilon":0.5}' ;;
+      esac
+      out=$(query "${RT[$r]}" "$body")
+      [ "$(echo "$out" | json 'd["status"]')" = released ] || { echo "load$r: $out" >&2; exit 1; }
+    done ) &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || { kill "$sampler"; fail "a query under load was not released"; }; done
+t1=$(date +%s.%N)
+kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+echo "16 queries released in $(python3 -c "print(f'{$t1 - $t0:.1f}')") s"
+python3 - "$stats" <<'PY'
+import re, sys
+peak = {}
+units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+) ([0-9.]+)([KMG]?i?B) /", line)
+    if m:
+        v = float(m.group(2)) * units[m.group(3)]
+        peak[m.group(1)] = max(peak.get(m.group(1), 0), v)
+for k in sorted(peak):
+    print(f"  {k} peak {peak[k]:.0f} MiB")
+print(f"committee peak under load (sum of per-member peaks): {sum(peak.values()):.0f} MiB")
+PY
+rm -f "$stats"
+agree "a b c d e"
 echo "compose scenario: PASS"

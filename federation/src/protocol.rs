@@ -783,11 +783,30 @@ impl Member {
                     Err(e) => tracing::warn!(query = %view.id, "cannot add noise: {e}"),
                 }
             }
-            if out.is_empty() {
+            // The designated members verify and close; the others only if no close came
+            // within the fallback time after the contribution timeout.
+            let may_close = self.v.committee.designated(&view.id).contains(&self.name)
+                || elapsed
+                    > self
+                        .timeouts
+                        .contribution_ms
+                        .saturating_add(self.timeouts.partial_fallback_ms);
+            if out.is_empty() && may_close {
                 out.extend(self.maybe_close(view, &compiled, elapsed));
             }
             return out;
         };
+        // Only t designated members verify, decrypt and combine (each query spreads the work
+        // over the committee); the others join if the designated ones have not released within
+        // the fallback time, or as soon as someone is accused in this query.
+        let t = usize::from(self.v.committee.threshold);
+        let closed_at = *self.closed_seen_ms.get_or_insert(now_ms);
+        let active = self.v.committee.designated(&view.id).contains(&self.name)
+            || !view.accused.is_empty()
+            || now_ms.saturating_sub(closed_at) > self.timeouts.partial_fallback_ms;
+        if !active {
+            return Vec::new();
+        }
         // Closed: recompute, then decrypt; then combine.
         if self.aggregate.is_none() {
             match self.v.recompute(view, &compiled, closed) {
@@ -808,17 +827,6 @@ impl Member {
         let Some(aggregate) = self.aggregate.clone() else {
             return Vec::new();
         };
-        // Only t designated members decrypt and combine (each query spreads the work over
-        // the committee); the others join if the designated ones have not released within
-        // the fallback time, or as soon as someone is accused in this query.
-        let t = usize::from(self.v.committee.threshold);
-        let closed_at = *self.closed_seen_ms.get_or_insert(now_ms);
-        let active = self.v.committee.designated(&view.id).contains(&self.name)
-            || !view.accused.is_empty()
-            || now_ms.saturating_sub(closed_at) > self.timeouts.partial_fallback_ms;
-        if !active {
-            return Vec::new();
-        }
         if !view.partials.contains_key(&self.name) && !self.posted.contains("partial") {
             let mut partials = Vec::with_capacity(aggregate.len());
             for (k, agg) in aggregate.iter().enumerate() {
