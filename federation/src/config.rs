@@ -81,6 +81,47 @@ pub struct NodeFile {
     /// Protocol timeouts.
     #[serde(default)]
     pub protocol: ProtocolFile,
+    /// Anchoring of cosigned checkpoints to a Hyperledger Fabric channel (off when absent).
+    #[serde(default)]
+    pub fabric: Option<FabricFile>,
+}
+
+/// Where and as whom this member anchors the committee's cosigned checkpoints on Fabric
+/// (`AnchorCheckpoint` of the anchoring chaincode; docs/ledger.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FabricFile {
+    /// `host:port` of a peer's Gateway service.
+    pub gateway: String,
+    /// The peer organization's TLS CA certificate (PEM). Absent means plaintext gRPC, which
+    /// only a peer with TLS disabled accepts: never in production.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS server name of the peer, if not the host of `gateway`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The MSP the signing identity belongs to.
+    pub msp_id: String,
+    /// The identity's X.509 certificate (PEM).
+    pub cert: PathBuf,
+    /// Its ECDSA P-256 private key (PEM, PKCS#8; secret).
+    pub key: PathBuf,
+    /// The channel.
+    pub channel: String,
+    /// The anchoring chaincode's name.
+    #[serde(default = "default_chaincode")]
+    pub chaincode: String,
+    /// How often to anchor the latest cosigned checkpoint, in seconds.
+    #[serde(default = "default_anchor_every")]
+    pub every_seconds: u64,
+}
+
+fn default_chaincode() -> String {
+    medtech_ledger::fabric::contract::DEFAULT_CHAINCODE.to_owned()
+}
+
+fn default_anchor_every() -> u64 {
+    30
 }
 
 /// TLS files of a member.
@@ -270,6 +311,23 @@ pub struct LoadedNode {
     pub admin_password_file: Option<PathBuf>,
     /// Metrics token, if configured.
     pub metrics_token: Option<zeroize::Zeroizing<String>>,
+    /// The Fabric anchoring set-up, if configured.
+    pub fabric: Option<FabricSetup>,
+}
+
+/// The `[fabric]` section, loaded: the gateway, the signing identity, where to anchor and how
+/// often. The client is made inside the runtime ([`crate::service`]).
+pub struct FabricSetup {
+    /// The peer's Gateway service.
+    pub endpoint: medtech_ledger::fabric::GatewayEndpoint,
+    /// The MSP identity that signs the proposals.
+    pub identity: medtech_ledger::fabric::MspIdentity,
+    /// The channel.
+    pub channel: String,
+    /// The anchoring chaincode.
+    pub chaincode: String,
+    /// The anchoring interval.
+    pub every: std::time::Duration,
 }
 
 impl std::fmt::Debug for LoadedNode {
@@ -391,7 +449,12 @@ impl LoadedNode {
             )),
             None => None,
         };
+        let fabric = match &file.fabric {
+            Some(f) => Some(load_fabric(f, &at).context("the [fabric] section")?),
+            None => None,
+        };
         Ok(LoadedNode {
+            fabric,
             position,
             raft_id: me.raft_id,
             data_dir: at(&file.data_dir),
@@ -405,6 +468,36 @@ impl LoadedNode {
             file,
         })
     }
+}
+
+fn load_fabric(f: &FabricFile, at: &dyn Fn(&Path) -> PathBuf) -> anyhow::Result<FabricSetup> {
+    use medtech_ledger::fabric::{GatewayEndpoint, MspIdentity};
+    if f.every_seconds == 0 {
+        anyhow::bail!("every_seconds must be at least 1");
+    }
+    let identity = MspIdentity::from_pem(
+        &f.msp_id,
+        &read_text(&at(&f.cert))?,
+        &zeroize::Zeroizing::new(read_text(&at(&f.key))?),
+    )
+    .map_err(|e| anyhow!("Fabric identity: {e}"))?;
+    let endpoint = GatewayEndpoint {
+        address: f.gateway.clone(),
+        tls_ca_pem: match &f.tls_ca {
+            Some(p) => Some(read_text(&at(p))?),
+            None => None,
+        },
+        server_name: f.server_name.clone(),
+        client_tls: None,
+        commit_timeout: std::time::Duration::from_secs(30),
+    };
+    Ok(FabricSetup {
+        endpoint,
+        identity,
+        channel: f.channel.clone(),
+        chaincode: f.chaincode.clone(),
+        every: std::time::Duration::from_secs(f.every_seconds),
+    })
 }
 
 /// How `medtech committee init` lays out a committee.
@@ -577,6 +670,7 @@ pub fn init(opts: &InitOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
                 ..ApiFile::default()
             },
             protocol: ProtocolFile::default(),
+            fabric: None,
         };
         let path = home.join("node.toml");
         write_file(&path, toml::to_string_pretty(&node)?.as_bytes(), false)?;

@@ -29,7 +29,7 @@ pub struct RunningNode {
 
 impl RunningNode {
     /// Starts the member described by `n`.
-    pub async fn start(n: LoadedNode) -> anyhow::Result<Self> {
+    pub async fn start(mut n: LoadedNode) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&n.data_dir)
             .with_context(|| format!("cannot create {}", n.data_dir.display()))?;
         let genesis = n.committee.genesis()?;
@@ -57,7 +57,23 @@ impl RunningNode {
             backend: medtech_ledger::backend::Backend::default(),
             faults: Default::default(),
         };
-        let ledger = LedgerNode::start_on(config, committee_addr).await?;
+        let mut ledger = LedgerNode::start_on(config, committee_addr).await?;
+        if let Some(f) = n.fabric.take() {
+            let client = medtech_ledger::fabric::GatewayClient::connect_lazy(
+                &f.endpoint,
+                f.identity,
+                &f.channel,
+                &f.chaincode,
+            )
+            .map_err(|e| anyhow::anyhow!("Fabric gateway {}: {e}", f.endpoint.address))?;
+            tracing::info!(
+                gateway = %f.endpoint.address,
+                channel = %f.channel,
+                every_s = f.every.as_secs(),
+                "anchoring cosigned checkpoints to Fabric"
+            );
+            ledger.spawn_anchoring(medtech_ledger::fabric::Anchorer::new(client), f.every);
+        }
         let fresh = ledger.head()?.0 == 0;
         if n.file.bootstrap && fresh {
             match ledger.initialize().await {

@@ -1,7 +1,8 @@
 //! The `medtech` binary as operators run it: `committee init` (CA, keys, config files and a
 //! dealer-free 512-bit key ceremony), then one `medtech node --config` process per hospital on
 //! loopback, every interaction over HTTP. One member is killed with SIGKILL: the next query
-//! proceeds without its data; restarted, it catches up from its disk.
+//! proceeds without its data; restarted, it catches up from its disk. The leader anchors the
+//! cosigned checkpoints to a (simulated) Fabric gateway configured in `node.toml`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medtech_federation::api::client;
+use medtech_ledger::fabric::contract::DEFAULT_CHAINCODE;
+use medtech_ledger::fabric::sim::{issue_identity, SimulatedGateway};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_medtech");
@@ -94,7 +97,7 @@ impl Drop for Member {
     }
 }
 
-async fn wait_ready(addr: SocketAddr, within: Duration) {
+async fn wait_ready(addr: SocketAddr, within: Duration, log: &Path) {
     let deadline = Instant::now() + within;
     loop {
         if let Ok(r) = client::json(addr, "GET", "/ready", None, &Value::Null).await {
@@ -104,7 +107,8 @@ async fn wait_ready(addr: SocketAddr, within: Duration) {
         }
         assert!(
             Instant::now() < deadline,
-            "{addr} not ready within {within:?}"
+            "{addr} not ready within {within:?}; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -191,6 +195,35 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
         .unwrap();
     assert!(!again.status.success());
 
+    // The members anchor the cosigned checkpoints to a Fabric channel (the leader submits):
+    // here an in-process gateway that checks every proposal and envelope signature (medtech_ledger::fabric::sim).
+    let gateway = SimulatedGateway::new("medtech", DEFAULT_CHAINCODE).unwrap();
+    let (cert, key) = issue_identity("Hospital1MSP", "hospital-a-anchor").unwrap();
+    gateway.enroll("Hospital1MSP", &cert);
+    let running_gateway = gateway.serve().await.unwrap();
+    let fabric_dir = tmp.path().join("fabric");
+    std::fs::create_dir_all(&fabric_dir).unwrap();
+    for (f, text) in [
+        ("cert.pem", &cert),
+        ("key.pem", &key),
+        ("ca.pem", &running_gateway.ca_pem),
+    ] {
+        std::fs::write(fabric_dir.join(f), text).unwrap();
+    }
+    for x in ["a", "b", "c"] {
+        let node = dir.join(format!("hospital-{x}/node.toml"));
+        let mut toml = std::fs::read_to_string(&node).unwrap();
+        toml.push_str(&format!(
+        "\n[fabric]\ngateway = \"{}\"\ntls_ca = \"{}\"\nserver_name = \"{}\"\nmsp_id = \"Hospital1MSP\"\ncert = \"{}\"\nkey = \"{}\"\nchannel = \"medtech\"\nevery_seconds = 1\n",
+        running_gateway.addr,
+        fabric_dir.join("ca.pem").display(),
+        running_gateway.server_name,
+        fabric_dir.join("cert.pem").display(),
+        fabric_dir.join("key.pem").display(),
+    ));
+        std::fs::write(&node, toml).unwrap();
+    }
+
     let mut members: Vec<Member> = ["a", "b", "c"]
         .iter()
         .enumerate()
@@ -206,7 +239,7 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
         m.start();
     }
     for m in &members {
-        wait_ready(m.api, Duration::from_secs(60)).await;
+        wait_ready(m.api, Duration::from_secs(60), &m.log).await;
     }
 
     // Each hospital's admin creates an operator, who uploads 200 devices.
@@ -303,7 +336,7 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
 
     // Restarted from its disk, c catches up to the others' ledger.
     members[2].start();
-    wait_ready(members[2].api, Duration::from_secs(60)).await;
+    wait_ready(members[2].api, Duration::from_secs(60), &members[2].log).await;
     let aud = |m: &Member, token: String| {
         let addr = m.api;
         async move { call(addr, "GET", "/api/v1/ledger/head", &token, Value::Null).await }
@@ -340,6 +373,19 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 
+    // The leader anchored the committee's cosigned checkpoints on the channel.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while gateway.world_state().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint anchored on Fabric (gateway refused {})",
+            gateway.refused()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gateway.blocks() >= 1);
+    assert_eq!(gateway.refused(), 0);
+
     // SIGTERM stops every member cleanly.
     for m in &mut members {
         let s = m.terminate().unwrap();
@@ -347,7 +393,7 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
     }
 
     // No secret reached a log: passwords, signing keys, share keys, TLS keys, tokens.
-    let mut secrets = vec![alice.clone()];
+    let mut secrets = vec![alice.clone(), key.lines().nth(1).unwrap().to_owned()];
     secrets.extend(admins.iter().cloned());
     for m in &members {
         secrets.push(m.admin_password(&dir));
