@@ -81,6 +81,17 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The defaults with noise disabled, so results equal the plaintext reference (tests of
+    /// behaviour under faults only: offers no privacy).
+    pub fn exact() -> Self {
+        Options {
+            noise: NoiseMode::DisabledForTests,
+            ..Options::default()
+        }
+    }
+}
+
 struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -183,6 +194,15 @@ impl Committee {
             .nodes
             .get(&self.raft_id(i))
             .map(|n| n.clone_handle())
+    }
+
+    /// The number of devices the named hospitals hold (the exact count over them).
+    pub fn count_of(&self, names: &[String]) -> i128 {
+        names
+            .iter()
+            .filter_map(|n| self.view.members.iter().position(|m| m == n))
+            .map(|i| self.data[i].len() as i128)
+            .sum()
     }
 
     /// The devices of the hospitals in `from`, as one plaintext reference.

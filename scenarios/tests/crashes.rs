@@ -7,34 +7,15 @@
 
 use std::time::Duration;
 
-use medtech_federation::protocol::NoiseMode;
 use medtech_federation::query::QueryKind;
 use medtech_scenarios::harness::{query, released, values, Committee, Options};
 use medtech_scenarios::oracle;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn exact() -> Options {
-    Options {
-        noise: NoiseMode::DisabledForTests,
-        ..Options::default()
-    }
-}
-
-/// The device count of the named hospitals.
-fn count_of(c: &Committee, names: &[String]) -> i128 {
-    names
-        .iter()
-        .map(|n| {
-            let i = c.view.members.iter().position(|m| m == n).unwrap();
-            c.data[i].len() as i128
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_completes_with_n_minus_t_members_down_and_says_who_contributed() {
-    let mut c = Committee::start(exact()).await.unwrap();
+    let mut c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     // n − t = 2 members down for the whole query.
     c.kill(3).await.unwrap();
@@ -45,7 +26,7 @@ async fn a_query_completes_with_n_minus_t_members_down_and_says_who_contributed(
         .unwrap();
     let r = released(c.wait(&id, WAIT).await.unwrap()).unwrap();
     assert_eq!(r.contributors, c.view.members[..3].to_vec());
-    assert_eq!(values(&r), vec![count_of(&c, &r.contributors)]);
+    assert_eq!(values(&r), vec![c.count_of(&r.contributors)]);
     assert_eq!(r.decrypted_by.len(), 3);
     // They come back, catch up from the others, and agree.
     c.restart(3).await.unwrap();
@@ -58,7 +39,7 @@ async fn a_query_completes_with_n_minus_t_members_down_and_says_who_contributed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raft_leader_killed_mid_query_loses_nothing_and_charges_once() {
-    let mut c = Committee::start(exact()).await.unwrap();
+    let mut c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     let leader = c.leader(&[], WAIT).await.unwrap();
     let via = (leader + 1) % c.n();
@@ -72,7 +53,7 @@ async fn the_raft_leader_killed_mid_query_loses_nothing_and_charges_once() {
     let new_leader = c.leader(&[leader], WAIT).await.unwrap();
     assert_ne!(new_leader, leader);
     let r = released(c.wait(&id, WAIT).await.unwrap()).unwrap();
-    assert_eq!(values(&r), vec![count_of(&c, &r.contributors)]);
+    assert_eq!(values(&r), vec![c.count_of(&r.contributors)]);
     // The next query runs under the new leader, submitted through the old one's successor.
     let id2 = c
         .submit(new_leader, "alice", &query(QueryKind::Count, None))
@@ -96,7 +77,7 @@ async fn the_raft_leader_killed_mid_query_loses_nothing_and_charges_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_minority_cannot_write_and_catches_up_after_healing() {
-    let c = Committee::start(exact()).await.unwrap();
+    let c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     // Cut {d, e} off from {a, b, c}; the majority elects a leader among itself.
     c.partition(&[3, 4]);
@@ -108,7 +89,7 @@ async fn a_partitioned_minority_cannot_write_and_catches_up_after_healing() {
         .unwrap();
     let r = released(c.wait(&id, WAIT).await.unwrap()).unwrap();
     assert_eq!(r.contributors, c.view.members[..3].to_vec());
-    assert_eq!(values(&r), vec![count_of(&c, &r.contributors)]);
+    assert_eq!(values(&r), vec![c.count_of(&r.contributors)]);
     // The minority cannot get anything committed: a submission through it is refused, not
     // silently lost, and charges nothing.
     let refused = tokio::time::timeout(
@@ -133,7 +114,7 @@ async fn a_partitioned_minority_cannot_write_and_catches_up_after_healing() {
         .unwrap();
     let r2 = released(c.wait(&id2, WAIT).await.unwrap()).unwrap();
     assert_eq!(r2.contributors.len(), 5);
-    assert_eq!(values(&r2), vec![count_of(&c, &r2.contributors)]);
+    assert_eq!(values(&r2), vec![c.count_of(&r2.contributors)]);
     let report = oracle::check(&c, WAIT).await.unwrap();
     assert_eq!((report.queries, report.released), (2, 2));
     c.shutdown().await.unwrap();
@@ -141,7 +122,7 @@ async fn a_partitioned_minority_cannot_write_and_catches_up_after_healing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_restarted_from_disk_catches_up_and_contributes_again() {
-    let mut c = Committee::start(exact()).await.unwrap();
+    let mut c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     c.kill(2).await.unwrap();
     let id = c
@@ -178,7 +159,7 @@ async fn a_member_restarted_from_disk_catches_up_and_contributes_again() {
         .unwrap();
     let r2 = released(c.wait(&id2, WAIT).await.unwrap()).unwrap();
     assert_eq!(r2.contributors.len(), 5);
-    assert_eq!(values(&r2), vec![count_of(&c, &r2.contributors)]);
+    assert_eq!(values(&r2), vec![c.count_of(&r2.contributors)]);
     let report = oracle::check(&c, WAIT).await.unwrap();
     assert_eq!((report.queries, report.released), (2, 2));
     c.shutdown().await.unwrap();

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use medtech_federation::protocol::{submit_entry, NoiseMode, Outcome};
+use medtech_federation::protocol::{submit_entry, Outcome};
 use medtech_federation::query::QueryKind;
 use medtech_ledger::budget::QueryCharge;
 use medtech_ledger::checkpoint::{Checkpoint, SignedCheckpoint};
@@ -23,23 +23,6 @@ use rand_core::OsRng;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn exact() -> Options {
-    Options {
-        noise: NoiseMode::DisabledForTests,
-        ..Options::default()
-    }
-}
-
-fn count_of(c: &Committee, names: &[String]) -> i128 {
-    names
-        .iter()
-        .map(|n| {
-            let i = c.view.members.iter().position(|m| m == n).unwrap();
-            c.data[i].len() as i128
-        })
-        .sum()
-}
-
 fn spent(c: &Committee, subject: Subject) -> u64 {
     let h = c.handle(0).unwrap();
     let l = h.read().unwrap();
@@ -48,7 +31,7 @@ fn spent(c: &Committee, subject: Subject) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_partial_decryption_is_named_and_the_query_still_completes() {
-    let mut c = Committee::start(exact()).await.unwrap();
+    let mut c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     c.set_adversary(1, adversary::bad_partial_decryption())
         .await
@@ -59,7 +42,7 @@ async fn a_wrong_partial_decryption_is_named_and_the_query_still_completes() {
         .await
         .unwrap();
     let r = released(c.wait(&id, WAIT).await.unwrap()).unwrap();
-    assert_eq!(values(&r), vec![count_of(&c, &r.contributors)]);
+    assert_eq!(values(&r), vec![c.count_of(&r.contributors)]);
     assert!(!r.decrypted_by.contains(&c.view.members[1]));
     let report = oracle::check(&c, WAIT).await.unwrap();
     assert!(
@@ -78,7 +61,7 @@ async fn a_wrong_partial_decryption_is_named_and_the_query_still_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_range_contribution_is_named_and_left_out() {
-    let mut c = Committee::start(exact()).await.unwrap();
+    let mut c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     // hospital-b claims 2^40 devices: it would swamp the count if it were summed.
     let key = c.view.key.clone();
@@ -92,7 +75,7 @@ async fn an_out_of_range_contribution_is_named_and_left_out() {
     let r = released(c.wait(&id, WAIT).await.unwrap()).unwrap();
     assert!(!r.contributors.contains(&c.view.members[1]));
     assert_eq!(r.contributors.len(), 4);
-    assert_eq!(values(&r), vec![count_of(&c, &r.contributors)]);
+    assert_eq!(values(&r), vec![c.count_of(&r.contributors)]);
     let report = oracle::check(&c, WAIT).await.unwrap();
     let reasons = report.accused.get(c.name(1)).expect("hospital-b named");
     assert!(reasons[0].contains("contribution"), "{reasons:?}");
@@ -101,7 +84,7 @@ async fn an_out_of_range_contribution_is_named_and_left_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_or_copied_noise_share_is_named_and_the_release_keeps_the_honest_noise() {
-    let mut c = Committee::start(exact()).await.unwrap();
+    let mut c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     let first = c
         .submit(0, "alice", &query(QueryKind::Count, None))
@@ -136,7 +119,7 @@ async fn a_replayed_or_copied_noise_share_is_named_and_the_release_keeps_the_hon
     // needs when t − 1 members collude.
     assert_eq!(r.noise_from, c.view.members[..3].to_vec());
     assert_eq!(r.contributors.len(), 5);
-    assert_eq!(values(&r), vec![count_of(&c, &r.contributors)]);
+    assert_eq!(values(&r), vec![c.count_of(&r.contributors)]);
     let report = oracle::check(&c, WAIT).await.unwrap();
     for cheat in [3, 4] {
         let reasons = report.accused.get(c.name(cheat)).expect("named");
@@ -151,7 +134,7 @@ async fn a_replayed_or_copied_noise_share_is_named_and_the_release_keeps_the_hon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_or_mischarged_query_entries_are_refused_or_named_and_cost_nothing_extra() {
-    let c = Committee::start(exact()).await.unwrap();
+    let c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     let h = c.handle(2).unwrap();
     let spec = query(QueryKind::Count, None);
@@ -226,7 +209,7 @@ async fn forged_or_mischarged_query_entries_are_refused_or_named_and_cost_nothin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_equivocating_member_is_named_with_its_two_signatures_and_queries_still_complete() {
-    let c = Committee::start(exact()).await.unwrap();
+    let c = Committee::start(Options::exact()).await.unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     let h = c.handle(0).unwrap();
     let (size, root) = h.head().unwrap();
