@@ -186,6 +186,9 @@ pub struct ProtocolFile {
     /// Fail a query not released after this long (ms).
     #[serde(default)]
     pub decryption_timeout_ms: Option<u64>,
+    /// Members not designated to decrypt a query join after this long without a release (ms).
+    #[serde(default)]
+    pub partial_fallback_ms: Option<u64>,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

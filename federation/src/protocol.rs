@@ -70,7 +70,10 @@ pub struct Timeouts {
     /// Fail the query if it is not released by then.
     pub decryption_ms: u64,
     /// After the close, members other than the `t` designated decrypters wait this long for a
-    /// release before decrypting too (a designated member may be down or cheating).
+    /// release before decrypting too (a designated member may be down). Long enough that a
+    /// designated member still verifying a large query is not mistaken for a dead one (at 2048
+    /// bits a 56-bin grouped count takes it seconds); a cheating one is named, which brings the
+    /// others in at once.
     pub partial_fallback_ms: u64,
 }
 
@@ -79,7 +82,7 @@ impl Default for Timeouts {
         Timeouts {
             contribution_ms: 10_000,
             decryption_ms: 60_000,
-            partial_fallback_ms: 2_000,
+            partial_fallback_ms: 10_000,
         }
     }
 }

@@ -109,7 +109,11 @@ impl RunningNode {
                 .protocol
                 .decryption_timeout_ms
                 .unwrap_or(Timeouts::default().decryption_ms),
-            ..Timeouts::default()
+            partial_fallback_ms: n
+                .file
+                .protocol
+                .partial_fallback_ms
+                .unwrap_or(Timeouts::default().partial_fallback_ms),
         };
         let index: QueryIndex = Arc::default();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
