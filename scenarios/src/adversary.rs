@@ -2,8 +2,7 @@
 //! about to post. Every cheat here is one the protocol must detect, name on the ledger and
 //! survive (the honest members still release the query without the cheater's part).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use medtech_federation::node::Adversary;
 use medtech_federation::query::SLOT_BITS;
@@ -63,31 +62,4 @@ pub fn replayed_noise_share(old: pb::NoiseCommitment) -> Adversary {
         }
         k => vec![k],
     })
-}
-
-/// Records, per query, what each wrapped member posted (for tests that need to see a
-/// colluder's own messages), passing everything through unchanged.
-#[derive(Clone, Default)]
-pub struct Recorder(Arc<Mutex<BTreeMap<String, Vec<Kind>>>>);
-
-impl Recorder {
-    /// The hook for member `name`.
-    pub fn hook(&self, name: &str) -> Adversary {
-        let name = name.to_owned();
-        let log = Arc::clone(&self.0);
-        Arc::new(move |_, k| {
-            if let Ok(mut l) = log.lock() {
-                l.entry(name.clone()).or_default().push(k.clone());
-            }
-            vec![k]
-        })
-    }
-
-    /// What member `name` posted so far.
-    pub fn posted(&self, name: &str) -> Vec<Kind> {
-        self.0
-            .lock()
-            .map(|l| l.get(name).cloned().unwrap_or_default())
-            .unwrap_or_default()
-    }
 }

@@ -18,7 +18,6 @@
 //! `medtech-threshold` and `medtech-ceremony`; the protocol does not depend on how the key was
 //! made). Device data is synthetic and seeded, so each scenario's plaintext reference is known.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -425,11 +424,6 @@ impl Committee {
             }
         }
         Ok(out)
-    }
-
-    /// The data directory of this committee (for disk-usage figures).
-    pub fn dir(&self) -> &Path {
-        self._dir.path()
     }
 
     /// Stops everything.
