@@ -677,6 +677,7 @@ pub struct Member {
     aggregate: Option<Vec<PackedCiphertext>>,
     first_seen_ms: Option<u64>,
     closed_seen_ms: Option<u64>,
+    designated: Option<bool>,
     combined_with: usize,
     named: BTreeSet<String>,
     posted: BTreeSet<&'static str>,
@@ -709,10 +710,20 @@ impl Member {
             aggregate: None,
             first_seen_ms: None,
             closed_seen_ms: None,
+            designated: None,
             combined_with: 0,
             named: BTreeSet::new(),
             posted: BTreeSet::new(),
         }
+    }
+
+    /// Whether this member is one of the `t` designated to decrypt query `id` (fixed for the
+    /// query, so computed once).
+    fn is_designated(&mut self, id: &str) -> bool {
+        let (committee, name) = (&self.v.committee, &self.name);
+        *self
+            .designated
+            .get_or_insert_with(|| committee.designated(id).contains(name))
     }
 
     /// The entries this member should post now about the query in `view`.
@@ -788,7 +799,7 @@ impl Member {
             }
             // The designated members verify and close; the others only if no close came
             // within the fallback time after the contribution timeout.
-            let may_close = self.v.committee.designated(&view.id).contains(&self.name)
+            let may_close = self.is_designated(&view.id)
                 || elapsed
                     > self
                         .timeouts
@@ -804,7 +815,7 @@ impl Member {
         // the fallback time, or as soon as someone is accused in this query.
         let t = usize::from(self.v.committee.threshold);
         let closed_at = *self.closed_seen_ms.get_or_insert(now_ms);
-        let active = self.v.committee.designated(&view.id).contains(&self.name)
+        let active = self.is_designated(&view.id)
             || !view.accused.is_empty()
             || now_ms.saturating_sub(closed_at) > self.timeouts.partial_fallback_ms;
         if !active {
