@@ -223,37 +223,45 @@ pub struct SledStore {
     len: u64,
 }
 
+/// Opens a sled database, waiting up to 2 s for a lock that this process is releasing.
+///
+/// sled 0.34 releases its file lock from a background flusher thread shortly after the last
+/// handle is dropped, not in `Drop` itself (spacejam/sled#1289), so an in-process reopen (a
+/// restarted member, a store reopened by a test) can briefly find the lock still held. Lock
+/// conflicts are retried every 10 ms for up to 2 s before they are reported; every other error is
+/// returned at once. Another process holding the lock for longer still gets the error.
+pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            // sled 0.34 reports a held lock as `ErrorKind::Other` with the cause only in the
+            // message ("could not acquire lock on …: WouldBlock"), so match the message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
 impl SledStore {
     /// Opens (or creates) a store in `dir`, checking that the stored indices are contiguous.
-    ///
-    /// sled 0.34 releases its file lock from a background thread shortly after the last handle
-    /// is dropped, so an in-process reopen can briefly find the lock held: lock conflicts are
-    /// retried for up to 2 s before they are reported.
     pub fn open(dir: &std::path::Path) -> Result<Self, StoreError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let db = loop {
-            // sled's page cache defaults to 1 GiB; a committee node is sized far below that.
-            match sled::Config::new()
+        // sled's page cache defaults to 1 GiB; a committee node is sized far below that.
+        let db = open_sled(
+            &sled::Config::new()
                 .path(dir)
-                .cache_capacity(SLED_CACHE_BYTES)
-                .open()
-            {
-                Ok(db) => break db,
-                // sled 0.34 reports a held lock as `ErrorKind::Other` with the cause only in the
-                // message ("could not acquire lock on …: WouldBlock"), so match the message.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => return Err(backend(e)),
-            }
-        };
+                .cache_capacity(SLED_CACHE_BYTES),
+        )
+        .map_err(backend)?;
         let entries = db.open_tree("entries").map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
         let len = match entries.last().map_err(backend)? {
@@ -494,5 +502,37 @@ impl<S: EntryStore> DurableLog<S> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopen_waits_for_a_lock_that_is_being_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = sled::Config::new().path(dir.path());
+        let held = config.open().unwrap();
+        // While the first handle is open, a plain open is refused.
+        assert!(config.open().is_err());
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        let db = open_sled(&config).expect("the lock is released within the wait");
+        releaser.join().unwrap();
+        drop(db);
+    }
+
+    #[test]
+    fn a_lock_held_for_good_is_still_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = sled::Config::new().path(dir.path());
+        let _held = config.open().unwrap();
+        let started = std::time::Instant::now();
+        let err = open_sled(&config).expect_err("the lock is never released");
+        assert!(err.to_string().contains("could not acquire lock"), "{err}");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     }
 }

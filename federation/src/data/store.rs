@@ -220,10 +220,10 @@ pub struct DeviceStore {
 impl DeviceStore {
     /// Opens (or creates) the store in `dir` and loads the columns.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(32 << 20)
-            .open()?;
+        // A member restarted in-process can find sled's lock still held for a moment.
+        let db = medtech_ledger::store::open_sled(
+            &sled::Config::new().path(dir).cache_capacity(32 << 20),
+        )?;
         let tree = db.open_tree("devices")?;
         let mut columns = Columns::default();
         for kv in tree.iter() {
