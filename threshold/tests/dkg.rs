@@ -218,7 +218,7 @@ fn message_of_another_session_is_refused() {
 mod reshare {
     use super::*;
     use medtech_threshold::dealer;
-    use medtech_threshold::dkg::reshare::{deal, receive, ReshareParameters};
+    use medtech_threshold::dkg::reshare::{deal, receive, reshared_key, ReshareParameters};
     use medtech_threshold::{KeyShare, ThresholdPublicKey};
 
     /// Runs a re-sharing from `dealers` to a committee of `n2` with threshold `t2`, letting
@@ -343,6 +343,53 @@ mod reshare {
         })
         .unwrap_err();
         assert_eq!(e.culprits(), vec![PartyIndex(5)], "{e}");
+    }
+
+    /// Deals from `dealers` and returns the parameters with only the broadcasts.
+    fn broadcasts(
+        key: &ThresholdPublicKey,
+        shares: &[KeyShare],
+        dealers: &[u16],
+        mut cheat: impl FnMut(&mut Message),
+    ) -> (ReshareParameters, Vec<Message>) {
+        let ds: Vec<PartyIndex> = dealers.iter().map(|&d| PartyIndex(d)).collect();
+        let params = ReshareParameters::new([5; 32], key, &ds, 6, 3).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        let mut out = Vec::new();
+        for &d in dealers {
+            let mut b = deal(&params, &shares[usize::from(d) - 1], &mut rng)
+                .unwrap()
+                .broadcast
+                .unwrap();
+            cheat(&mut b);
+            out.push(b);
+        }
+        (params, out)
+    }
+
+    #[test]
+    fn the_broadcasts_alone_give_the_new_members_key() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 17).unwrap();
+        // Same seed as `run`, so the same dealings.
+        let (params, b) = broadcasts(&key, &shares, &[1, 2, 4], |_| {});
+        let public = reshared_key(&params, &b).unwrap();
+        let new = run(&key, &shares, &[1, 2, 4], 6, 3, |_| {}).unwrap();
+        assert!(new.iter().all(|(k, _)| *k == public));
+        // A missing dealer is named.
+        let e = reshared_key(&params, &b[..2]).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(4)], "{e}");
+    }
+
+    #[test]
+    fn a_dealer_whose_public_dealing_is_not_its_share_is_named_by_anyone() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 18).unwrap();
+        let (params, b) = broadcasts(&key, &shares, &[2, 3, 5], |m| {
+            if m.from == PartyIndex(2) {
+                m.swap_ints_for_tests(0, 1);
+            }
+        });
+        let e = reshared_key(&params, &b).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(2)], "{e}");
     }
 
     #[test]

@@ -85,6 +85,31 @@ impl ReshareParameters {
         })
     }
 
+    /// The session identifier every message carries.
+    pub fn session(&self) -> [u8; 32] {
+        self.session
+    }
+
+    /// The key being re-shared.
+    pub fn key(&self) -> &ThresholdPublicKey {
+        &self.key
+    }
+
+    /// The dealers' (current) indices, ascending.
+    pub fn dealers(&self) -> &[u16] {
+        &self.dealers
+    }
+
+    /// `n'`.
+    pub fn new_parties(&self) -> u16 {
+        self.new_parties
+    }
+
+    /// `t'`.
+    pub fn new_threshold(&self) -> u16 {
+        self.new_threshold
+    }
+
     /// `(bits of |e_i|, bits of the polynomial coefficients, bits of the new share bound)`.
     fn sizes(&self) -> (usize, usize, usize) {
         let old_delta = self.key.delta();
@@ -171,6 +196,111 @@ pub fn deal<R: RngCore + CryptoRng + ?Sized>(
     })
 }
 
+/// The dealers' Feldman commitments, each checked against the dealer's verification key.
+struct Dealings<'a> {
+    /// Per dealer (in `params.dealers` order): its broadcast commitments.
+    commitments: Vec<&'a [Int]>,
+}
+
+/// Finds the one message of `dealer` in `messages` (a broadcast, or the direct one to `me`).
+fn find_message<'a>(
+    params: &ReshareParameters,
+    messages: &'a [Message],
+    dealer: u16,
+    direct: Option<PartyIndex>,
+) -> Result<&'a Message> {
+    let mut it = messages.iter().filter(|m| {
+        m.from.0 == dealer
+            && m.session == params.session
+            && m.round == Round::Refresh
+            && m.to == direct
+    });
+    let first = it.next();
+    match (first, it.next()) {
+        (Some(m), None) => Ok(m),
+        (Some(m), Some(_)) => Err(blame(m, "two messages in one round")),
+        (None, _) => Err(Error::Misbehaviour {
+            party: PartyIndex(dealer),
+            round: Round::Refresh,
+            reason: "no message received".into(),
+        }),
+    }
+}
+
+/// Step 2, public half: every dealer's commitments are units mod N² and commit to its current
+/// share (`D_{i,0}^Δ = v_i^(λ'_i·Δ')`). Anyone holding the old public key can run it.
+fn check_dealings<'a>(params: &ReshareParameters, messages: &'a [Message]) -> Result<Dealings<'a>> {
+    let key = &params.key;
+    let nn = key.public_key().nn();
+    let t_new = usize::from(params.new_threshold);
+    let new_delta = factorial(params.new_parties);
+    let lambdas = integer_lagrange(&params.dealers, key.delta());
+    let mut commitments = Vec::with_capacity(params.dealers.len());
+    for (&dealer, lambda) in params.dealers.iter().zip(&lambdas) {
+        let b = find_message(params, messages, dealer, None)?;
+        let cs = super::modulus::expect_ints(b, t_new, nn)?;
+        if cs.iter().any(|c| c.is_zero() || c.gcd(nn) != Int::one()) {
+            return Err(blame(b, "commitment is not a unit mod N²"));
+        }
+        let vk = key.vk(PartyIndex(dealer))?;
+        let expected = pow_signed(vk, &lambda.mul(&new_delta), nn)
+            .ok_or_else(|| blame(b, "verification key is not a unit"))?;
+        if cs[0].pow_mod(key.delta(), nn) != expected {
+            return Err(blame(
+                b,
+                "re-shared constant does not match the dealer's verification key",
+            ));
+        }
+        commitments.push(cs);
+    }
+    Ok(Dealings { commitments })
+}
+
+/// Step 3, public half: the new verification keys and `θ'` from the checked commitments.
+fn new_key(params: &ReshareParameters, dealings: &Dealings<'_>) -> Result<ThresholdPublicKey> {
+    let key = &params.key;
+    let pk = key.public_key();
+    let nn = pk.nn();
+    let new_delta = factorial(params.new_parties);
+    let (_, _, bound) = params.sizes();
+    let vks = (1..=params.new_parties)
+        .map(|k| {
+            dealings
+                .commitments
+                .iter()
+                .fold(Int::one(), |acc, cs| {
+                    acc.mul_mod(&committed_at(cs, k, nn), nn)
+                })
+                .pow_mod(&new_delta, nn)
+        })
+        .collect();
+    let theta = key
+        .theta()
+        .mul(key.delta())
+        .mul(&new_delta)
+        .rem_euclid(pk.n());
+    ThresholdPublicKey::from_parts(
+        pk.clone(),
+        params.new_parties,
+        params.new_threshold,
+        key.v().clone(),
+        vks,
+        theta,
+        bound as u32,
+    )
+}
+
+/// The re-shared public key from the dealers' broadcasts alone, after the public checks of
+/// step 2 (each dealer's commitments against its verification key). A dealer that leaves the
+/// committee, an operator or an auditor uses this to learn and check the new key; a new member
+/// gets the same key from [`receive`], which also checks its own share.
+pub fn reshared_key(
+    params: &ReshareParameters,
+    broadcasts: &[Message],
+) -> Result<ThresholdPublicKey> {
+    new_key(params, &check_dealings(params, broadcasts)?)
+}
+
 /// New-member side: checks every dealer's commitments against its verification key and its
 /// share against its commitments, and returns the new key and this member's new share.
 /// `messages` are the dealers' broadcasts and their direct messages to `me`.
@@ -186,50 +316,12 @@ pub fn receive(
             parties: params.new_parties,
         });
     }
-    let pk = key.public_key();
-    let nn = pk.nn();
-    let t_new = usize::from(params.new_threshold);
-    let new_delta = factorial(params.new_parties);
-    let lambdas = integer_lagrange(&params.dealers, key.delta());
+    let nn = key.public_key().nn();
     let (_, _, bound) = params.sizes();
-    let find = |dealer: u16, direct: bool| {
-        let mut it = messages.iter().filter(|m| {
-            m.from.0 == dealer
-                && m.session == params.session
-                && m.round == Round::Refresh
-                && (m.to == Some(me)) == direct
-                && (direct || m.to.is_none())
-        });
-        let first = it.next();
-        match (first, it.next()) {
-            (Some(m), None) => Ok(m),
-            (Some(m), Some(_)) => Err(blame(m, "two messages in one round")),
-            (None, _) => Err(Error::Misbehaviour {
-                party: PartyIndex(dealer),
-                round: Round::Refresh,
-                reason: "no message received".into(),
-            }),
-        }
-    };
-    let mut all_commitments = Vec::with_capacity(params.dealers.len());
+    let dealings = check_dealings(params, messages)?;
     let mut s = Int::zero();
-    for (&dealer, lambda) in params.dealers.iter().zip(&lambdas) {
-        let b = find(dealer, false)?;
-        let d = find(dealer, true)?;
-        let cs = super::modulus::expect_ints(b, t_new, nn)?;
-        if cs.iter().any(|c| c.is_zero() || c.gcd(nn) != Int::one()) {
-            return Err(blame(b, "commitment is not a unit mod N²"));
-        }
-        // D_{i,0}^Δ must equal v_i^(λ'_i·Δ'): the dealt constant is the dealer's share.
-        let vk = key.vk(PartyIndex(dealer))?;
-        let expected = pow_signed(vk, &lambda.mul(&new_delta), nn)
-            .ok_or_else(|| blame(b, "verification key is not a unit"))?;
-        if cs[0].pow_mod(key.delta(), nn) != expected {
-            return Err(blame(
-                b,
-                "re-shared constant does not match the dealer's verification key",
-            ));
-        }
+    for (&dealer, cs) in params.dealers.iter().zip(&dealings.commitments) {
+        let d = find_message(params, messages, dealer, Some(me))?;
         if d.ints.len() != 1 || !d.small.is_empty() || d.ints[0].bits() > MAX_INT_BITS {
             return Err(blame(d, "expected one share"));
         }
@@ -245,7 +337,6 @@ pub fn receive(
             return Err(blame(d, "share does not match its Feldman commitment"));
         }
         s = s.add(x);
-        all_commitments.push(cs);
     }
     let s = SecretInt::new(s);
     if s.expose().is_negative() || s.expose().is_zero() || s.expose().bits() > bound {
@@ -253,30 +344,7 @@ pub fn receive(
             "new key share outside its public bound".into(),
         ));
     }
-    let vks = (1..=params.new_parties)
-        .map(|k| {
-            all_commitments
-                .iter()
-                .fold(Int::one(), |acc, cs| {
-                    acc.mul_mod(&committed_at(cs, k, nn), nn)
-                })
-                .pow_mod(&new_delta, nn)
-        })
-        .collect();
-    let theta = key
-        .theta()
-        .mul(key.delta())
-        .mul(&new_delta)
-        .rem_euclid(pk.n());
-    let new_key = ThresholdPublicKey::from_parts(
-        pk.clone(),
-        params.new_parties,
-        params.new_threshold,
-        key.v().clone(),
-        vks,
-        theta,
-        bound as u32,
-    )?;
+    let new_key = new_key(params, &dealings)?;
     let share = KeyShare::new(me, s, new_key.fingerprint());
     Ok((new_key, share))
 }
