@@ -127,12 +127,11 @@ impl CeremonyConfig {
             })
             .collect()
     }
+}
 
-    fn verifying_key(&self, party: u16) -> Result<VerifyingKey> {
-        let m = self
-            .members
-            .get(usize::from(party).wrapping_sub(1))
-            .ok_or_else(|| Error::format("ceremony config", format!("no member {party}")))?;
+/// A member's pinned identity key.
+pub(crate) fn member_key(m: &MemberConfig) -> Result<VerifyingKey> {
+    {
         let b: [u8; 32] = unhex("identity", &m.ed25519)?
             .try_into()
             .map_err(|_| Error::format("identity", "must be 32 bytes"))?;
@@ -249,9 +248,11 @@ async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, b: &[u8]) -> std::io::
     w.flush().await
 }
 
-/// What arrives from a peer.
-enum Inbound {
-    Message(Message),
+/// What arrives from a peer, attributed to the member whose pinned certificate and identity key
+/// the connection and the frame's signature match.
+pub(crate) enum Inbound {
+    /// A protocol message; the receiver checks that it names the right sender for its role.
+    Message(u16, Message),
     Signature(u16, [u8; 64]),
     /// The peer (named by its pinned certificate) misbehaved.
     Fault(u16, String),
@@ -281,6 +282,275 @@ pub fn join(config: &CeremonyConfig, secrets: &LocalSecrets, opts: &JoinOptions)
     rt.block_on(join_async(config, secrets, opts))
 }
 
+/// Every member's connections of one session: a TLS connection to each other member for sending
+/// and one from each for receiving, both pinned, every frame signed with the sender's identity
+/// key. Shared by the ceremony ([`join`]) and the re-sharing ([`crate::reshare`]).
+pub(crate) struct Mesh {
+    me: u16,
+    session: [u8; 32],
+    identity: SigningKey,
+    outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>>,
+    rx: mpsc::UnboundedReceiver<Inbound>,
+}
+
+impl Mesh {
+    /// Listens on `members[me]`'s address and dials every other member (retrying until
+    /// `timeout`); checks that `secrets` are the ones pinned for `me`.
+    pub(crate) async fn connect(
+        session: [u8; 32],
+        members: &[MemberConfig],
+        me: u16,
+        secrets: &LocalSecrets,
+        timeout: Duration,
+    ) -> Result<Mesh> {
+        let mine = members
+            .get(usize::from(me).wrapping_sub(1))
+            .ok_or_else(|| Error::format("configuration", format!("no member {me}")))?;
+        if hex::encode(secrets.identity.verifying_key().as_bytes()) != mine.ed25519 {
+            return Err(Error::format(
+                "identity.key",
+                "is not the identity key the configuration pins for this member",
+            ));
+        }
+        let my_certs = certs(&secrets.tls_cert_pem)?;
+        if my_certs.first().map(|c| cert_digest(c)) != Some(mine.tls_cert_sha256.clone()) {
+            return Err(Error::format(
+                "tls-cert.pem",
+                "is not the certificate the configuration pins for this member",
+            ));
+        }
+        let my_key =
+            PrivateKeyDer::from_pem_slice(secrets.tls_key_pem.as_bytes()).map_err(tls_err)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+        // Server side: any member's CA may have issued the client's certificate; the pin decides.
+        let mut all_roots = rustls::RootCertStore::empty();
+        for m in members {
+            for c in certs(&m.tls_ca_pem)? {
+                all_roots.add(c).map_err(tls_err)?;
+            }
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(all_roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(tls_err)?;
+        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(my_certs.clone(), my_key.clone_key())
+            .map_err(tls_err)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+        let listener = TcpListener::bind(&mine.address)
+            .await
+            .map_err(|e| Error::io(Path::new(&mine.address), e))?;
+
+        let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
+        let pins: Vec<String> = members.iter().map(|m| m.tls_cert_sha256.clone()).collect();
+        let keys: Vec<VerifyingKey> = members.iter().map(member_key).collect::<Result<_>>()?;
+        {
+            let tx = tx.clone();
+            let pins = pins.clone();
+            let keys = keys.clone();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    let tx = tx.clone();
+                    let pins = pins.clone();
+                    let keys = keys.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let peer = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| cert_digest(c));
+                        // The hello frame names the sender; its certificate must be that member's.
+                        let Ok(Some(hello)) = read_frame(&mut tls).await else {
+                            return;
+                        };
+                        let Some(from) = hello.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                        else {
+                            return;
+                        };
+                        let pinned = pins.get(usize::from(from).wrapping_sub(1));
+                        if peer.is_none() || pinned != peer.as_ref() {
+                            // Not a member (or a member's certificate used to claim another index):
+                            // nothing it says is attributed to anyone.
+                            return;
+                        }
+                        let key = keys[usize::from(from) - 1];
+                        loop {
+                            let frame = match read_frame(&mut tls).await {
+                                Ok(Some(f)) => f,
+                                Ok(None) => return,
+                                Err(e) => {
+                                    let _ =
+                                        tx.send(Inbound::Fault(from, format!("connection: {e}")));
+                                    return;
+                                }
+                            };
+                            let item = (|| {
+                                let (&kind, rest) = frame.split_first().ok_or("empty frame")?;
+                                let sig: [u8; 64] = rest
+                                    .get(..64)
+                                    .ok_or("short frame")?
+                                    .try_into()
+                                    .map_err(|_| "short frame")?;
+                                let payload = &rest[64..];
+                                key.verify(
+                                    &envelope_bytes(&session, kind, payload),
+                                    &Signature::from_bytes(&sig),
+                                )
+                                .map_err(|_| "bad envelope signature")?;
+                                match kind {
+                                    KIND_MESSAGE => {
+                                        let m = Message::from_bytes(payload)
+                                            .map_err(|_| "undecodable message")?;
+                                        Ok(Inbound::Message(from, m))
+                                    }
+                                    KIND_SIGNATURE => {
+                                        let s: [u8; 64] = payload
+                                            .try_into()
+                                            .map_err(|_| "bad transcript signature")?;
+                                        Ok(Inbound::Signature(from, s))
+                                    }
+                                    _ => Err("unknown envelope kind"),
+                                }
+                            })();
+                            let done = item.is_err();
+                            let _ =
+                                tx.send(item.unwrap_or_else(|e| Inbound::Fault(from, e.into())));
+                            if done {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+
+        // Client side: one connection to every other member, each behind a writer task.
+        let mut outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>> = BTreeMap::new();
+        for m in members.iter().filter(|m| m.index != me) {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in certs(&m.tls_ca_pem)? {
+                roots.add(c).map_err(tls_err)?;
+            }
+            let client_cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(tls_err)?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(my_certs.clone(), my_key.clone_key())
+                .map_err(tls_err)?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+            let name = ServerName::try_from(m.name.clone()).map_err(tls_err)?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let tls = loop {
+                let attempt = async {
+                    let tcp = TcpStream::connect(&m.address).await?;
+                    connector.connect(name.clone(), tcp).await
+                };
+                match attempt.await {
+                    Ok(t) => break t,
+                    Err(_) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        return Err(Error::format(
+                            "network",
+                            format!("party {} at {} unreachable: {e}", m.index, m.address),
+                        ))
+                    }
+                }
+            };
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| cert_digest(c));
+            if peer.as_ref() != Some(&m.tls_cert_sha256) {
+                return Err(Error::format(
+                    "network",
+                    format!(
+                        "party {} presented a certificate other than its pinned one",
+                        m.index
+                    ),
+                ));
+            }
+            let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+            let mut tls = tls;
+            tokio::spawn(async move {
+                if write_frame(&mut tls, &me.to_be_bytes()).await.is_err() {
+                    return;
+                }
+                while let Some(frame) = wrx.recv().await {
+                    if write_frame(&mut tls, &frame).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = tls.shutdown().await;
+            });
+            outs.insert(m.index, wtx);
+        }
+        Ok(Mesh {
+            me,
+            session,
+            identity: secrets.identity.clone(),
+            outs,
+            rx,
+        })
+    }
+
+    /// Sends `m` to member `to`, or to every other member.
+    pub(crate) fn send(&self, to: Option<u16>, m: &Message) {
+        let frame = signed_envelope(&self.session, KIND_MESSAGE, &m.to_bytes(), &self.identity);
+        self.send_frame(to, frame);
+    }
+
+    /// Sends this member's signature over the outcome to every other member.
+    pub(crate) fn send_signature(&self, sig: &[u8; 64]) {
+        let frame = signed_envelope(&self.session, KIND_SIGNATURE, sig, &self.identity);
+        self.send_frame(None, frame);
+    }
+
+    fn send_frame(&self, to: Option<u16>, frame: Vec<u8>) {
+        match to {
+            None => {
+                for o in self.outs.values() {
+                    let _ = o.send(frame.clone());
+                }
+            }
+            Some(p) if p == self.me => {}
+            Some(p) => {
+                if let Some(o) = self.outs.get(&p) {
+                    let _ = o.send(frame);
+                }
+            }
+        }
+    }
+
+    /// The next item: `Err` once `deadline` passes, `Ok(None)` if every connection closed.
+    pub(crate) async fn recv_timeout(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> core::result::Result<Option<Inbound>, tokio::time::error::Elapsed> {
+        tokio::time::timeout_at(deadline, self.rx.recv()).await
+    }
+
+    /// Lets the writer tasks drain what was sent.
+    pub(crate) async fn finish(self) {
+        drop(self.outs);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn join_async(
     config: &CeremonyConfig,
     secrets: &LocalSecrets,
@@ -290,228 +560,14 @@ async fn join_async(
     let session = params.session();
     let n = params.parties();
     let me = opts.index;
-    let mine = config
-        .members
-        .get(usize::from(me).wrapping_sub(1))
-        .ok_or_else(|| Error::format("ceremony config", format!("no member {me}")))?;
-    if hex::encode(secrets.identity.verifying_key().as_bytes()) != mine.ed25519 {
-        return Err(Error::format(
-            "identity.key",
-            "is not the identity key the configuration pins for this member",
-        ));
-    }
-    let my_certs = certs(&secrets.tls_cert_pem)?;
-    if my_certs.first().map(|c| cert_digest(c)) != Some(mine.tls_cert_sha256.clone()) {
-        return Err(Error::format(
-            "tls-cert.pem",
-            "is not the certificate the configuration pins for this member",
-        ));
-    }
-    let my_key = PrivateKeyDer::from_pem_slice(secrets.tls_key_pem.as_bytes()).map_err(tls_err)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-
-    // Server side: any member's CA may have issued the client's certificate; the pin decides.
-    let mut all_roots = rustls::RootCertStore::empty();
-    for m in &config.members {
-        for c in certs(&m.tls_ca_pem)? {
-            all_roots.add(c).map_err(tls_err)?;
+    let mut mesh = Mesh::connect(session, &config.members, me, secrets, opts.round_timeout).await?;
+    let send = |m: &Message, mesh: &Mesh, local: &mut VecDeque<Message>| match m.to {
+        None => {
+            mesh.send(None, m);
+            local.push_back(m.clone());
         }
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(all_roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(tls_err)?;
-    let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(my_certs.clone(), my_key.clone_key())
-        .map_err(tls_err)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
-    let listener = TcpListener::bind(&mine.address)
-        .await
-        .map_err(|e| Error::io(Path::new(&mine.address), e))?;
-
-    let (tx, mut rx) = mpsc::unbounded_channel::<Inbound>();
-    let pins: Vec<String> = config
-        .members
-        .iter()
-        .map(|m| m.tls_cert_sha256.clone())
-        .collect();
-    let keys: Vec<VerifyingKey> = (1..=n)
-        .map(|p| config.verifying_key(p))
-        .collect::<Result<_>>()?;
-    {
-        let tx = tx.clone();
-        let pins = pins.clone();
-        let keys = keys.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                let pins = pins.clone();
-                let keys = keys.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let peer = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| cert_digest(c));
-                    // The hello frame names the sender; its certificate must be that member's.
-                    let Ok(Some(hello)) = read_frame(&mut tls).await else {
-                        return;
-                    };
-                    let Some(from) = hello.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
-                    else {
-                        return;
-                    };
-                    let pinned = pins.get(usize::from(from).wrapping_sub(1));
-                    if peer.is_none() || pinned != peer.as_ref() {
-                        // Not a member (or a member's certificate used to claim another index):
-                        // nothing it says is attributed to anyone.
-                        return;
-                    }
-                    let key = keys[usize::from(from) - 1];
-                    loop {
-                        let frame = match read_frame(&mut tls).await {
-                            Ok(Some(f)) => f,
-                            Ok(None) => return,
-                            Err(e) => {
-                                let _ = tx.send(Inbound::Fault(from, format!("connection: {e}")));
-                                return;
-                            }
-                        };
-                        let item = (|| {
-                            let (&kind, rest) = frame.split_first().ok_or("empty frame")?;
-                            let sig: [u8; 64] = rest
-                                .get(..64)
-                                .ok_or("short frame")?
-                                .try_into()
-                                .map_err(|_| "short frame")?;
-                            let payload = &rest[64..];
-                            key.verify(
-                                &envelope_bytes(&session, kind, payload),
-                                &Signature::from_bytes(&sig),
-                            )
-                            .map_err(|_| "bad envelope signature")?;
-                            match kind {
-                                KIND_MESSAGE => {
-                                    let m = Message::from_bytes(payload)
-                                        .map_err(|_| "undecodable message")?;
-                                    if m.from.0 != from {
-                                        return Err("message names another sender");
-                                    }
-                                    Ok(Inbound::Message(m))
-                                }
-                                KIND_SIGNATURE => {
-                                    let s: [u8; 64] = payload
-                                        .try_into()
-                                        .map_err(|_| "bad transcript signature")?;
-                                    Ok(Inbound::Signature(from, s))
-                                }
-                                _ => Err("unknown envelope kind"),
-                            }
-                        })();
-                        let done = item.is_err();
-                        let _ = tx.send(item.unwrap_or_else(|e| Inbound::Fault(from, e.into())));
-                        if done {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-    }
-
-    // Client side: one connection to every other member, each behind a writer task.
-    let mut outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>> = BTreeMap::new();
-    for m in config.members.iter().filter(|m| m.index != me) {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in certs(&m.tls_ca_pem)? {
-            roots.add(c).map_err(tls_err)?;
-        }
-        let client_cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(my_certs.clone(), my_key.clone_key())
-            .map_err(tls_err)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
-        let name = ServerName::try_from(m.name.clone()).map_err(tls_err)?;
-        let deadline = tokio::time::Instant::now() + opts.round_timeout;
-        let tls = loop {
-            let attempt = async {
-                let tcp = TcpStream::connect(&m.address).await?;
-                connector.connect(name.clone(), tcp).await
-            };
-            match attempt.await {
-                Ok(t) => break t,
-                Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    return Err(Error::format(
-                        "network",
-                        format!("party {} at {} unreachable: {e}", m.index, m.address),
-                    ))
-                }
-            }
-        };
-        let peer = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| cert_digest(c));
-        if peer.as_ref() != Some(&m.tls_cert_sha256) {
-            return Err(Error::format(
-                "network",
-                format!(
-                    "party {} presented a certificate other than its pinned one",
-                    m.index
-                ),
-            ));
-        }
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let mut tls = tls;
-        tokio::spawn(async move {
-            if write_frame(&mut tls, &me.to_be_bytes()).await.is_err() {
-                return;
-            }
-            while let Some(frame) = wrx.recv().await {
-                if write_frame(&mut tls, &frame).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tls.shutdown().await;
-        });
-        outs.insert(m.index, wtx);
-    }
-
-    let send = |m: &Message,
-                outs: &BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>>,
-                local: &mut VecDeque<Message>| {
-        let frame = signed_envelope(&session, KIND_MESSAGE, &m.to_bytes(), &secrets.identity);
-        match m.to {
-            None => {
-                for o in outs.values() {
-                    let _ = o.send(frame.clone());
-                }
-                local.push_back(m.clone());
-            }
-            Some(p) if p.0 == me => local.push_back(m.clone()),
-            Some(p) => {
-                if let Some(o) = outs.get(&p.0) {
-                    let _ = o.send(frame);
-                }
-            }
-        }
+        Some(p) if p.0 == me => local.push_back(m.clone()),
+        Some(p) => mesh.send(Some(p.0), m),
     };
 
     let mut rng = ChaCha20Rng::from_rng(OsRng)
@@ -524,7 +580,7 @@ async fn join_async(
     let mut earlier: Vec<[u8; 32]> = Vec::new();
     let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
     for m in first.broadcast.iter().chain(&first.direct) {
-        send(m, &outs, &mut local);
+        send(m, &mesh, &mut local);
     }
     let started = std::time::Instant::now();
     let output = loop {
@@ -564,8 +620,16 @@ async fn join_async(
         };
         pending.extend(local.drain(..));
         while !complete(&pending) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Inbound::Message(m))) => pending.push(m),
+            match mesh.recv_timeout(deadline).await {
+                Ok(Some(Inbound::Message(from, m))) if m.from.0 != from => {
+                    return Err(medtech_threshold::Error::Misbehaviour {
+                        party: PartyIndex(from),
+                        round,
+                        reason: "message names another sender".into(),
+                    }
+                    .into());
+                }
+                Ok(Some(Inbound::Message(_, m))) => pending.push(m),
                 Ok(Some(Inbound::Signature(from, s))) => {
                     signatures.insert(from, s);
                 }
@@ -632,7 +696,7 @@ async fn join_async(
             Step::Continue(p, out) => {
                 party = *p;
                 for m in out.broadcast.iter().chain(&out.direct) {
-                    send(m, &outs, &mut local);
+                    send(m, &mesh, &mut local);
                 }
             }
             Step::Done(o) => break *o,
@@ -650,18 +714,10 @@ async fn join_async(
         .identity
         .sign(&crate::transcript::signed_bytes(&head, &key.fingerprint()));
     signatures.insert(me, my_sig.to_bytes());
-    let frame = signed_envelope(
-        &session,
-        KIND_SIGNATURE,
-        &my_sig.to_bytes(),
-        &secrets.identity,
-    );
-    for o in outs.values() {
-        let _ = o.send(frame.clone());
-    }
+    mesh.send_signature(&my_sig.to_bytes());
     let deadline = tokio::time::Instant::now() + opts.round_timeout;
     while signatures.len() < usize::from(n) {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
+        match mesh.recv_timeout(deadline).await {
             Ok(Some(Inbound::Signature(from, s))) => {
                 signatures.insert(from, s);
             }
@@ -673,7 +729,7 @@ async fn join_async(
                 }
                 .into());
             }
-            Ok(Some(Inbound::Message(_))) => {}
+            Ok(Some(Inbound::Message(..))) => {}
             Ok(None) | Err(_) => {
                 return Err(Error::format(
                     "network",
@@ -707,8 +763,7 @@ async fn join_async(
         ));
     }
     // Let the writer tasks drain, then write the outputs.
-    drop(outs);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    mesh.finish().await;
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     write(&out.join("transcript.json"), &transcript_json, false)?;
