@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{read, unhex, Error, Result};
 
 /// `threshold-key.json`.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFile {
     /// `medtech-threshold-key/1`.
@@ -41,24 +41,25 @@ impl KeyFile {
     }
 }
 
+impl KeyFile {
+    /// The key it holds, validated (`what` names the file in errors).
+    pub fn key(&self, what: &str) -> Result<ThresholdPublicKey> {
+        if self.format != "medtech-threshold-key/1" {
+            return Err(Error::format(what, "unsupported format"));
+        }
+        let key = ThresholdPublicKey::from_bytes(&unhex("threshold key", &self.threshold_key)?)?;
+        if hex::encode(key.fingerprint()) != self.fingerprint {
+            return Err(Error::format(what, "fingerprint does not match the key"));
+        }
+        Ok(key)
+    }
+}
+
 /// Loads and validates `threshold-key.json`.
 pub fn load_key(path: &Path) -> Result<ThresholdPublicKey> {
     let f: KeyFile = serde_json::from_slice(&read(path)?)
         .map_err(|e| Error::format(path.display().to_string(), e.to_string()))?;
-    if f.format != "medtech-threshold-key/1" {
-        return Err(Error::format(
-            path.display().to_string(),
-            "unsupported format",
-        ));
-    }
-    let key = ThresholdPublicKey::from_bytes(&unhex("threshold key", &f.threshold_key)?)?;
-    if hex::encode(key.fingerprint()) != f.fingerprint {
-        return Err(Error::format(
-            path.display().to_string(),
-            "fingerprint does not match the key",
-        ));
-    }
-    Ok(key)
+    f.key(&path.display().to_string())
 }
 
 /// A reviewer's challenge: a ciphertext of a value only the reviewer knows.

@@ -10,7 +10,8 @@
 //! * [`files`] — the key file, a reviewer's challenge and partial decryptions (`test-decrypt`);
 //! * [`bench`] — the benchmark.
 //!
-//! * [`net`] — `keygen` and `join`: one party per host over mutually authenticated TLS.
+//! * [`net`] — `keygen` and `join`: one party per host over mutually authenticated TLS;
+//! * [`reshare`] — `reshare`: the same key to fresh shares or a new committee, over that transport.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -20,6 +21,7 @@ mod error;
 pub mod files;
 pub mod net;
 pub mod rehearsal;
+pub mod reshare;
 pub mod sharefile;
 pub mod transcript;
 

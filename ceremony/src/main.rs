@@ -8,6 +8,7 @@ use medtech_ceremony::bench::{self, BenchConfig};
 use medtech_ceremony::files::{challenge, load_challenge, load_key, load_partials, PartialFile};
 use medtech_ceremony::net;
 use medtech_ceremony::rehearsal::{self, RunConfig};
+use medtech_ceremony::reshare;
 use medtech_ceremony::sharefile::{open, parse_key_file, Unlock};
 use medtech_ceremony::transcript::{self, Identity};
 use rand_core::OsRng;
@@ -102,7 +103,60 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         round_timeout: u64,
     },
-    /// Verify a transcript offline; exit status 1 unless every check passes.
+    /// Write the configuration of a re-sharing: the current key to fresh shares or to a new
+    /// committee (a hospital joins or leaves), same public key.
+    ReshareConfig {
+        /// The current threshold-key.json.
+        #[arg(long)]
+        key: PathBuf,
+        /// The t current members who deal (their current indices, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        dealers: Vec<u16>,
+        /// Threshold t' of the new committee.
+        #[arg(long)]
+        threshold: u16,
+        /// Where to write the configuration.
+        #[arg(long)]
+        out: PathBuf,
+        /// One per participant, in order: `MEMBER_JSON:OLD:NEW`, where MEMBER_JSON is what
+        /// `keygen` wrote, OLD its current index and NEW its index in the new committee (`-`
+        /// for none), e.g. `keys-1/member.json:1:1`, `new/member.json:-:6`, `keys-4/member.json:4:-`.
+        #[arg(long = "participant", required = true)]
+        participants: Vec<String>,
+    },
+    /// Take part in a re-sharing as one participant, over mutually authenticated TLS.
+    Reshare {
+        /// The re-sharing configuration (identical at every participant).
+        #[arg(long)]
+        config: PathBuf,
+        /// This participant's index in it.
+        #[arg(long)]
+        index: u16,
+        /// The directory `keygen` wrote for this participant.
+        #[arg(long)]
+        keys: PathBuf,
+        /// A dealer's current sealed share file.
+        #[arg(long)]
+        share: Option<PathBuf>,
+        /// That share's key file (or use --passphrase-env).
+        #[arg(long)]
+        share_key: Option<PathBuf>,
+        /// Environment variable holding that share's passphrase.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+        /// Seal the new share with the passphrase in this environment variable instead of a new
+        /// key file.
+        #[arg(long)]
+        new_passphrase_env: Option<String>,
+        /// Where to write the transcript, the new key and (a new member's) sealed new share.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds a phase may take before the missing participants are named.
+        #[arg(long, default_value_t = 600)]
+        round_timeout: u64,
+    },
+    /// Verify a transcript offline (a ceremony's or a re-sharing's); exit status 1 unless every
+    /// check passes.
     Verify {
         /// The transcript (JSON).
         transcript: PathBuf,
@@ -186,6 +240,62 @@ fn passphrase(var: &str) -> anyhow::Result<Zeroizing<String>> {
         "the passphrase in {var} is shorter than 12 characters"
     );
     Ok(pw)
+}
+
+/// Opens a sealed share with exactly one of a key file and a passphrase variable.
+fn open_share(
+    path: &std::path::Path,
+    key: &medtech_threshold::ThresholdPublicKey,
+    share_key: Option<PathBuf>,
+    passphrase_env: Option<String>,
+) -> anyhow::Result<medtech_threshold::KeyShare> {
+    let sealed = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(match (share_key, passphrase_env) {
+        (Some(k), None) => {
+            let b = Zeroizing::new(
+                std::fs::read(&k).map_err(|e| anyhow::anyhow!("{}: {e}", k.display()))?,
+            );
+            let k = parse_key_file(&b)?;
+            open(&sealed, key, &Unlock::Key(&k))?
+        }
+        (None, Some(var)) => {
+            let pw = passphrase(&var)?;
+            open(&sealed, key, &Unlock::Passphrase(pw.as_bytes()))?
+        }
+        _ => anyhow::bail!("give exactly one of --share-key and --passphrase-env"),
+    })
+}
+
+/// `MEMBER_JSON:OLD:NEW` of `reshare-config`.
+fn participant(spec: &str, position: usize) -> anyhow::Result<reshare::Participant> {
+    let mut parts = spec.rsplitn(3, ':');
+    let (new, old, path) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(n), Some(o), Some(p)) if !p.is_empty() => (n, o, p),
+        _ => anyhow::bail!("participant {spec:?}: expected MEMBER_JSON:OLD:NEW"),
+    };
+    let index = |s: &str, what: &str| -> anyhow::Result<Option<u16>> {
+        if s == "-" {
+            return Ok(None);
+        }
+        s.parse::<u16>()
+            .ok()
+            .filter(|&i| i > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "participant {spec:?}: {what} index {s:?} is not a positive number or -"
+                )
+            })
+    };
+    let b = std::fs::read(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let mut member: net::MemberConfig =
+        serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    member.index = u16::try_from(position + 1)?;
+    Ok(reshare::Participant {
+        member,
+        old_index: index(old, "old")?,
+        new_index: index(new, "new")?,
+    })
 }
 
 fn main() -> ExitCode {
@@ -325,7 +435,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
                 .transpose()?;
             let key = key.map(|k| load_key(&k)).transpose()?;
-            let verdict = transcript::verify(&bytes, pinned.as_deref(), key.as_ref());
+            let format = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("format").and_then(|f| f.as_str()).map(String::from));
+            let verdict = if format.as_deref() == Some(reshare::TRANSCRIPT_FORMAT) {
+                anyhow::ensure!(
+                    pinned.is_none(),
+                    "--identities applies to a ceremony transcript; a re-sharing's participants are pinned in its configuration"
+                );
+                reshare::verify_reshare(&bytes, key.as_ref())
+            } else {
+                transcript::verify(&bytes, pinned.as_deref(), key.as_ref())
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&verdict)?);
             } else {
@@ -345,6 +466,85 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !verdict.ok() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::ReshareConfig {
+            key,
+            dealers,
+            threshold,
+            out,
+            participants,
+        } => {
+            let old = load_key(&key)?;
+            let participants = participants
+                .iter()
+                .enumerate()
+                .map(|(k, p)| participant(p, k))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut nonce = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+            let config = reshare::ReshareConfig {
+                format: reshare::CONFIG_FORMAT.into(),
+                key: medtech_ceremony::files::KeyFile::of(&old),
+                dealers,
+                new_threshold: threshold,
+                session_nonce: hex::encode(nonce),
+                participants,
+            };
+            let params = config.parameters()?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&config)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            println!(
+                "re-sharing configuration written to {}: key {} (n = {}, t = {}) dealt by {:?} to n' = {}, t' = {}, session {}",
+                out.display(),
+                hex::encode(old.fingerprint()),
+                old.parties(),
+                old.threshold(),
+                params.dealers(),
+                params.new_parties(),
+                params.new_threshold(),
+                hex::encode(params.session())
+            );
+        }
+        Command::Reshare {
+            config,
+            index,
+            keys,
+            share,
+            share_key,
+            passphrase_env,
+            new_passphrase_env,
+            out,
+            round_timeout,
+        } => {
+            let b =
+                std::fs::read(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let config: reshare::ReshareConfig = serde_json::from_slice(&b)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let old = config.old_key()?;
+            let share = share
+                .map(|p| open_share(&p, &old, share_key, passphrase_env))
+                .transpose()?;
+            let secrets = net::load_secrets(&keys)?;
+            let passphrase = new_passphrase_env.as_deref().map(passphrase).transpose()?;
+            eprintln!(
+                "participant {index}: joining the re-sharing (session {})",
+                hex::encode(&config.session()[..8])
+            );
+            let fp = reshare::reshare(
+                &config,
+                &secrets,
+                &reshare::ReshareOptions {
+                    index,
+                    share,
+                    out: out.clone(),
+                    passphrase,
+                    round_timeout: std::time::Duration::from_secs(round_timeout),
+                },
+            )?;
+            println!(
+                "participant {index}: new key {fp}; transcript, key and any new share written to {}",
+                out.display()
+            );
         }
         Command::Challenge { key, out } => {
             let key = load_key(&key)?;
@@ -366,22 +566,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let key = load_key(&key)?;
             let (context, c) = load_challenge(&challenge, &key)?;
-            let sealed =
-                std::fs::read(&share).map_err(|e| anyhow::anyhow!("{}: {e}", share.display()))?;
-            let share = match (share_key, passphrase_env) {
-                (Some(k), None) => {
-                    let b = Zeroizing::new(
-                        std::fs::read(&k).map_err(|e| anyhow::anyhow!("{}: {e}", k.display()))?,
-                    );
-                    let k = parse_key_file(&b)?;
-                    open(&sealed, &key, &Unlock::Key(&k))?
-                }
-                (None, Some(var)) => {
-                    let pw = passphrase(&var)?;
-                    open(&sealed, &key, &Unlock::Passphrase(pw.as_bytes()))?
-                }
-                _ => anyhow::bail!("give exactly one of --share-key and --passphrase-env"),
-            };
+            let share = open_share(&share, &key, share_key, passphrase_env)?;
             let p = share.partial_decrypt(&key, &context, &c, &mut OsRng)?;
             let f = PartialFile {
                 format: "medtech-partial/1".into(),

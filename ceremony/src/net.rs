@@ -179,6 +179,13 @@ pub fn keygen(dir: &Path, index: u16, name: &str, address: &str) -> Result<Membe
     })
 }
 
+impl LocalSecrets {
+    /// The identity key that signs this member's frames and transcript signatures.
+    pub(crate) fn identity(&self) -> &SigningKey {
+        &self.identity
+    }
+}
+
 /// Loads what `keygen` wrote.
 pub fn load_secrets(dir: &Path) -> Result<LocalSecrets> {
     let cert = String::from_utf8(read(&dir.join("tls-cert.pem"))?)

@@ -1,0 +1,736 @@
+//! `medtech-ceremony reshare`: moving the committee's key to fresh shares or to a new committee
+//! (a hospital joins or leaves) over the ceremony's transport, without a new public key.
+//!
+//! The protocol is [`medtech_threshold::dkg::reshare`] (Herzberg et al. refresh, Desmedt–Jajodia
+//! redistribution, over the integers); this module runs it between hosts and leaves a transcript
+//! anyone can check.
+//!
+//! * **Configuration** ([`ReshareConfig`], JSON, identical at every participant): the current
+//!   threshold key (embedded), the `t` current members who deal, the new threshold, a session
+//!   nonce, and the participants. A participant is a current member (`old_index`), a member of
+//!   the new committee (`new_index`), or both; each has the address, TLS pins and identity key of
+//!   a ceremony member (`medtech-ceremony keygen`). The session identifier is the SHA-256 of the
+//!   canonical configuration.
+//! * **Run**: each dealer broadcasts its Feldman commitments and sends every new member its
+//!   share over the mesh (mutually authenticated TLS, pinned certificates, signed frames — the
+//!   transport of `join`). A new member checks every dealing against the dealer's current
+//!   verification key and its share against the commitments (a failure names the dealer); every
+//!   participant derives the new public key from the broadcasts alone
+//!   ([`medtech_threshold::dkg::reshare::reshared_key`]), signs the transcript head and the new
+//!   key's fingerprint, and collects every participant's signature.
+//! * **Outputs** in `--out`: `reshare-transcript.json` (identical everywhere), the new
+//!   `threshold-key.json`, and for a new member its sealed `share.json` (with `share.key`
+//!   unless a passphrase seals it).
+//! * **Verification** ([`verify_reshare`], `medtech-ceremony verify`): the configuration and the
+//!   old key, every dealing against the old verification keys, the new key recomputed from the
+//!   dealings, the hash, and every participant's signature.
+//!
+//! Transcript head: `SHA-256("medtech-reshare/v1/transcript" ‖ session ‖ old fingerprint ‖
+//! Σ (len ‖ dealing) in dealer order ‖ new fingerprint)`; each participant signs
+//! `"medtech-ceremony/v1/signature" ‖ head ‖ new fingerprint`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, Signer, Verifier};
+use medtech_threshold::dkg::reshare::{deal, receive, reshared_key, ReshareParameters};
+use medtech_threshold::dkg::{Message, Round};
+use medtech_threshold::{KeyShare, PartyIndex, ThresholdPublicKey};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{unhex, write, Error, Result};
+use crate::files::KeyFile;
+use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh};
+use crate::sharefile::{new_key_file, seal, Unlock};
+use crate::transcript::{signed_bytes, Check, SignatureRecord, Verdict};
+
+/// The format tag of a re-sharing configuration.
+pub const CONFIG_FORMAT: &str = "medtech-reshare-config/1";
+/// The format tag of a re-sharing transcript.
+pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/1";
+
+/// One participant of a re-sharing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Participant {
+    /// Its connection and pinned identity; `member.index` is its position in the list, from 1.
+    pub member: MemberConfig,
+    /// Its index in the current committee, if it is a current member.
+    pub old_index: Option<u16>,
+    /// Its index in the new committee, if it will be a member.
+    pub new_index: Option<u16>,
+}
+
+/// The configuration every participant holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareConfig {
+    /// [`CONFIG_FORMAT`].
+    pub format: String,
+    /// The key being re-shared (its `threshold-key.json`).
+    pub key: KeyFile,
+    /// The `t` current members (old indices) who deal.
+    pub dealers: Vec<u16>,
+    /// `t'` of the new committee.
+    pub new_threshold: u16,
+    /// A nonce agreed when the configuration was written (hex).
+    pub session_nonce: String,
+    /// Every participant, in order.
+    pub participants: Vec<Participant>,
+}
+
+impl ReshareConfig {
+    /// The session identifier: SHA-256 of the canonical configuration.
+    pub fn session(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"medtech-reshare/v1/session");
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+
+    /// The key being re-shared.
+    pub fn old_key(&self) -> Result<ThresholdPublicKey> {
+        self.key.key("reshare config key")
+    }
+
+    /// The protocol parameters, after checking the participants: listed in order, every old
+    /// index a member of the current committee at most once, the new indices exactly
+    /// `1..=n'`, and every dealer present.
+    pub fn parameters(&self) -> Result<ReshareParameters> {
+        let bad = |why: String| Error::format("reshare config", why);
+        if self.format != CONFIG_FORMAT {
+            return Err(bad(format!("unsupported format {:?}", self.format)));
+        }
+        let key = self.old_key()?;
+        let mut old = Vec::new();
+        let mut new = Vec::new();
+        for (k, p) in self.participants.iter().enumerate() {
+            if usize::from(p.member.index) != k + 1 {
+                return Err(bad(
+                    "participants must be listed in index order from 1".into()
+                ));
+            }
+            if p.old_index.is_none() && p.new_index.is_none() {
+                return Err(bad(format!(
+                    "participant {} is neither a current nor a new member",
+                    k + 1
+                )));
+            }
+            if let Some(i) = p.old_index {
+                if i == 0 || i > key.parties() || old.contains(&i) {
+                    return Err(bad(format!(
+                        "old index {i} is not a member of the current {}-member committee, or is listed twice",
+                        key.parties()
+                    )));
+                }
+                old.push(i);
+            }
+            new.extend(p.new_index);
+        }
+        new.sort_unstable();
+        let n_new = u16::try_from(new.len()).map_err(|_| bad("too many participants".into()))?;
+        if new != (1..=n_new).collect::<Vec<u16>>() {
+            return Err(bad(format!(
+                "the new indices must be exactly 1..={n_new}, each once; got {new:?}"
+            )));
+        }
+        if let Some(d) = self.dealers.iter().find(|d| !old.contains(d)) {
+            return Err(bad(format!("dealer {d} is not a participant")));
+        }
+        if usize::from(self.new_threshold) * 2 > usize::from(n_new) + 1 {
+            return Err(bad(format!(
+                "threshold {} of {n_new} breaks the honest majority (2t − 1 ≤ n)",
+                self.new_threshold
+            )));
+        }
+        let dealers: Vec<PartyIndex> = self.dealers.iter().map(|&d| PartyIndex(d)).collect();
+        Ok(ReshareParameters::new(
+            self.session(),
+            &key,
+            &dealers,
+            n_new,
+            self.new_threshold,
+        )?)
+    }
+
+    /// The participant (1-based) holding old index `old`.
+    pub fn participant_of_old(&self, old: u16) -> Option<u16> {
+        self.participants
+            .iter()
+            .find(|p| p.old_index == Some(old))
+            .map(|p| p.member.index)
+    }
+
+    /// The participant (1-based) taking new index `new`.
+    pub fn participant_of_new(&self, new: u16) -> Option<u16> {
+        self.participants
+            .iter()
+            .find(|p| p.new_index == Some(new))
+            .map(|p| p.member.index)
+    }
+
+    fn members(&self) -> Vec<MemberConfig> {
+        self.participants.iter().map(|p| p.member.clone()).collect()
+    }
+}
+
+/// The transcript of a re-sharing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareTranscript {
+    /// [`TRANSCRIPT_FORMAT`].
+    pub format: String,
+    /// The configuration (with the old key).
+    pub config: ReshareConfig,
+    /// Every dealer's broadcast (encoded message, hex), in dealer order.
+    pub dealings: Vec<String>,
+    /// The new key.
+    pub new_key: KeyFile,
+    /// The head every participant signed, hex.
+    pub transcript_hash: String,
+    /// Every participant's signature (`party` = participant index).
+    pub signatures: Vec<SignatureRecord>,
+}
+
+fn head(session: &[u8; 32], old: &[u8; 32], dealings: &[Vec<u8>], new: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medtech-reshare/v1/transcript");
+    h.update(session);
+    h.update(old);
+    for d in dealings {
+        h.update((d.len() as u64).to_be_bytes());
+        h.update(d);
+    }
+    h.update(new);
+    h.finalize().into()
+}
+
+/// Verifies a re-sharing transcript offline; `expected_key`, when given, must be its new key.
+pub fn verify_reshare(json: &[u8], expected_key: Option<&ThresholdPublicKey>) -> Verdict {
+    let mut checks = Vec::new();
+    let mut push = |name, r: Result<String>| {
+        let (ok, detail) = match r {
+            Ok(d) => (true, d),
+            Err(e) => (false, e.to_string()),
+        };
+        checks.push(Check { name, ok, detail });
+        ok
+    };
+    let t = match serde_json::from_slice::<ReshareTranscript>(json)
+        .map_err(|e| Error::format("transcript", e.to_string()))
+        .and_then(|t| {
+            if t.format == TRANSCRIPT_FORMAT {
+                Ok(t)
+            } else {
+                Err(Error::format(
+                    "transcript",
+                    format!("unsupported format {:?}", t.format),
+                ))
+            }
+        }) {
+        Ok(t) => {
+            push("format", Ok(TRANSCRIPT_FORMAT.into()));
+            t
+        }
+        Err(e) => {
+            push("format", Err(e));
+            return Verdict {
+                checks,
+                key_fingerprint: None,
+            };
+        }
+    };
+    let done = |checks| Verdict {
+        checks,
+        key_fingerprint: None,
+    };
+    let params = match t.config.parameters() {
+        Ok(p) => {
+            push(
+                "parameters",
+                Ok(format!(
+                    "key {} (n = {}, t = {}) dealt by {:?} to n' = {}, t' = {}",
+                    t.config.key.fingerprint,
+                    p.key().parties(),
+                    p.key().threshold(),
+                    p.dealers(),
+                    p.new_parties(),
+                    p.new_threshold()
+                )),
+            );
+            p
+        }
+        Err(e) => {
+            push("parameters", Err(e));
+            return done(checks);
+        }
+    };
+    let dealings: Result<Vec<Vec<u8>>> = t.dealings.iter().map(|d| unhex("dealing", d)).collect();
+    let derived = dealings.and_then(|bytes| {
+        let msgs = bytes
+            .iter()
+            .map(|b| Message::from_bytes(b).map_err(Error::from))
+            .collect::<Result<Vec<_>>>()?;
+        let order: Vec<u16> = msgs.iter().map(|m| m.from.0).collect();
+        if order != params.dealers() || msgs.iter().any(|m| m.to.is_some()) {
+            return Err(Error::format(
+                "dealings",
+                format!(
+                    "must be the dealers' broadcasts in order {:?}, got {order:?}",
+                    params.dealers()
+                ),
+            ));
+        }
+        Ok((bytes, reshared_key(&params, &msgs)?))
+    });
+    let (bytes, new_key) = match derived {
+        Ok(d) => {
+            push(
+                "dealings",
+                Ok(format!(
+                    "{} dealings, each committing to its dealer's current share",
+                    d.0.len()
+                )),
+            );
+            d
+        }
+        Err(e) => {
+            push("dealings", Err(e));
+            return done(checks);
+        }
+    };
+    let key_ok = t.new_key.key("new key").and_then(|k| {
+        if k != new_key {
+            return Err(Error::format(
+                "new key",
+                "is not the key the dealings determine",
+            ));
+        }
+        if k.public_key() != params.key().public_key() {
+            return Err(Error::format("new key", "has another modulus"));
+        }
+        if let Some(e) = expected_key {
+            if *e != k {
+                return Err(Error::format("new key", "is not the expected key"));
+            }
+        }
+        Ok(format!(
+            "{} (same modulus; n = {}, t = {})",
+            t.new_key.fingerprint,
+            k.parties(),
+            k.threshold()
+        ))
+    });
+    if !push("new key", key_ok) {
+        return done(checks);
+    }
+    let h = head(
+        &params.session(),
+        &params.key().fingerprint(),
+        &bytes,
+        &new_key.fingerprint(),
+    );
+    let hash_ok = if hex::encode(h) == t.transcript_hash {
+        Ok(t.transcript_hash.clone())
+    } else {
+        Err(Error::format("transcript hash", "does not recompute"))
+    };
+    if !push("transcript hash", hash_ok) {
+        return done(checks);
+    }
+    let signed = signed_bytes(&h, &new_key.fingerprint());
+    let sigs = (|| {
+        let mut by: BTreeMap<u16, &SignatureRecord> = BTreeMap::new();
+        for s in &t.signatures {
+            if by.insert(s.party, s).is_some() {
+                return Err(Error::format(
+                    "signatures",
+                    format!("participant {} signed twice", s.party),
+                ));
+            }
+        }
+        for p in &t.config.participants {
+            let i = p.member.index;
+            let s = by.get(&i).ok_or_else(|| {
+                Error::format("signatures", format!("participant {i} did not sign"))
+            })?;
+            let sig: [u8; 64] = unhex("signature", &s.signature)?
+                .try_into()
+                .map_err(|_| Error::format("signatures", "must be 64 bytes"))?;
+            member_key(&p.member)?
+                .verify(&signed, &Signature::from_bytes(&sig))
+                .map_err(|_| {
+                    Error::format("signatures", format!("participant {i}'s does not verify"))
+                })?;
+        }
+        if by.len() != t.config.participants.len() {
+            return Err(Error::format("signatures", "a non-participant signed"));
+        }
+        Ok(format!(
+            "all {} participants signed",
+            t.config.participants.len()
+        ))
+    })();
+    let ok = push("signatures", sigs);
+    Verdict {
+        checks,
+        key_fingerprint: ok.then(|| t.new_key.fingerprint.clone()),
+    }
+}
+
+/// Options of [`reshare`].
+pub struct ReshareOptions {
+    /// This participant's index in the configuration.
+    pub index: u16,
+    /// Its current share, if it is a dealer.
+    pub share: Option<KeyShare>,
+    /// Where to write the outputs.
+    pub out: PathBuf,
+    /// Seal the new share with this passphrase instead of a new key file.
+    pub passphrase: Option<zeroize::Zeroizing<String>>,
+    /// How long a phase may take before the missing participants are named.
+    pub round_timeout: Duration,
+}
+
+/// Runs this participant's side of a re-sharing; returns the new key's fingerprint (hex).
+pub fn reshare(
+    config: &ReshareConfig,
+    secrets: &LocalSecrets,
+    opts: &ReshareOptions,
+) -> Result<String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(std::path::Path::new("tokio runtime"), e))?;
+    rt.block_on(reshare_async(config, secrets, opts))
+}
+
+fn fault(participant: u16, reason: impl Into<String>) -> Error {
+    medtech_threshold::Error::Misbehaviour {
+        party: PartyIndex(participant),
+        round: Round::Refresh,
+        reason: reason.into(),
+    }
+    .into()
+}
+
+async fn reshare_async(
+    config: &ReshareConfig,
+    secrets: &LocalSecrets,
+    opts: &ReshareOptions,
+) -> Result<String> {
+    let params = config.parameters()?;
+    let me = opts.index;
+    let mine = config
+        .participants
+        .get(usize::from(me).wrapping_sub(1))
+        .ok_or_else(|| Error::format("reshare config", format!("no participant {me}")))?;
+    let dealer = mine.old_index.filter(|i| params.dealers().contains(i));
+    let share = match (dealer, &opts.share) {
+        (Some(i), Some(s)) if s.index().0 == i => Some(s),
+        (Some(i), Some(s)) => {
+            return Err(Error::format(
+                "share",
+                format!(
+                    "is member {}'s share; participant {me} deals as member {i}",
+                    s.index().0
+                ),
+            ))
+        }
+        (Some(i), None) => {
+            return Err(Error::format(
+                "share",
+                format!("participant {me} deals as member {i} and needs its current share"),
+            ))
+        }
+        (None, _) => None,
+    };
+    let mut mesh = Mesh::connect(
+        params.session(),
+        &config.members(),
+        me,
+        secrets,
+        opts.round_timeout,
+    )
+    .await?;
+
+    let mut pending: Vec<Message> = Vec::new();
+    if let Some(share) = share {
+        let mut rng = ChaCha20Rng::from_rng(OsRng)
+            .map_err(|e| Error::format("random generator", e.to_string()))?;
+        let out = deal(&params, share, &mut rng)?;
+        if let Some(b) = out.broadcast {
+            mesh.send(None, &b);
+            pending.push(b);
+        }
+        for m in out.direct {
+            let to = m.to.and_then(|j| config.participant_of_new(j.0));
+            match to {
+                Some(p) if p == me => pending.push(m),
+                Some(p) => mesh.send(Some(p), &m),
+                None => {}
+            }
+        }
+    }
+
+    // Collect every dealer's broadcast and, for a new member, its share from every dealer.
+    let my_new = mine.new_index.map(PartyIndex);
+    let have = |pending: &[Message], dealer: u16, direct: Option<PartyIndex>| {
+        pending.iter().any(|m| m.from.0 == dealer && m.to == direct)
+    };
+    let missing = |pending: &[Message]| -> Vec<u16> {
+        params
+            .dealers()
+            .iter()
+            .filter(|&&d| {
+                !have(pending, d, None) || (my_new.is_some() && !have(pending, d, my_new))
+            })
+            .filter_map(|&d| config.participant_of_old(d))
+            .collect()
+    };
+    let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + opts.round_timeout;
+    while !missing(&pending).is_empty() {
+        match mesh.recv_timeout(deadline).await {
+            Ok(Some(Inbound::Message(from, m))) => {
+                let role = config
+                    .participants
+                    .get(usize::from(from).wrapping_sub(1))
+                    .and_then(|p| p.old_index);
+                if role != Some(m.from.0) || !params.dealers().contains(&m.from.0) {
+                    return Err(fault(from, "sent a dealing without being that dealer"));
+                }
+                if m.round != Round::Refresh || (m.to.is_some() && m.to != my_new) {
+                    return Err(fault(from, "sent a message that is not a dealing for us"));
+                }
+                if have(&pending, m.from.0, m.to) {
+                    return Err(fault(from, "sent two dealings"));
+                }
+                pending.push(m);
+            }
+            Ok(Some(Inbound::Signature(from, s))) => {
+                signatures.insert(from, s);
+            }
+            Ok(Some(Inbound::Fault(from, why))) => return Err(fault(from, why)),
+            Ok(None) | Err(_) => {
+                let absent = missing(&pending);
+                return Err(fault(
+                    absent.first().copied().unwrap_or(0),
+                    format!("timed out waiting for the dealings of participants {absent:?}"),
+                ));
+            }
+        }
+    }
+
+    // Map participant faults from the protocol (which names old indices) back to participants.
+    let by_participant = |e: medtech_threshold::Error| -> Error {
+        match e {
+            medtech_threshold::Error::Misbehaviour {
+                party,
+                round,
+                reason,
+            } => medtech_threshold::Error::Misbehaviour {
+                party: PartyIndex(config.participant_of_old(party.0).unwrap_or(0)),
+                round,
+                reason: format!("dealer {party}: {reason}"),
+            }
+            .into(),
+            other => other.into(),
+        }
+    };
+    let mut broadcasts: Vec<Message> = pending.iter().filter(|m| m.to.is_none()).cloned().collect();
+    broadcasts.sort_by_key(|m| m.from.0);
+    let (new_key, new_share) = match my_new {
+        Some(j) => {
+            let (k, s) = receive(&params, j, &pending).map_err(by_participant)?;
+            (k, Some(s))
+        }
+        None => (
+            reshared_key(&params, &broadcasts).map_err(by_participant)?,
+            None,
+        ),
+    };
+
+    let dealings: Vec<Vec<u8>> = broadcasts.iter().map(Message::to_bytes).collect();
+    let h = head(
+        &params.session(),
+        &params.key().fingerprint(),
+        &dealings,
+        &new_key.fingerprint(),
+    );
+    let sig = secrets
+        .identity()
+        .sign(&signed_bytes(&h, &new_key.fingerprint()))
+        .to_bytes();
+    signatures.insert(me, sig);
+    mesh.send_signature(&sig);
+    let deadline = tokio::time::Instant::now() + opts.round_timeout;
+    while signatures.len() < config.participants.len() {
+        match mesh.recv_timeout(deadline).await {
+            Ok(Some(Inbound::Signature(from, s))) => {
+                signatures.insert(from, s);
+            }
+            Ok(Some(Inbound::Fault(from, why))) => return Err(fault(from, why)),
+            Ok(Some(Inbound::Message(..))) => {}
+            Ok(None) | Err(_) => {
+                let absent: Vec<u16> = config
+                    .participants
+                    .iter()
+                    .map(|p| p.member.index)
+                    .filter(|i| !signatures.contains_key(i))
+                    .collect();
+                return Err(fault(
+                    absent.first().copied().unwrap_or(0),
+                    format!("timed out waiting for the signatures of participants {absent:?}"),
+                ));
+            }
+        }
+    }
+    let transcript = ReshareTranscript {
+        format: TRANSCRIPT_FORMAT.into(),
+        config: config.clone(),
+        dealings: dealings.iter().map(hex::encode).collect(),
+        new_key: KeyFile::of(&new_key),
+        transcript_hash: hex::encode(h),
+        signatures: signatures
+            .iter()
+            .map(|(p, s)| SignatureRecord {
+                party: *p,
+                signature: hex::encode(s),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec_pretty(&transcript)
+        .map_err(|e| Error::format("transcript", e.to_string()))?;
+    let verdict = verify_reshare(&json, Some(&new_key));
+    if !verdict.ok() {
+        let failed: Vec<String> = verdict
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        return Err(Error::format(
+            "reshare transcript",
+            format!("does not verify: {}", failed.join("; ")),
+        ));
+    }
+    mesh.finish().await;
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    write(&out.join("reshare-transcript.json"), &json, false)?;
+    write(
+        &out.join("threshold-key.json"),
+        &serde_json::to_vec_pretty(&KeyFile::of(&new_key))
+            .map_err(|e| Error::format("key", e.to_string()))?,
+        false,
+    )?;
+    if let Some(share) = new_share {
+        let sealed = match &opts.passphrase {
+            Some(pw) => seal(&share, &new_key, &Unlock::Passphrase(pw.as_bytes()))?,
+            None => {
+                let (k, text) = new_key_file();
+                write(&out.join("share.key"), text.as_bytes(), true)?;
+                seal(&share, &new_key, &Unlock::Key(&k))?
+            }
+        };
+        write(&out.join("share.json"), sealed.as_bytes(), true)?;
+    }
+    Ok(hex::encode(new_key.fingerprint()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(i: u16) -> MemberConfig {
+        MemberConfig {
+            index: i,
+            address: format!("127.0.0.1:{}", 9000 + i),
+            name: format!("hospital-{i}"),
+            tls_ca_pem: String::new(),
+            tls_cert_sha256: String::new(),
+            ed25519: String::new(),
+        }
+    }
+
+    /// Old members 1..=3 of a 3-member t = 2 key; `roles[k]` = (old, new) of participant k + 1.
+    fn config(roles: &[(Option<u16>, Option<u16>)], dealers: &[u16], t: u16) -> ReshareConfig {
+        let (key, _) = medtech_threshold::dealer::insecure_generate_from_seed(512, 3, 2, 5)
+            .expect("dealer key");
+        ReshareConfig {
+            format: CONFIG_FORMAT.into(),
+            key: KeyFile::of(&key),
+            dealers: dealers.to_vec(),
+            new_threshold: t,
+            session_nonce: "00".into(),
+            participants: roles
+                .iter()
+                .enumerate()
+                .map(|(k, &(old_index, new_index))| Participant {
+                    member: member(k as u16 + 1),
+                    old_index,
+                    new_index,
+                })
+                .collect(),
+        }
+    }
+
+    fn refusal(c: &ReshareConfig) -> String {
+        c.parameters().expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn a_join_and_a_leave_is_a_valid_configuration() {
+        let c = config(
+            &[(Some(1), Some(1)), (Some(2), Some(2)), (None, Some(3))],
+            &[1, 2],
+            2,
+        );
+        let p = c.parameters().unwrap();
+        assert_eq!((p.new_parties(), p.new_threshold()), (3, 2));
+        assert_eq!(c.participant_of_old(2), Some(2));
+        assert_eq!(c.participant_of_new(3), Some(3));
+        assert_eq!(c.participant_of_old(3), None);
+    }
+
+    #[test]
+    fn malformed_configurations_are_refused_with_the_reason() {
+        let ok = [(Some(1), Some(1)), (Some(2), Some(2)), (None, Some(3))];
+        let gap = [(Some(1), Some(1)), (Some(2), Some(4)), (None, Some(3))];
+        assert!(refusal(&config(&gap, &[1, 2], 2)).contains("exactly 1..=3"));
+        let twice = [(Some(1), Some(1)), (Some(1), Some(2)), (None, Some(3))];
+        assert!(refusal(&config(&twice, &[1, 2], 2)).contains("listed twice"));
+        let stranger = [(Some(1), Some(1)), (Some(7), Some(2)), (None, Some(3))];
+        assert!(refusal(&config(&stranger, &[1, 2], 2)).contains("old index 7"));
+        let idle = [(Some(1), Some(1)), (Some(2), Some(2)), (None, None)];
+        assert!(refusal(&config(&idle, &[1, 2], 2)).contains("neither"));
+        assert!(refusal(&config(&ok, &[1, 3], 2)).contains("dealer 3 is not a participant"));
+        assert!(refusal(&config(&ok, &[1, 2], 3)).contains("honest majority"));
+        assert!(refusal(&config(&ok, &[1], 2)).contains("exactly t = 2"));
+        let mut c = config(&ok, &[1, 2], 2);
+        c.format = "medtech-reshare-config/0".into();
+        assert!(refusal(&c).contains("unsupported format"));
+        let mut c = config(&ok, &[1, 2], 2);
+        c.participants.swap(0, 1);
+        assert!(refusal(&c).contains("index order"));
+    }
+
+    #[test]
+    fn garbage_is_not_a_verified_transcript() {
+        for bytes in [
+            &b"not json"[..],
+            b"{}",
+            br#"{"format":"medtech-reshare-transcript/1"}"#,
+        ] {
+            let v = verify_reshare(bytes, None);
+            assert!(!v.ok());
+            assert!(v.key_fingerprint.is_none());
+        }
+    }
+}
