@@ -86,7 +86,9 @@ impl Driver {
     pub async fn run(self, node: NodeHandle, mut stop: watch::Receiver<bool>) {
         let mut next = 0u64;
         let mut queries: BTreeMap<String, (QueryView, Member)> = BTreeMap::new();
+        let mut applied = node.applied_size();
         loop {
+            applied.mark_unchanged();
             if *stop.borrow() {
                 return;
             }
@@ -133,8 +135,11 @@ impl Driver {
                     Err(e) => tracing::warn!(member = %self.name, "propose: {e}"),
                 }
             }
+            // Wake as soon as new entries are applied; the timer only drives the timeouts
+            // (contribution and fallback windows, in seconds).
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(40)) => {}
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = stop.changed() => {}
             }
         }

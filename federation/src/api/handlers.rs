@@ -501,7 +501,8 @@ async fn get_query(
                     "no query {id:?} of yours on this member's ledger"
                 )))
             }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            // A map lookup under a read lock: cheap enough to look often.
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }

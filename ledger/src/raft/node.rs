@@ -337,6 +337,12 @@ impl LedgerNode {
             .map_err(|e| Error::Storage(e.to_string()))
     }
 
+    /// A receiver of the applied log size, which changes once new entries are applied and
+    /// durable: wait on it (`changed()`) instead of polling [`Self::entries_from`].
+    pub fn applied_size(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.sm.applied_size()
+    }
+
     /// Size and root of the applied log.
     pub fn head(&self) -> Result<(u64, crate::merkle::Hash), Error> {
         let l = self.read()?;
@@ -487,6 +493,11 @@ impl NodeHandle {
     pub fn head(&self) -> Result<(u64, crate::merkle::Hash), Error> {
         let l = self.read()?;
         Ok((l.log().tree().size(), l.log().root()))
+    }
+
+    /// See [`LedgerNode::applied_size`].
+    pub fn applied_size(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.sm.applied_size()
     }
 
     /// The Raft leader this member knows of.

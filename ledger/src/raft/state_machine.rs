@@ -94,12 +94,16 @@ impl<S: EntryStore> Ledger<S> {
 /// The state machine handle given to openraft (cheap to clone; readers share it).
 pub struct StateMachine<S: EntryStore> {
     inner: Arc<RwLock<Ledger<S>>>,
+    /// The applied log size, published after every durable apply (followers of the ledger wait
+    /// on it instead of polling).
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl<S: EntryStore> Clone for StateMachine<S> {
     fn clone(&self) -> Self {
         StateMachine {
             inner: self.inner.clone(),
+            applied: self.applied.clone(),
         }
     }
 }
@@ -145,7 +149,9 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
                 .map_err(|e| io_err(StorageIOError::read, format!("entry {i}: {e}")))?;
         }
         state.set_rejected(applied.rejected);
+        let (applied_tx, _) = tokio::sync::watch::channel(applied.size);
         Ok(StateMachine {
+            applied: Arc::new(applied_tx),
             inner: Arc::new(RwLock::new(Ledger {
                 log,
                 state,
@@ -161,6 +167,11 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
     pub fn set_fetcher(&self, fetcher: Arc<dyn EntryFetcher>) -> Result<(), StorageError> {
         self.inner.write().map_err(|_| poisoned())?.fetcher = Some(fetcher);
         Ok(())
+    }
+
+    /// A receiver of the applied log size: it changes once entries are applied and durable.
+    pub fn applied_size(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     /// Read access to the applied ledger.
@@ -265,6 +276,7 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
         l.log
             .commit_staged(&[(APPLIED, meta)])
             .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
+        self.applied.send_replace(l.applied.size);
         Ok(receipts)
     }
 
@@ -385,6 +397,7 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
             .sync()
             .map_err(|e| io_err(StorageIOError::write_state_machine, e))?;
         l.snapshot = Some((meta.clone(), data));
+        self.applied.send_replace(size);
         Ok(())
     }
 
