@@ -349,6 +349,9 @@ pub struct Verifier {
     compiled: Option<Result<Compiled, String>>,
     verified: BTreeMap<(bool, String), Result<Vec<PackedCiphertext>, String>>,
     partials_checked: BTreeMap<String, Result<Vec<VerifiedPartial>, String>>,
+    /// This member's own partials: its name, the bytes it posted, and the partials as
+    /// computed (correct by construction).
+    own_partial: Option<(String, Vec<Vec<u8>>, Vec<VerifiedPartial>)>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -367,6 +370,7 @@ impl Verifier {
             compiled: None,
             verified: BTreeMap::new(),
             partials_checked: BTreeMap::new(),
+            own_partial: None,
         }
     }
 
@@ -473,53 +477,76 @@ impl Verifier {
         if let Some(r) = self.verified.get(&key) {
             return r.clone();
         }
-        let r = (|| {
-            let (cts, proofs) = if noise {
-                let e = view.noise.get(member).ok_or("no noise share posted")?;
-                (&e.ciphertexts, &e.range_proof)
-            } else {
-                let e = view
-                    .contributions
-                    .get(member)
-                    .ok_or("no contribution posted")?;
-                (&e.ciphertexts, &e.range_proof)
-            };
-            let layouts = self.layouts(c.slots())?;
-            let proofs = split(proofs)?;
-            if cts.len() != layouts.len() || proofs.len() != layouts.len() {
-                return Err(format!(
-                    "{} ciphertexts and {} proofs for {} layouts",
-                    cts.len(),
-                    proofs.len(),
-                    layouts.len()
-                ));
-            }
-            let pk = self.committee.key.public_key();
-            let mut out = Vec::with_capacity(layouts.len());
-            for ((layout, ct), proof) in layouts.iter().zip(cts).zip(proofs) {
-                let ct = Ciphertext::from_bytes(pk, ct).map_err(|e| e.to_string())?;
-                let proof = medtech_threshold::range::RangeProof::from_bytes(pk, proof)
-                    .map_err(|e| e.to_string())?;
-                let packed = if noise {
-                    let party = self.committee.party(member).ok_or("not a member")?;
-                    verify_shares(pk, *layout, view.id.as_bytes(), party, &ct, &proof)
-                        .map_err(|e| e.to_string())?
-                } else {
-                    pk.verify_range(
-                        *layout,
-                        SLOT_BOUND,
-                        &contribution_context(&view.id, member),
-                        &ct,
-                        &proof,
-                    )
-                    .map_err(|e| e.to_string())?
-                };
-                out.push(packed);
-            }
-            Ok(out)
-        })();
+        let r = self.check_posted(view, c, noise, member);
         self.verified.insert(key, r.clone());
         r
+    }
+
+    /// Verifies the not yet verified ones of `items` (`(noise, member)`) in parallel, filling
+    /// the cache [`Self::verify`] reads.
+    fn prefetch(&mut self, view: &QueryView, c: &Compiled, items: Vec<(bool, String)>) {
+        let todo: Vec<(bool, String)> = items
+            .into_iter()
+            .filter(|k| !self.verified.contains_key(k))
+            .collect();
+        let this = &*self;
+        let done = par_map(todo, |(noise, m)| {
+            let r = this.check_posted(view, c, noise, &m);
+            ((noise, m), r)
+        });
+        self.verified.extend(done);
+    }
+
+    fn check_posted(
+        &self,
+        view: &QueryView,
+        c: &Compiled,
+        noise: bool,
+        member: &str,
+    ) -> Result<Vec<PackedCiphertext>, String> {
+        let (cts, proofs) = if noise {
+            let e = view.noise.get(member).ok_or("no noise share posted")?;
+            (&e.ciphertexts, &e.range_proof)
+        } else {
+            let e = view
+                .contributions
+                .get(member)
+                .ok_or("no contribution posted")?;
+            (&e.ciphertexts, &e.range_proof)
+        };
+        let layouts = self.layouts(c.slots())?;
+        let proofs = split(proofs)?;
+        if cts.len() != layouts.len() || proofs.len() != layouts.len() {
+            return Err(format!(
+                "{} ciphertexts and {} proofs for {} layouts",
+                cts.len(),
+                proofs.len(),
+                layouts.len()
+            ));
+        }
+        let pk = self.committee.key.public_key();
+        let mut out = Vec::with_capacity(layouts.len());
+        for ((layout, ct), proof) in layouts.iter().zip(cts).zip(proofs) {
+            let ct = Ciphertext::from_bytes(pk, ct).map_err(|e| e.to_string())?;
+            let proof = medtech_threshold::range::RangeProof::from_bytes(pk, proof)
+                .map_err(|e| e.to_string())?;
+            let packed = if noise {
+                let party = self.committee.party(member).ok_or("not a member")?;
+                verify_shares(pk, *layout, view.id.as_bytes(), party, &ct, &proof)
+                    .map_err(|e| e.to_string())?
+            } else {
+                pk.verify_range(
+                    *layout,
+                    SLOT_BOUND,
+                    &contribution_context(&view.id, member),
+                    &ct,
+                    &proof,
+                )
+                .map_err(|e| e.to_string())?
+            };
+            out.push(packed);
+        }
+        Ok(out)
     }
 
     /// Sums the closed set's ciphertexts, each verified by this member.
@@ -535,6 +562,16 @@ impl Verifier {
         let key = Arc::clone(&self.committee.key);
         let pk = key.public_key();
         let mut agg: Option<Vec<PackedCiphertext>> = None;
+        self.prefetch(
+            view,
+            c,
+            closed
+                .contributors
+                .iter()
+                .map(|m| (false, m.clone()))
+                .chain(closed.noise_from.iter().map(|m| (true, m.clone())))
+                .collect(),
+        );
         let items = closed
             .contributors
             .iter()
@@ -572,6 +609,30 @@ impl Verifier {
         let key = Arc::clone(&self.committee.key);
         let mut cheats: BTreeMap<String, String> = BTreeMap::new();
         let mut valid: BTreeMap<PartyIndex, Vec<VerifiedPartial>> = BTreeMap::new();
+        // This member's own partial, exactly as it posted it, needs no check of its own; the
+        // others' are checked in parallel.
+        let mut todo = Vec::new();
+        for (member, p) in &view.partials {
+            if self.partials_checked.contains_key(member) {
+                continue;
+            }
+            match &self.own_partial {
+                Some((name, bytes, own)) if name == member && *bytes == p.partials => {
+                    self.partials_checked
+                        .insert(member.clone(), Ok(own.clone()));
+                }
+                _ => {
+                    if let Some(party) = self.committee.party(member) {
+                        todo.push((member.clone(), party, p));
+                    }
+                }
+            }
+        }
+        let checked = par_map(todo, |(member, party, p)| {
+            let r = verify_partials(&key, &view.id, party, aggregate, p);
+            (member, r)
+        });
+        self.partials_checked.extend(checked);
         for (member, p) in &view.partials {
             let Some(party) = self.committee.party(member) else {
                 continue;
@@ -678,6 +739,8 @@ pub struct Member {
     first_seen_ms: Option<u64>,
     closed_seen_ms: Option<u64>,
     designated: Option<bool>,
+    primary: Option<bool>,
+    partials_seen_ms: Option<u64>,
     combined_with: usize,
     named: BTreeSet<String>,
     posted: BTreeSet<&'static str>,
@@ -711,6 +774,8 @@ impl Member {
             first_seen_ms: None,
             closed_seen_ms: None,
             designated: None,
+            primary: None,
+            partials_seen_ms: None,
             combined_with: 0,
             named: BTreeSet::new(),
             posted: BTreeSet::new(),
@@ -724,6 +789,14 @@ impl Member {
         *self
             .designated
             .get_or_insert_with(|| committee.designated(id).contains(name))
+    }
+
+    /// Whether this member is the first designated member of query `id`, which combines.
+    fn is_primary(&mut self, id: &str) -> bool {
+        let (committee, name) = (&self.v.committee, &self.name);
+        *self
+            .primary
+            .get_or_insert_with(|| committee.designated(id).first() == Some(name))
     }
 
     /// The entries this member should post now about the query in `view`.
@@ -843,27 +916,41 @@ impl Member {
         };
         if !view.partials.contains_key(&self.name) && !self.posted.contains("partial") {
             let mut partials = Vec::with_capacity(aggregate.len());
+            let mut own = Vec::with_capacity(aggregate.len());
             for (k, agg) in aggregate.iter().enumerate() {
-                match self.share.partial_decrypt(
+                match self.share.partial_decrypt_own(
                     &self.v.committee.key,
                     &decryption_context(&view.id, k),
                     agg.ciphertext(),
                     rng,
                 ) {
-                    Ok(p) => partials.push(p.to_bytes()),
+                    Ok((p, v)) => {
+                        partials.push(p.to_bytes());
+                        own.push(v);
+                    }
                     Err(e) => {
                         tracing::error!(query = %view.id, "partial decryption failed: {e}");
                         return Vec::new();
                     }
                 }
             }
+            self.v.own_partial = Some((self.name.clone(), partials.clone(), own));
             self.posted.insert("partial");
             return vec![Kind::PartialDecryption(pb::PartialDecryption {
                 query_id: view.id.clone(),
                 partials,
             })];
         }
-        if view.partials.len() >= t
+        // The first designated member combines at once; the other designated ones (which
+        // decrypted too) only if no release came within a quarter of the fallback time after
+        // t partials were posted, or once someone is accused.
+        let combine_now = view.partials.len() >= t && {
+            let seen = *self.partials_seen_ms.get_or_insert(now_ms);
+            self.is_primary(&view.id)
+                || !view.accused.is_empty()
+                || now_ms.saturating_sub(seen) > self.timeouts.partial_fallback_ms / 4
+        };
+        if combine_now
             && !self.posted.contains("release")
             && view.partials.len() != self.combined_with
         {
@@ -980,6 +1067,18 @@ impl Member {
             return Vec::new();
         }
         let members: Vec<String> = self.v.committee.members.clone();
+        let posted: Vec<(bool, String)> = members
+            .iter()
+            .filter(|m| view.contributions.contains_key(*m))
+            .map(|m| (false, m.clone()))
+            .chain(
+                members
+                    .iter()
+                    .filter(|m| view.noise.contains_key(*m))
+                    .map(|m| (true, m.clone())),
+            )
+            .collect();
+        self.v.prefetch(view, c, posted);
         let mut out = Vec::new();
         let mut valid = |noise: bool, out: &mut Vec<Kind>| -> Vec<String> {
             let posted = |m: &String| {
@@ -1049,6 +1148,39 @@ fn verify_partials(
         );
     }
     Ok(out)
+}
+
+/// `items.map(f)` on up to as many threads as there are cores (proof verification is
+/// CPU-bound and independent per item); order is kept.
+fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut it = items.into_iter();
+    loop {
+        let chunk: Vec<T> = it.by_ref().take(per).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in `f` is a bug; re-raise it on the caller's thread.
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 fn misbehaviour(query: &str, culprit: &str, reason: &str) -> Kind {

@@ -323,3 +323,35 @@ fn a_query_charged_less_than_it_costs_gets_no_contribution() {
     };
     assert!(f.reason.contains("charged"), "{}", f.reason);
 }
+
+#[test]
+fn the_combining_member_crashing_after_its_partial_delays_the_release_but_does_not_stop_it() {
+    let (mut c, data) = committee(NoiseMode::DisabledForTests, 8);
+    let s = spec(QueryKind::Count, None, vec![]);
+    let id = c.submit("alice", &s).unwrap();
+    let designated = c.view.designated(&id);
+    let primary = designated[0].clone();
+    // Step until the first designated member (the one that combines at once) has posted its
+    // partial decryption, then take it down.
+    let mut outcome = None;
+    for _ in 0..40 {
+        outcome = c.run(&id, 100, 1);
+        if outcome.is_some() || c.query_view(&id).unwrap().partials.contains_key(&primary) {
+            break;
+        }
+    }
+    assert!(outcome.is_none(), "released before the combiner crashed");
+    c.offline.insert(primary.clone());
+    let crashed_at = c.now_ms;
+    let r = released(c.run(&id, 100, 400));
+    let want: i128 = data.iter().map(|d| d.len() as i128).sum();
+    assert_eq!(values(&r), vec![want]);
+    // Another designated member combined, after the combine fallback (a quarter of the
+    // partial fallback after t partials were posted).
+    assert!(
+        c.now_ms - crashed_at >= 2_000,
+        "released {} ms after the crash",
+        c.now_ms - crashed_at
+    );
+    assert!(r.decrypted_by.iter().all(|m| designated.contains(m)));
+}

@@ -25,6 +25,23 @@ impl VerifiedPartial {
     pub fn party(&self) -> PartyIndex {
         self.party
     }
+
+    /// For a partial this crate just computed with the member's own share (correct by
+    /// construction, so its proof need not be checked by the member itself).
+    pub(crate) fn own(
+        key: &ThresholdPublicKey,
+        context: &[u8],
+        c: &Ciphertext,
+        partial: &PartialDecryption,
+    ) -> Self {
+        VerifiedPartial {
+            party: partial.party,
+            ci: partial.ci.clone(),
+            key_fingerprint: key.fingerprint(),
+            ciphertext_digest: c.digest(),
+            context: context.to_vec(),
+        }
+    }
 }
 
 /// A successful threshold decryption.
@@ -250,6 +267,43 @@ mod tests {
                 assert_ne!(p, m, "t − 1 partials recovered the plaintext");
             }
         }
+    }
+
+    /// A member's own partial, taken without verifying its proof, is the same verified partial
+    /// anyone else gets by checking the proof, and combines with the others'.
+    #[test]
+    fn an_own_partial_is_what_verifying_it_gives() {
+        let (key, shares) = insecure_generate_from_seed(512, 3, 2, 13).unwrap();
+        let m = Plaintext::from_i64(-9_001);
+        let c = key.public_key().encrypt(&m, &mut OsRng).unwrap();
+        let (p, own) = shares[0]
+            .partial_decrypt_own(&key, b"q", &c, &mut OsRng)
+            .unwrap();
+        let checked = key.verify_partial(b"q", &c, &p).unwrap();
+        assert_eq!(
+            (
+                own.party,
+                &own.ci,
+                own.context.clone(),
+                own.ciphertext_digest
+            ),
+            (
+                checked.party,
+                &checked.ci,
+                checked.context.clone(),
+                checked.ciphertext_digest
+            )
+        );
+        let other = key
+            .verify_partial(
+                b"q",
+                &c,
+                &shares[2]
+                    .partial_decrypt(&key, b"q", &c, &mut OsRng)
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(key.combine(b"q", &c, &[own, other]).unwrap().plaintext, m);
     }
 
     /// A partial checked against a tweaked verification key fails: the proof binds v_i.

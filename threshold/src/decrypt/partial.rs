@@ -2,6 +2,7 @@
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::combine::VerifiedPartial;
 use super::proof::{EqualityProof, Statement};
 use crate::bigint::{Int, SecretInt};
 use crate::ciphertext::Ciphertext;
@@ -57,6 +58,21 @@ impl PartialDecryption {
 }
 
 impl KeyShare {
+    /// [`Self::partial_decrypt`], also returning the partial as a [`VerifiedPartial`] for this
+    /// member's own combination: it was computed here with this share, so the member need not
+    /// spend a verification on its own proof (everyone else still checks it).
+    pub fn partial_decrypt_own<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        key: &ThresholdPublicKey,
+        context: &[u8],
+        c: &Ciphertext,
+        rng: &mut R,
+    ) -> Result<(PartialDecryption, VerifiedPartial)> {
+        let p = self.partial_decrypt(key, context, c, rng)?;
+        let v = VerifiedPartial::own(key, context, c, &p);
+        Ok((p, v))
+    }
+
     /// Decrypts partially: `c^(2Δ·s_i) mod N²` with a proof bound to `context` (e.g. the query
     /// id). Exponentiations with secret exponents access memory independently of the secret
     /// (constant-time bucket and table scans); see docs/threshold.md for what GMP leaves.
