@@ -85,6 +85,8 @@ pub struct QueryBenchReport {
     pub throughput_released: usize,
     /// Queries failed or refused in the throughput phase.
     pub throughput_failed: usize,
+    /// Latency of the released Counts of the throughput phase, under load.
+    pub throughput_latency: KindFigures,
     /// Peak resident set of each node process, MiB.
     pub peak_rss_mb: Vec<f64>,
 }
@@ -102,7 +104,7 @@ impl QueryBenchReport {
             "bench query: {} hospitals (t = {}), {}-bit key, {} devices each, separate node processes on loopback\n\
              ceremony (committee init)    {:.1} s\n\
              ingest records/s per node    {}\n{}{}{}\
-             throughput                   {:.2} queries/s ({} clients, {} released, {} failed)\n\
+             throughput                   {:.2} queries/s ({} clients, {} released, {} failed)\n{}\
              peak RSS per node (MiB)      {}\n",
             self.hospitals,
             self.threshold,
@@ -117,6 +119,7 @@ impl QueryBenchReport {
             self.clients,
             self.throughput_released,
             self.throughput_failed,
+            k("count under that load", &self.throughput_latency),
             self.peak_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
         )
     }
@@ -191,7 +194,16 @@ async fn one_query(addr: SocketAddr, token: &str, spec: &Value) -> anyhow::Resul
         .await?;
         match q["status"].as_str() {
             Some("released") => return Ok((t0.elapsed().as_secs_f64() * 1e3, true)),
-            Some("failed") => return Ok((t0.elapsed().as_secs_f64() * 1e3, false)),
+            Some("failed") => {
+                eprintln!(
+                    "bench query: query {id} failed: {}",
+                    q["failure"]
+                        .as_str()
+                        .or(q["reason"].as_str())
+                        .unwrap_or("(no reason given)")
+                );
+                return Ok((t0.elapsed().as_secs_f64() * 1e3, false));
+            }
             _ => anyhow::ensure!(
                 t0.elapsed() < Duration::from_secs(600),
                 "query {id} did not end in 600 s"
@@ -329,20 +341,21 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             let token = token.clone();
             let spec = specs[0].clone();
             tasks.push(tokio::spawn(async move {
-                let (mut ok, mut failed) = (0usize, 0usize);
+                let (mut ok, mut failed) = (Vec::new(), 0usize);
                 while Instant::now() < until {
                     match one_query(addr, &token, &spec).await {
-                        Ok((_, true)) => ok += 1,
+                        Ok((ms, true)) => ok.push(ms),
                         _ => failed += 1,
                     }
                 }
                 (ok, failed)
             }));
         }
-        let (mut released, mut failed) = (0, 0);
+        let (mut released, mut failed, mut loaded) = (0, 0, Vec::new());
         for t in tasks {
             let (o, f) = t.await?;
-            released += o;
+            released += o.len();
+            loaded.extend(o);
             failed += f;
         }
         let elapsed = start.elapsed().as_secs_f64();
@@ -362,6 +375,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             clients: tokens.len(),
             throughput_released: released,
             throughput_failed: failed,
+            throughput_latency: figures(loaded),
             peak_rss_mb: procs.iter().map(|p| peak_rss_mb(p.0.id())).collect(),
         })
     })?;
