@@ -87,8 +87,11 @@ pub struct QueryBenchReport {
     pub throughput_failed: usize,
     /// Latency of the released Counts of the throughput phase, under load.
     pub throughput_latency: KindFigures,
-    /// Peak resident set of each node process, MiB.
+    /// Peak resident set of each node process, MiB (the peak comes from bulk ingest).
     pub peak_rss_mb: Vec<f64>,
+    /// Resident set of each node process after the throughput phase, MiB: what a node holding
+    /// its devices uses while serving queries.
+    pub serving_rss_mb: Vec<f64>,
 }
 
 impl QueryBenchReport {
@@ -105,7 +108,8 @@ impl QueryBenchReport {
              ceremony (committee init)    {:.1} s\n\
              ingest records/s per node    {}\n{}{}{}\
              throughput                   {:.2} queries/s ({} clients, {} released, {} failed)\n{}\
-             peak RSS per node (MiB)      {}\n",
+             peak RSS per node (MiB)      {}\n\
+             RSS serving, per node (MiB)  {}\n",
             self.hospitals,
             self.threshold,
             self.bits,
@@ -121,6 +125,7 @@ impl QueryBenchReport {
             self.throughput_failed,
             k("count under that load", &self.throughput_latency),
             self.peak_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+            self.serving_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
         )
     }
 }
@@ -134,14 +139,19 @@ impl Drop for Proc {
     }
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
+/// A `/proc/PID/status` memory line (`VmHWM:` peak, `VmRSS:` current) in MiB.
+fn status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            let l = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+            let l = s.lines().find(|l| l.starts_with(field))?.to_owned();
             l.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmHWM:")
 }
 
 fn figures(mut ms: Vec<f64>) -> KindFigures {
@@ -377,6 +387,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             throughput_failed: failed,
             throughput_latency: figures(loaded),
             peak_rss_mb: procs.iter().map(|p| peak_rss_mb(p.0.id())).collect(),
+            serving_rss_mb: procs.iter().map(|p| status_mb(p.0.id(), "VmRSS:")).collect(),
         })
     })?;
     for p in &procs {
