@@ -242,6 +242,12 @@ fn passphrase(var: &str) -> anyhow::Result<Zeroizing<String>> {
     Ok(pw)
 }
 
+/// Reads and parses a JSON file, naming it in errors.
+fn load_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    let b = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Opens a sealed share with exactly one of a key file and a passphrase variable.
 fn open_share(
     path: &std::path::Path,
@@ -287,9 +293,7 @@ fn participant(spec: &str, position: usize) -> anyhow::Result<reshare::Participa
                 )
             })
     };
-    let b = std::fs::read(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-    let mut member: net::MemberConfig =
-        serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let mut member: net::MemberConfig = load_json(std::path::Path::new(path))?;
     member.index = u16::try_from(position + 1)?;
     Ok(reshare::Participant {
         member,
@@ -357,11 +361,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let members = members
                 .iter()
-                .map(|p| -> anyhow::Result<net::MemberConfig> {
-                    let b =
-                        std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                    serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-                })
+                .map(|p| load_json::<net::MemberConfig>(p))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let mut nonce = [0u8; 16];
             rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
@@ -393,10 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             passphrase_env,
             round_timeout,
         } => {
-            let b =
-                std::fs::read(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            let config: net::CeremonyConfig = serde_json::from_slice(&b)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let config: net::CeremonyConfig = load_json(&config)?;
             let secrets = net::load_secrets(&keys)?;
             let passphrase = passphrase_env.as_deref().map(passphrase).transpose()?;
             eprintln!(
@@ -427,13 +424,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let bytes =
                 std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let pinned: Option<Vec<Identity>> = identities
-                .map(|p| -> anyhow::Result<_> {
-                    let b =
-                        std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                    serde_json::from_slice(&b).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-                })
-                .transpose()?;
+            let pinned: Option<Vec<Identity>> = identities.map(|p| load_json(&p)).transpose()?;
             let key = key.map(|k| load_key(&k)).transpose()?;
             let format = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
@@ -516,10 +507,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out,
             round_timeout,
         } => {
-            let b =
-                std::fs::read(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-            let config: reshare::ReshareConfig = serde_json::from_slice(&b)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+            let config: reshare::ReshareConfig = load_json(&config)?;
             let old = config.old_key()?;
             let share = share
                 .map(|p| open_share(&p, &old, share_key, passphrase_env))

@@ -39,8 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::error::{read, unhex, write, Error, Result};
-use crate::files::KeyFile;
-use crate::sharefile::{new_key_file, seal, Unlock};
+use crate::sharefile::write_key_and_share;
 use crate::transcript::{verify, Identity, SignatureRecord, Transcript};
 
 /// Largest frame accepted (a 2048-bit batch's sieve shares are about 8 MB).
@@ -756,38 +755,12 @@ async fn join_async(
         Transcript::build_with(&params, &broadcasts, &key, config.identities(), records);
     let transcript_json = serde_json::to_vec_pretty(&transcript)
         .map_err(|e| Error::format("transcript", e.to_string()))?;
-    let verdict = verify(&transcript_json, Some(&config.identities()), Some(&key));
-    if !verdict.ok() {
-        let failed: Vec<String> = verdict
-            .checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        return Err(Error::format(
-            "transcript",
-            format!("does not verify: {}", failed.join("; ")),
-        ));
-    }
+    verify(&transcript_json, Some(&config.identities()), Some(&key)).require("transcript")?;
     // Let the writer tasks drain, then write the outputs.
     mesh.finish().await;
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     write(&out.join("transcript.json"), &transcript_json, false)?;
-    write(
-        &out.join("threshold-key.json"),
-        &serde_json::to_vec_pretty(&KeyFile::of(&key))
-            .map_err(|e| Error::format("key", e.to_string()))?,
-        false,
-    )?;
-    let sealed = match &opts.passphrase {
-        Some(pw) => seal(&output.share, &key, &Unlock::Passphrase(pw.as_bytes()))?,
-        None => {
-            let (k, text) = new_key_file();
-            write(&out.join("share.key"), text.as_bytes(), true)?;
-            seal(&output.share, &key, &Unlock::Key(&k))?
-        }
-    };
-    write(&out.join("share.json"), sealed.as_bytes(), true)?;
+    write_key_and_share(out, &key, Some(&output.share), opts.passphrase.as_ref())?;
     Ok(hex::encode(key.fingerprint()))
 }

@@ -45,7 +45,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{unhex, write, Error, Result};
 use crate::files::KeyFile;
 use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh};
-use crate::sharefile::{new_key_file, seal, Unlock};
+use crate::sharefile::write_key_and_share;
 use crate::transcript::{signed_bytes, Check, SignatureRecord, Verdict};
 
 /// The format tag of a re-sharing configuration.
@@ -607,40 +607,12 @@ async fn reshare_async(
     };
     let json = serde_json::to_vec_pretty(&transcript)
         .map_err(|e| Error::format("transcript", e.to_string()))?;
-    let verdict = verify_reshare(&json, Some(&new_key));
-    if !verdict.ok() {
-        let failed: Vec<String> = verdict
-            .checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        return Err(Error::format(
-            "reshare transcript",
-            format!("does not verify: {}", failed.join("; ")),
-        ));
-    }
+    verify_reshare(&json, Some(&new_key)).require("reshare transcript")?;
     mesh.finish().await;
     let out = &opts.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     write(&out.join("reshare-transcript.json"), &json, false)?;
-    write(
-        &out.join("threshold-key.json"),
-        &serde_json::to_vec_pretty(&KeyFile::of(&new_key))
-            .map_err(|e| Error::format("key", e.to_string()))?,
-        false,
-    )?;
-    if let Some(share) = new_share {
-        let sealed = match &opts.passphrase {
-            Some(pw) => seal(&share, &new_key, &Unlock::Passphrase(pw.as_bytes()))?,
-            None => {
-                let (k, text) = new_key_file();
-                write(&out.join("share.key"), text.as_bytes(), true)?;
-                seal(&share, &new_key, &Unlock::Key(&k))?
-            }
-        };
-        write(&out.join("share.json"), sealed.as_bytes(), true)?;
-    }
+    write_key_and_share(out, &new_key, new_share.as_ref(), opts.passphrase.as_ref())?;
     Ok(hex::encode(new_key.fingerprint()))
 }
 

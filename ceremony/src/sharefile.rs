@@ -207,3 +207,32 @@ pub fn new_key_file() -> (Zeroizing<[u8; 32]>, Zeroizing<String>) {
     let text = Zeroizing::new(format!("{}\n", hex::encode(&k[..])));
     (k, text)
 }
+
+/// Writes a member's outputs to `out`: `threshold-key.json` and, when it holds one, its sealed
+/// `share.json` (with a new `share.key`, mode 0600, unless `passphrase` seals it).
+pub(crate) fn write_key_and_share(
+    out: &std::path::Path,
+    key: &ThresholdPublicKey,
+    share: Option<&KeyShare>,
+    passphrase: Option<&Zeroizing<String>>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::error::write(
+        &out.join("threshold-key.json"),
+        &serde_json::to_vec_pretty(&crate::files::KeyFile::of(key))
+            .map_err(|e| Error::format("key", e.to_string()))?,
+        false,
+    )?;
+    if let Some(share) = share {
+        let sealed = match passphrase {
+            Some(pw) => seal(share, key, &Unlock::Passphrase(pw.as_bytes()))?,
+            None => {
+                let (k, text) = new_key_file();
+                crate::error::write(&out.join("share.key"), text.as_bytes(), true)?;
+                seal(share, key, &Unlock::Key(&k))?
+            }
+        };
+        crate::error::write(&out.join("share.json"), sealed.as_bytes(), true)?;
+    }
+    Ok(())
+}

@@ -282,6 +282,23 @@ impl Verdict {
     pub fn ok(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
+
+    /// `Ok` if every check passed, else an error about `what` listing the failed checks.
+    pub fn require(&self, what: &str) -> Result<()> {
+        if self.ok() {
+            return Ok(());
+        }
+        let failed: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        Err(Error::format(
+            what,
+            format!("does not verify: {}", failed.join("; ")),
+        ))
+    }
 }
 
 /// Verifies a transcript offline: format and parameters; that the hash chain recomputes; every
