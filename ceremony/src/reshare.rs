@@ -46,7 +46,7 @@ use crate::error::{unhex, write, Error, Result};
 use crate::files::KeyFile;
 use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh};
 use crate::sharefile::write_key_and_share;
-use crate::transcript::{signed_bytes, Check, SignatureRecord, Verdict};
+use crate::transcript::{parse_format, signed_bytes, Check, SignatureRecord, Verdict};
 
 /// The format tag of a re-sharing configuration.
 pub const CONFIG_FORMAT: &str = "medtech-reshare-config/1";
@@ -220,18 +220,7 @@ pub fn verify_reshare(json: &[u8], expected_key: Option<&ThresholdPublicKey>) ->
         checks.push(Check { name, ok, detail });
         ok
     };
-    let t = match serde_json::from_slice::<ReshareTranscript>(json)
-        .map_err(|e| Error::format("transcript", e.to_string()))
-        .and_then(|t| {
-            if t.format == TRANSCRIPT_FORMAT {
-                Ok(t)
-            } else {
-                Err(Error::format(
-                    "transcript",
-                    format!("unsupported format {:?}", t.format),
-                ))
-            }
-        }) {
+    let t = match parse_format::<ReshareTranscript>(json, TRANSCRIPT_FORMAT, |t| &t.format) {
         Ok(t) => {
             push("format", Ok(TRANSCRIPT_FORMAT.into()));
             t

@@ -301,6 +301,24 @@ impl Verdict {
     }
 }
 
+/// Parses a versioned transcript: JSON of type `T` whose `format` field (read by `of`) is
+/// `format`.
+pub(crate) fn parse_format<T: serde::de::DeserializeOwned>(
+    json: &[u8],
+    format: &str,
+    of: impl Fn(&T) -> &str,
+) -> Result<T> {
+    let t: T =
+        serde_json::from_slice(json).map_err(|e| Error::format("transcript", e.to_string()))?;
+    if of(&t) != format {
+        return Err(Error::format(
+            "transcript",
+            format!("unsupported format {:?}", of(&t)),
+        ));
+    }
+    Ok(t)
+}
+
 /// Verifies a transcript offline: format and parameters; that the hash chain recomputes; every
 /// party's signature (against `pinned` identity keys when given); a full public replay of the
 /// protocol whose derived key must equal the transcript's key (and `expected_key`, when given).
@@ -318,19 +336,7 @@ pub fn verify(
         checks.push(Check { name, ok, detail });
         ok
     };
-    let parsed = serde_json::from_slice::<Transcript>(json)
-        .map_err(|e| Error::format("transcript", e.to_string()))
-        .and_then(|t| {
-            if t.format == FORMAT {
-                Ok(t)
-            } else {
-                Err(Error::format(
-                    "transcript",
-                    format!("unsupported format {:?}", t.format),
-                ))
-            }
-        });
-    let t = match parsed {
+    let t = match parse_format::<Transcript>(json, FORMAT, |t| &t.format) {
         Ok(t) => {
             push("format", Ok(FORMAT.to_string()));
             t

@@ -11,24 +11,8 @@ use medtech_ceremony::transcript::verify;
 use medtech_threshold::Plaintext;
 use rand_core::OsRng;
 
-const BIN: &str = env!("CARGO_BIN_EXE_medtech-ceremony");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cli(args: &[&str]) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod common;
+use common::{cli, free_port, BIN};
 
 /// Keys and a configuration for three parties in `dir`.
 fn prepare(dir: &Path) {

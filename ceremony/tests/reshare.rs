@@ -13,25 +13,8 @@ use medtech_ceremony::sharefile::{open, parse_key_file, Unlock};
 use medtech_threshold::{KeyShare, Plaintext, ThresholdPublicKey};
 use rand_core::OsRng;
 
-const BIN: &str = env!("CARGO_BIN_EXE_medtech-ceremony");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn cli(args: &[&str]) -> Output {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod common;
+use common::{cli, free_port, BIN};
 
 fn p(dir: &Path, rel: &str) -> String {
     dir.join(rel).to_str().unwrap().to_string()
