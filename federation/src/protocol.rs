@@ -562,22 +562,15 @@ impl Verifier {
         let key = Arc::clone(&self.committee.key);
         let pk = key.public_key();
         let mut agg: Option<Vec<PackedCiphertext>> = None;
-        self.prefetch(
-            view,
-            c,
-            closed
-                .contributors
-                .iter()
-                .map(|m| (false, m.clone()))
-                .chain(closed.noise_from.iter().map(|m| (true, m.clone())))
-                .collect(),
-        );
-        let items = closed
+        let items: Vec<(bool, String)> = closed
             .contributors
             .iter()
-            .map(|m| (false, m))
-            .chain(closed.noise_from.iter().map(|m| (true, m)));
-        for (noise, m) in items {
+            .map(|m| (false, m.clone()))
+            .chain(closed.noise_from.iter().map(|m| (true, m.clone())))
+            .collect();
+        self.prefetch(view, c, items.clone());
+        for (noise, m) in &items {
+            let (noise, m) = (*noise, m);
             let part = self.verify(view, c, noise, m).map_err(|e| {
                 let what = if noise { "noise share" } else { "contribution" };
                 (Some(m.clone()), format!("{m}'s {what} is invalid: {e}"))
@@ -633,14 +626,14 @@ impl Verifier {
             (member, r)
         });
         self.partials_checked.extend(checked);
-        for (member, p) in &view.partials {
-            let Some(party) = self.committee.party(member) else {
+        // Every posted partial of a member is now in the cache.
+        for member in view.partials.keys() {
+            let (Some(party), Some(checked)) = (
+                self.committee.party(member),
+                self.partials_checked.get(member),
+            ) else {
                 continue;
             };
-            let checked = self
-                .partials_checked
-                .entry(member.clone())
-                .or_insert_with(|| verify_partials(&key, &view.id, party, aggregate, p));
             match checked {
                 Ok(v) => {
                     valid.insert(party, v.clone());
