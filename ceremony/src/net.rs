@@ -202,6 +202,13 @@ pub fn load_secrets(dir: &Path) -> Result<LocalSecrets> {
     })
 }
 
+/// SHA-256 of the certificate the peer of a TLS connection presented (what the pins compare).
+fn peer_digest(conn: &rustls::CommonState) -> Option<String> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| cert_digest(c))
+}
+
 fn tls_err(e: impl std::fmt::Display) -> Error {
     Error::format("TLS", e.to_string())
 }
@@ -370,12 +377,7 @@ impl Mesh {
                         let Ok(mut tls) = acceptor.accept(tcp).await else {
                             return;
                         };
-                        let peer = tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| cert_digest(c));
+                        let peer = peer_digest(tls.get_ref().1);
                         // The hello frame names the sender; its certificate must be that member's.
                         let Ok(Some(hello)) = read_frame(&mut tls).await else {
                             return;
@@ -475,12 +477,7 @@ impl Mesh {
                     }
                 }
             };
-            let peer = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| cert_digest(c));
+            let peer = peer_digest(tls.get_ref().1);
             if peer.as_ref() != Some(&m.tls_cert_sha256) {
                 return Err(Error::format(
                     "network",
@@ -521,7 +518,7 @@ impl Mesh {
     }
 
     /// Sends this member's signature over the outcome to every other member.
-    pub(crate) fn send_signature(&self, sig: &[u8; 64]) {
+    fn send_signature(&self, sig: &[u8; 64]) {
         let frame = signed_envelope(&self.session, KIND_SIGNATURE, sig, &self.identity);
         self.send_frame(None, frame);
     }
@@ -548,6 +545,49 @@ impl Mesh {
         deadline: tokio::time::Instant,
     ) -> core::result::Result<Option<Inbound>, tokio::time::error::Elapsed> {
         tokio::time::timeout_at(deadline, self.rx.recv()).await
+    }
+
+    /// Signs off: sends this member's signature `mine` over the outcome to all and collects the
+    /// others' into `signatures` (which may already hold some that arrived early) until every
+    /// one of `members` has signed. A peer's fault is its misbehaviour in `round`; a timeout
+    /// after `timeout` is `on_timeout(members that did not sign)`.
+    pub(crate) async fn exchange_signatures(
+        &mut self,
+        mine: [u8; 64],
+        signatures: &mut BTreeMap<u16, [u8; 64]>,
+        members: &[u16],
+        timeout: Duration,
+        round: Round,
+        on_timeout: impl FnOnce(&[u16]) -> Error,
+    ) -> Result<()> {
+        signatures.insert(self.me, mine);
+        self.send_signature(&mine);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !members.iter().all(|m| signatures.contains_key(m)) {
+            match self.recv_timeout(deadline).await {
+                Ok(Some(Inbound::Signature(from, s))) => {
+                    signatures.insert(from, s);
+                }
+                Ok(Some(Inbound::Fault(from, why))) => {
+                    return Err(medtech_threshold::Error::Misbehaviour {
+                        party: PartyIndex(from),
+                        round,
+                        reason: why,
+                    }
+                    .into());
+                }
+                Ok(Some(Inbound::Message(..))) => {}
+                Ok(None) | Err(_) => {
+                    let absent: Vec<u16> = members
+                        .iter()
+                        .copied()
+                        .filter(|m| !signatures.contains_key(m))
+                        .collect();
+                    return Err(on_timeout(&absent));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Lets the writer tasks drain what was sent.
@@ -719,31 +759,16 @@ async fn join_async(
     let my_sig = secrets
         .identity
         .sign(&crate::transcript::signed_bytes(&head, &key.fingerprint()));
-    signatures.insert(me, my_sig.to_bytes());
-    mesh.send_signature(&my_sig.to_bytes());
-    let deadline = tokio::time::Instant::now() + opts.round_timeout;
-    while signatures.len() < usize::from(n) {
-        match mesh.recv_timeout(deadline).await {
-            Ok(Some(Inbound::Signature(from, s))) => {
-                signatures.insert(from, s);
-            }
-            Ok(Some(Inbound::Fault(from, why))) => {
-                return Err(medtech_threshold::Error::Misbehaviour {
-                    party: PartyIndex(from),
-                    round: Round::Reshare,
-                    reason: why,
-                }
-                .into());
-            }
-            Ok(Some(Inbound::Message(..))) => {}
-            Ok(None) | Err(_) => {
-                return Err(Error::format(
-                    "network",
-                    "timed out collecting transcript signatures",
-                ));
-            }
-        }
-    }
+    let all: Vec<u16> = (1..=n).collect();
+    mesh.exchange_signatures(
+        my_sig.to_bytes(),
+        &mut signatures,
+        &all,
+        opts.round_timeout,
+        Round::Reshare,
+        |_| Error::format("network", "timed out collecting transcript signatures"),
+    )
+    .await?;
     let records = signatures
         .iter()
         .map(|(p, s)| SignatureRecord {

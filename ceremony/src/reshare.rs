@@ -556,30 +556,21 @@ async fn reshare_async(
         .identity()
         .sign(&signed_bytes(&h, &new_key.fingerprint()))
         .to_bytes();
-    signatures.insert(me, sig);
-    mesh.send_signature(&sig);
-    let deadline = tokio::time::Instant::now() + opts.round_timeout;
-    while signatures.len() < config.participants.len() {
-        match mesh.recv_timeout(deadline).await {
-            Ok(Some(Inbound::Signature(from, s))) => {
-                signatures.insert(from, s);
-            }
-            Ok(Some(Inbound::Fault(from, why))) => return Err(fault(from, why)),
-            Ok(Some(Inbound::Message(..))) => {}
-            Ok(None) | Err(_) => {
-                let absent: Vec<u16> = config
-                    .participants
-                    .iter()
-                    .map(|p| p.member.index)
-                    .filter(|i| !signatures.contains_key(i))
-                    .collect();
-                return Err(fault(
-                    absent.first().copied().unwrap_or(0),
-                    format!("timed out waiting for the signatures of participants {absent:?}"),
-                ));
-            }
-        }
-    }
+    let everyone: Vec<u16> = config.participants.iter().map(|p| p.member.index).collect();
+    mesh.exchange_signatures(
+        sig,
+        &mut signatures,
+        &everyone,
+        opts.round_timeout,
+        Round::Refresh,
+        |absent| {
+            fault(
+                absent.first().copied().unwrap_or(0),
+                format!("timed out waiting for the signatures of participants {absent:?}"),
+            )
+        },
+    )
+    .await?;
     let transcript = ReshareTranscript {
         format: TRANSCRIPT_FORMAT.into(),
         config: config.clone(),

@@ -12,26 +12,11 @@ use medtech_threshold::Plaintext;
 use rand_core::OsRng;
 
 mod common;
-use common::{cli, free_port, BIN};
+use common::{cli, keygen, BIN};
 
 /// Keys and a configuration for three parties in `dir`.
 fn prepare(dir: &Path) {
-    let mut members = Vec::new();
-    for i in 1..=3 {
-        let keys = dir.join(format!("keys-{i}"));
-        cli(&[
-            "keygen",
-            "--index",
-            &i.to_string(),
-            "--name",
-            &format!("hospital-{i}"),
-            "--address",
-            &format!("127.0.0.1:{}", free_port()),
-            "--out",
-            keys.to_str().unwrap(),
-        ]);
-        members.push(keys.join("member.json").to_str().unwrap().to_string());
-    }
+    let members: Vec<String> = (1..=3).map(|i| keygen(dir, i)).collect();
     let config = dir.join("ceremony.json");
     let mut args = vec![
         "config",

@@ -14,7 +14,7 @@ use medtech_threshold::{KeyShare, Plaintext, ThresholdPublicKey};
 use rand_core::OsRng;
 
 mod common;
-use common::{cli, free_port, BIN};
+use common::{cli, keygen, BIN};
 
 fn p(dir: &Path, rel: &str) -> String {
     dir.join(rel).to_str().unwrap().to_string()
@@ -37,17 +37,7 @@ fn prepare(dir: &Path) {
         &p(dir, "ceremony"),
     ]);
     for i in 1..=3 {
-        cli(&[
-            "keygen",
-            "--index",
-            &i.to_string(),
-            "--name",
-            &format!("hospital-{i}"),
-            "--address",
-            &format!("127.0.0.1:{}", free_port()),
-            "--out",
-            &p(dir, &format!("keys-{i}")),
-        ]);
+        keygen(dir, i);
     }
     cli(&[
         "reshare-config",

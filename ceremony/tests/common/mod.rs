@@ -25,3 +25,21 @@ pub fn cli(args: &[&str]) -> Output {
     );
     out
 }
+
+/// `keygen` for member `i` as `hospital-<i>` on a free loopback port, into `dir/keys-<i>`;
+/// returns the path of its `member.json`.
+pub fn keygen(dir: &std::path::Path, i: u16) -> String {
+    let keys = dir.join(format!("keys-{i}"));
+    cli(&[
+        "keygen",
+        "--index",
+        &i.to_string(),
+        "--name",
+        &format!("hospital-{i}"),
+        "--address",
+        &format!("127.0.0.1:{}", free_port()),
+        "--out",
+        keys.to_str().unwrap(),
+    ]);
+    keys.join("member.json").to_str().unwrap().to_string()
+}
