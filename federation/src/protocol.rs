@@ -532,8 +532,16 @@ impl Verifier {
                 .map_err(|e| e.to_string())?;
             let packed = if noise {
                 let party = self.committee.party(member).ok_or("not a member")?;
-                verify_shares(pk, *layout, view.id.as_bytes(), party, &ct, &proof)
-                    .map_err(|e| e.to_string())?
+                verify_shares(
+                    pk,
+                    *layout,
+                    c.noise_bound(),
+                    view.id.as_bytes(),
+                    party,
+                    &ct,
+                    &proof,
+                )
+                .map_err(|e| e.to_string())?
             } else {
                 pk.verify_range(
                     *layout,
@@ -1034,6 +1042,7 @@ impl Member {
                 pk,
                 layout,
                 &shares[offset..offset + n],
+                c.noise_bound(),
                 view.id.as_bytes(),
                 me,
                 rng,

@@ -572,6 +572,19 @@ impl Compiled {
         }
     }
 
+    /// The bound every member's noise shares for this query are proven under: the widest of
+    /// the outputs' [`ShareSpec::share_bound`](medtech_noise::ShareSpec::share_bound)s
+    /// (one bound for all of the query's noise ciphertexts; it is a function of the public
+    /// calibration, so every member and verifier derives the same one).
+    pub fn noise_bound(&self) -> u64 {
+        self.plan
+            .outputs
+            .iter()
+            .map(|o| o.share.share_bound())
+            .max()
+            .unwrap_or(medtech_noise::commitment::SHARE_BOUND)
+    }
+
     /// Which plan output (and coordinate) each slot's noise belongs to; `None` for slots that
     /// take no noise (an Average's high limb).
     pub fn noise_slots(&self) -> Vec<Option<(usize, usize)>> {

@@ -1,22 +1,26 @@
 //! Noise-share commitments: a member's noise shares travel encrypted under the committee key,
 //! with a proof that binds them to one query and one member and bounds them.
 //!
-//! A member with shares `s_j ∈ [−B, B − 1]` (`B = 2^31`, one per coordinate) encrypts the
-//! shifted values `s_j + B ∈ [0, 2^32 − 1]` — a power-of-two range, so the Bulletproof needs no
-//! complement commitments — packed under the query's slot layout, with a contribution
+//! A member with shares `s_j ∈ [−B, B − 1]` (one per coordinate; `B` is one of
+//! [`SHARE_BOUNDS`], `2^7`, `2^15` or `2^31`, fixed by the query's calibration through
+//! [`ShareSpec::share_bound`](crate::ShareSpec::share_bound)) encrypts the shifted values
+//! `s_j + B ∈ [0, 2B − 1]` — a power-of-two range of 8, 16 or 32 bits, so the Bulletproof needs
+//! no complement commitments — packed under the query's slot layout, with a contribution
 //! range proof (medtech-threshold's Bulletproof-linked proof) whose Fiat–Shamir transcript binds
-//! the context `"medtech-noise/v1/share" ‖ query id ‖ member`. The verifier checks the proof for
-//! *that* query and member, then subtracts `B` from every slot homomorphically. Consequences:
+//! the context `"medtech-noise/v1/share" ‖ query id ‖ member` and the bound. The verifier checks
+//! the proof for *that* query, member and bound, then subtracts `B` from every slot
+//! homomorphically. Consequences:
 //!
 //! * a share posted for query A does not verify for query B (no replay into another query);
 //! * a share copied from another member does not verify under the copier's index;
 //! * a share cannot be arbitrarily large (a member cannot wipe out a result with huge noise).
 //!
 //! The bound is not a truncation of the distribution: a share beyond `B` makes
-//! [`encrypt_shares`] return an error and the member's contribution fail (the query then waits
-//! for other members' shares), so the shares that are posted are exactly distributed. For every
-//! supported calibration the probability of exceeding `B` is below `exp(−2^31/scale)`, i.e. it
-//! does not happen (ε ≥ 10⁻⁶ gives scale ≤ 10⁶ and probability below e^(−2147)).
+//! [`encrypt_shares`] return an error and the member's noise share fail (the query then waits
+//! for other members' shares), so the shares that are posted are exactly distributed.
+//! [`ShareSpec::share_bound`](crate::ShareSpec::share_bound) picks the smallest bound whose
+//! tail probability is provably below `2^−80` per share, so that does not happen; the proof
+//! then costs half (16-bit) or a quarter (8-bit) of the widest one's proving time.
 
 use medtech_threshold::{
     Ciphertext, PackedCiphertext, PartyIndex, PublicKey, RangeProof, SlotLayout,
@@ -25,11 +29,23 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::error::{Error, Result};
 
-/// Shares lie in `[−SHARE_BOUND, SHARE_BOUND − 1]`.
+/// The widest share range: shares in `[−SHARE_BOUND, SHARE_BOUND − 1]`.
 pub const SHARE_BOUND: u64 = 1 << 31;
 
-/// The proven range of a shifted share, `[0, 2·SHARE_BOUND − 1]`.
-const SHIFTED_MAX: u64 = 2 * SHARE_BOUND - 1;
+/// The bounds a noise-share proof may use, narrowest first: shifted shares in 8, 16 or 32 bits
+/// (the Bulletproof range sizes).
+pub const SHARE_BOUNDS: [u64; 3] = [1 << 7, 1 << 15, SHARE_BOUND];
+
+/// `2B − 1`, the proven range of a shifted share, for a supported `bound`.
+fn shifted_max(bound: u64) -> Result<u64> {
+    if SHARE_BOUNDS.contains(&bound) {
+        Ok(2 * bound - 1)
+    } else {
+        Err(Error::InvalidParameter(format!(
+            "noise-share bound {bound}; supported: 2^7, 2^15, 2^31"
+        )))
+    }
+}
 
 /// The proof context for one member's shares in one query.
 pub fn context(query_id: &[u8], member: PartyIndex) -> Vec<u8> {
@@ -40,43 +56,42 @@ pub fn context(query_id: &[u8], member: PartyIndex) -> Vec<u8> {
     c
 }
 
-/// Encrypts one member's noise shares (one per slot of `layout`) with the binding proof.
+/// Encrypts one member's noise shares (one per slot of `layout`), each in `[−bound, bound − 1]`
+/// (`bound` one of [`SHARE_BOUNDS`]), with the binding proof.
 pub fn encrypt_shares<R: RngCore + CryptoRng + ?Sized>(
     pk: &PublicKey,
     layout: SlotLayout,
     shares: &[i128],
+    bound: u64,
     query_id: &[u8],
     member: PartyIndex,
     rng: &mut R,
 ) -> Result<(Ciphertext, RangeProof)> {
-    let b = i128::from(SHARE_BOUND);
+    let max = shifted_max(bound)?;
+    let b = i128::from(bound);
     let shifted = shares
         .iter()
         .map(|&s| {
             if s < -b || s >= b {
                 return Err(Error::InvalidParameter(format!(
-                    "noise share outside [−{SHARE_BOUND}, {SHARE_BOUND}); this member's contribution fails"
+                    "noise share outside [−{bound}, {bound}); this member's noise share fails"
                 )));
             }
-            // s + B ∈ [0, 2^32 − 1].
+            // s + B ∈ [0, 2B − 1], below 2^32.
             Ok((s + b) as u64)
         })
         .collect::<Result<Vec<u64>>>()?;
-    let (packed, proof) = pk.encrypt_in_range(
-        layout,
-        &shifted,
-        SHIFTED_MAX,
-        &context(query_id, member),
-        rng,
-    )?;
+    let (packed, proof) =
+        pk.encrypt_in_range(layout, &shifted, max, &context(query_id, member), rng)?;
     Ok((packed.ciphertext().clone(), proof))
 }
 
 /// Verifies a member's noise shares for `query_id` and returns them, unshifted, as a packed
-/// ciphertext whose slots lie in `[−B, B − 1]`.
+/// ciphertext whose slots lie in `[−bound, bound − 1]`. A proof made under another bound fails.
 pub fn verify_shares(
     pk: &PublicKey,
     layout: SlotLayout,
+    bound: u64,
     query_id: &[u8],
     member: PartyIndex,
     ciphertext: &Ciphertext,
@@ -84,17 +99,18 @@ pub fn verify_shares(
 ) -> Result<PackedCiphertext> {
     let shifted = pk.verify_range(
         layout,
-        SHIFTED_MAX,
+        shifted_max(bound)?,
         &context(query_id, member),
         ciphertext,
         proof,
     )?;
-    let minus_b = vec![-(SHARE_BOUND as i64); layout.slots() as usize];
+    // bound ≤ 2^31, so the cast is exact.
+    let minus_b = vec![-(bound as i64); layout.slots() as usize];
     let unshifted = pk.add_plain(shifted.ciphertext(), &layout.encode(&minus_b)?)?;
     // Every slot was proven in [0, 2B − 1]; after subtracting B it is in [−B, B − 1].
     Ok(PackedCiphertext::from_parts(
         unshifted,
         layout,
-        u128::from(SHARE_BOUND),
+        u128::from(bound),
     )?)
 }

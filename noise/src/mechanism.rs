@@ -173,6 +173,49 @@ impl ShareSpec {
         })
     }
 
+    /// The narrowest of [`crate::commitment::SHARE_BOUNDS`] that holds one share with
+    /// probability at least `1 − 2^−80`: a share lies in `[−B, B − 1]` except with probability
+    ///
+    /// * discrete Laplace: at most `2q^B` — each of the two Pólya(1/m, q) terms is
+    ///   stochastically below a geometric (a Pólya(1, q) is the sum of independent Pólya(1/m, q)
+    ///   and Pólya(1 − 1/m, q)), whose tail is `P(G ≥ B) = q^B`; `2q^B ≤ 2^−80` iff
+    ///   `B·ε/Δ ≥ 81·ln 2 ≈ 56.1`, tested as `B·num ≥ 57·den` (`q = exp(−num/den)`);
+    /// * discrete Gaussian: at most `2·exp(−B²/(2σ²))` (sub-Gaussian, Canonne–Kamath–Steinke
+    ///   2020), tested as `B²·den ≥ 113·num` (`σ² = num/den`);
+    /// * binomial: zero once `k ≤ B − 1` (a centred `Binomial(2k, ½) − k` lies in `[−k, k]`).
+    ///
+    /// Integer arithmetic only, so every member and verifier derives the same bound from the
+    /// same calibration. Falls back to the widest bound (`2^31`), whose tail the calibration
+    /// limits already make negligible.
+    pub fn share_bound(&self) -> u64 {
+        let holds = |b: u64| -> bool {
+            let b = u128::from(b);
+            match self.mechanism {
+                Mechanism::DiscreteLaplace { .. } => {
+                    match (b.checked_mul(self.num), self.den.checked_mul(57)) {
+                        (Some(l), Some(r)) => l >= r,
+                        _ => false,
+                    }
+                }
+                Mechanism::DiscreteGaussian { .. } => {
+                    match (
+                        b.checked_mul(b).and_then(|b2| b2.checked_mul(self.den)),
+                        self.num.checked_mul(113),
+                    ) {
+                        (Some(l), Some(r)) => l >= r,
+                        _ => false,
+                    }
+                }
+                Mechanism::Binomial { .. } => self.num < b,
+            }
+        };
+        let bounds = crate::commitment::SHARE_BOUNDS;
+        bounds
+            .into_iter()
+            .find(|&b| holds(b))
+            .unwrap_or(crate::commitment::SHARE_BOUND)
+    }
+
     /// The mechanism.
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
@@ -422,6 +465,62 @@ mod tests {
                 "x={x}: {closed} vs {numeric}"
             );
             assert!(dlap_sum_chernoff(x, 1.0, 0.05).unwrap() >= closed);
+        }
+    }
+
+    fn spec(mechanism: Mechanism, sensitivity: u64) -> ShareSpec {
+        ShareSpec::new(mechanism, sensitivity, Committee::new(5, 3).unwrap()).unwrap()
+    }
+
+    fn laplace(eps: f64) -> Mechanism {
+        Mechanism::DiscreteLaplace {
+            epsilon: Micros::from_f64_floor(eps).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_share_bound_is_the_narrowest_that_the_tail_bound_allows() {
+        // Laplace: B·ε/Δ ≥ 57 picks the bound.
+        assert_eq!(spec(laplace(1.0), 1).share_bound(), 1 << 7); // 57 ≤ 127
+        assert_eq!(spec(laplace(0.5), 1).share_bound(), 1 << 7); // 114 ≤ 128
+        assert_eq!(spec(laplace(0.4), 1).share_bound(), 1 << 15); // 142.5 > 128
+        assert_eq!(spec(laplace(1.0), 3).share_bound(), 1 << 15);
+        assert_eq!(spec(laplace(0.1), 1).share_bound(), 1 << 15);
+        assert_eq!(spec(laplace(0.001), 1).share_bound(), 1 << 31);
+        assert_eq!(spec(laplace(1.0), 1 << 40).share_bound(), 1 << 31);
+        // Gaussian: σ² = Δ²/(2ρm); B² ≥ 113σ².
+        let rho = |r: f64| Mechanism::DiscreteGaussian {
+            rho: Micros::from_f64_floor(r).unwrap(),
+        };
+        // ρ = 0.05, m = 3: σ² = 3.33, 113σ² = 377 ≤ 128².
+        assert_eq!(spec(rho(0.05), 1).share_bound(), 1 << 7);
+        // ρ = 0.0001: σ² = 1667, 113σ² ≈ 188,000 > 128², ≤ 32768².
+        assert_eq!(spec(rho(0.0001), 1).share_bound(), 1 << 15);
+        // Binomial: k coin pairs per member, |share| ≤ k.
+        let binomial = spec(
+            Mechanism::Binomial {
+                epsilon: Micros::from_f64_floor(1.0).unwrap(),
+                delta_exp: 6,
+            },
+            1,
+        );
+        assert!(binomial.num >= 128 && binomial.num < 1 << 15);
+        assert_eq!(binomial.share_bound(), 1 << 15);
+    }
+
+    #[test]
+    fn shares_stay_far_inside_their_bound() {
+        // Not a test of the 2^−80 tail (no sample could be), but a guard against a bound that
+        // a calibration change made too tight: the largest of 200,000 shares stays below B/2.
+        use rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        for s in [spec(laplace(0.5), 1), spec(laplace(0.1), 1)] {
+            let b = i128::from(s.share_bound());
+            let max = (0..200_000)
+                .map(|_| s.sample_share(&mut rng).unwrap().abs())
+                .max()
+                .unwrap();
+            assert!(2 * max < b, "max |share| {max} against bound {b}");
         }
     }
 }

@@ -83,9 +83,16 @@ fn colluders_add_no_noise(s: &mut Setup, compiled: Compiled) {
             let mut proofs = Vec::new();
             for layout in layouts {
                 let zeros = vec![0i128; layout.slots() as usize];
-                let (ct, proof) =
-                    encrypt_shares(pk, layout, &zeros, n.query_id.as_bytes(), party, &mut OsRng)
-                        .unwrap();
+                let (ct, proof) = encrypt_shares(
+                    pk,
+                    layout,
+                    &zeros,
+                    compiled.noise_bound(),
+                    n.query_id.as_bytes(),
+                    party,
+                    &mut OsRng,
+                )
+                .unwrap();
                 cts.push(ct.to_bytes());
                 proofs.push(proof.to_bytes());
             }

@@ -9,7 +9,7 @@
 //! A [`PackedCiphertext`] carries a public bound on `max_j |v_j|`; addition adds bounds, and an
 //! operation whose bound could leave the slot is refused with [`Error::SlotOverflow`] before it
 //! is computed, so an overflow is never silent. A grouped count over the 55 medical specialities
-//! with 40-bit slots takes 2 ciphertexts at 2048 bits (51 slots each), not 55.
+//! with 40-bit slots takes 2 ciphertexts at 2048 bits (up to 51 slots each; [`SlotLayout::cover`] spreads them 28 + 27), not 55.
 
 use rand_core::{CryptoRng, RngCore};
 
@@ -48,7 +48,12 @@ impl SlotLayout {
         (pk.bits() - 2) / slot_bits.max(1)
     }
 
-    /// Layouts covering `count` counters of `slot_bits` bits in as few ciphertexts as possible.
+    /// Layouts covering `count` counters of `slot_bits` bits in as few ciphertexts as possible,
+    /// with the counters spread evenly over them (slot counts differ by at most one).
+    ///
+    /// Even spreading matters for the range proofs: an aggregated Bulletproof over `k` slots
+    /// costs as much as one over `k` rounded up to a power of two, so 56 counters in 42 + 14
+    /// slots prove like 64 + 16, but in 28 + 28 like 32 + 32.
     pub fn cover(pk: &PublicKey, slot_bits: u32, count: u32) -> Result<Vec<SlotLayout>> {
         let per = Self::max_slots(pk, slot_bits);
         if per == 0 {
@@ -56,14 +61,15 @@ impl SlotLayout {
                 "slot wider than the plaintext".into(),
             ));
         }
-        let mut out = Vec::new();
-        let mut left = count;
-        while left > 0 {
-            let k = left.min(per);
-            out.push(SlotLayout::new(pk, slot_bits, k)?);
-            left -= k;
-        }
-        Ok(out)
+        let ciphertexts = count.div_ceil(per);
+        (0..ciphertexts)
+            .map(|i| {
+                // The first `count % ciphertexts` layouts take one counter more; every size is
+                // at most `ceil(count / ciphertexts) ≤ per`.
+                let k = count / ciphertexts + u32::from(i < count % ciphertexts);
+                SlotLayout::new(pk, slot_bits, k)
+            })
+            .collect()
     }
 
     /// Width of a slot in bits.

@@ -30,8 +30,8 @@
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bulletproofs::{BulletproofGens, PedersenGens};
-use curve25519_dalek_ng::ristretto::CompressedRistretto;
-use curve25519_dalek_ng::scalar::Scalar;
+use curve25519_dalek::ristretto::CompressedRistretto;
+use curve25519_dalek::scalar::Scalar;
 use merlin::Transcript;
 use rand_core::{CryptoRng, RngCore};
 
@@ -309,7 +309,7 @@ impl PublicKey {
         let slot_commitments = &proof.commitments[..shape.slots];
         let mut all: Vec<CompressedRistretto> = slot_commitments.to_vec();
         if shape.complement {
-            let bg = pc.commit(Scalar::from(bound), Scalar::zero());
+            let bg = pc.commit(Scalar::from(bound), Scalar::ZERO);
             for v in slot_commitments {
                 let point = v
                     .decompress()
@@ -432,10 +432,8 @@ impl RangeProof {
             ));
         }
         let point = |b: &[u8]| -> Result<CompressedRistretto> {
-            if b.len() != 32 {
-                return Err(Error::malformed(WHAT, "point must be 32 bytes"));
-            }
-            Ok(CompressedRistretto::from_slice(b))
+            CompressedRistretto::from_slice(b)
+                .map_err(|_| Error::malformed(WHAT, "point must be 32 bytes"))
         };
         let nc = usize::from(r.u16()?);
         if nc > MAX_COMMITMENTS {
@@ -464,7 +462,7 @@ impl RangeProof {
             }
             arr.copy_from_slice(zb);
             z_blind.push(
-                Scalar::from_canonical_bytes(arr)
+                Option::<Scalar>::from(Scalar::from_canonical_bytes(arr))
                     .ok_or_else(|| Error::malformed(WHAT, "non-canonical scalar"))?,
             );
         }

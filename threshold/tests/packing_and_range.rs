@@ -91,6 +91,24 @@ fn layouts_refuse_what_does_not_fit() {
     let cover = SlotLayout::cover(pk, 40, 55).unwrap();
     assert_eq!(cover.len(), 5);
     assert_eq!(cover.iter().map(|l| l.slots()).sum::<u32>(), 55);
+    assert!(SlotLayout::cover(pk, 40, 0).unwrap().is_empty());
+}
+
+#[test]
+fn a_cover_spreads_counters_evenly_so_no_range_proof_pays_for_padding() {
+    let pk = fixture().key.public_key();
+    for count in 1..=60u32 {
+        let cover = SlotLayout::cover(pk, 40, count).unwrap();
+        let sizes: Vec<u32> = cover.iter().map(|l| l.slots()).collect();
+        assert_eq!(sizes.iter().sum::<u32>(), count);
+        assert_eq!(
+            cover.len() as u32,
+            count.div_ceil(12),
+            "as few ciphertexts as fit"
+        );
+        let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+        assert!(hi - lo <= 1, "{count}: {sizes:?}");
+    }
 }
 
 #[test]
@@ -103,6 +121,13 @@ fn grouped_count_over_55_specialities_takes_two_ciphertexts_at_2048_bits() {
     assert_eq!(pk.bits(), 2048);
     assert_eq!(SlotLayout::max_slots(&pk, 40), 51);
     assert_eq!(SlotLayout::cover(&pk, 40, 55).unwrap().len(), 2);
+    // The production layout (48-bit slots, 42 per ciphertext): 56 bins as 28 + 28.
+    let sizes: Vec<u32> = SlotLayout::cover(&pk, 48, 56)
+        .unwrap()
+        .iter()
+        .map(|l| l.slots())
+        .collect();
+    assert_eq!(sizes, [28, 28]);
 }
 
 #[test]
