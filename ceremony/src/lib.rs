@@ -20,6 +20,7 @@ pub mod bench;
 mod error;
 pub mod files;
 pub mod net;
+pub mod progress;
 pub mod rehearsal;
 pub mod reshare;
 pub mod sharefile;

@@ -243,21 +243,44 @@ pub fn run_processes(
         }
         children.push((i, log_path, cmd.spawn().map_err(|e| Error::io(exe, e))?));
     }
+    // Poll the parties: each one's bar follows its log; a finished party is reported once.
+    let bars = crate::progress::Bars::new(cfg.parties);
     let mut failed = Vec::new();
-    for (i, log_path, mut child) in children {
-        let status = child.wait().map_err(|e| Error::io(exe, e))?;
-        if status.success() {
-            progress(&format!(
-                "  party {i}: done ({:.1} s)",
-                started.elapsed().as_secs_f64()
-            ));
-        } else {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let last = log.lines().last().unwrap_or("").to_string();
-            progress(&format!("  party {i}: FAILED — {last}"));
-            failed.push(format!("party {i}: {last}"));
+    let mut running = children;
+    while !running.is_empty() {
+        let mut still = Vec::new();
+        for (i, log_path, mut child) in running {
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            match child.try_wait().map_err(|e| Error::io(exe, e))? {
+                None => {
+                    bars.set(i, &crate::progress::stage_of_log(&log()));
+                    still.push((i, log_path, child));
+                }
+                Some(status) if status.success() => {
+                    bars.set(i, &crate::progress::Stage::Done);
+                    if !bars.drawn() {
+                        progress(&format!(
+                            "  party {i}: done ({:.1} s)",
+                            started.elapsed().as_secs_f64()
+                        ));
+                    }
+                }
+                Some(_) => {
+                    let last = log().lines().last().unwrap_or("").to_string();
+                    bars.set(i, &crate::progress::Stage::Failed(last.clone()));
+                    if !bars.drawn() {
+                        progress(&format!("  party {i}: FAILED — {last}"));
+                    }
+                    failed.push(format!("party {i}: {last}"));
+                }
+            }
+        }
+        running = still;
+        if !running.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
+    drop(bars);
     if !failed.is_empty() {
         return Err(Error::format("ceremony", failed.join("; ")));
     }
