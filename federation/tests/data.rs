@@ -118,6 +118,72 @@ fn a_second_record_with_the_same_udi_updates_the_device_and_survives_reopening()
     assert_eq!(s.get(&ds[7].udi).unwrap().unwrap().battery_level, 3);
 }
 
+#[test]
+fn an_upload_that_names_one_udi_twice_and_spans_batches_keeps_one_row_per_device() {
+    // A UDI repeated inside one upload, and records beyond one transaction (BATCH = 20,000):
+    // every device keeps one row, the last record wins, and a reopen reads the same columns.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ds = devices("h1", 0, 20_050, 6);
+    let mut again = ds[3].clone();
+    again.usage_hours = 4321;
+    ds.push(again);
+    let mut later = ds[20_010].clone();
+    later.battery_level = 1;
+    ds.push(later);
+    {
+        let mut s = DeviceStore::open(dir.path()).unwrap();
+        let w = s.write(&ds, |_, _| {}).unwrap();
+        assert_eq!((w.inserted, w.updated), (20_050, 2));
+        assert_eq!(s.len(), 20_050);
+    }
+    let s = DeviceStore::open(dir.path()).unwrap();
+    assert_eq!(s.len(), 20_050);
+    assert_eq!(s.get(&ds[3].udi).unwrap().unwrap().usage_hours, 4321);
+    assert_eq!(s.get(&ds[20_010].udi).unwrap().unwrap().battery_level, 1);
+    assert_eq!(s.get(&ds[20_049].udi).unwrap().unwrap(), ds[20_049]);
+    assert!(s.get("no-such-udi").unwrap().is_none());
+}
+
+#[test]
+fn a_store_written_by_the_sled_version_is_imported_once_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = devices("h2", 0, 300, 7);
+    {
+        // The earlier layout: one sled tree "devices", UDI key → postcard record.
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree("devices").unwrap();
+        for d in &ds {
+            t.insert(
+                medtech_federation::data::device::device_key(&d.udi),
+                postcard::to_allocvec(d).unwrap(),
+            )
+            .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let mut extra = devices("h2", 300, 1, 8);
+    {
+        let mut s = DeviceStore::open(dir.path()).unwrap();
+        assert_eq!(s.len(), 300);
+        for d in &ds {
+            assert_eq!(&s.get(&d.udi).unwrap().unwrap(), d);
+        }
+        // Written after the import: must survive, and the import must not run again.
+        extra[0].usage_hours = 77;
+        s.write(&extra, |_, _| {}).unwrap();
+    }
+    let s = DeviceStore::open(dir.path()).unwrap();
+    assert_eq!(s.len(), 301);
+    assert_eq!(s.get(&extra[0].udi).unwrap().unwrap().usage_hours, 77);
+}
+
+#[test]
+fn a_foreign_or_corrupt_database_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("devices.redb"), b"not a database at all").unwrap();
+    assert!(DeviceStore::open(dir.path()).is_err());
+}
+
 fn reference(ds: &[Device], keep: impl Fn(&Device) -> bool) -> Vec<&Device> {
     ds.iter().filter(|d| keep(d)).collect()
 }
