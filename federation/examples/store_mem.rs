@@ -9,16 +9,8 @@
 
 use medtech_federation::data::{generate, DeviceStore};
 
-fn rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
+fn rss_mib() -> f64 {
+    medtech_federation::bench_query::status_mb(std::process::id(), "VmRSS:")
 }
 
 fn main() {
@@ -36,7 +28,7 @@ fn main() {
         store.write(&devices, |_, _| {}).unwrap();
         first += n;
         println!(
-            "{first:>9} devices: upload of {n} written in {:>6.1} ms, resident {} MiB",
+            "{first:>9} devices: upload of {n} written in {:>6.1} ms, resident {:.0} MiB",
             t.elapsed().as_secs_f64() * 1e3,
             rss_mib()
         );
@@ -45,7 +37,7 @@ fn main() {
     let t = std::time::Instant::now();
     let store = DeviceStore::open(dir.path()).unwrap();
     println!(
-        "reopened {} devices in {:.2} s, resident {} MiB",
+        "reopened {} devices in {:.2} s, resident {:.0} MiB",
         store.len(),
         t.elapsed().as_secs_f64(),
         rss_mib()

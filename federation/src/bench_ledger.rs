@@ -72,15 +72,12 @@ pub struct LedgerBenchReport {
 }
 
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    let mb = crate::bench_query::status_mb(std::process::id(), "VmHWM:");
+    if mb.is_nan() {
+        0.0
+    } else {
+        mb
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -139,8 +139,9 @@ impl Drop for Proc {
     }
 }
 
-/// A `/proc/PID/status` memory line (`VmHWM:` peak, `VmRSS:` current) in MiB.
-fn status_mb(pid: u32, field: &str) -> f64 {
+/// A `/proc/PID/status` memory line (`VmHWM:` peak, `VmRSS:` current) in MiB; NaN where it
+/// cannot be read (no such process, not Linux).
+pub fn status_mb(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
