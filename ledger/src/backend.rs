@@ -143,4 +143,7 @@ impl RaftLogBackend for AnyRaftLog {
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         both_log!(self, s => s.get_meta(key))
     }
+    fn purge_with_mark(&self, key: &str, value: &[u8], upto: u64) -> Result<(), StoreError> {
+        both_log!(self, s => s.purge_with_mark(key, value, upto))
+    }
 }

@@ -279,4 +279,24 @@ impl RaftLogBackend for RedbRaftLog {
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         get_meta_in(&self.db, RAFT_META, key)
     }
+
+    /// One transaction without an fsync of its own: it becomes durable with the next Raft log
+    /// append (always durable), and redb commits are atomic and ordered, so a crash keeps the
+    /// mark and the removal together or neither. Before, a purge was two fsynced commits that
+    /// every append behind it waited for.
+    fn purge_with_mark(&self, key: &str, value: &[u8], upto: u64) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write().map_err(rb)?;
+        w.set_durability(redb::Durability::None).map_err(rb)?;
+        {
+            w.open_table(RAFT_META)
+                .map_err(rb)?
+                .insert(key, value)
+                .map_err(rb)?;
+            w.open_table(RAFT_LOG)
+                .map_err(rb)?
+                .retain_in(..=upto, |_, _| false)
+                .map_err(rb)?;
+        }
+        w.commit().map_err(rb)
+    }
 }

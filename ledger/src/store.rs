@@ -70,7 +70,7 @@ pub trait EntryStore {
 }
 
 /// Storage under the Raft log: entries by Raft index, plus the vote and purge marks. Every
-/// mutating call is durable when it returns.
+/// mutating call is durable when it returns, except [`RaftLogBackend::purge_with_mark`].
 pub trait RaftLogBackend: Send + Sync + Clone + 'static {
     /// Stores `(index, bytes)` pairs (overwriting).
     fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StoreError>;
@@ -86,6 +86,16 @@ pub trait RaftLogBackend: Send + Sync + Clone + 'static {
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Reads a metadata value.
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores the purge mark `key = value`, then drops every entry with `index ≤ upto`.
+    ///
+    /// The one mutating call that need not be durable when it returns (openraft requires only
+    /// that a purge leaves no hole): a backend may let it ride on the next durable write,
+    /// provided that a crash keeps either both parts or neither, or the mark without the
+    /// removal (entries below the mark are ignored). The default is the two durable calls.
+    fn purge_with_mark(&self, key: &str, value: &[u8], upto: u64) -> Result<(), StoreError> {
+        self.put_meta(key, value)?;
+        self.purge_upto(upto)
+    }
 }
 
 /// The Raft log in the node's sled database (trees `raft_log` and `raft_meta`).

@@ -105,6 +105,7 @@ enum LogOp {
     Append(u8, u8),
     TruncateFrom(u8),
     PurgeUpto(u8),
+    PurgeWithMark(u8),
 }
 
 /// The Raft log backends against a map: append (overwrite) runs, truncate a suffix, purge a
@@ -113,6 +114,7 @@ fn raft_log_matches_model(backend: Backend, ops: &[LogOp]) -> Result<(), TestCas
     let dir = tempfile::tempdir().unwrap();
     let (_, log) = backend.open(dir.path()).unwrap();
     let mut model = std::collections::BTreeMap::<u64, Vec<u8>>::new();
+    let mut mark = None;
     for op in ops {
         match op {
             LogOp::Append(at, n) => {
@@ -130,6 +132,12 @@ fn raft_log_matches_model(backend: Backend, ops: &[LogOp]) -> Result<(), TestCas
                 log.purge_upto(u64::from(*i)).unwrap();
                 model.retain(|k, _| *k > u64::from(*i));
             }
+            LogOp::PurgeWithMark(i) => {
+                log.purge_with_mark("purged", &[*i], u64::from(*i)).unwrap();
+                model.retain(|k, _| *k > u64::from(*i));
+                mark = Some(vec![*i]);
+                prop_assert_eq!(log.get_meta("purged").unwrap(), mark.clone());
+            }
         }
     }
     log.put_meta("vote", b"v").unwrap();
@@ -141,6 +149,8 @@ fn raft_log_matches_model(backend: Backend, ops: &[LogOp]) -> Result<(), TestCas
     let mid: Vec<Vec<u8>> = model.range(10..20).map(|(_, v)| v.clone()).collect();
     prop_assert_eq!(log.range(10, 20).unwrap(), mid);
     prop_assert_eq!(log.get_meta("vote").unwrap(), Some(b"v".to_vec()));
+    // A purge without an fsync of its own is durable after the next durable write.
+    prop_assert_eq!(log.get_meta("purged").unwrap(), mark);
     Ok(())
 }
 
@@ -163,6 +173,7 @@ fn log_ops() -> impl Strategy<Value = Vec<LogOp>> {
             4 => (0u8..40, any::<u8>()).prop_map(|(a, n)| LogOp::Append(a, n)),
             1 => (0u8..48).prop_map(LogOp::TruncateFrom),
             1 => (0u8..48).prop_map(LogOp::PurgeUpto),
+            1 => (0u8..48).prop_map(LogOp::PurgeWithMark),
         ],
         1..30,
     )

@@ -154,11 +154,11 @@ impl<B: RaftLogBackend> RaftLogStorage<TypeConfig> for LogStore<B> {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
-        // Record the mark first: a crash after it but before the removal leaves entries that
-        // are simply ignored below the mark.
-        self.put(PURGED, &log_id)?;
+        // The mark and the removal go together (`purge_with_mark`); entries left below a mark
+        // after a crash are simply ignored.
+        let mark = postcard::to_stdvec(&log_id).map_err(|e| io_err(StorageIOError::write, e))?;
         self.backend
-            .purge_upto(log_id.index)
+            .purge_with_mark(PURGED, &mark, log_id.index)
             .map_err(|e| io_err(StorageIOError::write_logs, e))
     }
 }
