@@ -254,8 +254,8 @@ pub struct DeviceStore {
 }
 
 impl DeviceStore {
-    /// Opens (or creates) the store in `dir` and loads the columns. A directory that holds an
-    /// earlier version's sled store and no redb database yet is imported first.
+    /// Opens (or creates) the store in `dir` and loads the columns. An earlier version's sled
+    /// store in `dir` is imported first, once (a mark in the database records the import).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.to_string()))?;
         let db = Database::builder()
@@ -297,9 +297,8 @@ impl DeviceStore {
                 // Rows are 0, 1, 2, … with one UDI each; anything else is not our file.
                 if row.value() as usize != columns.len() || !columns.upsert(&d) {
                     return Err(StoreError::Corrupt(format!(
-                        "row {} out of sequence or a second row for UDI {}",
-                        row.value(),
-                        d.udi
+                        "row {} is out of sequence or repeats an earlier row's UDI",
+                        row.value()
                     )));
                 }
             }
