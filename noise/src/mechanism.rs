@@ -508,6 +508,24 @@ mod tests {
         assert_eq!(binomial.share_bound(), 1 << 15);
     }
 
+    proptest::proptest! {
+        /// More privacy (smaller ε, larger Δ) never gets a narrower bound: a calibration
+        /// change cannot make a noisier query prove its shares in a tighter range.
+        #[test]
+        fn the_share_bound_never_narrows_as_the_noise_grows(
+            e1 in 1u64..5_000_000,
+            e2 in 1u64..5_000_000,
+            d in 1u64..1_000,
+        ) {
+            let (lo, hi) = (e1.min(e2), e1.max(e2));
+            let at = |eps: u64, delta: u64| {
+                spec(Mechanism::DiscreteLaplace { epsilon: Micros(eps) }, delta).share_bound()
+            };
+            proptest::prop_assert!(at(lo, d) >= at(hi, d));
+            proptest::prop_assert!(at(hi, d + 1) >= at(hi, d));
+        }
+    }
+
     #[test]
     fn shares_stay_far_inside_their_bound() {
         // Not a test of the 2^−80 tail (no sample could be), but a guard against a bound that
