@@ -568,14 +568,7 @@ impl Mesh {
                 Ok(Some(Inbound::Signature(from, s))) => {
                     signatures.insert(from, s);
                 }
-                Ok(Some(Inbound::Fault(from, why))) => {
-                    return Err(medtech_threshold::Error::Misbehaviour {
-                        party: PartyIndex(from),
-                        round,
-                        reason: why,
-                    }
-                    .into());
-                }
+                Ok(Some(Inbound::Fault(from, why))) => return Err(misbehaviour(from, round, why)),
                 Ok(Some(Inbound::Message(..))) => {}
                 Ok(None) | Err(_) => {
                     let absent: Vec<u16> = members
@@ -595,6 +588,16 @@ impl Mesh {
         drop(self.outs);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The error that names `party` as the culprit of `round` (the participant index on the mesh).
+pub(crate) fn misbehaviour(party: u16, round: Round, reason: impl Into<String>) -> Error {
+    medtech_threshold::Error::Misbehaviour {
+        party: PartyIndex(party),
+        round,
+        reason: reason.into(),
+    }
+    .into()
 }
 
 async fn join_async(
@@ -668,25 +671,13 @@ async fn join_async(
         while !complete(&pending) {
             match mesh.recv_timeout(deadline).await {
                 Ok(Some(Inbound::Message(from, m))) if m.from.0 != from => {
-                    return Err(medtech_threshold::Error::Misbehaviour {
-                        party: PartyIndex(from),
-                        round,
-                        reason: "message names another sender".into(),
-                    }
-                    .into());
+                    return Err(misbehaviour(from, round, "message names another sender"));
                 }
                 Ok(Some(Inbound::Message(_, m))) => pending.push(m),
                 Ok(Some(Inbound::Signature(from, s))) => {
                     signatures.insert(from, s);
                 }
-                Ok(Some(Inbound::Fault(from, why))) => {
-                    return Err(medtech_threshold::Error::Misbehaviour {
-                        party: PartyIndex(from),
-                        round,
-                        reason: why,
-                    }
-                    .into());
-                }
+                Ok(Some(Inbound::Fault(from, why))) => return Err(misbehaviour(from, round, why)),
                 Ok(None) | Err(_) => {
                     let missing: Vec<u16> = bfrom
                         .iter()
@@ -702,12 +693,11 @@ async fn join_async(
                         }))
                         .map(|p| p.0)
                         .collect();
-                    return Err(medtech_threshold::Error::Misbehaviour {
-                        party: PartyIndex(missing.first().copied().unwrap_or(0)),
+                    return Err(misbehaviour(
+                        missing.first().copied().unwrap_or(0),
                         round,
-                        reason: format!("round {round:?} batch {batch} timed out waiting for parties {missing:?}"),
-                    }
-                    .into());
+                        format!("round {round:?} batch {batch} timed out waiting for parties {missing:?}"),
+                    ));
                 }
             }
         }

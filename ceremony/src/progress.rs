@@ -82,6 +82,7 @@ pub fn stage_of_log(log: &str) -> Stage {
 /// One bar per party, or nothing when standard error is not a terminal.
 pub struct Bars {
     bars: Vec<ProgressBar>,
+    drawn: bool,
     // Kept so the bars stay drawn together until `Bars` is dropped.
     _multi: MultiProgress,
 }
@@ -89,7 +90,8 @@ pub struct Bars {
 impl Bars {
     /// Bars for parties `1..=parties`, drawn if standard error is a terminal.
     pub fn new(parties: u16) -> Bars {
-        let target = if std::io::stderr().is_terminal() {
+        let drawn = std::io::stderr().is_terminal();
+        let target = if drawn {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
@@ -113,13 +115,14 @@ impl Bars {
             .collect();
         Bars {
             bars,
+            drawn,
             _multi: multi,
         }
     }
 
     /// Whether anything is drawn (if not, the caller prints its lines).
     pub fn drawn(&self) -> bool {
-        std::io::stderr().is_terminal()
+        self.drawn
     }
 
     /// Shows party `i` (1-based) at `stage`.

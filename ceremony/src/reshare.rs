@@ -400,12 +400,7 @@ pub fn reshare(
 }
 
 fn fault(participant: u16, reason: impl Into<String>) -> Error {
-    medtech_threshold::Error::Misbehaviour {
-        party: PartyIndex(participant),
-        round: Round::Refresh,
-        reason: reason.into(),
-    }
-    .into()
+    crate::net::misbehaviour(participant, Round::Refresh, reason)
 }
 
 async fn reshare_async(
