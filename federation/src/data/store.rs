@@ -158,7 +158,11 @@ impl Columns {
 
     /// Inserts or replaces a device; true if it was new.
     fn upsert(&mut self, d: &Device) -> bool {
-        let key = device_key(&d.udi);
+        self.upsert_keyed(device_key(&d.udi), d)
+    }
+
+    /// [`Self::upsert`] with the device's key already computed (`device_key(&d.udi)`).
+    fn upsert_keyed(&mut self, key: [u8; 16], d: &Device) -> bool {
         let strs = [
             &d.hospital,
             &d.manufacturer,
@@ -350,19 +354,19 @@ impl DeviceStore {
                 };
                 let bytes =
                     postcard::to_allocvec(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                batch.push((row, bytes));
+                batch.push((key, row, bytes));
             }
             let tx = self.db.begin_write().map_err(db_err)?;
             {
                 let mut t = tx.open_table(DEVICES).map_err(db_err)?;
-                for (row, v) in &batch {
+                for (_, row, v) in &batch {
                     t.insert(*row, v.as_slice()).map_err(db_err)?;
                 }
             }
             // Durability::Immediate (redb's default): on disk before the commit returns.
             tx.commit().map_err(db_err)?;
-            for d in chunk {
-                if self.columns.upsert(d) {
+            for (d, (key, _, _)) in chunk.iter().zip(&batch) {
+                if self.columns.upsert_keyed(*key, d) {
                     w.inserted += 1;
                 } else {
                     w.updated += 1;
@@ -375,11 +379,11 @@ impl DeviceStore {
 
     /// The stored record of `udi`.
     pub fn get(&self, udi: &str) -> Result<Option<Device>, StoreError> {
-        let r = self.db.begin_read().map_err(db_err)?;
-        let t = r.open_table(DEVICES).map_err(db_err)?;
         let Some(&row) = self.columns.rows.get(&device_key(udi)) else {
             return Ok(None);
         };
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(DEVICES).map_err(db_err)?;
         match t.get(row).map_err(db_err)? {
             None => Ok(None),
             Some(v) => decode(v.value()).map(Some),
