@@ -19,7 +19,7 @@
 use medtech_noise::{Cost, Subject};
 use serde::{Deserialize, Serialize};
 
-pub use medtech_noise::{Accountant, Event, Rejection as BudgetRejection};
+pub use medtech_noise::{Accountant, ChargeRecord, Event, Rejection as BudgetRejection};
 
 /// What a `SubmitQuery` entry charges.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //!   or a researcher for their queries), bound to the ledger's origin and the author's sequence;
 //! * [`state`] — the deterministic rules an entry must satisfy to be applied, and what applying
 //!   it changes (committee, researchers, queries, cosignatures);
+//! * [`book`] — the per-query records of the state, spilled to a scratch file beyond a bound;
 //! * [`merkle`] — the tamper-evident RFC 6962 Merkle log with inclusion and consistency proofs;
 //! * [`checkpoint`] — C2SP checkpoints as Ed25519 signed notes, counted once `t` of `n` members
 //!   cosigned, with extension checks for auditors and equivocation evidence naming the signer;
@@ -20,6 +21,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backend;
+pub mod book;
 pub mod budget;
 pub mod checkpoint;
 pub mod entry;

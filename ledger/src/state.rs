@@ -31,7 +31,8 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use medtech_protos::ledger::v1 as pb;
 use medtech_protos::Message as _;
 
-use crate::budget::{limit_event, Accountant, Event, QueryCharge};
+use crate::book::{Book, Spill};
+use crate::budget::{limit_event, Accountant, ChargeRecord, Event, QueryCharge};
 use crate::checkpoint::{Checkpoint, NodeIdentity, NoteSignature, SignedCheckpoint};
 use crate::entry::{config_message, AuthorId, Kind, ParsedEntry};
 use crate::merkle::{Hash, MerkleLog};
@@ -220,7 +221,7 @@ pub struct Researcher {
 }
 
 /// How a query ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum QueryOutcome {
     /// Result released at this sequence number.
     Released(u64),
@@ -229,7 +230,7 @@ pub enum QueryOutcome {
 }
 
 /// What the ledger holds about one query.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueryRecord {
     /// Sequence number of the submission.
     pub submitted_at: u64,
@@ -276,32 +277,74 @@ struct Cosigned {
 }
 
 /// The derived state of the ledger.
-#[derive(Clone, Debug)]
+///
+/// Everything here is bounded by the number of members, researchers and checkpoints except the
+/// per-query records (the query's progress, and its budget charge), which are kept in
+/// [`Book`]s: all in memory for [`LedgerState::new`], at most [`HOT_RECORDS`](crate::book::HOT_RECORDS) each in memory for
+/// [`LedgerState::with_spill`] (a node).
+#[derive(Debug)]
 pub struct LedgerState {
     origin: String,
     committee: CommitteeConfig,
     researchers: BTreeMap<String, Researcher>,
     seqs: BTreeMap<AuthorId, u64>,
-    queries: BTreeMap<String, QueryRecord>,
+    queries: Book<QueryRecord>,
     cosigned: BTreeMap<u64, Cosigned>,
-    budgets: Accountant,
+    budgets: Accountant<Book<ChargeRecord>>,
     rejected: u64,
+    spill: Option<Spill>,
 }
 
 impl LedgerState {
-    /// The state of an empty ledger with its genesis committee.
+    /// The state of an empty ledger with its genesis committee, held in memory.
     pub fn new(origin: &str, genesis: CommitteeConfig) -> Result<Self, String> {
+        Self::with_books(origin, genesis, Book::memory(), Book::memory(), None)
+    }
+
+    /// The state of an empty ledger whose per-query records spill to `spill` (a scratch file,
+    /// created empty for this state: see [`crate::book`]) beyond `hot` records per book in
+    /// memory (a node uses [`HOT_RECORDS`](crate::book::HOT_RECORDS)).
+    pub fn with_spill(
+        origin: &str,
+        genesis: CommitteeConfig,
+        spill: Spill,
+        hot: usize,
+    ) -> Result<Self, String> {
+        Self::with_books(
+            origin,
+            genesis,
+            Book::spilled(spill.clone(), "queries", hot),
+            Book::spilled(spill.clone(), "charges", hot),
+            Some(spill),
+        )
+    }
+
+    fn with_books(
+        origin: &str,
+        genesis: CommitteeConfig,
+        queries: Book<QueryRecord>,
+        charges: Book<ChargeRecord>,
+        spill: Option<Spill>,
+    ) -> Result<Self, String> {
         genesis.validate()?;
         Ok(LedgerState {
             origin: origin.to_owned(),
             committee: genesis,
             researchers: BTreeMap::new(),
             seqs: BTreeMap::new(),
-            queries: BTreeMap::new(),
+            queries,
             cosigned: BTreeMap::new(),
-            budgets: Accountant::new(),
+            budgets: Accountant::with_book(charges),
             rejected: 0,
+            spill,
         })
+    }
+
+    /// A failure of the scratch file the per-query records spill to. Once set, what this state
+    /// decided may rest on a lookup that failed: the node must stop without recording it (the
+    /// state machine does), and rebuilds its state from the applied entries when it restarts.
+    pub fn storage_fault(&self) -> Option<String> {
+        self.spill.as_ref().and_then(Spill::fault)
     }
 
     /// The origin.
@@ -325,17 +368,12 @@ impl LedgerState {
     }
 
     /// The privacy budgets: limits set by `SetBudget` entries, spent by admitted queries.
-    pub fn budgets(&self) -> &Accountant {
+    pub fn budgets(&self) -> &Accountant<Book<ChargeRecord>> {
         &self.budgets
     }
 
-    /// Every query, by id.
-    pub fn queries(&self) -> impl Iterator<Item = (&String, &QueryRecord)> {
-        self.queries.iter()
-    }
-
     /// A query's record.
-    pub fn query(&self, id: &str) -> Option<&QueryRecord> {
+    pub fn query(&self, id: &str) -> Option<QueryRecord> {
         self.queries.get(id)
     }
 
@@ -453,7 +491,7 @@ impl LedgerState {
         match kind {
             Kind::SubmitQuery(q) => {
                 check_id("query id", &q.query_id)?;
-                if self.queries.contains_key(&q.query_id) {
+                if self.queries.contains(&q.query_id) {
                     return Err(format!("query {} already exists", q.query_id));
                 }
                 let researcher = match &e.author {
@@ -508,20 +546,20 @@ impl LedgerState {
             Kind::Contribution(c) => {
                 let n = need_node()?;
                 let q = self.open_query(&c.query_id)?;
-                not_closed(q)?;
+                not_closed(&q)?;
                 once(&q.contributions, n, "a contribution")
             }
             Kind::NoiseCommitment(c) => {
                 let n = need_node()?;
                 let q = self.open_query(&c.query_id)?;
-                not_closed(q)?;
+                not_closed(&q)?;
                 once(&q.noise_shares, n, "a noise share")
             }
             Kind::CloseAggregate(c) => {
                 need_node()?;
                 let q = self.open_query(&c.query_id)?;
-                not_closed(q)?;
-                self.check_close(q, c)
+                not_closed(&q)?;
+                self.check_close(&q, c)
             }
             Kind::PartialDecryption(p) => {
                 let n = need_node()?;
@@ -567,7 +605,7 @@ impl LedgerState {
         }
     }
 
-    fn open_query(&self, id: &str) -> Result<&QueryRecord, String> {
+    fn open_query(&self, id: &str) -> Result<QueryRecord, String> {
         let q = self
             .queries
             .get(id)
@@ -753,7 +791,7 @@ impl LedgerState {
                     });
                 }
                 self.queries.insert(
-                    q.query_id.clone(),
+                    &q.query_id,
                     QueryRecord {
                         submitted_at: seq,
                         researcher,
@@ -868,9 +906,7 @@ impl LedgerState {
     }
 
     fn with_query(&mut self, id: &str, f: impl FnOnce(&mut QueryRecord)) {
-        if let Some(q) = self.queries.get_mut(id) {
-            f(q);
-        }
+        self.queries.update(id, f);
     }
 }
 

@@ -3,6 +3,7 @@
 //! cannot be declared in a form the state machine does not understand.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use medtech_ledger::book::Spill;
 use medtech_ledger::budget::{encode_limit, QueryCharge};
 use medtech_ledger::checkpoint::NodeKey;
 use medtech_ledger::entry::{sign_entry, EntrySigner, Kind, ResearcherKey};
@@ -31,11 +32,21 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
+        Self::with_state(|c| LedgerState::new(ORIGIN, c).unwrap())
+    }
+
+    /// A fixture whose state keeps at most `hot` records per book in memory, the rest in `path`.
+    fn spilled(path: &std::path::Path, hot: usize) -> Self {
+        let spill = Spill::create(path).unwrap();
+        Self::with_state(|c| LedgerState::with_spill(ORIGIN, c, spill, hot).unwrap())
+    }
+
+    fn with_state(state: impl FnOnce(CommitteeConfig) -> LedgerState) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let node = NodeKey::generate("h1", &mut rng);
         let committee = CommitteeConfig::new(vec![node.identity()], 1, 0);
         Fixture {
-            state: LedgerState::new(ORIGIN, committee).unwrap(),
+            state: state(committee),
             tree: MerkleLog::new(),
             node,
             node_seq: 0,
@@ -217,5 +228,125 @@ fn replaying_the_log_rebuilds_the_same_budgets() {
     for (i, q) in entries.iter().take(3).enumerate() {
         g.state.replay(q, 3 + i as u64).unwrap();
     }
-    assert_eq!(g.state.budgets(), f.state.budgets());
+    for s in subjects() {
+        assert_eq!(g.state.budgets().spent(&s), f.state.budgets().spent(&s));
+        assert_eq!(g.state.budgets().limit(&s), f.state.budgets().limit(&s));
+    }
+    for i in 1..=4 {
+        let q = format!("q{i}");
+        assert_eq!(g.state.query(&q), f.state.query(&q), "{q}");
+    }
+}
+
+fn subjects() -> [Subject; 3] {
+    [
+        Subject::Researcher("r1".into()),
+        Subject::Dataset("federation".into()),
+        Subject::Global,
+    ]
+}
+
+/// Queries admitted, refused, run to release and refused again after it, with every
+/// decision returned in order.
+fn protocol_script(f: &mut Fixture, r: &ResearcherKey) -> Vec<Result<(), String>> {
+    f.register(r);
+    f.limit("researcher:r1", 10_000_000);
+    f.limit("dataset:federation", 10_000_000);
+    let mut out = Vec::new();
+    let mut rseq = 0;
+    let mut submit = |f: &mut Fixture, id: &str, micros: u64, out: &mut Vec<_>| {
+        rseq += 1;
+        let res = f.submit(query(r, rseq, id, charge(micros)));
+        if res.is_err() {
+            rseq -= 1;
+        }
+        out.push(res);
+    };
+    for i in 0..12 {
+        submit(f, &format!("q{i}"), 500_000, &mut out);
+    }
+    submit(f, "q3", 1, &mut out); // an id used twice
+    submit(f, "big", 5_000_000, &mut out); // 6 of 10 spent: over budget
+    submit(f, "fits", 4_000_000, &mut out);
+    for i in (0..12).step_by(2) {
+        let id = format!("q{i}");
+        let contribution = || {
+            Kind::Contribution(pb::Contribution {
+                query_id: id.clone(),
+                ..Default::default()
+            })
+        };
+        let partial = || {
+            Kind::PartialDecryption(pb::PartialDecryption {
+                query_id: id.clone(),
+                ..Default::default()
+            })
+        };
+        for kind in [
+            partial(), // nothing closed yet
+            contribution(),
+            contribution(), // twice
+            Kind::NoiseCommitment(pb::NoiseCommitment {
+                query_id: id.clone(),
+                ..Default::default()
+            }),
+            Kind::CloseAggregate(pb::CloseAggregate {
+                query_id: id.clone(),
+                contributors: vec!["h1".into()],
+                noise_from: vec!["h1".into()],
+            }),
+            contribution(), // after the close
+            partial(),
+            partial(), // twice
+            Kind::ReleaseResult(pb::ReleaseResult {
+                query_id: id.clone(),
+                result: b"{}".to_vec(),
+            }),
+            partial(), // after the release
+        ] {
+            out.push(f.as_node(kind));
+        }
+    }
+    out.push(f.as_node(Kind::Contribution(pb::Contribution {
+        query_id: "never-submitted".into(),
+        ..Default::default()
+    })));
+    out
+}
+
+#[test]
+fn a_node_whose_query_records_spill_to_disk_decides_every_entry_as_one_holding_them_in_memory() {
+    let r = ResearcherKey::generate("r1", &mut ChaCha20Rng::seed_from_u64(1));
+    let dir = tempfile::tempdir().unwrap();
+    let mut mem = Fixture::new();
+    // Two records per book in memory: almost every lookup goes to the file.
+    let mut disk = Fixture::spilled(&dir.path().join("spill.redb"), 2);
+    let expected = protocol_script(&mut mem, &r);
+    let got = protocol_script(&mut disk, &r);
+    assert_eq!(got, expected);
+    assert!(expected.iter().filter(|d| d.is_err()).count() >= 30);
+    assert_eq!(disk.state.storage_fault(), None);
+    assert_eq!(disk.tree.root(), mem.tree.root());
+    for id in (0..12)
+        .map(|i| format!("q{i}"))
+        .chain(["big".into(), "fits".into()])
+    {
+        assert_eq!(disk.state.query(&id), mem.state.query(&id), "{id}");
+        assert_eq!(
+            disk.state.budgets().noise_posted(&id),
+            mem.state.budgets().noise_posted(&id),
+            "{id}"
+        );
+    }
+    for s in subjects() {
+        assert_eq!(
+            disk.state.budgets().spent(&s),
+            mem.state.budgets().spent(&s)
+        );
+    }
+    assert_eq!(
+        mem.state.budgets().spent(&subjects()[0]),
+        eps(10_000_000),
+        "twelve half-ε queries and one of 4"
+    );
 }

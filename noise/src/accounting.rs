@@ -166,27 +166,67 @@ pub enum Rejection {
     Abandoned(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct ChargeRecord {
-    researcher: String,
-    dataset: String,
-    cost: Cost,
-    noise_from: BTreeSet<u16>,
-    abandoned: bool,
+/// What the accountant remembers about one charged query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeRecord {
+    /// The researcher charged.
+    pub researcher: String,
+    /// The dataset charged.
+    pub dataset: String,
+    /// What was charged.
+    pub cost: Cost,
+    /// Members whose noise share for the query is recorded (the charge is final once any is).
+    pub noise_from: BTreeSet<u16>,
+    /// Refunded by [`Event::Abandon`].
+    pub abandoned: bool,
+}
+
+/// Where an [`Accountant`] keeps its per-query [`ChargeRecord`]s.
+///
+/// The limits and totals are a few records per researcher and dataset and stay in memory; the
+/// charges grow with every query ever admitted, so a long-running node keeps them where it
+/// chooses (the ledger spills them to disk). A book must return exactly what was last recorded
+/// under a query id: the accountant's rules, and so every node's agreement, rest on it.
+pub trait ChargeBook {
+    /// The record of `query`, if it was charged.
+    fn charge(&self, query: &str) -> Option<ChargeRecord>;
+    /// Records (or replaces) the record of `query`.
+    fn record(&mut self, query: &str, rec: ChargeRecord);
+}
+
+impl ChargeBook for BTreeMap<String, ChargeRecord> {
+    fn charge(&self, query: &str) -> Option<ChargeRecord> {
+        self.get(query).cloned()
+    }
+    fn record(&mut self, query: &str, rec: ChargeRecord) {
+        self.insert(query.to_owned(), rec);
+    }
 }
 
 /// The budget state every node derives from the ledger.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Accountant {
+pub struct Accountant<B = BTreeMap<String, ChargeRecord>> {
     limits: BTreeMap<Subject, Cost>,
     spent: BTreeMap<Subject, Cost>,
-    charges: BTreeMap<String, ChargeRecord>,
+    charges: B,
 }
 
 impl Accountant {
-    /// An empty accountant (no limits: every charge is rejected until limits are set).
+    /// An empty accountant (no limits: every charge is rejected until limits are set), keeping
+    /// its charges in memory.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+impl<B: ChargeBook> Accountant<B> {
+    /// An empty accountant keeping its charges in `book` (which must be empty).
+    pub fn with_book(book: B) -> Self {
+        Accountant {
+            limits: BTreeMap::new(),
+            spent: BTreeMap::new(),
+            charges: book,
+        }
     }
 
     /// Applies one event. `Err` means rejected and nothing changed.
@@ -203,20 +243,22 @@ impl Accountant {
                 cost,
             } => self.charge(query, researcher, dataset, *cost),
             Event::NoisePosted { query, member } => {
-                let rec = self
+                let mut rec = self
                     .charges
-                    .get_mut(query)
+                    .charge(query)
                     .ok_or_else(|| Rejection::UnknownQuery(query.clone()))?;
                 if rec.abandoned {
                     return Err(Rejection::Abandoned(query.clone()));
                 }
-                rec.noise_from.insert(*member);
+                if rec.noise_from.insert(*member) {
+                    self.charges.record(query, rec);
+                }
                 Ok(())
             }
             Event::Abandon { query } => {
-                let rec = self
+                let mut rec = self
                     .charges
-                    .get(query)
+                    .charge(query)
                     .ok_or_else(|| Rejection::UnknownQuery(query.clone()))?;
                 if rec.abandoned {
                     return Err(Rejection::Abandoned(query.clone()));
@@ -230,9 +272,8 @@ impl Accountant {
                         *spent = spent.saturating_sub(cost);
                     }
                 }
-                if let Some(rec) = self.charges.get_mut(query) {
-                    rec.abandoned = true;
-                }
+                rec.abandoned = true;
+                self.charges.record(query, rec);
                 Ok(())
             }
         }
@@ -259,12 +300,12 @@ impl Accountant {
             } => self
                 .check_charge(query, researcher, dataset, *cost)
                 .map(|_| ()),
-            Event::NoisePosted { query, .. } => match self.charges.get(query) {
+            Event::NoisePosted { query, .. } => match self.charges.charge(query) {
                 None => Err(Rejection::UnknownQuery(query.clone())),
                 Some(r) if r.abandoned => Err(Rejection::Abandoned(query.clone())),
                 Some(_) => Ok(()),
             },
-            Event::Abandon { query } => match self.charges.get(query) {
+            Event::Abandon { query } => match self.charges.charge(query) {
                 None => Err(Rejection::UnknownQuery(query.clone())),
                 Some(r) if r.abandoned => Err(Rejection::Abandoned(query.clone())),
                 Some(r) if !r.noise_from.is_empty() => {
@@ -283,7 +324,7 @@ impl Accountant {
         dataset: &str,
         cost: Cost,
     ) -> Result<Vec<(Subject, Cost)>, Rejection> {
-        if self.charges.contains_key(query) {
+        if self.charges.charge(query).is_some() {
             return Err(Rejection::AlreadyCharged(query.to_owned()));
         }
         let mut updates = Vec::with_capacity(3);
@@ -323,8 +364,8 @@ impl Accountant {
         for (s, would) in updates {
             self.spent.insert(s, would);
         }
-        self.charges.insert(
-            query.to_owned(),
+        self.charges.record(
+            query,
             ChargeRecord {
                 researcher: researcher.to_owned(),
                 dataset: dataset.to_owned(),
@@ -356,6 +397,6 @@ impl Accountant {
     /// Members whose noise for `query` is recorded (the node decrypts only once at least
     /// `n − t + 1` are).
     pub fn noise_posted(&self, query: &str) -> usize {
-        self.charges.get(query).map_or(0, |r| r.noise_from.len())
+        self.charges.charge(query).map_or(0, |r| r.noise_from.len())
     }
 }

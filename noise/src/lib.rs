@@ -30,7 +30,7 @@ pub mod privacy;
 pub mod query;
 pub mod samplers;
 
-pub use accounting::{Accountant, Cost, Event, Rejection, Subject};
+pub use accounting::{Accountant, ChargeBook, ChargeRecord, Cost, Event, Rejection, Subject};
 pub use error::{Error, Result};
 pub use mechanism::{Committee, Mechanism, Micros, ShareSpec};
 pub use query::{NoisyValue, QueryPlan, QueryResult, QueryShape};

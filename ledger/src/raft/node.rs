@@ -31,6 +31,10 @@ use crate::state::CommitteeConfig;
 use crate::tls::NodeTls;
 use crate::Error;
 
+/// The scratch file in a node's data directory that its ledger state's per-query records spill
+/// to (recreated at every start; see [`crate::book`]).
+pub const STATE_SPILL_FILE: &str = "state-cache.redb";
+
 /// Raft timing and compaction.
 #[derive(Clone, Debug)]
 pub struct RaftTuning {
@@ -195,8 +199,13 @@ impl LedgerNode {
         // The state machine's writes ride on the Raft log's fsyncs (see `RedbStore::set_lazy`).
         store.set_lazy(true);
         let raft_log = LogStore::new(raft_log);
-        let sm = StateMachine::open(store, &config.origin, config.genesis.clone())
-            .map_err(|e| Error::Storage(e.to_string()))?;
+        let sm = StateMachine::open_with_spill(
+            store,
+            &config.origin,
+            config.genesis.clone(),
+            Some(&config.data_dir.join(STATE_SPILL_FILE)),
+        )
+        .map_err(|e| Error::Storage(e.to_string()))?;
         let raft_config = Config {
             cluster_name: config.origin.clone(),
             heartbeat_interval: config.raft.heartbeat_ms,

@@ -20,6 +20,7 @@
 //! bounded by one chunk, and a member only receives what it is missing.
 
 use std::io::Cursor;
+use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -33,6 +34,7 @@ use medtech_protos::ledger::v1 as pb;
 
 use super::network::{EntryFetcher, FETCH_CHUNK};
 use super::{io_err, CommitteeNode, NodeId, Receipt, StorageError, TypeConfig};
+use crate::book::{Spill, HOT_RECORDS};
 use crate::merkle::{verify_consistency, Hash};
 use crate::state::{CommitteeConfig, LedgerState, Verify};
 use crate::store::{DurableLog, EntryStore};
@@ -116,8 +118,21 @@ fn poisoned() -> StorageError {
 }
 
 impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
-    /// Opens over `store`: rebuilds the tree, drops an unrecorded suffix, replays the state.
+    /// Opens over `store`: rebuilds the tree, drops an unrecorded suffix, replays the state
+    /// (held in memory).
     pub fn open(store: S, origin: &str, genesis: CommitteeConfig) -> Result<Self, StorageError> {
+        Self::open_with_spill(store, origin, genesis, None)
+    }
+
+    /// As [`Self::open`], the state's per-query records spilling to a scratch file at `spill`
+    /// beyond [`crate::book::HOT_RECORDS`] each (a node's memory then stays bounded; the file is
+    /// recreated at every open, see [`crate::book`]).
+    pub fn open_with_spill(
+        store: S,
+        origin: &str,
+        genesis: CommitteeConfig,
+        spill: Option<&Path>,
+    ) -> Result<Self, StorageError> {
         let mut log = DurableLog::open(store).map_err(|e| io_err(StorageIOError::read, e))?;
         let applied: AppliedMeta = match log
             .store()
@@ -140,14 +155,21 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
                 ),
             ));
         }
-        let mut state = LedgerState::new(origin, genesis.clone())
-            .map_err(|e| io_err(StorageIOError::read, e))?;
+        let mut state = match spill {
+            None => LedgerState::new(origin, genesis.clone()),
+            Some(path) => {
+                let spill = Spill::create(path).map_err(|e| io_err(StorageIOError::write, e))?;
+                LedgerState::with_spill(origin, genesis.clone(), spill, HOT_RECORDS)
+            }
+        }
+        .map_err(|e| io_err(StorageIOError::read, e))?;
         for i in 0..applied.size {
             let b = log.get(i).map_err(|e| io_err(StorageIOError::read, e))?;
             state
                 .replay(&b, i)
                 .map_err(|e| io_err(StorageIOError::read, format!("entry {i}: {e}")))?;
         }
+        spill_ok(&state)?;
         state.set_rejected(applied.rejected);
         let (applied_tx, _) = tokio::sync::watch::channel(applied.size);
         Ok(StateMachine {
@@ -177,6 +199,18 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
     /// Read access to the applied ledger.
     pub fn read(&self) -> Result<RwLockReadGuard<'_, Ledger<S>>, StorageError> {
         self.inner.read().map_err(|_| poisoned())
+    }
+}
+
+/// Stops on a failure of the state's scratch file: a lookup that failed may have decided a
+/// rejection, so nothing of this batch may be recorded (see [`crate::book`]).
+fn spill_ok(state: &LedgerState) -> Result<(), StorageError> {
+    match state.storage_fault() {
+        None => Ok(()),
+        Some(f) => Err(io_err(
+            StorageIOError::write_state_machine,
+            format!("state spill file: {f}"),
+        )),
     }
 }
 
@@ -270,6 +304,7 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
             };
             receipts.push(receipt);
         }
+        spill_ok(&l.state)?;
         l.applied.size = l.log.tree().size();
         l.applied.rejected = l.state.rejected();
         let meta = meta_bytes(&l.applied)?;
@@ -343,6 +378,7 @@ impl<S: EntryStore + Send + Sync + 'static> RaftStateMachine<TypeConfig> for Sta
                     Err(r) => return Err(bad(format!("fetched entry {}: {r}", ours + k as u64))),
                 }
             }
+            spill_ok(&l.state)?;
             let proof: Vec<Hash> = reply
                 .consistency_proof
                 .iter()
