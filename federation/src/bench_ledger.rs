@@ -36,6 +36,8 @@ pub struct LedgerBenchConfig {
     pub dir: std::path::PathBuf,
     /// Storage backend.
     pub backend: Backend,
+    /// Spill the state's per-query records to a scratch file (bounded memory).
+    pub state_spill: bool,
 }
 
 /// Measured figures.
@@ -45,6 +47,8 @@ pub struct LedgerBenchReport {
     pub nodes: usize,
     /// Storage backend.
     pub backend: String,
+    /// Whether the state's per-query records spilled to a scratch file.
+    pub state_spill: bool,
     /// Entries committed.
     pub entries: u64,
     /// Concurrent clients.
@@ -132,6 +136,7 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
     let opts = LocalOptions {
         tuning,
         backend: cfg.backend,
+        state_spill: cfg.state_spill,
         ..LocalOptions::new(cfg.nodes, t, origin)
     };
     let c = LocalCommittee::start(opts, tmp.path(), &mut rng).await?;
@@ -231,6 +236,7 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
     let report = LedgerBenchReport {
         nodes: cfg.nodes,
         backend: format!("{:?}", cfg.backend).to_lowercase(),
+        state_spill: cfg.state_spill,
         entries: committed,
         clients: cfg.clients,
         entry_bytes: entry_len,

@@ -71,6 +71,11 @@ pub struct NodeFile {
     /// Initialise Raft with the whole committee on first start (exactly one member says so).
     #[serde(default)]
     pub bootstrap: bool,
+    /// Keep the ledger state's per-query records in `ledger/state-cache.redb` beyond 16,384
+    /// each, instead of all in memory: bounded memory at a cost in ledger throughput
+    /// (docs/ledger.md, "Memory").
+    #[serde(default)]
+    pub ledger_state_spill: bool,
     /// TLS files.
     pub tls: TlsFiles,
     /// Key files.
@@ -652,6 +657,7 @@ pub fn init(opts: &InitOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
             listen_committee,
             listen_api,
             bootstrap: i == 0,
+            ledger_state_spill: false,
             tls: TlsFiles {
                 ca: "tls/ca.pem".into(),
                 cert: "tls/cert.pem".into(),

@@ -192,6 +192,10 @@ enum BenchCommand {
         /// Storage backend: redb or sled.
         #[arg(long, default_value = "redb")]
         backend: medtech_ledger::backend::Backend,
+        /// Keep the ledger state's per-query records in a scratch file beyond a bound
+        /// (bounded memory, lower throughput) instead of all in memory.
+        #[arg(long)]
+        spill_state: bool,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -434,6 +438,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     entry_bytes,
                     dir,
                     backend,
+                    spill_state,
                     json,
                 },
         } => {
@@ -449,6 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     entry_bytes,
                     dir,
                     backend,
+                    state_spill: spill_state,
                 },
             )?;
             print_report(json, &report, report.to_text())?;

@@ -55,6 +55,7 @@ impl RunningNode {
             raft: RaftTuning::default(),
             cosign_every: Some(Duration::from_secs(5)),
             backend: medtech_ledger::backend::Backend::default(),
+            state_spill: n.file.ledger_state_spill,
             faults: Default::default(),
         };
         let mut ledger = LedgerNode::start_on(config, committee_addr).await?;

@@ -32,6 +32,9 @@ use crate::store::StoreError;
 /// Records a book keeps in memory before writing them to its file (per book).
 pub const HOT_RECORDS: usize = 16_384;
 
+/// One flush in this many is committed durably (see [`Book`]'s flush).
+const DURABLE_EVERY: u64 = 8;
+
 /// Page-cache budget of the scratch file, shared by the books that use it.
 pub const SPILL_CACHE_BYTES: usize = 8 << 20;
 
@@ -97,6 +100,7 @@ pub struct Book<V> {
     hot: BTreeMap<String, V>,
     disk: Option<(Spill, TableDefinition<'static, &'static str, &'static [u8]>)>,
     cap: usize,
+    flushes: u64,
 }
 
 impl<V> std::fmt::Debug for Book<V> {
@@ -121,6 +125,7 @@ impl<V> Book<V> {
             hot: BTreeMap::new(),
             disk: None,
             cap: usize::MAX,
+            flushes: 0,
         }
     }
 
@@ -130,6 +135,7 @@ impl<V> Book<V> {
             hot: BTreeMap::new(),
             disk: Some((spill, TableDefinition::new(table))),
             cap: cap.max(1),
+            flushes: 0,
         }
     }
 
@@ -198,8 +204,17 @@ impl<V: Clone + Serialize + DeserializeOwned> Book<V> {
         let Some((spill, table)) = self.disk.as_ref() else {
             return;
         };
+        // The file is a cache rebuilt at every start: no commit needs to survive a crash. A
+        // durable commit now and then lets redb reuse the pages earlier commits freed (it
+        // cannot after non-durable ones), which bounds the file.
+        self.flushes += 1;
+        let durable = self.flushes.is_multiple_of(DURABLE_EVERY);
         let write = || -> Result<(), String> {
-            let w = spill.db.begin_write().map_err(|e| e.to_string())?;
+            let mut w = spill.db.begin_write().map_err(|e| e.to_string())?;
+            if !durable {
+                w.set_durability(redb::Durability::None)
+                    .map_err(|e| e.to_string())?;
+            }
             {
                 let mut t = w.open_table(*table).map_err(|e| e.to_string())?;
                 for (k, v) in &self.hot {

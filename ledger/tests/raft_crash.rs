@@ -58,6 +58,7 @@ async fn config(dir: &std::path::Path) -> (NodeConfig, tokio::net::TcpListener) 
             ..RaftTuning::default()
         },
         cosign_every: None,
+        state_spill: true,
         backend: Backend::default(),
         faults: Default::default(),
     };

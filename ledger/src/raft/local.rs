@@ -33,6 +33,8 @@ pub struct LocalOptions {
     pub cosign_every: Option<Duration>,
     /// Storage backend.
     pub backend: crate::backend::Backend,
+    /// Spill the state's per-query records (see [`NodeConfig::state_spill`]).
+    pub state_spill: bool,
 }
 
 impl LocalOptions {
@@ -45,6 +47,7 @@ impl LocalOptions {
             tuning: RaftTuning::default(),
             cosign_every: None,
             backend: crate::backend::Backend::default(),
+            state_spill: false,
         }
     }
 }
@@ -141,6 +144,8 @@ pub struct LocalCommittee {
     pub cosign_every: Option<Duration>,
     /// Storage backend.
     pub backend: crate::backend::Backend,
+    /// Whether members spill their state's per-query records.
+    pub state_spill: bool,
     /// Links cut on purpose ([`Self::partition`]); every member shares it.
     pub faults: LinkFaults,
 }
@@ -159,6 +164,7 @@ impl LocalCommittee {
             tuning,
             cosign_every,
             backend,
+            state_spill,
         } = opts;
         let origin = origin.as_str();
         let ca = CommitteeCa::generate("MedTech Chain committee CA")?;
@@ -184,6 +190,7 @@ impl LocalCommittee {
             tuning,
             cosign_every,
             backend,
+            state_spill,
             faults: LinkFaults::default(),
         };
         for (i, l) in listeners.into_iter().enumerate() {
@@ -265,6 +272,7 @@ impl LocalCommittee {
             raft: self.tuning.clone(),
             cosign_every: self.cosign_every,
             backend: self.backend,
+            state_spill: self.state_spill,
             faults: self.faults.clone(),
         }
     }

@@ -81,6 +81,10 @@ pub struct NodeConfig {
     pub cosign_every: Option<Duration>,
     /// Storage backend.
     pub backend: Backend,
+    /// Keep the ledger state's per-query records in a scratch file beyond a bound
+    /// ([`STATE_SPILL_FILE`], see [`crate::book`]) instead of all in memory: memory stays
+    /// bounded, at a cost in throughput (docs/performance.md).
+    pub state_spill: bool,
     /// Links cut on purpose (scenario tests); empty in production.
     pub faults: super::network::LinkFaults,
 }
@@ -203,7 +207,10 @@ impl LedgerNode {
             store,
             &config.origin,
             config.genesis.clone(),
-            Some(&config.data_dir.join(STATE_SPILL_FILE)),
+            config
+                .state_spill
+                .then(|| config.data_dir.join(STATE_SPILL_FILE))
+                .as_deref(),
         )
         .map_err(|e| Error::Storage(e.to_string()))?;
         let raft_config = Config {
