@@ -72,9 +72,9 @@ pub struct NodeFile {
     #[serde(default)]
     pub bootstrap: bool,
     /// Keep the ledger state's per-query records in `ledger/state-cache.redb` beyond 16,384
-    /// each, instead of all in memory: bounded memory at a cost in ledger throughput
-    /// (docs/ledger.md, "Memory").
-    #[serde(default)]
+    /// each (the default), so a node's memory stays bounded whatever the ledger's size;
+    /// `false` keeps them all in memory (docs/ledger.md, "Memory").
+    #[serde(default = "yes")]
     pub ledger_state_spill: bool,
     /// TLS files.
     pub tls: TlsFiles,
@@ -119,6 +119,10 @@ pub struct FabricFile {
     /// How often to anchor the latest cosigned checkpoint, in seconds.
     #[serde(default = "default_anchor_every")]
     pub every_seconds: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_chaincode() -> String {
@@ -657,7 +661,7 @@ pub fn init(opts: &InitOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
             listen_committee,
             listen_api,
             bootstrap: i == 0,
-            ledger_state_spill: false,
+            ledger_state_spill: true,
             tls: TlsFiles {
                 ca: "tls/ca.pem".into(),
                 cert: "tls/cert.pem".into(),
@@ -690,4 +694,39 @@ pub fn init(opts: &InitOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
         committee_file,
         ceremony_summary: report.summary,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeFile;
+
+    const MINIMAL: &str = r#"
+name = "hospital-1"
+committee = "committee.toml"
+data_dir = "data"
+listen_committee = "127.0.0.1:7000"
+listen_api = "127.0.0.1:8080"
+[tls]
+ca = "tls/ca.pem"
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+[keys]
+signing_key = "keys/node.key"
+threshold_key = "keys/threshold-key.json"
+share = "keys/share.json"
+"#;
+
+    /// A node.toml written before the option existed gets bounded memory, and an operator can
+    /// still keep everything in memory.
+    #[test]
+    fn the_ledger_state_spills_unless_the_node_file_says_otherwise() {
+        let file: NodeFile = toml::from_str(MINIMAL).expect("minimal node.toml");
+        assert!(file.ledger_state_spill);
+        let file: NodeFile = toml::from_str(&MINIMAL.replace(
+            "listen_api = \"127.0.0.1:8080\"\n",
+            "listen_api = \"127.0.0.1:8080\"\nledger_state_spill = false\n",
+        ))
+        .expect("node.toml with the option");
+        assert!(!file.ledger_state_spill);
+    }
 }

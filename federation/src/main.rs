@@ -192,10 +192,10 @@ enum BenchCommand {
         /// Storage backend: redb or sled.
         #[arg(long, default_value = "redb")]
         backend: medtech_ledger::backend::Backend,
-        /// Keep the ledger state's per-query records in a scratch file beyond a bound
-        /// (bounded memory, lower throughput) instead of all in memory.
+        /// Keep all of the ledger state's per-query records in memory, instead of spilling
+        /// them to a scratch file beyond a bound (the default, as in a node).
         #[arg(long)]
-        spill_state: bool,
+        state_in_memory: bool,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -438,7 +438,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     entry_bytes,
                     dir,
                     backend,
-                    spill_state,
+                    state_in_memory,
                     json,
                 },
         } => {
@@ -454,7 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     entry_bytes,
                     dir,
                     backend,
-                    state_spill: spill_state,
+                    state_spill: !state_in_memory,
                 },
             )?;
             print_report(json, &report, report.to_text())?;

@@ -176,9 +176,30 @@ impl<V: Clone + Serialize + DeserializeOwned> Book<V> {
         }
     }
 
-    /// Whether `id` has a record.
+    /// Whether `id` has a record (a key lookup: the record is not decoded).
     pub fn contains(&self, id: &str) -> bool {
-        self.get(id).is_some()
+        if self.hot.contains_key(id) {
+            return true;
+        }
+        let Some((spill, table)) = self.disk.as_ref() else {
+            return false;
+        };
+        let read = || -> Result<bool, String> {
+            let r = spill.db.begin_read().map_err(|e| e.to_string())?;
+            let t = match r.open_table(*table) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+                Err(e) => return Err(e.to_string()),
+            };
+            Ok(t.get(id).map_err(|e| e.to_string())?.is_some())
+        };
+        match read() {
+            Ok(found) => found,
+            Err(e) => {
+                spill.record_fault(format!("reading {}: {e}", table.name()));
+                false
+            }
+        }
     }
 
     /// Records (or replaces) the record of `id`.
@@ -321,6 +342,7 @@ mod tests {
             for k in 0..12 {
                 let k = format!("k{k}");
                 prop_assert_eq!(disk.get(&k), mem.get(&k));
+                prop_assert_eq!(disk.contains(&k), mem.contains(&k));
             }
             prop_assert_eq!(spill.fault(), None);
         }

@@ -782,8 +782,9 @@ impl LedgerState {
                     AuthorId::Node(_) => q.on_behalf_of.clone(),
                 };
                 if let Ok(charge) = QueryCharge::decode(&q.cost) {
-                    // Accepted by `check` against this same state, so the charge succeeds.
-                    let _ = self.budgets.apply(&Event::Charge {
+                    // Accepted by `check` against this same state (or, on replay, when first
+                    // applied), so the query is not charged yet and the charge fits.
+                    let _ = self.budgets.apply_checked(&Event::Charge {
                         query: q.query_id.clone(),
                         researcher: researcher.clone(),
                         dataset: charge.dataset,

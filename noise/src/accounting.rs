@@ -316,6 +316,31 @@ impl<B: ChargeBook> Accountant<B> {
         }
     }
 
+    /// Applies an event that [`Self::check`] accepted against this same state, without
+    /// repeating the lookup of the query's charge that the check made.
+    ///
+    /// For a [`Event::Charge`] this skips looking up whether the query was already charged (a
+    /// lookup in the book, which can be a disk read when the book spills); the limits are
+    /// re-checked, as they are in memory. Every other event is applied as by [`Self::apply`].
+    /// Calling it for a `Charge` that was *not* checked against this state can charge a query
+    /// twice: use [`Self::apply`] unless the check is certain (the ledger checks every entry
+    /// before it applies it, and replays only entries it applied before).
+    pub fn apply_checked(&mut self, event: &Event) -> Result<(), Rejection> {
+        match event {
+            Event::Charge {
+                query,
+                researcher,
+                dataset,
+                cost,
+            } => {
+                let updates = self.limit_updates(researcher, dataset, *cost)?;
+                self.record_charge(query, researcher, dataset, *cost, updates);
+                Ok(())
+            }
+            other => self.apply(other),
+        }
+    }
+
     /// The new spent totals a charge would leave, or why it is refused.
     fn check_charge(
         &self,
@@ -327,6 +352,16 @@ impl<B: ChargeBook> Accountant<B> {
         if self.charges.charge(query).is_some() {
             return Err(Rejection::AlreadyCharged(query.to_owned()));
         }
+        self.limit_updates(researcher, dataset, cost)
+    }
+
+    /// The new spent totals charging `cost` would leave, or the limit it would break.
+    fn limit_updates(
+        &self,
+        researcher: &str,
+        dataset: &str,
+        cost: Cost,
+    ) -> Result<Vec<(Subject, Cost)>, Rejection> {
         let mut updates = Vec::with_capacity(3);
         for s in Self::subjects(researcher, dataset) {
             let limit = match (self.limits.get(&s), &s) {
@@ -361,6 +396,18 @@ impl<B: ChargeBook> Accountant<B> {
     ) -> Result<(), Rejection> {
         // Check everything first; spend only if every check passes (atomic).
         let updates = self.check_charge(query, researcher, dataset, cost)?;
+        self.record_charge(query, researcher, dataset, cost, updates);
+        Ok(())
+    }
+
+    fn record_charge(
+        &mut self,
+        query: &str,
+        researcher: &str,
+        dataset: &str,
+        cost: Cost,
+        updates: Vec<(Subject, Cost)>,
+    ) {
         for (s, would) in updates {
             self.spent.insert(s, would);
         }
@@ -374,7 +421,6 @@ impl<B: ChargeBook> Accountant<B> {
                 abandoned: false,
             },
         );
-        Ok(())
     }
 
     /// What a subject has spent.

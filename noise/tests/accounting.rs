@@ -114,6 +114,24 @@ proptest! {
         }
         prop_assert_eq!(a, b);
     }
+
+    /// A node that applies what `check` accepted through `apply_checked` (which skips the
+    /// already-charged lookup) ends exactly where one using `apply` does.
+    #[test]
+    fn apply_checked_after_check_is_apply(events in proptest::collection::vec(arb_event(), 1..120)) {
+        let mut a = Accountant::new();
+        let mut b = Accountant::new();
+        setup(&mut a, 1_000_000, 1_500_000, Some(2_500_000));
+        setup(&mut b, 1_000_000, 1_500_000, Some(2_500_000));
+        for e in &events {
+            let ok = b.check(e).is_ok();
+            prop_assert_eq!(a.apply(e).is_ok(), ok);
+            if ok {
+                prop_assert!(b.apply_checked(e).is_ok());
+            }
+            prop_assert_eq!(&a, &b);
+        }
+    }
 }
 
 #[test]
@@ -250,4 +268,28 @@ fn charge_is_atomic_across_researcher_dataset_and_global() {
         matches!(r, Err(Rejection::OverBudget { .. })),
         "no ρ budget was set"
     );
+}
+
+/// `apply_checked` is only for checked events: it skips exactly the double-charge lookup and
+/// still enforces the limits.
+#[test]
+fn apply_checked_skips_only_the_double_charge_lookup() {
+    let mut acc = Accountant::new();
+    setup(&mut acc, 1_000_000, 1_000_000, None);
+    let charge = |cost| Event::Charge {
+        query: "q".into(),
+        researcher: "bob".into(),
+        dataset: "hospital-a".into(),
+        cost: eps(cost),
+    };
+    acc.apply(&charge(300_000)).unwrap();
+    assert!(matches!(
+        acc.apply_checked(&charge(800_000)),
+        Err(Rejection::OverBudget { .. })
+    ));
+    assert_eq!(acc.spent(&Subject::Researcher("bob".into())), eps(300_000));
+    assert!(matches!(
+        acc.check(&charge(100_000)),
+        Err(Rejection::AlreadyCharged(_))
+    ));
 }
