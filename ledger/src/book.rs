@@ -151,8 +151,21 @@ impl<V: Clone + Serialize + DeserializeOwned> Book<V> {
         if let Some(v) = self.hot.get(id) {
             return Some(v.clone());
         }
+        self.on_disk(id, |b| {
+            postcard::from_bytes(b).map_err(|e| format!("record {id:?} does not decode: {e}"))
+        })
+    }
+
+    /// Whether `id` has a record (a key lookup: the record is not decoded).
+    pub fn contains(&self, id: &str) -> bool {
+        self.hot.contains_key(id) || self.on_disk(id, |_| Ok(())).is_some()
+    }
+
+    /// Reads `id`'s stored bytes from the file through `read`: `None` when there is no file or
+    /// no such record, and on a failure, which is recorded as the spill's fault.
+    fn on_disk<T>(&self, id: &str, read: impl FnOnce(&[u8]) -> Result<T, String>) -> Option<T> {
         let (spill, table) = self.disk.as_ref()?;
-        let read = || -> Result<Option<V>, String> {
+        let lookup = || -> Result<Option<T>, String> {
             let r = spill.db.begin_read().map_err(|e| e.to_string())?;
             let t = match r.open_table(*table) {
                 Ok(t) => t,
@@ -162,42 +175,14 @@ impl<V: Clone + Serialize + DeserializeOwned> Book<V> {
             };
             match t.get(id).map_err(|e| e.to_string())? {
                 None => Ok(None),
-                Some(b) => postcard::from_bytes(b.value())
-                    .map(Some)
-                    .map_err(|e| format!("record {id:?} does not decode: {e}")),
+                Some(b) => read(b.value()).map(Some),
             }
         };
-        match read() {
+        match lookup() {
             Ok(v) => v,
             Err(e) => {
                 spill.record_fault(format!("reading {}: {e}", table.name()));
                 None
-            }
-        }
-    }
-
-    /// Whether `id` has a record (a key lookup: the record is not decoded).
-    pub fn contains(&self, id: &str) -> bool {
-        if self.hot.contains_key(id) {
-            return true;
-        }
-        let Some((spill, table)) = self.disk.as_ref() else {
-            return false;
-        };
-        let read = || -> Result<bool, String> {
-            let r = spill.db.begin_read().map_err(|e| e.to_string())?;
-            let t = match r.open_table(*table) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-                Err(e) => return Err(e.to_string()),
-            };
-            Ok(t.get(id).map_err(|e| e.to_string())?.is_some())
-        };
-        match read() {
-            Ok(found) => found,
-            Err(e) => {
-                spill.record_fault(format!("reading {}: {e}", table.name()));
-                false
             }
         }
     }
