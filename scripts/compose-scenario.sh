@@ -3,8 +3,13 @@
 # devices at every hospital, run a query, stop one container (`docker compose stop`), run
 # another, and check the invariants: the second query is released without the stopped
 # hospital's data, budgets are charged exactly once per query and never overspent, every running
-# member ends with the same ledger head, and the exported ledger verifies offline. Prints the
-# committee's memory use. Leaves nothing behind (`down -v`) unless KEEP=1.
+# member ends with the same ledger head, and the exported ledger verifies offline. Then: the
+# stopped member restarts from its volume and catches up; two members are cut off the network
+# (`docker network disconnect`): the majority releases without them, the minority cannot
+# commit, and after healing it catches up; the Raft leader is killed with SIGKILL while a query
+# is open: the query is released, a new leader is elected, the budget is charged once.
+# Last, a load phase. Prints the committee's memory use. Leaves nothing behind (`down -v`)
+# unless KEEP=1.
 #
 #   sh scripts/docker-image.sh && bash scripts/compose-scenario.sh
 #
@@ -123,6 +128,103 @@ echo "== docker compose start hospital-e: it restarts from its volume and catche
 "${DC[@]}" start hospital-e >/dev/null
 healthy e
 agree "a b c d e"
+
+# A second researcher for the partition and leader-kill phases: every query ε 0.5.
+pw=$(m a POST /api/v1/researchers --token "$A" --data '{"username":"pat","epsilon_budget":5}' | json 'd["password"]')
+PT=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"pat\",\"password\":\"$pw\"}" | json 'd["token"]')
+HALF='{"kind":"count","epsilon":0.5}'
+pat_spent() { m "$1" GET /api/v1/budget --token "$PT" | json 'd["researcher"]["epsilon_spent"]'; }
+size_of() { m "$1" GET /api/v1/ledger/head --token "$A" | json 'd["size"]'; }
+# `mq x`: pat's Count submitted through hospital-x and waited for there; prints the query.
+mq() { local id
+       id=$(m "$1" POST /api/v1/queries --token "$PT" --data "$HALF" | json 'd["id"]')
+       m "$1" GET "/api/v1/queries/$id?wait=120" --token "$PT"; }
+released_from() { # QUERY N: released, from N hospitals, with a count near 1000 per hospital
+  local q=$1 n=$2 st c v
+  st=$(echo "$q" | json 'd["status"]')
+  [ "$st" = released ] || fail "query not released: $q"
+  c=$(echo "$q" | json 'len(d["result"]["contributors"])')
+  v=$(echo "$q" | json 'd["result"]["result"]["Count"]["value"]')
+  [ "$c" = "$n" ] || fail "expected $n contributors, got $c: $q"
+  python3 -c "import sys; sys.exit(0 if abs($v - 1000 * $n) < 120 else 1)" || fail "count $v far from $((1000 * n))"
+  echo "released: $v devices (exact $((1000 * n))) from $(echo "$q" | json '",".join(d["result"]["contributors"])')"
+}
+
+leader() { # the Raft leader's letter, as hospital-$1 sees it (waits for one to be known)
+  local lid
+  for i in $(seq 1 30); do
+    lid=$(m "$1" GET /api/v1/committee --token "$A" | json 'd["leader"]')
+    if [ "$lid" != None ]; then
+      m "$1" GET /api/v1/committee --token "$A" |
+        json "[x['name'] for x in d['members'] if x['raft_id'] == $lid][0][len('hospital-'):]"
+      return 0
+    fi
+    sleep 1
+  done
+  fail "hospital-$1 knows no leader after 30 s"
+}
+
+# The minority: two followers other than hospital-a (whose API the researcher uses). A leader
+# in the minority would keep an uncommitted proposal; followers refuse at once.
+others() { # the letters of e d c b except those given, in that order
+  local x out=()
+  for x in e d c b; do [[ " $* " == *" $x "* ]] || out+=("$x"); done
+  echo "${out[@]}"
+}
+L=$(leader a)
+read -r M1 M2 _ <<< "$(others "$L")"
+echo "== partition: hospital-$M1 and hospital-$M2 cut off the committee network (still running; leader hospital-$L)"
+NET="${P}_committee"
+for x in "$M1" "$M2"; do docker network disconnect "$NET" "$("${DC[@]}" ps -q "hospital-$x")"; done
+released_from "$(mq a)" 3
+# The minority cannot commit: a submission through it is refused and charges nothing; its log
+# stays behind the majority's.
+if timeout 60 "${DC[@]}" exec -T "hospital-$M1" medtech http POST http://127.0.0.1:8080/api/v1/queries \
+     --token "$PT" --data "$HALF" >/dev/null 2>&1; then
+  fail "a query submitted through the partitioned minority was accepted"
+fi
+echo "a submission through the minority was refused"
+behind=$(size_of "$M1"); ahead=$(size_of a)
+[ "$behind" -lt "$ahead" ] || fail "the minority kept up ($behind vs $ahead entries)"
+echo "minority log $behind entries, majority $ahead"
+echo "== heal: reconnected, the minority catches up"
+for x in "$M1" "$M2"; do docker network connect --alias "hospital-$x" "$NET" "$("${DC[@]}" ps -q "hospital-$x")"; done
+healthy "$M1"; healthy "$M2"
+agree "a b c d e"
+[ "$(pat_spent "$M1")" = 0.5 ] || fail "after the partition pat spent $(pat_spent "$M1"), expected 0.5"
+released_from "$(mq "$M1")" 5
+
+echo "== the Raft leader killed (SIGKILL) mid-query"
+# A third member is paused (`docker pause`, its processes frozen) so that the query waits for
+# the contribution timeout: the leader dies while it is open, and the query is closed,
+# decrypted and released under the new leader by the three members left (still a quorum and t).
+L=$(leader a)
+Y=a; [ "$L" = a ] && Y=b
+read -r X _ <<< "$(others "$L" "$Y")"
+echo "leader: hospital-$L; the query goes through hospital-$Y; hospital-$X paused"
+"${DC[@]}" pause "hospital-$X" >/dev/null
+id=$(m "$Y" POST /api/v1/queries --token "$PT" --data "$HALF" | json 'd["id"]')
+docker kill -s KILL "$("${DC[@]}" ps -q "hospital-$L")" >/dev/null
+st=$(m "$Y" GET "/api/v1/queries/$id" --token "$PT" | json 'd["status"]')
+echo "just after the kill the query was $st"
+[ "$st" != released ] || fail "the query was released before the leader was killed"
+q=$(m "$Y" GET "/api/v1/queries/$id?wait=120" --token "$PT")
+[ "$(echo "$q" | json 'd["status"]')" = released ] || fail "query under a killed leader: $q"
+echo "released from $(echo "$q" | json '",".join(d["result"]["contributors"])'), decrypted by $(echo "$q" | json '",".join(d["result"]["decrypted_by"])')"
+c=$(echo "$q" | json 'len(d["result"]["contributors"])')
+[ "$c" -ge 3 ] || fail "only $c hospitals contributed with three members up"
+echo "$q" | json 'd["result"]["contributors"]' | grep -q "hospital-$X" && fail "the paused hospital-$X contributed"
+for i in $(seq 1 30); do nl=$(leader "$Y"); [ "$nl" != "$L" ] && break; sleep 1; done
+[ "$nl" != "$L" ] || fail "hospital-$Y still follows the killed hospital-$L after 30 s"
+echo "new leader: hospital-$nl"
+"${DC[@]}" unpause "hospital-$X" >/dev/null
+"${DC[@]}" start "hospital-$L" >/dev/null
+healthy "$X"; healthy "$L"
+agree "a b c d e"
+for x in a b c d e; do
+  [ "$(pat_spent "$x")" = 1.5 ] || fail "hospital-$x says pat spent $(pat_spent "$x"), expected 1.5 (three queries)"
+done
+echo "pat charged exactly three queries (ε 1.5) on every member"
 
 echo "== load: 4 researchers, 4 queries each, concurrently"
 m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 100}' >/dev/null
