@@ -6,13 +6,9 @@
 //! node's memory grow with its ledger (about 0.8 KB per query: 830 MiB per member after 1M
 //! query entries, measured with both maps in memory).
 //!
-//! A [`Book`] keeps up to `cap` records in memory (the records written since its last flush).
-//! When it holds more, it hands them, as one frozen batch, to the scratch file's writer thread,
-//! which writes them to a table of a scratch redb file in one transaction, off the caller's path
-//! (the node's `apply`): the caller goes on at once with an empty batch. The frozen batch stays
-//! readable until the next flush, which first waits until it is written, so at most `2 × cap + 1`
-//! records are in memory and a record is always either in memory or committed to the file. A
-//! lookup reads the current batch, then the frozen one, then the file. The file is a *cache*, not state: the state is a
+//! A [`Book`] keeps up to `cap` records in memory (the records written since its last flush) and
+//! writes them all to a table of a scratch redb file in one transaction when it holds more.
+//! A lookup reads memory first, then the file. The file is a *cache*, not state: the state is a
 //! function of the applied entries, rebuilt by replaying them whenever a node opens, so the
 //! scratch file is created empty at every open ([`Spill::create`]) and never needs an fsync or a
 //! recovery of its own. Memory stays at `cap` records per book whatever the ledger's size.
@@ -24,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use medtech_noise::{ChargeBook, ChargeRecord};
 use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
@@ -42,16 +38,11 @@ const DURABLE_EVERY: u64 = 8;
 /// Page-cache budget of the scratch file, shared by the books that use it.
 pub const SPILL_CACHE_BYTES: usize = 8 << 20;
 
-/// A write for the scratch file's writer thread.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The scratch file the books of one ledger state spill to, and its writer thread (which ends
-/// once every clone of the `Spill`, and so every book using it, is dropped).
+/// The scratch file the books of one ledger state spill to.
 #[derive(Clone)]
 pub struct Spill {
     db: Arc<Database>,
     fault: Arc<Mutex<Option<String>>>,
-    jobs: mpsc::Sender<Job>,
 }
 
 impl std::fmt::Debug for Spill {
@@ -82,19 +73,9 @@ impl Spill {
             .set_cache_size(SPILL_CACHE_BYTES)
             .create(path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
-        let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("ledger-spill".into())
-            .spawn(move || {
-                for job in queue {
-                    job();
-                }
-            })
-            .map_err(|e| StoreError::Backend(format!("cannot start the spill writer: {e}")))?;
         Ok(Spill {
             db: Arc::new(db),
             fault: Arc::new(Mutex::new(None)),
-            jobs,
         })
     }
 
@@ -108,45 +89,8 @@ impl Spill {
     }
 
     fn record_fault(&self, what: String) {
-        record_fault(&self.fault, what);
-    }
-}
-
-fn record_fault(fault: &Mutex<Option<String>>, what: String) {
-    if let Ok(mut f) = fault.lock() {
-        f.get_or_insert(what);
-    }
-}
-
-/// A batch of records handed to the writer thread: readable while (and after) it is written.
-struct Frozen<V> {
-    records: BTreeMap<String, V>,
-    /// `None` while the write runs; then whether it committed.
-    written: Mutex<Option<bool>>,
-    done: Condvar,
-}
-
-impl<V> Frozen<V> {
-    fn finish(&self, ok: bool) {
-        if let Ok(mut w) = self.written.lock() {
-            *w = Some(ok);
-        }
-        self.done.notify_all();
-    }
-
-    /// Waits for the write: whether it committed (false also if the lock was poisoned).
-    fn wait(&self) -> bool {
-        let Ok(mut w) = self.written.lock() else {
-            return false;
-        };
-        loop {
-            match *w {
-                Some(ok) => return ok,
-                None => match self.done.wait(w) {
-                    Ok(g) => w = g,
-                    Err(_) => return false,
-                },
-            }
+        if let Ok(mut f) = self.fault.lock() {
+            f.get_or_insert(what);
         }
     }
 }
@@ -154,7 +98,6 @@ impl<V> Frozen<V> {
 /// Records by query id: in memory only, or spilled to a [`Spill`] file beyond `cap`.
 pub struct Book<V> {
     hot: BTreeMap<String, V>,
-    frozen: Option<Arc<Frozen<V>>>,
     disk: Option<(Spill, TableDefinition<'static, &'static str, &'static [u8]>)>,
     cap: usize,
     flushes: u64,
@@ -163,7 +106,7 @@ pub struct Book<V> {
 impl<V> std::fmt::Debug for Book<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Book")
-            .field("in_memory", &self.in_memory())
+            .field("in_memory", &self.hot.len())
             .field("spills", &self.disk.is_some())
             .finish()
     }
@@ -180,7 +123,6 @@ impl<V> Book<V> {
     pub fn memory() -> Self {
         Book {
             hot: BTreeMap::new(),
-            frozen: None,
             disk: None,
             cap: usize::MAX,
             flushes: 0,
@@ -191,35 +133,22 @@ impl<V> Book<V> {
     pub fn spilled(spill: Spill, table: &'static str, cap: usize) -> Self {
         Book {
             hot: BTreeMap::new(),
-            frozen: None,
             disk: Some((spill, TableDefinition::new(table))),
             cap: cap.max(1),
             flushes: 0,
         }
     }
 
-    /// Records held in memory now (the current batch and the one last handed to the writer).
+    /// Records held in memory now.
     pub fn in_memory(&self) -> usize {
-        self.hot.len() + self.frozen.as_ref().map_or(0, |f| f.records.len())
-    }
-
-    /// Waits until the batch last handed to the writer is in the file (or failed to be, which
-    /// is then the spill's fault): what a lookup reads is then the same with the batch dropped.
-    pub fn wait_written(&self) {
-        if let Some(f) = &self.frozen {
-            f.wait();
-        }
-    }
-
-    fn frozen_record(&self, id: &str) -> Option<&V> {
-        self.frozen.as_ref().and_then(|f| f.records.get(id))
+        self.hot.len()
     }
 }
 
-impl<V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Book<V> {
+impl<V: Clone + Serialize + DeserializeOwned> Book<V> {
     /// The record of `id`.
     pub fn get(&self, id: &str) -> Option<V> {
-        if let Some(v) = self.hot.get(id).or_else(|| self.frozen_record(id)) {
+        if let Some(v) = self.hot.get(id) {
             return Some(v.clone());
         }
         self.on_disk(id, |b| {
@@ -229,9 +158,7 @@ impl<V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Book<V> {
 
     /// Whether `id` has a record (a key lookup: the record is not decoded).
     pub fn contains(&self, id: &str) -> bool {
-        self.hot.contains_key(id)
-            || self.frozen_record(id).is_some()
-            || self.on_disk(id, |_| Ok(())).is_some()
+        self.hot.contains_key(id) || self.on_disk(id, |_| Ok(())).is_some()
     }
 
     /// Reads `id`'s stored bytes from the file through `read`: `None` when there is no file or
@@ -278,70 +205,38 @@ impl<V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Book<V> {
         }
     }
 
-    /// Hands the current batch to the writer thread (no-op for a memory book), once the
-    /// previous batch is written.
+    /// Writes every in-memory record to the file (no-op for a memory book).
     fn flush(&mut self) {
         let Some((spill, table)) = self.disk.as_ref() else {
             return;
         };
-        if let Some(previous) = &self.frozen {
-            if !previous.wait() {
-                // Its write failed (a recorded fault): keep every record in memory, so the
-                // state stays right while the node stops.
-                return;
-            }
-        }
         // The file is a cache rebuilt at every start: no commit needs to survive a crash. A
         // durable commit now and then lets redb reuse the pages earlier commits freed (it
         // cannot after non-durable ones), which bounds the file.
         self.flushes += 1;
         let durable = self.flushes.is_multiple_of(DURABLE_EVERY);
-        let frozen = Arc::new(Frozen {
-            records: std::mem::take(&mut self.hot),
-            written: Mutex::new(None),
-            done: Condvar::new(),
-        });
-        self.frozen = Some(Arc::clone(&frozen));
-        let (db, fault, table) = (Arc::clone(&spill.db), Arc::clone(&spill.fault), *table);
-        let job: Job = Box::new(move || {
-            let write = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                write_batch(&db, table, &frozen.records, durable)
-            }))
-            .unwrap_or_else(|_| Err("the writer panicked".into()));
-            if let Err(e) = &write {
-                record_fault(&fault, format!("writing {}: {e}", table.name()));
+        let write = || -> Result<(), String> {
+            let mut w = spill.db.begin_write().map_err(|e| e.to_string())?;
+            if !durable {
+                w.set_durability(redb::Durability::None)
+                    .map_err(|e| e.to_string())?;
             }
-            frozen.finish(write.is_ok());
-        });
-        // The writer thread ends only when every `Spill` clone is gone, and this book holds
-        // one; should it have ended anyway, write here.
-        if let Err(mpsc::SendError(job)) = spill.jobs.send(job) {
-            job();
+            {
+                let mut t = w.open_table(*table).map_err(|e| e.to_string())?;
+                for (k, v) in &self.hot {
+                    let b = postcard::to_stdvec(v).map_err(|e| e.to_string())?;
+                    t.insert(k.as_str(), b.as_slice())
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            w.commit().map_err(|e| e.to_string())
+        };
+        match write() {
+            Ok(()) => self.hot.clear(),
+            // Keep the records in memory: the state stays right while the node stops.
+            Err(e) => spill.record_fault(format!("writing {}: {e}", table.name())),
         }
     }
-}
-
-/// Writes `records` to `table` in one transaction.
-fn write_batch<V: Serialize>(
-    db: &Database,
-    table: TableDefinition<'static, &'static str, &'static [u8]>,
-    records: &BTreeMap<String, V>,
-    durable: bool,
-) -> Result<(), String> {
-    let mut w = db.begin_write().map_err(|e| e.to_string())?;
-    if !durable {
-        w.set_durability(redb::Durability::None)
-            .map_err(|e| e.to_string())?;
-    }
-    {
-        let mut t = w.open_table(table).map_err(|e| e.to_string())?;
-        for (k, v) in records {
-            let b = postcard::to_stdvec(v).map_err(|e| e.to_string())?;
-            t.insert(k.as_str(), b.as_slice())
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    w.commit().map_err(|e| e.to_string())
 }
 
 impl ChargeBook for Book<ChargeRecord> {
@@ -372,7 +267,7 @@ mod tests {
                 disk.insert(&k, i);
                 mem.insert(&k, i);
             }
-            assert!(disk.in_memory() <= 2 * 3 + 1);
+            assert!(disk.in_memory() <= 3);
         }
         for i in 0..8 {
             let k = format!("q{i}");
@@ -389,12 +284,7 @@ mod tests {
             let mut b: Book<u64> = Book::spilled(Spill::create(&path).unwrap(), "t", 1);
             b.insert("a", 1);
             b.insert("b", 2);
-            // Two flushes: the second waited for the first, so "a" is in the file only.
-            b.insert("c", 3);
-            b.insert("d", 4);
-            b.wait_written();
-            assert_eq!(b.in_memory(), 2);
-            assert_eq!(b.get("a"), Some(1), "read back from the file");
+            assert!(b.in_memory() < 2, "flushed to the file");
         }
         let b: Book<u64> = Book::spilled(Spill::create(&path).unwrap(), "t", 1);
         assert_eq!(b.get("a"), None);
@@ -407,7 +297,6 @@ mod tests {
         let mut bytes: Book<Vec<u8>> = Book::spilled(spill.clone(), "t", 1);
         bytes.insert("a", vec![b'o', 0xff, 0xfe]);
         bytes.insert("b", vec![]);
-        bytes.wait_written();
         // Read back as text: not UTF-8.
         let text: Book<String> = Book::spilled(spill.clone(), "t", 1);
         assert_eq!(text.get("a"), None);
@@ -433,7 +322,7 @@ mod tests {
                     disk.insert(&k, vec![v]);
                     mem.insert(&k, vec![v]);
                 }
-                prop_assert!(disk.in_memory() <= 2 * cap + 1);
+                prop_assert!(disk.in_memory() <= cap);
             }
             for k in 0..12 {
                 let k = format!("k{k}");
