@@ -8,8 +8,9 @@
 # (`docker network disconnect`): the majority releases without them, the minority cannot
 # commit, and after healing it catches up; the Raft leader is killed with SIGKILL while a query
 # is open: the query is released, a new leader is elected, the budget is charged once.
-# Last, a load phase. Prints the committee's memory use. Leaves nothing behind (`down -v`)
-# unless KEEP=1.
+# A committee change goes through the CLI (`medtech committee propose`, `approve` inside three
+# members' containers, `submit`). Last, a load phase. Prints the committee's memory use.
+# Leaves nothing behind (`down -v`) unless KEEP=1.
 #
 #   sh scripts/docker-image.sh && bash scripts/compose-scenario.sh
 #
@@ -225,6 +226,32 @@ for x in a b c d e; do
   [ "$(pat_spent "$x")" = 1.5 ] || fail "hospital-$x says pat spent $(pat_spent "$x"), expected 1.5 (three queries)"
 done
 echo "pat charged exactly three queries (ε 1.5) on every member"
+
+echo "== a committee change through the CLI: proposed, approved by t members at their sites, submitted"
+# The edit keeps the committee as it is (threshold 3) so the rest runs unchanged; the ledger
+# still requires t valid approvals for the next epoch. Each approval is made inside that
+# member's container with its own signing key.
+CH="/tmp/$P-change.json"
+target/release/medtech committee propose --url $API --token "$A" --edit threshold=3 --out "$CH" | sed 's/^/  /'
+if target/release/medtech committee submit "$CH" --url $API --token "$A" >/dev/null 2>&1; then
+  fail "a change without approvals was accepted"
+fi
+for x in b c d; do
+  cid=$("${DC[@]}" ps -q "hospital-$x")
+  docker cp "$CH" "$cid:/tmp/change.json"
+  "${DC[@]}" exec -T -u 0 "hospital-$x" medtech committee approve /tmp/change.json \
+    --member "hospital-$x" --signing-key "/committee/hospital-$x/keys/node.key" | tail -n 1 | sed 's/^/  /'
+  docker cp "$cid:/tmp/change.json" - | tar -xO > "$CH"
+done
+target/release/medtech committee submit "$CH" --url $API --token "$A" | sed 's/^/  /'
+rm -f "$CH"
+for i in $(seq 1 30); do
+  epochs=$(for x in a b c d e; do m "$x" GET /api/v1/committee --token "$A" | json 'd["epoch"]'; done | sort -u)
+  [ "$epochs" = 1 ] && break
+  sleep 1
+done
+[ "$epochs" = 1 ] || fail "members are at epochs $(echo $epochs) after the change"
+echo "every member applied the change: committee epoch 1"
 
 echo "== load: 4 researchers, 4 queries each, concurrently"
 m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 100}' >/dev/null

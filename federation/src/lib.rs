@@ -3,7 +3,7 @@
 //! The MedTech Chain committee node and the `medtech` command: hospital data ([`data`]), the
 //! query interface ([`query`]), the private query protocol as a pure per-member driver
 //! ([`protocol`], simulated in [`sim`]), the query loop over the replicated ledger ([`node`]),
-//! the HTTP API ([`api`]), the benchmarks ([`bench`], [`bench_ledger`]) and the local
+//! committee changes ([`change`]), the HTTP API ([`api`]), the benchmarks ([`bench`], [`bench_ledger`]) and the local
 //! committee demo ([`demo`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -12,6 +12,7 @@ pub mod api;
 pub mod bench;
 pub mod bench_ledger;
 pub mod bench_query;
+pub mod change;
 pub mod config;
 pub mod data;
 pub mod demo;

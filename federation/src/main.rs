@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use medtech_federation::{bench, demo};
 
@@ -141,6 +142,57 @@ enum CommitteeCommand {
         /// Do nothing (exit 0) if DIR already holds a committee (for a setup step run on every start).
         #[arg(long)]
         if_absent: bool,
+    },
+    /// Write a committee change file: the committee on the ledger (read from a member's API)
+    /// with edits applied, for the next epoch (docs/operations.md, "Rotating TLS certificates").
+    Propose {
+        /// A member's API, `http://host:port`.
+        #[arg(long)]
+        url: String,
+        /// An admin's bearer token, or `@path` of a file holding it.
+        #[arg(long)]
+        token: String,
+        /// An edit (repeatable): `rotate=NAME:CERT_SHA256`, `address=NAME:HOST:PORT`,
+        /// `remove=NAME`, `add=NAME:SIGNING_KEY:RAFT_ID:HOST:PORT:CERT_SHA256`, `threshold=T`.
+        #[arg(long = "edit", required = true)]
+        edits: Vec<String>,
+        /// The change file to write (refuses to replace one).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Print what a change file does (against the ledger's committee if `--url` is given).
+    Show {
+        /// The change file.
+        file: std::path::PathBuf,
+        /// A member's API, to compare with the committee on the ledger.
+        #[arg(long, requires = "token")]
+        url: Option<String>,
+        /// A staff bearer token, or `@path`.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Add this member's approval to a change file (signed with its ledger signing key, which
+    /// never leaves this machine); prints what is approved.
+    Approve {
+        /// The change file (rewritten with the approval).
+        file: std::path::PathBuf,
+        /// This member's name (e.g. hospital-a).
+        #[arg(long)]
+        member: String,
+        /// This member's signing key file (64 hex digits; `keys/node.key` of its node files).
+        #[arg(long)]
+        signing_key: std::path::PathBuf,
+    },
+    /// Submit an approved change file to a member, which proposes it to the ledger.
+    Submit {
+        /// The change file.
+        file: std::path::PathBuf,
+        /// A member's API, `http://host:port`.
+        #[arg(long)]
+        url: String,
+        /// An admin's bearer token, or `@path`.
+        #[arg(long)]
+        token: String,
     },
 }
 
@@ -299,6 +351,64 @@ fn http(
     })
 }
 
+/// A token argument: the token, or `@path` of a file holding it.
+fn token_arg(token: &str) -> anyhow::Result<String> {
+    match token.strip_prefix('@') {
+        Some(path) => Ok(read_text(std::path::Path::new(path))?.trim().to_owned()),
+        None => Ok(token.trim().to_owned()),
+    }
+}
+
+fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// Writes a new file, refusing to replace an existing one.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// The ledger's origin and applied committee, from a member's API.
+fn ledger_committee(
+    url: &str,
+    token: &str,
+) -> anyhow::Result<(String, medtech_ledger::state::CommitteeConfig)> {
+    use medtech_protos::Message;
+    let token = token_arg(token)?;
+    let r = http(
+        &format!("{}/api/v1/committee/config", url.trim_end_matches('/')),
+        "GET",
+        Some(&token),
+        None,
+        "",
+        Duration::from_secs(10),
+    )?;
+    anyhow::ensure!(
+        r.status == 200,
+        "the member answered {}: {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body)?;
+    let origin = v["origin"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the member's answer has no origin"))?
+        .to_owned();
+    let bytes = hex::decode(v["committee"].as_str().unwrap_or_default())
+        .map_err(|_| anyhow::anyhow!("the member's committee is not hex"))?;
+    let pb = medtech_protos::ledger::v1::Committee::decode(bytes.as_slice())?;
+    let c = medtech_ledger::state::CommitteeConfig::from_pb(&pb).map_err(|e| anyhow::anyhow!(e))?;
+    Ok((origin, c))
+}
+
 /// Prints a benchmark report as one JSON object or as its table.
 fn print_report(json: bool, report: &impl serde::Serialize, text: String) -> anyhow::Result<()> {
     if json {
@@ -356,6 +466,99 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for f in &report.node_files {
                 println!("start with: medtech node --config {}", f.display());
             }
+        }
+        Command::Committee {
+            what:
+                CommitteeCommand::Propose {
+                    url,
+                    token,
+                    edits,
+                    out,
+                },
+        } => {
+            use medtech_federation::change;
+            let edits = edits
+                .iter()
+                .map(|e| change::Edit::parse(e))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (origin, current) = ledger_committee(&url, &token)?;
+            let file = change::propose(&origin, &current, &edits)?;
+            for line in change::describe(&file, Some(&current))? {
+                println!("{line}");
+            }
+            write_new(&out, &serde_json::to_vec_pretty(&file)?)?;
+            println!(
+                "wrote {}: needs {} approvals",
+                out.display(),
+                current.threshold
+            );
+        }
+        Command::Committee {
+            what: CommitteeCommand::Show { file, url, token },
+        } => {
+            use medtech_federation::change;
+            let f = change::ChangeFile::parse(&read_text(&file)?)
+                .with_context(|| file.display().to_string())?;
+            let current = match (url, token) {
+                (Some(url), Some(token)) => Some(ledger_committee(&url, &token)?.1),
+                _ => None,
+            };
+            for line in change::describe(&f, current.as_ref())? {
+                println!("{line}");
+            }
+        }
+        Command::Committee {
+            what:
+                CommitteeCommand::Approve {
+                    file,
+                    member,
+                    signing_key,
+                },
+        } => {
+            use medtech_federation::change;
+            let mut f = change::ChangeFile::parse(&read_text(&file)?)
+                .with_context(|| file.display().to_string())?;
+            let secret = zeroize::Zeroizing::new(read_text(&signing_key)?);
+            let bytes: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+                hex::decode(secret.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{}: a signing key is 64 hex digits", signing_key.display())
+                    })?,
+            );
+            let key = medtech_ledger::checkpoint::NodeKey::from_secret_bytes(&member, &bytes);
+            for line in change::describe(&f, None)? {
+                println!("{line}");
+            }
+            change::approve(&mut f, &key)?;
+            std::fs::write(&file, serde_json::to_vec_pretty(&f)?)
+                .with_context(|| file.display().to_string())?;
+            println!(
+                "approved as {member} (public key {}); {} approvals in {}",
+                hex::encode(key.identity().key.as_bytes()),
+                f.approvals.len(),
+                file.display()
+            );
+        }
+        Command::Committee {
+            what: CommitteeCommand::Submit { file, url, token },
+        } => {
+            let text = read_text(&file)?;
+            medtech_federation::change::ChangeFile::parse(&text)
+                .with_context(|| file.display().to_string())?;
+            let token = token_arg(&token)?;
+            let r = http(
+                &format!("{}/api/v1/committee/changes", url.trim_end_matches('/')),
+                "POST",
+                Some(&token),
+                Some(text.as_bytes()),
+                "application/json",
+                Duration::from_secs(60),
+            )?;
+            let body = String::from_utf8_lossy(&r.body);
+            anyhow::ensure!(r.status == 200, "the member answered {}: {body}", r.status);
+            println!("{body}");
         }
         Command::Generate {
             hospital,

@@ -746,6 +746,139 @@ async fn auditors_read_the_ledger_with_proofs_and_the_verifier_passes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committee_change_with_t_approvals_is_applied_and_one_with_fewer_is_refused() {
+    use medtech_federation::change::{self, ChangeFile, Edit};
+    use medtech_ledger::state::CommitteeConfig;
+    use medtech_protos::Message;
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let cfg = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/committee/config",
+        Some(&admin),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(
+        (cfg["epoch"].as_u64(), cfg["threshold"].as_u64()),
+        (Some(0), Some(2)),
+        "{cfg}"
+    );
+    let bytes = hex::decode(cfg["committee"].as_str().unwrap()).unwrap();
+    let pb = medtech_protos::ledger::v1::Committee::decode(bytes.as_slice()).unwrap();
+    let current = CommitteeConfig::from_pb(&pb).unwrap();
+    let origin = cfg["origin"].as_str().unwrap();
+    let mut file = change::propose(origin, &current, &[Edit::Threshold(3)]).unwrap();
+    let key = |i: usize| w.fed.ledger.members[i].key();
+    let submit = |f: &ChangeFile| serde_json::to_value(f).unwrap();
+
+    // One approval of the two needed: refused with the reason, nothing changes.
+    change::approve(&mut file, &key(2)).unwrap();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/committee/changes",
+        Some(&admin),
+        submit(&file),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (409, "refused_by_ledger"),
+        "{}",
+        r.json()
+    );
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1 approvals from current members, 2 needed"));
+    // A change for another ledger, or a damaged file: a clear 400.
+    let mut elsewhere = file.clone();
+    elsewhere.origin = "another.example/ledger".into();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/committee/changes",
+        Some(&admin),
+        submit(&elsewhere),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_change"));
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/committee/changes",
+        Some(&admin),
+        json!({ "version": 1 }),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_change"));
+    // Only an admin proposes one.
+    let aud = client::login(w.addr(0), "auditor", AUDIT_PW).await.unwrap();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/committee/changes",
+        Some(&aud),
+        submit(&file),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+
+    // Two approvals: applied on every member.
+    change::approve(&mut file, &key(0)).unwrap();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/committee/changes",
+        Some(&admin),
+        submit(&file),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["epoch"], 1);
+    // Every member applies it (member 1 may apply it a moment after the leader did).
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = call(
+            w.addr(1),
+            "GET",
+            "/api/v1/committee",
+            Some(&admin),
+            Value::Null,
+        )
+        .await
+        .json();
+        if seen["epoch"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (seen["epoch"].as_u64(), seen["threshold"].as_u64()),
+        (Some(1), Some(3)),
+        "{seen}"
+    );
+    // The same file again is for an epoch that has passed.
+    let r = call(
+        w.addr(1),
+        "POST",
+        "/api/v1/committee/changes",
+        Some(&admin),
+        submit(&file),
+    )
+    .await;
+    assert_eq!(r.status, 409);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not the next one"));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_endpoint_exists_and_needs_the_documented_authentication() {
     let w = world(ApiConfig::default()).await;
     for e in medtech_federation::api::openapi::ENDPOINTS {

@@ -729,7 +729,10 @@ impl LedgerState {
         Ok(())
     }
 
-    fn check_config_change(&self, c: &pb::ConfigChange) -> Result<CommitteeConfig, String> {
+    /// The committee a `ConfigChange` would install: its committee decoded and valid, for the
+    /// next epoch, approved by at least `t` current members (approvals by others are ignored;
+    /// one that does not verify refuses the change). What `check` and `apply` use.
+    pub fn check_config_change(&self, c: &pb::ConfigChange) -> Result<CommitteeConfig, String> {
         let proposed = pb::Committee::decode(c.committee.as_slice())
             .map_err(|e| format!("committee does not decode: {e}"))?;
         let next = CommitteeConfig::from_pb(&proposed)?;

@@ -56,6 +56,8 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/accounts", post(create_account).get(list_accounts))
         .route("/api/v1/budgets/{subject}", put(set_budget))
         .route("/api/v1/committee", get(committee))
+        .route("/api/v1/committee/config", get(committee_config))
+        .route("/api/v1/committee/changes", post(committee_change))
         .route("/api/v1/devices", post(upload_devices))
         .route("/api/v1/devices/stats", get(device_stats))
         .route("/api/v1/ledger/head", get(ledger_head))
@@ -980,6 +982,55 @@ async fn set_budget(
 async fn committee(State(api): S, headers: HeaderMap) -> ApiResult {
     api.user(&headers, STAFF)?;
     ok(committee_json(&api)?)
+}
+
+async fn committee_config(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, STAFF)?;
+    let l = api.node.read()?;
+    let c = l.state().committee();
+    ok(json!({
+        "origin": api.node.origin(),
+        "epoch": c.epoch,
+        "threshold": c.threshold,
+        "committee": hex::encode(medtech_protos::Message::encode_to_vec(&c.to_pb())),
+    }))
+}
+
+/// Proposes a committee change (a `medtech committee` change file with its approvals). The
+/// change is checked against the applied committee first, for a clear refusal; the ledger
+/// checks it again when it applies it.
+async fn committee_change(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let admin = api.user(&headers, &[Role::Admin])?;
+    let bytes = read_body(body, api.config.max_body_bytes).await?;
+    let bad = |e: anyhow::Error| ApiError::bad_request("invalid_change", format!("{e:#}"));
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::bad_request("invalid_change", "the body is not UTF-8"))?;
+    let file = crate::change::ChangeFile::parse(text).map_err(bad)?;
+    if file.origin != api.node.origin() {
+        return Err(ApiError::bad_request(
+            "invalid_change",
+            format!(
+                "the change is for ledger {:?}, this is {:?}",
+                file.origin,
+                api.node.origin()
+            ),
+        ));
+    }
+    let kind = crate::change::to_entry(&file).map_err(bad)?;
+    let next = match &kind {
+        Kind::ConfigChange(c) => api
+            .node
+            .read()?
+            .state()
+            .check_config_change(c)
+            .map_err(|why| ApiError::new(StatusCode::CONFLICT, "refused_by_ledger", why))?,
+        _ => return Err(ApiError::internal("a change file made another entry")),
+    };
+    let seq = propose(&api, kind).await?;
+    tracing::info!(target: "medtech::api", admin = %admin.sub, epoch = next.epoch, "committee change applied");
+    ok(
+        json!({ "sequence": seq, "epoch": next.epoch, "members": next.members.len(), "threshold": next.threshold }),
+    )
 }
 
 /// The committee's status as this member sees it.

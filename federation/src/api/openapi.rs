@@ -53,6 +53,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: "get", path: "/api/v1/accounts", summary: "Accounts on this member.", roles: A, body: None, params: &[], ok: 200 },
     Endpoint { method: "put", path: "/api/v1/budgets/{subject}", summary: "Set the ε limit of researcher:<id>, dataset:<id> or global (a ledger entry; limits never un-spend).", roles: A, body: Some("BudgetLimit"), params: &[], ok: 200 },
     Endpoint { method: "get", path: "/api/v1/committee", summary: "The committee: members, endpoints, replication, leader, ledger head, latest cosigned checkpoint, key fingerprint.", roles: STAFF, body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/committee/config", summary: "The committee as applied on the ledger, encoded (medtech.ledger.v1.Committee, hex), with its origin and epoch: what `medtech committee propose` edits.", roles: STAFF, body: None, params: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/committee/changes", summary: "Propose a committee change (a `medtech committee` change file): the next committee with the approvals of at least t current members. Checked against the applied committee (409 refused_by_ledger with the reason) and again by the ledger.", roles: A, body: Some("CommitteeChange"), params: &[], ok: 200 },
     Endpoint { method: "post", path: "/api/v1/devices", summary: "Upload devices to this hospital's store (JSON array, NDJSON, CSV, or protobuf DeviceBatch by Content-Type). Valid records are stored (same UDI: updated), invalid ones reported one by one; an unreadable upload changes nothing.", roles: O, body: Some("DeviceUpload"), params: &[], ok: 200 },
     Endpoint { method: "get", path: "/api/v1/devices/stats", summary: "How many devices this hospital holds.", roles: &["admin", "operator"], body: None, params: &[], ok: 200 },
     Endpoint { method: "get", path: "/api/v1/ledger/head", summary: "Size and Merkle root of this member's applied ledger.", roles: ALL, body: None, params: &[], ok: 200 },
@@ -83,6 +85,13 @@ fn schemas() -> Value {
             "start_time": { "description": "Inclusive start of last_sync_time (Unix seconds or RFC 3339)." },
             "end_time": { "description": "Exclusive end of last_sync_time." },
             "epsilon": { "type": "number", "exclusiveMinimum": 0, "description": "Privacy cost of this query (pure ε)." } }), &["kind", "epsilon"]),
+        "CommitteeChange": s(json!({
+            "version": { "type": "integer", "enum": [1] },
+            "origin": { "type": "string", "description": "The ledger origin the approvals are bound to." },
+            "committee": { "type": "string", "description": "The next committee (epoch + 1), encoded medtech.ledger.v1.Committee, hex." },
+            "approvals": { "type": "array", "items": s(json!({
+                "member": { "type": "string" },
+                "signature": { "type": "string", "description": "Ed25519 over the config-change domain, the origin and the committee bytes; 128 hex digits." } }), &["member", "signature"]) } }), &["version", "origin", "committee"]),
         "NewResearcher": s(json!({
             "username": { "type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$" },
             "display_name": { "type": "string" }, "email": { "type": "string" }, "affiliation": { "type": "string" },
