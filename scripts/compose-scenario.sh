@@ -152,14 +152,11 @@ released_from() { # QUERY N: released, from N hospitals, with a count near 1000 
 }
 
 leader() { # the Raft leader's letter, as hospital-$1 sees it (waits for one to be known)
-  local lid
+  local l
   for i in $(seq 1 30); do
-    lid=$(m "$1" GET /api/v1/committee --token "$A" | json 'd["leader"]')
-    if [ "$lid" != None ]; then
-      m "$1" GET /api/v1/committee --token "$A" |
-        json "[x['name'] for x in d['members'] if x['raft_id'] == $lid][0][len('hospital-'):]"
-      return 0
-    fi
+    l=$(m "$1" GET /api/v1/committee --token "$A" |
+        json "next((x['name'][len('hospital-'):] for x in d['members'] if x['raft_id'] == d['leader']), '')")
+    [ -n "$l" ] && { echo "$l"; return 0; }
     sleep 1
   done
   fail "hospital-$1 knows no leader after 30 s"

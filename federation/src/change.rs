@@ -22,7 +22,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use medtech_ledger::checkpoint::{NodeIdentity, NodeKey};
-use medtech_ledger::entry::{approve_committee, Kind};
+use medtech_ledger::entry::approve_committee;
 use medtech_ledger::state::{CommitteeConfig, MemberEndpoint};
 use medtech_protos::ledger::v1 as pb;
 use medtech_protos::Message;
@@ -160,19 +160,13 @@ pub fn next_committee(
             }
             Edit::Rotate { name, cert_sha256 } => {
                 known(&next, name)?;
-                let e = next
-                    .endpoints
-                    .get_mut(name)
-                    .ok_or_else(|| anyhow!("{name} has no endpoint to rotate"))?;
-                e.cert_sha256.clone_from(cert_sha256);
+                endpoint(&mut next, name, "rotate")?
+                    .cert_sha256
+                    .clone_from(cert_sha256);
             }
             Edit::Address { name, addr } => {
                 known(&next, name)?;
-                let e = next
-                    .endpoints
-                    .get_mut(name)
-                    .ok_or_else(|| anyhow!("{name} has no endpoint to move"))?;
-                e.addr.clone_from(addr);
+                endpoint(&mut next, name, "move")?.addr.clone_from(addr);
             }
             Edit::Add {
                 name,
@@ -209,6 +203,26 @@ pub fn next_committee(
     next.validate()
         .map_err(|e| anyhow!("the changed committee: {e}"))?;
     Ok(next)
+}
+
+/// `name`'s endpoint, to `what` it.
+fn endpoint<'c>(
+    c: &'c mut CommitteeConfig,
+    name: &str,
+    what: &str,
+) -> anyhow::Result<&'c mut MemberEndpoint> {
+    c.endpoints
+        .get_mut(name)
+        .ok_or_else(|| anyhow!("{name} has no endpoint to {what}"))
+}
+
+/// Decodes and validates a committee given as hex of its encoding
+/// (`medtech.ledger.v1.Committee`), as in a change file and `GET /api/v1/committee/config`.
+pub fn decode_committee(hex_text: &str) -> anyhow::Result<CommitteeConfig> {
+    let bytes = hex::decode(hex_text).map_err(|_| anyhow!("the committee is not hex"))?;
+    let pb = pb::Committee::decode(bytes.as_slice())
+        .map_err(|e| anyhow!("the committee does not decode: {e}"))?;
+    CommitteeConfig::from_pb(&pb).map_err(|e| anyhow!("the committee: {e}"))
 }
 
 /// A change file for `edits` of `current`, without approvals.
@@ -248,9 +262,7 @@ impl ChangeFile {
 
     /// The next committee, decoded and validated.
     pub fn committee(&self) -> anyhow::Result<CommitteeConfig> {
-        let pb = pb::Committee::decode(self.committee_bytes()?.as_slice())
-            .map_err(|e| anyhow!("the committee does not decode: {e}"))?;
-        CommitteeConfig::from_pb(&pb).map_err(|e| anyhow!("the committee: {e}"))
+        decode_committee(&self.committee)
     }
 }
 
@@ -267,8 +279,8 @@ pub fn approve(file: &mut ChangeFile, key: &NodeKey) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ledger entry a change file asks for.
-pub fn to_entry(file: &ChangeFile) -> anyhow::Result<Kind> {
+/// The ledger entry a change file asks for (its `Kind::ConfigChange`).
+pub fn to_entry(file: &ChangeFile) -> anyhow::Result<pb::ConfigChange> {
     let committee = file.committee_bytes()?;
     file.committee()?;
     let approvals = file
@@ -285,10 +297,10 @@ pub fn to_entry(file: &ChangeFile) -> anyhow::Result<Kind> {
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    Ok(Kind::ConfigChange(pb::ConfigChange {
+    Ok(pb::ConfigChange {
         committee,
         approvals,
-    }))
+    })
 }
 
 /// What a change does to `current` (or, without it, what the next committee is), one line per
@@ -433,18 +445,14 @@ mod tests {
         // Approving twice replaces the approval instead of counting it twice.
         approve(&mut f, &keys[0]).unwrap();
         assert_eq!(f.approvals.len(), 2);
-        let Kind::ConfigChange(two) = to_entry(&f).unwrap() else {
-            unreachable!()
-        };
+        let two = to_entry(&f).unwrap();
         let err = state.check_config_change(&two).unwrap_err();
         assert!(
             err.contains("2 approvals from current members, 3 needed"),
             "{err}"
         );
         approve(&mut f, &keys[4]).unwrap();
-        let Kind::ConfigChange(three) = to_entry(&f).unwrap() else {
-            unreachable!()
-        };
+        let three = to_entry(&f).unwrap();
         let next = state.check_config_change(&three).unwrap();
         assert_eq!(next.endpoints["hospital-1"].cert_sha256, "cd".repeat(32));
         // The file survives a round trip through its JSON.
@@ -463,9 +471,7 @@ mod tests {
         // Someone swaps in another committee after the approvals were given.
         let other = propose("o", &current, &[Edit::Remove("hospital-1".into())]).unwrap();
         f.committee = other.committee;
-        let Kind::ConfigChange(c) = to_entry(&f).unwrap() else {
-            unreachable!()
-        };
+        let c = to_entry(&f).unwrap();
         let err = state.check_config_change(&c).unwrap_err();
         assert!(err.contains("does not verify"), "{err}");
     }

@@ -230,6 +230,15 @@ pub fn write_file(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Reads a member's Ed25519 signing key file (64 hex digits) as `name`'s ledger key.
+pub fn read_signing_key(name: &str, path: &Path) -> anyhow::Result<NodeKey> {
+    let secret = zeroize::Zeroizing::new(read_text(path)?);
+    let bytes = zeroize::Zeroizing::new(
+        hex32("the signing key file", &secret).with_context(|| path.display().to_string())?,
+    );
+    Ok(NodeKey::from_secret_bytes(name, &bytes))
+}
+
 fn hex32(what: &str, text: &str) -> anyhow::Result<[u8; 32]> {
     hex::decode(text.trim())
         .ok()
@@ -382,12 +391,7 @@ impl LoadedNode {
             })?;
         let me = &committee.members[position];
 
-        let secret = zeroize::Zeroizing::new(read_text(&at(&file.keys.signing_key))?);
-        let key = NodeKey::from_secret_bytes(
-            &file.name,
-            &hex32("the signing key file", &secret)
-                .with_context(|| file.keys.signing_key.display().to_string())?,
-        );
+        let key = read_signing_key(&file.name, &at(&file.keys.signing_key))?;
         if hex::encode(key.identity().key.as_bytes()) != me.signing_key.to_lowercase() {
             bail!(
                 "{}: this signing key is not {}'s key in the committee file",

@@ -381,7 +381,6 @@ fn ledger_committee(
     url: &str,
     token: &str,
 ) -> anyhow::Result<(String, medtech_ledger::state::CommitteeConfig)> {
-    use medtech_protos::Message;
     let token = token_arg(token)?;
     let r = http(
         &format!("{}/api/v1/committee/config", url.trim_end_matches('/')),
@@ -402,10 +401,9 @@ fn ledger_committee(
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("the member's answer has no origin"))?
         .to_owned();
-    let bytes = hex::decode(v["committee"].as_str().unwrap_or_default())
-        .map_err(|_| anyhow::anyhow!("the member's committee is not hex"))?;
-    let pb = medtech_protos::ledger::v1::Committee::decode(bytes.as_slice())?;
-    let c = medtech_ledger::state::CommitteeConfig::from_pb(&pb).map_err(|e| anyhow::anyhow!(e))?;
+    let c =
+        medtech_federation::change::decode_committee(v["committee"].as_str().unwrap_or_default())
+            .context("the member's committee")?;
     Ok((origin, c))
 }
 
@@ -518,16 +516,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             use medtech_federation::change;
             let mut f = change::ChangeFile::parse(&read_text(&file)?)
                 .with_context(|| file.display().to_string())?;
-            let secret = zeroize::Zeroizing::new(read_text(&signing_key)?);
-            let bytes: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
-                hex::decode(secret.trim())
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("{}: a signing key is 64 hex digits", signing_key.display())
-                    })?,
-            );
-            let key = medtech_ledger::checkpoint::NodeKey::from_secret_bytes(&member, &bytes);
+            let key = medtech_federation::config::read_signing_key(&member, &signing_key)?;
             for line in change::describe(&f, None)? {
                 println!("{line}");
             }
@@ -593,10 +582,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => Ok(v.into_bytes()),
                 }
             };
-            let token = token
-                .map(at)
-                .transpose()?
-                .map(|t| String::from_utf8_lossy(&t).trim().to_owned());
+            let token = token.as_deref().map(token_arg).transpose()?;
             let body = data.map(at).transpose()?;
             let r = http(
                 &url,

@@ -748,8 +748,6 @@ async fn auditors_read_the_ledger_with_proofs_and_the_verifier_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committee_change_with_t_approvals_is_applied_and_one_with_fewer_is_refused() {
     use medtech_federation::change::{self, ChangeFile, Edit};
-    use medtech_ledger::state::CommitteeConfig;
-    use medtech_protos::Message;
     let w = world(ApiConfig::default()).await;
     let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
     let cfg = call(
@@ -766,9 +764,7 @@ async fn a_committee_change_with_t_approvals_is_applied_and_one_with_fewer_is_re
         (Some(0), Some(2)),
         "{cfg}"
     );
-    let bytes = hex::decode(cfg["committee"].as_str().unwrap()).unwrap();
-    let pb = medtech_protos::ledger::v1::Committee::decode(bytes.as_slice()).unwrap();
-    let current = CommitteeConfig::from_pb(&pb).unwrap();
+    let current = change::decode_committee(cfg["committee"].as_str().unwrap()).unwrap();
     let origin = cfg["origin"].as_str().unwrap();
     let mut file = change::propose(origin, &current, &[Edit::Threshold(3)]).unwrap();
     let key = |i: usize| w.fed.ledger.members[i].key();

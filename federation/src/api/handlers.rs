@@ -1016,17 +1016,14 @@ async fn committee_change(State(api): S, headers: HeaderMap, body: Body) -> ApiR
             ),
         ));
     }
-    let kind = crate::change::to_entry(&file).map_err(bad)?;
-    let next = match &kind {
-        Kind::ConfigChange(c) => api
-            .node
-            .read()?
-            .state()
-            .check_config_change(c)
-            .map_err(|why| ApiError::new(StatusCode::CONFLICT, "refused_by_ledger", why))?,
-        _ => return Err(ApiError::internal("a change file made another entry")),
-    };
-    let seq = propose(&api, kind).await?;
+    let change = crate::change::to_entry(&file).map_err(bad)?;
+    let next = api
+        .node
+        .read()?
+        .state()
+        .check_config_change(&change)
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, "refused_by_ledger", why))?;
+    let seq = propose(&api, Kind::ConfigChange(change)).await?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, epoch = next.epoch, "committee change applied");
     ok(
         json!({ "sequence": seq, "epoch": next.epoch, "members": next.members.len(), "threshold": next.threshold }),
