@@ -176,6 +176,41 @@ fn biprimality_opening_that_differs_from_its_commitment_names_the_sender() {
 }
 
 #[test]
+fn a_product_party_that_publishes_a_wrong_masked_product_is_named() {
+    // Party 2 adds one to its K2 masked product (which would shift θ and break the key): its
+    // product proof no longer holds, and every honest party names it.
+    let e = run_with(3, 2, 8, |m| {
+        if m.round == Round::MaskedProduct && m.from == PartyIndex(2) {
+            m.tweak_int_for_tests(0, 1);
+        }
+    });
+    assert!(
+        matches!(
+            e,
+            Error::Misbehaviour {
+                round: Round::MaskedProduct,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(culprit(&e), vec![PartyIndex(2)]);
+}
+
+#[test]
+fn a_reshared_constant_other_than_the_proven_product_is_named() {
+    // Party 3 publishes its reshare commitments in another order: the constant is no longer
+    // Δ·λ'·(its proven product) in the exponent.
+    let e = run_with(5, 3, 9, |m| {
+        if m.round == Round::Reshare && m.from == PartyIndex(3) && m.to.is_none() {
+            m.swap_ints_for_tests(0, 1);
+        }
+    });
+    assert_eq!(culprit(&e), vec![PartyIndex(3)], "{e}");
+    assert!(e.to_string().contains("reshared constant"), "{e}");
+}
+
+#[test]
 fn reshare_inconsistent_with_its_commitment_names_the_product_party() {
     let e = run_with(3, 2, 6, |m| {
         if m.round == Round::Reshare && m.from == PartyIndex(2) && m.to == Some(PartyIndex(1)) {
@@ -543,6 +578,25 @@ mod transcript {
                 !matches!(verdict, Ok(true)),
                 "{what}: the tampered transcript still verified"
             );
+        }
+    }
+
+    #[test]
+    fn a_wrong_product_or_reshared_constant_in_the_transcript_is_blamed_on_its_sender() {
+        let (p, run) = generated();
+        for (round, from, at) in [
+            (Round::MaskedProduct, 1, 0),
+            (Round::MaskedProduct, 3, 2),
+            (Round::Reshare, 2, 0),
+        ] {
+            let mut b = run.broadcasts.clone();
+            let i = b
+                .iter()
+                .position(|m| m.round == round && m.from == PartyIndex(from))
+                .unwrap();
+            b[i].tweak_int_for_tests(at, 1);
+            let e = replay(&p, &b).unwrap_err();
+            assert_eq!(e.culprits(), vec![PartyIndex(from)], "{round:?}: {e}");
         }
     }
 

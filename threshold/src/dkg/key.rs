@@ -8,6 +8,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::field::eval_int;
 use super::message::MAX_INT_BITS;
 use super::modulus::Candidate;
+use super::product::{self, Bases};
 use super::reshare::committed_at;
 use super::{blame, Ctx, Inbox, Message, Outgoing, Round, State, Transition};
 use crate::bigint::{Int, SecretInt};
@@ -125,7 +126,12 @@ pub(super) struct Round1 {
 }
 
 impl Round1 {
-    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+    pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
+        self,
+        ctx: &Ctx<'_>,
+        inbox: &Inbox,
+        rng: &mut R,
+    ) -> Result<Transition> {
         let setup = ctx.setup;
         let t = usize::from(setup.t);
         let nn = self.pk.nn().clone();
@@ -156,17 +162,33 @@ impl Round1 {
         }
         let (f, b, r) = (SecretInt::new(f), SecretInt::new(b), SecretInt::new(r));
         let h = SecretInt::new(f.expose().mul(b.expose()));
-        let broadcast = setup.is_product_party(ctx.me).then(|| {
-            let mut m = ctx.message(Round::MaskedProduct, 0, None);
-            m.ints = vec![h.expose().add(r.expose())];
-            m
-        });
+        let bases = product::bases(setup, &commitments, &nn);
+        let own = bases.iter().find(|x| x.party() == ctx.me.0);
+        let broadcast = match own {
+            Some(own) => {
+                let mut m = ctx.message(Round::MaskedProduct, 0, None);
+                m.ints = product::prove(
+                    setup,
+                    self.pk.n(),
+                    &nn,
+                    &self.v,
+                    &self.v_inv,
+                    own,
+                    &f,
+                    &h.expose().add(r.expose()),
+                    rng,
+                )?;
+                Some(m)
+            }
+            None => None,
+        };
         Ok(Transition::Next(
             State::Key2(Round2 {
                 pk: self.pk,
                 v: self.v,
                 v_inv: self.v_inv,
                 h,
+                bases,
             }),
             Outgoing {
                 broadcast,
@@ -184,6 +206,8 @@ pub(super) struct Round2 {
     v_inv: Int,
     /// `F(me)·B(me)`, this party's degree-`2t − 2` share of `Δ²φβ`.
     h: SecretInt,
+    /// What the K1 commitments say about every product party (for the K2 proofs).
+    bases: Vec<Bases>,
 }
 
 impl Round2 {
@@ -196,7 +220,10 @@ impl Round2 {
         let setup = ctx.setup;
         let n = self.pk.n().clone();
         let nn = self.pk.nn().clone();
-        let theta = open_theta(setup, &inbox.broadcasts(ctx.product_parties())?, &n)?;
+        let products = inbox.broadcasts(ctx.product_parties())?;
+        let (ys, ws) =
+            product::verify(setup, &n, &nn, &self.v, &self.v_inv, &self.bases, &products)?;
+        let theta = open_theta(setup, &ys, &n)?;
         let mut out = Outgoing::default();
         if let Some(pos) = setup.product_parties.iter().position(|&p| p == ctx.me.0) {
             let e = self
@@ -223,6 +250,7 @@ impl Round2 {
                 v: self.v,
                 v_inv: self.v_inv,
                 theta,
+                ws,
             }),
             out,
         ))
@@ -236,18 +264,16 @@ pub(super) struct Round3 {
     v: Int,
     v_inv: Int,
     theta: Int,
+    /// `W_j = v^(F(j)B(j))` of every product party, proven in K2.
+    ws: Vec<Int>,
 }
 
 impl Round3 {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
         let setup = ctx.setup;
-        let t = usize::from(setup.t);
         let nn = self.pk.nn().clone();
         let broadcasts = inbox.broadcasts(ctx.product_parties())?;
-        let commitments = broadcasts
-            .iter()
-            .map(|m| expect_commitments(m, t, &nn))
-            .collect::<Result<Vec<_>>>()?;
+        let commitments = reshare_commitments(setup, &self.ws, &broadcasts, &nn)?;
         let shares = inbox.directs(ctx.product_parties())?;
         let mut s = Int::zero();
         for (m, c) in shares.into_iter().zip(&commitments) {
@@ -264,7 +290,7 @@ impl Round3 {
                 "key share outside its public bound".into(),
             ));
         }
-        let key = public_key(setup, self.pk, self.v, self.theta, &broadcasts)?;
+        let key = public_key(setup, self.pk, self.v, self.theta, &commitments)?;
         let share = KeyShare::new(ctx.me, s, key.fingerprint());
         Ok(Transition::Done(key, share))
     }
@@ -284,12 +310,26 @@ pub(super) fn key_commitments<'m>(
         .collect()
 }
 
-/// K2: θ from the product parties' masked products.
-pub(super) fn open_theta(setup: &super::Setup, msgs: &[&Message], n: &Int) -> Result<Int> {
-    let ys = msgs
+/// K3: the product parties' reshare commitments (`t` units each), with each reshared constant
+/// checked against the product proven in K2 (`ws`, see [`product`]).
+pub(super) fn reshare_commitments<'m>(
+    setup: &super::Setup,
+    ws: &[Int],
+    msgs: &[&'m Message],
+    nn: &Int,
+) -> Result<Vec<&'m [Int]>> {
+    let t = usize::from(setup.t);
+    let commitments = msgs
         .iter()
-        .map(|m| expect_signed(m, 1).map(|s| s[0].clone()))
+        .map(|m| expect_commitments(m, t, nn))
         .collect::<Result<Vec<_>>>()?;
+    let constants: Vec<&Int> = commitments.iter().map(|c| &c[0]).collect();
+    product::check_reshared_constants(setup, nn, ws, msgs, &constants)?;
+    Ok(commitments)
+}
+
+/// K2: θ from the product parties' masked products `ys` (proven by [`product::verify`]).
+pub(super) fn open_theta(setup: &super::Setup, ys: &[Int], n: &Int) -> Result<Int> {
     // Δ·(Δ²φβ + N·ρ) = Σ λ'_j y_j over the integers.
     let total = ys
         .iter()
@@ -317,14 +357,9 @@ pub(super) fn public_key(
     pk: PublicKey,
     v: Int,
     theta: Int,
-    msgs: &[&Message],
+    commitments: &[&[Int]],
 ) -> Result<ThresholdPublicKey> {
     let nn = pk.nn().clone();
-    let t = usize::from(setup.t);
-    let commitments = msgs
-        .iter()
-        .map(|m| expect_commitments(m, t, &nn))
-        .collect::<Result<Vec<_>>>()?;
     let vks = (1..=setup.n)
         .map(|k| {
             commitments

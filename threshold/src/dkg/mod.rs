@@ -38,20 +38,20 @@
 //!   `2^128` times larger than what they hide) and a mask with constant `N·ρ_i` (degree
 //!   `2t − 2`), with Feldman commitments `v^(coefficient)` in `Z*_{N²}`; every share is checked
 //!   against its commitments and a bad one names its dealer.
-//! * K2. Parties in `S` publish `F(j)B(j) + R(j)`; integer interpolation with `Δ` gives
-//!   `θ₀ = Δ²φβ mod N`, public. `θ = Δ⁴φβ mod N` must be a unit.
+//! * K2. Parties in `S` publish `F(j)B(j) + R(j)` with a proof that it is the product of their
+//!   committed shares plus the committed mask (module `product`); integer interpolation with `Δ`
+//!   gives `θ₀ = Δ²φβ mod N`, public. `θ = Δ⁴φβ mod N` must be a unit.
 //! * K3. Degree reduction: each `j ∈ S` reshares `e_j = Δ·λ'_j·F(j)B(j)` (λ' the Δ-scaled
 //!   integer Lagrange coefficient) with degree `t − 1` over the integers and Feldman
-//!   commitments. Party `k`'s key share is `s_k = Σ_j g_j(k)` (positive by construction), a
+//!   commitments, whose constant everyone checks against the product proven in K2. Party `k`'s key share is `s_k = Σ_j g_j(k)` (positive by construction), a
 //!   degree-`t − 1` sharing of `d = Δ⁴φβ ≡ 0 mod φ`; `v_k = (Π_j Π_m D_{j,m}^(k^m))^Δ` is its
 //!   verification key and the combination constant is θ.
 //!
-//! What is *not* proven in zero knowledge (see docs/dkg.md, "Limits"): that the published
-//! product shares (M2, M4, M9, K2) and the resharing constants (K3) are the products of the
-//! committed values. A party that lies there cannot learn anything more and cannot make a bad
-//! modulus pass the biprimality test except with negligible probability, but it can make a
-//! candidate fail (denial of service) or the key unusable, which the ceremony's test decryption
-//! detects without naming it.
+//! What is *not* proven (see docs/dkg.md, "Limits"): that the modulus stage's published product
+//! shares (M2, M4, M9) are the products of the parties' shares, which are not committed. A party
+//! that lies there cannot learn anything more and cannot make a bad modulus pass the
+//! biprimality test except with negligible probability, but it can make a candidate fail
+//! (denial of service) without being named. Every step of the key stage names a liar.
 //!
 //! [`verify::replay`] checks a key generation offline from its broadcasts alone (a ceremony
 //! transcript). [`reshare`] refreshes the shares of an existing key or moves it to a new committee.
@@ -63,6 +63,7 @@ mod field;
 mod key;
 mod message;
 mod modulus;
+mod product;
 pub mod reshare;
 pub mod sim;
 pub mod verify;
@@ -615,7 +616,7 @@ impl Party {
             State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::Gcd(s) => s.receive(&ctx, &inbox),
             State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
-            State::Key1(s) => s.receive(&ctx, &inbox),
+            State::Key1(s) => s.receive(&ctx, &inbox, rng),
             State::Key2(s) => s.receive(&ctx, &inbox, rng),
             State::Key3(s) => s.receive(&ctx, &inbox),
         }?;

@@ -5,21 +5,21 @@
 //! did: which candidates survived distributed trial division (M2), the opened moduli and their
 //! public trial division (M4), the first biprimality repetition (M5), every commitment and opening
 //! of the remaining repetitions (M6–M7), the gcd step (M9); then, for the accepted modulus, the
-//! key stage's commitments (K1), θ (K2) and every verification key from the reshare commitments
-//! (K3). It returns the threshold key this transcript determines — which must equal the key the
+//! key stage's commitments (K1), every product proof and θ (K2), every reshared constant against
+//! its proven product and every verification key from the reshare commitments (K3). It returns the threshold key this transcript determines — which must equal the key the
 //! ceremony published — or an error naming the party whose broadcast is missing, malformed or
 //! inconsistent. Direct (secret) messages are not needed and must not be in a transcript.
 //!
 //! What it cannot check is what nobody can check from public data: that private shares were
-//! consistent in the modulus stage, and that published products are products (docs/dkg.md,
-//! "Limits").
+//! consistent in the modulus stage, and that the modulus stage's published products are
+//! products (docs/dkg.md, "Limits").
 
 use std::collections::BTreeMap;
 
 use super::modulus::{
     biprime_commitments, chosen_candidate, first_test_passes, gcd_passes, open_moduli, sieve_passes,
 };
-use super::{key, Message, Parameters, Round, Setup};
+use super::{key, product, Message, Parameters, Round, Setup};
 use crate::bigint::Int;
 use crate::dealer::verification_base;
 use crate::error::{Error, Result};
@@ -151,14 +151,24 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         }
         let pk = PublicKey::from_modulus(modulus.clone())?;
         let v = verification_base(&pk);
-        key::key_commitments(&setup, &get(Round::KeyShares, 0, &mut (1..=n))?, pk.nn())?;
-        let theta = key::open_theta(
+        let v_inv = v
+            .invert(pk.nn())
+            .ok_or_else(|| Error::KeyGenerationFailed("verification base is not a unit".into()))?;
+        let k1 = key::key_commitments(&setup, &get(Round::KeyShares, 0, &mut (1..=n))?, pk.nn())?;
+        let bases = product::bases(&setup, &k1, pk.nn());
+        let (ys, ws) = product::verify(
             &setup,
-            &get(Round::MaskedProduct, 0, &mut s.iter().copied())?,
             &modulus,
+            pk.nn(),
+            &v,
+            &v_inv,
+            &bases,
+            &get(Round::MaskedProduct, 0, &mut s.iter().copied())?,
         )?;
+        let theta = key::open_theta(&setup, &ys, &modulus)?;
         let reshares = get(Round::Reshare, 0, &mut s.iter().copied())?;
-        let key = key::public_key(&setup, pk, v, theta, &reshares)?;
+        let commitments = key::reshare_commitments(&setup, &ws, &reshares, pk.nn())?;
+        let key = key::public_key(&setup, pk, v, theta, &commitments)?;
         if used != broadcasts.len() {
             return Err(Error::KeyGenerationFailed(format!(
                 "{} broadcasts in the transcript belong to no step of the protocol",
