@@ -542,11 +542,26 @@ mod transcript {
             (
                 "an opened modulus share changed",
                 Box::new(|b: &mut Vec<Message>| {
+                    // Party 3's (a product party's) shares of every modulus of the last batch;
+                    // the last 2n = 6 values are its consistency combinations, left alone.
+                    let i = b
+                        .iter()
+                        .rposition(|m| m.round == Round::ModulusShares && m.from == PartyIndex(3))
+                        .unwrap();
+                    for at in 0..b[i].int_count_for_tests() - 6 {
+                        b[i].tweak_int_for_tests(at, 2);
+                    }
+                }),
+            ),
+            (
+                "a consistency combination changed",
+                Box::new(|b: &mut Vec<Message>| {
                     let i = b
                         .iter()
                         .rposition(|m| m.round == Round::ModulusShares)
                         .unwrap();
-                    b[i].tweak_int_for_tests(0, 2);
+                    let last = b[i].int_count_for_tests() - 1;
+                    b[i].tweak_int_for_tests(last, 1);
                 }),
             ),
             (
@@ -601,6 +616,25 @@ mod transcript {
     }
 
     #[test]
+    fn a_changed_consistency_combination_in_the_transcript_is_blamed_on_its_sender() {
+        let (p, run) = generated();
+        // n = 3, t = 2: each M4 broadcast ends with 2n = 6 combination values (low at 1..3,
+        // high at 1..3). Changing a low value breaks the degree-1 check; changing a high one
+        // breaks the sharing of zero's constant.
+        for (from, from_end) in [(2u16, 6usize), (3, 1), (1, 4)] {
+            let mut b = run.broadcasts.clone();
+            let i = b
+                .iter()
+                .rposition(|m| m.round == Round::ModulusShares && m.from == PartyIndex(from))
+                .unwrap();
+            let at = b[i].int_count_for_tests() - from_end;
+            b[i].tweak_int_for_tests(at, 1);
+            let e = replay(&p, &b).unwrap_err();
+            assert_eq!(e.culprits(), vec![PartyIndex(from)], "{e}");
+        }
+    }
+
+    #[test]
     fn a_wrong_opening_in_the_transcript_is_blamed_on_its_sender() {
         let (p, run) = generated();
         let mut b = run.broadcasts.clone();
@@ -630,14 +664,17 @@ mod hostile_input {
             let p = Parameters::new(512, 3, 2, [7; 32]).unwrap().with_batch(4).unwrap();
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             let mut inbox = Vec::new();
+            let mut digests = Vec::new();
             let mut me = None;
             for i in 1..=3u16 {
                 let (party, out) = Party::new(&p, PartyIndex(i), &mut rng).unwrap();
                 inbox.extend(out.direct.into_iter().filter(|m| m.to == Some(PartyIndex(1))));
+                digests.extend(out.broadcast);
                 if i == 1 {
                     me = Some(party);
                 }
             }
+            inbox.extend(digests);
             let at = inbox.iter().position(|m| m.from == PartyIndex(2)).unwrap();
             match kind {
                 0 => for _ in 0..k { inbox[at].truncate_for_tests(); },

@@ -5,7 +5,7 @@
 //! `c̃^x = c̃_i` and `v^x = v_i`.
 //!
 //! * Prover: `r ← [0, 2^(|x| + 128 + 80))`, `a = c̃^r` (computed with `c_i` from one shared
-//!   squaring chain of `c`, see [`crate::fixed_base`]), `b = v^r` (fixed-base table),
+//!   squaring chain of `c`, see the `fixed_base` module), `b = v^r` (fixed-base table),
 //!   `e = H(key, context, i, c, c_i, a, b)` (128 bits), `z = r + e·x` over the integers.
 //! * Verifier: recompute `a = c̃^z · c̃_i^(−e)`, `b = v^z · v_i^(−e)` and check `e` against the
 //!   hash. `z` is bounded (an overlong `z` is refused before any exponentiation).

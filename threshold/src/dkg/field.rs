@@ -121,23 +121,26 @@ pub(crate) fn lagrange127(xs: &[u16]) -> Vec<u128> {
         .collect()
 }
 
-/// The ring `Z_p` on big integers in which the large BGW steps share: `p` is the smallest
-/// integer above `2^bits` with no prime factor up to [`super::MAX_DKG_PARTIES`]. Shamir sharing
-/// and Lagrange interpolation need only that every evaluation point and every difference of two
-/// points (all below 17) be invertible, so this ring is as private and as correct as a prime
-/// field (Cramer–Damgård–Nielsen, *Secure Multiparty Computation and Secret Sharing*, §11), and
-/// anyone recomputes it instantly — searching for a 3,300-bit prime took seconds per party.
+/// The ring `Z_Q` on big integers in which the large BGW steps share: `Q = (2^127 − 1)^m`, the
+/// smallest power of the Mersenne prime above `2^bits`. Shamir sharing and Lagrange
+/// interpolation need only that every evaluation point and every difference of two points (all
+/// below 17) be invertible, so this ring is as private and as correct as a prime field
+/// (Cramer–Damgård–Nielsen, *Secure Multiparty Computation and Secret Sharing*, §11), and anyone
+/// recomputes it instantly — searching for a 3,300-bit prime took seconds per party. Its only
+/// prime factor is `2^127 − 1`, so a random linear combination of inconsistent sharings is
+/// consistent with probability about `degree/2^127` (see [`super::consistency`]).
 #[derive(Clone, Debug)]
 pub(crate) struct ShareRing {
     pub(crate) p: Int,
 }
 
 impl ShareRing {
-    /// The ring of the smallest `p > 2^bits` coprime to every prime up to 16.
+    /// The ring of the smallest power of `2^127 − 1` above `2^bits`.
     pub(crate) fn above_power_of_two(bits: usize) -> Self {
-        let mut p = Int::one().shl(bits).add(&Int::one());
-        while [2u64, 3, 5, 7, 11, 13].iter().any(|&l| p.rem_u64(l) == 0) {
-            p = p.add(&Int::one());
+        let prime = Int::from_u128(P127);
+        let mut p = prime.clone();
+        while p.bits() <= bits {
+            p = p.mul(&prime);
         }
         ShareRing { p }
     }

@@ -231,6 +231,12 @@ impl Message {
         }
     }
 
+    /// Test hook: how many integers the body holds.
+    #[doc(hidden)]
+    pub fn int_count_for_tests(&self) -> usize {
+        self.ints.len()
+    }
+
     /// Test hook: drops the last value of the body.
     #[doc(hidden)]
     pub fn truncate_for_tests(&mut self) {

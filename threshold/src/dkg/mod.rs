@@ -59,6 +59,7 @@
 //! Round state is a type and a transition consumes it; what is sent is a [`Message`]; secret
 //! state (`p_i`, `q_i`, polynomial coefficients, shares) is in zeroize-on-drop integers.
 
+mod consistency;
 mod field;
 mod key;
 mod message;
@@ -526,13 +527,14 @@ impl Party {
             .map(|&p| PartyIndex(p))
             .collect();
         match &self.state {
-            State::Sieve(_) | State::Candidates(_) | State::Gcd(_) => (Vec::new(), all),
-            State::SieveProducts(_) | State::Moduli(_) | State::GcdReveal(_) | State::Key2(_) => {
-                (s, Vec::new())
-            }
-            State::BiprimeFirst(_) | State::BiprimeCommit(_) | State::BiprimeReveal(_) => {
-                (all, Vec::new())
-            }
+            State::Sieve(_) | State::Candidates(_) | State::Gcd(_) => (all.clone(), all),
+            State::Key2(_) => (s, Vec::new()),
+            State::SieveProducts(_)
+            | State::Moduli(_)
+            | State::GcdReveal(_)
+            | State::BiprimeFirst(_)
+            | State::BiprimeCommit(_)
+            | State::BiprimeReveal(_) => (all, Vec::new()),
             State::Key1(_) => (all.clone(), all),
             State::Key3(_) => (s.clone(), s),
         }

@@ -1,9 +1,20 @@
 //! The modulus stage, rounds M1–M9 (Boneh–Franklin 2001 §3–§4, batched; see the module
 //! documentation of [`crate::dkg`] for the steps and `docs/dkg.md` for the argument).
+//!
+//! Every sharing round (M1, M3, M8) is checked for consistency with the batched test of
+//! [`super::consistency`]: with its direct messages a dealer broadcasts their digests, and in
+//! the next round (M2, M4, M9) every party — not only the product parties — broadcasts its
+//! blinded combinations, so a dealer whose shares are not on one polynomial is named.
 
-use rand_core::{CryptoRng, RngCore};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, RngCore, SeedableRng};
+use zeroize::Zeroize;
 
-use super::field::{add127, mul127, random127, share127, P127};
+use super::consistency::{
+    challenges, check_digest, check_point, check_public, combine, digest_broadcast, expect_digests,
+    Combiner, Pair, Ring, F127,
+};
+use super::field::{add127, mul127, random127, share127, ShareRing, P127};
 use super::{blame, key, Ctx, Inbox, Message, Outgoing, Round, Setup, State, Stats, Transition};
 use crate::bigint::{Int, SecretInt};
 use crate::error::Result;
@@ -25,6 +36,229 @@ impl core::fmt::Debug for Candidate {
             "Candidate {{ index: {}, shares: <redacted> }}",
             self.index
         )
+    }
+}
+
+/// The seed of one sharing round's randomness: the dealer re-derives its own shares from it
+/// once the consistency challenge is known, instead of keeping them. Wiped on drop.
+pub(super) struct DealSeed([u8; 32]);
+
+impl DealSeed {
+    fn fresh<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut s = [0u8; 32];
+        rng.fill_bytes(&mut s);
+        DealSeed(s)
+    }
+
+    fn rng(&self) -> ChaCha20Rng {
+        ChaCha20Rng::from_seed(self.0)
+    }
+}
+
+impl Drop for DealSeed {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl core::fmt::Debug for DealSeed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("DealSeed(<redacted>)")
+    }
+}
+
+/// The direct messages of one sharing round (one body per recipient, in recipient order) and
+/// the broadcast of their digests.
+fn send_shares<T>(
+    ctx: &Ctx<'_>,
+    round: Round,
+    batch: u32,
+    bodies: Vec<Vec<T>>,
+    fill: impl Fn(&mut Message, Vec<T>),
+) -> Outgoing {
+    let direct: Vec<Message> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(j, body)| {
+            let mut m = ctx.message(round, batch, Some(j as u16 + 1));
+            fill(&mut m, body);
+            m
+        })
+        .collect();
+    let broadcast = digest_broadcast(ctx.message(round, batch, None), &direct);
+    Outgoing {
+        broadcast: Some(broadcast),
+        direct,
+    }
+}
+
+/// What a party learns on receiving a sharing round: every dealer's digests must match the
+/// direct messages received; returns every dealer's challenge `ρ_i`.
+fn receive_digests<R: Ring>(
+    ring: &R,
+    ctx: &Ctx<'_>,
+    inbox: &Inbox,
+    round: Round,
+    batch: u32,
+) -> Result<Vec<R::E>> {
+    let setup = ctx.setup;
+    let digests = inbox
+        .broadcasts(ctx.all())?
+        .into_iter()
+        .map(|m| expect_digests(m, setup.n))
+        .collect::<Result<Vec<_>>>()?;
+    for (d, ds) in inbox.directs(ctx.all())?.into_iter().zip(&digests) {
+        check_digest(d, ds, ctx.me)?;
+    }
+    Ok(challenges(ring, setup, round, batch, &digests))
+}
+
+/// M1 dealing: for every candidate and sieve group, shares of `p_i mod M`, `q_i mod M`
+/// (degree `t − 1`) and a mask (degree `2t − 2`), then the blinding record; `emit(j, record)`
+/// receives recipient `j`'s (0-based) records in order. All randomness comes from `rng`.
+fn deal_sieve(
+    setup: &Setup,
+    cands: &[Candidate],
+    rng: &mut ChaCha20Rng,
+    mut emit: impl FnMut(usize, [u128; 3]),
+) {
+    let (t1, t2) = (usize::from(setup.t) - 1, 2 * usize::from(setup.t) - 2);
+    let mut record = |x: u128, y: u128, mask: u128, rng: &mut ChaCha20Rng| {
+        let x = share127(x, t1, setup.n, rng);
+        let y = share127(y, t1, setup.n, rng);
+        let r = share127(mask, t2, setup.n, rng);
+        for j in 0..usize::from(setup.n) {
+            emit(j, [x[j], y[j], r[j]]);
+        }
+    };
+    for c in cands {
+        for g in &setup.groups {
+            let mask = random127(rng) >> (127 - super::SIEVE_MASK_BITS);
+            record(
+                u128::from(c.p.expose().rem_u64(g.modulus)),
+                u128::from(c.q.expose().rem_u64(g.modulus)),
+                mask,
+                rng,
+            );
+        }
+    }
+    let (a, b, c) = (random127(rng), random127(rng), random127(rng));
+    record(a, b, c, rng);
+}
+
+/// Shares one record `[a, b, c]` over a big ring (`a`, `b` with degree `t − 1`, `c` with degree
+/// `2t − 2`) and emits each recipient's shares.
+fn share_record(
+    setup: &Setup,
+    field: &ShareRing,
+    [a, b, c]: [&Int; 3],
+    rng: &mut ChaCha20Rng,
+    emit: &mut impl FnMut(usize, [Int; 3]),
+) {
+    let (t1, t2) = (usize::from(setup.t) - 1, 2 * usize::from(setup.t) - 2);
+    let sa = field.share(a, t1, setup.n, rng);
+    let sb = field.share(b, t1, setup.n, rng);
+    let sc = field.share(c, t2, setup.n, rng);
+    for (j, ((x, y), z)) in sa.into_iter().zip(sb).zip(sc).enumerate() {
+        emit(j, [x, y, z]);
+    }
+}
+
+/// M3 dealing: for every surviving candidate, shares of `p_i`, `q_i` (degree `t − 1`) and of
+/// zero (degree `2t − 2`) over the modulus ring, then the blinding record (its high sharing
+/// also of zero, so that the combination of the zero sharings keeps constant zero).
+fn deal_candidates(
+    setup: &Setup,
+    cands: &[Candidate],
+    rng: &mut ChaCha20Rng,
+    mut emit: impl FnMut(usize, [Int; 3]),
+) {
+    let field = &setup.modulus_field;
+    let zero = Int::zero();
+    for c in cands {
+        share_record(
+            setup,
+            field,
+            [c.p.expose(), c.q.expose(), &zero],
+            rng,
+            &mut emit,
+        );
+    }
+    let a = Int::random_below(rng, &field.p);
+    let b = Int::random_below(rng, &field.p);
+    share_record(setup, field, [&a, &b, &zero], rng, &mut emit);
+}
+
+/// M8 dealing: `a_i = p_i + q_i` (− 1 at party 1) and `r_i` (degree `t − 1`) and the mask
+/// `N·ρ_i` (degree `2t − 2`) over the gcd ring, then the blinding record. `r_i` and `ρ_i` are
+/// drawn from `rng` too, so the dealing re-derives exactly.
+fn deal_gcd(
+    setup: &Setup,
+    me: PartyIndex,
+    cand: &Candidate,
+    n: &Int,
+    rng: &mut ChaCha20Rng,
+    mut emit: impl FnMut(usize, [Int; 3]),
+) {
+    let field = &setup.gcd_field;
+    let mut a = cand.p.expose().add(cand.q.expose());
+    if me.0 == 1 {
+        a = a.sub(&Int::one());
+    }
+    let a = SecretInt::new(a);
+    let r = SecretInt::new(Int::random_bits(rng, setup.sizes.gcd_r));
+    let rho = SecretInt::new(Int::random_bits(rng, setup.sizes.gcd_rho).mul(n));
+    share_record(
+        setup,
+        field,
+        [a.expose(), r.expose(), rho.expose()],
+        rng,
+        &mut emit,
+    );
+    let blind: Vec<Int> = (0..3).map(|_| Int::random_below(rng, &field.p)).collect();
+    share_record(
+        setup,
+        field,
+        [&blind[0], &blind[1], &blind[2]],
+        rng,
+        &mut emit,
+    );
+}
+
+/// A dealer's own combinations at every point, re-derived from its seed.
+fn own_combination<R: Ring>(
+    ring: &R,
+    setup: &Setup,
+    rho: &R::E,
+    deal: impl FnOnce(&mut dyn FnMut(usize, [R::E; 3])),
+) -> Vec<R::E>
+where
+    R::E: Wipe,
+{
+    let mut comb = Combiner::new(ring, rho.clone(), setup.n);
+    deal(&mut |j, rec| {
+        comb.push(j, &rec);
+        for v in rec {
+            v.wipe();
+        }
+    });
+    comb.finish()
+}
+
+/// Wiping a re-derived share once it has been folded into the combination.
+pub(super) trait Wipe {
+    fn wipe(self);
+}
+
+impl Wipe for u128 {
+    fn wipe(mut self) {
+        self.zeroize();
+    }
+}
+
+impl Wipe for Int {
+    fn wipe(self) {
+        drop(SecretInt::new(self));
     }
 }
 
@@ -60,47 +294,14 @@ pub(super) fn start_batch<R: RngCore + CryptoRng + ?Sized>(
         })
         .collect();
     let ctx = Ctx { setup, me };
-    let n = usize::from(setup.n);
-    let (t1, t2) = (usize::from(setup.t) - 1, 2 * usize::from(setup.t) - 2);
-    let per = setup.groups.len() * 3;
-    let mut bodies: Vec<Vec<u128>> = (0..n).map(|_| Vec::with_capacity(k * per)).collect();
-    for c in &cands {
-        for g in &setup.groups {
-            let x = share127(
-                u128::from(c.p.expose().rem_u64(g.modulus)),
-                t1,
-                setup.n,
-                rng,
-            );
-            let y = share127(
-                u128::from(c.q.expose().rem_u64(g.modulus)),
-                t1,
-                setup.n,
-                rng,
-            );
-            let mask = random127(rng) >> (127 - super::SIEVE_MASK_BITS);
-            let r = share127(mask, t2, setup.n, rng);
-            for (j, body) in bodies.iter_mut().enumerate() {
-                body.extend_from_slice(&[x[j], y[j], r[j]]);
-            }
-        }
-    }
-    let direct = bodies
-        .into_iter()
-        .enumerate()
-        .map(|(j, small)| {
-            let mut m = ctx.message(Round::SieveShares, batch, Some(j as u16 + 1));
-            m.small = small;
-            m
-        })
-        .collect();
-    (
-        State::Sieve(SieveRound { batch, cands }),
-        Outgoing {
-            broadcast: None,
-            direct,
-        },
-    )
+    let seed = DealSeed::fresh(rng);
+    let len = (k * setup.groups.len() + 1) * 3;
+    let mut bodies: Vec<Vec<u128>> = (0..setup.n).map(|_| Vec::with_capacity(len)).collect();
+    deal_sieve(setup, &cands, &mut seed.rng(), |j, rec| {
+        bodies[j].extend_from_slice(&rec)
+    });
+    let out = send_shares(&ctx, Round::SieveShares, batch, bodies, |m, b| m.small = b);
+    (State::Sieve(SieveRound { batch, cands, seed }), out)
 }
 
 fn expect_small(m: &Message, len: usize) -> Result<&[u128]> {
@@ -137,11 +338,76 @@ fn next_batch<R: RngCore + CryptoRng + ?Sized>(
     Ok(Transition::Next(state, out))
 }
 
+/// The broadcasts of a round that follows a sharing round (M2, M4, M9), from every party in
+/// index order: a product party's products, then every dealer's `2n` combination values.
+pub(super) struct Opened<'m, T> {
+    /// The product parties' products (in product-party order).
+    pub(super) products: Vec<&'m [T]>,
+    /// Every party's combination values, with its message (in party order).
+    pub(super) combinations: Vec<(&'m Message, &'m [T])>,
+}
+
+/// Splits and checks the broadcasts of M2, M4 or M9: counts, ranges, and the public half of the
+/// consistency check of every dealer's combinations (naming the first that fails).
+pub(super) fn open_round<'m, R: Ring>(
+    ring: &R,
+    setup: &Setup,
+    msgs: &[&'m Message],
+    values: impl Fn(&'m Message) -> &'m [R::E],
+    other_empty: impl Fn(&Message) -> bool,
+    products: usize,
+    zero_high: bool,
+) -> Result<Opened<'m, R::E>> {
+    let n2 = 2 * usize::from(setup.n);
+    let mut opened = Opened {
+        products: Vec::new(),
+        combinations: Vec::new(),
+    };
+    for &m in msgs {
+        let v = values(m);
+        let own = if setup.is_product_party(m.from) {
+            products
+        } else {
+            0
+        };
+        if v.len() != own + n2 || !other_empty(m) || m.digest.is_some() {
+            return Err(blame(
+                m,
+                format!("{} values, expected {}", v.len(), own + n2),
+            ));
+        }
+        if v.iter().any(|x| !ring.reduced(x)) {
+            return Err(blame(m, "value out of range"));
+        }
+        let (prods, comb) = v.split_at(own);
+        check_public(ring, setup, m, comb, zero_high)?;
+        if own > 0 {
+            opened.products.push(prods);
+        }
+        opened.combinations.push((m, comb));
+    }
+    Ok(opened)
+}
+
+/// The private half of the consistency check: every dealer's combination at this party's point
+/// must be what this party computed from the shares it received.
+fn check_points<T: Clone + PartialEq>(
+    ctx: &Ctx<'_>,
+    combinations: &[(&Message, &[T])],
+    mine: &[Pair<T>],
+) -> Result<()> {
+    for ((m, comb), mine) in combinations.iter().zip(mine) {
+        check_point(ctx.setup, m, comb, mine, ctx.me)?;
+    }
+    Ok(())
+}
+
 /// Waiting for M1: everyone's sieve shares.
 #[derive(Debug)]
 pub(super) struct SieveRound {
     pub(super) batch: u32,
     cands: Vec<Candidate>,
+    seed: DealSeed,
 }
 
 impl SieveRound {
@@ -153,14 +419,21 @@ impl SieveRound {
     ) -> Result<Transition> {
         let setup = ctx.setup;
         let per = setup.groups.len() * 3;
-        let len = self.cands.len() * per;
+        let len = (self.cands.len() * setup.groups.len() + 1) * 3;
+        let rhos = receive_digests(&F127, ctx, inbox, Round::SieveShares, self.batch)?;
         let msgs = inbox.directs(ctx.all())?;
         let bodies = msgs
             .iter()
             .map(|m| expect_small(m, len))
             .collect::<Result<Vec<_>>>()?;
-        let broadcast = setup.is_product_party(ctx.me).then(|| {
-            let mut out = Vec::with_capacity(self.cands.len() * setup.groups.len());
+        let mine: Vec<Pair<u128>> = bodies
+            .iter()
+            .zip(&rhos)
+            .map(|(b, rho)| combine(&F127, rho, b))
+            .collect();
+        let mut small = Vec::new();
+        if setup.is_product_party(ctx.me) {
+            small.reserve(self.cands.len() * setup.groups.len() + 2 * usize::from(setup.n));
             for c in 0..self.cands.len() {
                 for (g, group) in setup.groups.iter().enumerate() {
                     let at = c * per + g * 3;
@@ -170,31 +443,37 @@ impl SieveRound {
                         y = add127(y, b[at + 1]);
                         r = add127(r, b[at + 2]);
                     }
-                    out.push(add127(mul127(x, y), mul127(u128::from(group.modulus), r)));
+                    small.push(add127(mul127(x, y), mul127(u128::from(group.modulus), r)));
                 }
             }
-            let mut m = ctx.message(Round::SieveProducts, self.batch, None);
-            m.small = out;
-            m
-        });
+        }
+        let me = usize::from(ctx.me.0) - 1;
+        small.extend(own_combination(&F127, setup, &rhos[me], |emit| {
+            deal_sieve(setup, &self.cands, &mut self.seed.rng(), emit)
+        }));
+        let mut m = ctx.message(Round::SieveProducts, self.batch, None);
+        m.small = small;
         Ok(Transition::Next(
             State::SieveProducts(SieveProductRound {
                 batch: self.batch,
                 cands: self.cands,
+                mine,
             }),
             Outgoing {
-                broadcast,
+                broadcast: Some(m),
                 direct: Vec::new(),
             },
         ))
     }
 }
 
-/// Waiting for M2: the masked residue products.
+/// Waiting for M2: the masked residue products and everyone's combinations.
 #[derive(Debug)]
 pub(super) struct SieveProductRound {
     pub(super) batch: u32,
     cands: Vec<Candidate>,
+    /// This party's point of every dealer's M1 combination.
+    mine: Vec<Pair<u128>>,
 }
 
 impl SieveProductRound {
@@ -206,8 +485,10 @@ impl SieveProductRound {
         rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
-        let msgs = inbox.broadcasts(ctx.product_parties())?;
-        let pass = sieve_passes(setup, &msgs, self.cands.len())?;
+        let msgs = inbox.broadcasts(ctx.all())?;
+        let opened = open_sieve_products(setup, &msgs, self.cands.len())?;
+        check_points(ctx, &opened.combinations, &self.mine)?;
+        let pass = sieve_passes(setup, &opened.products, self.cands.len());
         let survivors: Vec<Candidate> = self
             .cands
             .into_iter()
@@ -218,41 +499,22 @@ impl SieveProductRound {
         if survivors.is_empty() {
             return next_batch(ctx, self.batch, stats, rng);
         }
-        let field = &setup.modulus_field;
-        let (t1, t2) = (usize::from(setup.t) - 1, 2 * usize::from(setup.t) - 2);
-        let n = usize::from(setup.n);
-        let mut bodies: Vec<Vec<Int>> = (0..n)
-            .map(|_| Vec::with_capacity(3 * survivors.len()))
-            .collect();
-        for c in &survivors {
-            let p = field.share(c.p.expose(), t1, setup.n, rng);
-            let q = field.share(c.q.expose(), t1, setup.n, rng);
-            let z = field.share(&Int::zero(), t2, setup.n, rng);
-            for (j, body) in bodies.iter_mut().enumerate() {
-                body.extend([p[j].clone(), q[j].clone(), z[j].clone()]);
-            }
-            for v in p.into_iter().chain(q).chain(z) {
-                drop(SecretInt::new(v));
-            }
-        }
-        let direct = bodies
-            .into_iter()
-            .enumerate()
-            .map(|(j, ints)| {
-                let mut m = ctx.message(Round::CandidateShares, self.batch, Some(j as u16 + 1));
-                m.ints = ints;
-                m
-            })
-            .collect();
+        let seed = DealSeed::fresh(rng);
+        let len = 3 * (survivors.len() + 1);
+        let mut bodies: Vec<Vec<Int>> = (0..setup.n).map(|_| Vec::with_capacity(len)).collect();
+        deal_candidates(setup, &survivors, &mut seed.rng(), |j, rec| {
+            bodies[j].extend(rec)
+        });
+        let out = send_shares(ctx, Round::CandidateShares, self.batch, bodies, |m, b| {
+            m.ints = b
+        });
         Ok(Transition::Next(
             State::Candidates(CandidateRound {
                 batch: self.batch,
                 cands: survivors,
+                seed,
             }),
-            Outgoing {
-                broadcast: None,
-                direct,
-            },
+            out,
         ))
     }
 }
@@ -262,19 +524,28 @@ impl SieveProductRound {
 pub(super) struct CandidateRound {
     pub(super) batch: u32,
     cands: Vec<Candidate>,
+    seed: DealSeed,
 }
 
 impl CandidateRound {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
         let setup = ctx.setup;
-        let q = &setup.modulus_field.p;
+        let field = &setup.modulus_field;
+        let q = &field.p;
+        let rhos = receive_digests(field, ctx, inbox, Round::CandidateShares, self.batch)?;
         let msgs = inbox.directs(ctx.all())?;
         let bodies = msgs
             .iter()
-            .map(|m| expect_ints(m, 3 * self.cands.len(), q))
+            .map(|m| expect_ints(m, 3 * (self.cands.len() + 1), q))
             .collect::<Result<Vec<_>>>()?;
-        let broadcast = setup.is_product_party(ctx.me).then(|| {
-            let ints = (0..self.cands.len())
+        let mine: Vec<Pair<Int>> = bodies
+            .iter()
+            .zip(&rhos)
+            .map(|(b, rho)| combine(field, rho, b))
+            .collect();
+        let mut ints: Vec<Int> = Vec::new();
+        if setup.is_product_party(ctx.me) {
+            ints = (0..self.cands.len())
                 .map(|c| {
                     let sum = |k: usize| {
                         SecretInt::new(bodies.iter().fold(Int::zero(), |a, b| a.add(&b[3 * c + k])))
@@ -283,17 +554,21 @@ impl CandidateRound {
                     p.expose().mul(qq.expose()).add(z.expose()).rem_euclid(q)
                 })
                 .collect();
-            let mut m = ctx.message(Round::ModulusShares, self.batch, None);
-            m.ints = ints;
-            m
-        });
+        }
+        let me = usize::from(ctx.me.0) - 1;
+        ints.extend(own_combination(field, setup, &rhos[me], |emit| {
+            deal_candidates(setup, &self.cands, &mut self.seed.rng(), emit)
+        }));
+        let mut m = ctx.message(Round::ModulusShares, self.batch, None);
+        m.ints = ints;
         Ok(Transition::Next(
             State::Moduli(ModulusRound {
                 batch: self.batch,
                 cands: self.cands,
+                mine,
             }),
             Outgoing {
-                broadcast,
+                broadcast: Some(m),
                 direct: Vec::new(),
             },
         ))
@@ -354,11 +629,13 @@ fn biprime_check(n: &Int, values: &[&Int]) -> bool {
     acc == Int::one() || acc == n.sub(&Int::one())
 }
 
-/// Waiting for M4: the shares of each surviving candidate's N.
+/// Waiting for M4: the shares of each surviving candidate's N, and everyone's combinations.
 #[derive(Debug)]
 pub(super) struct ModulusRound {
     pub(super) batch: u32,
     cands: Vec<Candidate>,
+    /// This party's point of every dealer's M3 combination.
+    mine: Vec<Pair<Int>>,
 }
 
 impl ModulusRound {
@@ -370,8 +647,10 @@ impl ModulusRound {
         rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
-        let msgs = inbox.broadcasts(ctx.product_parties())?;
-        let moduli = open_moduli(setup, &msgs, self.cands.len())?;
+        let msgs = inbox.broadcasts(ctx.all())?;
+        let opened = open_modulus_shares(setup, &msgs, self.cands.len())?;
+        check_points(ctx, &opened.combinations, &self.mine)?;
+        let moduli = open_moduli(setup, &opened.products, self.cands.len());
         let survivors: Vec<(Candidate, Int)> = self
             .cands
             .into_iter()
@@ -554,38 +833,20 @@ impl RevealRound {
             return next_batch(ctx, self.batch, stats, rng);
         };
         // The gcd step's inputs: a_i = p_i + q_i (− 1 at party 1), r_i, and N·ρ_i.
-        let field = &setup.gcd_field;
-        let (t1, t2) = (usize::from(setup.t) - 1, 2 * usize::from(setup.t) - 2);
-        let mut a = cand.p.expose().add(cand.q.expose());
-        if ctx.me.0 == 1 {
-            a = a.sub(&Int::one());
-        }
-        let a = SecretInt::new(a);
-        let r = SecretInt::new(Int::random_bits(rng, setup.sizes.gcd_r));
-        let rho = SecretInt::new(Int::random_bits(rng, setup.sizes.gcd_rho).mul(&n));
-        let sa = field.share(a.expose(), t1, setup.n, rng);
-        let sr = field.share(r.expose(), t1, setup.n, rng);
-        let sm = field.share(rho.expose(), t2, setup.n, rng);
-        let direct = (0..usize::from(setup.n))
-            .map(|j| {
-                let mut m = ctx.message(Round::GcdShares, self.batch, Some(j as u16 + 1));
-                m.ints = vec![sa[j].clone(), sr[j].clone(), sm[j].clone()];
-                m
-            })
-            .collect();
-        for v in sa.into_iter().chain(sr).chain(sm) {
-            drop(SecretInt::new(v));
-        }
+        let seed = DealSeed::fresh(rng);
+        let mut bodies: Vec<Vec<Int>> = (0..setup.n).map(|_| Vec::with_capacity(6)).collect();
+        deal_gcd(setup, ctx.me, &cand, &n, &mut seed.rng(), |j, rec| {
+            bodies[j].extend(rec)
+        });
+        let out = send_shares(ctx, Round::GcdShares, self.batch, bodies, |m, b| m.ints = b);
         Ok(Transition::Next(
             State::Gcd(GcdRound {
                 batch: self.batch,
                 cand,
                 n,
+                seed,
             }),
-            Outgoing {
-                broadcast: None,
-                direct,
-            },
+            out,
         ))
     }
 }
@@ -596,45 +857,68 @@ pub(super) struct GcdRound {
     pub(super) batch: u32,
     cand: Candidate,
     n: Int,
+    seed: DealSeed,
 }
 
 impl GcdRound {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
         let setup = ctx.setup;
-        let g = &setup.gcd_field.p;
+        let field = &setup.gcd_field;
+        let g = &field.p;
+        let rhos = receive_digests(field, ctx, inbox, Round::GcdShares, self.batch)?;
         let msgs = inbox.directs(ctx.all())?;
         let bodies = msgs
             .iter()
-            .map(|m| expect_ints(m, 3, g))
+            .map(|m| expect_ints(m, 6, g))
             .collect::<Result<Vec<_>>>()?;
-        let broadcast = setup.is_product_party(ctx.me).then(|| {
+        let mine: Vec<Pair<Int>> = bodies
+            .iter()
+            .zip(&rhos)
+            .map(|(b, rho)| combine(field, rho, b))
+            .collect();
+        let mut ints = Vec::new();
+        if setup.is_product_party(ctx.me) {
             let sum =
                 |k: usize| SecretInt::new(bodies.iter().fold(Int::zero(), |a, b| a.add(&b[k])));
             let (a, r, mk) = (sum(0), sum(1), sum(2));
-            let mut m = ctx.message(Round::GcdReveal, self.batch, None);
-            m.ints = vec![a.expose().mul(r.expose()).add(mk.expose()).rem_euclid(g)];
-            m
-        });
+            ints.push(a.expose().mul(r.expose()).add(mk.expose()).rem_euclid(g));
+        }
+        let me = usize::from(ctx.me.0) - 1;
+        ints.extend(own_combination(field, setup, &rhos[me], |emit| {
+            deal_gcd(
+                setup,
+                ctx.me,
+                &self.cand,
+                &self.n,
+                &mut self.seed.rng(),
+                emit,
+            )
+        }));
+        let mut m = ctx.message(Round::GcdReveal, self.batch, None);
+        m.ints = ints;
         Ok(Transition::Next(
             State::GcdReveal(GcdRevealRound {
                 batch: self.batch,
                 cand: self.cand,
                 n: self.n,
+                mine,
             }),
             Outgoing {
-                broadcast,
+                broadcast: Some(m),
                 direct: Vec::new(),
             },
         ))
     }
 }
 
-/// Waiting for M9: the opened gcd-step product.
+/// Waiting for M9: the opened gcd-step product and everyone's combinations.
 #[derive(Debug)]
 pub(super) struct GcdRevealRound {
     pub(super) batch: u32,
     cand: Candidate,
     n: Int,
+    /// This party's point of every dealer's M8 combination.
+    mine: Vec<Pair<Int>>,
 }
 
 impl GcdRevealRound {
@@ -645,8 +929,10 @@ impl GcdRevealRound {
         stats: &mut Stats,
         rng: &mut R,
     ) -> Result<Transition> {
-        let msgs = inbox.broadcasts(ctx.product_parties())?;
-        if !gcd_passes(ctx.setup, &msgs, &self.n)? {
+        let msgs = inbox.broadcasts(ctx.all())?;
+        let opened = open_gcd_reveal(ctx.setup, &msgs)?;
+        check_points(ctx, &opened.combinations, &self.mine)?;
+        if !gcd_passes(ctx.setup, &opened.products, &self.n) {
             return next_batch(ctx, self.batch, stats, rng);
         }
         let (state, out) = key::start(ctx, self.n, self.cand, rng)?;
@@ -657,17 +943,73 @@ impl GcdRevealRound {
 // The public computations of each round, shared by the parties and by the transcript verifier
 // ([`super::verify`]): everything here depends on broadcasts only.
 
-/// M2: which candidates of a batch of `k` survive distributed trial division.
-pub(super) fn sieve_passes(setup: &Setup, msgs: &[&Message], k: usize) -> Result<Vec<bool>> {
+/// M1: every dealer's share digests (checked; in party order).
+pub(super) fn share_digests(setup: &Setup, msgs: &[&Message]) -> Result<Vec<Vec<[u8; 32]>>> {
+    msgs.iter().map(|m| expect_digests(m, setup.n)).collect()
+}
+
+/// M2's broadcasts (every party, in index order), checked: products of a batch of `k` and the
+/// public half of every dealer's M1 consistency check.
+pub(super) fn open_sieve_products<'m>(
+    setup: &Setup,
+    msgs: &[&'m Message],
+    k: usize,
+) -> Result<Opened<'m, u128>> {
+    open_round(
+        &F127,
+        setup,
+        msgs,
+        |m| &m.small,
+        |m| m.ints.is_empty(),
+        k * setup.groups.len(),
+        false,
+    )
+}
+
+/// M4's broadcasts, checked: the shares of `count` moduli and every dealer's M3 check (whose
+/// high sharings are sharings of zero).
+pub(super) fn open_modulus_shares<'m>(
+    setup: &Setup,
+    msgs: &[&'m Message],
+    count: usize,
+) -> Result<Opened<'m, Int>> {
+    open_round(
+        &setup.modulus_field,
+        setup,
+        msgs,
+        |m| &m.ints,
+        |m| m.small.is_empty(),
+        count,
+        true,
+    )
+}
+
+/// M9's broadcasts, checked: the gcd-step product and every dealer's M8 check.
+pub(super) fn open_gcd_reveal<'m>(setup: &Setup, msgs: &[&'m Message]) -> Result<Opened<'m, Int>> {
+    open_round(
+        &setup.gcd_field,
+        setup,
+        msgs,
+        |m| &m.ints,
+        |m| m.small.is_empty(),
+        1,
+        false,
+    )
+}
+
+/// How many moduli a party's M4 broadcast opens (its value count less the combinations).
+pub(super) fn moduli_in(setup: &Setup, m: &Message) -> usize {
+    m.ints.len().saturating_sub(2 * usize::from(setup.n))
+}
+
+/// M2: which candidates of a batch of `k` survive distributed trial division, from the product
+/// parties' products (checked by [`open_sieve_products`]).
+pub(super) fn sieve_passes(setup: &Setup, products: &[&[u128]], k: usize) -> Vec<bool> {
     let groups = setup.groups.len();
-    let bodies = msgs
-        .iter()
-        .map(|m| expect_small(m, k * groups))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((0..k)
+    (0..k)
         .map(|c| {
             setup.groups.iter().enumerate().all(|(g, group)| {
-                let y = bodies
+                let y = products
                     .iter()
                     .zip(&setup.lagrange127)
                     .fold(0u128, |acc, (b, l)| {
@@ -679,25 +1021,17 @@ pub(super) fn sieve_passes(setup: &Setup, msgs: &[&Message], k: usize) -> Result
                 group.primes.iter().all(|&l| !r.is_multiple_of(l))
             })
         })
-        .collect())
+        .collect()
 }
 
 /// M4: each surviving candidate's opened N, or `None` where it fails the size, residue or
-/// trial-division checks.
-pub(super) fn open_moduli(
-    setup: &Setup,
-    msgs: &[&Message],
-    count: usize,
-) -> Result<Vec<Option<Int>>> {
+/// trial-division checks (from the products checked by [`open_modulus_shares`]).
+pub(super) fn open_moduli(setup: &Setup, products: &[&[Int]], count: usize) -> Vec<Option<Int>> {
     let field = &setup.modulus_field;
-    let bodies = msgs
-        .iter()
-        .map(|m| expect_ints(m, count, &field.p))
-        .collect::<Result<Vec<_>>>()?;
     let bits = setup.params.bits as usize;
-    Ok((0..count)
+    (0..count)
         .map(|c| {
-            let ys: Vec<&Int> = bodies.iter().map(|b| &b[c]).collect();
+            let ys: Vec<&Int> = products.iter().map(|b| &b[c]).collect();
             let n = field.interpolate_with(&setup.modulus_lagrange, &ys);
             let ok = n.bits() == bits
                 && n.rem_u64(4) == 1
@@ -707,7 +1041,7 @@ pub(super) fn open_moduli(
                 });
             ok.then_some(n)
         })
-        .collect())
+        .collect()
 }
 
 /// M5: which moduli pass the first biprimality repetition.
@@ -767,16 +1101,123 @@ pub(super) fn chosen_candidate(
     }))
 }
 
-/// M9: whether the opened gcd-step product is coprime to N.
-pub(super) fn gcd_passes(setup: &Setup, msgs: &[&Message], n: &Int) -> Result<bool> {
+/// M9: whether the opened gcd-step product is coprime to N (from the products checked by
+/// [`open_gcd_reveal`]).
+pub(super) fn gcd_passes(setup: &Setup, products: &[&[Int]], n: &Int) -> bool {
     let field = &setup.gcd_field;
-    let bodies = msgs
-        .iter()
-        .map(|m| expect_ints(m, 1, &field.p))
-        .collect::<Result<Vec<_>>>()?;
-    let ys: Vec<&Int> = bodies.iter().map(|b| &b[0]).collect();
+    let ys: Vec<&Int> = products.iter().map(|b| &b[0]).collect();
     let z = field
         .interpolate_at_zero(&setup.product_parties, &ys)
         .rem_euclid(n);
-    Ok(z.gcd(n) == Int::one())
+    z.gcd(n) == Int::one()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use rand::SeedableRng;
+
+    use super::super::consistency::message_digest;
+    use super::super::sim::run_in_process;
+    use super::super::Parameters;
+    use super::*;
+    use crate::error::Error;
+
+    /// Runs a 3-party, t = 2 generation in which party 2 alters one value of the share message
+    /// it sends party 3 in `round` — and publishes the digest of the altered message, so the
+    /// digest check passes and only the consistency check can catch it.
+    fn inconsistent_share(round: Round, at: usize, seed: u64) -> Error {
+        let params = Parameters::new(512, 3, 2, [8; 32])
+            .unwrap()
+            .with_biprime_reps(24)
+            .unwrap();
+        let rngs = (0..3u64)
+            .map(|k| rand_chacha::ChaCha20Rng::seed_from_u64(seed * 10 + k))
+            .collect();
+        let mut pending: Option<[u8; 32]> = None;
+        let mut done = false;
+        let mut hook = |m: &mut Message| {
+            if m.round != round || m.from != PartyIndex(2) || done {
+                return;
+            }
+            if m.to == Some(PartyIndex(3)) {
+                if round == Round::SieveShares {
+                    m.small[at] = add127(m.small[at], 1);
+                } else {
+                    let v = &m.ints[at];
+                    m.ints[at] = if v.is_zero() {
+                        Int::one()
+                    } else {
+                        v.sub(&Int::one())
+                    };
+                }
+                pending = Some(message_digest(m));
+            } else if m.to.is_none() {
+                if let Some(d) = pending.take() {
+                    m.ints[2] = Int::from_bytes_be(&d);
+                    done = true;
+                }
+            }
+        };
+        run_in_process(&params, rngs, Some(&mut hook)).unwrap_err()
+    }
+
+    fn assert_named(e: &Error, round: Round) {
+        assert!(
+            matches!(e, Error::Misbehaviour { party: PartyIndex(2), round: r, reason }
+                if *r == round && reason.contains("combination")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_sieve_share_under_a_matching_digest_is_named() {
+        assert_named(
+            &inconsistent_share(Round::SieveShares, 4, 1),
+            Round::SieveProducts,
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_candidate_share_under_a_matching_digest_is_named() {
+        // Value 2 of the first record: the share of the sharing of zero.
+        assert_named(
+            &inconsistent_share(Round::CandidateShares, 2, 2),
+            Round::ModulusShares,
+        );
+    }
+
+    #[test]
+    fn an_inconsistent_gcd_share_under_a_matching_digest_is_named() {
+        assert_named(
+            &inconsistent_share(Round::GcdShares, 1, 3),
+            Round::GcdReveal,
+        );
+    }
+
+    #[test]
+    fn a_share_that_does_not_match_its_digest_is_named_at_once() {
+        let params = Parameters::new(512, 3, 2, [8; 32])
+            .unwrap()
+            .with_batch(8)
+            .unwrap();
+        let rngs = (0..3u64)
+            .map(|k| rand_chacha::ChaCha20Rng::seed_from_u64(40 + k))
+            .collect();
+        let mut hook = |m: &mut Message| {
+            if m.round == Round::SieveShares
+                && m.from == PartyIndex(3)
+                && m.to == Some(PartyIndex(1))
+            {
+                m.small[0] = add127(m.small[0], 1);
+            }
+        };
+        let e = run_in_process(&params, rngs, Some(&mut hook)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Misbehaviour { party: PartyIndex(3), round: Round::SieveShares, reason }
+                if reason.contains("digest")),
+            "{e}"
+        );
+    }
 }

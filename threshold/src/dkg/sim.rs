@@ -186,12 +186,14 @@ fn deliver(
 ) -> Result<Vec<Vec<Message>>> {
     let mut outgoing = outgoing;
     if let Some(t) = tamper.as_mut() {
+        // Direct messages first, so that a cheating sender can make its broadcast (e.g. the
+        // digests of what it sent) agree with what it altered.
         for out in &mut outgoing {
-            if let Some(b) = out.broadcast.as_mut() {
-                t(b);
-            }
             for d in &mut out.direct {
                 t(d);
+            }
+            if let Some(b) = out.broadcast.as_mut() {
+                t(b);
             }
         }
     }

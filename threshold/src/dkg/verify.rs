@@ -17,7 +17,9 @@
 use std::collections::BTreeMap;
 
 use super::modulus::{
-    biprime_commitments, chosen_candidate, first_test_passes, gcd_passes, open_moduli, sieve_passes,
+    biprime_commitments, chosen_candidate, first_test_passes, gcd_passes, moduli_in,
+    open_gcd_reveal, open_moduli, open_modulus_shares, open_sieve_products, share_digests,
+    sieve_passes,
 };
 use super::{key, product, Message, Parameters, Round, Setup};
 use crate::bigint::Int;
@@ -89,40 +91,40 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
     };
     let s = setup.product_parties.clone();
     let k = params.batch;
-    let (mut opened, mut tested) = (0u64, 0u64);
+    let (mut opened_count, mut tested) = (0u64, 0u64);
+    let all = || 1..=n;
     for batch in first_batch..=max_batch {
+        // M1: every dealer's share digests (the accepted batch always keeps them).
+        share_digests(&setup, &get(Round::SieveShares, batch, &mut all())?)?;
         // A transcript may keep the sieve products by hash only; then the opened moduli say how
         // many candidates survived (every product party must agree).
         let count = if index.contains_key(&(Round::SieveProducts, batch, s[0])) {
-            let pass = sieve_passes(
-                &setup,
-                &get(Round::SieveProducts, batch, &mut s.iter().copied())?,
-                k,
-            )?;
+            let msgs = get(Round::SieveProducts, batch, &mut all())?;
+            let opened = open_sieve_products(&setup, &msgs, k)?;
+            let pass = sieve_passes(&setup, &opened.products, k);
             pass.iter().filter(|&&p| p).count()
         } else {
             index
                 .get(&(Round::ModulusShares, batch, s[0]))
-                .map_or(0, |m| m.ints.len())
+                .map_or(0, |m| moduli_in(&setup, m))
         };
         if count == 0 {
             continue;
         }
-        let moduli: Vec<Int> = open_moduli(
-            &setup,
-            &get(Round::ModulusShares, batch, &mut s.iter().copied())?,
-            count,
-        )?
-        .into_iter()
-        .flatten()
-        .collect();
-        opened += count as u64;
+        share_digests(&setup, &get(Round::CandidateShares, batch, &mut all())?)?;
+        let msgs = get(Round::ModulusShares, batch, &mut all())?;
+        let opened = open_modulus_shares(&setup, &msgs, count)?;
+        let moduli: Vec<Int> = open_moduli(&setup, &opened.products, count)
+            .into_iter()
+            .flatten()
+            .collect();
+        opened_count += count as u64;
         if moduli.is_empty() {
             continue;
         }
         tested += moduli.len() as u64;
         let refs: Vec<&Int> = moduli.iter().collect();
-        let pass = first_test_passes(&get(Round::BiprimeFirst, batch, &mut (1..=n))?, &refs)?;
+        let pass = first_test_passes(&get(Round::BiprimeFirst, batch, &mut all())?, &refs)?;
         let s3: Vec<&Int> = refs
             .iter()
             .zip(pass)
@@ -131,17 +133,15 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         if s3.is_empty() {
             continue;
         }
-        let digests = biprime_commitments(&get(Round::BiprimeCommit, batch, &mut (1..=n))?)?;
-        let reveal = get(Round::BiprimeReveal, batch, &mut (1..=n))?;
+        let digests = biprime_commitments(&get(Round::BiprimeCommit, batch, &mut all())?)?;
+        let reveal = get(Round::BiprimeReveal, batch, &mut all())?;
         let Some(at) = chosen_candidate(&setup, batch, &reveal, &digests, &s3)? else {
             continue;
         };
         let modulus = s3[at].clone();
-        if !gcd_passes(
-            &setup,
-            &get(Round::GcdReveal, batch, &mut s.iter().copied())?,
-            &modulus,
-        )? {
+        share_digests(&setup, &get(Round::GcdShares, batch, &mut all())?)?;
+        let msgs = get(Round::GcdReveal, batch, &mut all())?;
+        if !gcd_passes(&setup, &open_gcd_reveal(&setup, &msgs)?.products, &modulus) {
             continue;
         }
         if batch != max_batch {
@@ -178,7 +178,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         return Ok(Verified {
             key,
             batches: batch - first_batch + 1,
-            moduli_opened: opened,
+            moduli_opened: opened_count,
             moduli_tested: tested,
             messages: used,
         });
