@@ -20,8 +20,8 @@
 //!   statistically (2⁻⁶² at worst). Candidates with `ℓ | N` for a prime `ℓ < 80` are dropped
 //!   (≈ 94 % of them) — distributed trial division before the expensive part.
 //! * M3–M4. Survivors: shares of `p_i`, `q_i` (degree `t − 1`) and of zero (degree `2t − 2`) over
-//!   `Z_Q`, `Q` the first integer above `2^(bits+1)` with no prime factor below 17 (as good as a
-//!   field for Shamir sharing among at most 16 parties); parties in `S` publish
+//!   `Z_Q`, `Q = (2^127 − 1)^m` the smallest such power above `2^(bits+1)` (as good as a field
+//!   for Shamir sharing among at most 16 parties); parties in `S` publish
 //!   `P(j)Q(j) + Z(j)`, which opens exactly `N`. Public trial division of `N` up to `2^16`.
 //! * M5. The Boneh–Franklin biprimality test, one repetition per candidate as a filter, with a
 //!   public `g` derived from the session and `N` (Jacobi symbol 1):
@@ -31,6 +31,11 @@
 //!   names the sender.
 //! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger such ring, and
 //!   `gcd(z mod N, N) = 1` required (it rules out the non-biprimes the test cannot).
+//! * Consistency (module `consistency`): with the shares of M1, M3 and M8 every dealer
+//!   broadcasts their digests; in M2, M4 and M9 every party publishes a blinded random linear
+//!   combination of its sharings at every point, which each recipient checks against what it
+//!   received and anyone checks for degree (and a zero constant for M3's sharings of zero). An
+//!   inconsistent share names its dealer.
 //!
 //! **Key (Nishide–Sakurai 2010, with integer sharing).** With `φ = Σ φ_i` (party 1:
 //! `φ₁ = N − p₁ − q₁ + 1`, others `−(p_i + q_i)`) and fresh `β = Σ β_i`:
