@@ -224,9 +224,43 @@ impl<'r, R: Ring> Combiner<'r, R> {
     }
 }
 
-/// The digest binding a dealer to one direct message.
+/// The digest binding a dealer to one direct message: SHA-256 over a domain separator, the
+/// header (session, round, batch, sender, recipient) and every value with its length, streamed
+/// (a sieve message is megabytes; it is not encoded a second time).
 pub(super) fn message_digest(m: &Message) -> [u8; 32] {
-    fingerprint(b"medtech-threshold/v1/dkg/share-digest", &m.to_bytes())
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"medtech-threshold/v1/dkg/share-digest");
+    h.update(m.session);
+    h.update([m.round as u8]);
+    h.update(m.batch.to_be_bytes());
+    h.update(m.from.0.to_be_bytes());
+    h.update(m.to.map_or(0, |p| p.0).to_be_bytes());
+    h.update((m.small.len() as u64).to_be_bytes());
+    // Field elements in blocks, so the hash sees long updates.
+    let mut block = Vec::with_capacity(16 * 1024);
+    for chunk in m.small.chunks(1024) {
+        block.clear();
+        for v in chunk {
+            block.extend_from_slice(&v.to_be_bytes());
+        }
+        h.update(&block);
+    }
+    h.update((m.ints.len() as u64).to_be_bytes());
+    for v in &m.ints {
+        let bytes = v.abs().to_bytes_be();
+        h.update([u8::from(v.is_negative())]);
+        h.update((bytes.len() as u32).to_be_bytes());
+        h.update(&bytes);
+    }
+    match &m.digest {
+        Some(d) => {
+            h.update([1]);
+            h.update(d);
+        }
+        None => h.update([0]),
+    }
+    h.finalize().into()
 }
 
 /// The broadcast accompanying a round's direct messages: one digest per recipient `1..=n`, in

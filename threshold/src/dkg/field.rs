@@ -81,28 +81,40 @@ pub(crate) fn random127<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> u128 {
 
 /// Evaluates at `x = 1..=n` the polynomial with constant term `secret` and `degree` further
 /// uniformly random coefficients; the coefficients are wiped before returning.
+#[cfg(test)]
 pub(crate) fn share127<R: RngCore + CryptoRng + ?Sized>(
     secret: u128,
     degree: usize,
     n: u16,
     rng: &mut R,
 ) -> Vec<u128> {
-    let mut coeffs: Vec<u128> = Vec::with_capacity(degree + 1);
-    coeffs.push(secret);
-    for _ in 0..degree {
-        coeffs.push(random127(rng));
-    }
-    let out = (1..=n)
-        .map(|x| {
-            let x = u128::from(x);
-            coeffs
-                .iter()
-                .rev()
-                .fold(0u128, |acc, c| add127(mul127(acc, x), *c))
-        })
-        .collect();
-    zeroize::Zeroize::zeroize(&mut coeffs);
+    let mut out = vec![0u128; usize::from(n)];
+    share127_into(secret, degree, rng, &mut out);
     out
+}
+
+/// [`share127`] without allocating: writes the shares at `x = 1..=out.len()` into `out`
+/// (`degree < 32`, which every supported committee satisfies: `2t − 2 ≤ 30`).
+pub(crate) fn share127_into<R: RngCore + CryptoRng + ?Sized>(
+    secret: u128,
+    degree: usize,
+    rng: &mut R,
+    out: &mut [u128],
+) {
+    let mut coeffs = [0u128; 32];
+    let degree = degree.min(31);
+    coeffs[0] = secret;
+    for c in coeffs.iter_mut().take(degree + 1).skip(1) {
+        *c = random127(rng);
+    }
+    for (x, o) in out.iter_mut().enumerate() {
+        let x = x as u128 + 1;
+        *o = coeffs[..=degree]
+            .iter()
+            .rev()
+            .fold(0u128, |acc, c| add127(mul127(acc, x), *c));
+    }
+    zeroize::Zeroize::zeroize(&mut coeffs);
 }
 
 /// Lagrange coefficients at 0 in `F_{2^127−1}` for the points `xs` (distinct, nonzero).

@@ -14,7 +14,7 @@ use super::consistency::{
     challenges, check_digest, check_point, check_public, combine, digest_broadcast, expect_digests,
     Combiner, Pair, Ring, F127,
 };
-use super::field::{add127, mul127, random127, share127, ShareRing, P127};
+use super::field::{add127, mul127, random127, share127_into, ShareRing, P127};
 use super::{blame, key, Ctx, Inbox, Message, Outgoing, Round, Setup, State, Stats, Transition};
 use crate::bigint::{Int, SecretInt};
 use crate::error::Result;
@@ -64,6 +64,35 @@ impl Drop for DealSeed {
 impl core::fmt::Debug for DealSeed {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("DealSeed(<redacted>)")
+    }
+}
+
+/// `p_i mod M` and `q_i mod M` of every candidate and sieve group (in dealing order), computed
+/// once for the dealing and its re-derivation. Wiped on drop.
+pub(super) struct Residues(Vec<u64>);
+
+impl Residues {
+    fn of(setup: &Setup, cands: &[Candidate]) -> Self {
+        let mut r = Vec::with_capacity(cands.len() * setup.groups.len() * 2);
+        for c in cands {
+            for g in &setup.groups {
+                r.push(c.p.expose().rem_u64(g.modulus));
+                r.push(c.q.expose().rem_u64(g.modulus));
+            }
+        }
+        Residues(r)
+    }
+}
+
+impl Drop for Residues {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl core::fmt::Debug for Residues {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Residues(<redacted>)")
     }
 }
 
@@ -118,29 +147,24 @@ fn receive_digests<R: Ring>(
 /// receives recipient `j`'s (0-based) records in order. All randomness comes from `rng`.
 fn deal_sieve(
     setup: &Setup,
-    cands: &[Candidate],
+    residues: &Residues,
     rng: &mut ChaCha20Rng,
     mut emit: impl FnMut(usize, [u128; 3]),
 ) {
     let (t1, t2) = (usize::from(setup.t) - 1, 2 * usize::from(setup.t) - 2);
-    let mut record = |x: u128, y: u128, mask: u128, rng: &mut ChaCha20Rng| {
-        let x = share127(x, t1, setup.n, rng);
-        let y = share127(y, t1, setup.n, rng);
-        let r = share127(mask, t2, setup.n, rng);
-        for j in 0..usize::from(setup.n) {
+    let n = usize::from(setup.n);
+    let (mut x, mut y, mut r) = ([0u128; 16], [0u128; 16], [0u128; 16]);
+    let mut record = |xs: u128, ys: u128, mask: u128, rng: &mut ChaCha20Rng| {
+        share127_into(xs, t1, rng, &mut x[..n]);
+        share127_into(ys, t1, rng, &mut y[..n]);
+        share127_into(mask, t2, rng, &mut r[..n]);
+        for j in 0..n {
             emit(j, [x[j], y[j], r[j]]);
         }
     };
-    for c in cands {
-        for g in &setup.groups {
-            let mask = random127(rng) >> (127 - super::SIEVE_MASK_BITS);
-            record(
-                u128::from(c.p.expose().rem_u64(g.modulus)),
-                u128::from(c.q.expose().rem_u64(g.modulus)),
-                mask,
-                rng,
-            );
-        }
+    for pq in residues.0.chunks_exact(2) {
+        let mask = random127(rng) >> (127 - super::SIEVE_MASK_BITS);
+        record(u128::from(pq[0]), u128::from(pq[1]), mask, rng);
     }
     let (a, b, c) = (random127(rng), random127(rng), random127(rng));
     record(a, b, c, rng);
@@ -297,11 +321,20 @@ pub(super) fn start_batch<R: RngCore + CryptoRng + ?Sized>(
     let seed = DealSeed::fresh(rng);
     let len = (k * setup.groups.len() + 1) * 3;
     let mut bodies: Vec<Vec<u128>> = (0..setup.n).map(|_| Vec::with_capacity(len)).collect();
-    deal_sieve(setup, &cands, &mut seed.rng(), |j, rec| {
+    let residues = Residues::of(setup, &cands);
+    deal_sieve(setup, &residues, &mut seed.rng(), |j, rec| {
         bodies[j].extend_from_slice(&rec)
     });
     let out = send_shares(&ctx, Round::SieveShares, batch, bodies, |m, b| m.small = b);
-    (State::Sieve(SieveRound { batch, cands, seed }), out)
+    (
+        State::Sieve(SieveRound {
+            batch,
+            cands,
+            seed,
+            residues,
+        }),
+        out,
+    )
 }
 
 fn expect_small(m: &Message, len: usize) -> Result<&[u128]> {
@@ -408,6 +441,7 @@ pub(super) struct SieveRound {
     pub(super) batch: u32,
     cands: Vec<Candidate>,
     seed: DealSeed,
+    residues: Residues,
 }
 
 impl SieveRound {
@@ -449,7 +483,7 @@ impl SieveRound {
         }
         let me = usize::from(ctx.me.0) - 1;
         small.extend(own_combination(&F127, setup, &rhos[me], |emit| {
-            deal_sieve(setup, &self.cands, &mut self.seed.rng(), emit)
+            deal_sieve(setup, &self.residues, &mut self.seed.rng(), emit)
         }));
         let mut m = ctx.message(Round::SieveProducts, self.batch, None);
         m.small = small;
