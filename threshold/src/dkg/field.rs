@@ -55,6 +55,11 @@ pub(crate) fn mul127(a: u128, b: u128) -> u128 {
     reduce127(reduce127(lo) + (hi << 1))
 }
 
+/// `a^(−1)` in `F_{2^127−1}` (Fermat), for `a ≠ 0`.
+pub(crate) fn inv127(a: u128) -> u128 {
+    pow127(a, P127 - 2)
+}
+
 fn pow127(mut a: u128, mut e: u128) -> u128 {
     let mut acc = 1u128;
     while e > 0 {
@@ -128,7 +133,7 @@ pub(crate) fn lagrange127(xs: &[u16]) -> Vec<u128> {
                     den = mul127(den, sub127(u128::from(m), u128::from(j)));
                 }
             }
-            mul127(num, pow127(den, P127 - 2))
+            mul127(num, inv127(den))
         })
         .collect()
 }

@@ -48,12 +48,13 @@
 //!   gives `θ₀ = Δ²φβ mod N`, public. `θ = Δ⁴φβ mod N` must be a unit.
 //! * K3. Degree reduction: each `j ∈ S` reshares `e_j = Δ·λ'_j·F(j)B(j)` (λ' the Δ-scaled
 //!   integer Lagrange coefficient) with degree `t − 1` over the integers and Feldman
-//!   commitments, whose constant everyone checks against the product proven in K2. Party `k`'s key share is `s_k = Σ_j g_j(k)` (positive by construction), a
-//!   degree-`t − 1` sharing of `d = Δ⁴φβ ≡ 0 mod φ`; `v_k = (Π_j Π_m D_{j,m}^(k^m))^Δ` is its
-//!   verification key and the combination constant is θ.
+//!   commitments, whose constant everyone checks against the product proven in K2. Party `k`'s
+//!   key share is `s_k = Σ_j g_j(k)` (positive by construction), a degree-`t − 1` sharing of
+//!   `d = Δ⁴φβ ≡ 0 mod φ`; `v_k = (Π_j Π_m D_{j,m}^(k^m))^Δ` is its verification key and the
+//!   combination constant is θ.
 //!
 //! What is *not* proven (see docs/dkg.md, "Limits"): that the modulus stage's published product
-//! shares (M2, M4, M9) are the products of the parties' shares, which are not committed. A party
+//! shares (M2, M4, M9) are the products of the parties' shares. A party
 //! that lies there cannot learn anything more and cannot make a bad modulus pass the
 //! biprimality test except with negligible probability, but it can make a candidate fail
 //! (denial of service) without being named. Every step of the key stage names a liar.

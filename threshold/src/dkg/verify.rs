@@ -4,12 +4,14 @@
 //! [`replay`] re-runs every public computation of every batch, in order, exactly as the parties
 //! did: every dealer's share digests (M1, M3, M8) and the public half of the consistency check
 //! of its sharings (M2, M4, M9), which candidates survived distributed trial division (M2), the
-//! opened moduli and their public trial division (M4), the first biprimality repetition (M5), every commitment and opening
-//! of the remaining repetitions (M6–M7), the gcd step (M9); then, for the accepted modulus, the
-//! key stage's commitments (K1), every product proof and θ (K2), every reshared constant against
-//! its proven product and every verification key from the reshare commitments (K3). It returns the threshold key this transcript determines — which must equal the key the
-//! ceremony published — or an error naming the party whose broadcast is missing, malformed or
-//! inconsistent. Direct (secret) messages are not needed and must not be in a transcript.
+//! opened moduli and their public trial division (M4), the first biprimality repetition (M5),
+//! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); then,
+//! for the accepted modulus, the key stage's commitments (K1), every product proof and θ (K2),
+//! every reshared constant against its proven product and every verification key from the
+//! reshare commitments (K3). It returns the threshold key this transcript determines — which
+//! must equal the key the ceremony published — or an error naming the party whose broadcast is
+//! missing, malformed or inconsistent. Direct (secret) messages are not needed and must not be
+//! in a transcript.
 //!
 //! What it cannot check is what nobody can check from public data: that each party's point of a
 //! combination matches the shares it privately received (the party itself checks that), and
