@@ -12,6 +12,7 @@ pub mod api;
 pub mod bench;
 pub mod bench_ledger;
 pub mod bench_query;
+pub mod bundle;
 pub mod change;
 pub mod config;
 pub mod data;

@@ -1,5 +1,7 @@
 //! The committee member's query loop over the replicated ledger: follow the applied log,
-//! keep a [`QueryView`] and a [`Member`] driver per query, and propose what the driver returns.
+//! group the queries into protocol instances ([`Router`]: one query, or a bundle of small
+//! ones), keep a [`QueryView`] and a [`Member`] driver per instance, and propose what the
+//! driver returns.
 //!
 //! This is the thin I/O layer around [`crate::protocol`]: the ledger (openraft over mutual
 //! TLS) orders and replicates the entries, the driver decides. [`LocalFederation`] runs a
@@ -19,6 +21,7 @@ use rand_core::{OsRng, RngCore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::bundle::{Route, Router};
 use crate::data::DeviceStore;
 use crate::protocol::{
     registration_entries, submit_entry, CommitteeView, Member, NoiseMode, Outcome, QueryView,
@@ -86,6 +89,7 @@ impl Driver {
     pub async fn run(self, node: NodeHandle, mut stop: watch::Receiver<bool>) {
         let mut next = 0u64;
         let mut queries: BTreeMap<String, (QueryView, Member)> = BTreeMap::new();
+        let mut router = Router::new(self.committee.clone());
         let mut applied = node.applied_size();
         loop {
             applied.mark_unchanged();
@@ -95,7 +99,7 @@ impl Driver {
             match node.entries_from(next, 512) {
                 Ok(entries) => {
                     for bytes in entries {
-                        self.route(&bytes, next, &mut queries);
+                        self.route(&bytes, next, &mut router, &mut queries);
                         next += 1;
                     }
                 }
@@ -149,57 +153,94 @@ impl Driver {
         &self,
         bytes: &[u8],
         sequence: u64,
+        router: &mut Router,
         queries: &mut BTreeMap<String, (QueryView, Member)>,
     ) {
         let Ok(e) = ParsedEntry::decode(bytes) else {
             return;
         };
         let Some(kind) = e.kind() else { return };
-        let Some(id) = QueryView::query_of(kind) else {
+        if QueryView::query_of(kind).is_none() {
             return;
-        };
+        }
         let author = match &e.author {
             AuthorId::Node(n) | AuthorId::Researcher(n) => n.clone(),
         };
-        if let Kind::SubmitQuery(_) = kind {
-            queries.entry(id.to_owned()).or_insert_with(|| {
-                (
-                    QueryView::default(),
-                    Member::new(
-                        &self.name,
-                        self.committee.clone(),
-                        Arc::clone(&self.share),
-                        self.noise,
-                        self.timeouts,
-                    ),
-                )
-            });
-        }
-        let Some((view, _)) = queries.get_mut(id) else {
-            return;
-        };
-        view.apply(&author, kind);
         let mut index = match self.index.write() {
             Ok(i) => i,
             Err(p) => p.into_inner(),
         };
-        let info = index.entry(id.to_owned()).or_insert_with(|| QueryInfo {
-            id: id.to_owned(),
-            researcher: view.researcher.clone(),
-            spec: serde_json::from_slice(&view.query).ok(),
-            submitted_ms: e.body.timestamp_ms,
-            sequence,
-            contributions: 0,
-            partials: 0,
-            outcome: None,
-            ended_ms: None,
-        });
-        info.contributions = view.contributions.len();
-        info.partials = view.partials.len();
-        if info.outcome.is_none() {
-            if let Some(o) = &view.outcome {
-                info.outcome = Some(o.clone());
-                info.ended_ms = Some(now_ms());
+        if let Kind::SubmitQuery(q) = kind {
+            index
+                .entry(q.query_id.clone())
+                .or_insert_with(|| QueryInfo {
+                    id: q.query_id.clone(),
+                    researcher: if q.on_behalf_of.is_empty() {
+                        author.clone()
+                    } else {
+                        q.on_behalf_of.clone()
+                    },
+                    spec: serde_json::from_slice(&q.query).ok(),
+                    submitted_ms: e.body.timestamp_ms,
+                    sequence,
+                    contributions: 0,
+                    partials: 0,
+                    outcome: None,
+                    ended_ms: None,
+                });
+        }
+        for route in router.route(&author, kind) {
+            let instance = match route {
+                Route::Start { instance, submits } => {
+                    let (view, _) = queries.entry(instance.clone()).or_insert_with(|| {
+                        (
+                            QueryView::default(),
+                            Member::new(
+                                &self.name,
+                                self.committee.clone(),
+                                Arc::clone(&self.share),
+                                self.noise,
+                                self.timeouts,
+                            ),
+                        )
+                    });
+                    for (who, q) in submits {
+                        view.apply(&who, &Kind::SubmitQuery(q));
+                    }
+                    instance
+                }
+                Route::Apply { instance } => {
+                    if let Some((view, _)) = queries.get_mut(&instance) {
+                        view.apply(&author, kind);
+                    }
+                    instance
+                }
+            };
+            let Some((view, _)) = queries.get(&instance) else {
+                continue;
+            };
+            for q in &view.queries {
+                if let Some(info) = index.get_mut(&q.id) {
+                    info.contributions = view.contributions.len();
+                    info.partials = view.partials.len();
+                    if info.outcome.is_none() {
+                        if let Some(o) = view.outcomes.get(&q.id) {
+                            info.outcome = Some(o.clone());
+                            info.ended_ms = Some(now_ms());
+                        }
+                    }
+                }
+            }
+        }
+        // A query that ended while queued for a bundle.
+        if let Kind::QueryFailed(f) = kind {
+            if router.instance_of(&f.query_id).is_none() {
+                if let Some(info) = index.get_mut(&f.query_id) {
+                    if info.outcome.is_none() {
+                        info.outcome = Some(Outcome::Failed(f.reason.clone()));
+                        info.ended_ms = Some(now_ms());
+                    }
+                }
             }
         }
     }

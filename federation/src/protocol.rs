@@ -44,11 +44,9 @@ use medtech_threshold::{
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use crate::bundle::{Batch, UNDERCHARGED};
 use crate::data::Columns;
 use crate::query::{Compiled, Platform, QuerySpec, SLOT_BITS, SLOT_BOUND};
-
-/// How a refusal of a query charged other than its plan's cost begins.
-const UNDERCHARGED: &str = "the query was charged";
 
 /// Level of the released intervals (95%).
 pub const ALPHA: f64 = 0.05;
@@ -133,9 +131,9 @@ impl CommitteeView {
     }
 }
 
-/// What the ledger holds about one query, in log order.
+/// A query as its `SubmitQuery` entry put it on the ledger.
 #[derive(Clone, Debug, Default)]
-pub struct QueryView {
+pub struct Submitted {
     /// Query id.
     pub id: String,
     /// The researcher it was submitted by or for.
@@ -147,6 +145,17 @@ pub struct QueryView {
     pub query: Vec<u8>,
     /// `SubmitQuery.cost`.
     pub cost: Vec<u8>,
+}
+
+/// What the ledger holds about one protocol instance, in log order: one query, or a bundle of
+/// small queries run as one ([`crate::bundle`]).
+#[derive(Clone, Debug, Default)]
+pub struct QueryView {
+    /// The instance id: its (first) query's id. Contributions, noise shares, the close,
+    /// partial decryptions and accusations carry it.
+    pub id: String,
+    /// The instance's queries, in bundle order (one unless bundled).
+    pub queries: Vec<Submitted>,
     /// Contributions by member.
     pub contributions: BTreeMap<String, pb::Contribution>,
     /// Noise shares by member.
@@ -155,9 +164,12 @@ pub struct QueryView {
     pub closed: Option<pb::CloseAggregate>,
     /// Partial decryptions by member.
     pub partials: BTreeMap<String, pb::PartialDecryption>,
-    /// Members named for misbehaviour in this query.
+    /// Members named for misbehaviour in this instance.
     pub accused: BTreeSet<String>,
-    /// Released result or failure reason.
+    /// How each query of the instance ended (the first release or failure of each).
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// How the instance ended: its first query's outcome, set once every query of the
+    /// instance has one.
     pub outcome: Option<Outcome>,
 }
 
@@ -171,19 +183,28 @@ pub enum Outcome {
 }
 
 impl QueryView {
-    /// Feeds one applied ledger entry by `author` (a member name, or the researcher id).
+    /// Feeds one applied ledger entry by `author` (a member name, or the researcher id). A
+    /// `SubmitQuery` adds a query to the instance (the first one names it).
     pub fn apply(&mut self, author: &str, kind: &Kind) {
         match kind {
             Kind::SubmitQuery(q) => {
-                self.id = q.query_id.clone();
-                self.submitted_by = author.to_owned();
-                self.researcher = if q.on_behalf_of.is_empty() {
-                    author.to_owned()
-                } else {
-                    q.on_behalf_of.clone()
-                };
-                self.query = q.query.clone();
-                self.cost = q.cost.clone();
+                if self.queries.iter().any(|s| s.id == q.query_id) {
+                    return;
+                }
+                if self.id.is_empty() {
+                    self.id = q.query_id.clone();
+                }
+                self.queries.push(Submitted {
+                    id: q.query_id.clone(),
+                    submitted_by: author.to_owned(),
+                    researcher: if q.on_behalf_of.is_empty() {
+                        author.to_owned()
+                    } else {
+                        q.on_behalf_of.clone()
+                    },
+                    query: q.query.clone(),
+                    cost: q.cost.clone(),
+                });
             }
             Kind::Contribution(c) => {
                 self.contributions.insert(author.to_owned(), c.clone());
@@ -200,17 +221,50 @@ impl QueryView {
             Kind::Misbehaviour(m) => {
                 self.accused.insert(m.culprit.clone());
             }
-            Kind::ReleaseResult(r) if self.outcome.is_none() => {
-                self.outcome = Some(match serde_json::from_slice(&r.result) {
+            Kind::ReleaseResult(r) => {
+                let o = match serde_json::from_slice(&r.result) {
                     Ok(rel) => Outcome::Released(Box::new(rel)),
                     Err(e) => Outcome::Failed(format!("released result does not decode: {e}")),
-                });
+                };
+                self.end(&r.query_id, o);
             }
-            Kind::QueryFailed(f) if self.outcome.is_none() => {
-                self.outcome = Some(Outcome::Failed(f.reason.clone()));
+            Kind::QueryFailed(f) => {
+                self.end(&f.query_id, Outcome::Failed(f.reason.clone()));
             }
             _ => {}
         }
+    }
+
+    fn end(&mut self, query: &str, o: Outcome) {
+        if !self.queries.iter().any(|s| s.id == query) {
+            return;
+        }
+        self.outcomes.entry(query.to_owned()).or_insert(o);
+        if self.outcome.is_none() && self.outcomes.len() == self.queries.len() {
+            self.outcome = self.outcomes.get(&self.id).cloned();
+        }
+    }
+
+    /// The queries of the instance that have not ended.
+    pub fn unfinished(&self) -> impl Iterator<Item = &Submitted> {
+        self.queries
+            .iter()
+            .filter(|s| !self.outcomes.contains_key(&s.id))
+    }
+
+    /// What the instance's proofs and decryptions are bound to: the query id, or for a
+    /// bundle the ids of all its queries (so a bundle's ciphertexts cannot be passed off as
+    /// another's).
+    pub fn tag(&self) -> Vec<u8> {
+        if self.queries.len() <= 1 {
+            return self.id.as_bytes().to_vec();
+        }
+        let mut t = b"bundle".to_vec();
+        for s in &self.queries {
+            t.extend_from_slice(&(s.id.len() as u64).to_be_bytes());
+            t.extend_from_slice(s.id.as_bytes());
+        }
+        t
     }
 
     /// The query id an entry refers to, if it is about a query.
@@ -249,6 +303,10 @@ pub struct Release {
     pub noise_from: Vec<String>,
     /// Members whose partial decryptions were combined.
     pub decrypted_by: Vec<String>,
+    /// The queries decrypted together with this one, all of them in bundle order, when it
+    /// was bundled ([`crate::bundle`]); empty when it ran alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundle: Vec<String>,
 }
 
 /// The entries that register `researcher` (public key `public_key`) with an ε limit and give
@@ -301,19 +359,19 @@ pub fn submit_entry(id: &str, compiled: &Compiled, researcher: &str) -> Kind {
     })
 }
 
-fn contribution_context(query: &str, member: &str) -> Vec<u8> {
+fn contribution_context(tag: &[u8], member: &str) -> Vec<u8> {
     let mut c = b"medtech-federation/v1/contribution".to_vec();
-    for part in [query.as_bytes(), member.as_bytes()] {
+    for part in [tag, member.as_bytes()] {
         c.extend_from_slice(&(part.len() as u64).to_be_bytes());
         c.extend_from_slice(part);
     }
     c
 }
 
-fn decryption_context(query: &str, k: usize) -> Vec<u8> {
+fn decryption_context(tag: &[u8], k: usize) -> Vec<u8> {
     let mut c = b"medtech-federation/v1/decrypt".to_vec();
-    c.extend_from_slice(&(query.len() as u64).to_be_bytes());
-    c.extend_from_slice(query.as_bytes());
+    c.extend_from_slice(&(tag.len() as u64).to_be_bytes());
+    c.extend_from_slice(tag);
     c.extend_from_slice(&(k as u64).to_be_bytes());
     c
 }
@@ -346,7 +404,7 @@ fn split(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
 /// set, and the partial decryptions prove correct. Caches what it verified.
 pub struct Verifier {
     committee: CommitteeView,
-    compiled: Option<Result<Compiled, String>>,
+    compiled: Option<Result<Batch, String>>,
     verified: BTreeMap<(bool, String), Result<Vec<PackedCiphertext>, String>>,
     partials_checked: BTreeMap<String, Result<Vec<VerifiedPartial>, String>>,
     /// This member's own partials: its name, the bytes it posted, and the partials as
@@ -374,8 +432,9 @@ impl Verifier {
         }
     }
 
-    /// Audits a released query from the ledger alone: `view` holds the query's entries up to
-    /// (not including) its `ReleaseResult`, `released` what that entry released. Checks that
+    /// Audits a released query from the ledger alone: `view` holds the entries of the query's
+    /// instance up to (not including) its `ReleaseResult`, `released` what that entry released
+    /// for query `id` (the instance's, or one of its bundle's). Checks that
     /// the close lists at least `n − t + 1` noise shares, that every listed contribution and
     /// noise share verifies, recomputes the aggregate, verifies every posted partial
     /// decryption against it, and requires the release to equal the combination of valid
@@ -384,6 +443,7 @@ impl Verifier {
     pub fn audit_release(
         &mut self,
         view: &QueryView,
+        id: &str,
         released: &Release,
     ) -> Result<Vec<String>, String> {
         let c = self.compile(view)?;
@@ -395,8 +455,13 @@ impl Verifier {
             .recompute(view, &c, closed)
             .map_err(|(_, why)| format!("the closed aggregate does not recompute: {why}"))?;
         let (ours, cheats) = self.combine(view, &c, closed, &aggregate);
+        let ours = ours?
+            .into_iter()
+            .find(|(q, _)| q == id)
+            .map(|(_, r)| r)
+            .ok_or_else(|| format!("query {id} is not in the instance {}", view.id))?;
         // Compared as stored: through the same JSON encoding the release went through.
-        let ours: Release = serde_json::to_vec(&ours?)
+        let ours: Release = serde_json::to_vec(&ours)
             .and_then(|b| serde_json::from_slice(&b))
             .map_err(|e| format!("release encoding: {e}"))?;
         let cheats: BTreeSet<String> = cheats.into_iter().map(|(m, _)| m).collect();
@@ -406,7 +471,10 @@ impl Verifier {
                 released.result, ours.result
             ));
         }
-        if ours.contributors != released.contributors || ours.noise_from != released.noise_from {
+        if ours.contributors != released.contributors
+            || ours.noise_from != released.noise_from
+            || ours.bundle != released.bundle
+        {
             return Err(
                 "the release names other contributors or noise shares than the close".into(),
             );
@@ -436,28 +504,9 @@ impl Verifier {
             .map_err(|e| e.to_string())
     }
 
-    fn compile(&mut self, view: &QueryView) -> Result<Compiled, String> {
+    fn compile(&mut self, view: &QueryView) -> Result<Batch, String> {
         if self.compiled.is_none() {
-            let r = (|| {
-                let spec: QuerySpec = serde_json::from_slice(&view.query)
-                    .map_err(|e| format!("query does not parse: {e}"))?;
-                let c = Compiled::new(
-                    spec,
-                    &self.committee.platform,
-                    self.committee.n(),
-                    self.committee.threshold,
-                )
-                .map_err(|e| e.to_string())?;
-                let charge = QueryCharge::decode(&view.cost)?;
-                if charge.cost != c.plan.cost {
-                    return Err(format!(
-                        "{UNDERCHARGED} {} but costs {}",
-                        charge.cost, c.plan.cost
-                    ));
-                }
-                Ok(c)
-            })();
-            self.compiled = Some(r);
+            self.compiled = Some(Batch::compile(&self.committee, view));
         }
         match &self.compiled {
             Some(r) => r.clone(),
@@ -469,7 +518,7 @@ impl Verifier {
     fn verify(
         &mut self,
         view: &QueryView,
-        c: &Compiled,
+        c: &Batch,
         noise: bool,
         member: &str,
     ) -> Result<Vec<PackedCiphertext>, String> {
@@ -484,7 +533,7 @@ impl Verifier {
 
     /// Verifies the not yet verified ones of `items` (`(noise, member)`) in parallel, filling
     /// the cache [`Self::verify`] reads.
-    fn prefetch(&mut self, view: &QueryView, c: &Compiled, items: Vec<(bool, String)>) {
+    fn prefetch(&mut self, view: &QueryView, c: &Batch, items: Vec<(bool, String)>) {
         let todo: Vec<(bool, String)> = items
             .into_iter()
             .filter(|k| !self.verified.contains_key(k))
@@ -500,7 +549,7 @@ impl Verifier {
     fn check_posted(
         &self,
         view: &QueryView,
-        c: &Compiled,
+        c: &Batch,
         noise: bool,
         member: &str,
     ) -> Result<Vec<PackedCiphertext>, String> {
@@ -536,7 +585,7 @@ impl Verifier {
                     pk,
                     *layout,
                     c.noise_bound(),
-                    view.id.as_bytes(),
+                    &view.tag(),
                     party,
                     &ct,
                     &proof,
@@ -546,7 +595,7 @@ impl Verifier {
                 pk.verify_range(
                     *layout,
                     SLOT_BOUND,
-                    &contribution_context(&view.id, member),
+                    &contribution_context(&view.tag(), member),
                     &ct,
                     &proof,
                 )
@@ -561,7 +610,7 @@ impl Verifier {
     fn recompute(
         &mut self,
         view: &QueryView,
-        c: &Compiled,
+        c: &Batch,
         closed: &pb::CloseAggregate,
     ) -> Result<Vec<PackedCiphertext>, (Option<String>, String)> {
         if closed.noise_from.len() < self.committee.noise_needed() {
@@ -597,16 +646,19 @@ impl Verifier {
     }
 
     /// Verifies every posted partial decryption against `aggregate` (each member's once,
-    /// cached) and combines the first `t` valid ones. Returns the release, or why not yet, and
-    /// in both cases the members whose partials did not verify.
+    /// cached) and combines the first `t` valid ones. Returns the release of each query of the
+    /// instance, or why not yet, and in both cases the members whose partials did not verify.
     #[allow(clippy::type_complexity)]
     fn combine(
         &mut self,
         view: &QueryView,
-        c: &Compiled,
+        c: &Batch,
         closed: &pb::CloseAggregate,
         aggregate: &[PackedCiphertext],
-    ) -> (Result<Release, String>, Vec<(String, String)>) {
+    ) -> (
+        Result<Vec<(String, Release)>, String>,
+        Vec<(String, String)>,
+    ) {
         let key = Arc::clone(&self.committee.key);
         let mut cheats: BTreeMap<String, String> = BTreeMap::new();
         let mut valid: BTreeMap<PartyIndex, Vec<VerifiedPartial>> = BTreeMap::new();
@@ -630,7 +682,7 @@ impl Verifier {
             }
         }
         let checked = par_map(todo, |(member, party, p)| {
-            let r = verify_partials(&key, &view.id, party, aggregate, p);
+            let r = verify_partials(&key, &view.tag(), party, aggregate, p);
             (member, r)
         });
         self.partials_checked.extend(checked);
@@ -672,12 +724,13 @@ impl Verifier {
     fn finish(
         &self,
         view: &QueryView,
-        c: &Compiled,
+        c: &Batch,
         closed: &pb::CloseAggregate,
         aggregate: &[PackedCiphertext],
         chosen: &[(PartyIndex, Vec<VerifiedPartial>)],
-    ) -> Result<Release, String> {
+    ) -> Result<Vec<(String, Release)>, String> {
         let key = &self.committee.key;
+        let tag = view.tag();
         let mut totals = Vec::with_capacity(c.slots());
         let mut decrypted_by: BTreeSet<PartyIndex> = BTreeSet::new();
         for (k, agg) in aggregate.iter().enumerate() {
@@ -686,7 +739,7 @@ impl Verifier {
                 .filter_map(|(_, v)| v.get(k).cloned())
                 .collect();
             let out = key
-                .combine(&decryption_context(&view.id, k), agg.ciphertext(), &set)
+                .combine(&decryption_context(&tag, k), agg.ciphertext(), &set)
                 .map_err(|e| e.to_string())?;
             decrypted_by.extend(out.parties.iter().copied());
             totals.extend(
@@ -696,36 +749,55 @@ impl Verifier {
                     .map(i128::from),
             );
         }
-        totals.truncate(c.slots());
-        let raw = c
-            .raw_outputs(&totals, closed.contributors.len())
-            .map_err(|e| e.to_string())?;
+        if totals.len() < c.slots() {
+            return Err(format!(
+                "{} slots decrypted for {} queried",
+                totals.len(),
+                c.slots()
+            ));
+        }
+        let decrypted_by: Vec<String> = decrypted_by
+            .iter()
+            .filter_map(|p| {
+                self.committee
+                    .members
+                    .get(usize::from(p.0).saturating_sub(1))
+                    .cloned()
+            })
+            .collect();
+        let bundle: Vec<String> = if c.parts.len() > 1 {
+            c.parts.iter().map(|(id, _)| id.clone()).collect()
+        } else {
+            Vec::new()
+        };
         // With noise disabled (tests) the intervals are still those of the calibrated shares.
         let shares = closed.noise_from.len() as u32;
-        let result = c
-            .plan
-            .result(&raw, shares, ALPHA)
-            .map_err(|e| e.to_string())?;
-        let average = result.average_estimate();
-        let release = Release {
-            query: c.spec.clone(),
-            labels: c.labels.clone(),
-            result,
-            average,
-            confidence: 1.0 - ALPHA,
-            contributors: closed.contributors.clone(),
-            noise_from: closed.noise_from.clone(),
-            decrypted_by: decrypted_by
-                .iter()
-                .filter_map(|p| {
-                    self.committee
-                        .members
-                        .get(usize::from(p.0).saturating_sub(1))
-                        .cloned()
-                })
-                .collect(),
-        };
-        Ok(release)
+        let mut out = Vec::with_capacity(c.parts.len());
+        for (id, q, totals) in c.split(&totals) {
+            let raw = q
+                .raw_outputs(totals, closed.contributors.len())
+                .map_err(|e| e.to_string())?;
+            let result = q
+                .plan
+                .result(&raw, shares, ALPHA)
+                .map_err(|e| e.to_string())?;
+            let average = result.average_estimate();
+            out.push((
+                id.to_owned(),
+                Release {
+                    query: q.spec.clone(),
+                    labels: q.labels.clone(),
+                    result,
+                    average,
+                    confidence: 1.0 - ALPHA,
+                    contributors: closed.contributors.clone(),
+                    noise_from: closed.noise_from.clone(),
+                    decrypted_by: decrypted_by.clone(),
+                    bundle: bundle.clone(),
+                },
+            ));
+        }
+        Ok(out)
     }
 }
 
@@ -813,11 +885,16 @@ impl Member {
         }
         let first_seen = *self.first_seen_ms.get_or_insert(now_ms);
         let elapsed = now_ms.saturating_sub(first_seen);
-        let fail = |reason: String| {
-            vec![Kind::QueryFailed(pb::QueryFailed {
-                query_id: view.id.clone(),
-                reason,
-            })]
+        // A failure ends every query of the instance not ended yet.
+        let fail = |reason: String| -> Vec<Kind> {
+            view.unfinished()
+                .map(|s| {
+                    Kind::QueryFailed(pb::QueryFailed {
+                        query_id: s.id.clone(),
+                        reason: reason.clone(),
+                    })
+                })
+                .collect()
         };
         let compiled = match self.v.compile(view) {
             Ok(c) => c,
@@ -826,10 +903,13 @@ impl Member {
                     let mut v = Vec::new();
                     // A member that signed a query charged less than its plan costs tried to
                     // spend budget that was never charged: name it.
-                    if e.starts_with(UNDERCHARGED)
-                        && self.v.committee.party(&view.submitted_by).is_some()
-                    {
-                        v.push(misbehaviour(&view.id, &view.submitted_by, &e));
+                    // (Only a query alone: the router bundles none that is not charged right.)
+                    if let [q] = view.queries.as_slice() {
+                        if e.starts_with(UNDERCHARGED)
+                            && self.v.committee.party(&q.submitted_by).is_some()
+                        {
+                            v.push(misbehaviour(&view.id, &q.submitted_by, &e));
+                        }
                     }
                     v.extend(fail(e));
                     v
@@ -921,7 +1001,7 @@ impl Member {
             for (k, agg) in aggregate.iter().enumerate() {
                 match self.share.partial_decrypt_own(
                     &self.v.committee.key,
-                    &decryption_context(&view.id, k),
+                    &decryption_context(&view.tag(), k),
                     agg.ciphertext(),
                     rng,
                 ) {
@@ -963,14 +1043,23 @@ impl Member {
                 }
             }
             match release {
-                Ok(release) => {
+                Ok(releases) => {
                     self.posted.insert("release");
-                    // Serialising plain data cannot fail.
-                    let result = serde_json::to_vec(&release).unwrap_or_default();
-                    out.push(Kind::ReleaseResult(pb::ReleaseResult {
-                        query_id: view.id.clone(),
-                        result,
-                    }));
+                    // The instance's own query last: the ledger takes no more entries about
+                    // the instance once it has ended.
+                    let (first, rest): (Vec<_>, Vec<_>) =
+                        releases.into_iter().partition(|(id, _)| *id == view.id);
+                    for (id, release) in rest.into_iter().chain(first) {
+                        if view.outcomes.contains_key(&id) {
+                            continue;
+                        }
+                        // Serialising plain data cannot fail.
+                        let result = serde_json::to_vec(&release).unwrap_or_default();
+                        out.push(Kind::ReleaseResult(pb::ReleaseResult {
+                            query_id: id,
+                            result,
+                        }));
+                    }
                 }
                 Err(e) => tracing::debug!(query = %view.id, "not yet combinable: {e}"),
             }
@@ -981,15 +1070,13 @@ impl Member {
     fn contribute<R: RngCore + CryptoRng>(
         &self,
         view: &QueryView,
-        c: &Compiled,
+        c: &Batch,
         data: &Columns,
         rng: &mut R,
     ) -> Result<Kind, String> {
-        let slots = c
-            .contribution_slots(&c.evaluate(data))
-            .map_err(|e| e.to_string())?;
+        let slots = c.contribution_slots(data)?;
         let pk = self.v.committee.key.public_key();
-        let ctx = contribution_context(&view.id, &self.name);
+        let ctx = contribution_context(&view.tag(), &self.name);
         let mut cts = Vec::new();
         let mut proofs = Vec::new();
         let mut offset = 0;
@@ -1012,7 +1099,7 @@ impl Member {
     fn add_noise<R: RngCore + CryptoRng>(
         &self,
         view: &QueryView,
-        c: &Compiled,
+        c: &Batch,
         rng: &mut R,
     ) -> Result<Kind, String> {
         let me = self
@@ -1022,15 +1109,17 @@ impl Member {
             .ok_or("this node is not a committee member")?;
         let mut noise_rng = medtech_noise::noise_rng().map_err(|e| e.to_string())?;
         let mut shares = Vec::with_capacity(c.slots());
-        for slot in c.noise_slots() {
-            let s = match (slot, self.noise) {
-                (Some((out, _)), NoiseMode::Calibrated) => c.plan.outputs[out]
-                    .share
-                    .sample_share(&mut noise_rng)
-                    .map_err(|e| e.to_string())?,
-                _ => 0,
-            };
-            shares.push(s);
+        for (_, q) in &c.parts {
+            for slot in q.noise_slots() {
+                let s = match (slot, self.noise) {
+                    (Some((out, _)), NoiseMode::Calibrated) => q.plan.outputs[out]
+                        .share
+                        .sample_share(&mut noise_rng)
+                        .map_err(|e| e.to_string())?,
+                    _ => 0,
+                };
+                shares.push(s);
+            }
         }
         let pk = self.v.committee.key.public_key();
         let mut cts = Vec::new();
@@ -1043,7 +1132,7 @@ impl Member {
                 layout,
                 &shares[offset..offset + n],
                 c.noise_bound(),
-                view.id.as_bytes(),
+                &view.tag(),
                 me,
                 rng,
             )
@@ -1059,7 +1148,7 @@ impl Member {
         }))
     }
 
-    fn maybe_close(&mut self, view: &QueryView, c: &Compiled, elapsed: u64) -> Vec<Kind> {
+    fn maybe_close(&mut self, view: &QueryView, c: &Batch, elapsed: u64) -> Vec<Kind> {
         if self.posted.contains("close") {
             return Vec::new();
         }
@@ -1125,7 +1214,7 @@ impl Member {
 /// Decodes and verifies member `party`'s partial decryptions of every aggregate ciphertext.
 fn verify_partials(
     key: &ThresholdPublicKey,
-    query: &str,
+    query: &[u8],
     party: PartyIndex,
     aggregate: &[PackedCiphertext],
     p: &pb::PartialDecryption,

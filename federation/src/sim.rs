@@ -15,6 +15,7 @@ use medtech_threshold::KeyShare;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+use crate::bundle::{Route, Router};
 use crate::data::Columns;
 use crate::protocol::{
     registration_entries, submit_entry, CommitteeView, Member, NoiseMode, Outcome, QueryView,
@@ -38,8 +39,9 @@ pub struct SimCommittee {
     /// The ledger state every member reads.
     pub state: LedgerState,
     tree: MerkleLog,
-    /// Per query: its view and every member's driver.
+    /// Per protocol instance (a query, or a bundle): its view and every member's driver.
     queries: BTreeMap<String, (QueryView, Vec<Member>)>,
+    router: Router,
     /// Members that do nothing.
     pub offline: BTreeSet<String>,
     /// Rewrites outgoing entries.
@@ -77,7 +79,7 @@ impl SimCommittee {
         let state = LedgerState::new(ORIGIN, committee)?;
         let n = keys.len();
         Ok(SimCommittee {
-            view,
+            view: view.clone(),
             keys,
             seqs: vec![0; n],
             shares: shares.into_iter().map(Arc::new).collect(),
@@ -85,6 +87,7 @@ impl SimCommittee {
             state,
             tree: MerkleLog::new(),
             queries: BTreeMap::new(),
+            router: Router::new(view.clone()),
             offline: BTreeSet::new(),
             tamper: None,
             noise,
@@ -106,9 +109,23 @@ impl SimCommittee {
                 self.tree.append(&bytes);
                 self.seqs[i] = seq;
                 if let (Some(kind), AuthorId::Node(author)) = (e.kind(), &e.author) {
-                    if let Some(q) = QueryView::query_of(kind) {
-                        if let Some((view, _)) = self.queries.get_mut(q) {
-                            view.apply(author, kind);
+                    for route in self.router.route(author, kind) {
+                        match route {
+                            Route::Start { instance, submits } => {
+                                let members = self.drivers();
+                                let (view, _) = self
+                                    .queries
+                                    .entry(instance)
+                                    .or_insert_with(|| (QueryView::default(), members));
+                                for (who, q) in submits {
+                                    view.apply(&who, &Kind::SubmitQuery(q));
+                                }
+                            }
+                            Route::Apply { instance } => {
+                                if let Some((view, _)) = self.queries.get_mut(&instance) {
+                                    view.apply(author, kind);
+                                }
+                            }
                         }
                     }
                 }
@@ -151,7 +168,20 @@ impl SimCommittee {
         .map_err(|e| e.to_string())?;
         self.next_query += 1;
         let id = format!("q{}", self.next_query);
-        let members = (0..self.view.members.len())
+        let kind = submit_entry(&id, &compiled, researcher);
+        if self.post(0, kind) {
+            Ok(id)
+        } else {
+            Err(self
+                .rejected
+                .last()
+                .map(|r| r.1.clone())
+                .unwrap_or_default())
+        }
+    }
+
+    fn drivers(&self) -> Vec<Member> {
+        (0..self.view.members.len())
             .map(|i| {
                 Member::new(
                     &self.view.members[i],
@@ -161,34 +191,31 @@ impl SimCommittee {
                     self.timeouts,
                 )
             })
-            .collect();
-        self.queries
-            .insert(id.clone(), (QueryView::default(), members));
-        let kind = submit_entry(&id, &compiled, researcher);
-        if self.post(0, kind) {
-            Ok(id)
-        } else {
-            self.queries.remove(&id);
-            Err(self
-                .rejected
-                .last()
-                .map(|r| r.1.clone())
-                .unwrap_or_default())
-        }
+            .collect()
     }
 
-    /// Runs rounds (every online member steps once per round; the clock advances `tick_ms`)
-    /// until the query ends or `max_rounds` pass.
+    /// Runs rounds (every online member steps every unfinished instance once per round; the
+    /// clock advances `tick_ms`) until query `id` ends or `max_rounds` pass.
     pub fn run(&mut self, id: &str, tick_ms: u64, max_rounds: usize) -> Option<Outcome> {
         for _ in 0..max_rounds {
-            for i in 0..self.view.members.len() {
+            let open: Vec<String> = self
+                .queries
+                .iter()
+                .filter(|(_, (v, _))| v.outcome.is_none())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (i, instance) in
+                (0..self.view.members.len()).flat_map(|i| open.iter().map(move |q| (i, q)))
+            {
                 let name = self.view.members[i].clone();
                 if self.offline.contains(&name) {
                     continue;
                 }
                 let now = self.now_ms;
                 let out = {
-                    let (view, members) = self.queries.get_mut(id)?;
+                    let Some((view, members)) = self.queries.get_mut(instance) else {
+                        continue;
+                    };
                     let v = view.clone();
                     members[i].step(&v, &self.data[i], now, &mut self.rng)
                 };
@@ -202,16 +229,23 @@ impl SimCommittee {
                     }
                 }
             }
-            if let Some(o) = &self.queries.get(id)?.0.outcome {
-                return Some(o.clone());
+            if let Some(o) = self.outcome(id) {
+                return Some(o);
             }
             self.now_ms += tick_ms;
         }
         None
     }
 
-    /// The ledger's view of query `id`.
+    /// How query `id` ended, if it has.
+    pub fn outcome(&self, id: &str) -> Option<Outcome> {
+        let instance = self.router.instance_of(id)?;
+        self.queries.get(instance)?.0.outcomes.get(id).cloned()
+    }
+
+    /// The ledger's view of the instance query `id` runs in.
     pub fn query_view(&self, id: &str) -> Option<&QueryView> {
-        self.queries.get(id).map(|q| &q.0)
+        let instance = self.router.instance_of(id)?;
+        self.queries.get(instance).map(|q| &q.0)
     }
 }

@@ -355,3 +355,128 @@ fn the_combining_member_crashing_after_its_partial_delays_the_release_but_does_n
     );
     assert!(r.decrypted_by.iter().all(|m| designated.contains(m)));
 }
+
+/// Submits `specs` back to back (the first starts a bundle of one at once; the others queue
+/// behind it and run as one bundle once it closes) and returns their ids.
+fn submit_all(c: &mut SimCommittee, specs: &[QuerySpec]) -> Vec<String> {
+    specs
+        .iter()
+        .map(|s| c.submit("alice", s).unwrap())
+        .collect()
+}
+
+#[test]
+fn concurrent_small_queries_share_one_bundle_and_each_answer_is_exact() {
+    let (mut c, data) = committee(NoiseMode::DisabledForTests, 11);
+    let platform = c.view.platform.clone();
+    let reference = all_devices(&data, &[0, 1, 2, 3, 4]);
+    let over = |v: i64| {
+        vec![Filter {
+            field: "battery_level".into(),
+            op: Op::GreaterThan,
+            value: v.into(),
+        }]
+    };
+    let specs = vec![
+        spec(QueryKind::Count, None, vec![]),
+        spec(QueryKind::Count, None, over(30)),
+        spec(QueryKind::Average, Some("usage_hours"), over(50)),
+        spec(QueryKind::Count, None, over(70)),
+        spec(QueryKind::GroupedCount, Some("active_status"), vec![]),
+    ];
+    let ids = submit_all(&mut c, &specs);
+    // The first runs alone; the rest wait for its close.
+    assert_eq!(c.query_view(&ids[0]).unwrap().queries.len(), 1);
+    assert!(c.query_view(&ids[1]).is_none(), "queued, not started");
+    let first = released(c.run(&ids[0], 100, 20));
+    assert!(first.bundle.is_empty());
+    let view = c.query_view(&ids[1]).unwrap();
+    assert_eq!(view.id, ids[1]);
+    assert_eq!(
+        view.queries.len(),
+        4,
+        "one bundle for the four queued queries"
+    );
+    released(c.run(&ids[1], 100, 20));
+    let view = c.query_view(&ids[4]).unwrap().clone();
+    // One contribution ciphertext per hospital for all four queries (1 + 3 + 1 + 2 slots).
+    for contribution in view.contributions.values() {
+        assert_eq!(contribution.ciphertexts.len(), 1);
+    }
+    for (id, s) in ids.iter().zip(&specs) {
+        let r = released(c.outcome(id));
+        let want = Compiled::new(s.clone(), &platform, N as u16, T)
+            .unwrap()
+            .evaluate(&reference);
+        assert_eq!(values(&r), want, "{s:?}");
+        assert_eq!(r.query, *s);
+        if id != &ids[0] {
+            assert_eq!(r.bundle, ids[1..].to_vec());
+            assert_eq!(r.decrypted_by.len(), usize::from(T));
+        }
+    }
+    // Any auditor holding the key and the ledger agrees, query by query; a changed value of
+    // one bundled query fails the audit.
+    for id in &ids[1..] {
+        let r = released(c.outcome(id));
+        let mut v = medtech_federation::protocol::Verifier::new(c.view.clone());
+        assert_eq!(v.audit_release(&view, id, &r), Ok(vec![]));
+        let mut forged = r.clone();
+        match &mut forged.result {
+            QueryResult::Count(x) => x.value += 1,
+            QueryResult::GroupedCount(xs) => xs[0].value += 1,
+            QueryResult::Average { count, .. } => count.value += 1,
+        }
+        let mut v = medtech_federation::protocol::Verifier::new(c.view.clone());
+        assert!(v.audit_release(&view, id, &forged).is_err(), "{id}");
+    }
+}
+
+#[test]
+fn a_large_query_is_not_held_behind_an_open_bundle() {
+    let (mut c, _) = committee(NoiseMode::DisabledForTests, 12);
+    let ids = submit_all(
+        &mut c,
+        &[
+            spec(QueryKind::Count, None, vec![]),
+            spec(QueryKind::GroupedCount, Some("speciality"), vec![]),
+        ],
+    );
+    assert_eq!(c.query_view(&ids[1]).unwrap().id, ids[1], "started at once");
+    let grouped = released(c.run(&ids[1], 100, 20));
+    assert!(grouped.bundle.is_empty());
+    released(c.run(&ids[0], 100, 20));
+}
+
+#[test]
+fn each_bundled_query_gets_its_own_noise() {
+    let (mut c, data) = committee(NoiseMode::Calibrated, 13);
+    let reference = all_devices(&data, &[0, 1, 2, 3, 4]);
+    let s = spec(QueryKind::Count, None, vec![]);
+    let want = Compiled::new(s.clone(), &c.view.platform, N as u16, T)
+        .unwrap()
+        .evaluate(&reference)[0];
+    // One to open a bundle, then as many as one 512-bit ciphertext holds (10 slots).
+    let ids = submit_all(&mut c, &vec![s; 11]);
+    released(c.run(&ids[0], 100, 20));
+    released(c.run(&ids[1], 100, 20));
+    let got: Vec<(i128, u128)> = ids[1..]
+        .iter()
+        .map(|id| {
+            let r = released(c.outcome(id));
+            assert_eq!(r.bundle.len(), 10);
+            let QueryResult::Count(v) = r.result else {
+                panic!()
+            };
+            (v.value, u128::from(v.half_width))
+        })
+        .collect();
+    // Shared noise would give ten equal answers (independent shares: probability < 1e-6).
+    assert!(got.iter().any(|g| g.0 != got[0].0), "{got:?}");
+    // Each is covered with probability ≥ 0.95: fewer than 6 of 10 has probability < 1e-4.
+    let covered = got
+        .iter()
+        .filter(|(v, w)| (v - want).unsigned_abs() <= *w)
+        .count();
+    assert!(covered >= 6, "{covered} of 10 covered: {got:?}");
+}

@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use medtech_federation::bundle::{Route, Router};
 use medtech_federation::protocol::{Outcome, QueryView, Verifier};
 use medtech_ledger::budget::QueryCharge;
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
@@ -126,6 +127,8 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
     // Replay: per query, its view in log order; audit each release against the view just
     // before it.
     let mut views: BTreeMap<String, QueryView> = BTreeMap::new();
+    let mut router = Router::new(c.view.clone());
+    let mut submitted: BTreeSet<String> = BTreeSet::new();
     let mut charged: BTreeMap<Subject, u64> = BTreeMap::new();
     for bytes in &entries {
         let e = ParsedEntry::decode(bytes).map_err(|e| format!("an applied entry: {e}"))?;
@@ -153,26 +156,45 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
             *charged.entry(Subject::Researcher(researcher)).or_default() += charge.cost.epsilon.0;
             *charged.entry(Subject::Dataset(charge.dataset)).or_default() += charge.cost.epsilon.0;
         }
-        let view = views.entry(id.to_owned()).or_default();
-        if let Kind::ReleaseResult(r) = kind {
-            if view.outcome.is_none() {
-                let released: medtech_federation::protocol::Release =
-                    serde_json::from_slice(&r.result)
-                        .map_err(|e| format!("query {id}: release does not decode: {e}"))?;
-                let mut v = Verifier::new(c.view.clone());
-                let bad = v
-                    .audit_release(view, &released)
-                    .map_err(|e| format!("query {id}: release fails the audit: {e}"))?;
-                if !bad.is_empty() {
-                    report.bad_partials.insert(id.to_owned(), bad);
+        if let Kind::SubmitQuery(q) = kind {
+            submitted.insert(q.query_id.clone());
+        }
+        // Grouped into instances exactly as the members group them.
+        for route in router.route(&author, kind) {
+            match route {
+                Route::Start { instance, submits } => {
+                    let view = views.entry(instance).or_default();
+                    for (who, q) in submits {
+                        view.apply(&who, &Kind::SubmitQuery(q));
+                    }
+                }
+                Route::Apply { instance } => {
+                    let Some(view) = views.get_mut(&instance) else {
+                        continue;
+                    };
+                    if let Kind::ReleaseResult(r) = kind {
+                        if !view.outcomes.contains_key(id) {
+                            let released: medtech_federation::protocol::Release =
+                                serde_json::from_slice(&r.result).map_err(|e| {
+                                    format!("query {id}: release does not decode: {e}")
+                                })?;
+                            let mut v = Verifier::new(c.view.clone());
+                            let bad = v
+                                .audit_release(view, id, &released)
+                                .map_err(|e| format!("query {id}: release fails the audit: {e}"))?;
+                            if !bad.is_empty() {
+                                report.bad_partials.insert(id.to_owned(), bad);
+                            }
+                        }
+                    }
+                    view.apply(&author, kind);
                 }
             }
         }
-        view.apply(&author, kind);
     }
     // 3. Acknowledged queries.
     for id in c.acknowledged() {
-        if !views.contains_key(&id) {
+        if !submitted.contains(&id) {
             return Err(format!("acknowledged query {id} is not on the ledger"));
         }
     }
@@ -202,11 +224,18 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
             .map(|c| c.checkpoint.size)
             .unwrap_or(0);
     }
-    report.queries = views.len();
-    for v in views.values() {
-        match &v.outcome {
+    // Per query (a bundle's queries each count); a query that ended while queued for a
+    // bundle was failed by a member.
+    report.queries = submitted.len();
+    for id in &submitted {
+        let outcome = router
+            .instance_of(id)
+            .and_then(|i| views.get(i))
+            .and_then(|v| v.outcomes.get(id));
+        match outcome {
             Some(Outcome::Released(_)) => report.released += 1,
             Some(Outcome::Failed(_)) => report.failed += 1,
+            None if router.instance_of(id).is_none() && !router.is_queued(id) => report.failed += 1,
             None => report.open += 1,
         }
     }
