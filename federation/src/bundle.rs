@@ -299,3 +299,170 @@ impl Router {
         Some(route)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use medtech_threshold::dealer;
+    use rand_chacha::rand_core::SeedableRng;
+
+    use super::*;
+    use crate::protocol::submit_entry;
+    use crate::query::{Platform, QueryKind};
+
+    fn committee() -> CommitteeView {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let (key, _) = dealer::generate(512, 3, 2, &mut rng).unwrap();
+        let members: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        CommitteeView {
+            members: members.clone(),
+            threshold: 2,
+            key: Arc::new(key),
+            platform: Arc::new(Platform::new(&members)),
+        }
+    }
+
+    fn submit(c: &CommitteeView, id: &str, kind: QueryKind, target: Option<&str>) -> Kind {
+        let spec = QuerySpec {
+            kind,
+            target: target.map(str::to_owned),
+            filters: vec![],
+            start_time: None,
+            end_time: None,
+            epsilon: 0.5,
+        };
+        let compiled = Compiled::new(spec, &c.platform, c.n(), c.threshold).unwrap();
+        submit_entry(id, &compiled, "alice")
+    }
+
+    fn started(routes: &[Route]) -> Vec<Vec<String>> {
+        routes
+            .iter()
+            .filter_map(|r| match r {
+                Route::Start { submits, .. } => {
+                    Some(submits.iter().map(|(_, q)| q.query_id.clone()).collect())
+                }
+                Route::Apply { .. } => None,
+            })
+            .collect()
+    }
+
+    fn close(id: &str) -> Kind {
+        Kind::CloseAggregate(pb::CloseAggregate {
+            query_id: id.into(),
+            contributors: vec!["a".into()],
+            noise_from: vec!["a".into(), "b".into()],
+        })
+    }
+
+    #[test]
+    fn queries_queue_behind_the_open_bundle_and_start_together_at_its_close() {
+        let c = committee();
+        let mut r = Router::new(c.clone());
+        let q1 = r.route("a", &submit(&c, "q1", QueryKind::Count, None));
+        assert_eq!(started(&q1), vec![vec!["q1".to_string()]]);
+        for id in ["q2", "q3"] {
+            assert!(r
+                .route("a", &submit(&c, id, QueryKind::Count, None))
+                .is_empty());
+            assert!(r.is_queued(id));
+        }
+        // A large query never waits.
+        let g = r.route(
+            "a",
+            &submit(&c, "g", QueryKind::GroupedCount, Some("speciality")),
+        );
+        assert_eq!(started(&g), vec![vec!["g".to_string()]]);
+        // Entries of other instances do not end the open one.
+        assert!(started(&r.route("b", &close("g"))).is_empty());
+        let at_close = r.route("b", &close("q1"));
+        assert_eq!(
+            at_close[0],
+            Route::Apply {
+                instance: "q1".into()
+            }
+        );
+        assert_eq!(
+            started(&at_close),
+            vec![vec!["q2".to_string(), "q3".into()]]
+        );
+        assert_eq!(r.instance_of("q3"), Some("q2"));
+        assert_eq!(r.queries_of("q2"), ["q2".to_string(), "q3".into()]);
+        // A contribution for a bundled query's id is routed to its bundle.
+        let k = Kind::QueryFailed(pb::QueryFailed {
+            query_id: "q3".into(),
+            reason: "x".into(),
+        });
+        assert_eq!(
+            r.route("a", &k),
+            vec![Route::Apply {
+                instance: "q2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_bundle_holds_no_more_than_one_ciphertext_of_slots() {
+        let c = committee();
+        let cap = SlotLayout::max_slots(c.key.public_key(), SLOT_BITS) as usize;
+        let mut r = Router::new(c.clone());
+        r.route("a", &submit(&c, "open", QueryKind::Count, None));
+        // Averages take three slots each.
+        let n = cap / 3 + 2;
+        for i in 0..n {
+            r.route(
+                "a",
+                &submit(
+                    &c,
+                    &format!("a{i}"),
+                    QueryKind::Average,
+                    Some("usage_hours"),
+                ),
+            );
+        }
+        let first = started(&r.route("b", &close("open")));
+        assert_eq!(first[0].len(), cap / 3);
+        let second = started(&r.route("b", &close(&first[0][0])));
+        assert_eq!(second[0].len(), n - cap / 3);
+    }
+
+    #[test]
+    fn a_query_failed_while_queued_is_not_bundled() {
+        let c = committee();
+        let mut r = Router::new(c.clone());
+        r.route("a", &submit(&c, "q1", QueryKind::Count, None));
+        r.route("a", &submit(&c, "q2", QueryKind::Count, None));
+        r.route("a", &submit(&c, "q3", QueryKind::Count, None));
+        let failed = Kind::QueryFailed(pb::QueryFailed {
+            query_id: "q2".into(),
+            reason: "x".into(),
+        });
+        assert!(r.route("b", &failed).is_empty());
+        assert!(!r.is_queued("q2"));
+        let next = started(&r.route("b", &close("q1")));
+        assert_eq!(next, vec![vec!["q3".to_string()]]);
+        assert_eq!(r.instance_of("q2"), None);
+    }
+
+    #[test]
+    fn a_query_charged_wrongly_runs_alone_and_a_resubmitted_id_is_ignored() {
+        let c = committee();
+        let mut r = Router::new(c.clone());
+        r.route("a", &submit(&c, "q1", QueryKind::Count, None));
+        let Kind::SubmitQuery(mut cheap) = submit(&c, "cheap", QueryKind::Count, None) else {
+            panic!()
+        };
+        cheap.cost = QueryCharge {
+            dataset: "federation".into(),
+            cost: medtech_noise::Cost::default(),
+        }
+        .encode();
+        let routes = r.route("b", &Kind::SubmitQuery(cheap));
+        assert_eq!(started(&routes), vec![vec!["cheap".to_string()]]);
+        assert!(r
+            .route("a", &submit(&c, "q1", QueryKind::Count, None))
+            .is_empty());
+    }
+}
