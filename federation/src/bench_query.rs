@@ -87,6 +87,9 @@ pub struct QueryBenchReport {
     pub throughput_failed: usize,
     /// Latency of the released Counts of the throughput phase, under load.
     pub throughput_latency: KindFigures,
+    /// Mean size of the bundle a released Count of the throughput phase was decrypted in
+    /// (1 = alone; `crate::bundle`).
+    pub throughput_bundle_mean: f64,
     /// Peak resident set of each node process, MiB (the peak comes from bulk ingest).
     pub peak_rss_mb: Vec<f64>,
     /// Resident set of each node process after the throughput phase, MiB: what a node holding
@@ -108,6 +111,7 @@ impl QueryBenchReport {
              ceremony (committee init)    {:.1} s\n\
              ingest records/s per node    {}\n{}{}{}\
              throughput                   {:.2} queries/s ({} clients, {} released, {} failed)\n{}\
+             queries per bundle (mean)    {:.2}\n\
              peak RSS per node (MiB)      {}\n\
              RSS serving, per node (MiB)  {}\n",
             self.hospitals,
@@ -124,6 +128,7 @@ impl QueryBenchReport {
             self.throughput_released,
             self.throughput_failed,
             k("count under that load", &self.throughput_latency),
+            self.throughput_bundle_mean,
             self.peak_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
             self.serving_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
         )
@@ -189,8 +194,13 @@ async fn checked(
     Ok(r.json())
 }
 
-/// Submits `spec` at `addr` and waits for it; returns ms and whether it was released.
-async fn one_query(addr: SocketAddr, token: &str, spec: &Value) -> anyhow::Result<(f64, bool)> {
+/// Submits `spec` at `addr` and waits for it; returns ms, whether it was released, and how many
+/// queries were decrypted together with it (1 when it ran alone).
+async fn one_query(
+    addr: SocketAddr,
+    token: &str,
+    spec: &Value,
+) -> anyhow::Result<(f64, bool, usize)> {
     let t0 = Instant::now();
     let r = checked(addr, "POST", "/api/v1/queries", token, spec.clone()).await?;
     let id = r["id"].as_str().unwrap_or_default().to_owned();
@@ -204,7 +214,12 @@ async fn one_query(addr: SocketAddr, token: &str, spec: &Value) -> anyhow::Resul
         )
         .await?;
         match q["status"].as_str() {
-            Some("released") => return Ok((t0.elapsed().as_secs_f64() * 1e3, true)),
+            Some("released") => {
+                let bundle = q["result"]["bundle"]
+                    .as_array()
+                    .map_or(1, |b| b.len().max(1));
+                return Ok((t0.elapsed().as_secs_f64() * 1e3, true, bundle));
+            }
             Some("failed") => {
                 eprintln!(
                     "bench query: query {id} failed: {}",
@@ -213,7 +228,7 @@ async fn one_query(addr: SocketAddr, token: &str, spec: &Value) -> anyhow::Resul
                         .or(q["reason"].as_str())
                         .unwrap_or("(no reason given)")
                 );
-                return Ok((t0.elapsed().as_secs_f64() * 1e3, false));
+                return Ok((t0.elapsed().as_secs_f64() * 1e3, false, 0));
             }
             _ => anyhow::ensure!(
                 t0.elapsed() < Duration::from_secs(600),
@@ -335,7 +350,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         for spec in &specs {
             let mut ms = Vec::new();
             for q in 0..cfg.queries {
-                let (t, released) = one_query(apis[q % apis.len()], &tokens[0], spec).await?;
+                let (t, released, _) = one_query(apis[q % apis.len()], &tokens[0], spec).await?;
                 anyhow::ensure!(released, "a {} query failed", spec["kind"]);
                 ms.push(t);
             }
@@ -352,22 +367,26 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             let token = token.clone();
             let spec = specs[0].clone();
             tasks.push(tokio::spawn(async move {
-                let (mut ok, mut failed) = (Vec::new(), 0usize);
+                let (mut ok, mut failed, mut bundles) = (Vec::new(), 0usize, Vec::new());
                 while Instant::now() < until {
                     match one_query(addr, &token, &spec).await {
-                        Ok((ms, true)) => ok.push(ms),
+                        Ok((ms, true, b)) => {
+                            ok.push(ms);
+                            bundles.push(b);
+                        }
                         _ => failed += 1,
                     }
                 }
-                (ok, failed)
+                (ok, failed, bundles)
             }));
         }
-        let (mut released, mut failed, mut loaded) = (0, 0, Vec::new());
+        let (mut released, mut failed, mut loaded, mut bundles) = (0, 0, Vec::new(), Vec::new());
         for t in tasks {
-            let (o, f) = t.await?;
+            let (o, f, b) = t.await?;
             released += o.len();
             loaded.extend(o);
             failed += f;
+            bundles.extend(b);
         }
         let elapsed = start.elapsed().as_secs_f64();
         let mut kinds = kinds.into_iter();
@@ -387,6 +406,11 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             throughput_released: released,
             throughput_failed: failed,
             throughput_latency: figures(loaded),
+            throughput_bundle_mean: if bundles.is_empty() {
+                0.0
+            } else {
+                bundles.iter().sum::<usize>() as f64 / bundles.len() as f64
+            },
             peak_rss_mb: procs.iter().map(|p| peak_rss_mb(p.0.id())).collect(),
             serving_rss_mb: procs.iter().map(|p| status_mb(p.0.id(), "VmRSS:")).collect(),
         })

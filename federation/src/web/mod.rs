@@ -824,11 +824,19 @@ async fn result(State(api): S, headers: HeaderMap, Path(id): Path<String>) -> Re
             }
             let _ = write!(
                 b,
-                "<table><tbody><tr><th scope=\"row\">Hospitals in the result</th><td>{}</td></tr><tr><th scope=\"row\">Noise from</th><td>{}</td></tr><tr><th scope=\"row\">Decrypted by</th><td>{}</td></tr><tr><th scope=\"row\">Released</th><td>{}</td></tr></tbody></table>",
+                "<table><tbody><tr><th scope=\"row\">Hospitals in the result</th><td>{}</td></tr><tr><th scope=\"row\">Noise from</th><td>{}</td></tr><tr><th scope=\"row\">Decrypted by</th><td>{}</td></tr><tr><th scope=\"row\">Released</th><td>{}</td></tr>{}</tbody></table>",
                 esc(&list("contributors")),
                 esc(&list("noise_from")),
                 esc(&list("decrypted_by")),
-                esc(q["ended_at"].as_str().unwrap_or(""))
+                esc(q["ended_at"].as_str().unwrap_or("")),
+                if r["bundle"].as_array().is_some_and(|b| !b.is_empty()) {
+                    format!(
+                        "<tr><th scope=\"row\">Decrypted together with</th><td>{}</td></tr>",
+                        esc(&list("bundle"))
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         "failed" => {
