@@ -4,6 +4,11 @@
 //! member's clock, and returns the entries this member should post next. The node (I/O) feeds
 //! it the ledger and proposes what it returns; scenario tests feed it directly.
 //!
+//! The unit is an *instance*: one query, or a bundle of small queries packed side by side into
+//! the same ciphertexts ([`crate::bundle`], which decides the grouping from the ledger's order).
+//! Below, "query" means the instance; its entries carry its id, its proofs are bound to
+//! [`QueryView::tag`], and the release is posted once per query of the instance.
+//!
 //! Per query, every member (each a hospital):
 //! 1. recompiles the query from the ledger entry and checks its declared charge equals the
 //!    calibrated plan's cost (otherwise posts `QueryFailed`: nothing is contributed to a query

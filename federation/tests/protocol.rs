@@ -480,3 +480,40 @@ fn each_bundled_query_gets_its_own_noise() {
         .count();
     assert!(covered >= 6, "{covered} of 10 covered: {got:?}");
 }
+
+#[test]
+fn a_contribution_replayed_from_an_earlier_bundle_is_named_and_left_out() {
+    let (mut c, data) = committee(NoiseMode::DisabledForTests, 14);
+    // hospital-b keeps its contribution to the bundle {q2, q3} and posts it again, relabelled,
+    // as its contribution to the same-shaped bundle {q5, q6}: the proofs are bound to the ids
+    // of the bundle they were made for, so they fail under the other's.
+    let kept: std::rc::Rc<std::cell::RefCell<Option<Kind>>> = Default::default();
+    let k2 = kept.clone();
+    c.tamper = Some(Box::new(move |who, k| match (who, k) {
+        ("hospital-b", Kind::Contribution(x)) if x.query_id == "q2" => {
+            *k2.borrow_mut() = Some(Kind::Contribution(x.clone()));
+            Some(Kind::Contribution(x))
+        }
+        ("hospital-b", Kind::Contribution(x)) if x.query_id == "q5" => match k2.borrow().clone() {
+            Some(Kind::Contribution(mut old)) => {
+                old.query_id = x.query_id;
+                Some(Kind::Contribution(old))
+            }
+            _ => panic!("nothing kept from the first bundle"),
+        },
+        (_, k) => Some(k),
+    }));
+    let s = spec(QueryKind::Count, None, vec![]);
+    let first = submit_all(&mut c, &vec![s.clone(); 3]);
+    released(c.run(&first[1], 100, 40));
+    assert_eq!(released(c.outcome(&first[2])).bundle, ["q2", "q3"]);
+    let second = submit_all(&mut c, &vec![s; 3]);
+    assert_eq!(second, ["q4", "q5", "q6"]);
+    let r = released(c.run("q5", 100, 200));
+    assert_eq!(r.bundle, ["q5", "q6"]);
+    assert!(!r.contributors.contains(&"hospital-b".to_owned()), "{r:?}");
+    let want: i128 = [0, 2, 3, 4].iter().map(|&i| data[i].len() as i128).sum();
+    assert_eq!(values(&r), vec![want]);
+    assert_eq!(values(&released(c.outcome("q6"))), vec![want]);
+    assert!(c.query_view("q5").unwrap().accused.contains("hospital-b"));
+}
