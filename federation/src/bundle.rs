@@ -185,8 +185,6 @@ pub struct Router {
     open: Option<String>,
     queue: VecDeque<Queued>,
     instance_of: BTreeMap<String, String>,
-    /// Queries per instance.
-    members: BTreeMap<String, Vec<String>>,
 }
 
 impl Router {
@@ -199,18 +197,12 @@ impl Router {
             open: None,
             queue: VecDeque::new(),
             instance_of: BTreeMap::new(),
-            members: BTreeMap::new(),
         }
     }
 
     /// The instance query `id` runs in, once started.
     pub fn instance_of(&self, id: &str) -> Option<&str> {
         self.instance_of.get(id).map(String::as_str)
-    }
-
-    /// The queries of instance `instance`, in bundle order.
-    pub fn queries_of(&self, instance: &str) -> &[String] {
-        self.members.get(instance).map_or(&[], Vec::as_slice)
     }
 
     /// Whether query `id` waits for a bundle to start.
@@ -268,11 +260,10 @@ impl Router {
             .first()
             .map(|(_, q)| q.query_id.clone())
             .unwrap_or_default();
-        let ids: Vec<String> = submits.iter().map(|(_, q)| q.query_id.clone()).collect();
-        for q in &ids {
-            self.instance_of.insert(q.clone(), instance.clone());
+        for (_, q) in &submits {
+            self.instance_of
+                .insert(q.query_id.clone(), instance.clone());
         }
-        self.members.insert(instance.clone(), ids);
         Route::Start { instance, submits }
     }
 
@@ -389,7 +380,7 @@ mod tests {
             vec![vec!["q2".to_string(), "q3".into()]]
         );
         assert_eq!(r.instance_of("q3"), Some("q2"));
-        assert_eq!(r.queries_of("q2"), ["q2".to_string(), "q3".into()]);
+        assert_eq!(r.instance_of("q2"), Some("q2"));
         // A contribution for a bundled query's id is routed to its bundle.
         let k = Kind::QueryFailed(pb::QueryFailed {
             query_id: "q3".into(),

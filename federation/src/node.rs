@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use crate::bundle::{Route, Router};
 use crate::data::DeviceStore;
 use crate::protocol::{
-    registration_entries, submit_entry, CommitteeView, Member, NoiseMode, Outcome, QueryView,
-    Timeouts,
+    registration_entries, researcher_of, submit_entry, CommitteeView, Member, NoiseMode, Outcome,
+    QueryView, Timeouts,
 };
 use crate::query::{Compiled, Platform, QuerySpec};
 
@@ -175,11 +175,7 @@ impl Driver {
                 .entry(q.query_id.clone())
                 .or_insert_with(|| QueryInfo {
                     id: q.query_id.clone(),
-                    researcher: if q.on_behalf_of.is_empty() {
-                        author.clone()
-                    } else {
-                        q.on_behalf_of.clone()
-                    },
+                    researcher: researcher_of(&author, q),
                     spec: serde_json::from_slice(&q.query).ok(),
                     submitted_ms: e.body.timestamp_ms,
                     sequence,
@@ -192,9 +188,9 @@ impl Driver {
         for route in router.route(&author, kind) {
             let instance = match route {
                 Route::Start { instance, submits } => {
-                    let (view, _) = queries.entry(instance.clone()).or_insert_with(|| {
+                    queries.entry(instance.clone()).or_insert_with(|| {
                         (
-                            QueryView::default(),
+                            QueryView::started(submits),
                             Member::new(
                                 &self.name,
                                 self.committee.clone(),
@@ -204,9 +200,6 @@ impl Driver {
                             ),
                         )
                     });
-                    for (who, q) in submits {
-                        view.apply(&who, &Kind::SubmitQuery(q));
-                    }
                     instance
                 }
                 Route::Apply { instance } => {

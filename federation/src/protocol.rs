@@ -202,11 +202,7 @@ impl QueryView {
                 self.queries.push(Submitted {
                     id: q.query_id.clone(),
                     submitted_by: author.to_owned(),
-                    researcher: if q.on_behalf_of.is_empty() {
-                        author.to_owned()
-                    } else {
-                        q.on_behalf_of.clone()
-                    },
+                    researcher: researcher_of(author, q),
                     query: q.query.clone(),
                     cost: q.cost.clone(),
                 });
@@ -238,6 +234,16 @@ impl QueryView {
             }
             _ => {}
         }
+    }
+
+    /// A view of an instance started with these `SubmitQuery` entries (author, entry), in
+    /// bundle order ([`crate::bundle::Route::Start`]).
+    pub fn started(submits: Vec<(String, pb::SubmitQuery)>) -> Self {
+        let mut view = QueryView::default();
+        for (who, q) in submits {
+            view.apply(&who, &Kind::SubmitQuery(q));
+        }
+        view
     }
 
     fn end(&mut self, query: &str, o: Outcome) {
@@ -285,6 +291,16 @@ impl QueryView {
             Kind::Misbehaviour(m) if !m.query_id.is_empty() => &m.query_id,
             _ => return None,
         })
+    }
+}
+
+/// The researcher a `SubmitQuery` entry signed by `author` is for: its `on_behalf_of`, or the
+/// author when it signed for itself.
+pub fn researcher_of(author: &str, q: &pb::SubmitQuery) -> String {
+    if q.on_behalf_of.is_empty() {
+        author.to_owned()
+    } else {
+        q.on_behalf_of.clone()
     }
 }
 

@@ -113,13 +113,9 @@ impl SimCommittee {
                         match route {
                             Route::Start { instance, submits } => {
                                 let members = self.drivers();
-                                let (view, _) = self
-                                    .queries
+                                self.queries
                                     .entry(instance)
-                                    .or_insert_with(|| (QueryView::default(), members));
-                                for (who, q) in submits {
-                                    view.apply(&who, &Kind::SubmitQuery(q));
-                                }
+                                    .or_insert_with(|| (QueryView::started(submits), members));
                             }
                             Route::Apply { instance } => {
                                 if let Some((view, _)) = self.queries.get_mut(&instance) {

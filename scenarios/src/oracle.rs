@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use medtech_federation::bundle::{Route, Router};
-use medtech_federation::protocol::{Outcome, QueryView, Verifier};
+use medtech_federation::protocol::{researcher_of, Outcome, QueryView, Verifier};
 use medtech_ledger::budget::QueryCharge;
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
 use medtech_ledger::merkle::Hash;
@@ -148,11 +148,7 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
         };
         if let Kind::SubmitQuery(q) = kind {
             let charge = QueryCharge::decode(&q.cost)?;
-            let researcher = if q.on_behalf_of.is_empty() {
-                author.clone()
-            } else {
-                q.on_behalf_of.clone()
-            };
+            let researcher = researcher_of(&author, q);
             *charged.entry(Subject::Researcher(researcher)).or_default() += charge.cost.epsilon.0;
             *charged.entry(Subject::Dataset(charge.dataset)).or_default() += charge.cost.epsilon.0;
         }
@@ -163,10 +159,9 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
         for route in router.route(&author, kind) {
             match route {
                 Route::Start { instance, submits } => {
-                    let view = views.entry(instance).or_default();
-                    for (who, q) in submits {
-                        view.apply(&who, &Kind::SubmitQuery(q));
-                    }
+                    views
+                        .entry(instance)
+                        .or_insert_with(|| QueryView::started(submits));
                 }
                 Route::Apply { instance } => {
                     let Some(view) = views.get_mut(&instance) else {
