@@ -7,8 +7,15 @@
 //! per second per node: parse, validate, durable write, columnar index); (4) latency: for each
 //! query kind, `queries` queries one after another, each timed from `POST /api/v1/queries` to
 //! the released result (`GET …?wait`); (5) throughput: `clients` researchers submit Counts
-//! concurrently for `seconds`, and released queries per second are counted; (6) every node's
-//! peak resident set (`VmHWM` of its process).
+//! concurrently for `seconds`, and released queries per second are counted; (6) sustained
+//! load: Counts arrive at a fixed `rate` per second (open loop, spread over the researchers
+//! and members) for `seconds`, and the committee keeps up if the release rate after a warm-up
+//! matches the offered rate and latency does not grow; (7) every node's peak resident set
+//! (`VmHWM` of its process).
+//!
+//! A closed loop of `clients` researchers can never put more than `clients` queries in a
+//! bundle, so its queries/s is `clients` divided by the latency under that load, not the
+//! committee's capacity; the open loop measures whether the committee sustains a given rate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,8 +42,10 @@ pub struct QueryBenchConfig {
     pub queries: usize,
     /// Concurrent researchers in the throughput phase.
     pub clients: usize,
-    /// Seconds of the throughput phase.
+    /// Seconds of the throughput phase, and of the sustained-load phase.
     pub seconds: f64,
+    /// Offered Counts per second in the sustained-load phase (0: skip it).
+    pub rate: f64,
     /// Where the committee lives (a temporary directory is made inside and removed).
     pub dir: PathBuf,
     /// First loopback port (committee ports from here, API ports 100 above).
@@ -54,6 +63,31 @@ pub struct KindFigures {
     pub p99_ms: f64,
     /// Slowest, ms.
     pub max_ms: f64,
+}
+
+/// The sustained-load phase: Counts submitted at a fixed rate (open loop).
+#[derive(Clone, Debug, Serialize)]
+pub struct SustainedFigures {
+    /// Offered Counts per second.
+    pub offered_per_second: f64,
+    /// Seconds of submissions.
+    pub seconds: f64,
+    /// Queries submitted.
+    pub submitted: usize,
+    /// Queries released.
+    pub released: usize,
+    /// Queries failed or refused.
+    pub failed: usize,
+    /// Releases per second between a quarter and the end of the submission window (after
+    /// the warm-up; equal to the offered rate when the committee keeps up).
+    pub released_per_second: f64,
+    /// Latency of the released queries.
+    pub latency: KindFigures,
+    /// Median latency of the last quarter's submissions over the first quarter's (about 1
+    /// when the committee keeps up; a growing backlog makes it grow with the run's length).
+    pub latency_growth: f64,
+    /// Mean size of the bundle a released query was decrypted in.
+    pub bundle_mean: f64,
 }
 
 /// The report.
@@ -90,6 +124,9 @@ pub struct QueryBenchReport {
     /// Mean size of the bundle a released Count of the throughput phase was decrypted in
     /// (1 = alone; `crate::bundle`).
     pub throughput_bundle_mean: f64,
+    /// The sustained-load phase (absent when its rate is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<SustainedFigures>,
     /// Peak resident set of each node process, MiB (the peak comes from bulk ingest).
     pub peak_rss_mb: Vec<f64>,
     /// Resident set of each node process after the throughput phase, MiB: what a node holding
@@ -111,7 +148,7 @@ impl QueryBenchReport {
              ceremony (committee init)    {:.1} s\n\
              ingest records/s per node    {}\n{}{}{}\
              throughput                   {:.2} queries/s ({} clients, {} released, {} failed)\n{}\
-             queries per bundle (mean)    {:.2}\n\
+             queries per bundle (mean)    {:.2}\n{}\
              peak RSS per node (MiB)      {}\n\
              RSS serving, per node (MiB)  {}\n",
             self.hospitals,
@@ -129,6 +166,11 @@ impl QueryBenchReport {
             self.throughput_failed,
             k("count under that load", &self.throughput_latency),
             self.throughput_bundle_mean,
+            self.sustained.as_ref().map_or_else(String::new, |s| format!(
+                "sustained load               {:.1} queries/s offered for {:.0} s: {:.2} released/s after warm-up ({} released, {} failed), latency growth x{:.2}, bundle mean {:.2}\n{}",
+                s.offered_per_second, s.seconds, s.released_per_second, s.released, s.failed,
+                s.latency_growth, s.bundle_mean, k("count at that rate", &s.latency)
+            )),
             self.peak_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
             self.serving_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
         )
@@ -238,6 +280,83 @@ async fn one_query(
     }
 }
 
+/// The sustained-load phase: `cfg.rate` Counts per second for `cfg.seconds`, submitted on
+/// schedule whatever the committee's progress (open loop), round-robin over the researchers
+/// and the members' APIs.
+async fn sustained(
+    cfg: &QueryBenchConfig,
+    apis: &[SocketAddr],
+    tokens: &[String],
+    spec: &Value,
+) -> anyhow::Result<SustainedFigures> {
+    let total = (cfg.rate * cfg.seconds).floor() as usize;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let at = start + Duration::from_secs_f64(i as f64 / cfg.rate);
+        let addr = apis[i % apis.len()];
+        let token = tokens[i % tokens.len()].clone();
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let submitted = at.duration_since(start).as_secs_f64();
+            let r = one_query(addr, &token, &spec).await;
+            (submitted, r)
+        }));
+    }
+    // (submitted at, released at, latency ms, bundle), seconds since the start.
+    let mut done: Vec<(f64, f64, f64, usize)> = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await? {
+            (at, Ok((ms, true, bundle))) => done.push((at, at + ms / 1e3, ms, bundle)),
+            (at, Ok((_, false, _))) => {
+                eprintln!("bench query: a query submitted at {at:.1} s failed");
+                failed += 1;
+            }
+            (at, Err(e)) => {
+                eprintln!("bench query: a query submitted at {at:.1} s: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let window = cfg.seconds;
+    let warm = window / 4.0;
+    let released_per_second =
+        done.iter().filter(|d| d.1 >= warm && d.1 <= window).count() as f64 / (window - warm);
+    let median_of = |lo: f64, hi: f64| {
+        figures(
+            done.iter()
+                .filter(|d| d.0 >= lo && d.0 < hi)
+                .map(|d| d.2)
+                .collect(),
+        )
+        .p50_ms
+    };
+    let latency_growth = median_of(window - warm, window) / median_of(0.0, warm);
+    let bundle_mean = if done.is_empty() {
+        0.0
+    } else {
+        done.iter().map(|d| d.3).sum::<usize>() as f64 / done.len() as f64
+    };
+    let f = SustainedFigures {
+        offered_per_second: cfg.rate,
+        seconds: window,
+        submitted: total,
+        released: done.len(),
+        failed,
+        released_per_second,
+        latency: figures(done.iter().map(|d| d.2).collect()),
+        latency_growth,
+        bundle_mean,
+    };
+    eprintln!(
+        "bench query: sustained {:.1}/s offered: {:.2} released/s, p50 {:.0} ms, growth x{:.2}",
+        f.offered_per_second, f.released_per_second, f.latency.p50_ms, f.latency_growth
+    );
+    Ok(f)
+}
+
 /// Runs the benchmark, printing progress to standard error.
 pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
     anyhow::ensure!(
@@ -247,6 +366,10 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
     anyhow::ensure!(
         cfg.queries >= 1 && cfg.clients >= 1,
         "--queries and --clients must be at least 1"
+    );
+    anyhow::ensure!(
+        cfg.rate == 0.0 || cfg.rate * cfg.seconds >= 4.0,
+        "--rate × --seconds must allow at least 4 queries (or --rate 0 to skip the sustained-load phase)"
     );
     std::fs::create_dir_all(&cfg.dir)?;
     let tmp = tempfile::tempdir_in(&cfg.dir)?;
@@ -389,6 +512,11 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             bundles.extend(b);
         }
         let elapsed = start.elapsed().as_secs_f64();
+        let sustained = if cfg.rate > 0.0 {
+            Some(sustained(cfg, &apis, &tokens, &specs[0]).await?)
+        } else {
+            None
+        };
         let mut kinds = kinds.into_iter();
         let mut next = || kinds.next().ok_or_else(|| anyhow::anyhow!("internal: missing figures"));
         Ok(QueryBenchReport {
@@ -411,6 +539,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             } else {
                 bundles.iter().sum::<usize>() as f64 / bundles.len() as f64
             },
+            sustained,
             peak_rss_mb: procs.iter().map(|p| peak_rss_mb(p.0.id())).collect(),
             serving_rss_mb: procs.iter().map(|p| status_mb(p.0.id(), "VmRSS:")).collect(),
         })

@@ -273,9 +273,12 @@ enum BenchCommand {
         /// Concurrent researchers (throughput phase).
         #[arg(long, default_value_t = 8)]
         clients: usize,
-        /// Seconds of the throughput phase.
+        /// Seconds of the throughput phase, and of the sustained-load phase.
         #[arg(long, default_value_t = 20.0)]
         seconds: f64,
+        /// Offered Counts per second in the sustained-load phase (open loop; 0 skips it).
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
         /// Directory for the committee (a temporary directory is made inside and removed).
         #[arg(long, default_value = "target/bench-query")]
         dir: std::path::PathBuf,
@@ -694,12 +697,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     queries,
                     clients,
                     seconds,
+                    rate,
                     dir,
                     base_port,
                     json,
                 },
         } => {
             check_seconds(seconds)?;
+            anyhow::ensure!(
+                rate.is_finite() && (0.0..=1000.0).contains(&rate),
+                "--rate must be between 0 and 1000 queries per second"
+            );
             let report = medtech_federation::bench_query::run(
                 &medtech_federation::bench_query::QueryBenchConfig {
                     hospitals,
@@ -709,6 +717,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     queries,
                     clients,
                     seconds,
+                    rate,
                     dir,
                     base_port,
                 },

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use medtech_ledger::budget::QueryCharge;
 use medtech_ledger::entry::Kind;
-use medtech_noise::commitment::{encrypt_shares, verify_shares};
+use medtech_noise::commitment::{encrypt_shares, unshift_shares, verify_shares};
 use medtech_noise::QueryResult;
 use medtech_protos::ledger::v1 as pb;
 use medtech_threshold::{
@@ -431,7 +431,14 @@ pub struct Verifier {
     /// This member's own partials: its name, the bytes it posted, and the partials as
     /// computed (correct by construction).
     own_partial: Option<(String, Vec<Vec<u8>>, Vec<VerifiedPartial>)>,
+    /// This member's own contribution (`false`) and noise share (`true`) as it posted them,
+    /// with the packed ciphertexts it encrypted (in range by construction): accepted without
+    /// a proof check when the ledger holds exactly these bytes under its name.
+    own_posts: BTreeMap<bool, (String, OwnPost)>,
 }
+
+/// What a member posted (ciphertexts and joined proofs) and what they are, packed.
+type OwnPost = (Vec<Vec<u8>>, Vec<u8>, Vec<PackedCiphertext>);
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -450,6 +457,7 @@ impl Verifier {
             verified: BTreeMap::new(),
             partials_checked: BTreeMap::new(),
             own_partial: None,
+            own_posts: BTreeMap::new(),
         }
     }
 
@@ -547,7 +555,10 @@ impl Verifier {
         if let Some(r) = self.verified.get(&key) {
             return r.clone();
         }
-        let r = self.check_posted(view, c, noise, member);
+        let r = match self.own_post(view, noise, member) {
+            Some(own) => Ok(own),
+            None => self.check_posted(view, c, noise, member),
+        };
         self.verified.insert(key, r.clone());
         r
     }
@@ -555,16 +566,44 @@ impl Verifier {
     /// Verifies the not yet verified ones of `items` (`(noise, member)`) in parallel, filling
     /// the cache [`Self::verify`] reads.
     fn prefetch(&mut self, view: &QueryView, c: &Batch, items: Vec<(bool, String)>) {
-        let todo: Vec<(bool, String)> = items
-            .into_iter()
-            .filter(|k| !self.verified.contains_key(k))
-            .collect();
+        let mut todo: Vec<(bool, String)> = Vec::new();
+        for k in items {
+            if self.verified.contains_key(&k) {
+                continue;
+            }
+            match self.own_post(view, k.0, &k.1) {
+                Some(own) => {
+                    self.verified.insert(k, Ok(own));
+                }
+                None => todo.push(k),
+            }
+        }
         let this = &*self;
         let done = par_map(todo, |(noise, m)| {
             let r = this.check_posted(view, c, noise, &m);
             ((noise, m), r)
         });
         self.verified.extend(done);
+    }
+
+    /// This member's own contribution or noise share, if `member` is this member and the
+    /// ledger holds exactly what it posted: its ciphertexts need no proof check of its own
+    /// (everyone else still checks them).
+    fn own_post(
+        &self,
+        view: &QueryView,
+        noise: bool,
+        member: &str,
+    ) -> Option<Vec<PackedCiphertext>> {
+        let (name, (cts, proofs, packed)) = self.own_posts.get(&noise)?;
+        let (posted_cts, posted_proofs) = if noise {
+            let e = view.noise.get(member)?;
+            (&e.ciphertexts, &e.range_proof)
+        } else {
+            let e = view.contributions.get(member)?;
+            (&e.ciphertexts, &e.range_proof)
+        };
+        (name == member && posted_cts == cts && posted_proofs == proofs).then(|| packed.clone())
     }
 
     fn check_posted(
@@ -956,8 +995,9 @@ impl Member {
             if !view.contributions.contains_key(&self.name) && !self.posted.contains("contribution")
             {
                 match self.contribute(view, &compiled, data, rng) {
-                    Ok(k) => {
+                    Ok((k, own)) => {
                         self.posted.insert("contribution");
+                        self.v.own_posts.insert(false, (self.name.clone(), own));
                         out.push(k);
                     }
                     Err(e) => tracing::warn!(query = %view.id, "cannot contribute: {e}"),
@@ -965,8 +1005,9 @@ impl Member {
             }
             if !view.noise.contains_key(&self.name) && !self.posted.contains("noise") {
                 match self.add_noise(view, &compiled, rng) {
-                    Ok(k) => {
+                    Ok((k, own)) => {
                         self.posted.insert("noise");
+                        self.v.own_posts.insert(true, (self.name.clone(), own));
                         out.push(k);
                     }
                     Err(e) => tracing::warn!(query = %view.id, "cannot add noise: {e}"),
@@ -1094,12 +1135,13 @@ impl Member {
         c: &Batch,
         data: &Columns,
         rng: &mut R,
-    ) -> Result<Kind, String> {
+    ) -> Result<(Kind, OwnPost), String> {
         let slots = c.contribution_slots(data)?;
         let pk = self.v.committee.key.public_key();
         let ctx = contribution_context(&view.tag(), &self.name);
         let mut cts = Vec::new();
         let mut proofs = Vec::new();
+        let mut packed = Vec::new();
         let mut offset = 0;
         for layout in self.v.layouts(slots.len())? {
             let n = layout.slots() as usize;
@@ -1108,13 +1150,17 @@ impl Member {
                 .map_err(|e| e.to_string())?;
             cts.push(ct.ciphertext().to_bytes());
             proofs.push(proof.to_bytes());
+            packed.push(ct);
             offset += n;
         }
-        Ok(Kind::Contribution(pb::Contribution {
+        let range_proof = join(&proofs);
+        let own = (cts.clone(), range_proof.clone(), packed);
+        let k = Kind::Contribution(pb::Contribution {
             query_id: view.id.clone(),
             ciphertexts: cts,
-            range_proof: join(&proofs),
-        }))
+            range_proof,
+        });
+        Ok((k, own))
     }
 
     fn add_noise<R: RngCore + CryptoRng>(
@@ -1122,7 +1168,7 @@ impl Member {
         view: &QueryView,
         c: &Batch,
         rng: &mut R,
-    ) -> Result<Kind, String> {
+    ) -> Result<(Kind, OwnPost), String> {
         let me = self
             .v
             .committee
@@ -1145,6 +1191,7 @@ impl Member {
         let pk = self.v.committee.key.public_key();
         let mut cts = Vec::new();
         let mut proofs = Vec::new();
+        let mut packed = Vec::new();
         let mut offset = 0;
         for layout in self.v.layouts(shares.len())? {
             let n = layout.slots() as usize;
@@ -1160,13 +1207,18 @@ impl Member {
             .map_err(|e| e.to_string())?;
             cts.push(ct.to_bytes());
             proofs.push(proof.to_bytes());
+            packed
+                .push(unshift_shares(pk, layout, c.noise_bound(), &ct).map_err(|e| e.to_string())?);
             offset += n;
         }
-        Ok(Kind::NoiseCommitment(pb::NoiseCommitment {
+        let range_proof = join(&proofs);
+        let own = (cts.clone(), range_proof.clone(), packed);
+        let k = Kind::NoiseCommitment(pb::NoiseCommitment {
             query_id: view.id.clone(),
             ciphertexts: cts,
-            range_proof: join(&proofs),
-        }))
+            range_proof,
+        });
+        Ok((k, own))
     }
 
     fn maybe_close(&mut self, view: &QueryView, c: &Batch, elapsed: u64) -> Vec<Kind> {
@@ -1302,4 +1354,91 @@ fn misbehaviour(query: &str, culprit: &str, reason: &str) -> Kind {
         reason: reason.to_owned(),
         evidence: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use medtech_threshold::dealer;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+    use crate::data::generate;
+    use crate::query::Platform;
+
+    /// Member `hospital-a` of a 3-member committee (t = 2, the same 512-bit dealer key every
+    /// time) after its first step on Count `id` (randomness from `seed`): its driver, the view,
+    /// and the two entries it posted.
+    fn first_step(id: &str, seed: u64) -> (Member, QueryView, Kind, Kind) {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let names: Vec<String> = ["hospital-a", "hospital-b", "hospital-c"]
+            .map(String::from)
+            .to_vec();
+        let (key, mut shares) = dealer::generate(512, 3, 2, &mut rng).unwrap();
+        let committee = CommitteeView {
+            members: names.clone(),
+            threshold: 2,
+            key: Arc::new(key),
+            platform: Arc::new(Platform::new(&names)),
+        };
+        let spec: QuerySpec = serde_json::from_value(serde_json::json!({
+            "kind": "count", "epsilon": 1.0
+        }))
+        .unwrap();
+        let compiled = Compiled::new(spec, &committee.platform, 3, 2).unwrap();
+        let Kind::SubmitQuery(q) = submit_entry(id, &compiled, "alice") else {
+            panic!("a submission");
+        };
+        let view = QueryView::started(vec![("hospital-a".into(), q)]);
+        let data = Columns::from_devices(&generate::devices("hospital-a", 0, 50, 1));
+        let mut member = Member::new(
+            "hospital-a",
+            committee,
+            Arc::new(shares.remove(0)),
+            NoiseMode::Calibrated,
+            Timeouts::default(),
+        );
+        let out = member.step(&view, &data, 0, &mut ChaCha20Rng::seed_from_u64(seed));
+        let [c @ Kind::Contribution(_), n @ Kind::NoiseCommitment(_)] = out.as_slice() else {
+            panic!("a contribution and a noise share, got {out:?}");
+        };
+        (member, view, c.clone(), n.clone())
+    }
+
+    /// A member accepts its own contribution and noise share without a proof check only when
+    /// the ledger holds exactly the bytes it posted, and what it accepts is what the full
+    /// check returns.
+    #[test]
+    fn own_posts_are_accepted_only_as_posted_and_equal_the_checked_result() {
+        let (mut member, mut view, contribution, noise) = first_step("q1", 1);
+        view.apply("hospital-a", &contribution);
+        view.apply("hospital-a", &noise);
+        let batch = member.v.compile(&view).unwrap();
+        for is_noise in [false, true] {
+            let own = member.v.own_post(&view, is_noise, "hospital-a");
+            let checked = member.v.check_posted(&view, &batch, is_noise, "hospital-a");
+            assert!(own.is_some(), "the posted bytes are the member's own");
+            assert_eq!(own.unwrap(), checked.unwrap());
+            // Under another member's name the same bytes are not "own".
+            assert!(member.v.own_post(&view, is_noise, "hospital-b").is_none());
+        }
+    }
+
+    /// Replacing a member's posted contribution on the ledger (here: its proof swapped for
+    /// another query's) makes the member check it like anyone else's, and refuse it.
+    #[test]
+    fn a_contribution_swapped_under_a_members_name_is_checked_and_refused_by_that_member() {
+        let (mut member, mut view, contribution, _) = first_step("q1", 1);
+        // The same member's contribution to another query: valid there, but bound to "q2".
+        let (_, _, other, _) = first_step("q2", 2);
+        let (Kind::Contribution(mut mine), Kind::Contribution(theirs)) = (contribution, other)
+        else {
+            panic!("contributions");
+        };
+        mine.range_proof = theirs.range_proof;
+        view.apply("hospital-a", &Kind::Contribution(mine));
+        let batch = member.v.compile(&view).unwrap();
+        assert!(member.v.own_post(&view, false, "hospital-a").is_none());
+        assert!(member.v.verify(&view, &batch, false, "hospital-a").is_err());
+    }
 }

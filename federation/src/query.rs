@@ -829,7 +829,7 @@ mod tests {
                 // A piece of the value (or, when the cut is past its end, a string no device has).
                 let chars: Vec<char> = v.chars().collect();
                 let piece: String = match op {
-                    Op::Equals if cut % 5 == 0 => "absent".into(),
+                    Op::Equals if cut.is_multiple_of(5) => "absent".into(),
                     Op::Equals => v.clone(),
                     Op::StartsWith => chars[..cut % (chars.len() + 1)].iter().collect(),
                     Op::EndsWith => chars[chars.len() - cut % (chars.len() + 1)..]

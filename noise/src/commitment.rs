@@ -104,10 +104,24 @@ pub fn verify_shares(
         ciphertext,
         proof,
     )?;
+    unshift_shares(pk, layout, bound, shifted.ciphertext())
+}
+
+/// The noise shares of `ciphertext` (as [`encrypt_shares`] made it: every slot shifted by
+/// `bound`) unshifted, as a packed ciphertext with slots in `[−bound, bound − 1]`. Only for a
+/// ciphertext whose slots are known to lie in `[0, 2·bound − 1]`: one whose proof
+/// [`verify_shares`] checked, or one this member encrypted itself.
+pub fn unshift_shares(
+    pk: &PublicKey,
+    layout: SlotLayout,
+    bound: u64,
+    ciphertext: &Ciphertext,
+) -> Result<PackedCiphertext> {
+    shifted_max(bound)?;
     // bound ≤ 2^31, so the cast is exact.
     let minus_b = vec![-(bound as i64); layout.slots() as usize];
-    let unshifted = pk.add_plain(shifted.ciphertext(), &layout.encode(&minus_b)?)?;
-    // Every slot was proven in [0, 2B − 1]; after subtracting B it is in [−B, B − 1].
+    let unshifted = pk.add_plain(ciphertext, &layout.encode(&minus_b)?)?;
+    // Every slot was in [0, 2B − 1]; after subtracting B it is in [−B, B − 1].
     Ok(PackedCiphertext::from_parts(
         unshifted,
         layout,
