@@ -65,6 +65,55 @@ pub struct KindFigures {
     pub max_ms: f64,
 }
 
+/// One ledger entry of a query, timed from the query's submission.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimelineStep {
+    /// Entry kind (as the API names it).
+    pub kind: String,
+    /// Its author.
+    pub author: String,
+    /// Its signing time, ms after the `SubmitQuery` entry's.
+    pub ms: i64,
+}
+
+/// The entries of query `id` among the ledger's last 1,000, in log order, timed from its
+/// submission (read through `addr`'s auditor API with an admin token).
+async fn timeline(addr: SocketAddr, token: &str, id: &str) -> anyhow::Result<Vec<TimelineStep>> {
+    let head = checked(addr, "GET", "/api/v1/ledger/head", token, Value::Null).await?;
+    let size = head["size"].as_u64().unwrap_or(0);
+    let from = size.saturating_sub(1000);
+    let r = checked(
+        addr,
+        "GET",
+        &format!("/api/v1/ledger/entries?from={from}&limit=1000"),
+        token,
+        Value::Null,
+    )
+    .await?;
+    let mut out = Vec::new();
+    let mut submitted = None;
+    for e in r["entries"].as_array().into_iter().flatten() {
+        if e["detail"]["query_id"].as_str() != Some(id) {
+            continue;
+        }
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            e["signed_entry"].as_str().unwrap_or_default(),
+        )?;
+        let at = medtech_ledger::entry::ParsedEntry::decode(&bytes)
+            .map_err(|e| anyhow::anyhow!("ledger entry: {e}"))?
+            .body
+            .timestamp_ms as i64;
+        let t0 = *submitted.get_or_insert(at);
+        out.push(TimelineStep {
+            kind: e["kind"].as_str().unwrap_or_default().to_owned(),
+            author: e["author"].as_str().unwrap_or_default().to_owned(),
+            ms: at - t0,
+        });
+    }
+    Ok(out)
+}
+
 /// The sustained-load phase: Counts submitted at a fixed rate (open loop).
 #[derive(Clone, Debug, Serialize)]
 pub struct SustainedFigures {
@@ -107,6 +156,9 @@ pub struct QueryBenchReport {
     pub ingest_records_per_second: Vec<f64>,
     /// Count latency.
     pub count: KindFigures,
+    /// The last Count of the latency phase as its ledger entries tell it: each entry's kind,
+    /// author and signing time after the submission's (where an idle query's time goes).
+    pub count_timeline: Vec<TimelineStep>,
     /// Grouped count over the 56 speciality bins.
     pub grouped_count_speciality: KindFigures,
     /// Average of usage_hours.
@@ -236,13 +288,13 @@ async fn checked(
     Ok(r.json())
 }
 
-/// Submits `spec` at `addr` and waits for it; returns ms, whether it was released, and how many
-/// queries were decrypted together with it (1 when it ran alone).
+/// Submits `spec` at `addr` and waits for it; returns ms, whether it was released, how many
+/// queries were decrypted together with it (1 when it ran alone), and its id.
 async fn one_query(
     addr: SocketAddr,
     token: &str,
     spec: &Value,
-) -> anyhow::Result<(f64, bool, usize)> {
+) -> anyhow::Result<(f64, bool, usize, String)> {
     let t0 = Instant::now();
     let r = checked(addr, "POST", "/api/v1/queries", token, spec.clone()).await?;
     let id = r["id"].as_str().unwrap_or_default().to_owned();
@@ -260,7 +312,7 @@ async fn one_query(
                 let bundle = q["result"]["bundle"]
                     .as_array()
                     .map_or(1, |b| b.len().max(1));
-                return Ok((t0.elapsed().as_secs_f64() * 1e3, true, bundle));
+                return Ok((t0.elapsed().as_secs_f64() * 1e3, true, bundle, id));
             }
             Some("failed") => {
                 eprintln!(
@@ -270,7 +322,7 @@ async fn one_query(
                         .or(q["reason"].as_str())
                         .unwrap_or("(no reason given)")
                 );
-                return Ok((t0.elapsed().as_secs_f64() * 1e3, false, 0));
+                return Ok((t0.elapsed().as_secs_f64() * 1e3, false, 0, id));
             }
             _ => anyhow::ensure!(
                 t0.elapsed() < Duration::from_secs(600),
@@ -309,8 +361,8 @@ async fn sustained(
     let mut failed = 0;
     for t in tasks {
         match t.await? {
-            (at, Ok((ms, true, bundle))) => done.push((at, at + ms / 1e3, ms, bundle)),
-            (at, Ok((_, false, _))) => {
+            (at, Ok((ms, true, bundle, _))) => done.push((at, at + ms / 1e3, ms, bundle)),
+            (at, Ok((_, false, _, _))) => {
                 eprintln!("bench query: a query submitted at {at:.1} s failed");
                 failed += 1;
             }
@@ -470,12 +522,27 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             json!({ "kind": "average", "target": "usage_hours", "epsilon": 0.01 }),
         ];
         let mut kinds = Vec::new();
+        let mut count_timeline = Vec::new();
         for spec in &specs {
             let mut ms = Vec::new();
+            let mut last = String::new();
             for q in 0..cfg.queries {
-                let (t, released, _) = one_query(apis[q % apis.len()], &tokens[0], spec).await?;
+                let (t, released, _, id) =
+                    one_query(apis[q % apis.len()], &tokens[0], spec).await?;
                 anyhow::ensure!(released, "a {} query failed", spec["kind"]);
                 ms.push(t);
+                last = id;
+            }
+            if count_timeline.is_empty() {
+                count_timeline = timeline(a0, &admins[0], &last).await?;
+                eprintln!(
+                    "bench query: the last Count on the ledger (ms after its submission): {}",
+                    count_timeline
+                        .iter()
+                        .map(|s| format!("{} {} {}", s.kind, s.author, s.ms))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let f = figures(ms);
             eprintln!("bench query: {} p50 {:.0} ms p99 {:.0} ms", spec["kind"], f.p50_ms, f.p99_ms);
@@ -493,7 +560,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
                 let (mut ok, mut failed, mut bundles) = (Vec::new(), 0usize, Vec::new());
                 while Instant::now() < until {
                     match one_query(addr, &token, &spec).await {
-                        Ok((ms, true, b)) => {
+                        Ok((ms, true, b, _)) => {
                             ok.push(ms);
                             bundles.push(b);
                         }
@@ -527,6 +594,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             ceremony_seconds,
             ingest_records_per_second: ingest,
             count: next()?,
+            count_timeline,
             grouped_count_speciality: next()?,
             average: next()?,
             queries_per_second: released as f64 / elapsed,

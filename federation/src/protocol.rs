@@ -20,7 +20,8 @@
 //!    bound to the query id and its party index; `medtech_noise::commitment`);
 //! 4. once every member contributed — or the contribution timeout passed — and at least
 //!    `n − t + 1` noise shares are in, posts `CloseAggregate` naming the contributions and noise
-//!    shares it verified (the ledger keeps the first close);
+//!    shares it verified (the ledger keeps the first close). The designated members verify
+//!    each posted share as it arrives, so the close waits only for the last one's check;
 //! 5. after the close, verifies every listed ciphertext itself, recomputes the aggregate, and
 //!    only then posts its `PartialDecryption` with proofs. Only the query's `t` designated
 //!    members ([`CommitteeView::designated`], rotating with the query id) decrypt at first; the
@@ -1225,12 +1226,9 @@ impl Member {
         if self.posted.contains("close") {
             return Vec::new();
         }
-        let n = self.v.committee.members.len();
-        let timed_out = elapsed > self.timeouts.contribution_ms;
-        if !(timed_out || view.contributions.len() == n && view.noise.len() == n) {
-            return Vec::new();
-        }
         let members: Vec<String> = self.v.committee.members.clone();
+        // Verify what has been posted so far (cached), while the slower members still prove:
+        // by the time the last share arrives only it is left to check.
         let posted: Vec<(bool, String)> = members
             .iter()
             .filter(|m| view.contributions.contains_key(*m))
@@ -1243,6 +1241,11 @@ impl Member {
             )
             .collect();
         self.v.prefetch(view, c, posted);
+        let n = members.len();
+        let timed_out = elapsed > self.timeouts.contribution_ms;
+        if !(timed_out || view.contributions.len() == n && view.noise.len() == n) {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         let mut valid = |noise: bool, out: &mut Vec<Kind>| -> Vec<String> {
             let posted = |m: &String| {
