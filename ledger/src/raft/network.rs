@@ -109,7 +109,16 @@ pub struct Network {
     tls: ClientTlsConfig,
     me: String,
     faults: LinkFaults,
+    /// One channel per member name and address, shared by every clone: tonic multiplexes
+    /// requests over one HTTP/2 connection and dials it again when it breaks, so forwarded
+    /// proposals and fetches need no TCP and TLS handshake of their own (one per forwarded
+    /// proposal before; docs/performance.md).
+    channels: Arc<std::sync::Mutex<BTreeMap<(String, String), Channel>>>,
 }
+
+/// How often an idle connection to a member is pinged, and how long a ping may go
+/// unanswered before the connection is dropped (and dialled again on next use).
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Network {
     /// With this member's TLS material (its certificate is presented as the client identity).
@@ -126,6 +135,7 @@ impl Network {
             tls: cfg,
             me: me.to_owned(),
             faults,
+            channels: Arc::default(),
         }
     }
 
@@ -140,13 +150,26 @@ impl Network {
         if let Some(e) = self.cut(&node.name) {
             return Err(e);
         }
+        let key = (node.name.clone(), node.addr.clone());
+        let mut channels = match self.channels.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(ch) = channels.get(&key) {
+            return Ok(ch.clone());
+        }
         let ep = Endpoint::from_shared(format!("https://{}", node.addr))
             .map_err(|e| format!("bad address {}: {e}", node.addr))?
             .tls_config(self.tls.clone().domain_name(node.name.clone()))
             .map_err(|e| format!("TLS config: {e}"))?
             .connect_timeout(std::time::Duration::from_millis(500))
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(KEEP_ALIVE)
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
-        Ok(ep.connect_lazy())
+        let ch = ep.connect_lazy();
+        channels.insert(key, ch.clone());
+        Ok(ch)
     }
 }
 

@@ -718,16 +718,25 @@ async fn propose(inner: &Inner, entry: Vec<u8>) -> Result<Receipt, Error> {
     Err(Error::Unavailable(last_err))
 }
 
+/// How long a forwarded proposal may take before it is tried again: the channel to the
+/// leader is kept between proposals, so one that went silent must not hold the proposer. A
+/// retry of a proposal that did commit is refused as a repeated author sequence and changes
+/// nothing.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn forward(inner: &Inner, leader: &CommitteeNode, entry: Vec<u8>) -> Result<Receipt, String> {
     let ch = inner.network.channel(leader)?;
     let mut client = RaftServiceClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let reply = client
-        .propose(pb::ProposeRequest { entry })
-        .await
-        .map_err(|s| format!("forwarding to {leader}: {s}"))?
-        .into_inner();
+    let reply = tokio::time::timeout(
+        FORWARD_TIMEOUT,
+        client.propose(pb::ProposeRequest { entry }),
+    )
+    .await
+    .map_err(|_| format!("forwarding to {leader}: no answer in {FORWARD_TIMEOUT:?}"))?
+    .map_err(|s| format!("forwarding to {leader}: {s}"))?
+    .into_inner();
     if !reply.error.is_empty() {
         return Err(format!("leader {leader}: {}", reply.error));
     }
