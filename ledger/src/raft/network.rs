@@ -491,3 +491,39 @@ impl pb::raft_service_server::RaftService for RaftServer {
         Ok(Response::new(self.proposals.propose_local(entry).await))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::CommitteeCa;
+
+    fn node(name: &str, addr: &str) -> CommitteeNode {
+        CommitteeNode {
+            name: name.into(),
+            addr: addr.into(),
+            cert_sha256: String::new(),
+        }
+    }
+
+    fn cached(n: &Network) -> usize {
+        n.channels.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Forwarded proposals and fetches reuse one channel per peer (no handshake each), shared
+    /// by the network's clones; a peer at a new address gets a new one; a cut link gets none.
+    #[tokio::test]
+    async fn one_channel_per_peer_and_address_is_kept_and_a_cut_link_gets_none() {
+        let ca = CommitteeCa::generate("test committee").unwrap();
+        let faults = LinkFaults::default();
+        let net = Network::with_faults(&ca.issue("a").unwrap(), "a", faults.clone());
+        let b = node("b", "127.0.0.1:1");
+        net.channel(&b).unwrap();
+        net.clone().channel(&b).unwrap();
+        assert_eq!(cached(&net), 1);
+        net.channel(&node("b", "127.0.0.1:2")).unwrap();
+        assert_eq!(cached(&net), 2);
+        faults.partition(&["a".into()], &["c".into()]);
+        assert!(net.channel(&node("c", "127.0.0.1:3")).is_err());
+        assert_eq!(cached(&net), 2);
+    }
+}
