@@ -556,10 +556,7 @@ impl Verifier {
         if let Some(r) = self.verified.get(&key) {
             return r.clone();
         }
-        let r = match self.own_post(view, noise, member) {
-            Some(own) => Ok(own),
-            None => self.check_posted(view, c, noise, member),
-        };
+        let r = self.accept_posted(view, c, noise, member);
         self.verified.insert(key, r.clone());
         r
     }
@@ -567,24 +564,31 @@ impl Verifier {
     /// Verifies the not yet verified ones of `items` (`(noise, member)`) in parallel, filling
     /// the cache [`Self::verify`] reads.
     fn prefetch(&mut self, view: &QueryView, c: &Batch, items: Vec<(bool, String)>) {
-        let mut todo: Vec<(bool, String)> = Vec::new();
-        for k in items {
-            if self.verified.contains_key(&k) {
-                continue;
-            }
-            match self.own_post(view, k.0, &k.1) {
-                Some(own) => {
-                    self.verified.insert(k, Ok(own));
-                }
-                None => todo.push(k),
-            }
-        }
+        let todo: Vec<(bool, String)> = items
+            .into_iter()
+            .filter(|k| !self.verified.contains_key(k))
+            .collect();
         let this = &*self;
         let done = par_map(todo, |(noise, m)| {
-            let r = this.check_posted(view, c, noise, &m);
+            let r = this.accept_posted(view, c, noise, &m);
             ((noise, m), r)
         });
         self.verified.extend(done);
+    }
+
+    /// A posted contribution or noise share as verified packed ciphertexts: this member's own
+    /// as it posted them ([`Self::own_post`]), anyone else's through [`Self::check_posted`].
+    fn accept_posted(
+        &self,
+        view: &QueryView,
+        c: &Batch,
+        noise: bool,
+        member: &str,
+    ) -> Result<Vec<PackedCiphertext>, String> {
+        match self.own_post(view, noise, member) {
+            Some(own) => Ok(own),
+            None => self.check_posted(view, c, noise, member),
+        }
     }
 
     /// This member's own contribution or noise share, if `member` is this member and the
