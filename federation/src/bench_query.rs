@@ -332,6 +332,15 @@ async fn one_query(
     }
 }
 
+/// The mean of released queries' bundle sizes (0 when none was released).
+fn mean_bundle(sizes: &[usize]) -> f64 {
+    if sizes.is_empty() {
+        0.0
+    } else {
+        sizes.iter().sum::<usize>() as f64 / sizes.len() as f64
+    }
+}
+
 /// The sustained-load phase: `cfg.rate` Counts per second for `cfg.seconds`, submitted on
 /// schedule whatever the committee's progress (open loop), round-robin over the researchers
 /// and the members' APIs.
@@ -386,11 +395,7 @@ async fn sustained(
         .p50_ms
     };
     let latency_growth = median_of(window - warm, window) / median_of(0.0, warm);
-    let bundle_mean = if done.is_empty() {
-        0.0
-    } else {
-        done.iter().map(|d| d.3).sum::<usize>() as f64 / done.len() as f64
-    };
+    let bundle_mean = mean_bundle(&done.iter().map(|d| d.3).collect::<Vec<_>>());
     let f = SustainedFigures {
         offered_per_second: cfg.rate,
         seconds: window,
@@ -533,7 +538,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
                 ms.push(t);
                 last = id;
             }
-            if count_timeline.is_empty() {
+            if spec["kind"] == "count" {
                 count_timeline = timeline(a0, &admins[0], &last).await?;
                 eprintln!(
                     "bench query: the last Count on the ledger (ms after its submission): {}",
@@ -602,11 +607,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             throughput_released: released,
             throughput_failed: failed,
             throughput_latency: figures(loaded),
-            throughput_bundle_mean: if bundles.is_empty() {
-                0.0
-            } else {
-                bundles.iter().sum::<usize>() as f64 / bundles.len() as f64
-            },
+            throughput_bundle_mean: mean_bundle(&bundles),
             sustained,
             peak_rss_mb: procs.iter().map(|p| peak_rss_mb(p.0.id())).collect(),
             serving_rss_mb: procs.iter().map(|p| status_mb(p.0.id(), "VmRSS:")).collect(),
