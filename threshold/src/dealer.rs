@@ -16,7 +16,8 @@ use rand_core::{CryptoRng, RngCore, SeedableRng};
 
 use crate::bigint::{Int, SecretInt};
 use crate::error::{Error, Result};
-use crate::hash::hash_to_int;
+/// Step 4's base, derived in one place (`keys`); re-exported here for the dealer-free generation.
+pub(crate) use crate::keys::verification_base;
 use crate::keys::{
     factorial, primes_below, KeyShare, PartyIndex, PublicKey, ThresholdPublicKey, MAX_MODULUS_BITS,
     MIN_MODULUS_BITS,
@@ -92,19 +93,6 @@ pub fn generate<R: RngCore + CryptoRng + ?Sized>(
         .map(|(k, s)| KeyShare::new(PartyIndex(k as u16 + 1), s, fp))
         .collect();
     Ok((key, shares))
-}
-
-/// The verification base `v = H(N)² mod N²` (step 4 above): a hashed square nobody chose. The
-/// dealer-free generation uses the same base.
-pub(crate) fn verification_base(pk: &PublicKey) -> Int {
-    let nn = pk.nn();
-    let r = hash_to_int(
-        b"medtech-threshold/v1/verification-base",
-        &pk.modulus_bytes(),
-        2 * pk.bits() as usize + 128,
-    )
-    .rem_euclid(nn);
-    r.mul_mod(&r, nn)
 }
 
 /// Deterministic dealer generation from a seed, for tests and known-answer vectors only: anyone

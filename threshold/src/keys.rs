@@ -223,6 +223,21 @@ struct TkInner {
     v_table: OnceLock<FixedBase>,
 }
 
+/// The verification base `v = H(N)² mod N²`: a hashed square nobody chose, so it generates the
+/// squares subgroup `Q_{N²}` with overwhelming probability (dealer keys) and nobody knows a
+/// discrete logarithm to it. The one derivation, used by the dealer, the dealer-free generation
+/// and [`ThresholdPublicKey::from_parts`] (hence every decoded key), which refuses any other `v`.
+pub(crate) fn verification_base(pk: &PublicKey) -> Int {
+    let nn = pk.nn();
+    let r = hash_to_int(
+        b"medtech-threshold/v1/verification-base",
+        &pk.modulus_bytes(),
+        2 * pk.bits() as usize + 128,
+    )
+    .rem_euclid(nn);
+    r.mul_mod(&r, nn)
+}
+
 /// `n!` as an integer.
 pub(crate) fn factorial(n: u16) -> Int {
     let mut acc = Int::one();
@@ -233,8 +248,8 @@ pub(crate) fn factorial(n: u16) -> Int {
 }
 
 impl ThresholdPublicKey {
-    /// Assembles and validates a threshold key. `v` and every `v_i` must be units mod N² and θ a
-    /// unit mod N; `share_bits` bounds the bit length of every share (it sizes proof nonces).
+    /// Assembles and validates a threshold key. `v` must be [`verification_base`]`(N)`, every
+    /// `v_i` a unit mod N² other than ±1, and θ a unit mod N; `share_bits` bounds the bit length of every share (it sizes proof nonces).
     pub(crate) fn from_parts(
         pk: PublicKey,
         parties: u16,
@@ -265,6 +280,23 @@ impl ThresholdPublicKey {
             return Err(Error::InvalidParameters(
                 "verification base and keys must be units mod N²".into(),
             ));
+        }
+        // Break 5 of issue 25: `v` is not the publisher's to choose. With `v = 1` (and every
+        // `v_i = 1`) the partial-decryption proof is vacuous, and a base of someone's choosing may
+        // have an order they know; so `v` must be the hash-derived base of N, recomputed here.
+        if v != verification_base(&pk) {
+            return Err(Error::InvalidParameters(
+                "verification base is not H(N)² mod N² (it is derived from N, never chosen)".into(),
+            ));
+        }
+        // `v_k = 1` would make member k's proof about the exponent 0, `v_k = −1` about a sign;
+        // neither is `v^(Δ s_k)` for a real share.
+        let minus_one = pk.nn().sub(&Int::one());
+        if let Some(k) = vks.iter().position(|x| *x == 1u64 || *x == minus_one) {
+            return Err(Error::InvalidParameters(format!(
+                "verification key of party {} is ±1",
+                k + 1
+            )));
         }
         if !unit_mod(&theta, pk.n()) {
             return Err(Error::InvalidParameters("θ must be a unit mod N".into()));
@@ -557,4 +589,71 @@ pub(crate) fn primes_below(limit: usize) -> Vec<u64> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dealer::insecure_generate_from_seed;
+
+    /// The bytes an attacker who publishes a key of their own making would write: the honest
+    /// key's N, n, t, θ and share bound with a verification base and keys of their choosing.
+    fn encode_with(key: &ThresholdPublicKey, v: &Int, vks: &[Int]) -> Vec<u8> {
+        let mut w = Writer::new(Tag::ThresholdKey);
+        w.int(key.public_key().n())
+            .u16(key.parties())
+            .u16(key.threshold())
+            .u32(key.share_bits())
+            .int(key.theta())
+            .int(v)
+            .u16(vks.len() as u16);
+        for vk in vks {
+            w.int(vk);
+        }
+        w.finish()
+    }
+
+    /// Break 5 of issue 25. With `v = 1` and every `v_i = 1` the partial-decryption proof says
+    /// nothing (`b = v^z·v_i^(−e) = 1` whatever the prover did), so a member could post any
+    /// `c_i` with a "valid" proof; a chosen `v` (here `v²`, a square whose order the publisher
+    /// may know) is no better; and `v_k = ±1` makes member k's proof about the exponent 0 or a
+    /// sign. Decoding must refuse all of them: `v` is recomputed from N, never read.
+    #[test]
+    fn key_with_foreign_verification_base_is_refused() {
+        let (key, _) = insecure_generate_from_seed(512, 5, 3, 21).unwrap();
+        let nn = key.public_key().nn().clone();
+        let v = key.v().clone();
+        let vks: Vec<Int> = (1..=5)
+            .map(|i| key.vk(PartyIndex(i)).unwrap().clone())
+            .collect();
+        // The honest encoding decodes (the check does not refuse what the dealer makes).
+        assert_eq!(
+            ThresholdPublicKey::from_bytes(&encode_with(&key, &v, &vks)).unwrap(),
+            key
+        );
+        let ones = vec![Int::one(); 5];
+        let minus_one = nn.sub(&Int::one());
+        let mut vk1_is_one = vks.clone();
+        vk1_is_one[0] = Int::one();
+        let mut vk3_is_minus_one = vks.clone();
+        vk3_is_minus_one[2] = minus_one.clone();
+        let attacks: [(&str, Int, Vec<Int>); 5] = [
+            ("v = 1, all v_i = 1", Int::one(), ones),
+            ("v = 1, honest v_i", Int::one(), vks.clone()),
+            (
+                "v = (H(N)²)², a base the publisher chose",
+                v.mul_mod(&v, &nn),
+                vks.clone(),
+            ),
+            ("v_1 = 1", v.clone(), vk1_is_one),
+            ("v_3 = −1", v.clone(), vk3_is_minus_one),
+        ];
+        for (what, bad_v, bad_vks) in attacks {
+            let bytes = encode_with(&key, &bad_v, &bad_vks);
+            assert!(
+                ThresholdPublicKey::from_bytes(&bytes).is_err(),
+                "accepted a key with {what}"
+            );
+        }
+    }
 }
