@@ -371,20 +371,29 @@ impl Clone for SecretInt {
     }
 }
 
-impl Zeroize for SecretInt {
+/// Overwrites the limbs in place (see [`SecretInt`]): for the few places that must hold a secret
+/// in a plain `Int` for a moment (e.g. a `Zeroizing<Vec<Int>>` of nonces passed to a function
+/// that takes `&[Int]`).
+impl Zeroize for Int {
     fn zeroize(&mut self) {
-        let bits = self.0.bits();
+        let bits = self.bits();
         if bits > 0 {
             // Overwrite every limb the value occupies in place: `mpz_set` from a value with the
             // same number of limbs (all zero but the top bit) copies into the existing array
             // (GMP reallocates only to grow), then one `mpz_clrbit` clears that top bit. Two
             // calls instead of one per bit: this runs for every share of every candidate.
             let top = bits.div_ceil(64) * 64 - 1;
-            self.0 .0.set(&(Mpz::one() << top));
-            self.0 .0.clrbit(top);
+            self.0.set(&(Mpz::one() << top));
+            self.0.clrbit(top);
         }
         // The sign lives in the size field only; the limbs are now zero.
-        self.0 .0 = Mpz::zero();
+        self.0 = Mpz::zero();
+    }
+}
+
+impl Zeroize for SecretInt {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
     }
 }
 

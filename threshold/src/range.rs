@@ -34,6 +34,7 @@ use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::scalar::Scalar;
 use merlin::Transcript;
 use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
 
 use crate::bigint::{Int, SecretInt};
 use crate::ciphertext::{Ciphertext, EncryptionNonce};
@@ -142,12 +143,13 @@ fn bp_gens(parties: usize) -> Arc<BulletproofGens> {
 
 fn scalar_from_int(v: &Int) -> Scalar {
     // Callers pass values below 2^242 < ℓ; 32 bytes always suffice for those.
-    let be = v.to_bytes_be_padded(32).unwrap_or_else(|| vec![0; 32]);
-    let mut le = [0u8; 32];
+    // The prover passes its secret α_j here: both byte copies are wiped.
+    let be = Zeroizing::new(v.to_bytes_be_padded(32).unwrap_or_else(|| vec![0; 32]));
+    let mut le = Zeroizing::new([0u8; 32]);
     for (d, s) in le.iter_mut().zip(be.iter().rev()) {
         *d = *s;
     }
-    Scalar::from_bytes_mod_order(le)
+    Scalar::from_bytes_mod_order(*le)
 }
 
 fn transcript(
@@ -197,17 +199,27 @@ impl PublicKey {
         if let Some(v) = values.iter().find(|&&v| v > bound) {
             return Err(Error::PlaintextOutOfRange(format!("{v} > bound {bound}")));
         }
-        let signed: Vec<i64> = values.iter().map(|&v| v as i64).collect(); // v ≤ bound < 2^32
+        // The values, their nonces and blinding factors are the hospital's secrets: every copy
+        // below is a SecretInt or sits in a Zeroizing buffer, wiped when dropped.
+        // v ≤ bound < 2^32, so the cast is exact.
+        let signed: Zeroizing<Vec<i64>> =
+            Zeroizing::new(values.iter().map(|&v| v as i64).collect());
         let plain = layout.encode(&signed)?;
         let (ct, EncryptionNonce(rho)) = self.encrypt_with_nonce(&plain, rng)?;
 
         // Step 1–2: commitments and the aggregated Bulletproof.
         let pc = pedersen();
-        let gammas: Vec<Scalar> = (0..shape.slots)
-            .map(|_| Scalar::random(&mut RngAdapter(&mut *rng)))
-            .collect();
-        let mut bp_values: Vec<u64> = values.to_vec();
-        let mut bp_blind: Vec<Scalar> = gammas.clone();
+        let gammas: Zeroizing<Vec<Scalar>> = Zeroizing::new(
+            (0..shape.slots)
+                .map(|_| Scalar::random(&mut RngAdapter(&mut *rng)))
+                .collect(),
+        );
+        // Full capacity up front: a Vec that grows moves its contents and frees the old buffer
+        // unwiped.
+        let mut bp_values: Zeroizing<Vec<u64>> = Zeroizing::new(Vec::with_capacity(shape.total));
+        bp_values.extend_from_slice(values);
+        let mut bp_blind: Zeroizing<Vec<Scalar>> = Zeroizing::new(Vec::with_capacity(shape.total));
+        bp_blind.extend_from_slice(&gammas);
         if shape.complement {
             bp_values.extend(values.iter().map(|&v| bound - v));
             bp_blind.extend(gammas.iter().map(|g| -g));
@@ -235,22 +247,27 @@ impl PublicKey {
         let alphas: Vec<SecretInt> = (0..shape.slots)
             .map(|_| SecretInt::new(Int::random_bits(rng, shape.alpha_bits())))
             .collect();
-        let deltas: Vec<Scalar> = (0..shape.slots)
-            .map(|_| Scalar::random(&mut RngAdapter(&mut *rng)))
-            .collect();
+        let deltas: Zeroizing<Vec<Scalar>> = Zeroizing::new(
+            (0..shape.slots)
+                .map(|_| Scalar::random(&mut RngAdapter(&mut *rng)))
+                .collect(),
+        );
         let beta_bits = self.nonce_bits() + CHALLENGE_BITS + STAT_BITS;
         let beta = SecretInt::new(Int::random_bits(rng, beta_bits));
-        let alpha_ints: Vec<Int> = alphas.iter().map(|a| a.expose().clone()).collect();
-        let hs_beta = self
-            .hs_table()
-            .pow_secret(&beta, beta_bits)
-            .ok_or_else(|| Error::InvalidParameters("nonce table too short".into()))?;
+        let alpha_ints: Zeroizing<Vec<Int>> =
+            Zeroizing::new(alphas.iter().map(|a| a.expose().clone()).collect());
+        let alpha_packed = SecretInt::new(packed_exponent(self, layout, &alpha_ints));
+        let hs_beta = SecretInt::new(
+            self.hs_table()
+                .pow_secret(&beta, beta_bits)
+                .ok_or_else(|| Error::InvalidParameters("nonce table too short".into()))?,
+        );
         let link_paillier = self
-            .g_pow(&packed_exponent(self, layout, &alpha_ints))
-            .mul_mod(&hs_beta, self.nn());
+            .g_pow(alpha_packed.expose())
+            .mul_mod(hs_beta.expose(), self.nn());
         let link_ec: Vec<CompressedRistretto> = alphas
             .iter()
-            .zip(&deltas)
+            .zip(deltas.iter())
             .map(|(a, d)| pc.commit(scalar_from_int(a.expose()), *d).compress())
             .collect();
         let e = link_challenge(&mut t, &commitments, &link_paillier, &link_ec);
@@ -259,14 +276,16 @@ impl PublicKey {
         let z: Vec<Int> = alphas
             .iter()
             .zip(values)
-            .map(|(a, &x)| a.expose().add(&e_int.mul_u64(x)))
+            .map(|(a, &x)| a.expose().add(SecretInt::new(e_int.mul_u64(x)).expose()))
             .collect();
         let z_blind: Vec<Scalar> = deltas
             .iter()
-            .zip(&gammas)
+            .zip(gammas.iter())
             .map(|(d, g)| d + e_scalar * g)
             .collect();
-        let z_rho = beta.expose().add(&e_int.mul(rho.expose()));
+        let z_rho = beta
+            .expose()
+            .add(SecretInt::new(e_int.mul(rho.expose())).expose());
         let packed = PackedCiphertext::from_parts(ct, layout, u128::from(bound))?;
         Ok((
             packed,
@@ -480,6 +499,9 @@ impl RangeProof {
         })
     }
 }
+
+#[cfg(test)]
+mod attacks;
 
 /// Adapts `&mut R` (possibly unsized) to the sized RNG the dalek crates take.
 struct RngAdapter<'a, R: RngCore + CryptoRng + ?Sized>(&'a mut R);

@@ -179,7 +179,24 @@ impl ThresholdPublicKey {
     /// Step 3 on a set of exactly `t` distinct members.
     fn combine_unchecked(&self, set: &[(PartyIndex, &Int)]) -> Result<Plaintext> {
         let pk = self.public_key();
-        let nn = pk.nn();
+        let acc = self.interpolate(set)?;
+        // acc = c^(4Δ²d) = 1 + N·(4Δ²θ·m mod N): L(acc) = (acc − 1)/N exactly.
+        let l = acc
+            .sub(&Int::one())
+            .div_exact(pk.n())
+            .ok_or(Error::Mismatch("combined value is not 1 mod N"))?;
+        Ok(Plaintext::decode(
+            pk,
+            &l.mul_mod(self.combine_factor(), pk.n()),
+        ))
+    }
+
+    /// The interpolation in the exponent, `Π_{i∈S} c_i^(2λ_i) mod N²`, with the Lagrange
+    /// coefficients at 0 of the members in `set` — the lowest level of the combination, with no
+    /// check of `|S|` (for `|S| = t` it is `c^(4Δ²d)`). The exponent `2λ_i` is even, so a partial
+    /// times an element of order 2 interpolates to the same value (docs/threshold.md §5).
+    fn interpolate(&self, set: &[(PartyIndex, &Int)]) -> Result<Int> {
+        let nn = self.public_key().nn();
         let mut acc = Int::one();
         for &(i, ci) in set {
             let lambda = self.lagrange(i, set.iter().map(|(j, _)| *j))?;
@@ -194,15 +211,7 @@ impl ThresholdPublicKey {
             };
             acc = acc.mul_mod(&base.pow_mod(&exp, nn), nn);
         }
-        // acc = c^(4Δ²d) = 1 + N·(4Δ²θ·m mod N): L(acc) = (acc − 1)/N exactly.
-        let l = acc
-            .sub(&Int::one())
-            .div_exact(pk.n())
-            .ok_or(Error::Mismatch("combined value is not 1 mod N"))?;
-        Ok(Plaintext::decode(
-            pk,
-            &l.mul_mod(self.combine_factor(), pk.n()),
-        ))
+        Ok(acc)
     }
 
     /// `λ_{0,i}^S = Δ·Π_{j∈S, j≠i} j / (j − i)`, an integer because Δ = n! (Shoup 2000, Lemma).
@@ -227,18 +236,37 @@ impl ThresholdPublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bigint::SecretInt;
     use crate::dealer::insecure_generate_from_seed;
     use crate::keys::ThresholdPublicKey;
     use rand_core::OsRng;
 
-    /// Shares of a 3-of-5 key, combined as if the threshold were 2: the coalition of t − 1
-    /// members interpolates the wrong polynomial and gets garbage, not the plaintext.
+    /// Shares of a 3-of-5 key, combined as if the threshold were 2: a coalition of t − 1
+    /// members interpolates in the exponent exactly as t members would (the lowest level of the
+    /// combination, no count check) and lands on a value other than `c^(4Δ²d)` — the only value
+    /// the plaintext is read from — and not even on one that is 1 mod N, so no plaintext comes
+    /// out at all. Mutation check: with a dealer polynomial of degree t − 2 (one coefficient
+    /// fewer) the pairs interpolate to `c^(4Δ²d)` and this test fails.
     #[test]
     fn t_minus_1_shares_do_not_decrypt_even_with_a_forged_threshold() {
         let (key, shares) = insecure_generate_from_seed(512, 5, 3, 11).unwrap();
         let pk = key.public_key().clone();
         let m = Plaintext::from_i64(123_456);
         let c = pk.encrypt(&m, &mut OsRng).unwrap();
+        let cis: Vec<(PartyIndex, Int)> = shares
+            .iter()
+            .map(|s| {
+                let p = s.partial_decrypt(&key, b"q", &c, &mut OsRng).unwrap();
+                (p.party, p.ci)
+            })
+            .collect();
+        let pick = |idx: &[usize]| -> Vec<(PartyIndex, &Int)> {
+            idx.iter().map(|&k| (cis[k].0, &cis[k].1)).collect()
+        };
+        // What t members get, and that it is the plaintext's carrier.
+        let full = pick(&[0, 2, 4]);
+        let target = key.interpolate(&full).unwrap();
+        assert_eq!(key.combine_unchecked(&full).unwrap(), m);
         let forged = ThresholdPublicKey::from_parts(
             pk,
             5,
@@ -251,21 +279,85 @@ mod tests {
             key.share_bits(),
         )
         .unwrap();
-        for pair in [[0usize, 1], [1, 4], [2, 3]] {
-            let cis: Vec<(PartyIndex, Int)> = pair
+        for pair in [[0usize, 1], [1, 4], [2, 3], [0, 4]] {
+            let set = pick(&pair);
+            let got = forged.interpolate(&set).unwrap();
+            assert_ne!(
+                got, target,
+                "t − 1 partials {pair:?} interpolated to c^(4Δ²d)"
+            );
+            assert!(
+                forged.combine_unchecked(&set).is_err(),
+                "t − 1 partials {pair:?} interpolated to a value that is 1 mod N"
+            );
+        }
+    }
+
+    /// An adaptive member posts its honest partial times −1 (the one element of order 2 in
+    /// `Z*_{N²}` other than 1 that anyone can name without factoring N), with a proof it computes
+    /// for that value with its own share. Decision (docs/threshold.md §5): it is accepted — the
+    /// statement is about `c_i²`, which is unchanged — and harmless: the combination raises
+    /// every partial to the even exponent `2λ_i`, so the interpolated value, not just the
+    /// plaintext, is the honest one. Someone without the share cannot flip a posted partial:
+    /// the challenge hashes `c_i`, so the honest proof does not verify for `−c_i`. The 1-of-1
+    /// key is the case where `λ_i = Δ = 1` is odd and only the 2 makes the exponent even.
+    /// Mutation check: combining with exponent `λ_i` instead of `2λ_i` fails the 1-of-1 case.
+    #[test]
+    fn partial_times_minus_one_is_accepted_and_decrypts_the_same() {
+        for (parties, threshold, seed) in [(1u16, 1u16, 15u64), (3, 2, 14)] {
+            let (key, shares) = insecure_generate_from_seed(512, parties, threshold, seed).unwrap();
+            let nn = key.public_key().nn().clone();
+            let m = Plaintext::from_i64(-77);
+            let c = key.public_key().encrypt(&m, &mut OsRng).unwrap();
+            let honest: Vec<PartialDecryption> = shares
                 .iter()
-                .map(|&i| {
-                    let p = shares[i]
-                        .partial_decrypt(&key, b"q", &c, &mut OsRng)
-                        .unwrap();
-                    (p.party, p.ci)
-                })
+                .take(usize::from(threshold))
+                .map(|s| s.partial_decrypt(&key, b"q", &c, &mut OsRng).unwrap())
                 .collect();
-            let set: Vec<(PartyIndex, &Int)> = cis.iter().map(|(i, c)| (*i, c)).collect();
-            // Either L() fails (not 1 mod N) or it yields something other than m.
-            if let Ok(p) = forged.combine_unchecked(&set) {
-                assert_ne!(p, m, "t − 1 partials recovered the plaintext");
-            }
+            let minus_ci = nn.sub(&honest[0].ci);
+            assert_ne!(minus_ci, honest[0].ci);
+            // A relayer reusing the honest proof for −c_i is refused (the challenge binds c_i).
+            let relayed = PartialDecryption {
+                party: honest[0].party,
+                ci: minus_ci.clone(),
+                proof: honest[0].proof.clone(),
+            };
+            assert!(key.verify_partial(b"q", &c, &relayed).is_err());
+            // The member itself proves −c_i as it proves c_i: x = Δs_i, a = (c⁴)^r.
+            let x = SecretInt::new(shares[0].secret().expose().mul(key.delta()));
+            let r = SecretInt::new(Int::random_bits(&mut OsRng, key.proof_nonce_bits()));
+            let a = c.0.pow_mod(&r.expose().shl(2), &nn);
+            let statement = Statement {
+                key: &key,
+                context: b"q",
+                party: honest[0].party,
+                c: &c,
+                ci: &minus_ci,
+            };
+            let flipped = PartialDecryption {
+                party: honest[0].party,
+                ci: minus_ci.clone(),
+                proof: statement.prove_with_nonce(&x, &r, &a).unwrap(),
+            };
+            let accepted = key
+                .verify_partial(b"q", &c, &flipped)
+                .expect("−c_i proven by its member is accepted (the statement is about c_i²)");
+            let mut verified = vec![accepted];
+            verified.extend(
+                honest[1..]
+                    .iter()
+                    .map(|p| key.verify_partial(b"q", &c, p).unwrap()),
+            );
+            assert_eq!(key.combine(b"q", &c, &verified).unwrap().plaintext, m);
+            let with_flip: Vec<(PartyIndex, &Int)> = std::iter::once((flipped.party, &flipped.ci))
+                .chain(honest[1..].iter().map(|p| (p.party, &p.ci)))
+                .collect();
+            let all_honest: Vec<(PartyIndex, &Int)> =
+                honest.iter().map(|p| (p.party, &p.ci)).collect();
+            assert_eq!(
+                key.interpolate(&with_flip).unwrap(),
+                key.interpolate(&all_honest).unwrap()
+            );
         }
     }
 

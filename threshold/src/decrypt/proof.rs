@@ -65,7 +65,9 @@ impl Statement<'_> {
         let nonce_bits = self.key.proof_nonce_bits();
         let b = self.key.v_table().pow_secret(r, nonce_bits)?;
         let e = self.challenge(a, &b);
-        let z = r.expose().add(&x.expose().mul(&Int::from_u128(e)));
+        // e·Δs_i alone would reveal the share: held in a SecretInt so it is wiped when dropped.
+        let ex = SecretInt::new(x.expose().mul(&Int::from_u128(e)));
+        let z = r.expose().add(ex.expose());
         Some(EqualityProof { e, z })
     }
 
