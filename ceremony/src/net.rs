@@ -46,6 +46,10 @@ use crate::transcript::{verify, Identity, SignatureRecord, Transcript};
 const MAX_FRAME: usize = 256 << 20;
 const KIND_MESSAGE: u8 = 1;
 const KIND_SIGNATURE: u8 = 2;
+/// A signed list of the hashes of every broadcast received in a phase (the echo round).
+const KIND_ECHO: u8 = 3;
+/// A copy of another member's signed broadcast, sent when an echo disagrees with ours.
+const KIND_EVIDENCE: u8 = 4;
 
 /// One member in the ceremony configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -107,6 +111,7 @@ impl CeremonyConfig {
                 ));
             }
         }
+        distinct_members(&self.members)?;
         let n = u16::try_from(self.members.len())
             .map_err(|_| Error::format("ceremony config", "too many members"))?;
         let mut p = Parameters::new(self.bits, n, self.threshold, self.session())?;
@@ -126,6 +131,28 @@ impl CeremonyConfig {
             })
             .collect()
     }
+}
+
+/// Refuses two members that share an identity key or a TLS certificate: one host holding two
+/// seats would count twice towards the threshold and the honest majority, and its frames could
+/// not be told apart.
+pub(crate) fn distinct_members(members: &[MemberConfig]) -> Result<()> {
+    for (k, a) in members.iter().enumerate() {
+        for b in &members[..k] {
+            let same = if a.ed25519.eq_ignore_ascii_case(&b.ed25519) {
+                "identity key"
+            } else if a.tls_cert_sha256.eq_ignore_ascii_case(&b.tls_cert_sha256) {
+                "TLS certificate"
+            } else {
+                continue;
+            };
+            return Err(Error::format(
+                "configuration",
+                format!("members {} and {} share one {same}", b.index, a.index),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A member's pinned identity key.
@@ -264,11 +291,135 @@ async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, b: &[u8]) -> std::io::
 /// What arrives from a peer, attributed to the member whose pinned certificate and identity key
 /// the connection and the frame's signature match.
 pub(crate) enum Inbound {
-    /// A protocol message; the receiver checks that it names the right sender for its role.
-    Message(u16, Message),
+    /// A protocol message with its sender's envelope signature (kept: it is what proves, to
+    /// anyone, what the sender said); the receiver checks that it names the right sender for
+    /// its role.
+    Message(u16, Message, Signed),
+    /// A member's signature over the outcome.
     Signature(u16, [u8; 64]),
+    /// A member's echo: the phase tag and, per sender, the hash of the broadcast it received.
+    Echo(u16, Echo),
+    /// A member's copy of another member's signed broadcast (signature already checked).
+    Evidence(u16, Signed),
     /// The peer (named by its pinned certificate) misbehaved.
     Fault(u16, String),
+}
+
+/// A broadcast as its sender signed it: anyone holding the sender's pinned identity key can
+/// check it, so two different ones for the same slot prove that the sender equivocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Signed {
+    /// The member (mesh index) whose identity key signed it.
+    pub(crate) from: u16,
+    /// The envelope signature.
+    pub(crate) signature: [u8; 64],
+    /// The encoded message.
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Signed {
+    /// The hash an echo carries for it.
+    fn hash(&self) -> [u8; 32] {
+        crate::transcript::message_hash(&self.payload)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.payload.len() + 66);
+        b.extend_from_slice(&self.from.to_be_bytes());
+        b.extend_from_slice(&self.signature);
+        b.extend_from_slice(&self.payload);
+        b
+    }
+
+    /// Decodes and checks the original sender's signature against its pinned key.
+    fn from_bytes(
+        session: &[u8; 32],
+        keys: &[VerifyingKey],
+        b: &[u8],
+    ) -> core::result::Result<Self, &'static str> {
+        let from = b
+            .get(..2)
+            .map(|f| u16::from_be_bytes([f[0], f[1]]))
+            .ok_or("short evidence")?;
+        let signature: [u8; 64] = b
+            .get(2..66)
+            .ok_or("short evidence")?
+            .try_into()
+            .map_err(|_| "short evidence")?;
+        let payload = b[66..].to_vec();
+        let key = keys
+            .get(usize::from(from).wrapping_sub(1))
+            .ok_or("evidence names no member")?;
+        key.verify(
+            &envelope_bytes(session, KIND_MESSAGE, &payload),
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| "evidence whose signature does not verify")?;
+        Ok(Signed {
+            from,
+            signature,
+            payload,
+        })
+    }
+
+    /// Whether `self` and `other` are two different broadcasts of one sender for one slot
+    /// (same round, batch and protocol sender, both broadcasts): proof of equivocation.
+    fn conflicts_with(&self, other: &Signed) -> bool {
+        if self.from != other.from || self.payload == other.payload {
+            return false;
+        }
+        match (
+            Message::from_bytes(&self.payload),
+            Message::from_bytes(&other.payload),
+        ) {
+            (Ok(a), Ok(b)) => {
+                a.to.is_none()
+                    && b.to.is_none()
+                    && (a.round, a.batch, a.from) == (b.round, b.batch, b.from)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One member's echo of a phase: `(sender, hash of its broadcast)` for every broadcast it
+/// received in the phase named by `tag`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Echo {
+    tag: u32,
+    hashes: BTreeMap<u16, [u8; 32]>,
+}
+
+impl Echo {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = self.tag.to_be_bytes().to_vec();
+        for (from, h) in &self.hashes {
+            b.extend_from_slice(&from.to_be_bytes());
+            b.extend_from_slice(h);
+        }
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> core::result::Result<Self, &'static str> {
+        let tag = b
+            .get(..4)
+            .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+            .ok_or("short echo")?;
+        let rest = &b[4..];
+        if !rest.len().is_multiple_of(34) {
+            return Err("malformed echo");
+        }
+        let mut hashes = BTreeMap::new();
+        for e in rest.chunks_exact(34) {
+            let from = u16::from_be_bytes([e[0], e[1]]);
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&e[2..]);
+            if hashes.insert(from, h).is_some() {
+                return Err("echo lists a sender twice");
+            }
+        }
+        Ok(Echo { tag, hashes })
+    }
 }
 
 /// Options of [`join`].
@@ -304,6 +455,10 @@ pub(crate) struct Mesh {
     identity: SigningKey,
     outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>>,
     rx: mpsc::UnboundedReceiver<Inbound>,
+    /// Echoes and evidence that arrived before their echo round.
+    held: Vec<Inbound>,
+    /// Messages and signatures that arrived during an echo round, for the caller.
+    stash: VecDeque<Inbound>,
 }
 
 impl Mesh {
@@ -350,7 +505,7 @@ impl Mesh {
         .build()
         .map_err(tls_err)?;
         let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(my_certs.clone(), my_key.clone_key())
@@ -420,7 +575,12 @@ impl Mesh {
                                     KIND_MESSAGE => {
                                         let m = Message::from_bytes(payload)
                                             .map_err(|_| "undecodable message")?;
-                                        Ok(Inbound::Message(from, m))
+                                        let env = Signed {
+                                            from,
+                                            signature: sig,
+                                            payload: payload.to_vec(),
+                                        };
+                                        Ok(Inbound::Message(from, m, env))
                                     }
                                     KIND_SIGNATURE => {
                                         let s: [u8; 64] = payload
@@ -428,6 +588,13 @@ impl Mesh {
                                             .map_err(|_| "bad transcript signature")?;
                                         Ok(Inbound::Signature(from, s))
                                     }
+                                    KIND_ECHO => {
+                                        Ok(Inbound::Echo(from, Echo::from_bytes(payload)?))
+                                    }
+                                    KIND_EVIDENCE => Ok(Inbound::Evidence(
+                                        from,
+                                        Signed::from_bytes(&session, &keys, payload)?,
+                                    )),
                                     _ => Err("unknown envelope kind"),
                                 }
                             })();
@@ -451,7 +618,7 @@ impl Mesh {
                 roots.add(c).map_err(tls_err)?;
             }
             let client_cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(tls_err)?
                 .with_root_certificates(roots)
                 .with_client_auth_cert(my_certs.clone(), my_key.clone_key())
@@ -508,6 +675,8 @@ impl Mesh {
             identity: secrets.identity.clone(),
             outs,
             rx,
+            held: Vec::new(),
+            stash: VecDeque::new(),
         })
     }
 
@@ -539,12 +708,170 @@ impl Mesh {
         }
     }
 
-    /// The next item: `Err` once `deadline` passes, `Ok(None)` if every connection closed.
+    /// The next message, signature or fault: `Err` once `deadline` passes, `Ok(None)` if every
+    /// connection closed. Echoes and evidence are held for [`Mesh::echo_round`].
     pub(crate) async fn recv_timeout(
         &mut self,
         deadline: tokio::time::Instant,
     ) -> core::result::Result<Option<Inbound>, tokio::time::error::Elapsed> {
-        tokio::time::timeout_at(deadline, self.rx.recv()).await
+        if let Some(i) = self.stash.pop_front() {
+            return Ok(Some(i));
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await? {
+                Some(i @ (Inbound::Echo(..) | Inbound::Evidence(..))) => self.held.push(i),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The envelope this member signs for `m` (what its peers receive and keep).
+    pub(crate) fn signed(&self, m: &Message) -> Signed {
+        let payload = m.to_bytes();
+        let signature = self
+            .identity
+            .sign(&envelope_bytes(&self.session, KIND_MESSAGE, &payload))
+            .to_bytes();
+        Signed {
+            from: self.me,
+            signature,
+            payload,
+        }
+    }
+
+    /// The echo round of phase `tag`: broadcasts a signed hash of every broadcast in `received`
+    /// (keyed by its sender's mesh index, this member's own included) and collects the echoes
+    /// of every other one of `members`. Where an echo disagrees, both sides send their signed
+    /// copy of that broadcast to all, so every honest member ends up holding two different
+    /// broadcasts signed by the equivocating sender and names it. A member whose echo
+    /// disagrees but who cannot show the broadcast it claims (or shows ours) is named instead;
+    /// so is one that does not echo within `timeout`. Messages and signatures that arrive
+    /// meanwhile are kept for [`Mesh::recv_timeout`].
+    pub(crate) async fn echo_round(
+        &mut self,
+        tag: u32,
+        received: &BTreeMap<u16, Signed>,
+        members: &[u16],
+        timeout: Duration,
+        round: Round,
+    ) -> Result<()> {
+        let mine = Echo {
+            tag,
+            hashes: received.iter().map(|(f, s)| (*f, s.hash())).collect(),
+        };
+        let frame = signed_envelope(&self.session, KIND_ECHO, &mine.to_bytes(), &self.identity);
+        self.send_frame(None, frame);
+        let others: Vec<u16> = members.iter().copied().filter(|m| *m != self.me).collect();
+        let mut echoed: BTreeMap<u16, Echo> = BTreeMap::new();
+        // (member, sender): the member's echo disagreed with ours on the sender's broadcast, and
+        // it has not shown its copy yet. Every dispute ends the round with a culprit.
+        let mut disputed: std::collections::BTreeSet<(u16, u16)> = Default::default();
+        let mut shown: Vec<u16> = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut held = std::mem::take(&mut self.held).into_iter();
+        loop {
+            let settled = others.iter().all(|o| echoed.contains_key(o)) && disputed.is_empty();
+            if settled {
+                break;
+            }
+            let item = match held.next() {
+                Some(i) => Some(i),
+                // `None` at the deadline or once every connection closed.
+                None => tokio::time::timeout_at(deadline, self.rx.recv())
+                    .await
+                    .unwrap_or_default(),
+            };
+            match item {
+                Some(Inbound::Echo(from, e)) if e.tag != tag => {
+                    self.held.push(Inbound::Echo(from, e));
+                }
+                Some(Inbound::Echo(from, e)) => {
+                    if echoed.contains_key(&from) {
+                        return Err(misbehaviour(from, round, "echoed twice"));
+                    }
+                    for (sender, h) in &e.hashes {
+                        match received.get(sender) {
+                            Some(s) if s.hash() == *h => {}
+                            Some(s) => {
+                                disputed.insert((from, *sender));
+                                if !shown.contains(sender) {
+                                    shown.push(*sender);
+                                    let b = s.to_bytes();
+                                    let f = signed_envelope(
+                                        &self.session,
+                                        KIND_EVIDENCE,
+                                        &b,
+                                        &self.identity,
+                                    );
+                                    self.send_frame(None, f);
+                                }
+                            }
+                            None => {
+                                return Err(misbehaviour(
+                                    from,
+                                    round,
+                                    format!("echoed a broadcast of member {sender} that is not part of this phase"),
+                                ))
+                            }
+                        }
+                    }
+                    if let Some(s) = received.keys().find(|s| !e.hashes.contains_key(s)) {
+                        return Err(misbehaviour(
+                            from,
+                            round,
+                            format!("its echo omits member {s}'s broadcast"),
+                        ));
+                    }
+                    echoed.insert(from, e);
+                }
+                Some(Inbound::Evidence(from, copy)) => match received.get(&copy.from) {
+                    Some(ours) if ours.conflicts_with(&copy) => {
+                        return Err(misbehaviour(
+                            copy.from,
+                            round,
+                            format!(
+                                "equivocated: signed two different broadcasts for one round \
+                                 (hashes {} and {}; the other copy shown by member {from})",
+                                hex::encode(ours.hash()),
+                                hex::encode(copy.hash())
+                            ),
+                        ));
+                    }
+                    Some(_) if disputed.remove(&(from, copy.from)) => {
+                        return Err(misbehaviour(
+                            from,
+                            round,
+                            format!(
+                                "its echo disputes member {}'s broadcast, but the copy it shows does not",
+                                copy.from
+                            ),
+                        ));
+                    }
+                    Some(ours) if ours.payload == copy.payload => {}
+                    // Another phase's (an honest member may be ahead of us).
+                    _ => self.held.push(Inbound::Evidence(from, copy)),
+                },
+                Some(Inbound::Fault(from, why)) => return Err(misbehaviour(from, round, why)),
+                Some(other @ (Inbound::Message(..) | Inbound::Signature(..))) => {
+                    self.stash.push_back(other);
+                }
+                None => {
+                    let absent: Vec<u16> = others
+                        .iter()
+                        .copied()
+                        .filter(|o| !echoed.contains_key(o))
+                        .chain(disputed.iter().map(|(m, _)| *m))
+                        .collect();
+                    return Err(misbehaviour(
+                        absent.first().copied().unwrap_or(0),
+                        round,
+                        format!("echo round timed out: members {absent:?} did not echo, or did not show the broadcast their echo claims"),
+                    ));
+                }
+            }
+        }
+        self.held.extend(held);
+        Ok(())
     }
 
     /// Signs off: sends this member's signature `mine` over the outcome to all and collects the
@@ -569,7 +896,7 @@ impl Mesh {
                     signatures.insert(from, s);
                 }
                 Ok(Some(Inbound::Fault(from, why))) => return Err(misbehaviour(from, round, why)),
-                Ok(Some(Inbound::Message(..))) => {}
+                Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     let absent: Vec<u16> = members
                         .iter()
@@ -670,14 +997,15 @@ async fn join_async(
         pending.extend(local.drain(..));
         while !complete(&pending) {
             match mesh.recv_timeout(deadline).await {
-                Ok(Some(Inbound::Message(from, m))) if m.from.0 != from => {
+                Ok(Some(Inbound::Message(from, m, _))) if m.from.0 != from => {
                     return Err(misbehaviour(from, round, "message names another sender"));
                 }
-                Ok(Some(Inbound::Message(_, m))) => pending.push(m),
+                Ok(Some(Inbound::Message(_, m, _))) => pending.push(m),
                 Ok(Some(Inbound::Signature(from, s))) => {
                     signatures.insert(from, s);
                 }
                 Ok(Some(Inbound::Fault(from, why))) => return Err(misbehaviour(from, round, why)),
+                Ok(Some(Inbound::Echo(..) | Inbound::Evidence(..))) => {}
                 Ok(None) | Err(_) => {
                     let missing: Vec<u16> = bfrom
                         .iter()
