@@ -386,7 +386,7 @@ impl Signed {
 /// received in the phase named by `tag`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Echo {
-    tag: u32,
+    tag: u64,
     hashes: BTreeMap<u16, [u8; 32]>,
 }
 
@@ -402,10 +402,11 @@ impl Echo {
 
     fn from_bytes(b: &[u8]) -> core::result::Result<Self, &'static str> {
         let tag = b
-            .get(..4)
-            .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+            .get(..8)
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes)
             .ok_or("short echo")?;
-        let rest = &b[4..];
+        let rest = &b[8..];
         if !rest.len().is_multiple_of(34) {
             return Err("malformed echo");
         }
@@ -749,7 +750,7 @@ impl Mesh {
     /// meanwhile are kept for [`Mesh::recv_timeout`].
     pub(crate) async fn echo_round(
         &mut self,
-        tag: u32,
+        tag: u64,
         received: &BTreeMap<u16, Signed>,
         members: &[u16],
         timeout: Duration,
@@ -955,6 +956,9 @@ async fn join_async(
     // Broadcasts of finished candidate batches, kept as hashes only (see `transcript`).
     let mut earlier: Vec<[u8; 32]> = Vec::new();
     let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
+    // The signed envelopes of others' broadcasts not yet echoed: (round, batch, envelope).
+    let mut envelopes: Vec<(Round, u32, crate::net::Signed)> = Vec::new();
+    let all: Vec<u16> = (1..=n).collect();
     for m in first.broadcast.iter().chain(&first.direct) {
         send(m, &mesh, &mut local);
     }
@@ -1000,7 +1004,12 @@ async fn join_async(
                 Ok(Some(Inbound::Message(from, m, _))) if m.from.0 != from => {
                     return Err(misbehaviour(from, round, "message names another sender"));
                 }
-                Ok(Some(Inbound::Message(_, m, _))) => pending.push(m),
+                Ok(Some(Inbound::Message(_, m, env))) => {
+                    if m.to.is_none() {
+                        envelopes.push((m.round, m.batch, env));
+                    }
+                    pending.push(m);
+                }
                 Ok(Some(Inbound::Signature(from, s))) => {
                     signatures.insert(from, s);
                 }
@@ -1031,6 +1040,28 @@ async fn join_async(
         }
         let (now, later): (Vec<Message>, Vec<Message>) = pending.drain(..).partition(|m| wanted(m));
         pending = later;
+        // Broadcast with echo: before this round's broadcasts feed the protocol (and so before
+        // any secret or the key depends on them), every party confirms it holds the same ones;
+        // an equivocating sender is named by all, with two copies it signed as the evidence.
+        let (these, rest): (Vec<_>, Vec<_>) = envelopes
+            .drain(..)
+            .partition(|(r, b, _)| *r == round && *b == batch);
+        envelopes = rest;
+        let mut received: BTreeMap<u16, Signed> =
+            these.into_iter().map(|(_, _, e)| (e.from, e)).collect();
+        for m in now.iter().filter(|m| m.to.is_none() && m.from.0 == me) {
+            received.insert(me, mesh.signed(m));
+        }
+        if !received.is_empty() {
+            let tag = (u64::from(round as u8) << 32) | u64::from(batch);
+            if let Err(e) = mesh
+                .echo_round(tag, &received, &all, opts.round_timeout, round)
+                .await
+            {
+                mesh.finish().await;
+                return Err(e);
+            }
+        }
         // Canonical transcript order: rounds as they happened, senders by index within a round
         // (arrival order differs between parties; the signed transcript must not).
         let mut these: Vec<Message> = now.iter().filter(|m| m.to.is_none()).cloned().collect();
@@ -1077,7 +1108,6 @@ async fn join_async(
     let my_sig = secrets
         .identity
         .sign(&crate::transcript::signed_bytes(&head, &key.fingerprint()));
-    let all: Vec<u16> = (1..=n).collect();
     mesh.exchange_signatures(
         my_sig.to_bytes(),
         &mut signatures,
@@ -1106,4 +1136,126 @@ async fn join_async(
     write(&out.join("transcript.json"), &transcript_json, false)?;
     write_key_and_share(out, &key, Some(&output.share), opts.passphrase.as_ref())?;
     Ok(hex::encode(key.fingerprint()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A 3-member (t = 2) 512-bit ceremony configuration on loopback ports, with each member's
+    /// secrets directory.
+    fn loopback(dir: &Path) -> (CeremonyConfig, Vec<PathBuf>) {
+        let mut members = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 1..=3u16 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let d = dir.join(format!("keys-{i}"));
+            members.push(
+                keygen(
+                    &d,
+                    i,
+                    &format!("hospital-{i}"),
+                    &format!("127.0.0.1:{port}"),
+                )
+                .unwrap(),
+            );
+            dirs.push(d);
+        }
+        let config = CeremonyConfig {
+            format: "medtech-ceremony-config/1".into(),
+            bits: 512,
+            threshold: 2,
+            session_nonce: "0e".into(),
+            batch: None,
+            members,
+        };
+        (config, dirs)
+    }
+
+    fn culprits(e: &Error) -> Vec<u16> {
+        match e {
+            Error::Threshold(t) => t.culprits().iter().map(|p| p.0).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_equivocating_party_in_join_is_named_by_every_honest_party() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, dirs) = loopback(tmp.path());
+        let params = config.parameters().unwrap();
+        // Party 1 starts two instances of the protocol and sends party 2 the first one's
+        // opening broadcast, party 3 the other's (each well formed on its own), with the direct
+        // messages that go with each; then it stays connected and silent.
+        let evil = {
+            let (config, dir) = (config.clone(), dirs[0].clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async move {
+                    let secrets = load_secrets(&dir).unwrap();
+                    let mut mesh = Mesh::connect(
+                        params.session(),
+                        &config.members,
+                        1,
+                        &secrets,
+                        Duration::from_secs(8),
+                    )
+                    .await
+                    .unwrap();
+                    for (victim, seed) in [(2u16, 1u64), (3, 2)] {
+                        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+                        let (_, first) = Party::new(&params, PartyIndex(1), &mut rng).unwrap();
+                        mesh.send(Some(victim), &first.broadcast.unwrap());
+                        for m in first
+                            .direct
+                            .iter()
+                            .filter(|m| m.to == Some(PartyIndex(victim)))
+                        {
+                            mesh.send(Some(victim), m);
+                        }
+                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while let Ok(Some(_)) = mesh.recv_timeout(deadline).await {}
+                })
+            })
+        };
+        let honest: Vec<_> = [2u16, 3]
+            .into_iter()
+            .map(|i| {
+                let (config, dir) = (config.clone(), dirs[usize::from(i) - 1].clone());
+                let out = tmp.path().join(format!("out-{i}"));
+                std::thread::spawn(move || {
+                    let secrets = load_secrets(&dir)?;
+                    join(
+                        &config,
+                        &secrets,
+                        &JoinOptions {
+                            index: i,
+                            out,
+                            passphrase: None,
+                            round_timeout: Duration::from_secs(8),
+                            verbose: false,
+                        },
+                    )
+                })
+            })
+            .collect();
+        for (i, h) in [2, 3].into_iter().zip(honest) {
+            let e = h
+                .join()
+                .unwrap()
+                .expect_err("an equivocation must stop the ceremony");
+            let text = e.to_string();
+            assert_eq!(culprits(&e), vec![1], "party {i} must name party 1: {text}");
+            assert!(text.contains("equivocated"), "party {i}: {text}");
+            assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
+        }
+        evil.join().unwrap();
+    }
 }

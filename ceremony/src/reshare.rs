@@ -51,7 +51,7 @@ use crate::transcript::{parse_format, signed_bytes, Check, SignatureRecord, Verd
 /// The format tag of a re-sharing configuration.
 pub const CONFIG_FORMAT: &str = "medtech-reshare-config/1";
 /// The echo-round tag of the dealings.
-const ECHO_DEALINGS: u32 = 1;
+const ECHO_DEALINGS: u64 = 1;
 /// The format tag of a re-sharing transcript.
 pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/1";
 
