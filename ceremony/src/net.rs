@@ -934,6 +934,7 @@ async fn join_async(
     opts: &JoinOptions,
 ) -> Result<String> {
     let params = config.parameters()?;
+    crate::sharefile::refuse_share_files(&opts.out)?;
     let session = params.session();
     let n = params.parties();
     let me = opts.index;

@@ -412,6 +412,7 @@ async fn reshare_async(
     opts: &ReshareOptions,
 ) -> Result<String> {
     let params = config.parameters()?;
+    crate::sharefile::refuse_share_files(&opts.out)?;
     let me = opts.index;
     let mine = config
         .participants
@@ -776,6 +777,25 @@ mod tests {
                 },
             )
         })
+    }
+
+    #[test]
+    fn an_out_directory_holding_a_share_is_refused_before_the_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, _, dirs) = loopback(tmp.path());
+        // The operator points --out at the directory of its current share.
+        let out = tmp.path().join("ceremony-out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("share.json"), b"the only copy").unwrap();
+        let e = honest(&config, &dirs[2], 3, None, out.clone())
+            .join()
+            .unwrap()
+            .expect_err("must be refused");
+        assert!(e.to_string().contains("already holds a share file"), "{e}");
+        assert_eq!(
+            std::fs::read(out.join("share.json")).unwrap(),
+            b"the only copy"
+        );
     }
 
     #[test]

@@ -208,6 +208,21 @@ pub fn new_key_file() -> (Zeroizing<[u8; 32]>, Zeroizing<String>) {
     (k, text)
 }
 
+/// Refuses an output directory that already holds a share file (`share.json` or `share.key`):
+/// a run writing there would replace a share that may still be the only copy (for example the
+/// current share a re-sharing deals from). Checked before the run starts.
+pub(crate) fn refuse_share_files(out: &std::path::Path) -> Result<()> {
+    for f in ["share.json", "share.key"] {
+        if out.join(f).exists() {
+            return Err(Error::format(
+                out.display().to_string(),
+                format!("already holds a share file ({f}); choose another --out"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Writes a member's outputs to `out`: `threshold-key.json` and, when it holds one, its sealed
 /// `share.json` (with a new `share.key`, mode 0600, unless `passphrase` seals it).
 pub(crate) fn write_key_and_share(
