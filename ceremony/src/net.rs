@@ -44,6 +44,8 @@ use crate::transcript::{verify, Identity, SignatureRecord, Transcript};
 
 /// Largest frame accepted (a 2048-bit batch's sieve shares are about 8 MB).
 const MAX_FRAME: usize = 256 << 20;
+/// How far a frame's buffer may grow ahead of the bytes received.
+const FRAME_STEP: usize = 1 << 20;
 const KIND_MESSAGE: u8 = 1;
 const KIND_SIGNATURE: u8 = 2;
 /// A signed list of the hashes of every broadcast received in a phase (the echo round).
@@ -264,10 +266,21 @@ fn envelope_bytes(session: &[u8; 32], kind: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    Ok(read_frame_into(r, &mut buf).await?.then_some(buf))
+}
+
+/// Reads one frame into `buf`; `Ok(false)` at a clean end of stream. The buffer grows by at most
+/// [`FRAME_STEP`] ahead of the bytes that actually arrived, so a length header alone (up to
+/// [`MAX_FRAME`]) commits no memory.
+async fn read_frame_into<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len) as usize;
@@ -277,9 +290,13 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Optio
             "frame too large",
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    Ok(Some(buf))
+    buf.clear();
+    while buf.len() < len {
+        let start = buf.len();
+        buf.resize(start + (len - start).min(FRAME_STEP), 0);
+        r.read_exact(&mut buf[start..]).await?;
+    }
+    Ok(true)
 }
 
 async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
@@ -1177,6 +1194,21 @@ mod tests {
             members,
         };
         (config, dirs)
+    }
+
+    #[tokio::test]
+    async fn a_huge_length_header_alone_commits_no_memory() {
+        // A peer announces a frame just under the limit, sends 10 bytes and stops.
+        let mut wire = ((MAX_FRAME - 1) as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[7u8; 10]);
+        let mut buf = Vec::new();
+        let r = read_frame_into(&mut wire.as_slice(), &mut buf).await;
+        assert!(r.is_err(), "a truncated frame is an error");
+        assert!(
+            buf.capacity() <= 2 * FRAME_STEP,
+            "allocated {} bytes for 10 received",
+            buf.capacity()
+        );
     }
 
     fn culprits(e: &Error) -> Vec<u16> {
