@@ -155,6 +155,23 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         round_timeout: u64,
     },
+    /// After a successful re-sharing: destroy an old share file (and its key file) that it
+    /// replaced. Refused unless the re-sharing transcript verifies with the new key and the
+    /// share belongs to the key it re-shared.
+    DestroyShare {
+        /// The old sealed share file.
+        #[arg(long)]
+        share: PathBuf,
+        /// Its key file, if it has one.
+        #[arg(long)]
+        share_key: Option<PathBuf>,
+        /// The re-sharing's `reshare-transcript.json`.
+        #[arg(long)]
+        transcript: PathBuf,
+        /// The new `threshold-key.json` the re-sharing produced.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Verify a transcript offline (a ceremony's or a re-sharing's); exit status 1 unless every
     /// check passes.
     Verify {
@@ -414,6 +431,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "party {index}: key {fp}; transcript, key and sealed share written to {}",
                 out.display()
+            );
+        }
+        Command::DestroyShare {
+            share,
+            share_key,
+            transcript,
+            key,
+        } => {
+            let t = std::fs::read(&transcript)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", transcript.display()))?;
+            let key = load_key(&key)?;
+            medtech_ceremony::sharefile::destroy_replaced_share(
+                &share,
+                share_key.as_deref(),
+                &t,
+                &key,
+            )?;
+            println!(
+                "{} overwritten and removed{}. Copies elsewhere (backups, snapshots, other disks) \
+                 and blocks the file system or an SSD kept are not reached: see docs/ceremony.md.",
+                share.display(),
+                share_key
+                    .map(|k| format!(", and {}", k.display()))
+                    .unwrap_or_default()
             );
         }
         Command::Verify {

@@ -44,8 +44,14 @@ use crate::transcript::{verify, Identity, SignatureRecord, Transcript};
 
 /// Largest frame accepted (a 2048-bit batch's sieve shares are about 8 MB).
 const MAX_FRAME: usize = 256 << 20;
+/// How far a frame's buffer may grow ahead of the bytes received.
+const FRAME_STEP: usize = 1 << 20;
 const KIND_MESSAGE: u8 = 1;
 const KIND_SIGNATURE: u8 = 2;
+/// A signed list of the hashes of every broadcast received in a phase (the echo round).
+const KIND_ECHO: u8 = 3;
+/// A copy of another member's signed broadcast, sent when an echo disagrees with ours.
+const KIND_EVIDENCE: u8 = 4;
 
 /// One member in the ceremony configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -107,6 +113,7 @@ impl CeremonyConfig {
                 ));
             }
         }
+        distinct_members(&self.members)?;
         let n = u16::try_from(self.members.len())
             .map_err(|_| Error::format("ceremony config", "too many members"))?;
         let mut p = Parameters::new(self.bits, n, self.threshold, self.session())?;
@@ -126,6 +133,28 @@ impl CeremonyConfig {
             })
             .collect()
     }
+}
+
+/// Refuses two members that share an identity key or a TLS certificate: one host holding two
+/// seats would count twice towards the threshold and the honest majority, and its frames could
+/// not be told apart.
+pub(crate) fn distinct_members(members: &[MemberConfig]) -> Result<()> {
+    for (k, a) in members.iter().enumerate() {
+        for b in &members[..k] {
+            let same = if a.ed25519.eq_ignore_ascii_case(&b.ed25519) {
+                "identity key"
+            } else if a.tls_cert_sha256.eq_ignore_ascii_case(&b.tls_cert_sha256) {
+                "TLS certificate"
+            } else {
+                continue;
+            };
+            return Err(Error::format(
+                "configuration",
+                format!("members {} and {} share one {same}", b.index, a.index),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A member's pinned identity key.
@@ -237,10 +266,21 @@ fn envelope_bytes(session: &[u8; 32], kind: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    Ok(read_frame_into(r, &mut buf).await?.then_some(buf))
+}
+
+/// Reads one frame into `buf`; `Ok(false)` at a clean end of stream. The buffer grows by at most
+/// [`FRAME_STEP`] ahead of the bytes that actually arrived, so a length header alone (up to
+/// [`MAX_FRAME`]) commits no memory.
+async fn read_frame_into<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len) as usize;
@@ -250,9 +290,13 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Optio
             "frame too large",
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
-    Ok(Some(buf))
+    buf.clear();
+    while buf.len() < len {
+        let start = buf.len();
+        buf.resize(start + (len - start).min(FRAME_STEP), 0);
+        r.read_exact(&mut buf[start..]).await?;
+    }
+    Ok(true)
 }
 
 async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, b: &[u8]) -> std::io::Result<()> {
@@ -264,11 +308,136 @@ async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, b: &[u8]) -> std::io::
 /// What arrives from a peer, attributed to the member whose pinned certificate and identity key
 /// the connection and the frame's signature match.
 pub(crate) enum Inbound {
-    /// A protocol message; the receiver checks that it names the right sender for its role.
-    Message(u16, Message),
+    /// A protocol message with its sender's envelope signature (kept: it is what proves, to
+    /// anyone, what the sender said); the receiver checks that it names the right sender for
+    /// its role.
+    Message(u16, Message, Signed),
+    /// A member's signature over the outcome.
     Signature(u16, [u8; 64]),
+    /// A member's echo: the phase tag and, per sender, the hash of the broadcast it received.
+    Echo(u16, Echo),
+    /// A member's copy of another member's signed broadcast (signature already checked).
+    Evidence(u16, Signed),
     /// The peer (named by its pinned certificate) misbehaved.
     Fault(u16, String),
+}
+
+/// A broadcast as its sender signed it: anyone holding the sender's pinned identity key can
+/// check it, so two different ones for the same slot prove that the sender equivocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Signed {
+    /// The member (mesh index) whose identity key signed it.
+    pub(crate) from: u16,
+    /// The envelope signature.
+    pub(crate) signature: [u8; 64],
+    /// The encoded message.
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Signed {
+    /// The hash an echo carries for it.
+    fn hash(&self) -> [u8; 32] {
+        crate::transcript::message_hash(&self.payload)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.payload.len() + 66);
+        b.extend_from_slice(&self.from.to_be_bytes());
+        b.extend_from_slice(&self.signature);
+        b.extend_from_slice(&self.payload);
+        b
+    }
+
+    /// Decodes and checks the original sender's signature against its pinned key.
+    fn from_bytes(
+        session: &[u8; 32],
+        keys: &[VerifyingKey],
+        b: &[u8],
+    ) -> core::result::Result<Self, &'static str> {
+        let from = b
+            .get(..2)
+            .map(|f| u16::from_be_bytes([f[0], f[1]]))
+            .ok_or("short evidence")?;
+        let signature: [u8; 64] = b
+            .get(2..66)
+            .ok_or("short evidence")?
+            .try_into()
+            .map_err(|_| "short evidence")?;
+        let payload = b[66..].to_vec();
+        let key = keys
+            .get(usize::from(from).wrapping_sub(1))
+            .ok_or("evidence names no member")?;
+        key.verify(
+            &envelope_bytes(session, KIND_MESSAGE, &payload),
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| "evidence whose signature does not verify")?;
+        Ok(Signed {
+            from,
+            signature,
+            payload,
+        })
+    }
+
+    /// Whether `self` and `other` are two different broadcasts of one sender for one slot
+    /// (same round, batch and protocol sender, both broadcasts): proof of equivocation.
+    fn conflicts_with(&self, other: &Signed) -> bool {
+        if self.from != other.from || self.payload == other.payload {
+            return false;
+        }
+        match (
+            Message::from_bytes(&self.payload),
+            Message::from_bytes(&other.payload),
+        ) {
+            (Ok(a), Ok(b)) => {
+                a.to.is_none()
+                    && b.to.is_none()
+                    && (a.round, a.batch, a.from) == (b.round, b.batch, b.from)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One member's echo of a phase: `(sender, hash of its broadcast)` for every broadcast it
+/// received in the phase named by `tag`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Echo {
+    tag: u64,
+    hashes: BTreeMap<u16, [u8; 32]>,
+}
+
+impl Echo {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut b = self.tag.to_be_bytes().to_vec();
+        for (from, h) in &self.hashes {
+            b.extend_from_slice(&from.to_be_bytes());
+            b.extend_from_slice(h);
+        }
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> core::result::Result<Self, &'static str> {
+        let tag = b
+            .get(..8)
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes)
+            .ok_or("short echo")?;
+        let rest = &b[8..];
+        if !rest.len().is_multiple_of(34) {
+            return Err("malformed echo");
+        }
+        let mut hashes = BTreeMap::new();
+        for e in rest.chunks_exact(34) {
+            let from = u16::from_be_bytes([e[0], e[1]]);
+            let mut h = [0u8; 32];
+            h.copy_from_slice(&e[2..]);
+            if hashes.insert(from, h).is_some() {
+                return Err("echo lists a sender twice");
+            }
+        }
+        Ok(Echo { tag, hashes })
+    }
 }
 
 /// Options of [`join`].
@@ -304,6 +473,10 @@ pub(crate) struct Mesh {
     identity: SigningKey,
     outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>>,
     rx: mpsc::UnboundedReceiver<Inbound>,
+    /// Echoes and evidence that arrived before their echo round.
+    held: Vec<Inbound>,
+    /// Messages and signatures that arrived during an echo round, for the caller.
+    stash: VecDeque<Inbound>,
 }
 
 impl Mesh {
@@ -350,7 +523,7 @@ impl Mesh {
         .build()
         .map_err(tls_err)?;
         let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(my_certs.clone(), my_key.clone_key())
@@ -420,7 +593,12 @@ impl Mesh {
                                     KIND_MESSAGE => {
                                         let m = Message::from_bytes(payload)
                                             .map_err(|_| "undecodable message")?;
-                                        Ok(Inbound::Message(from, m))
+                                        let env = Signed {
+                                            from,
+                                            signature: sig,
+                                            payload: payload.to_vec(),
+                                        };
+                                        Ok(Inbound::Message(from, m, env))
                                     }
                                     KIND_SIGNATURE => {
                                         let s: [u8; 64] = payload
@@ -428,6 +606,13 @@ impl Mesh {
                                             .map_err(|_| "bad transcript signature")?;
                                         Ok(Inbound::Signature(from, s))
                                     }
+                                    KIND_ECHO => {
+                                        Ok(Inbound::Echo(from, Echo::from_bytes(payload)?))
+                                    }
+                                    KIND_EVIDENCE => Ok(Inbound::Evidence(
+                                        from,
+                                        Signed::from_bytes(&session, &keys, payload)?,
+                                    )),
                                     _ => Err("unknown envelope kind"),
                                 }
                             })();
@@ -451,7 +636,7 @@ impl Mesh {
                 roots.add(c).map_err(tls_err)?;
             }
             let client_cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(&[&rustls::version::TLS13])
                 .map_err(tls_err)?
                 .with_root_certificates(roots)
                 .with_client_auth_cert(my_certs.clone(), my_key.clone_key())
@@ -508,6 +693,8 @@ impl Mesh {
             identity: secrets.identity.clone(),
             outs,
             rx,
+            held: Vec::new(),
+            stash: VecDeque::new(),
         })
     }
 
@@ -539,12 +726,170 @@ impl Mesh {
         }
     }
 
-    /// The next item: `Err` once `deadline` passes, `Ok(None)` if every connection closed.
+    /// The next message, signature or fault: `Err` once `deadline` passes, `Ok(None)` if every
+    /// connection closed. Echoes and evidence are held for [`Mesh::echo_round`].
     pub(crate) async fn recv_timeout(
         &mut self,
         deadline: tokio::time::Instant,
     ) -> core::result::Result<Option<Inbound>, tokio::time::error::Elapsed> {
-        tokio::time::timeout_at(deadline, self.rx.recv()).await
+        if let Some(i) = self.stash.pop_front() {
+            return Ok(Some(i));
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await? {
+                Some(i @ (Inbound::Echo(..) | Inbound::Evidence(..))) => self.held.push(i),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// The envelope this member signs for `m` (what its peers receive and keep).
+    pub(crate) fn signed(&self, m: &Message) -> Signed {
+        let payload = m.to_bytes();
+        let signature = self
+            .identity
+            .sign(&envelope_bytes(&self.session, KIND_MESSAGE, &payload))
+            .to_bytes();
+        Signed {
+            from: self.me,
+            signature,
+            payload,
+        }
+    }
+
+    /// The echo round of phase `tag`: broadcasts a signed hash of every broadcast in `received`
+    /// (keyed by its sender's mesh index, this member's own included) and collects the echoes
+    /// of every other one of `members`. Where an echo disagrees, both sides send their signed
+    /// copy of that broadcast to all, so every honest member ends up holding two different
+    /// broadcasts signed by the equivocating sender and names it. A member whose echo
+    /// disagrees but who cannot show the broadcast it claims (or shows ours) is named instead;
+    /// so is one that does not echo within `timeout`. Messages and signatures that arrive
+    /// meanwhile are kept for [`Mesh::recv_timeout`].
+    pub(crate) async fn echo_round(
+        &mut self,
+        tag: u64,
+        received: &BTreeMap<u16, Signed>,
+        members: &[u16],
+        timeout: Duration,
+        round: Round,
+    ) -> Result<()> {
+        let mine = Echo {
+            tag,
+            hashes: received.iter().map(|(f, s)| (*f, s.hash())).collect(),
+        };
+        let frame = signed_envelope(&self.session, KIND_ECHO, &mine.to_bytes(), &self.identity);
+        self.send_frame(None, frame);
+        let others: Vec<u16> = members.iter().copied().filter(|m| *m != self.me).collect();
+        let mut echoed: BTreeMap<u16, Echo> = BTreeMap::new();
+        // (member, sender): the member's echo disagreed with ours on the sender's broadcast, and
+        // it has not shown its copy yet. Every dispute ends the round with a culprit.
+        let mut disputed: std::collections::BTreeSet<(u16, u16)> = Default::default();
+        let mut shown: Vec<u16> = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut held = std::mem::take(&mut self.held).into_iter();
+        loop {
+            let settled = others.iter().all(|o| echoed.contains_key(o)) && disputed.is_empty();
+            if settled {
+                break;
+            }
+            let item = match held.next() {
+                Some(i) => Some(i),
+                // `None` at the deadline or once every connection closed.
+                None => tokio::time::timeout_at(deadline, self.rx.recv())
+                    .await
+                    .unwrap_or_default(),
+            };
+            match item {
+                Some(Inbound::Echo(from, e)) if e.tag != tag => {
+                    self.held.push(Inbound::Echo(from, e));
+                }
+                Some(Inbound::Echo(from, e)) => {
+                    if echoed.contains_key(&from) {
+                        return Err(misbehaviour(from, round, "echoed twice"));
+                    }
+                    for (sender, h) in &e.hashes {
+                        match received.get(sender) {
+                            Some(s) if s.hash() == *h => {}
+                            Some(s) => {
+                                disputed.insert((from, *sender));
+                                if !shown.contains(sender) {
+                                    shown.push(*sender);
+                                    let b = s.to_bytes();
+                                    let f = signed_envelope(
+                                        &self.session,
+                                        KIND_EVIDENCE,
+                                        &b,
+                                        &self.identity,
+                                    );
+                                    self.send_frame(None, f);
+                                }
+                            }
+                            None => {
+                                return Err(misbehaviour(
+                                    from,
+                                    round,
+                                    format!("echoed a broadcast of member {sender} that is not part of this phase"),
+                                ))
+                            }
+                        }
+                    }
+                    if let Some(s) = received.keys().find(|s| !e.hashes.contains_key(s)) {
+                        return Err(misbehaviour(
+                            from,
+                            round,
+                            format!("its echo omits member {s}'s broadcast"),
+                        ));
+                    }
+                    echoed.insert(from, e);
+                }
+                Some(Inbound::Evidence(from, copy)) => match received.get(&copy.from) {
+                    Some(ours) if ours.conflicts_with(&copy) => {
+                        return Err(misbehaviour(
+                            copy.from,
+                            round,
+                            format!(
+                                "equivocated: signed two different broadcasts for one round \
+                                 (hashes {} and {}; the other copy shown by member {from})",
+                                hex::encode(ours.hash()),
+                                hex::encode(copy.hash())
+                            ),
+                        ));
+                    }
+                    Some(_) if disputed.remove(&(from, copy.from)) => {
+                        return Err(misbehaviour(
+                            from,
+                            round,
+                            format!(
+                                "its echo disputes member {}'s broadcast, but the copy it shows does not",
+                                copy.from
+                            ),
+                        ));
+                    }
+                    Some(ours) if ours.payload == copy.payload => {}
+                    // Another phase's (an honest member may be ahead of us).
+                    _ => self.held.push(Inbound::Evidence(from, copy)),
+                },
+                Some(Inbound::Fault(from, why)) => return Err(misbehaviour(from, round, why)),
+                Some(other @ (Inbound::Message(..) | Inbound::Signature(..))) => {
+                    self.stash.push_back(other);
+                }
+                None => {
+                    let absent: Vec<u16> = others
+                        .iter()
+                        .copied()
+                        .filter(|o| !echoed.contains_key(o))
+                        .chain(disputed.iter().map(|(m, _)| *m))
+                        .collect();
+                    return Err(misbehaviour(
+                        absent.first().copied().unwrap_or(0),
+                        round,
+                        format!("echo round timed out: members {absent:?} did not echo, or did not show the broadcast their echo claims"),
+                    ));
+                }
+            }
+        }
+        self.held.extend(held);
+        Ok(())
     }
 
     /// Signs off: sends this member's signature `mine` over the outcome to all and collects the
@@ -569,7 +914,7 @@ impl Mesh {
                     signatures.insert(from, s);
                 }
                 Ok(Some(Inbound::Fault(from, why))) => return Err(misbehaviour(from, round, why)),
-                Ok(Some(Inbound::Message(..))) => {}
+                Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     let absent: Vec<u16> = members
                         .iter()
@@ -606,6 +951,7 @@ async fn join_async(
     opts: &JoinOptions,
 ) -> Result<String> {
     let params = config.parameters()?;
+    crate::sharefile::refuse_share_files(&opts.out)?;
     let session = params.session();
     let n = params.parties();
     let me = opts.index;
@@ -628,6 +974,9 @@ async fn join_async(
     // Broadcasts of finished candidate batches, kept as hashes only (see `transcript`).
     let mut earlier: Vec<[u8; 32]> = Vec::new();
     let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
+    // The signed envelopes of others' broadcasts not yet echoed: (round, batch, envelope).
+    let mut envelopes: Vec<(Round, u32, crate::net::Signed)> = Vec::new();
+    let all: Vec<u16> = (1..=n).collect();
     for m in first.broadcast.iter().chain(&first.direct) {
         send(m, &mesh, &mut local);
     }
@@ -670,14 +1019,20 @@ async fn join_async(
         pending.extend(local.drain(..));
         while !complete(&pending) {
             match mesh.recv_timeout(deadline).await {
-                Ok(Some(Inbound::Message(from, m))) if m.from.0 != from => {
+                Ok(Some(Inbound::Message(from, m, _))) if m.from.0 != from => {
                     return Err(misbehaviour(from, round, "message names another sender"));
                 }
-                Ok(Some(Inbound::Message(_, m))) => pending.push(m),
+                Ok(Some(Inbound::Message(_, m, env))) => {
+                    if m.to.is_none() {
+                        envelopes.push((m.round, m.batch, env));
+                    }
+                    pending.push(m);
+                }
                 Ok(Some(Inbound::Signature(from, s))) => {
                     signatures.insert(from, s);
                 }
                 Ok(Some(Inbound::Fault(from, why))) => return Err(misbehaviour(from, round, why)),
+                Ok(Some(Inbound::Echo(..) | Inbound::Evidence(..))) => {}
                 Ok(None) | Err(_) => {
                     let missing: Vec<u16> = bfrom
                         .iter()
@@ -703,6 +1058,28 @@ async fn join_async(
         }
         let (now, later): (Vec<Message>, Vec<Message>) = pending.drain(..).partition(|m| wanted(m));
         pending = later;
+        // Broadcast with echo: before this round's broadcasts feed the protocol (and so before
+        // any secret or the key depends on them), every party confirms it holds the same ones;
+        // an equivocating sender is named by all, with two copies it signed as the evidence.
+        let (these, rest): (Vec<_>, Vec<_>) = envelopes
+            .drain(..)
+            .partition(|(r, b, _)| *r == round && *b == batch);
+        envelopes = rest;
+        let mut received: BTreeMap<u16, Signed> =
+            these.into_iter().map(|(_, _, e)| (e.from, e)).collect();
+        for m in now.iter().filter(|m| m.to.is_none() && m.from.0 == me) {
+            received.insert(me, mesh.signed(m));
+        }
+        if !received.is_empty() {
+            let tag = (u64::from(round as u8) << 32) | u64::from(batch);
+            if let Err(e) = mesh
+                .echo_round(tag, &received, &all, opts.round_timeout, round)
+                .await
+            {
+                mesh.finish().await;
+                return Err(e);
+            }
+        }
         // Canonical transcript order: rounds as they happened, senders by index within a round
         // (arrival order differs between parties; the signed transcript must not).
         let mut these: Vec<Message> = now.iter().filter(|m| m.to.is_none()).cloned().collect();
@@ -749,7 +1126,6 @@ async fn join_async(
     let my_sig = secrets
         .identity
         .sign(&crate::transcript::signed_bytes(&head, &key.fingerprint()));
-    let all: Vec<u16> = (1..=n).collect();
     mesh.exchange_signatures(
         my_sig.to_bytes(),
         &mut signatures,
@@ -778,4 +1154,141 @@ async fn join_async(
     write(&out.join("transcript.json"), &transcript_json, false)?;
     write_key_and_share(out, &key, Some(&output.share), opts.passphrase.as_ref())?;
     Ok(hex::encode(key.fingerprint()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A 3-member (t = 2) 512-bit ceremony configuration on loopback ports, with each member's
+    /// secrets directory.
+    fn loopback(dir: &Path) -> (CeremonyConfig, Vec<PathBuf>) {
+        let mut members = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 1..=3u16 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let d = dir.join(format!("keys-{i}"));
+            members.push(
+                keygen(
+                    &d,
+                    i,
+                    &format!("hospital-{i}"),
+                    &format!("127.0.0.1:{port}"),
+                )
+                .unwrap(),
+            );
+            dirs.push(d);
+        }
+        let config = CeremonyConfig {
+            format: "medtech-ceremony-config/1".into(),
+            bits: 512,
+            threshold: 2,
+            session_nonce: "0e".into(),
+            batch: None,
+            members,
+        };
+        (config, dirs)
+    }
+
+    #[tokio::test]
+    async fn a_huge_length_header_alone_commits_no_memory() {
+        // A peer announces a frame just under the limit, sends 10 bytes and stops.
+        let mut wire = ((MAX_FRAME - 1) as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[7u8; 10]);
+        let mut buf = Vec::new();
+        let r = read_frame_into(&mut wire.as_slice(), &mut buf).await;
+        assert!(r.is_err(), "a truncated frame is an error");
+        assert!(
+            buf.capacity() <= 2 * FRAME_STEP,
+            "allocated {} bytes for 10 received",
+            buf.capacity()
+        );
+    }
+
+    fn culprits(e: &Error) -> Vec<u16> {
+        match e {
+            Error::Threshold(t) => t.culprits().iter().map(|p| p.0).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_equivocating_party_in_join_is_named_by_every_honest_party() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, dirs) = loopback(tmp.path());
+        let params = config.parameters().unwrap();
+        // Party 1 starts two instances of the protocol and sends party 2 the first one's
+        // opening broadcast, party 3 the other's (each well formed on its own), with the direct
+        // messages that go with each; then it stays connected and silent.
+        let evil = {
+            let (config, dir) = (config.clone(), dirs[0].clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async move {
+                    let secrets = load_secrets(&dir).unwrap();
+                    let mut mesh = Mesh::connect(
+                        params.session(),
+                        &config.members,
+                        1,
+                        &secrets,
+                        Duration::from_secs(8),
+                    )
+                    .await
+                    .unwrap();
+                    for (victim, seed) in [(2u16, 1u64), (3, 2)] {
+                        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+                        let (_, first) = Party::new(&params, PartyIndex(1), &mut rng).unwrap();
+                        mesh.send(Some(victim), &first.broadcast.unwrap());
+                        for m in first
+                            .direct
+                            .iter()
+                            .filter(|m| m.to == Some(PartyIndex(victim)))
+                        {
+                            mesh.send(Some(victim), m);
+                        }
+                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while let Ok(Some(_)) = mesh.recv_timeout(deadline).await {}
+                })
+            })
+        };
+        let honest: Vec<_> = [2u16, 3]
+            .into_iter()
+            .map(|i| {
+                let (config, dir) = (config.clone(), dirs[usize::from(i) - 1].clone());
+                let out = tmp.path().join(format!("out-{i}"));
+                std::thread::spawn(move || {
+                    let secrets = load_secrets(&dir)?;
+                    join(
+                        &config,
+                        &secrets,
+                        &JoinOptions {
+                            index: i,
+                            out,
+                            passphrase: None,
+                            round_timeout: Duration::from_secs(8),
+                            verbose: false,
+                        },
+                    )
+                })
+            })
+            .collect();
+        for (i, h) in [2, 3].into_iter().zip(honest) {
+            let e = h
+                .join()
+                .unwrap()
+                .expect_err("an equivocation must stop the ceremony");
+            let text = e.to_string();
+            assert_eq!(culprits(&e), vec![1], "party {i} must name party 1: {text}");
+            assert!(text.contains("equivocated"), "party {i}: {text}");
+            assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
+        }
+        evil.join().unwrap();
+    }
 }

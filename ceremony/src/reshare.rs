@@ -44,12 +44,14 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{unhex, write, Error, Result};
 use crate::files::KeyFile;
-use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh};
+use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh, Signed};
 use crate::sharefile::write_key_and_share;
 use crate::transcript::{parse_format, signed_bytes, Check, SignatureRecord, Verdict};
 
 /// The format tag of a re-sharing configuration.
 pub const CONFIG_FORMAT: &str = "medtech-reshare-config/1";
+/// The echo-round tag of the dealings.
+const ECHO_DEALINGS: u64 = 1;
 /// The format tag of a re-sharing transcript.
 pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/1";
 
@@ -131,6 +133,7 @@ impl ReshareConfig {
             }
             new.extend(p.new_index);
         }
+        crate::net::distinct_members(&self.members())?;
         new.sort_unstable();
         let n_new = u16::try_from(new.len()).map_err(|_| bad("too many participants".into()))?;
         if new != (1..=n_new).collect::<Vec<u16>>() {
@@ -409,6 +412,7 @@ async fn reshare_async(
     opts: &ReshareOptions,
 ) -> Result<String> {
     let params = config.parameters()?;
+    crate::sharefile::refuse_share_files(&opts.out)?;
     let me = opts.index;
     let mine = config
         .participants
@@ -444,12 +448,15 @@ async fn reshare_async(
     .await?;
 
     let mut pending: Vec<Message> = Vec::new();
+    // Every dealing broadcast as its dealer signed it, by participant (for the echo round).
+    let mut signed: BTreeMap<u16, Signed> = BTreeMap::new();
     if let Some(share) = share {
         let mut rng = ChaCha20Rng::from_rng(OsRng)
             .map_err(|e| Error::format("random generator", e.to_string()))?;
         let out = deal(&params, share, &mut rng)?;
         if let Some(b) = out.broadcast {
             mesh.send(None, &b);
+            signed.insert(me, mesh.signed(&b));
             pending.push(b);
         }
         for m in out.direct {
@@ -481,7 +488,7 @@ async fn reshare_async(
     let deadline = tokio::time::Instant::now() + opts.round_timeout;
     while !missing(&pending).is_empty() {
         match mesh.recv_timeout(deadline).await {
-            Ok(Some(Inbound::Message(from, m))) => {
+            Ok(Some(Inbound::Message(from, m, env))) => {
                 let role = config
                     .participants
                     .get(usize::from(from).wrapping_sub(1))
@@ -495,12 +502,16 @@ async fn reshare_async(
                 if have(&pending, m.from.0, m.to) {
                     return Err(fault(from, "sent two dealings"));
                 }
+                if m.to.is_none() {
+                    signed.insert(from, env);
+                }
                 pending.push(m);
             }
             Ok(Some(Inbound::Signature(from, s))) => {
                 signatures.insert(from, s);
             }
             Ok(Some(Inbound::Fault(from, why))) => return Err(fault(from, why)),
+            Ok(Some(Inbound::Echo(..) | Inbound::Evidence(..))) => {}
             Ok(None) | Err(_) => {
                 let absent = missing(&pending);
                 return Err(fault(
@@ -509,6 +520,26 @@ async fn reshare_async(
                 ));
             }
         }
+    }
+
+    // Broadcast with echo: before any share or key depends on the dealings, every participant
+    // confirms it received the same ones; a dealer that sent two is named by all, with both
+    // signed copies as the evidence.
+    let everyone: Vec<u16> = config.participants.iter().map(|p| p.member.index).collect();
+    if let Err(e) = mesh
+        .echo_round(
+            ECHO_DEALINGS,
+            &signed,
+            &everyone,
+            opts.round_timeout,
+            Round::Refresh,
+        )
+        .await
+    {
+        // Let the evidence this participant sent reach the others, and close its connections
+        // cleanly, so that no one mistakes its leaving for a fault of its own.
+        mesh.finish().await;
+        return Err(e);
     }
 
     // Map participant faults from the protocol (which names old indices) back to participants.
@@ -551,7 +582,6 @@ async fn reshare_async(
         .identity()
         .sign(&signed_bytes(&h, &new_key.fingerprint()))
         .to_bytes();
-    let everyone: Vec<u16> = config.participants.iter().map(|p| p.member.index).collect();
     mesh.exchange_signatures(
         sig,
         &mut signatures,
@@ -601,8 +631,8 @@ mod tests {
             address: format!("127.0.0.1:{}", 9000 + i),
             name: format!("hospital-{i}"),
             tls_ca_pem: String::new(),
-            tls_cert_sha256: String::new(),
-            ed25519: String::new(),
+            tls_cert_sha256: format!("{:064x}", 0x100 + i),
+            ed25519: format!("{i:064x}"),
         }
     }
 
@@ -666,6 +696,173 @@ mod tests {
         let mut c = config(&ok, &[1, 2], 2);
         c.participants.swap(0, 1);
         assert!(refusal(&c).contains("index order"));
+    }
+
+    #[test]
+    fn one_host_in_two_seats_is_refused() {
+        let ok = [(Some(1), Some(1)), (Some(2), Some(2)), (None, Some(3))];
+        let mut c = config(&ok, &[1, 2], 2);
+        c.participants[2].member.ed25519 = c.participants[0].member.ed25519.clone();
+        assert!(refusal(&c).contains("members 1 and 3 share one identity key"));
+        let mut c = config(&ok, &[1, 2], 2);
+        c.participants[2].member.tls_cert_sha256 = c.participants[1].member.tls_cert_sha256.clone();
+        assert!(refusal(&c).contains("members 2 and 3 share one TLS certificate"));
+    }
+
+    /// Three participants on loopback over the real mesh (TLS, pinned identities): old members
+    /// 1 and 2 of a 512-bit t = 2 key deal; participant 3 only joins. Returns the configuration,
+    /// the old shares and each participant's secrets directory.
+    fn loopback(dir: &std::path::Path) -> (ReshareConfig, Vec<KeyShare>, Vec<std::path::PathBuf>) {
+        let (key, shares) =
+            medtech_threshold::dealer::insecure_generate_from_seed(512, 3, 2, 11).unwrap();
+        let mut participants = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, roles) in [(Some(1), Some(1)), (Some(2), Some(2)), (None, Some(3))]
+            .into_iter()
+            .enumerate()
+        {
+            let i = i as u16 + 1;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let d = dir.join(format!("keys-{i}"));
+            let member = crate::net::keygen(
+                &d,
+                i,
+                &format!("hospital-{i}"),
+                &format!("127.0.0.1:{port}"),
+            )
+            .unwrap();
+            participants.push(Participant {
+                member,
+                old_index: roles.0,
+                new_index: roles.1,
+            });
+            dirs.push(d);
+        }
+        let config = ReshareConfig {
+            format: CONFIG_FORMAT.into(),
+            key: KeyFile::of(&key),
+            dealers: vec![1, 2],
+            new_threshold: 2,
+            session_nonce: "0e".into(),
+            participants,
+        };
+        (config, shares, dirs)
+    }
+
+    /// Runs honest participant `i` in its own thread (its own runtime, like its own process).
+    fn honest(
+        config: &ReshareConfig,
+        dir: &std::path::Path,
+        i: u16,
+        share: Option<KeyShare>,
+        out: std::path::PathBuf,
+    ) -> std::thread::JoinHandle<Result<String>> {
+        let config = config.clone();
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            let secrets = crate::net::load_secrets(&dir)?;
+            reshare(
+                &config,
+                &secrets,
+                &ReshareOptions {
+                    index: i,
+                    share,
+                    out,
+                    passphrase: None,
+                    round_timeout: Duration::from_secs(8),
+                },
+            )
+        })
+    }
+
+    #[test]
+    fn an_out_directory_holding_a_share_is_refused_before_the_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, _, dirs) = loopback(tmp.path());
+        // The operator points --out at the directory of its current share.
+        let out = tmp.path().join("ceremony-out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("share.json"), b"the only copy").unwrap();
+        let e = honest(&config, &dirs[2], 3, None, out.clone())
+            .join()
+            .unwrap()
+            .expect_err("must be refused");
+        assert!(e.to_string().contains("already holds a share file"), "{e}");
+        assert_eq!(
+            std::fs::read(out.join("share.json")).unwrap(),
+            b"the only copy"
+        );
+    }
+
+    #[test]
+    fn an_equivocating_dealer_is_named_by_every_honest_participant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, shares, dirs) = loopback(tmp.path());
+        let mut shares = shares.into_iter();
+        let (share1, share2) = (shares.next().unwrap(), shares.next().unwrap());
+        let params = config.parameters().unwrap();
+        // Participant 1 (dealer 1) deals twice and sends participant 2 one dealing, participant
+        // 3 the other (each dealing valid on its own), then stays connected and silent.
+        let evil = {
+            let (config, dir, share) = (config.clone(), dirs[0].clone(), share1);
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async move {
+                    let secrets = crate::net::load_secrets(&dir).unwrap();
+                    let mut mesh = Mesh::connect(
+                        params.session(),
+                        &config.members(),
+                        1,
+                        &secrets,
+                        Duration::from_secs(8),
+                    )
+                    .await
+                    .unwrap();
+                    let mut rng = ChaCha20Rng::seed_from_u64(1);
+                    for victim in [2u16, 3] {
+                        let out = deal(&params, &share, &mut rng).unwrap();
+                        mesh.send(Some(victim), &out.broadcast.unwrap());
+                        for m in out
+                            .direct
+                            .iter()
+                            .filter(|m| m.to == Some(PartyIndex(victim)))
+                        {
+                            mesh.send(Some(victim), m);
+                        }
+                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                    while let Ok(Some(_)) = mesh.recv_timeout(deadline).await {}
+                })
+            })
+        };
+        let h2 = honest(&config, &dirs[1], 2, Some(share2), tmp.path().join("out-2"));
+        let h3 = honest(&config, &dirs[2], 3, None, tmp.path().join("out-3"));
+        for (i, h) in [(2, h2), (3, h3)] {
+            let e = h
+                .join()
+                .unwrap()
+                .expect_err("an equivocation must stop the re-sharing");
+            let text = e.to_string();
+            assert_eq!(
+                e_culprits(&e),
+                vec![1],
+                "participant {i} must name the equivocating dealer: {text}"
+            );
+            assert!(text.contains("equivocated"), "participant {i}: {text}");
+            assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
+        }
+        evil.join().unwrap();
+    }
+
+    fn e_culprits(e: &Error) -> Vec<u16> {
+        match e {
+            Error::Threshold(t) => t.culprits().iter().map(|p| p.0).collect(),
+            _ => Vec::new(),
+        }
     }
 
     #[test]

@@ -208,6 +208,75 @@ pub fn new_key_file() -> (Zeroizing<[u8; 32]>, Zeroizing<String>) {
     (k, text)
 }
 
+/// Destroys a share file (and its key file) that a re-sharing replaced, after checking that it
+/// did: `transcript` must verify with `new_key` as its new key, and the share file must belong
+/// to the key that transcript re-shared. Each file is overwritten in place with random bytes of
+/// its length, synced, and removed. This defeats reading the file back through the file system
+/// only: journaling, copy-on-write snapshots, SSD wear levelling and backups can keep old
+/// blocks (docs/ceremony.md, "What leaving does and does not give").
+pub fn destroy_replaced_share(
+    share_json: &std::path::Path,
+    share_key: Option<&std::path::Path>,
+    transcript: &[u8],
+    new_key: &ThresholdPublicKey,
+) -> Result<()> {
+    crate::reshare::verify_reshare(transcript, Some(new_key)).require("re-sharing transcript")?;
+    let t: crate::reshare::ReshareTranscript = serde_json::from_slice(transcript)
+        .map_err(|e| Error::format("re-sharing transcript", e.to_string()))?;
+    let file: ShareFile = serde_json::from_slice(&crate::error::read(share_json)?)
+        .map_err(|e| Error::format("share file", e.to_string()))?;
+    if !file
+        .key_fingerprint
+        .eq_ignore_ascii_case(&t.config.key.fingerprint)
+    {
+        return Err(Error::format(
+            share_json.display().to_string(),
+            "is not a share of the key this re-sharing replaced; nothing destroyed",
+        ));
+    }
+    for path in std::iter::once(share_json).chain(share_key) {
+        overwrite_and_remove(path)?;
+    }
+    Ok(())
+}
+
+fn overwrite_and_remove(path: &std::path::Path) -> Result<()> {
+    use std::io::Write;
+    let io = |e| Error::io(path, e);
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut left = len;
+    let mut block = Zeroizing::new([0u8; 4096]);
+    while left > 0 {
+        OsRng.fill_bytes(&mut block[..]);
+        // `left` is below 4096 whenever it is the smaller, so the cast cannot truncate.
+        let n = left.min(4096) as usize;
+        f.write_all(&block[..n]).map_err(io)?;
+        left -= n as u64;
+    }
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::remove_file(path).map_err(io)
+}
+
+/// Refuses an output directory that already holds a share file (`share.json` or `share.key`):
+/// a run writing there would replace a share that may still be the only copy (for example the
+/// current share a re-sharing deals from). Checked before the run starts.
+pub(crate) fn refuse_share_files(out: &std::path::Path) -> Result<()> {
+    for f in ["share.json", "share.key"] {
+        if out.join(f).exists() {
+            return Err(Error::format(
+                out.display().to_string(),
+                format!("already holds a share file ({f}); choose another --out"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Writes a member's outputs to `out`: `threshold-key.json` and, when it holds one, its sealed
 /// `share.json` (with a new `share.key`, mode 0600, unless `passphrase` seals it).
 pub(crate) fn write_key_and_share(

@@ -185,6 +185,35 @@ fn a_hospital_leaves_and_another_joins_over_tls_with_the_same_public_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOT VERIFIED"));
+
+    // Destroying an old share after the re-sharing: refused while the transcript does not prove
+    // the new sharing (a tampered one), done with the verified one.
+    let destroy = |transcript: &Path| {
+        Command::new(BIN)
+            .args([
+                "destroy-share",
+                "--share",
+                &p(d, "ceremony/party-1/share.json"),
+                "--share-key",
+                &p(d, "ceremony/party-1/share.key"),
+                "--transcript",
+                transcript.to_str().unwrap(),
+                "--key",
+                &p(d, "out-1/threshold-key.json"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let old_files = ["ceremony/party-1/share.json", "ceremony/party-1/share.key"];
+    assert!(!destroy(&tampered).status.success());
+    assert!(old_files.iter().all(|f| d.join(f).exists()));
+    let done = destroy(&d.join("out-1/reshare-transcript.json"));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(old_files.iter().all(|f| !d.join(f).exists()));
 }
 
 #[test]
