@@ -721,8 +721,15 @@ fn biprime_soundness_parameters() {
     use medtech_threshold::dkg::{
         DEFAULT_BIPRIME_REPS, MAX_BATCHES, MAX_CERTIFIED, SOUNDNESS_BITS,
     };
-    assert!(DEFAULT_BIPRIME_REPS >= 150);
-    assert_eq!((MAX_BATCHES, MAX_CERTIFIED, SOUNDNESS_BITS), (64, 4, 128));
+    assert_eq!(
+        (
+            DEFAULT_BIPRIME_REPS,
+            MAX_BATCHES,
+            MAX_CERTIFIED,
+            SOUNDNESS_BITS
+        ),
+        (150, 64, 4, 128)
+    );
     for bits in [512u32, 1024, 2048, 3072, 4096] {
         let p = Parameters::new(bits, 5, 3, [1; 32]).unwrap();
         // r ≥ 128 + log2(B_max · max tested moduli per run), a run testing at most one modulus
@@ -736,7 +743,10 @@ fn biprime_soundness_parameters() {
         );
         assert!(p.soundness_bits() >= SOUNDNESS_BITS);
         assert!(p.clone().with_biprime_reps(64).is_err(), "64 reps refused");
-        assert!(p.clone().with_batch(1 << 20).is_err(), "2^26 tested moduli need 154 reps");
+        assert!(
+            p.clone().with_batch(1 << 20).is_err(),
+            "2^26 tested moduli need 154 reps"
+        );
         assert!(p.clone().insecure_with_biprime_reps_for_tests(8).is_ok());
     }
     // A run's committed stage: the M7 openings hold at most MAX_CERTIFIED moduli' repetitions.
@@ -768,9 +778,17 @@ fn batch_cap_aborts() {
     let mut last_batch = 0u32;
     let mut hook = |m: &mut Message| {
         last_batch = last_batch.max(m.batch);
-        assert!(m.batch < 80, "batch {}: the batches were not capped", m.batch);
+        assert!(
+            m.batch < 80,
+            "batch {}: the batches were not capped",
+            m.batch
+        );
     };
     let e = run_in_process(&p, rngs(3, 27), Some(&mut hook)).unwrap_err();
     assert!(matches!(&e, Error::KeyGenerationFailed(_)), "{e}");
-    assert_eq!(last_batch, MAX_BATCHES - 1, "exactly MAX_BATCHES batches ran");
+    assert_eq!(
+        last_batch,
+        MAX_BATCHES - 1,
+        "exactly MAX_BATCHES batches ran"
+    );
 }

@@ -1420,11 +1420,60 @@ mod tests {
         );
     }
 
+    /// Measurement for docs/performance.md (run with `--ignored --nocapture`): one biprimality
+    /// repetition at 2048 bits, n = 5 — party 1's `g^((N − p₁ − q₁ + 1)/4)` (≈ 2,046-bit
+    /// exponent) and another party's `g^((p_i + q_i)/4)` (≈ 1,020 bits), both with
+    /// `mpz_powm_sec` as the protocol computes them — beside the same run's baseline `E`, a plain
+    /// 2048-bit modexp with a 2048-bit exponent. Checks that the constant-time and the plain
+    /// exponentiation agree.
+    #[test]
+    #[ignore = "timing measurement"]
+    fn biprime_repetition_cost_at_2048_bits() {
+        use std::time::Instant;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2048);
+        let n = Int::random_bits(&mut rng, 2047).add(&Int::one().shl(2047));
+        let n = if n.rem_u64(2) == 0 {
+            n.add(&Int::one())
+        } else {
+            n
+        };
+        let g = Int::random_bits(&mut rng, 2040);
+        let e_full = Int::random_bits(&mut rng, 2048);
+        let e1 = SecretInt::new(Int::random_bits(&mut rng, 2046));
+        let ei = SecretInt::new(Int::random_bits(&mut rng, 1020));
+        let runs = 200u32;
+        let time = |f: &dyn Fn() -> Int| {
+            let t = Instant::now();
+            let mut last = Int::zero();
+            for _ in 0..runs {
+                last = f();
+            }
+            (t.elapsed().as_secs_f64() * 1e3 / f64::from(runs), last)
+        };
+        let (base, _) = time(&|| g.pow_mod(&e_full, &n));
+        let (first, v1) = time(&|| g.pow_mod_secret(&e1, &n));
+        let (other, vi) = time(&|| g.pow_mod_secret(&ei, &n));
+        let (check, _) = time(&|| vi.invert(&n).unwrap_or_else(Int::one).mul_mod(&v1, &n));
+        assert_eq!(v1, g.pow_mod(e1.expose(), &n));
+        assert_eq!(vi, g.pow_mod(ei.expose(), &n));
+        let all = first + 4.0 * other + 5.0 * 4.0 * check;
+        println!(
+            "E (plain, 2048-bit exponent) {base:.3} ms; party 1 {first:.3} ms ({:.2} E); \
+             party i {other:.3} ms ({:.2} E); one inverse+product {check:.4} ms; \
+             one repetition, all 5 parties + 5 checks: {all:.3} ms ({:.2} E)",
+            first / base,
+            other / base,
+            all / base
+        );
+    }
+
     /// The cap on the committed stage: the first `MAX_CERTIFIED` passing moduli, in candidate
     /// order, the rest dropped.
     #[test]
     fn at_most_max_certified_moduli_enter_the_committed_repetitions() {
-        let pass = vec![false, true, true, false, true, true, true, true, false, true];
+        let pass = vec![
+            false, true, true, false, true, true, true, true, false, true,
+        ];
         let kept = certified(pass.clone());
         assert_eq!(
             kept.iter().filter(|&&k| k).count(),

@@ -22,9 +22,9 @@
 use std::collections::BTreeMap;
 
 use super::modulus::{
-    batches_exhausted, biprime_commitments, certified, chosen_candidate, first_test_passes, gcd_passes, moduli_in,
-    open_gcd_reveal, open_moduli, open_modulus_shares, open_sieve_products, share_digests,
-    sieve_passes,
+    batches_exhausted, biprime_commitments, certified, chosen_candidate, first_test_passes,
+    gcd_passes, moduli_in, open_gcd_reveal, open_moduli, open_modulus_shares, open_sieve_products,
+    share_digests, sieve_passes,
 };
 use super::{key, product, Message, Parameters, Round, Setup};
 use crate::bigint::Int;
