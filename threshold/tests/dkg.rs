@@ -792,3 +792,33 @@ fn batch_cap_aborts() {
         "exactly MAX_BATCHES batches ran"
     );
 }
+
+/// `verify` names the party the live run names: an M5b opening in a transcript that does not
+/// match its M5a commitment is blamed on its sender; a transcript that runs past the batch cap
+/// is refused as a failed generation.
+#[test]
+fn replay_names_a_first_repetition_opening_mismatch_and_refuses_past_the_cap() {
+    use medtech_threshold::dkg::verify::replay;
+    use medtech_threshold::dkg::MAX_BATCHES;
+    let p = params(3, 2);
+    let run = run_in_process(&p, rngs(3, 28), None).unwrap();
+    assert_eq!(replay(&p, &run.broadcasts).unwrap().key, run.outputs[0].key);
+    let mut b = run.broadcasts.clone();
+    let i = b
+        .iter()
+        .rposition(|m| m.round == Round::BiprimeFirst && m.from == PartyIndex(2))
+        .unwrap();
+    b[i].tweak_int_for_tests(0, 1);
+    let e = replay(&p, &b).unwrap_err();
+    assert!(
+        matches!(&e, Error::Misbehaviour { party: PartyIndex(2), round: Round::BiprimeFirst, reason }
+            if reason.contains("commitment")),
+        "{e}"
+    );
+    let mut b = run.broadcasts.clone();
+    let mut late = b[0].clone();
+    late.batch = MAX_BATCHES;
+    b.push(late);
+    let e = replay(&p, &b).unwrap_err();
+    assert!(matches!(&e, Error::KeyGenerationFailed(_)), "{e}");
+}
