@@ -19,7 +19,7 @@ fn main() {
             .unwrap()
             .with_batch(if bits > 1024 { 4096 } else { 1024 })
             .unwrap()
-            .with_biprime_reps(8)
+            .insecure_with_biprime_reps_for_tests(8)
             .unwrap();
         let rngs: Vec<_> = (0..3)
             .map(|k| rand_chacha::ChaCha20Rng::seed_from_u64(r * 10 + k))

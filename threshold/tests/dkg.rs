@@ -17,7 +17,7 @@ fn rngs(n: u16, seed: u64) -> Vec<ChaCha20Rng> {
 fn params(n: u16, t: u16) -> Parameters {
     Parameters::new(512, n, t, [42; 32])
         .unwrap()
-        .with_biprime_reps(24)
+        .insecure_with_biprime_reps_for_tests(24)
         .unwrap()
 }
 
@@ -453,7 +453,7 @@ fn candidates_needed_match_the_prime_number_theorem() {
             .unwrap()
             .with_batch(512)
             .unwrap()
-            .with_biprime_reps(4)
+            .insecure_with_biprime_reps_for_tests(4)
             .unwrap();
         let run = run_in_process(&p, rngs(3, 100 + r), None).unwrap();
         total += run.outputs[0].stats.candidates_tried;
@@ -690,4 +690,135 @@ mod hostile_input {
             prop_assert_eq!(e.culprits(), vec![PartyIndex(2)], "{}", e);
         }
     }
+}
+
+/// Issue 25, break 2b: a party opens a first-repetition value (M5b) other than the one it
+/// committed to in M5a — as a rushing party that adapts to the others' values must. The opening
+/// is refused and its sender named; before M5a existed the altered value was simply used.
+#[test]
+fn first_repetition_opening_mismatch_is_named() {
+    let mut done = false;
+    let mut hook = |m: &mut Message| {
+        if m.round == Round::BiprimeFirst && m.from == PartyIndex(2) && m.to.is_none() && !done {
+            m.tweak_int_for_tests(0, 1);
+            done = true;
+        }
+    };
+    let e = run_in_process(&params(3, 2), rngs(3, 25), Some(&mut hook)).unwrap_err();
+    assert!(done, "the run reached the first biprimality repetition");
+    assert!(
+        matches!(&e, Error::Misbehaviour { party: PartyIndex(2), round: Round::BiprimeFirst, reason }
+            if reason.contains("commitment")),
+        "{e}"
+    );
+}
+
+/// Issue 25, break 4: the repetitions meet the soundness target over a whole run, production
+/// parameters cannot go below it (only the explicitly insecure test constructor can), and at
+/// most `MAX_CERTIFIED` moduli of a batch enter the committed repetitions.
+#[test]
+fn biprime_soundness_parameters() {
+    use medtech_threshold::dkg::{
+        DEFAULT_BIPRIME_REPS, MAX_BATCHES, MAX_CERTIFIED, SOUNDNESS_BITS,
+    };
+    assert_eq!(
+        (
+            DEFAULT_BIPRIME_REPS,
+            MAX_BATCHES,
+            MAX_CERTIFIED,
+            SOUNDNESS_BITS
+        ),
+        (150, 64, 4, 128)
+    );
+    for bits in [512u32, 1024, 2048, 3072, 4096] {
+        let p = Parameters::new(bits, 5, 3, [1; 32]).unwrap();
+        // r ≥ 128 + log2(B_max · max tested moduli per run), a run testing at most one modulus
+        // per candidate of each of its B_max batches.
+        let tested = f64::from(MAX_BATCHES) * p.batch() as f64;
+        assert!(
+            f64::from(p.biprime_reps()) >= f64::from(SOUNDNESS_BITS) + tested.log2(),
+            "{bits} bits: {} repetitions, batches of {}",
+            p.biprime_reps(),
+            p.batch()
+        );
+        assert!(p.soundness_bits() >= SOUNDNESS_BITS);
+        assert!(p.clone().with_biprime_reps(64).is_err(), "64 reps refused");
+        assert!(
+            p.clone().with_batch(1 << 20).is_err(),
+            "2^26 tested moduli need 154 reps"
+        );
+        assert!(p.clone().insecure_with_biprime_reps_for_tests(8).is_ok());
+    }
+    // A run's committed stage: the M7 openings hold at most MAX_CERTIFIED moduli' repetitions.
+    let p = params(3, 2);
+    let run = run_in_process(&p, rngs(3, 26), None).unwrap();
+    let reveals: Vec<&Message> = run
+        .broadcasts
+        .iter()
+        .filter(|m| m.round == Round::BiprimeReveal)
+        .collect();
+    assert!(!reveals.is_empty());
+    for m in reveals {
+        let per = p.biprime_reps() as usize - 1;
+        assert!(m.int_count_for_tests() <= MAX_CERTIFIED * per);
+    }
+}
+
+/// Issue 25, break 4: batches are capped. With one candidate per batch an honest run almost
+/// surely finds no modulus in `MAX_BATCHES` batches (≈ 1/7,900 succeed at 512 bits): it ends
+/// with `KeyGenerationFailed` and no key after exactly `MAX_BATCHES` batches. Before the cap the run went on without end (the hook stops
+/// it at batch 80).
+#[test]
+fn batch_cap_aborts() {
+    use medtech_threshold::dkg::MAX_BATCHES;
+    let p = Parameters::new(512, 3, 2, [9; 32])
+        .unwrap()
+        .with_batch(1)
+        .unwrap();
+    let mut last_batch = 0u32;
+    let mut hook = |m: &mut Message| {
+        last_batch = last_batch.max(m.batch);
+        assert!(
+            m.batch < 80,
+            "batch {}: the batches were not capped",
+            m.batch
+        );
+    };
+    let e = run_in_process(&p, rngs(3, 27), Some(&mut hook)).unwrap_err();
+    assert!(matches!(&e, Error::KeyGenerationFailed(_)), "{e}");
+    assert_eq!(
+        last_batch,
+        MAX_BATCHES - 1,
+        "exactly MAX_BATCHES batches ran"
+    );
+}
+
+/// `verify` names the party the live run names: an M5b opening in a transcript that does not
+/// match its M5a commitment is blamed on its sender; a transcript that runs past the batch cap
+/// is refused as a failed generation.
+#[test]
+fn replay_names_a_first_repetition_opening_mismatch_and_refuses_past_the_cap() {
+    use medtech_threshold::dkg::verify::replay;
+    use medtech_threshold::dkg::MAX_BATCHES;
+    let p = params(3, 2);
+    let run = run_in_process(&p, rngs(3, 28), None).unwrap();
+    assert_eq!(replay(&p, &run.broadcasts).unwrap().key, run.outputs[0].key);
+    let mut b = run.broadcasts.clone();
+    let i = b
+        .iter()
+        .rposition(|m| m.round == Round::BiprimeFirst && m.from == PartyIndex(2))
+        .unwrap();
+    b[i].tweak_int_for_tests(0, 1);
+    let e = replay(&p, &b).unwrap_err();
+    assert!(
+        matches!(&e, Error::Misbehaviour { party: PartyIndex(2), round: Round::BiprimeFirst, reason }
+            if reason.contains("commitment")),
+        "{e}"
+    );
+    let mut b = run.broadcasts.clone();
+    let mut late = b[0].clone();
+    late.batch = MAX_BATCHES;
+    b.push(late);
+    let e = replay(&p, &b).unwrap_err();
+    assert!(matches!(&e, Error::KeyGenerationFailed(_)), "{e}");
 }

@@ -24,8 +24,12 @@ pub(crate) const MAX_INT_BITS: usize = 32_768;
 const MAX_VALUES: usize = 1 << 24;
 
 /// The rounds of the protocol, in order (see the module documentation of [`crate::dkg`]).
+///
+/// Rounds compare in protocol order ([`Round::BiprimeFirstCommit`], added later with a higher
+/// wire value, sorts just before [`Round::BiprimeFirst`]), so `round < Round::KeyShares` still
+/// selects the modulus stage.
 #[non_exhaustive]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Round {
     /// M1 (direct): shares of every candidate's residues modulo the small-prime groups.
@@ -36,7 +40,10 @@ pub enum Round {
     CandidateShares = 3,
     /// M4 (broadcast): shares of each surviving candidate's N.
     ModulusShares = 4,
-    /// M5 (broadcast): the first biprimality-test values.
+    /// M5a (broadcast): salted hash commitment to the first biprimality-test values of every
+    /// candidate (so no party chooses its first-repetition value after seeing the others').
+    BiprimeFirstCommit = 16,
+    /// M5b (broadcast): the first biprimality-test values, opened with their salt.
     BiprimeFirst = 5,
     /// M6 (broadcast): commitments to the remaining biprimality-test values.
     BiprimeCommit = 6,
@@ -60,6 +67,14 @@ pub enum Round {
 }
 
 impl Round {
+    /// Position in protocol order (the wire value doubled, with M5a just before M5b).
+    fn position(self) -> u16 {
+        match self {
+            Round::BiprimeFirstCommit => 2 * Round::BiprimeFirst as u16 - 1,
+            r => 2 * r as u16,
+        }
+    }
+
     fn from_u8(v: u8) -> Option<Self> {
         use Round::*;
         Some(match v {
@@ -76,8 +91,21 @@ impl Round {
             11 => MaskedProduct,
             12 => Reshare,
             13 => Refresh,
+            16 => BiprimeFirstCommit,
             _ => return None,
         })
+    }
+}
+
+impl PartialOrd for Round {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Round {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.position().cmp(&other.position())
     }
 }
 
@@ -322,6 +350,15 @@ mod tests {
                 let _ = Message::from_bytes(&b);
             }
         }
+    }
+
+    #[test]
+    fn the_first_repetition_commitment_sorts_in_protocol_order() {
+        assert!(Round::ModulusShares < Round::BiprimeFirstCommit);
+        assert!(Round::BiprimeFirstCommit < Round::BiprimeFirst);
+        assert!(Round::BiprimeFirstCommit < Round::KeyShares);
+        let m = Message::new([1; 32], Round::BiprimeFirstCommit, 0, PartyIndex(1), None);
+        assert_eq!(Message::from_bytes(&m.to_bytes()).unwrap().round, m.round);
     }
 
     #[test]

@@ -23,12 +23,15 @@
 //!   `Z_Q`, `Q = (2^127 − 1)^m` the smallest such power above `2^(bits+1)` (as good as a field
 //!   for Shamir sharing among at most 16 parties); parties in `S` publish
 //!   `P(j)Q(j) + Z(j)`, which opens exactly `N`. Public trial division of `N` up to `2^16`.
-//! * M5. The Boneh–Franklin biprimality test, one repetition per candidate as a filter, with a
-//!   public `g` derived from the session and `N` (Jacobi symbol 1):
+//! * M5a–M5b. The Boneh–Franklin biprimality test, one repetition per candidate as a filter,
+//!   with a public `g` derived from the session and `N` (Jacobi symbol 1):
 //!   `v₁ = g^((N − p₁ − q₁ + 1)/4)`, `v_i = g^((p_i + q_i)/4)`; `N` passes iff `v₁ / Π v_i = ±1`.
-//! * M6–M7. The remaining repetitions (default 63) committed (SHA-256 with a salt) before they
-//!   are opened, so no party can choose its values after seeing the others'; a wrong opening
-//!   names the sender.
+//!   Every party first commits (M5a: salted SHA-256 bound to session, batch, party and the
+//!   moduli) to its values for every candidate, then opens them (M5b); a wrong opening names
+//!   the sender. At most [`MAX_CERTIFIED`] passing moduli (the first in candidate order) go on.
+//! * M6–M7. The remaining repetitions (default 149, so r = 150 in all) committed likewise before
+//!   they are opened, so no party can choose any value after seeing the others'. After
+//!   [`MAX_BATCHES`] failed batches the generation ends with no key.
 //! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger such ring, and
 //!   `gcd(z mod N, N) = 1` required (it rules out the non-biprimes the test cannot).
 //! * Consistency (module `consistency`): with the shares of M1, M3 and M8 every dealer
@@ -103,6 +106,19 @@ const GROUP_LIMIT: u64 = 1 << 26;
 const SIEVE_MASK_BITS: usize = 96;
 /// Most parties the dealer-free generation supports (the sieve masks are sized for it).
 pub const MAX_DKG_PARTIES: u16 = 16;
+/// Most candidate batches one generation runs before it gives up with
+/// [`Error::KeyGenerationFailed`] and no key (an honest run overflows with probability
+/// ≈ 0.77^64 ≈ 2⁻²⁴ at 2048 bits; see `docs/dkg.md`, "Soundness").
+pub const MAX_BATCHES: u32 = 64;
+/// Most moduli of one batch that pass the first biprimality repetition and enter the committed
+/// repetitions 2…r (the first ones in candidate order; the rest are dropped).
+pub const MAX_CERTIFIED: usize = 4;
+/// Soundness target: a non-biprime `N` is accepted with probability at most `2^−SOUNDNESS_BITS`
+/// over a whole generation.
+pub const SOUNDNESS_BITS: u32 = 128;
+/// Default repetitions of the biprimality test, every one committed before it is opened: a
+/// tested non-biprime passes with probability at most `2^−150`.
+pub const DEFAULT_BIPRIME_REPS: u32 = 150;
 
 /// The public parameters of one key generation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +129,9 @@ pub struct Parameters {
     session: [u8; 32],
     batch: usize,
     biprime_reps: u32,
+    /// Set by [`Parameters::insecure_with_biprime_reps_for_tests`]: the repetitions were lowered
+    /// below the soundness target on purpose.
+    insecure_reps: bool,
 }
 
 impl Parameters {
@@ -146,8 +165,38 @@ impl Parameters {
             threshold,
             session,
             batch,
-            biprime_reps: 64,
+            biprime_reps: DEFAULT_BIPRIME_REPS,
+            insecure_reps: false,
         })
+    }
+
+    /// The repetitions the soundness target requires with `batch` candidates per batch:
+    /// `SOUNDNESS_BITS + ⌈log₂(MAX_BATCHES · batch)⌉`. Every modulus a run tests went through
+    /// at least the first repetition, and a run tests at most `MAX_BATCHES · batch` of them, so
+    /// by the union bound a non-biprime is accepted with probability at most
+    /// `MAX_BATCHES · batch · 2^−r ≤ 2^−SOUNDNESS_BITS`.
+    pub fn required_biprime_reps(batch: usize) -> u32 {
+        SOUNDNESS_BITS + ceil_log2(MAX_BATCHES as usize * batch.max(1)) as u32
+    }
+
+    /// `−log₂` of the bound on accepting a non-biprime over a whole run with these parameters
+    /// (`r − ⌈log₂(MAX_BATCHES · batch)⌉`).
+    pub fn soundness_bits(&self) -> u32 {
+        let tested = ceil_log2(MAX_BATCHES as usize * self.batch.max(1)) as u32;
+        self.biprime_reps.saturating_sub(tested)
+    }
+
+    fn check_soundness(self) -> Result<Self> {
+        if !self.insecure_reps && self.soundness_bits() < SOUNDNESS_BITS {
+            return Err(Error::InvalidParameters(format!(
+                "{} biprimality repetitions with batches of {}: at least {} are needed for a \
+                 2^-{SOUNDNESS_BITS} error over {MAX_BATCHES} batches",
+                self.biprime_reps,
+                self.batch,
+                Self::required_biprime_reps(self.batch)
+            )));
+        }
+        Ok(self)
     }
 
     /// Candidates per batch (default: about half the expected number).
@@ -158,11 +207,12 @@ impl Parameters {
             )));
         }
         self.batch = batch;
-        Ok(self)
+        self.check_soundness()
     }
 
-    /// Repetitions of the biprimality test (default 64; a non-biprime passes each with
-    /// probability at most 1/2).
+    /// Repetitions of the biprimality test (default [`DEFAULT_BIPRIME_REPS`]; a non-biprime
+    /// passes each with probability at most 1/2). Refuses fewer than
+    /// [`Parameters::required_biprime_reps`] for the batch size.
     pub fn with_biprime_reps(mut self, reps: u32) -> Result<Self> {
         if !(2..=256).contains(&reps) {
             return Err(Error::InvalidParameters(format!(
@@ -170,6 +220,21 @@ impl Parameters {
             )));
         }
         self.biprime_reps = reps;
+        self.check_soundness()
+    }
+
+    /// **Insecure, for tests and measurements only**: sets the repetitions without the
+    /// soundness check, so a non-biprime modulus may be accepted with probability up to
+    /// `MAX_BATCHES · batch · 2^−reps`. A transcript replayed by the ceremony goes through
+    /// [`Parameters::with_biprime_reps`] and refuses such parameters.
+    pub fn insecure_with_biprime_reps_for_tests(mut self, reps: u32) -> Result<Self> {
+        if !(2..=256).contains(&reps) {
+            return Err(Error::InvalidParameters(format!(
+                "{reps} biprimality repetitions"
+            )));
+        }
+        self.biprime_reps = reps;
+        self.insecure_reps = true;
         Ok(self)
     }
 
@@ -399,6 +464,7 @@ enum State {
     SieveProducts(modulus::SieveProductRound),
     Candidates(modulus::CandidateRound),
     Moduli(modulus::ModulusRound),
+    BiprimeFirstCommit(modulus::FirstCommitRound),
     BiprimeFirst(modulus::FirstTestRound),
     BiprimeCommit(modulus::CommitRound),
     BiprimeReveal(modulus::RevealRound),
@@ -510,6 +576,7 @@ impl Party {
             State::SieveProducts(_) => Round::SieveProducts,
             State::Candidates(_) => Round::CandidateShares,
             State::Moduli(_) => Round::ModulusShares,
+            State::BiprimeFirstCommit(_) => Round::BiprimeFirstCommit,
             State::BiprimeFirst(_) => Round::BiprimeFirst,
             State::BiprimeCommit(_) => Round::BiprimeCommit,
             State::BiprimeReveal(_) => Round::BiprimeReveal,
@@ -538,6 +605,7 @@ impl Party {
             State::SieveProducts(_)
             | State::Moduli(_)
             | State::GcdReveal(_)
+            | State::BiprimeFirstCommit(_)
             | State::BiprimeFirst(_)
             | State::BiprimeCommit(_)
             | State::BiprimeReveal(_) => (all, Vec::new()),
@@ -553,6 +621,7 @@ impl Party {
             State::SieveProducts(s) => s.batch,
             State::Candidates(s) => s.batch,
             State::Moduli(s) => s.batch,
+            State::BiprimeFirstCommit(s) => s.batch,
             State::BiprimeFirst(s) => s.batch,
             State::BiprimeCommit(s) => s.batch,
             State::BiprimeReveal(s) => s.batch,
@@ -619,6 +688,7 @@ impl Party {
             State::SieveProducts(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::Candidates(s) => s.receive(&ctx, &inbox),
             State::Moduli(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::BiprimeFirstCommit(s) => s.receive(&ctx, &inbox),
             State::BiprimeFirst(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::BiprimeCommit(s) => s.receive(&ctx, &inbox),
             State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),

@@ -17,7 +17,7 @@ use super::consistency::{
 use super::field::{add127, mul127, random127, share127_into, ShareRing, P127};
 use super::{blame, key, Ctx, Inbox, Message, Outgoing, Round, Setup, State, Stats, Transition};
 use crate::bigint::{Int, SecretInt};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hash::{fingerprint, hash_to_int};
 use crate::keys::PartyIndex;
 
@@ -361,14 +361,27 @@ pub(super) fn expect_ints<'m>(m: &'m Message, len: usize, bound: &Int) -> Result
     Ok(&m.ints)
 }
 
+/// Starts the batch after `batch`, or ends the generation with no key once
+/// [`MAX_BATCHES`](super::MAX_BATCHES) batches have failed.
 fn next_batch<R: RngCore + CryptoRng + ?Sized>(
     ctx: &Ctx<'_>,
     batch: u32,
     stats: &mut Stats,
     rng: &mut R,
 ) -> Result<Transition> {
+    if batch + 1 >= super::MAX_BATCHES {
+        return Err(batches_exhausted());
+    }
     let (state, out) = start_batch(ctx.setup, ctx.me, batch + 1, stats, rng);
     Ok(Transition::Next(state, out))
+}
+
+/// The error of a generation whose [`MAX_BATCHES`](super::MAX_BATCHES) batches all failed.
+pub(super) fn batches_exhausted() -> Error {
+    Error::KeyGenerationFailed(format!(
+        "no modulus accepted in {} candidate batches; no key was produced",
+        super::MAX_BATCHES
+    ))
 }
 
 /// The broadcasts of a round that follows a sharing round (M2, M4, M9), from every party in
@@ -695,19 +708,62 @@ impl ModulusRound {
         if survivors.is_empty() {
             return next_batch(ctx, self.batch, stats, rng);
         }
-        let ints = survivors
+        // M5a: commit to every candidate's first-repetition value before anyone opens one.
+        let values: Vec<Int> = survivors
             .iter()
             .map(|(c, n)| {
                 let g = biprime_base(setup, self.batch, c.index, 0, n);
                 biprime_value(ctx.me, c, n, &g)
             })
             .collect();
+        let mut salt = [0u8; 32];
+        rng.fill_bytes(&mut salt);
+        let moduli: Vec<&Int> = survivors.iter().map(|(_, n)| n).collect();
+        let mut m = ctx.message(Round::BiprimeFirstCommit, self.batch, None);
+        m.digest = Some(commitment(
+            setup,
+            Round::BiprimeFirstCommit,
+            self.batch,
+            ctx.me,
+            &salt,
+            &moduli,
+            &values,
+        ));
+        Ok(Transition::Next(
+            State::BiprimeFirstCommit(FirstCommitRound {
+                batch: self.batch,
+                cands: survivors,
+                values,
+                salt,
+            }),
+            Outgoing {
+                broadcast: Some(m),
+                direct: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// Waiting for M5a: everyone's commitment to its first-repetition values.
+#[derive(Debug)]
+pub(super) struct FirstCommitRound {
+    pub(super) batch: u32,
+    cands: Vec<(Candidate, Int)>,
+    values: Vec<Int>,
+    salt: [u8; 32],
+}
+
+impl FirstCommitRound {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        let digests = biprime_commitments(&inbox.broadcasts(ctx.all())?)?;
         let mut m = ctx.message(Round::BiprimeFirst, self.batch, None);
-        m.ints = ints;
+        m.ints = self.values;
+        m.digest = Some(self.salt);
         Ok(Transition::Next(
             State::BiprimeFirst(FirstTestRound {
                 batch: self.batch,
-                cands: survivors,
+                cands: self.cands,
+                digests,
             }),
             Outgoing {
                 broadcast: Some(m),
@@ -735,25 +791,40 @@ fn expect_units<'m>(m: &'m Message, len: usize, moduli: &[&Int]) -> Result<&'m [
     Ok(&m.ints)
 }
 
-/// Waiting for M5: the first repetition.
+/// Waiting for M5b: the first repetition, opened.
 #[derive(Debug)]
 pub(super) struct FirstTestRound {
     pub(super) batch: u32,
     cands: Vec<(Candidate, Int)>,
+    /// Everyone's M5a commitment (party order).
+    digests: Vec<[u8; 32]>,
 }
 
+/// A party's salted commitment to its biprimality values of one round (M5a or M6), bound to
+/// the session, the round, the batch, the party and the moduli the values are for (so it
+/// cannot be replayed for another candidate, batch or round).
 fn commitment(
     setup: &Setup,
+    round: Round,
     batch: u32,
     from: PartyIndex,
     salt: &[u8; 32],
+    moduli: &[&Int],
     values: &[Int],
 ) -> [u8; 32] {
     let mut data = Vec::new();
     data.extend_from_slice(&setup.params.session);
+    data.push(round as u8);
     data.extend_from_slice(&batch.to_be_bytes());
     data.extend_from_slice(&from.0.to_be_bytes());
     data.extend_from_slice(salt);
+    data.extend_from_slice(&(moduli.len() as u32).to_be_bytes());
+    for n in moduli {
+        let b = n.to_bytes_be();
+        data.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        data.extend_from_slice(&b);
+    }
+    data.extend_from_slice(&(values.len() as u32).to_be_bytes());
     for v in values {
         let b = v.to_bytes_be();
         data.extend_from_slice(&(b.len() as u32).to_be_bytes());
@@ -773,14 +844,14 @@ impl FirstTestRound {
         let setup = ctx.setup;
         let moduli: Vec<&Int> = self.cands.iter().map(|(_, n)| n).collect();
         let msgs = inbox.broadcasts(ctx.all())?;
-        let pass = first_test_passes(&msgs, &moduli)?;
+        let pass = first_test_passes(setup, self.batch, &msgs, &self.digests, &moduli)?;
+        stats.first_test_survivors += pass.iter().filter(|&&p| p).count() as u64;
         let survivors: Vec<(Candidate, Int)> = self
             .cands
             .into_iter()
-            .zip(pass)
+            .zip(certified(pass))
             .filter_map(|(c, ok)| ok.then_some(c))
             .collect();
-        stats.first_test_survivors += survivors.len() as u64;
         if survivors.is_empty() {
             return next_batch(ctx, self.batch, stats, rng);
         }
@@ -796,8 +867,17 @@ impl FirstTestRound {
             .collect();
         let mut salt = [0u8; 32];
         rng.fill_bytes(&mut salt);
+        let moduli: Vec<&Int> = survivors.iter().map(|(_, n)| n).collect();
         let mut m = ctx.message(Round::BiprimeCommit, self.batch, None);
-        m.digest = Some(commitment(setup, self.batch, ctx.me, &salt, &values));
+        m.digest = Some(commitment(
+            setup,
+            Round::BiprimeCommit,
+            self.batch,
+            ctx.me,
+            &salt,
+            &moduli,
+            &values,
+        ));
         Ok(Transition::Next(
             State::BiprimeCommit(CommitRound {
                 batch: self.batch,
@@ -1078,12 +1158,50 @@ pub(super) fn open_moduli(setup: &Setup, products: &[&[Int]], count: usize) -> V
         .collect()
 }
 
-/// M5: which moduli pass the first biprimality repetition.
-pub(super) fn first_test_passes(msgs: &[&Message], moduli: &[&Int]) -> Result<Vec<bool>> {
-    let bodies = msgs
-        .iter()
-        .map(|m| expect_units(m, moduli.len(), moduli))
-        .collect::<Result<Vec<_>>>()?;
+/// Checks every party's opening of a biprimality commitment (M5b against M5a, M7 against M6):
+/// `per` values per modulus, in range, with the salt, matching the commitment; a wrong opening
+/// names its sender. Returns every party's values (party order).
+fn open_commitments<'m>(
+    setup: &Setup,
+    round: Round,
+    batch: u32,
+    msgs: &[&'m Message],
+    digests: &[[u8; 32]],
+    moduli: &[&Int],
+    per: usize,
+) -> Result<Vec<&'m [Int]>> {
+    let mut bodies = Vec::with_capacity(msgs.len());
+    for (m, digest) in msgs.iter().zip(digests) {
+        let Some(salt) = m.digest else {
+            return Err(blame(m, "opening without its salt"));
+        };
+        let values = expect_units(m, moduli.len() * per, moduli)?;
+        if commitment(setup, round, batch, m.from, &salt, moduli, values) != *digest {
+            return Err(blame(m, "opening does not match its commitment"));
+        }
+        bodies.push(values);
+    }
+    Ok(bodies)
+}
+
+/// M5b: checks every opening against its M5a commitment (naming a liar) and returns which
+/// moduli pass the first biprimality repetition.
+pub(super) fn first_test_passes(
+    setup: &Setup,
+    batch: u32,
+    msgs: &[&Message],
+    digests: &[[u8; 32]],
+    moduli: &[&Int],
+) -> Result<Vec<bool>> {
+    let bodies = open_commitments(
+        setup,
+        Round::BiprimeFirstCommit,
+        batch,
+        msgs,
+        digests,
+        moduli,
+        1,
+    )?;
     Ok(moduli
         .iter()
         .enumerate()
@@ -1094,7 +1212,24 @@ pub(super) fn first_test_passes(msgs: &[&Message], moduli: &[&Int]) -> Result<Ve
         .collect())
 }
 
-/// M6: everyone's commitment to the remaining repetitions.
+/// The public, deterministic rule that caps the moduli entering the committed repetitions:
+/// the first [`MAX_CERTIFIED`](super::MAX_CERTIFIED) that pass the first repetition, in
+/// candidate order; the rest are dropped.
+pub(super) fn certified(mut pass: Vec<bool>) -> Vec<bool> {
+    let mut kept = 0;
+    for p in &mut pass {
+        if *p {
+            if kept == super::MAX_CERTIFIED {
+                *p = false;
+            } else {
+                kept += 1;
+            }
+        }
+    }
+    pass
+}
+
+/// M5a and M6: everyone's commitment to its biprimality values.
 pub(super) fn biprime_commitments(msgs: &[&Message]) -> Result<Vec<[u8; 32]>> {
     msgs.iter()
         .map(
@@ -1116,17 +1251,15 @@ pub(super) fn chosen_candidate(
     moduli: &[&Int],
 ) -> Result<Option<usize>> {
     let reps = setup.params.biprime_reps as usize - 1;
-    let mut bodies = Vec::with_capacity(msgs.len());
-    for (m, digest) in msgs.iter().zip(digests) {
-        let Some(salt) = m.digest else {
-            return Err(blame(m, "opening without its salt"));
-        };
-        let values = expect_units(m, moduli.len() * reps, moduli)?;
-        if commitment(setup, batch, m.from, &salt, values) != *digest {
-            return Err(blame(m, "opening does not match its commitment"));
-        }
-        bodies.push(values);
-    }
+    let bodies = open_commitments(
+        setup,
+        Round::BiprimeCommit,
+        batch,
+        msgs,
+        digests,
+        moduli,
+        reps,
+    )?;
     Ok(moduli.iter().enumerate().position(|(c, n)| {
         (0..reps).all(|rep| {
             let vs: Vec<&Int> = bodies.iter().map(|b| &b[c * reps + rep]).collect();
@@ -1164,7 +1297,7 @@ mod tests {
     fn inconsistent_share(round: Round, at: usize, seed: u64) -> Error {
         let params = Parameters::new(512, 3, 2, [8; 32])
             .unwrap()
-            .with_biprime_reps(24)
+            .insecure_with_biprime_reps_for_tests(24)
             .unwrap();
         let rngs = (0..3u64)
             .map(|k| rand_chacha::ChaCha20Rng::seed_from_u64(seed * 10 + k))
@@ -1228,6 +1361,129 @@ mod tests {
             &inconsistent_share(Round::GcdShares, 1, 3),
             Round::GcdReveal,
         );
+    }
+
+    /// Issue 25, break 2b: a rushing party 3 waits for parties 1 and 2's first-repetition
+    /// values, opens every candidate's N from the public M4 products, and sends
+    /// `v₃ = v₁ · v₂⁻¹ mod N`, so that `v₁ / (v₂ v₃) = 1` and every candidate — biprime or not —
+    /// passes. With M5a its values were fixed by its commitment before anyone opened one: the
+    /// steered opening does not match and party 3 is named. (Without M5a, every candidate of the
+    /// batch passed the first repetition and the run went on.)
+    #[test]
+    fn rushing_rep1_steering_fails() {
+        let params = Parameters::new(512, 3, 2, [8; 32])
+            .unwrap()
+            .insecure_with_biprime_reps_for_tests(24)
+            .unwrap();
+        let setup = Setup::new(&params);
+        let rngs = (0..3u64)
+            .map(|k| rand_chacha::ChaCha20Rng::seed_from_u64(70 + k))
+            .collect();
+        let mut m4: Vec<Message> = Vec::new();
+        let mut first: Vec<Message> = Vec::new();
+        let mut steered = 0usize;
+        let mut hook = |m: &mut Message| {
+            if m.to.is_some() || steered > 0 {
+                return;
+            }
+            if m.round == Round::ModulusShares {
+                m4.retain(|x| x.batch == m.batch);
+                m4.push(m.clone());
+            }
+            if m.round != Round::BiprimeFirst {
+                return;
+            }
+            if m.from != PartyIndex(3) {
+                first.push(m.clone());
+                return;
+            }
+            // Party 3, last to speak: open the moduli as everyone will, and steer.
+            let msgs: Vec<&Message> = m4.iter().collect();
+            let count = moduli_in(&setup, msgs[0]);
+            let opened = open_modulus_shares(&setup, &msgs, count).unwrap();
+            let moduli: Vec<Int> = open_moduli(&setup, &opened.products, count)
+                .into_iter()
+                .flatten()
+                .collect();
+            let (v1, v2) = (&first[first.len() - 2].ints, &first[first.len() - 1].ints);
+            for (c, n) in moduli.iter().enumerate() {
+                m.ints[c] = v1[c].mul_mod(&v2[c].invert(n).unwrap(), n);
+            }
+            steered = moduli.len();
+        };
+        let e = run_in_process(&params, rngs, Some(&mut hook)).unwrap_err();
+        assert!(steered > 0, "the rushing party steered a batch");
+        assert!(
+            matches!(&e, Error::Misbehaviour { party: PartyIndex(3), round: Round::BiprimeFirst, reason }
+                if reason.contains("commitment")),
+            "{e}"
+        );
+    }
+
+    /// Measurement for docs/performance.md (run with `--ignored --nocapture`): one biprimality
+    /// repetition at 2048 bits, n = 5 — party 1's `g^((N − p₁ − q₁ + 1)/4)` (≈ 2,046-bit
+    /// exponent) and another party's `g^((p_i + q_i)/4)` (≈ 1,020 bits), both with
+    /// `mpz_powm_sec` as the protocol computes them — beside the same run's baseline `E`, a plain
+    /// 2048-bit modexp with a 2048-bit exponent. Checks that the constant-time and the plain
+    /// exponentiation agree.
+    #[test]
+    #[ignore = "timing measurement"]
+    fn biprime_repetition_cost_at_2048_bits() {
+        use std::time::Instant;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2048);
+        let n = Int::random_bits(&mut rng, 2047).add(&Int::one().shl(2047));
+        let n = if n.rem_u64(2) == 0 {
+            n.add(&Int::one())
+        } else {
+            n
+        };
+        let g = Int::random_bits(&mut rng, 2040);
+        let e_full = Int::random_bits(&mut rng, 2048);
+        let e1 = SecretInt::new(Int::random_bits(&mut rng, 2046));
+        let ei = SecretInt::new(Int::random_bits(&mut rng, 1020));
+        let runs = 200u32;
+        let time = |f: &dyn Fn() -> Int| {
+            let t = Instant::now();
+            let mut last = Int::zero();
+            for _ in 0..runs {
+                last = f();
+            }
+            (t.elapsed().as_secs_f64() * 1e3 / f64::from(runs), last)
+        };
+        let (base, _) = time(&|| g.pow_mod(&e_full, &n));
+        let (first, v1) = time(&|| g.pow_mod_secret(&e1, &n));
+        let (other, vi) = time(&|| g.pow_mod_secret(&ei, &n));
+        let (check, _) = time(&|| vi.invert(&n).unwrap_or_else(Int::one).mul_mod(&v1, &n));
+        assert_eq!(v1, g.pow_mod(e1.expose(), &n));
+        assert_eq!(vi, g.pow_mod(ei.expose(), &n));
+        let all = first + 4.0 * other + 5.0 * 4.0 * check;
+        println!(
+            "E (plain, 2048-bit exponent) {base:.3} ms; party 1 {first:.3} ms ({:.2} E); \
+             party i {other:.3} ms ({:.2} E); one inverse+product {check:.4} ms; \
+             one repetition, all 5 parties + 5 checks: {all:.3} ms ({:.2} E)",
+            first / base,
+            other / base,
+            all / base
+        );
+    }
+
+    /// The cap on the committed stage: the first `MAX_CERTIFIED` passing moduli, in candidate
+    /// order, the rest dropped.
+    #[test]
+    fn at_most_max_certified_moduli_enter_the_committed_repetitions() {
+        let pass = vec![
+            false, true, true, false, true, true, true, true, false, true,
+        ];
+        let kept = certified(pass.clone());
+        assert_eq!(
+            kept.iter().filter(|&&k| k).count(),
+            super::super::MAX_CERTIFIED
+        );
+        assert_eq!(
+            kept,
+            vec![false, true, true, false, true, true, false, false, false, false]
+        );
+        assert_eq!(certified(vec![true, false]), vec![true, false]);
     }
 
     #[test]

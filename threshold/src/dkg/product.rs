@@ -424,7 +424,7 @@ mod tests {
     fn a_consistent_reshare_of_a_wrong_constant_is_named() {
         let params = Parameters::new(512, 3, 2, [6; 32])
             .unwrap()
-            .with_biprime_reps(24)
+            .insecure_with_biprime_reps_for_tests(24)
             .unwrap();
         let rngs = || {
             (0..3u64)

@@ -32,7 +32,10 @@ impl Phase {
         match round {
             Round::SieveShares | Round::SieveProducts => Phase::Sieve,
             Round::CandidateShares | Round::ModulusShares => Phase::Modulus,
-            Round::BiprimeFirst | Round::BiprimeCommit | Round::BiprimeReveal => Phase::Biprimality,
+            Round::BiprimeFirstCommit
+            | Round::BiprimeFirst
+            | Round::BiprimeCommit
+            | Round::BiprimeReveal => Phase::Biprimality,
             Round::GcdShares | Round::GcdReveal => Phase::Gcd,
             Round::KeyShares | Round::MaskedProduct | Round::Reshare | Round::Refresh => Phase::Key,
         }

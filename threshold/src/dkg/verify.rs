@@ -4,7 +4,9 @@
 //! [`replay`] re-runs every public computation of every batch, in order, exactly as the parties
 //! did: every dealer's share digests (M1, M3, M8) and the public half of the consistency check
 //! of its sharings (M2, M4, M9), which candidates survived distributed trial division (M2), the
-//! opened moduli and their public trial division (M4), the first biprimality repetition (M5),
+//! opened moduli and their public trial division (M4), the commitments to the first
+//! biprimality repetition and their openings (M5a–M5b; at most `MAX_CERTIFIED` passing moduli
+//! go on, and no run has more than `MAX_BATCHES` batches),
 //! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); then,
 //! for the accepted modulus, the key stage's commitments (K1), every product proof and θ (K2),
 //! every reshared constant against its proven product and every verification key from the
@@ -20,9 +22,9 @@
 use std::collections::BTreeMap;
 
 use super::modulus::{
-    biprime_commitments, chosen_candidate, first_test_passes, gcd_passes, moduli_in,
-    open_gcd_reveal, open_moduli, open_modulus_shares, open_sieve_products, share_digests,
-    sieve_passes,
+    batches_exhausted, biprime_commitments, certified, chosen_candidate, first_test_passes,
+    gcd_passes, moduli_in, open_gcd_reveal, open_moduli, open_modulus_shares, open_sieve_products,
+    share_digests, sieve_passes,
 };
 use super::{key, product, Message, Parameters, Round, Setup};
 use crate::bigint::Int;
@@ -74,6 +76,9 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             .map(|m| m.batch)
     };
     let max_batch = modulus_batches().max().unwrap_or(0);
+    if max_batch >= super::MAX_BATCHES {
+        return Err(batches_exhausted());
+    }
     // A transcript may keep only the accepted batch (earlier ones by hash): replay from the first
     // batch it holds.
     let first_batch = modulus_batches().min().unwrap_or(0);
@@ -127,10 +132,12 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         }
         tested += moduli.len() as u64;
         let refs: Vec<&Int> = moduli.iter().collect();
-        let pass = first_test_passes(&get(Round::BiprimeFirst, batch, &mut all())?, &refs)?;
+        let digests = biprime_commitments(&get(Round::BiprimeFirstCommit, batch, &mut all())?)?;
+        let reveal = get(Round::BiprimeFirst, batch, &mut all())?;
+        let pass = first_test_passes(&setup, batch, &reveal, &digests, &refs)?;
         let s3: Vec<&Int> = refs
             .iter()
-            .zip(pass)
+            .zip(certified(pass))
             .filter_map(|(m, ok)| ok.then_some(*m))
             .collect();
         if s3.is_empty() {
