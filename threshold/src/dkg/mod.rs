@@ -407,6 +407,7 @@ enum State {
     Key1(key::Round1),
     Key2(key::Round2),
     Key3(key::Round3),
+    Key4(key::Round4),
 }
 
 enum Transition {
@@ -518,6 +519,7 @@ impl Party {
             State::Key1(_) => Round::KeyShares,
             State::Key2(_) => Round::MaskedProduct,
             State::Key3(_) => Round::Reshare,
+            State::Key4(_) => Round::TestDecryption,
         }
     }
 
@@ -542,6 +544,7 @@ impl Party {
             | State::BiprimeCommit(_)
             | State::BiprimeReveal(_) => (all, Vec::new()),
             State::Key1(_) => (all.clone(), all),
+            State::Key4(_) => (all, Vec::new()),
             State::Key3(_) => (s.clone(), s),
         }
     }
@@ -558,7 +561,7 @@ impl Party {
             State::BiprimeReveal(s) => s.batch,
             State::Gcd(s) => s.batch,
             State::GcdReveal(s) => s.batch,
-            State::Key1(_) | State::Key2(_) | State::Key3(_) => 0,
+            State::Key1(_) | State::Key2(_) | State::Key3(_) | State::Key4(_) => 0,
         }
     }
 
@@ -626,7 +629,8 @@ impl Party {
             State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::Key1(s) => s.receive(&ctx, &inbox, rng),
             State::Key2(s) => s.receive(&ctx, &inbox, rng),
-            State::Key3(s) => s.receive(&ctx, &inbox),
+            State::Key3(s) => s.receive(&ctx, &inbox, rng),
+            State::Key4(s) => s.receive(&ctx, &inbox),
         }?;
         Ok(match transition {
             Transition::Next(state, out) => Step::Continue(
