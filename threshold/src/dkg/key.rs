@@ -735,6 +735,39 @@ mod tests {
         assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
     }
 
+    /// Issue 25's property test, for the K1 families: the constants of every party's φ, β and
+    /// mask sharing, multiplied over the parties — which is also what a `t`-point interpolation
+    /// of the summed commitments gives, up to the public power `Δ` — must lie outside the
+    /// `1 + N` subgroup (`x mod N ≠ 1`). (The K3 reshare constants multiply to `v^d` by
+    /// construction, which the property allows; the K2 bases `A_j` are K1 interpolations.)
+    /// Fails today on the φ family (`v^(Δφ) ≡ 1 mod N`), for both seeds.
+    #[test]
+    #[ignore = "issue 25 break 1 is open: the K1 φ constants multiply into the 1+N subgroup"]
+    fn published_families_stay_outside_the_one_plus_n_subgroup() {
+        for (session, seed) in [(30u8, 3000u64), (31, 3100)] {
+            let params = params(session);
+            let run = run_in_process(&params, rngs(seed), None).unwrap();
+            let key = replay(&params, &run.broadcasts).unwrap().key;
+            let (n, nn) = (key.public_key().n(), key.public_key().nn());
+            let t = usize::from(params.threshold());
+            let product = |round: Round, at: usize| {
+                run.broadcasts
+                    .iter()
+                    .filter(|m| m.round == round)
+                    .filter_map(|m| m.ints.get(at))
+                    .fold(Int::one(), |acc, c| acc.mul_mod(c, nn))
+            };
+            for (what, at) in [("φ", 0), ("β", t), ("mask", 2 * t)] {
+                let x = product(Round::KeyShares, at);
+                assert_ne!(
+                    x.rem_euclid(n),
+                    Int::one(),
+                    "the K1 {what} constants multiply into the 1 + N subgroup (seed {seed})"
+                );
+            }
+        }
+    }
+
     /// Issue 25, break 1: a reader of the broadcasts must not learn φ(N). Fails on the
     /// current key stage (the attack factors N); it becomes the regression test once K1 stops
     /// publishing `Z*_{N²}` Feldman commitments to the φ sharing (docs/dkg.md, "Limits").

@@ -52,6 +52,12 @@
 //!   key share is `s_k = Σ_j g_j(k)` (positive by construction), a degree-`t − 1` sharing of
 //!   `d = Δ⁴φβ ≡ 0 mod φ`; `v_k = (Π_j Π_m D_{j,m}^(k^m))^Δ` is its verification key and the
 //!   combination constant is θ.
+//! * K4. Joint test decryption: every party publishes a proven partial decryption of
+//!   `c* = (1+N)^(m*)·h_s^(r*)` (`m*`, `r*` hashed from the session and the key); a bad proof
+//!   names its sender, and unless every `t`-subset decrypts `m*` no key is output.
+//!
+//! **Open (issue 25, break 1):** K1's Feldman commitments to the φ sharing let any reader of
+//! the broadcasts compute φ(N) (test `transcript_reader_cannot_factor_n`, ignored until fixed).
 //!
 //! What is *not* proven (see docs/dkg.md, "Limits"): that the modulus stage's published product
 //! shares (M2, M4, M9) are the products of the parties' shares. A party
