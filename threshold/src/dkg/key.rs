@@ -12,9 +12,13 @@ use super::product::{self, Bases};
 use super::reshare::committed_at;
 use super::{blame, Ctx, Inbox, Message, Outgoing, Round, State, Transition};
 use crate::bigint::{Int, SecretInt};
+use crate::ciphertext::Ciphertext;
 use crate::dealer::verification_base;
+use crate::decrypt::proof::EqualityProof;
+use crate::decrypt::PartialDecryption;
 use crate::error::{Error, Result};
-use crate::keys::{KeyShare, PublicKey, ThresholdPublicKey};
+use crate::hash::hash_to_int;
+use crate::keys::{KeyShare, PartyIndex, PublicKey, ThresholdPublicKey};
 
 /// `v^x mod N²` for a secret exponent of either sign (`v_inv = v⁻¹`).
 fn pow_signed_secret(v: &Int, v_inv: &Int, x: &Int, nn: &Int) -> Int {
@@ -90,6 +94,13 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     });
     drop(SecretInt::new(sum));
     drop(cand);
+    #[cfg(test)]
+    let phi = match hooks::get(&setup.params.session) {
+        Some(h) if h.party == ctx.me.0 => {
+            SecretInt::new(phi.expose().add(&Int::from_i64(h.phi_shift)))
+        }
+        _ => phi,
+    };
     let beta = SecretInt::new(Int::random_bits(rng, sizes.beta));
     let f = integer_poly(phi.expose().mul(&setup.delta), t1, sizes.f_coeff, rng);
     let b = integer_poly(beta.expose().mul(&setup.delta), t1, sizes.b_coeff, rng);
@@ -269,7 +280,12 @@ pub(super) struct Round3 {
 }
 
 impl Round3 {
-    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+    pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
+        self,
+        ctx: &Ctx<'_>,
+        inbox: &Inbox,
+        rng: &mut R,
+    ) -> Result<Transition> {
         let setup = ctx.setup;
         let nn = self.pk.nn().clone();
         let broadcasts = inbox.broadcasts(ctx.product_parties())?;
@@ -292,7 +308,36 @@ impl Round3 {
         }
         let key = public_key(setup, self.pk, self.v, self.theta, &commitments)?;
         let share = KeyShare::new(ctx.me, s, key.fingerprint());
-        Ok(Transition::Done(key, share))
+        let (_, c) = test_ciphertext(setup, &key)?;
+        let partial = share.partial_decrypt(&key, &test_context(setup), &c, rng)?;
+        let mut b = ctx.message(Round::TestDecryption, 0, None);
+        b.ints = vec![
+            partial.ci.clone(),
+            Int::from_u128(partial.proof.e),
+            partial.proof.z.clone(),
+        ];
+        Ok(Transition::Next(
+            State::Key4(Round4 { key, share }),
+            Outgoing {
+                broadcast: Some(b),
+                direct: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// Waiting for K4: every party's partial decryption of the test ciphertext. The key and the
+/// share are output only if all `n` proofs verify and every `t`-subset decrypts to `m*`.
+#[derive(Debug)]
+pub(super) struct Round4 {
+    key: ThresholdPublicKey,
+    share: KeyShare,
+}
+
+impl Round4 {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        check_test_decryption(ctx.setup, &self.key, &inbox.broadcasts(ctx.all())?)?;
+        Ok(Transition::Done(self.key, self.share))
     }
 }
 
@@ -379,4 +424,363 @@ pub(super) fn public_key(
         theta,
         setup.sizes.share.min(MAX_INT_BITS) as u32,
     )
+}
+
+/// The context K4's partial-decryption proofs are bound to (with the session).
+fn test_context(setup: &super::Setup) -> Vec<u8> {
+    let mut c = b"medtech-threshold/v1/dkg-k4".to_vec();
+    c.extend_from_slice(&setup.params.session);
+    c
+}
+
+/// K4's challenge `c* = (1+N)^(m*)·h_s^(r*)`, with `m*` and `r*` hashed from the session and
+/// the fingerprint of the key K3 produced (which binds N, v, every v_k and θ, themselves
+/// determined by the broadcasts). Returns `(m*, c*)`. The factor `h_s^(r*)` is what makes the
+/// test meaningful: `(1+N)^(m*)` alone decrypts correctly under any exponent `d ≡ θ (mod N)`,
+/// including a `d ≢ 0 (mod φ)` (test `broken_key_fails_k4`).
+pub(super) fn test_ciphertext(
+    setup: &super::Setup,
+    key: &ThresholdPublicKey,
+) -> Result<(Int, Ciphertext)> {
+    let pk = key.public_key();
+    let mut data = setup.params.session.to_vec();
+    data.extend_from_slice(&key.fingerprint());
+    // |m*| = |N| − 2 bits, so m* < N.
+    let m = hash_to_int(
+        b"medtech-threshold/v1/dkg-k4/m",
+        &data,
+        pk.bits() as usize - 2,
+    );
+    let r = hash_to_int(b"medtech-threshold/v1/dkg-k4/r", &data, pk.nonce_bits());
+    #[cfg(test)]
+    let r = if hooks::get(&setup.params.session).is_some_and(|h| h.k4_without_randomness) {
+        Int::zero()
+    } else {
+        r
+    };
+    // r* is public: SecretInt only because `encrypt_raw` takes nonces that way.
+    Ok((m.clone(), pk.encrypt_raw(&m, &SecretInt::new(r))?))
+}
+
+/// K4, public side (each party live, and [`super::verify::replay`]): every party's message
+/// must be `[c_i, e, z]`, a partial decryption of [`test_ciphertext`] whose proof verifies
+/// against its verification key — a failure names the sender — and every `t`-subset of the
+/// partials must combine to `m*`, else the key is refused (no party is named: with every proof
+/// valid, the partials are consistent with the verification keys, so the fault is in the key
+/// itself, e.g. `d ≢ 0 mod φ`).
+pub(super) fn check_test_decryption(
+    setup: &super::Setup,
+    key: &ThresholdPublicKey,
+    msgs: &[&Message],
+) -> Result<()> {
+    let (m, c) = test_ciphertext(setup, key)?;
+    let context = test_context(setup);
+    let max_z = key.proof_nonce_bits() + 1;
+    let mut verified = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        let [ci, e, z] = msg.ints.as_slice() else {
+            return Err(blame(
+                msg,
+                format!("{} integers, expected 3", msg.ints.len()),
+            ));
+        };
+        if !msg.small.is_empty() || msg.digest.is_some() {
+            return Err(blame(
+                msg,
+                "unexpected values beside the test partial decryption",
+            ));
+        }
+        if e.is_negative() || e.bits() > 128 {
+            return Err(blame(msg, "test-decryption challenge out of range"));
+        }
+        // At most 16 big-endian bytes (checked above).
+        let e = e
+            .to_bytes_be()
+            .iter()
+            .fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+        if z.is_negative() || z.bits() > max_z {
+            return Err(blame(msg, "test-decryption response out of range"));
+        }
+        let partial = PartialDecryption {
+            party: msg.from,
+            ci: ci.clone(),
+            proof: EqualityProof { e, z: z.clone() },
+        };
+        let v = key
+            .verify_partial(&context, &c, &partial)
+            .map_err(|err| blame(msg, format!("test partial decryption refused: {err}")))?;
+        verified.push(v);
+    }
+    let n = u32::try_from(verified.len()).unwrap_or(u32::MAX).min(16);
+    let t = u32::from(key.threshold());
+    for mask in 0u32..(1 << n) {
+        if mask.count_ones() != t {
+            continue;
+        }
+        let set: Vec<_> = (0..n as usize)
+            .filter(|i| mask & (1 << i) != 0)
+            .filter_map(|i| verified.get(i).cloned())
+            .collect();
+        // A combination that fails outright (not 1 mod N) is a wrong decryption too.
+        let decrypts = matches!(
+            key.combine(&context, &c, &set),
+            Ok(out) if out.plaintext.0.rem_euclid(key.public_key().n()) == m
+        );
+        if !decrypts {
+            let parties: Vec<PartyIndex> = set.iter().map(|v| v.party()).collect();
+            return Err(Error::KeyGenerationFailed(format!(
+                "K4: the valid partials of parties {parties:?} do not decrypt the test \
+                 ciphertext; the key is unusable and is not output"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Test-only deviations of an honest party, keyed by session so that tests running in
+/// parallel do not see each other's.
+#[cfg(test)]
+pub(super) mod hooks {
+    use std::sync::Mutex;
+
+    /// One deviation.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Hook {
+        pub(crate) session: [u8; 32],
+        /// The party that adds `phi_shift` to its `φ_i` in K1 (consistently with its
+        /// commitments: issue 25, break 3).
+        pub(crate) party: u16,
+        pub(crate) phi_shift: i64,
+        /// K4 with `c* = (1+N)^(m*)` (no `h_s^(r*)` factor), at every party.
+        pub(crate) k4_without_randomness: bool,
+    }
+
+    static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
+
+    pub(crate) fn set(hook: Hook) {
+        if let Ok(mut h) = HOOKS.lock() {
+            h.push(hook);
+        }
+    }
+
+    pub(crate) fn get(session: &[u8; 32]) -> Option<Hook> {
+        HOOKS
+            .lock()
+            .ok()?
+            .iter()
+            .find(|h| &h.session == session)
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::super::sim::run_in_process;
+    use super::super::verify::replay;
+    use super::super::{Message, Parameters, Round};
+    use super::hooks;
+    use crate::bigint::Int;
+
+    /// Paillier's `L(x) = (x − 1)/N`, defined only on the subgroup generated by `1 + N` (where
+    /// discrete logarithms to any base are divisions mod N).
+    fn l(x: &Int, n: &Int) -> Option<Int> {
+        x.sub(&Int::one()).div_exact(n)
+    }
+
+    /// Integer square root (for the attack's last step only).
+    fn isqrt(x: &Int) -> Int {
+        use curv::arithmetic::Roots;
+        Int::from_curv(&x.to_curv().sqrt())
+    }
+
+    /// Issue 25, break 1, as a reader of the public transcript plays it: from the broadcasts
+    /// alone, `C = Π_i (K1 constant of the φ sharing of i) = v^(Δφ)` and
+    /// `D = Π_j (K3 reshare constant of j) = v^d` both lie in the `1 + N` subgroup
+    /// (φ and `d ≡ 0 mod φ` annihilate the rest of `Z*_{N²}`), with `L(C) = a·Δφ` and
+    /// `L(D) = a·θ` mod N for the unknown `a` with `v ≡ (1 + N)^a·w`. So
+    /// `φ = θ·L(C) / (Δ·L(D)) mod N` exactly, and `p, q` are the roots of
+    /// `x² − (N + 1 − φ)x + N`. Returns the factors if the attack works.
+    fn factor_from_transcript(params: &Parameters, broadcasts: &[Message]) -> Option<(Int, Int)> {
+        let key = replay(params, broadcasts).ok()?.key;
+        let (n, nn) = (key.public_key().n(), key.public_key().nn());
+        let constants = |round: Round| {
+            broadcasts
+                .iter()
+                .filter(|m| m.round == round)
+                .filter_map(|m| m.ints.first())
+                .fold(Int::one(), |acc, c| acc.mul_mod(c, nn))
+        };
+        let lc = l(&constants(Round::KeyShares), n)?;
+        let ld = l(&constants(Round::Reshare), n)?;
+        let phi = key
+            .theta()
+            .mul(&lc)
+            .mul_mod(&key.delta().mul(&ld).rem_euclid(n).invert(n)?, n);
+        let s = n.add(&Int::one()).sub(&phi);
+        let disc = s.mul(&s).sub(&n.mul_u64(4));
+        if disc.is_negative() {
+            return None;
+        }
+        let r = isqrt(&disc);
+        let (p, q) = (s.add(&r).shr(1), s.sub(&r).shr(1));
+        (p.mul(&q) == *n && p > Int::one() && q > Int::one()).then_some((p, q))
+    }
+
+    fn params(session: u8) -> Parameters {
+        Parameters::new(512, 3, 2, [session; 32])
+            .unwrap()
+            .with_biprime_reps(24)
+            .unwrap()
+    }
+
+    fn rngs(seed: u64) -> Vec<ChaCha20Rng> {
+        (0..3)
+            .map(|k| ChaCha20Rng::seed_from_u64(seed + k))
+            .collect()
+    }
+
+    /// Issue 25, break 3 / K4: party 2 shares `φ₂ + 1` consistently with its own commitments,
+    /// so every proof of K1–K3 verifies but `d ≢ 0 (mod φ)`. K4 must refuse the key at every
+    /// party. With the K4 check removed the run outputs this key (confirmed: the test fails
+    /// with `Ok`). The second half shows why K4's ciphertext carries `h_s^(r*)`: with
+    /// `c* = (1+N)^(m*)` the same broken key passes the test decryption, and then fails to
+    /// decrypt an ordinary encryption.
+    #[test]
+    fn broken_key_fails_k4() {
+        hooks::set(hooks::Hook {
+            session: [26; 32],
+            party: 2,
+            phi_shift: 1,
+            k4_without_randomness: false,
+        });
+        let err = run_in_process(&params(26), rngs(2600), None).unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::KeyGenerationFailed(r) if r.contains("K4")),
+            "K4 refuses the broken key: {err:?}"
+        );
+
+        hooks::set(hooks::Hook {
+            session: [27; 32],
+            party: 2,
+            phi_shift: 1,
+            k4_without_randomness: true,
+        });
+        let run = run_in_process(&params(27), rngs(2600), None)
+            .expect("a randomness-free test ciphertext misses the broken key");
+        let key = &run.outputs[0].key;
+        let mut rng = ChaCha20Rng::seed_from_u64(27);
+        let c = key
+            .public_key()
+            .encrypt(&crate::Plaintext::from_i64(1234), &mut rng)
+            .unwrap();
+        let partials: Vec<_> = run.outputs[..2]
+            .iter()
+            .map(|o| o.share.partial_decrypt(key, b"k4", &c, &mut rng).unwrap())
+            .collect();
+        for p in &partials {
+            key.verify_partial(b"k4", &c, p)
+                .expect("every partial proof verifies");
+        }
+        let decrypted = key
+            .combine_partials(b"k4", &c, &partials)
+            .ok()
+            .map(|o| o.decryption.plaintext);
+        assert_ne!(
+            decrypted,
+            Some(crate::Plaintext::from_i64(1234)),
+            "the key K4 must refuse decrypts nothing"
+        );
+    }
+
+    /// A party that publishes, as its K4 partial, another party's valid partial (a rushing
+    /// copier: it waits for party 1's message) is named, live by every party and by the
+    /// transcript verifier. With the K4 check removed (live and in `verify`) the run outputs a
+    /// key (confirmed failing).
+    #[test]
+    fn copied_k4_partial_names_its_sender() {
+        let mut first: Option<Vec<Int>> = None;
+        let mut hook = |m: &mut Message| {
+            if m.round == Round::TestDecryption && m.to.is_none() {
+                match m.from.0 {
+                    1 => first = Some(m.ints.clone()),
+                    2 => {
+                        if let Some(ints) = &first {
+                            m.ints = ints.clone();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let err = run_in_process(&params(28), rngs(2800), Some(&mut hook)).unwrap_err();
+        assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
+
+        // The transcript verifier names the same party.
+        let run = run_in_process(&params(29), rngs(2900), None).unwrap();
+        let mut broadcasts = run.broadcasts.clone();
+        assert!(replay(&params(29), &broadcasts).is_ok());
+        let k4 = |b: &[Message], from: u16| {
+            b.iter()
+                .position(|m| m.round == Round::TestDecryption && m.from.0 == from)
+                .unwrap()
+        };
+        let (one, two) = (k4(&broadcasts, 1), k4(&broadcasts, 2));
+        broadcasts[two].ints = broadcasts[one].ints.clone();
+        let err = replay(&params(29), &broadcasts).unwrap_err();
+        assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
+    }
+
+    /// Issue 25's property test, for the K1 families: the constants of every party's φ, β and
+    /// mask sharing, multiplied over the parties — which is also what a `t`-point interpolation
+    /// of the summed commitments gives, up to the public power `Δ` — must lie outside the
+    /// `1 + N` subgroup (`x mod N ≠ 1`). (The K3 reshare constants multiply to `v^d` by
+    /// construction, which the property allows; the K2 bases `A_j` are K1 interpolations.)
+    /// Fails today on the φ family (`v^(Δφ) ≡ 1 mod N`), for both seeds.
+    #[test]
+    #[ignore = "issue 25 break 1 is open: the K1 φ constants multiply into the 1+N subgroup"]
+    fn published_families_stay_outside_the_one_plus_n_subgroup() {
+        for (session, seed) in [(30u8, 3000u64), (31, 3100)] {
+            let params = params(session);
+            let run = run_in_process(&params, rngs(seed), None).unwrap();
+            let key = replay(&params, &run.broadcasts).unwrap().key;
+            let (n, nn) = (key.public_key().n(), key.public_key().nn());
+            let t = usize::from(params.threshold());
+            let product = |round: Round, at: usize| {
+                run.broadcasts
+                    .iter()
+                    .filter(|m| m.round == round)
+                    .filter_map(|m| m.ints.get(at))
+                    .fold(Int::one(), |acc, c| acc.mul_mod(c, nn))
+            };
+            for (what, at) in [("φ", 0), ("β", t), ("mask", 2 * t)] {
+                let x = product(Round::KeyShares, at);
+                assert_ne!(
+                    x.rem_euclid(n),
+                    Int::one(),
+                    "the K1 {what} constants multiply into the 1 + N subgroup (seed {seed})"
+                );
+            }
+        }
+    }
+
+    /// Issue 25, break 1: a reader of the broadcasts must not learn φ(N). Fails on the
+    /// current key stage (the attack factors N); it becomes the regression test once K1 stops
+    /// publishing `Z*_{N²}` Feldman commitments to the φ sharing (docs/dkg.md, "Limits").
+    #[test]
+    #[ignore = "issue 25 break 1 is open: the public transcript factors N (run with --ignored)"]
+    fn transcript_reader_cannot_factor_n() {
+        let params = params(25);
+        let run = run_in_process(&params, rngs(2500), None).unwrap();
+        let factors = factor_from_transcript(&params, &run.broadcasts);
+        assert!(
+            factors.is_none(),
+            "the public transcript factors N: {:?}",
+            factors.map(|(p, q)| (p.to_hex(), q.to_hex()))
+        );
+    }
 }

@@ -64,6 +64,10 @@ pub enum Round {
     /// R1 (direct + broadcast): an existing member reshares its key share to a (new)
     /// committee, with Feldman commitments (see [`crate::dkg::reshare`]).
     Refresh = 13,
+    /// K4 (broadcast): every party's partial decryption, with proof, of a test ciphertext
+    /// hashed from the session and the key; the key is output only if every `t` of them
+    /// decrypt it.
+    TestDecryption = 14,
 }
 
 impl Round {
@@ -91,6 +95,7 @@ impl Round {
             11 => MaskedProduct,
             12 => Reshare,
             13 => Refresh,
+            14 => TestDecryption,
             16 => BiprimeFirstCommit,
             _ => return None,
         })

@@ -22,7 +22,7 @@ pub enum Phase {
     Biprimality,
     /// M8–M9: the gcd step.
     Gcd,
-    /// K1–K3: shares of the decryption exponent, θ and verification keys.
+    /// K1–K4: shares of the decryption exponent, θ, verification keys and the test decryption.
     Key,
 }
 
@@ -37,7 +37,11 @@ impl Phase {
             | Round::BiprimeCommit
             | Round::BiprimeReveal => Phase::Biprimality,
             Round::GcdShares | Round::GcdReveal => Phase::Gcd,
-            Round::KeyShares | Round::MaskedProduct | Round::Reshare | Round::Refresh => Phase::Key,
+            Round::KeyShares
+            | Round::MaskedProduct
+            | Round::Reshare
+            | Round::TestDecryption
+            | Round::Refresh => Phase::Key,
         }
     }
 

@@ -179,6 +179,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         let reshares = get(Round::Reshare, 0, &mut s.iter().copied())?;
         let commitments = key::reshare_commitments(&setup, &ws, &reshares, pk.nn())?;
         let key = key::public_key(&setup, pk, v, theta, &commitments)?;
+        key::check_test_decryption(&setup, &key, &get(Round::TestDecryption, 0, &mut (1..=n))?)?;
         if used != broadcasts.len() {
             return Err(Error::KeyGenerationFailed(format!(
                 "{} broadcasts in the transcript belong to no step of the protocol",
