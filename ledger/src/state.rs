@@ -18,14 +18,14 @@
 //!    and after that takes no more contributions or noise but partial decryptions, ids are unique, a
 //!    cosignature signs the log's actual root at a size the log has reached, a committee change is
 //!    the next epoch and approved by `t` current members;
-//! 5a. what loosens a privacy limit waits for `t` distinct current members: registering a
+//! 6. what loosens a privacy limit waits for `t` distinct current members: registering a
 //!    researcher, re-enabling a disabled one, raising any component of a budget limit (or a
 //!    researcher's or dataset's first limit). The first member's entry is recorded as a
 //!    [`PendingChange`]; each other member approves by posting the identical change; the
 //!    `t`-th approval applies it ([`LedgerState::pending_changes`],
 //!    test `single_member_budget_raise_is_pending_until_t_approve`). Lowering a limit and
 //!    disabling a researcher take one member and apply at once;
-//! 6. a query's declared privacy cost fits the researcher's, the dataset's and the global budget
+//! 7. a query's declared privacy cost fits the researcher's, the dataset's and the global budget
 //!    ([`crate::budget`]); admitting the query spends it, in the same step.
 //!
 //! Cryptographic validity of contributions, noise shares and partial decryptions (range and
@@ -444,7 +444,11 @@ impl LedgerState {
                             || limit.rho > old.rho
                             || limit.delta > old.delta
                     }
-                    None => subject != medtech_noise::Subject::Global,
+                    // No researcher or dataset limit is a zero budget; no global limit is none.
+                    None => {
+                        subject != medtech_noise::Subject::Global
+                            && (limit.epsilon.0 > 0 || limit.rho.0 > 0 || limit.delta > 0)
+                    }
                 },
                 _ => true,
             },
@@ -1121,13 +1125,8 @@ mod tests {
 
         /// Member `i` posts `kind`.
         fn post(&mut self, i: usize, kind: Kind) -> Result<(), String> {
-            let bytes = crate::entry::sign_entry(
-                &self.keys[i],
-                "test/gov",
-                self.seqs[i] + 1,
-                0,
-                kind,
-            );
+            let bytes =
+                crate::entry::sign_entry(&self.keys[i], "test/gov", self.seqs[i] + 1, 0, kind);
             let e = self
                 .state
                 .check(&bytes, &self.tree, Verify::Signatures)
