@@ -1049,6 +1049,13 @@ async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String
     };
     let seq = propose(&api, kind).await?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, change = %id, "change approved");
+    // Answer from this member's state once it has applied the approval (for up to 5 s).
+    for _ in 0..100 {
+        if api.node.head()?.0 > seq {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let l = api.node.read()?;
     let st = l.state();
     let v = match st.pending_changes().get(&key) {
