@@ -106,22 +106,26 @@ pub fn run(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport> {
     rt.block_on(run_async(cfg))
 }
 
-/// Gives `subject` a limit no bench exhausts.
-async fn budget(
-    node: &medtech_ledger::raft::node::LedgerNode,
-    subject: &str,
-) -> anyhow::Result<()> {
-    let r = node
-        .propose_own(Kind::SetBudget(pb::SetBudget {
-            subject: subject.into(),
-            limit: encode_limit(&Cost {
-                epsilon: Micros(u64::MAX / 4),
-                ..Cost::default()
-            }),
-        }))
-        .await?;
-    anyhow::ensure!(r.sequence.is_some(), "budget rejected: {r:?}");
+/// Posts `kind` from `t` members: it loosens a privacy limit, which takes t approvals
+/// (`LedgerState::needs_approval`).
+async fn approved(c: &LocalCommittee, t: usize, kind: Kind) -> anyhow::Result<()> {
+    for node in c.nodes.values().take(t) {
+        let r = node.propose_own(kind.clone()).await?;
+        anyhow::ensure!(r.sequence.is_some(), "rejected: {r:?}");
+    }
     Ok(())
+}
+
+/// Gives `subject` a limit no bench exhausts.
+async fn budget(c: &LocalCommittee, t: usize, subject: &str) -> anyhow::Result<()> {
+    let k = Kind::SetBudget(pb::SetBudget {
+        subject: subject.into(),
+        limit: encode_limit(&Cost {
+            epsilon: Micros(u64::MAX / 4),
+            ..Cost::default()
+        }),
+    });
+    approved(c, t, k).await
 }
 
 async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport> {
@@ -147,18 +151,16 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
     let mut clients = Vec::new();
     for i in 0..cfg.clients {
         let key = ResearcherKey::generate(&format!("bench-{i}"), &mut rng);
-        let r = node
-            .propose_own(Kind::RegisterResearcher(pb::RegisterResearcher {
-                researcher_id: key.id().to_owned(),
-                display_name: String::new(),
-                public_key: key.public_key().as_bytes().to_vec(),
-            }))
-            .await?;
-        anyhow::ensure!(r.sequence.is_some(), "registration rejected: {r:?}");
-        budget(node, &format!("researcher:{}", key.id())).await?;
+        let k = Kind::RegisterResearcher(pb::RegisterResearcher {
+            researcher_id: key.id().to_owned(),
+            display_name: String::new(),
+            public_key: key.public_key().as_bytes().to_vec(),
+        });
+        approved(&c, t, k).await?;
+        budget(&c, t, &format!("researcher:{}", key.id())).await?;
         clients.push(key);
     }
-    budget(node, "dataset:bench").await?;
+    budget(&c, t, "dataset:bench").await?;
     // Every bench entry is a query charging ε = 10⁻⁶ (the smallest unit) against these.
     let charge = QueryCharge {
         dataset: "bench".into(),

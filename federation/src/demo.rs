@@ -301,7 +301,10 @@ async fn serve(
 
     // The demo researcher gets a fresh budget for trying the API.
     let k = crate::protocol::budget_entry(&format!("researcher:{RESEARCHER}"), 10_000_000);
-    fed.handle(0)?.propose_own(k).await?;
+    // A raise: t members post it (see `LedgerState::needs_approval`).
+    for m in 0..usize::from(fed.view.threshold) {
+        fed.handle(m)?.propose_own(k.clone()).await?;
+    }
     // One password per demo user, the same at every member (demo only).
     let creds: Vec<(&str, Role, _)> = [
         ("admin", Role::Admin),

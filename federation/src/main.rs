@@ -183,6 +183,28 @@ enum CommitteeCommand {
         #[arg(long)]
         signing_key: std::path::PathBuf,
     },
+    /// List the changes to privacy limits waiting for t members (a researcher registered, a
+    /// limit raised, a researcher re-enabled): who approved each and what it still needs.
+    Pending {
+        /// A member's API, `http://host:port`.
+        #[arg(long)]
+        url: String,
+        /// A staff bearer token, or `@path`.
+        #[arg(long)]
+        token: String,
+    },
+    /// Approve a pending change (by the id `pending` prints) as the member serving `--url`; the
+    /// t-th approval applies it.
+    ApproveChange {
+        /// The change id (64 hex digits).
+        id: String,
+        /// This member's API, `http://host:port`.
+        #[arg(long)]
+        url: String,
+        /// An admin's bearer token, or `@path`.
+        #[arg(long)]
+        token: String,
+    },
     /// Submit an approved change file to a member, which proposes it to the ledger.
     Submit {
         /// The change file.
@@ -532,6 +554,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 f.approvals.len(),
                 file.display()
             );
+        }
+        Command::Committee {
+            what: CommitteeCommand::Pending { url, token },
+        } => {
+            let token = token_arg(&token)?;
+            let r = http(
+                &format!("{}/api/v1/changes/pending", url.trim_end_matches('/')),
+                "GET",
+                Some(&token),
+                None,
+                "",
+                Duration::from_secs(10),
+            )?;
+            let body = String::from_utf8_lossy(&r.body);
+            anyhow::ensure!(r.status == 200, "the member answered {}: {body}", r.status);
+            let v: serde_json::Value = serde_json::from_slice(&r.body)?;
+            let list = v["pending"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no pending changes");
+            }
+            for p in list {
+                println!(
+                    "{} {} {}: approved by {}; needs {} more (of {})",
+                    p["id"].as_str().unwrap_or_default(),
+                    p["kind"].as_str().unwrap_or_default(),
+                    p["change"],
+                    p["approved_by"],
+                    p["missing"],
+                    p["threshold"]
+                );
+            }
+        }
+        Command::Committee {
+            what: CommitteeCommand::ApproveChange { id, url, token },
+        } => {
+            let token = token_arg(&token)?;
+            let r = http(
+                &format!(
+                    "{}/api/v1/changes/{}/approve",
+                    url.trim_end_matches('/'),
+                    id.trim()
+                ),
+                "POST",
+                Some(&token),
+                Some(b""),
+                "application/json",
+                Duration::from_secs(60),
+            )?;
+            let body = String::from_utf8_lossy(&r.body);
+            anyhow::ensure!(r.status == 200, "the member answered {}: {body}", r.status);
+            println!("{body}");
         }
         Command::Committee {
             what: CommitteeCommand::Submit { file, url, token },

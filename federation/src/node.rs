@@ -338,8 +338,9 @@ impl LocalFederation {
         }
     }
 
-    /// Registers `researcher` (member 0 signs on their behalf) with ε budget `limit`, and
-    /// gives the joint dataset `dataset_limit`.
+    /// Registers `researcher` with ε budget `limit`, and gives the joint dataset
+    /// `dataset_limit`: members 0 to t − 1 each post every entry (loosening a limit takes t
+    /// members, see `LedgerState::needs_approval`).
     pub async fn register(
         &self,
         researcher: &str,
@@ -353,7 +354,9 @@ impl LocalFederation {
             Micros::from_f64_floor(limit)?.0,
             Micros::from_f64_floor(dataset_limit)?.0,
         ) {
-            self.post(0, k).await?;
+            for m in 0..usize::from(self.view.threshold) {
+                self.post(m, k.clone()).await?;
+            }
         }
         Ok(())
     }

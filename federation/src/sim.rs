@@ -144,9 +144,12 @@ impl SimCommittee {
             limit_micros,
             limit_micros.saturating_mul(10),
         );
+        // Loosening a limit takes t members: members 0 to t − 1 each post every entry.
         for k in entries {
-            if !self.post(0, k) {
-                return Err(format!("{:?}", self.rejected.last()));
+            for m in 0..usize::from(self.view.threshold) {
+                if !self.post(m, k.clone()) {
+                    return Err(format!("{:?}", self.rejected.last()));
+                }
             }
         }
         Ok(())

@@ -121,7 +121,45 @@ async fn register(w: &World, via: usize, admin: &str, name: &str, budget: f64) -
     )
     .await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    r.json()["password"].as_str().unwrap().to_owned()
+    let pw = r.json()["password"].as_str().unwrap().to_owned();
+    // The world serves the API of members 0 and 1: the other one approves.
+    approve_pending(w, if via == 0 { 1 } else { 0 }).await;
+    pw
+}
+
+/// One admin alone only proposes what loosens a privacy limit: the registration and the
+/// first budget are pending, naming who approved and that one approval is missing (t = 2);
+/// the admin of member `other` approves them through the API, and they apply.
+async fn approve_pending(w: &World, other: usize) {
+    let admin = client::login(w.addr(other), "admin", ADMIN_PW)
+        .await
+        .unwrap();
+    let pending = call(
+        w.addr(other),
+        "GET",
+        "/api/v1/changes/pending",
+        Some(&admin),
+        Value::Null,
+    )
+    .await
+    .json();
+    let list = pending["pending"].as_array().unwrap().clone();
+    assert!(!list.is_empty(), "nothing pending: {pending}");
+    for p in &list {
+        assert_eq!(p["missing"], 1, "{p}");
+        assert_eq!(p["approved_by"].as_array().unwrap().len(), 1, "{p}");
+        let id = p["id"].as_str().unwrap();
+        let r = call(
+            w.addr(other),
+            "POST",
+            &format!("/api/v1/changes/{id}/approve"),
+            Some(&admin),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["applied"], true, "{}", r.json());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -282,6 +282,21 @@ async fn admin_registers_a_researcher_who_builds_a_grouped_count_and_sees_the_ch
         .await;
     let generated = b.text("#new-password").await;
     assert_eq!(generated.len(), 20);
+    // One admin only proposed the registration and the budget (t = 2): member 1 approves.
+    let pending: Vec<_> = {
+        let h = fed.handle(0).unwrap();
+        let l = h.read().unwrap();
+        l.state()
+            .pending_changes()
+            .values()
+            .map(|p| p.kind.clone())
+            .collect()
+    };
+    assert_eq!(pending.len(), 2, "registration and budget wait for t");
+    for k in pending {
+        let r = fed.handle(1).unwrap().propose_own(k).await.unwrap();
+        assert!(r.rejection.is_none(), "{r:?}");
+    }
     b.screenshot("admin-researchers").await;
     b.go(&format!("{base}/ui/admin/committee")).await;
     b.wait_for_text("Any 2 of 3 members decrypt", Duration::from_secs(10))

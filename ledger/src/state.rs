@@ -18,7 +18,14 @@
 //!    and after that takes no more contributions or noise but partial decryptions, ids are unique, a
 //!    cosignature signs the log's actual root at a size the log has reached, a committee change is
 //!    the next epoch and approved by `t` current members;
-//! 6. a query's declared privacy cost fits the researcher's, the dataset's and the global budget
+//! 6. what loosens a privacy limit waits for `t` distinct current members: registering a
+//!    researcher, re-enabling a disabled one, raising any component of a budget limit (or a
+//!    researcher's or dataset's first limit). The first member's entry is recorded as a
+//!    [`PendingChange`]; each other member approves by posting the identical change; the
+//!    `t`-th approval applies it ([`LedgerState::pending_changes`],
+//!    test `single_member_budget_raise_is_pending_until_t_approve`). Lowering a limit and
+//!    disabling a researcher take one member and apply at once;
+//! 7. a query's declared privacy cost fits the researcher's, the dataset's and the global budget
 //!    ([`crate::budget`]); admitting the query spends it, in the same step.
 //!
 //! Cryptographic validity of contributions, noise shares and partial decryptions (range and
@@ -291,8 +298,45 @@ pub struct LedgerState {
     queries: Book<QueryRecord>,
     cosigned: BTreeMap<u64, Cosigned>,
     budgets: Accountant<Book<ChargeRecord>>,
+    pending: BTreeMap<Hash, PendingChange>,
     rejected: u64,
     spill: Option<Spill>,
+}
+
+/// Most pending changes one member may have approved at a time (a member cannot fill the
+/// state with proposals nobody else approves).
+pub const MAX_PENDING_PER_MEMBER: usize = 64;
+
+/// Domain separator of a governed change's id.
+pub const GOVERNANCE_DOMAIN: &[u8] = b"medtech-ledger/governance/v1\0";
+
+/// A change to the privacy limits (a researcher registered, a budget limit raised, a disabled
+/// researcher re-enabled) that waits for `t` distinct members. A member approves it by posting
+/// the identical entry kind; the `t`-th approval applies it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingChange {
+    /// The change, as every approver posted it.
+    pub kind: Kind,
+    /// Log position of the first approval.
+    pub proposed_at: u64,
+    /// Members that posted it, in name order.
+    pub approvals: BTreeSet<String>,
+}
+
+/// The id of a governed change: SHA-256 over the governance domain, the ledger's origin and the
+/// change's protobuf encoding (the same change proposed by two members has one id).
+pub fn change_id(origin: &str, kind: &Kind) -> Hash {
+    use sha2::{Digest, Sha256};
+    let body = pb::EntryBody {
+        kind: Some(kind.clone()),
+        ..pb::EntryBody::default()
+    };
+    let mut h = Sha256::new();
+    h.update(GOVERNANCE_DOMAIN);
+    h.update(origin.as_bytes());
+    h.update([0u8]);
+    h.update(body.encode_to_vec());
+    h.finalize().into()
 }
 
 impl LedgerState {
@@ -335,6 +379,7 @@ impl LedgerState {
             queries,
             cosigned: BTreeMap::new(),
             budgets: Accountant::with_book(charges),
+            pending: BTreeMap::new(),
             rejected: 0,
             spill,
         })
@@ -370,6 +415,96 @@ impl LedgerState {
     /// The privacy budgets: limits set by `SetBudget` entries, spent by admitted queries.
     pub fn budgets(&self) -> &Accountant<Book<ChargeRecord>> {
         &self.budgets
+    }
+
+    /// Changes to the privacy limits waiting for `t` approvals, by id ([`change_id`]).
+    pub fn pending_changes(&self) -> &BTreeMap<Hash, PendingChange> {
+        &self.pending
+    }
+
+    /// Whether `kind`, posted by one member now, changes privacy limits in the permissive
+    /// direction and so waits for `t` members: registering a researcher, re-enabling a disabled
+    /// researcher, raising any component of a budget limit (or setting a researcher's or
+    /// dataset's first limit: without one their budget is zero). Lowering a limit, setting a
+    /// first global limit (without one there is none) and disabling take one member.
+    pub fn needs_approval(&self, kind: &Kind) -> bool {
+        match kind {
+            Kind::RegisterResearcher(_) => true,
+            Kind::SetResearcherStatus(s) => {
+                s.enabled
+                    && self
+                        .researchers
+                        .get(&s.researcher_id)
+                        .is_some_and(|r| !r.enabled)
+            }
+            Kind::SetBudget(b) => match limit_event(&b.subject, &b.limit) {
+                Ok(Event::SetLimit { subject, limit }) => match self.budgets.limit(&subject) {
+                    Some(old) => {
+                        limit.epsilon > old.epsilon
+                            || limit.rho > old.rho
+                            || limit.delta > old.delta
+                    }
+                    // No researcher or dataset limit is a zero budget; no global limit is none.
+                    None => {
+                        subject != medtech_noise::Subject::Global
+                            && (limit.epsilon.0 > 0 || limit.rho.0 > 0 || limit.delta > 0)
+                    }
+                },
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+
+    /// Checks that member `node` may approve the governed change `kind` now.
+    fn check_approval(&self, node: &str, kind: &Kind) -> Result<(), String> {
+        if !self.needs_approval(kind) {
+            return Ok(());
+        }
+        let id = change_id(&self.origin, kind);
+        if let Some(p) = self.pending.get(&id) {
+            if p.approvals.contains(node) {
+                return Err(format!(
+                    "{node} already approved this change ({} of {} approvals)",
+                    p.approvals.len(),
+                    self.committee.threshold
+                ));
+            }
+            return Ok(());
+        }
+        let mine = self
+            .pending
+            .values()
+            .filter(|p| p.approvals.contains(node))
+            .count();
+        if mine >= MAX_PENDING_PER_MEMBER {
+            return Err(format!(
+                "{node} already has {mine} pending changes awaiting approval"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records `node`'s approval of `kind` (which [`Self::needs_approval`]); true when it is the
+    /// `t`-th approval by a current member, and the change is to be applied now.
+    fn approve(&mut self, node: &str, kind: &Kind, seq: u64) -> bool {
+        let id = change_id(&self.origin, kind);
+        let p = self.pending.entry(id).or_insert_with(|| PendingChange {
+            kind: kind.clone(),
+            proposed_at: seq,
+            approvals: BTreeSet::new(),
+        });
+        p.approvals.insert(node.to_owned());
+        let current = p
+            .approvals
+            .iter()
+            .filter(|m| self.committee.member(m).is_some())
+            .count();
+        if current >= self.committee.threshold {
+            self.pending.remove(&id);
+            return true;
+        }
+        false
     }
 
     /// A query's record.
@@ -521,7 +656,7 @@ impl LedgerState {
                     .map_err(|e| e.to_string())
             }
             Kind::RegisterResearcher(r) => {
-                need_node()?;
+                let n = need_node()?;
                 check_id("researcher id", &r.researcher_id)?;
                 if self.researchers.contains_key(&r.researcher_id) {
                     return Err(format!("researcher {} already registered", r.researcher_id));
@@ -529,19 +664,21 @@ impl LedgerState {
                 if r.display_name.len() > 256 {
                     return Err("display name longer than 256 bytes".into());
                 }
-                parse_key(&r.public_key).map(|_| ())
+                parse_key(&r.public_key)?;
+                self.check_approval(n, kind)
             }
             Kind::SetResearcherStatus(s) => {
-                need_node()?;
+                let n = need_node()?;
                 if !self.researchers.contains_key(&s.researcher_id) {
                     return Err(format!("no registered researcher {:?}", s.researcher_id));
                 }
-                Ok(())
+                self.check_approval(n, kind)
             }
             Kind::SetBudget(b) => {
-                need_node()?;
+                let n = need_node()?;
                 check_id("budget subject", &b.subject)?;
-                limit_event(&b.subject, &b.limit).map(|_| ())
+                limit_event(&b.subject, &b.limit)?;
+                self.check_approval(n, kind)
             }
             Kind::Contribution(c) => {
                 let n = need_node()?;
@@ -778,6 +915,20 @@ impl LedgerState {
             AuthorId::Researcher(_) => String::new(),
         };
         let Some(kind) = e.kind() else { return };
+        if matches!(
+            kind,
+            Kind::RegisterResearcher(_) | Kind::SetResearcherStatus(_) | Kind::SetBudget(_)
+        ) {
+            if self.needs_approval(kind) {
+                if !self.approve(&node, kind, seq) {
+                    return; // pending: recorded, not applied
+                }
+            } else {
+                // Applied by one member; an identical proposal waiting for approvals (now a
+                // no-op or a lowering) is settled by it.
+                self.pending.remove(&change_id(&self.origin, kind));
+            }
+        }
         match kind {
             Kind::SubmitQuery(q) => {
                 let researcher = match &e.author {
@@ -949,6 +1100,168 @@ mod tests {
             );
         }
         c
+    }
+
+    /// A ledger of committee() (n = 3, t = 2) fed entries signed by its members' keys.
+    struct Gov {
+        state: LedgerState,
+        tree: MerkleLog,
+        keys: Vec<NodeKey>,
+        seqs: Vec<u64>,
+    }
+
+    impl Gov {
+        fn new() -> Self {
+            let keys: Vec<NodeKey> = (1..=3u8)
+                .map(|i| NodeKey::from_secret_bytes(&format!("m{i}"), &[i; 32]))
+                .collect();
+            Gov {
+                state: LedgerState::new("test/gov", committee()).unwrap(),
+                tree: MerkleLog::new(),
+                keys,
+                seqs: vec![0; 3],
+            }
+        }
+
+        /// Member `i` posts `kind`.
+        fn post(&mut self, i: usize, kind: Kind) -> Result<(), String> {
+            let bytes =
+                crate::entry::sign_entry(&self.keys[i], "test/gov", self.seqs[i] + 1, 0, kind);
+            let e = self
+                .state
+                .check(&bytes, &self.tree, Verify::Signatures)
+                .map_err(|r| r.reason)?;
+            self.seqs[i] += 1;
+            self.state.apply(&e, self.tree.size());
+            self.tree.append(&bytes);
+            Ok(())
+        }
+
+        fn limit(&self, subject: &str) -> Option<u64> {
+            let s = crate::budget::parse_subject(subject).unwrap();
+            self.state.budgets().limit(&s).map(|c| c.epsilon.0)
+        }
+    }
+
+    fn budget(subject: &str, micros: u64) -> Kind {
+        Kind::SetBudget(pb::SetBudget {
+            subject: subject.into(),
+            limit: crate::budget::encode_limit(&medtech_noise::Cost {
+                epsilon: medtech_noise::Micros(micros),
+                ..medtech_noise::Cost::default()
+            }),
+        })
+    }
+
+    fn register(id: &str) -> Kind {
+        Kind::RegisterResearcher(pb::RegisterResearcher {
+            researcher_id: id.into(),
+            display_name: id.into(),
+            public_key: NodeKey::from_secret_bytes("r", &[9; 32])
+                .identity()
+                .key
+                .as_bytes()
+                .to_vec(),
+        })
+    }
+
+    fn status(id: &str, enabled: bool) -> Kind {
+        Kind::SetResearcherStatus(pb::SetResearcherStatus {
+            researcher_id: id.into(),
+            enabled,
+        })
+    }
+
+    /// The attack: one colluding member gives a researcher a huge budget (unlimited repetition
+    /// averages the noise away). It must wait for t = 2 members.
+    #[test]
+    fn single_member_budget_raise_is_pending_until_t_approve() {
+        let mut g = Gov::new();
+        g.post(0, budget("researcher:r1", 1_000_000)).unwrap();
+        assert_eq!(g.limit("researcher:r1"), None, "a first limit waits for t");
+        g.post(1, budget("researcher:r1", 1_000_000)).unwrap();
+        assert_eq!(g.limit("researcher:r1"), Some(1_000_000));
+        assert!(g.state.pending_changes().is_empty());
+
+        // m1 alone raises it to 1000 ε: recorded as pending, not applied.
+        g.post(0, budget("researcher:r1", 1_000_000_000)).unwrap();
+        assert_eq!(g.limit("researcher:r1"), Some(1_000_000));
+        let p = g.state.pending_changes().values().next().unwrap();
+        assert_eq!(
+            p.approvals.iter().collect::<Vec<_>>(),
+            vec!["m1"],
+            "who approved is visible"
+        );
+        // Approving twice does not count twice.
+        let twice = g.post(0, budget("researcher:r1", 1_000_000_000));
+        assert!(twice.unwrap_err().contains("already approved"));
+        assert_eq!(g.limit("researcher:r1"), Some(1_000_000));
+        // A second member's approval applies it.
+        g.post(2, budget("researcher:r1", 1_000_000_000)).unwrap();
+        assert_eq!(g.limit("researcher:r1"), Some(1_000_000_000));
+        assert!(g.state.pending_changes().is_empty());
+
+        // Lowering takes one member, at once; so does a first global limit.
+        g.post(1, budget("researcher:r1", 500_000)).unwrap();
+        assert_eq!(g.limit("researcher:r1"), Some(500_000));
+        g.post(1, budget("global", 5_000_000)).unwrap();
+        assert_eq!(g.limit("global"), Some(5_000_000));
+        // Raising the global limit again waits.
+        g.post(1, budget("global", 6_000_000)).unwrap();
+        assert_eq!(g.limit("global"), Some(5_000_000));
+    }
+
+    #[test]
+    fn single_member_researcher_registration_is_pending_until_t_approve() {
+        let mut g = Gov::new();
+        g.post(0, register("r1")).unwrap();
+        assert!(g.state.researcher("r1").is_none());
+        assert_eq!(g.state.pending_changes().len(), 1);
+        // A different key under the same id is a different change: it does not count.
+        let mut other = register("r1");
+        if let Kind::RegisterResearcher(r) = &mut other {
+            r.display_name = "someone else".into();
+        }
+        g.post(1, other).unwrap();
+        assert!(g.state.researcher("r1").is_none());
+        g.post(1, register("r1")).unwrap();
+        assert!(g.state.researcher("r1").is_some());
+        // The rival registration can no longer complete.
+        let mut other = register("r1");
+        if let Kind::RegisterResearcher(r) = &mut other {
+            r.display_name = "someone else".into();
+        }
+        assert!(g.post(2, other).unwrap_err().contains("already registered"));
+    }
+
+    #[test]
+    fn single_member_re_enabling_a_disabled_researcher_is_pending_until_t_approve() {
+        let mut g = Gov::new();
+        g.post(0, register("r1")).unwrap();
+        g.post(1, register("r1")).unwrap();
+        // One member disables alone, at once.
+        g.post(2, status("r1", false)).unwrap();
+        assert!(!g.state.researcher("r1").unwrap().enabled);
+        // One member re-enables: pending.
+        g.post(2, status("r1", true)).unwrap();
+        assert!(!g.state.researcher("r1").unwrap().enabled);
+        g.post(0, status("r1", true)).unwrap();
+        assert!(g.state.researcher("r1").unwrap().enabled);
+    }
+
+    #[test]
+    fn one_member_cannot_flood_the_state_with_pending_changes() {
+        let mut g = Gov::new();
+        for i in 0..MAX_PENDING_PER_MEMBER {
+            g.post(0, register(&format!("r{i}"))).unwrap();
+        }
+        assert!(g
+            .post(0, register("one-too-many"))
+            .unwrap_err()
+            .contains("pending"));
+        // Others still propose and approve.
+        g.post(1, register("r0")).unwrap();
+        assert!(g.state.researcher("r0").is_some());
     }
 
     #[test]

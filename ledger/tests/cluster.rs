@@ -126,14 +126,12 @@ async fn the_state_machine_rejects_bad_entries_without_halting() {
     let node = &c.nodes[&1];
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let researcher = ResearcherKey::generate("r-1", &mut rng);
-    assert!(node
-        .propose_own(register(&researcher))
-        .await
-        .unwrap()
-        .sequence
-        .is_some());
-    for b in budgets(&researcher) {
-        assert!(node.propose_own(b).await.unwrap().sequence.is_some());
+    // Registering and a first budget loosen privacy limits: t = 2 members post each.
+    for k in std::iter::once(register(&researcher)).chain(budgets(&researcher)) {
+        for m in [1, 2] {
+            let r = c.nodes[&m].propose_own(k.clone()).await.unwrap();
+            assert!(r.sequence.is_some(), "{:?}", r.rejection);
+        }
     }
 
     let query = |id: &str| {
@@ -145,7 +143,7 @@ async fn the_state_machine_rejects_bad_entries_without_halting() {
         })
     };
     let good = sign_entry(&researcher, ORIGIN, 1, 0, query("q1"));
-    assert_eq!(node.propose(good.clone()).await.unwrap().sequence, Some(3));
+    assert_eq!(node.propose(good.clone()).await.unwrap().sequence, Some(6));
     // Replay: same bytes again.
     let r = node.propose(good).await.unwrap();
     assert!(r.rejection.unwrap().contains("out of order"));
@@ -176,9 +174,9 @@ async fn the_state_machine_rejects_bad_entries_without_halting() {
         .propose(sign_entry(&researcher, ORIGIN, 2, 0, query("q4")))
         .await
         .unwrap();
-    assert_eq!(r.sequence, Some(4));
-    let (size, _) = c.wait_agree(5).await;
-    assert_eq!(size, 5);
+    assert_eq!(r.sequence, Some(7));
+    let (size, _) = c.wait_agree(8).await;
+    assert_eq!(size, 8);
     for n in c.nodes.values() {
         assert_eq!(n.read().unwrap().state().rejected(), 5);
     }
@@ -229,12 +227,10 @@ async fn an_export_from_a_live_committee_verifies_offline() {
     let c = Cluster::start(3, 2, fast_tuning()).await;
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let researcher = ResearcherKey::generate("r-9", &mut rng);
-    c.nodes[&1]
-        .propose_own(register(&researcher))
-        .await
-        .unwrap();
-    for b in budgets(&researcher) {
-        c.nodes[&1].propose_own(b).await.unwrap();
+    for k in std::iter::once(register(&researcher)).chain(budgets(&researcher)) {
+        for m in [1, 2] {
+            c.nodes[&m].propose_own(k.clone()).await.unwrap();
+        }
     }
     for i in 0..6 {
         c.nodes[&(i % 3 + 1)]
@@ -252,13 +248,13 @@ async fn an_export_from_a_live_committee_verifies_offline() {
         .propose(sign_entry(&researcher, ORIGIN, 1, 0, q))
         .await
         .unwrap();
-    c.wait_agree(10).await;
+    c.wait_agree(13).await;
     for id in [1, 2, 3] {
         c.nodes[&id].cosign_now().await.unwrap().unwrap();
     }
-    c.wait_agree(13).await;
+    c.wait_agree(16).await;
     let export = c.nodes[&3].export().unwrap();
-    assert_eq!(export.entries.len(), 13);
+    assert_eq!(export.entries.len(), 16);
     assert_eq!(export.checkpoints.len(), 1);
     let report = medtech_ledger::export::verify(&export);
     assert!(report.passed(), "{}", report.to_text());

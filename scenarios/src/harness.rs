@@ -305,7 +305,11 @@ impl Committee {
             Micros::from_f64_floor(limit)?.0,
             Micros::from_f64_floor(dataset_limit)?.0,
         ) {
-            self.post(via, k).await?;
+            // Loosening a limit takes t members: `via` and the next t − 1 each post it.
+            for j in 0..usize::from(self.view.threshold) {
+                self.post((via + j) % usize::from(self.view.n()), k.clone())
+                    .await?;
+            }
         }
         Ok(key)
     }

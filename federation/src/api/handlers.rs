@@ -58,6 +58,8 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/committee", get(committee))
         .route("/api/v1/committee/config", get(committee_config))
         .route("/api/v1/committee/changes", post(committee_change))
+        .route("/api/v1/changes/pending", get(pending_changes))
+        .route("/api/v1/changes/{id}/approve", post(approve_change))
         .route("/api/v1/devices", post(upload_devices))
         .route("/api/v1/devices/stats", get(device_stats))
         .route("/api/v1/ledger/head", get(ledger_head))
@@ -975,6 +977,92 @@ async fn set_budget(
     let seq = propose(&api, budget_entry(&subject, micros(b.epsilon, "epsilon")?)).await?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, subject = %subject, "budget set");
     let mut v = budget_json(&api, &parsed)?;
+    v["sequence"] = json!(seq);
+    ok(v)
+}
+
+/// One pending change as JSON: what it does, who approved it, how many approvals it lacks.
+fn pending_json(
+    id: &[u8; 32],
+    p: &medtech_ledger::state::PendingChange,
+    committee: &medtech_ledger::state::CommitteeConfig,
+) -> Value {
+    let (kind, detail) = kind_json(&p.kind);
+    let current = p
+        .approvals
+        .iter()
+        .filter(|m| committee.member(m).is_some())
+        .count();
+    let waiting: Vec<&String> = committee
+        .members
+        .iter()
+        .map(|m| &m.name)
+        .filter(|m| !p.approvals.contains(*m))
+        .collect();
+    json!({
+        "id": hex::encode(id),
+        "kind": kind,
+        "change": detail,
+        "proposed_at": p.proposed_at,
+        "approved_by": p.approvals,
+        "threshold": committee.threshold,
+        "missing": committee.threshold.saturating_sub(current),
+        "not_yet_approved_by": waiting,
+    })
+}
+
+/// Changes to privacy limits waiting for t members (registering a researcher, raising a
+/// limit, re-enabling a researcher): who approved each and how many approvals it lacks.
+async fn pending_changes(State(api): S, headers: HeaderMap) -> ApiResult {
+    api.user(&headers, STAFF)?;
+    let l = api.node.read()?;
+    let st = l.state();
+    let list: Vec<Value> = st
+        .pending_changes()
+        .iter()
+        .map(|(id, p)| pending_json(id, p, st.committee()))
+        .collect();
+    ok(json!({ "pending": list }))
+}
+
+/// This member approves a pending change: it posts the identical change, signed by itself.
+/// The `t`-th approval applies it.
+async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let admin = api.user(&headers, &[Role::Admin])?;
+    let key: [u8; 32] = hex::decode(&id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::bad_request("invalid_id", "a change id is 64 hex digits"))?;
+    let kind = {
+        let l = api.node.read()?;
+        l.state()
+            .pending_changes()
+            .get(&key)
+            .map(|p| p.kind.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no pending change {id}"),
+                )
+            })?
+    };
+    let seq = propose(&api, kind).await?;
+    tracing::info!(target: "medtech::api", admin = %admin.sub, change = %id, "change approved");
+    // Answer from this member's state once it has applied the approval (for up to 5 s).
+    for _ in 0..100 {
+        if api.node.head()?.0 > seq {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let l = api.node.read()?;
+    let st = l.state();
+    let v = match st.pending_changes().get(&key) {
+        Some(p) => pending_json(&key, p, st.committee()),
+        None => json!({ "id": id, "applied": true }),
+    };
+    let mut v = v;
     v["sequence"] = json!(seq);
     ok(v)
 }
