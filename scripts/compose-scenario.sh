@@ -41,6 +41,25 @@ healthy() { # waits for hospital-$1's health check
   done
   "${DC[@]}" logs "hospital-$1" | tail -n 20; fail "hospital-$1 not healthy"
 }
+# What loosens a privacy limit (a researcher's registration, a budget raised) is pending until
+# t = 3 members post it (issue 24 s3): hospital-a proposed it; the other members that are up
+# approve what hospital-a lists as pending until nothing is left.
+approve_all() {
+  local ids id x
+  for i in $(seq 1 30); do
+    ids=$(m a GET /api/v1/changes/pending --token "$A" | json '" ".join(p["id"] for p in d["pending"])')
+    [ -z "$ids" ] && return 0
+    for x in b c d e; do
+      for id in $ids; do
+        m "$x" POST "/api/v1/changes/$id/approve" --token "${ADMIN[$x]}" >/dev/null 2>&1 || true
+      done
+      ids=$(m a GET /api/v1/changes/pending --token "$A" | json '" ".join(p["id"] for p in d["pending"])')
+      [ -z "$ids" ] && return 0
+    done
+    sleep 1
+  done
+  fail "changes still pending after 30 s: $ids"
+}
 agree() { # the members in $1 (e.g. "a b c d") end on one ledger head
   local heads
   for i in $(seq 1 30); do
@@ -73,6 +92,7 @@ echo "1000 devices at each hospital"
 A=${ADMIN[a]}
 m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 20}' >/dev/null
 pw=$(m a POST /api/v1/researchers --token "$A" --data '{"username":"rita","epsilon_budget":2.5}' | json 'd["password"]')
+approve_all
 R=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"rita\",\"password\":\"$pw\"}" | json 'd["token"]')
 
 query() { # [token [body]]: prints the released query's JSON
@@ -132,6 +152,7 @@ agree "a b c d e"
 
 # A second researcher for the partition and leader-kill phases: every query ε 0.5.
 pw=$(m a POST /api/v1/researchers --token "$A" --data '{"username":"pat","epsilon_budget":5}' | json 'd["password"]')
+approve_all
 PT=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"pat\",\"password\":\"$pw\"}" | json 'd["token"]')
 HALF='{"kind":"count","epsilon":0.5}'
 pat_spent() { m "$1" GET /api/v1/budget --token "$PT" | json 'd["researcher"]["epsilon_spent"]'; }
@@ -257,6 +278,7 @@ for r in 1 2 3 4; do
   pw=$(m a POST /api/v1/researchers --token "$A" --data "{\"username\":\"load$r\",\"epsilon_budget\":10}" | json 'd["password"]')
   RT[$r]=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"load$r\",\"password\":\"$pw\"}" | json 'd["token"]')
 done
+approve_all
 stats="/tmp/$P-stats.txt"; : > "$stats"
 ( while :; do docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $("${DC[@]}" ps -q) >> "$stats" 2>/dev/null; done ) &
 sampler=$!
