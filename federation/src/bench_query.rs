@@ -520,6 +520,11 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             let r = checked(a0, "POST", "/api/v1/researchers", &admins[0], json!({ "username": user, "epsilon_budget": 100_000.0 })).await?;
             tokens.push(client::login(a0, &user, r["password"].as_str().unwrap_or_default()).await?);
         }
+        // The dataset budget and the registrations wait for t members (docs/privacy.md).
+        let pending = 2 * cfg.clients.max(1) + 1; // the dataset budget; each registration and budget
+        for (a, admin) in apis.iter().zip(&admins).skip(1).take(usize::from(cfg.threshold).saturating_sub(1)) {
+            client::approve_pending(*a, admin, pending, Duration::from_secs(30)).await?;
+        }
         // Latency, one query at a time, spread over the members.
         let specs = [
             json!({ "kind": "count", "filters": [{ "field": "device_type", "op": "equals", "value": "Pacemaker" }], "epsilon": 0.01 }),

@@ -181,3 +181,57 @@ fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
         b = &b[size + 2..];
     }
 }
+
+/// Approves, as the member serving `addr` (with its admin `token`), every change pending on the
+/// ledger, once at least `expect` are pending there (waiting up to `wait` for them to reach that
+/// member; an error if they do not). Returns how many it approved. What loosens a privacy
+/// limit needs `t` members (docs/privacy.md), so a tool that registers a researcher at one
+/// member calls this at `t − 1` others.
+pub async fn approve_pending(
+    addr: SocketAddr,
+    token: &str,
+    expect: usize,
+    wait: std::time::Duration,
+) -> std::io::Result<usize> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        let r = json(addr, "GET", "/api/v1/changes/pending", Some(token), &Value::Null).await?;
+        if r.status != 200 {
+            return Err(std::io::Error::other(format!(
+                "pending changes: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )));
+        }
+        let body = r.json();
+        let ids: Vec<String> = body["pending"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|p| p["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() && ids.len() >= expect {
+            for id in &ids {
+                let path = format!("/api/v1/changes/{id}/approve");
+                let a = json(addr, "POST", &path, Some(token), &Value::Null).await?;
+                if a.status >= 300 {
+                    return Err(std::io::Error::other(format!(
+                        "approve {id}: {} {}",
+                        a.status,
+                        String::from_utf8_lossy(&a.body)
+                    )));
+                }
+            }
+            return Ok(ids.len());
+        }
+        if std::time::Instant::now() >= until {
+            return Err(std::io::Error::other(format!(
+                "{} changes pending after {wait:?}, expected {expect}",
+                ids.len()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
