@@ -86,7 +86,7 @@ fn layouts_refuse_what_does_not_fit() {
     assert_eq!(SlotLayout::max_slots(pk, 40), 12); // (512 − 2) / 40
     assert!(SlotLayout::new(pk, 40, 13).is_err());
     assert!(SlotLayout::new(pk, 1, 1).is_err());
-    assert!(SlotLayout::new(pk, 65, 1).is_err());
+    assert!(SlotLayout::new(pk, 121, 1).is_err());
     assert!(SlotLayout::new(pk, 40, 0).is_err());
     let cover = SlotLayout::cover(pk, 40, 55).unwrap();
     assert_eq!(cover.len(), 5);
