@@ -958,4 +958,62 @@ mod tests {
             prop_assert_eq!(q.evaluate(&cols), expected);
         }
     }
+
+    #[test]
+    fn every_decrypted_slot_carries_noise_and_the_costs_add_up() {
+        // Every slot of a contribution is decrypted (the whole plaintext is readable by anyone
+        // who combines the published partials), so every slot must take its own calibrated
+        // noise, each plan coordinate exactly once, and the outputs' costs must add up to the
+        // charge. An Average's two sum limbs must land in one slot, never a slot of their own.
+        let platform = Platform::new(&["hospital-a".to_owned(), "hospital-b".to_owned()]);
+        let spec = |kind, target: Option<&str>| QuerySpec {
+            kind,
+            target: target.map(str::to_owned),
+            filters: vec![],
+            start_time: None,
+            end_time: None,
+            epsilon: 0.5,
+        };
+        for s in [
+            spec(QueryKind::Count, None),
+            spec(QueryKind::GroupedCount, Some("speciality")),
+            spec(QueryKind::GroupedCount, Some("hospital")),
+            spec(QueryKind::Average, Some("usage_hours")),
+            spec(QueryKind::Average, Some("production_date")),
+        ] {
+            let q = Compiled::new(s.clone(), &platform, 5, 3).unwrap();
+            let noise = q.noise_slots();
+            assert_eq!(noise.len(), q.slots(), "{s:?}: one noise entry per slot");
+            let mut covered: Vec<(usize, usize)> = noise
+                .iter()
+                .map(|n| n.unwrap_or_else(|| panic!("{s:?}: a decrypted slot has no noise")))
+                .collect();
+            covered.sort_unstable();
+            let want: Vec<(usize, usize)> = q
+                .plan
+                .outputs
+                .iter()
+                .enumerate()
+                .flat_map(|(o, out)| (0..out.coordinates as usize).map(move |i| (o, i)))
+                .collect();
+            assert_eq!(covered, want, "{s:?}: every coordinate noised exactly once");
+            // Every committed value lands in a decrypted (noised) slot; the slots' outputs'
+            // costs add up to what the query is charged, and that is within its ε.
+            assert!(q.placement().iter().all(|&(slot, _)| slot < q.slots()));
+            let total = q
+                .plan
+                .outputs
+                .iter()
+                .try_fold(medtech_noise::accounting::Cost::default(), |c, o| {
+                    c.checked_add(o.share.cost())
+                })
+                .unwrap();
+            assert_eq!(total, q.plan.cost, "{s:?}");
+            assert!(q.plan.cost.epsilon.0 <= 500_000, "{s:?}");
+            if matches!(s.kind, QueryKind::Average) {
+                assert_eq!(q.placement(), vec![(0, 0), (0, LIMB_BITS), (1, 0)]);
+                assert_eq!(q.slot_bits(), WIDE_SLOT_BITS);
+            }
+        }
+    }
 }
