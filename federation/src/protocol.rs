@@ -381,6 +381,10 @@ pub fn submit_entry(id: &str, compiled: &Compiled, researcher: &str) -> Kind {
     })
 }
 
+/// One contribution ciphertext's layout, the range of committed values it carries and their
+/// bit offsets in it.
+type PlacedLayout = (SlotLayout, std::ops::Range<usize>, Vec<u32>);
+
 fn contribution_context(tag: &[u8], member: &str) -> Vec<u8> {
     let mut c = b"medtech-federation/v1/contribution".to_vec();
     for part in [tag, member.as_bytes()] {
@@ -542,10 +546,7 @@ impl Verifier {
     /// The layouts of a contribution, each with the range of committed values it carries and
     /// their bit offsets in it ([`Batch::placement`]): an Average's two limbs land in one
     /// wide slot, so the plaintext never holds a limb on its own.
-    fn placed_layouts(
-        &self,
-        c: &Batch,
-    ) -> Result<Vec<(SlotLayout, std::ops::Range<usize>, Vec<u32>)>, String> {
+    fn placed_layouts(&self, c: &Batch) -> Result<Vec<PlacedLayout>, String> {
         let placement = c.placement();
         let mut out = Vec::new();
         let (mut first_slot, mut at) = (0usize, 0usize);
@@ -841,12 +842,7 @@ impl Verifier {
                 .combine(&decryption_context(&tag, k), agg.ciphertext(), &set)
                 .map_err(|e| e.to_string())?;
             decrypted_by.extend(out.parties.iter().copied());
-            totals.extend(
-                agg.decode_wide(&out.plaintext)
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .map(i128::from),
-            );
+            totals.extend(agg.decode_wide(&out.plaintext).map_err(|e| e.to_string())?);
         }
         if totals.len() < c.slots() {
             return Err(format!(
