@@ -4,7 +4,9 @@
 //! proves a contribution and a noise share, the decrypting members verify them all, and `t`
 //! members each compute a partial decryption with its proof — the last two at about 50 ms and
 //! 35 ms per ciphertext at 2048 bits, whatever the number of slots in use. A ciphertext holds
-//! about 42 slots of 48 bits, a Count needs one and an Average three. So small queries that
+//! about 42 slots of 48 bits, a Count needs one; an Average needs two slots of 96 bits
+//! (`query::WIDE_SLOT_BITS`: its shifted sum is one wide noised slot), and a bundle with an
+//! Average uses 96-bit slots for all its queries (about 21 per ciphertext). So small queries that
 //! arrive while the committee is busy are packed into the slots of one ciphertext and run as
 //! one *instance* of the protocol ([`crate::protocol`]): one contribution and one noise share
 //! per member, one close, one partial decryption per decrypting member, and then one
@@ -49,7 +51,7 @@ use crate::query::{Compiled, QuerySpec, SLOT_BITS};
 /// How a refusal of a query charged other than its plan's cost begins.
 pub(crate) const UNDERCHARGED: &str = "the query was charged";
 
-/// The most slots a query may use and still be bundled (a Count uses one, an Average three).
+/// The most slots a query may use and still be bundled (a Count uses one, an Average two).
 pub const MAX_BUNDLED_QUERY_SLOTS: usize = 3;
 
 /// The most queries in one bundle.
@@ -118,6 +120,28 @@ impl Batch {
         self.parts.iter().map(|(_, c)| c.slots()).sum()
     }
 
+    /// Slot width of the instance's ciphertexts: the widest query's (an Average widens every
+    /// slot of its bundle, so one layout still covers all of them).
+    pub fn slot_bits(&self) -> u32 {
+        self.parts
+            .iter()
+            .map(|(_, c)| c.slot_bits())
+            .max()
+            .unwrap_or(SLOT_BITS)
+    }
+
+    /// Where each value of [`Self::contribution_slots`] goes: its slot of the instance and
+    /// its bit offset inside the slot (each query's [`Compiled::placement`], side by side).
+    pub fn placement(&self) -> Vec<(usize, u32)> {
+        let mut out = Vec::new();
+        let mut base = 0;
+        for (_, c) in &self.parts {
+            out.extend(c.placement().into_iter().map(|(s, o)| (base + s, o)));
+            base += c.slots();
+        }
+        out
+    }
+
     /// The bound the noise shares are proven under: the widest of the queries'.
     pub fn noise_bound(&self) -> u64 {
         self.parts
@@ -127,7 +151,8 @@ impl Batch {
             .unwrap_or(medtech_noise::commitment::SHARE_BOUND)
     }
 
-    /// A hospital's slot values for every query, side by side.
+    /// A hospital's committed values for every query, side by side (placed by
+    /// [`Self::placement`]).
     pub fn contribution_slots(&self, data: &Columns) -> Result<Vec<u64>, String> {
         let mut out = Vec::with_capacity(self.slots());
         for (_, c) in &self.parts {
@@ -174,6 +199,7 @@ struct Queued {
     author: String,
     entry: pb::SubmitQuery,
     slots: usize,
+    slot_bits: u32,
 }
 
 /// Assigns queries to protocol instances by the rule in the module docs, fed every applied
@@ -181,7 +207,6 @@ struct Queued {
 #[derive(Debug)]
 pub struct Router {
     committee: CommitteeView,
-    capacity: usize,
     open: Option<String>,
     queue: VecDeque<Queued>,
     instance_of: BTreeMap<String, String>,
@@ -190,14 +215,17 @@ pub struct Router {
 impl Router {
     /// A router for `committee` (its key fixes how many slots one ciphertext holds).
     pub fn new(committee: CommitteeView) -> Self {
-        let capacity = SlotLayout::max_slots(committee.key.public_key(), SLOT_BITS).max(1) as usize;
         Router {
             committee,
-            capacity,
             open: None,
             queue: VecDeque::new(),
             instance_of: BTreeMap::new(),
         }
+    }
+
+    /// How many slots of `slot_bits` bits one ciphertext holds under the committee's key.
+    fn capacity(&self, slot_bits: u32) -> usize {
+        SlotLayout::max_slots(self.committee.key.public_key(), slot_bits).max(1) as usize
     }
 
     /// The instance query `id` runs in, once started.
@@ -219,17 +247,18 @@ impl Router {
             if self.instance_of.contains_key(id) || self.is_queued(id) {
                 return Vec::new();
             }
-            let slots = compile_submitted(&self.committee, &q.query, &q.cost)
+            let size = compile_submitted(&self.committee, &q.query, &q.cost)
                 .ok()
-                .map(|c| c.slots())
-                .filter(|&s| s <= MAX_BUNDLED_QUERY_SLOTS && s <= self.capacity);
-            let Some(slots) = slots else {
+                .map(|c| (c.slots(), c.slot_bits()))
+                .filter(|&(s, bits)| s <= MAX_BUNDLED_QUERY_SLOTS && s <= self.capacity(bits));
+            let Some((slots, slot_bits)) = size else {
                 return vec![self.start(vec![(author.to_owned(), q.clone())])];
             };
             self.queue.push_back(Queued {
                 author: author.to_owned(),
                 entry: q.clone(),
                 slots,
+                slot_bits,
             });
             return self.start_next().into_iter().collect();
         }
@@ -274,11 +303,17 @@ impl Router {
         }
         let mut taken = Vec::new();
         let mut slots = 0;
+        let mut slot_bits = SLOT_BITS;
         while let Some(q) = self.queue.front() {
-            if !taken.is_empty() && (slots + q.slots > self.capacity || taken.len() >= MAX_BUNDLE) {
+            // The bundle's slots are as wide as its widest query's (Batch::slot_bits).
+            let bits = slot_bits.max(q.slot_bits);
+            if !taken.is_empty()
+                && (slots + q.slots > self.capacity(bits) || taken.len() >= MAX_BUNDLE)
+            {
                 break;
             }
             slots += q.slots;
+            slot_bits = bits;
             if let Some(q) = self.queue.pop_front() {
                 taken.push((q.author, q.entry));
             }
@@ -301,7 +336,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::submit_entry;
-    use crate::query::{Platform, QueryKind};
+    use crate::query::{Platform, QueryKind, WIDE_SLOT_BITS};
 
     fn committee() -> CommitteeView {
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
@@ -397,11 +432,11 @@ mod tests {
     #[test]
     fn a_bundle_holds_no_more_than_one_ciphertext_of_slots() {
         let c = committee();
-        let cap = SlotLayout::max_slots(c.key.public_key(), SLOT_BITS) as usize;
+        let cap = SlotLayout::max_slots(c.key.public_key(), WIDE_SLOT_BITS) as usize;
         let mut r = Router::new(c.clone());
         r.route("a", &submit(&c, "open", QueryKind::Count, None));
-        // Averages take three slots each.
-        let n = cap / 3 + 2;
+        // Averages take two wide slots each.
+        let n = cap / 2 + 2;
         for i in 0..n {
             r.route(
                 "a",
@@ -414,9 +449,9 @@ mod tests {
             );
         }
         let first = started(&r.route("b", &close("open")));
-        assert_eq!(first[0].len(), cap / 3);
+        assert_eq!(first[0].len(), cap / 2);
         let second = started(&r.route("b", &close(&first[0][0])));
-        assert_eq!(second[0].len(), n - cap / 3);
+        assert_eq!(second[0].len(), n - cap / 2);
     }
 
     #[test]

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{Batch, UNDERCHARGED};
 use crate::data::Columns;
-use crate::query::{Compiled, Platform, QuerySpec, SLOT_BITS, SLOT_BOUND};
+use crate::query::{Compiled, Platform, QuerySpec, SLOT_BOUND};
 
 /// Level of the released intervals (95%).
 pub const ALPHA: f64 = 0.05;
@@ -381,6 +381,10 @@ pub fn submit_entry(id: &str, compiled: &Compiled, researcher: &str) -> Kind {
     })
 }
 
+/// One contribution ciphertext's layout, the range of committed values it carries and their
+/// bit offsets in it.
+type PlacedLayout = (SlotLayout, std::ops::Range<usize>, Vec<u32>);
+
 fn contribution_context(tag: &[u8], member: &str) -> Vec<u8> {
     let mut c = b"medtech-federation/v1/contribution".to_vec();
     for part in [tag, member.as_bytes()] {
@@ -529,9 +533,39 @@ impl Verifier {
         Ok(cheats.into_iter().collect())
     }
 
-    fn layouts(&self, slots: usize) -> Result<Vec<SlotLayout>, String> {
-        SlotLayout::cover(self.committee.key.public_key(), SLOT_BITS, slots as u32)
-            .map_err(|e| e.to_string())
+    /// The instance's ciphertext layouts: its slots, as wide as [`Batch::slot_bits`].
+    fn layouts(&self, c: &Batch) -> Result<Vec<SlotLayout>, String> {
+        SlotLayout::cover(
+            self.committee.key.public_key(),
+            c.slot_bits(),
+            c.slots() as u32,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// The layouts of a contribution, each with the range of committed values it carries and
+    /// their bit offsets in it ([`Batch::placement`]): an Average's two limbs land in one
+    /// wide slot, so the plaintext never holds a limb on its own.
+    fn placed_layouts(&self, c: &Batch) -> Result<Vec<PlacedLayout>, String> {
+        let placement = c.placement();
+        let mut out = Vec::new();
+        let (mut first_slot, mut at) = (0usize, 0usize);
+        for layout in self.layouts(c)? {
+            let end_slot = first_slot + layout.slots() as usize;
+            let start = at;
+            let mut offsets = Vec::new();
+            while let Some(&(slot, shift)) = placement.get(at).filter(|(s, _)| *s < end_slot) {
+                // slot − first_slot < layout.slots(), so the offset is below |N|.
+                offsets.push((slot - first_slot) as u32 * layout.slot_bits() + shift);
+                at += 1;
+            }
+            out.push((layout, start..at, offsets));
+            first_slot = end_slot;
+        }
+        if at != placement.len() {
+            return Err("internal: committed values outside the layouts".into());
+        }
+        Ok(out)
     }
 
     fn compile(&mut self, view: &QueryView) -> Result<Batch, String> {
@@ -628,7 +662,7 @@ impl Verifier {
                 .ok_or("no contribution posted")?;
             (&e.ciphertexts, &e.range_proof)
         };
-        let layouts = self.layouts(c.slots())?;
+        let layouts = self.placed_layouts(c)?;
         let proofs = split(proofs)?;
         if cts.len() != layouts.len() || proofs.len() != layouts.len() {
             return Err(format!(
@@ -640,7 +674,7 @@ impl Verifier {
         }
         let pk = self.committee.key.public_key();
         let mut out = Vec::with_capacity(layouts.len());
-        for ((layout, ct), proof) in layouts.iter().zip(cts).zip(proofs) {
+        for (((layout, _, offsets), ct), proof) in layouts.iter().zip(cts).zip(proofs) {
             let ct = Ciphertext::from_bytes(pk, ct).map_err(|e| e.to_string())?;
             let proof = medtech_threshold::range::RangeProof::from_bytes(pk, proof)
                 .map_err(|e| e.to_string())?;
@@ -657,8 +691,9 @@ impl Verifier {
                 )
                 .map_err(|e| e.to_string())?
             } else {
-                pk.verify_range(
+                pk.verify_range_at(
                     *layout,
+                    offsets,
                     SLOT_BOUND,
                     &contribution_context(&view.tag(), member),
                     &ct,
@@ -807,12 +842,7 @@ impl Verifier {
                 .combine(&decryption_context(&tag, k), agg.ciphertext(), &set)
                 .map_err(|e| e.to_string())?;
             decrypted_by.extend(out.parties.iter().copied());
-            totals.extend(
-                agg.decode(&out.plaintext)
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .map(i128::from),
-            );
+            totals.extend(agg.decode_wide(&out.plaintext).map_err(|e| e.to_string())?);
         }
         if totals.len() < c.slots() {
             return Err(format!(
@@ -1147,16 +1177,16 @@ impl Member {
         let mut cts = Vec::new();
         let mut proofs = Vec::new();
         let mut packed = Vec::new();
-        let mut offset = 0;
-        for layout in self.v.layouts(slots.len())? {
-            let n = layout.slots() as usize;
+        for (layout, values, offsets) in self.v.placed_layouts(c)? {
+            let values = slots
+                .get(values)
+                .ok_or("internal: fewer committed values than placed")?;
             let (ct, proof) = pk
-                .encrypt_in_range(layout, &slots[offset..offset + n], SLOT_BOUND, &ctx, rng)
+                .encrypt_in_range_at(layout, &offsets, values, SLOT_BOUND, &ctx, rng)
                 .map_err(|e| e.to_string())?;
             cts.push(ct.ciphertext().to_bytes());
             proofs.push(proof.to_bytes());
             packed.push(ct);
-            offset += n;
         }
         let range_proof = join(&proofs);
         let own = (cts.clone(), range_proof.clone(), packed);
@@ -1198,7 +1228,7 @@ impl Member {
         let mut proofs = Vec::new();
         let mut packed = Vec::new();
         let mut offset = 0;
-        for layout in self.v.layouts(shares.len())? {
+        for layout in self.v.layouts(c)? {
             let n = layout.slots() as usize;
             let (ct, proof) = encrypt_shares(
                 pk,

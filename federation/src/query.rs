@@ -16,12 +16,17 @@
 //!   `category` EQUALS a name or number. The time range `[start_time, end_time)` applies to
 //!   `last_sync_time`.
 //!
-//! Slot layout of one hospital's contribution (every slot proven in `[0, 2^32 − 1]`):
-//! Count `[count]`; Grouped count `[bin_0, …, bin_{k−1}]`; Average
-//! `[sum_lo, sum_hi, count]` where `sum + 2^59 = sum_lo + 2^30·sum_hi` (the centred clamped sum
-//! may be negative and exceed 2^32; two 30-bit limbs carry it). Noise goes into the same slots
-//! (Average: `[noise_sum, 0, noise_count]`); after decryption the totals are recombined with
-//! `H·2^59` subtracted for `H` contributors.
+//! Slot layout of one hospital's contribution (every committed value proven in
+//! `[0, 2^32 − 1]`): Count `[count]`; Grouped count `[bin_0, …, bin_{k−1}]`, in
+//! [`SLOT_BITS`]-bit slots; Average two [`WIDE_SLOT_BITS`]-bit slots `[sum, count]`. The
+//! centred clamped sum may be negative and exceed 2^32, so the hospital commits two limbs with
+//! `sum + 2^59 = sum_lo + 2^30·sum_hi` and the range proof places `sum_hi` at bit offset 30 of
+//! the same wide slot as `sum_lo` ([`Compiled::placement`];
+//! `medtech_threshold::PublicKey::encrypt_in_range_at`): the plaintext holds `sum + 2^59`,
+//! never a limb. Every decrypted slot carries its own calibrated noise ([`Compiled::noise_slots`]:
+//! Average `[noise_sum, noise_count]`), so nothing data-dependent is decrypted without noise
+//! (docs/privacy.md, "What a reader of every partial decryption sees"); after decryption
+//! `H·2^59` is subtracted for `H` contributors (a public number).
 
 use std::collections::BTreeMap;
 
@@ -42,6 +47,9 @@ pub const LIMB_BITS: u32 = 30;
 pub const SLOT_BOUND: u64 = u32::MAX as u64;
 /// Slot width of the packed ciphertexts (room for 2^15 contributions and noise shares).
 pub const SLOT_BITS: u32 = 48;
+/// Slot width of a ciphertext that carries an Average: a shifted sum `lo + 2^30·hi < 2^63`
+/// per hospital, summed over up to 2^15 contributions plus noise, stays below `2^95`.
+pub const WIDE_SLOT_BITS: u32 = 96;
 
 /// The query kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -478,12 +486,32 @@ impl Compiled {
         })
     }
 
-    /// Number of slots in one contribution.
+    /// Number of slots in one contribution (each decrypted, each noised).
     pub fn slots(&self) -> usize {
         match self.plan.shape {
             QueryShape::Count => 1,
             QueryShape::GroupedCount { bins } => bins as usize,
-            QueryShape::Average { .. } => 3,
+            QueryShape::Average { .. } => 2,
+        }
+    }
+
+    /// Width of the slots this query needs: [`WIDE_SLOT_BITS`] for an Average, else
+    /// [`SLOT_BITS`].
+    pub fn slot_bits(&self) -> u32 {
+        match self.plan.shape {
+            QueryShape::Average { .. } => WIDE_SLOT_BITS,
+            _ => SLOT_BITS,
+        }
+    }
+
+    /// Where each committed value of [`Self::contribution_slots`] goes: its slot and its bit
+    /// offset inside that slot. An Average's two sum limbs share slot 0 (`lo` at bit 0, `hi` at
+    /// bit [`LIMB_BITS`]); every other value has a slot of its own. Public, a function of the
+    /// query only.
+    pub fn placement(&self) -> Vec<(usize, u32)> {
+        match self.plan.shape {
+            QueryShape::Average { .. } => vec![(0, 0), (0, LIMB_BITS), (1, 0)],
+            _ => (0..self.slots()).map(|i| (i, 0)).collect(),
         }
     }
 
@@ -561,7 +589,8 @@ impl Compiled {
         sel
     }
 
-    /// The slot values a hospital encrypts for `outputs` (from [`Self::evaluate`]).
+    /// The values a hospital commits to and encrypts for `outputs` (from [`Self::evaluate`]),
+    /// placed by [`Self::placement`].
     pub fn contribution_slots(&self, outputs: &[i128]) -> Result<Vec<u64>, InvalidQuery> {
         let fit = |v: i128| {
             u64::try_from(v)
@@ -602,11 +631,13 @@ impl Compiled {
             .unwrap_or(medtech_noise::commitment::SHARE_BOUND)
     }
 
-    /// Which plan output (and coordinate) each slot's noise belongs to; `None` for slots that
-    /// take no noise (an Average's high limb).
+    /// Which plan output (and coordinate) each slot's noise belongs to, one entry per slot.
+    /// Every slot is decrypted, so every slot takes noise: no entry is `None` (the `Option`
+    /// is kept for a slot that would be a public constant; none is today). Checked by
+    /// `every_decrypted_slot_carries_noise_and_the_costs_add_up`.
     pub fn noise_slots(&self) -> Vec<Option<(usize, usize)>> {
         match self.plan.shape {
-            QueryShape::Average { .. } => vec![Some((0, 0)), None, Some((1, 0))],
+            QueryShape::Average { .. } => vec![Some((0, 0)), Some((1, 0))],
             _ => (0..self.slots()).map(|i| Some((0, i))).collect(),
         }
     }
@@ -619,10 +650,10 @@ impl Compiled {
     ) -> Result<Vec<Vec<i128>>, InvalidQuery> {
         match self.plan.shape {
             QueryShape::Average { .. } => {
-                let [lo, hi, count] = totals else {
-                    return Err(InvalidQuery("an average decrypts to three slots".into()));
+                let [shifted, count] = totals else {
+                    return Err(InvalidQuery("an average decrypts to two slots".into()));
                 };
-                let sum = lo + (hi << LIMB_BITS) - SUM_OFFSET * contributors as i128;
+                let sum = shifted - SUM_OFFSET * contributors as i128;
                 Ok(vec![vec![sum], vec![*count]])
             }
             _ => Ok(vec![totals.to_vec()]),
@@ -925,6 +956,64 @@ mod tests {
                 }
             };
             prop_assert_eq!(q.evaluate(&cols), expected);
+        }
+    }
+
+    #[test]
+    fn every_decrypted_slot_carries_noise_and_the_costs_add_up() {
+        // Every slot of a contribution is decrypted (the whole plaintext is readable by anyone
+        // who combines the published partials), so every slot must take its own calibrated
+        // noise, each plan coordinate exactly once, and the outputs' costs must add up to the
+        // charge. An Average's two sum limbs must land in one slot, never a slot of their own.
+        let platform = Platform::new(&["hospital-a".to_owned(), "hospital-b".to_owned()]);
+        let spec = |kind, target: Option<&str>| QuerySpec {
+            kind,
+            target: target.map(str::to_owned),
+            filters: vec![],
+            start_time: None,
+            end_time: None,
+            epsilon: 0.5,
+        };
+        for s in [
+            spec(QueryKind::Count, None),
+            spec(QueryKind::GroupedCount, Some("speciality")),
+            spec(QueryKind::GroupedCount, Some("hospital")),
+            spec(QueryKind::Average, Some("usage_hours")),
+            spec(QueryKind::Average, Some("production_date")),
+        ] {
+            let q = Compiled::new(s.clone(), &platform, 5, 3).unwrap();
+            let noise = q.noise_slots();
+            assert_eq!(noise.len(), q.slots(), "{s:?}: one noise entry per slot");
+            let mut covered: Vec<(usize, usize)> = noise
+                .iter()
+                .map(|n| n.unwrap_or_else(|| panic!("{s:?}: a decrypted slot has no noise")))
+                .collect();
+            covered.sort_unstable();
+            let want: Vec<(usize, usize)> = q
+                .plan
+                .outputs
+                .iter()
+                .enumerate()
+                .flat_map(|(o, out)| (0..out.coordinates as usize).map(move |i| (o, i)))
+                .collect();
+            assert_eq!(covered, want, "{s:?}: every coordinate noised exactly once");
+            // Every committed value lands in a decrypted (noised) slot; the slots' outputs'
+            // costs add up to what the query is charged, and that is within its ε.
+            assert!(q.placement().iter().all(|&(slot, _)| slot < q.slots()));
+            let total = q
+                .plan
+                .outputs
+                .iter()
+                .try_fold(medtech_noise::accounting::Cost::default(), |c, o| {
+                    c.checked_add(o.share.cost())
+                })
+                .unwrap();
+            assert_eq!(total, q.plan.cost, "{s:?}");
+            assert!(q.plan.cost.epsilon.0 <= 500_000, "{s:?}");
+            if matches!(s.kind, QueryKind::Average) {
+                assert_eq!(q.placement(), vec![(0, 0), (0, LIMB_BITS), (1, 0)]);
+                assert_eq!(q.slot_bits(), WIDE_SLOT_BITS);
+            }
         }
     }
 }

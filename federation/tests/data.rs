@@ -290,7 +290,11 @@ fn local_evaluation_matches_a_plain_reference() {
     assert_eq!(a.evaluate(s.columns()), vec![sum, sel.len() as i128]);
     // The slot encoding round-trips through the recombination.
     let slots = a.contribution_slots(&[sum, sel.len() as i128]).unwrap();
-    let totals: Vec<i128> = slots.iter().map(|&v| i128::from(v)).collect();
+    // Each committed value lands in its slot at its bit offset (the limbs share one slot).
+    let mut totals = vec![0i128; a.slots()];
+    for (&v, (slot, shift)) in slots.iter().zip(a.placement()) {
+        totals[slot] += i128::from(v) << shift;
+    }
     assert_eq!(
         a.raw_outputs(&totals, 1).unwrap(),
         vec![vec![sum], vec![sel.len() as i128]]

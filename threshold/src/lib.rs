@@ -57,7 +57,7 @@ pub use ciphertext::{Ciphertext, Plaintext};
 pub use decrypt::{CombineOutcome, Decryption, PartialDecryption, VerifiedPartial};
 pub use error::{Error, Result};
 pub use keys::{KeyShare, PartyIndex, PublicKey, ThresholdPublicKey};
-pub use packing::{PackedCiphertext, SlotLayout};
+pub use packing::{PackedCiphertext, SlotLayout, MAX_SLOT_BITS};
 pub use range::RangeProof;
 
 /// Low-level operations exposed for benchmarks only; not part of the stable API.

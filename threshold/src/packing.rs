@@ -18,6 +18,9 @@ use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::error::{Error, Result};
 use crate::keys::PublicKey;
 
+/// Widest supported slot: every slot value (and its bound, a `u128`) then fits an `i128`.
+pub const MAX_SLOT_BITS: u32 = 120;
+
 /// How counters are laid out in one plaintext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SlotLayout {
@@ -26,11 +29,12 @@ pub struct SlotLayout {
 }
 
 impl SlotLayout {
-    /// A layout of `slots` slots of `slot_bits` bits (2..=64) under `pk`.
+    /// A layout of `slots` slots of `slot_bits` bits (2..=[`MAX_SLOT_BITS`]) under `pk`.
+    /// Slots wider than 64 bits decode only through [`Self::decode_wide`].
     pub fn new(pk: &PublicKey, slot_bits: u32, slots: u32) -> Result<Self> {
-        if !(2..=64).contains(&slot_bits) {
+        if !(2..=MAX_SLOT_BITS).contains(&slot_bits) {
             return Err(Error::InvalidParameters(format!(
-                "slot width {slot_bits} bits; supported 2..=64"
+                "slot width {slot_bits} bits; supported 2..={MAX_SLOT_BITS}"
             )));
         }
         let max = Self::max_slots(pk, slot_bits);
@@ -115,8 +119,19 @@ impl SlotLayout {
     }
 
     /// Unpacks a plaintext into its slots (balanced digits). Fails if the plaintext is not a
-    /// valid packing for this layout (which a tracked bound rules out).
+    /// valid packing for this layout (which a tracked bound rules out), or if a slot's value
+    /// does not fit an `i64` (wide slots: use [`Self::decode_wide`]).
     pub fn decode(&self, p: &Plaintext) -> Result<Vec<i64>> {
+        self.decode_wide(p)?
+            .into_iter()
+            .map(|v| {
+                i64::try_from(v).map_err(|_| Error::Mismatch("slot value does not fit in i64"))
+            })
+            .collect()
+    }
+
+    /// [`Self::decode`] for slots of up to [`MAX_SLOT_BITS`] bits.
+    pub fn decode_wide(&self, p: &Plaintext) -> Result<Vec<i128>> {
         let w = self.slot_bits as usize;
         let modulus = Int::one().shl(w);
         let half = Int::one().shl(w - 1);
@@ -129,8 +144,7 @@ impl SlotLayout {
             }
             let v = d
                 .to_i128()
-                .and_then(|v| i64::try_from(v).ok())
-                .ok_or(Error::Mismatch("slot value does not fit in i64"))?;
+                .ok_or(Error::Mismatch("slot value does not fit in i128"))?;
             out.push(v);
             x = x.sub(&d).shr(w);
         }
@@ -219,6 +233,11 @@ impl PackedCiphertext {
     /// Unpacks a decryption of this ciphertext.
     pub fn decode(&self, p: &Plaintext) -> Result<Vec<i64>> {
         self.layout.decode(p)
+    }
+
+    /// Unpacks a decryption of this ciphertext, slots of any supported width.
+    pub fn decode_wide(&self, p: &Plaintext) -> Result<Vec<i128>> {
+        self.layout.decode_wide(p)
     }
 }
 

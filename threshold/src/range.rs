@@ -10,20 +10,28 @@
 //!    shows `x_j ∈ [0, 2^k)` and, unless `B = 2^k − 1`, `B − x_j ∈ [0, 2^k)` through the
 //!    homomorphic `B·G − V_j` — together `x_j ∈ [0, B]` exactly. `k ∈ {8, 16, 32}`.
 //! 3. **Link.** A sigma protocol proves that the Paillier ciphertext `C = (1+N)^X · h_s^ρ` with
-//!    `X = Σ x_j 2^(w·j)` opens to the committed values:
+//!    `X = Σ x_j 2^(o_j)` opens to the committed values, for public, strictly increasing bit
+//!    offsets `o_j` (the uniform placement `o_j = w·j` of a [`SlotLayout`], or any placement
+//!    given to [`PublicKey::encrypt_in_range_at`], e.g. two limbs `lo`, `hi` of one wide field
+//!    at `o` and `o + 30`, so that the plaintext holds `lo + 2^30·hi` and never the limbs):
 //!    prover picks `α_j ← [0, 2^(k+128+80))`, `δ_j ← Z_ℓ`, `β ← [0, 2^(|ρ|+128+80))`, sends
-//!    `A_P = (1+N)^(Σ α_j 2^(wj)) · h_s^β mod N²` and `A_j = α_j·G + δ_j·H`; with the challenge
-//!    `e` (128 bits) it answers `z_j = α_j + e·x_j`, `ζ_j = δ_j + e·γ_j mod ℓ`, `z_ρ = β + e·ρ`.
-//!    The verifier checks `z_j < 2^(k+128+80+1)`, `z_j·G + ζ_j·H = A_j + e·V_j` and
-//!    `(1+N)^(Σ z_j 2^(wj)) · h_s^(z_ρ) = A_P · C^e mod N²`.
+//!    `A_P = (1+N)^(Σ α_j 2^(o_j)) · h_s^β mod N²` and `A_j = α_j·G + δ_j·H`; with the
+//!    challenge `e` (128 bits) it answers `z_j = α_j + e·x_j`, `ζ_j = δ_j + e·γ_j mod ℓ`,
+//!    `z_ρ = β + e·ρ`. The verifier checks `z_j < 2^(k+128+80+1)`, `z_j·G + ζ_j·H = A_j + e·V_j`
+//!    and `(1+N)^(Σ z_j 2^(o_j)) · h_s^(z_ρ) = A_P · C^e mod N²`. A non-uniform placement is
+//!    bound into the transcript (the uniform one keeps its original transcript), and the slot
+//!    bound of the result is the largest `Σ_{j in the slot} B·2^(o_j − w·slot)`, refused if it
+//!    could leave the slot.
 //!
 //! Why the link is sound over the integers although the two groups have unrelated orders: from
 //! two accepting transcripts the Pedersen side gives `Δz_j ≡ Δe·x_j (mod ℓ)` with `x_j < 2^k` the
 //! Bulletproof-extracted value. Both `|Δz_j| < 2^(k+209)` and `|Δe·x_j| < 2^(k+128)` are below
 //! ℓ/2 for `k ≤ 32`, so the congruence is an equality of integers: `Δe` divides `Δz_j` and the
-//! quotient is `x_j`. On the Paillier side `C^(Δe) = (1+N)^(Σ Δz_j 2^(wj)) · (N-th residue)`, and
-//! `Δe < 2^128` is invertible mod N, so `C` encrypts `Σ x_j 2^(wj)` — exactly the packing of
-//! in-range values. Every challenge is one Fiat–Shamir transcript (merlin) that binds the key
+//! quotient is `x_j`. On the Paillier side `C^(Δe) = (1+N)^(Σ Δz_j 2^(o_j)) · (N-th residue)`,
+//! and `Δe < 2^128` is invertible mod N, so `C` encrypts `Σ x_j 2^(o_j)` — exactly the packing
+//! of in-range values. The offsets are public weights: each `x_j` is still extracted separately
+//! on the Pedersen side, whatever the offsets, so the argument is the same for any placement
+//! (tests `placed_range_proof_rejects_moved_offsets` in `tests/packing_and_range.rs`). Every challenge is one Fiat–Shamir transcript (merlin) that binds the key
 //! fingerprint, the caller's context, the ciphertext, the layout, `B`, the Bulletproof and all
 //! commitments.
 
@@ -37,7 +45,7 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::bigint::{Int, SecretInt};
-use crate::ciphertext::{Ciphertext, EncryptionNonce};
+use crate::ciphertext::{Ciphertext, EncryptionNonce, Plaintext};
 use crate::encoding::{Reader, Tag, Writer};
 use crate::error::{Error, Result};
 use crate::hash::TranscriptExt;
@@ -72,34 +80,69 @@ impl core::fmt::Debug for RangeProof {
     }
 }
 
-/// Parameters of a range statement derived from `(layout, B)`.
+/// Parameters of a range statement derived from `(layout, offsets, B)`.
 struct Shape {
     range_bits: usize,
     complement: bool,
+    /// Number of committed values `x_j`.
     slots: usize,
     /// Total committed values, a power of two.
     total: usize,
+    /// Public bound on every slot of the packed plaintext: the largest
+    /// `Σ_{j in the slot} B·2^(o_j − w·slot)`.
+    slot_bound: u128,
+}
+
+/// The uniform placement of `layout`: value `j` at bit `w·j`, one value per slot.
+pub fn uniform_offsets(layout: SlotLayout) -> Vec<u32> {
+    (0..layout.slots())
+        .map(|j| j * layout.slot_bits())
+        .collect()
 }
 
 impl Shape {
-    fn new(layout: SlotLayout, bound: u64) -> Result<Shape> {
+    fn new(layout: SlotLayout, offsets: &[u32], bound: u64) -> Result<Shape> {
         let range_bits = [8usize, 16, 32]
             .into_iter()
             .find(|&k| u128::from(bound) < (1u128 << k))
             .ok_or_else(|| Error::InvalidParameters(format!("range bound {bound} ≥ 2^32")))?;
-        if u128::from(bound) > layout.max_abs() {
+        if offsets.is_empty() || offsets.windows(2).any(|p| p[0] >= p[1]) {
+            return Err(Error::InvalidParameters(
+                "bit offsets must be non-empty and strictly increasing".into(),
+            ));
+        }
+        // Each slot's bound: the sum of its committed values' weighted bounds.
+        let w = layout.slot_bits();
+        let mut bounds = vec![0u128; layout.slots() as usize];
+        for &o in offsets {
+            let weighted = 1u128
+                .checked_shl(o % w)
+                .and_then(|m| m.checked_mul(u128::from(bound)));
+            let slot = bounds.get_mut((o / w) as usize);
+            match (slot, weighted) {
+                (Some(b), Some(x)) => *b = b.saturating_add(x),
+                _ => {
+                    return Err(Error::InvalidParameters(format!(
+                        "bit offset {o} outside the {}-slot layout",
+                        layout.slots()
+                    )))
+                }
+            }
+        }
+        let slot_bound = bounds.into_iter().max().unwrap_or(0);
+        if slot_bound > layout.max_abs() {
             return Err(Error::SlotOverflow {
-                bound: bound.to_string(),
+                bound: slot_bound.to_string(),
                 slot_bits: layout.slot_bits(),
             });
         }
         let complement = u128::from(bound) != (1u128 << range_bits) - 1;
-        let slots = layout.slots() as usize;
+        let slots = offsets.len();
         let used = slots * if complement { 2 } else { 1 };
         let total = used.next_power_of_two();
         if total > MAX_COMMITMENTS {
             return Err(Error::InvalidParameters(format!(
-                "{slots} slots need {total} commitments; at most {MAX_COMMITMENTS}"
+                "{slots} values need {total} commitments; at most {MAX_COMMITMENTS}"
             )));
         }
         Ok(Shape {
@@ -107,6 +150,7 @@ impl Shape {
             complement,
             slots,
             total,
+            slot_bound,
         })
     }
 
@@ -157,6 +201,7 @@ fn transcript(
     context: &[u8],
     ct: &Ciphertext,
     layout: SlotLayout,
+    offsets: &[u32],
     bound: u64,
 ) -> Transcript {
     let mut t = Transcript::new(b"medtech-threshold/v1/range-proof");
@@ -165,14 +210,22 @@ fn transcript(
     t.append_message(b"ciphertext", &ct.to_bytes());
     t.append_u64(b"slot_bits", u64::from(layout.slot_bits()));
     t.append_u64(b"slots", u64::from(layout.slots()));
+    // The uniform placement keeps the transcript it always had; any other names its offsets.
+    if offsets != uniform_offsets(layout).as_slice() {
+        t.append_u64(b"offsets", offsets.len() as u64);
+        for &o in offsets {
+            t.append_u64(b"offset", u64::from(o));
+        }
+    }
     t.append_u64(b"bound", bound);
     t
 }
 
-fn packed_exponent(pk: &PublicKey, layout: SlotLayout, parts: &[Int]) -> Int {
+/// `Σ parts_j · 2^(o_j) mod N`.
+fn packed_exponent(pk: &PublicKey, offsets: &[u32], parts: &[Int]) -> Int {
     let mut x = Int::zero();
-    for v in parts.iter().rev() {
-        x = x.shl(layout.slot_bits() as usize).add(v);
+    for (v, &o) in parts.iter().zip(offsets) {
+        x = x.add(&v.shl(o as usize));
     }
     x.rem_euclid(pk.n())
 }
@@ -188,10 +241,33 @@ impl PublicKey {
         context: &[u8],
         rng: &mut R,
     ) -> Result<(PackedCiphertext, RangeProof)> {
-        let shape = Shape::new(layout, bound)?;
+        self.encrypt_in_range_at(
+            layout,
+            &uniform_offsets(layout),
+            values,
+            bound,
+            context,
+            rng,
+        )
+    }
+
+    /// [`Self::encrypt_in_range`] with each value `x_j` placed at the public bit offset
+    /// `offsets[j]` (strictly increasing): the plaintext is `Σ x_j·2^(o_j)`, so several
+    /// committed values may share one slot of `layout` (a wide field of weighted limbs). The
+    /// returned bound is the largest slot's `Σ bound·2^(o_j − w·slot)`.
+    pub fn encrypt_in_range_at<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        layout: SlotLayout,
+        offsets: &[u32],
+        values: &[u64],
+        bound: u64,
+        context: &[u8],
+        rng: &mut R,
+    ) -> Result<(PackedCiphertext, RangeProof)> {
+        let shape = Shape::new(layout, offsets, bound)?;
         if values.len() != shape.slots {
             return Err(Error::InvalidParameters(format!(
-                "{} values for {} slots",
+                "{} values for {} offsets",
                 values.len(),
                 shape.slots
             )));
@@ -201,10 +277,9 @@ impl PublicKey {
         }
         // The values, their nonces and blinding factors are the hospital's secrets: every copy
         // below is a SecretInt or sits in a Zeroizing buffer, wiped when dropped.
-        // v ≤ bound < 2^32, so the cast is exact.
-        let signed: Zeroizing<Vec<i64>> =
-            Zeroizing::new(values.iter().map(|&v| v as i64).collect());
-        let plain = layout.encode(&signed)?;
+        let value_ints: Zeroizing<Vec<Int>> =
+            Zeroizing::new(values.iter().map(|&v| Int::from_u64(v)).collect());
+        let plain = Plaintext(packed_exponent(self, offsets, &value_ints));
         let (ct, EncryptionNonce(rho)) = self.encrypt_with_nonce(&plain, rng)?;
 
         // Step 1–2: commitments and the aggregated Bulletproof.
@@ -228,7 +303,7 @@ impl PublicKey {
             bp_values.push(0);
             bp_blind.push(Scalar::random(&mut RngAdapter(&mut *rng)));
         }
-        let mut t = transcript(self, context, &ct, layout, bound);
+        let mut t = transcript(self, context, &ct, layout, offsets, bound);
         let gens = bp_gens(shape.total);
         let (bulletproof, all_commitments) = bulletproofs::RangeProof::prove_multiple_with_rng(
             &gens,
@@ -256,7 +331,7 @@ impl PublicKey {
         let beta = SecretInt::new(Int::random_bits(rng, beta_bits));
         let alpha_ints: Zeroizing<Vec<Int>> =
             Zeroizing::new(alphas.iter().map(|a| a.expose().clone()).collect());
-        let alpha_packed = SecretInt::new(packed_exponent(self, layout, &alpha_ints));
+        let alpha_packed = SecretInt::new(packed_exponent(self, offsets, &alpha_ints));
         let hs_beta = SecretInt::new(
             self.hs_table()
                 .pow_secret(&beta, beta_bits)
@@ -286,7 +361,7 @@ impl PublicKey {
         let z_rho = beta
             .expose()
             .add(SecretInt::new(e_int.mul(rho.expose())).expose());
-        let packed = PackedCiphertext::from_parts(ct, layout, u128::from(bound))?;
+        let packed = PackedCiphertext::from_parts(ct, layout, shape.slot_bound)?;
         Ok((
             packed,
             RangeProof {
@@ -312,8 +387,23 @@ impl PublicKey {
         ct: &Ciphertext,
         proof: &RangeProof,
     ) -> Result<PackedCiphertext> {
+        self.verify_range_at(layout, &uniform_offsets(layout), bound, context, ct, proof)
+    }
+
+    /// Verifies a proof made by [`Self::encrypt_in_range_at`] with these public `offsets`:
+    /// `ct` encrypts `Σ x_j·2^(o_j)` with every `x_j ∈ [0, bound]`. Returns it as a packed
+    /// ciphertext under the slot bound that implies.
+    pub fn verify_range_at(
+        &self,
+        layout: SlotLayout,
+        offsets: &[u32],
+        bound: u64,
+        context: &[u8],
+        ct: &Ciphertext,
+        proof: &RangeProof,
+    ) -> Result<PackedCiphertext> {
         let bad = |reason| Error::InvalidRangeProof { reason };
-        let shape = Shape::new(layout, bound)?;
+        let shape = Shape::new(layout, offsets, bound)?;
         if usize::from(proof.range_bits) != shape.range_bits {
             return Err(bad("range size does not match the bound"));
         }
@@ -338,7 +428,7 @@ impl PublicKey {
         }
         all.extend_from_slice(&proof.commitments[shape.slots..]);
 
-        let mut t = transcript(self, context, ct, layout, bound);
+        let mut t = transcript(self, context, ct, layout, offsets, bound);
         let gens = bp_gens(shape.total);
         proof
             .bulletproof
@@ -391,13 +481,13 @@ impl PublicKey {
             return Err(bad("Paillier link commitment out of range"));
         }
         let lhs = self
-            .g_pow(&packed_exponent(self, layout, &proof.z))
+            .g_pow(&packed_exponent(self, offsets, &proof.z))
             .mul_mod(&self.hs_table().pow_public(&proof.z_rho), nn);
         let rhs = proof.link_paillier.mul_mod(&ct.0.pow_mod(&e_int, nn), nn);
         if lhs != rhs {
             return Err(bad("Paillier link does not verify"));
         }
-        PackedCiphertext::from_parts(ct.clone(), layout, u128::from(bound))
+        PackedCiphertext::from_parts(ct.clone(), layout, shape.slot_bound)
     }
 }
 

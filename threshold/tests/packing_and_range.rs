@@ -86,7 +86,7 @@ fn layouts_refuse_what_does_not_fit() {
     assert_eq!(SlotLayout::max_slots(pk, 40), 12); // (512 − 2) / 40
     assert!(SlotLayout::new(pk, 40, 13).is_err());
     assert!(SlotLayout::new(pk, 1, 1).is_err());
-    assert!(SlotLayout::new(pk, 65, 1).is_err());
+    assert!(SlotLayout::new(pk, 121, 1).is_err());
     assert!(SlotLayout::new(pk, 40, 0).is_err());
     let cover = SlotLayout::cover(pk, 40, 55).unwrap();
     assert_eq!(cover.len(), 5);
@@ -235,5 +235,82 @@ proptest! {
         if let Ok(p) = RangeProof::from_bytes(pk, &bytes) {
             prop_assert!(pk.verify_range(layout, 1000, b"q", ct.ciphertext(), &p).is_err());
         }
+    }
+}
+
+/// An Average's two 30-bit limbs committed separately but placed in one 96-bit slot: the
+/// plaintext holds `lo + 2^30·hi`, never a limb, and the proof is bound to the placement.
+const PLACED: [u32; 3] = [0, 30, 96];
+
+#[test]
+fn placed_limbs_share_one_wide_slot_and_decrypt_only_their_sum() {
+    let pk = fixture().key.public_key();
+    let layout = SlotLayout::new(pk, 96, 2).unwrap();
+    let bound = u64::from(u32::MAX);
+    let values = [(1u64 << 30) - 5, u64::from(u32::MAX), 42];
+    let (ct, proof) = pk
+        .encrypt_in_range_at(layout, &PLACED, &values, bound, b"q", &mut rng(30))
+        .unwrap();
+    let proof = RangeProof::from_bytes(pk, &proof.to_bytes()).unwrap();
+    let checked = pk
+        .verify_range_at(layout, &PLACED, bound, b"q", ct.ciphertext(), &proof)
+        .unwrap();
+    assert_eq!(checked.bound(), u128::from(bound) * ((1 << 30) + 1));
+    assert_eq!(
+        checked.decode_wide(&decrypt(checked.ciphertext())).unwrap(),
+        vec![
+            i128::from(values[0]) + (i128::from(values[1]) << 30),
+            i128::from(values[2])
+        ]
+    );
+    // The same ciphertext and proof do not pass as a uniform (one value per slot) statement.
+    assert!(pk
+        .verify_range(layout, bound, b"q", ct.ciphertext(), &proof)
+        .is_err());
+    // A placement whose slot could overflow is refused up front.
+    assert!(pk
+        .encrypt_in_range_at(layout, &[0, 70, 96], &values, bound, b"q", &mut rng(31))
+        .is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    /// A valid placed proof checked against moved offsets (one changed, or two values' offsets
+    /// exchanged by a prover who put `hi` where `lo` belongs), or against a ciphertext whose
+    /// plaintext differs from the committed placement, fails.
+    #[test]
+    fn placed_range_proof_rejects_moved_offsets(
+        which in 0usize..3,
+        delta in 1u32..20,
+        lo in 0u64..(1 << 30),
+        hi in 0u64..(1 << 30),
+    ) {
+        let pk = fixture().key.public_key();
+        let layout = SlotLayout::new(pk, 96, 2).unwrap();
+        let bound = u64::from(u32::MAX);
+        let values = [lo, hi, 7];
+        let (ct, proof) = pk
+            .encrypt_in_range_at(layout, &PLACED, &values, bound, b"q", &mut rng(32))
+            .unwrap();
+        let c = ct.ciphertext();
+        prop_assert!(pk.verify_range_at(layout, &PLACED, bound, b"q", c, &proof).is_ok());
+        // One offset moved (kept increasing and inside the layout).
+        let mut moved = PLACED;
+        moved[which] += delta;
+        prop_assert!(pk.verify_range_at(layout, &moved, bound, b"q", c, &proof).is_err());
+        // The limbs swapped: a ciphertext of `hi + 2^30·lo` with the proof of `lo`, `hi`.
+        prop_assume!(lo != hi);
+        let (swapped, _) = pk
+            .encrypt_in_range_at(layout, &PLACED, &[hi, lo, 7], bound, b"q", &mut rng(33))
+            .unwrap();
+        prop_assert!(pk
+            .verify_range_at(layout, &PLACED, bound, b"q", swapped.ciphertext(), &proof)
+            .is_err());
+        // A mismatched X: the ciphertext shifted by one unit of the high limb.
+        let shifted = pk.add_plain(c, &Plaintext::from_i64(1 << 30)).unwrap();
+        prop_assert!(pk
+            .verify_range_at(layout, &PLACED, bound, b"q", &shifted, &proof)
+            .is_err());
     }
 }

@@ -31,7 +31,8 @@ fn lying_prover(
     answer: Answer,
     rng: &mut ChaCha20Rng,
 ) -> (Ciphertext, RangeProof) {
-    let shape = Shape::new(layout, bound).unwrap();
+    let offsets = uniform_offsets(layout);
+    let shape = Shape::new(layout, &offsets, bound).unwrap();
     let signed: Vec<i64> = encrypted.iter().map(|&v| v as i64).collect();
     let (ct, EncryptionNonce(rho)) = pk
         .encrypt_with_nonce(&layout.encode(&signed).unwrap(), rng)
@@ -50,7 +51,7 @@ fn lying_prover(
         bp_values.push(0);
         bp_blind.push(Scalar::random(&mut RngAdapter(&mut *rng)));
     }
-    let mut t = transcript(pk, b"ctx", &ct, layout, bound);
+    let mut t = transcript(pk, b"ctx", &ct, layout, &offsets, bound);
     let (bulletproof, all) = bulletproofs::RangeProof::prove_multiple_with_rng(
         &bp_gens(shape.total),
         &pc,
@@ -71,7 +72,7 @@ fn lying_prover(
         .collect();
     let beta = Int::random_bits(rng, pk.nonce_bits() + CHALLENGE_BITS + STAT_BITS);
     let link_paillier = pk
-        .g_pow(&packed_exponent(pk, layout, &alphas))
+        .g_pow(&packed_exponent(pk, &offsets, &alphas))
         .mul_mod(&pk.hs_table().pow_public(&beta), pk.nn());
     let link_ec: Vec<CompressedRistretto> = alphas
         .iter()
