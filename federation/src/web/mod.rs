@@ -157,7 +157,7 @@ enum Denied {
     /// Not signed in (or the session expired): to the login page.
     Login,
     /// Signed in, wrong role.
-    Forbidden(Session),
+    Forbidden(Box<Session>),
     /// Signed in with a generated password that must be changed first.
     PasswordChange,
 }
@@ -176,7 +176,7 @@ fn session(api: &ApiState, headers: &HeaderMap, roles: &[Role]) -> Result<Sessio
     if roles.contains(&s.claims.role) {
         Ok(s)
     } else {
-        Err(Denied::Forbidden(s))
+        Err(Denied::Forbidden(Box::new(s)))
     }
 }
 
@@ -189,7 +189,7 @@ impl Denied {
                 api,
                 StatusCode::FORBIDDEN,
                 "Not allowed",
-                Some(&s),
+                Some(&*s),
                 &format!(
                     "<h1>Not allowed</h1><p class=\"error\">This page is not for the {} role.</p><p><a href=\"/ui/\">Back to your pages</a></p>",
                     s.claims.role.as_str()
