@@ -32,6 +32,18 @@ json() { python3 -c "import sys, json; d = json.load(sys.stdin); print($1)"; }
 m() { local x=$1; shift; local method=$1 path=$2; shift 2
       "${DC[@]}" exec -T "hospital-$x" medtech http "$method" "http://127.0.0.1:8080$path" "$@"; }
 
+signin() { # `signin x user password`: a token for user at hospital-x; a generated password
+  # (must_change_password) is changed first, as nothing else is allowed until it is
+  local r tok
+  r=$(m "$1" POST /api/v1/login --data "{\"username\":\"$2\",\"password\":\"$3\"}")
+  tok=$(echo "$r" | json 'd["token"]')
+  if [ "$(echo "$r" | json 'd["must_change_password"]')" = True ]; then
+    tok=$(m "$1" POST /api/v1/password --token "$tok" \
+      --data "{\"old_password\":\"$3\",\"new_password\":\"$3-own\"}" | json 'd["token"]')
+  fi
+  echo "$tok"
+}
+
 healthy() { # waits for hospital-$1's health check
   local s
   for i in $(seq 1 120); do
@@ -79,10 +91,10 @@ echo "== accounts and devices"
 declare -A ADMIN
 for x in a b c d e; do
   pw=$(docker cp "$("${DC[@]}" ps -q "hospital-$x"):/data/admin-password" - | tar -xO)
-  tok=$(m "$x" POST /api/v1/login --data "{\"username\":\"admin\",\"password\":\"$pw\"}" | json 'd["token"]')
+  tok=$(signin "$x" admin "$pw")
   ADMIN[$x]=$tok
   op=$(m "$x" POST /api/v1/accounts --token "$tok" --data '{"username":"operator","role":"operator"}' | json 'd["password"]')
-  optok=$(m "$x" POST /api/v1/login --data "{\"username\":\"operator\",\"password\":\"$op\"}" | json 'd["token"]')
+  optok=$(signin "$x" operator "$op")
   "${DC[@]}" exec -T "hospital-$x" medtech generate --hospital "hospital-$x" --devices 1000 --seed 7 --out /data/devices.csv 2>/dev/null
   n=$(m "$x" POST /api/v1/devices --token "$optok" --content-type text/csv --data @/data/devices.csv | json 'd["inserted"]')
   [ "$n" = 1000 ] || fail "hospital-$x stored $n of 1000 devices"
@@ -93,7 +105,7 @@ A=${ADMIN[a]}
 m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 20}' >/dev/null
 pw=$(m a POST /api/v1/researchers --token "$A" --data '{"username":"rita","epsilon_budget":2.5}' | json 'd["password"]')
 approve_all
-R=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"rita\",\"password\":\"$pw\"}" | json 'd["token"]')
+R=$(signin a rita "$pw")
 
 query() { # [token [body]]: prints the released query's JSON
   local id tok=${1:-$R} body=${2:-'{"kind":"count","epsilon":1.0}'}
@@ -153,7 +165,7 @@ agree "a b c d e"
 # A second researcher for the partition and leader-kill phases: every query ε 0.5.
 pw=$(m a POST /api/v1/researchers --token "$A" --data '{"username":"pat","epsilon_budget":5}' | json 'd["password"]')
 approve_all
-PT=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"pat\",\"password\":\"$pw\"}" | json 'd["token"]')
+PT=$(signin a pat "$pw")
 HALF='{"kind":"count","epsilon":0.5}'
 pat_spent() { m "$1" GET /api/v1/budget --token "$PT" | json 'd["researcher"]["epsilon_spent"]'; }
 size_of() { m "$1" GET /api/v1/ledger/head --token "$A" | json 'd["size"]'; }
@@ -276,7 +288,7 @@ m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 100}
 declare -a RT
 for r in 1 2 3 4; do
   pw=$(m a POST /api/v1/researchers --token "$A" --data "{\"username\":\"load$r\",\"epsilon_budget\":10}" | json 'd["password"]')
-  RT[$r]=$(curl -fsS -X POST $API/api/v1/login -H 'content-type: application/json' -d "{\"username\":\"load$r\",\"password\":\"$pw\"}" | json 'd["token"]')
+  RT[$r]=$(signin a "load$r" "$pw")
 done
 approve_all
 stats="/tmp/$P-stats.txt"; : > "$stats"

@@ -493,9 +493,9 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         let mut ingest = Vec::new();
         for (i, a) in apis.iter().enumerate() {
             let pw = std::fs::read_to_string(dir.join(&names[i]).join("data/admin-password"))?;
-            let admin = client::login(*a, "admin", pw.trim()).await?;
+            let admin = client::first_login(*a, "admin", pw.trim(), &crate::api::accounts::generate_password()).await?;
             let op = checked(*a, "POST", "/api/v1/accounts", &admin, json!({ "username": "operator", "role": "operator" })).await?;
-            let op = client::login(*a, "operator", op["password"].as_str().unwrap_or_default()).await?;
+            let op = client::first_login(*a, "operator", op["password"].as_str().unwrap_or_default(), &crate::api::accounts::generate_password()).await?;
             let mut busy = Duration::ZERO;
             let mut first = 0;
             while first < cfg.devices {
@@ -518,7 +518,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         for c in 0..cfg.clients.max(1) {
             let user = format!("bench-{c}");
             let r = checked(a0, "POST", "/api/v1/researchers", &admins[0], json!({ "username": user, "epsilon_budget": 100_000.0 })).await?;
-            tokens.push(client::login(a0, &user, r["password"].as_str().unwrap_or_default()).await?);
+            tokens.push(client::first_login(a0, &user, r["password"].as_str().unwrap_or_default(), &crate::api::accounts::generate_password()).await?);
         }
         // The dataset budget and the registrations wait for t members (docs/privacy.md).
         let pending = 2 * cfg.clients.max(1) + 1; // the dataset budget; each registration and budget

@@ -183,6 +183,10 @@ pub struct ApiFile {
     /// password in this file (written, mode 0600, with a generated one if the file is absent).
     #[serde(default)]
     pub admin_password_file: Option<PathBuf>,
+    /// Reverse proxies (IP addresses) whose `X-Forwarded-For` header names the client, for
+    /// per-client login limits; default none: the socket's peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Protocol timeouts.

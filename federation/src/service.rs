@@ -140,6 +140,7 @@ impl RunningNode {
             max_upload_bytes: n.file.api.max_upload_mb.unwrap_or(512).clamp(1, 4096) << 20,
             metrics_token: n.metrics_token,
             cookie_secure: n.file.api.cookie_secure.unwrap_or(true),
+            trusted_proxies: n.file.api.trusted_proxies.clone(),
             ..ApiConfig::default()
         };
         let state = ApiState::new(

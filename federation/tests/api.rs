@@ -325,8 +325,12 @@ async fn researcher_registers_queries_and_reads_exact_results_through_any_member
     assert_eq!(code(&r), "invalid_query");
 
     // Another researcher cannot see Alice's query.
-    let pw_bob = register(&w, 1, &admin, "bob", 1.0).await;
-    let bob = client::login(w.addr(1), "bob", &pw_bob).await.unwrap();
+    // Registered by member 1's own admin (accounts are managed where they live).
+    let admin1 = client::login(w.addr(1), "admin", ADMIN_PW).await.unwrap();
+    let pw_bob = register(&w, 1, &admin1, "bob", 1.0).await;
+    let bob = client::first_login(w.addr(1), "bob", &pw_bob, "bob's own long password")
+        .await
+        .unwrap();
     let r = call(
         w.addr(0),
         "GET",
@@ -359,7 +363,9 @@ async fn roles_tokens_and_disabling_are_enforced_at_every_member() {
     let w = world(ApiConfig::default()).await;
     let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
     let pw = register(&w, 0, &admin, "carol", 2.0).await;
-    let carol = client::login(w.addr(0), "carol", &pw).await.unwrap();
+    let carol = client::first_login(w.addr(0), "carol", &pw, "carol's own long password")
+        .await
+        .unwrap();
 
     // No token, a garbage token, a tampered token: 401.
     let r = call(w.addr(0), "GET", "/api/v1/interface", None, Value::Null).await;
@@ -948,6 +954,565 @@ async fn every_documented_endpoint_exists_and_needs_the_documented_authenticatio
         .await
         .json();
     assert_eq!(served, medtech_federation::api::openapi::document());
+    w.stop().await;
+}
+
+/// Signs in `name` (registered with generated password `pw`) at member `via`, changing it.
+async fn sign_in(w: &World, via: usize, name: &str, pw: &str) -> String {
+    client::first_login(
+        w.addr(via),
+        name,
+        pw,
+        &format!("{name}'s own long password"),
+    )
+    .await
+    .unwrap()
+}
+
+/// A login as `username` from client `client`, through a proxy at the test's address that
+/// says so in `X-Forwarded-For`.
+async fn login_from(addr: SocketAddr, client: &str, username: &str, password: &str) -> Reply {
+    let body = serde_json::to_vec(&json!({ "username": username, "password": password })).unwrap();
+    client::request_with(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        Some("application/json"),
+        &[("x-forwarded-for", client)],
+        &body,
+    )
+    .await
+    .unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_flood_with_unique_usernames_is_limited_and_a_real_login_still_succeeds() {
+    // The attack: logins with a fresh username each time, so that no (address, username)
+    // bucket ever fills, every attempt runs an Argon2 hash of 19 MiB, all at once. The member
+    // sits behind a trusted proxy (this test's loopback address) that names the client.
+    let w = world(ApiConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..ApiConfig::default()
+    })
+    .await;
+    let flood = 80;
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..flood {
+        let at = w.addr(0);
+        attempts.spawn(async move {
+            login_from(
+                at,
+                "203.0.113.66",
+                &format!("nobody-{i}"),
+                "guess guess guess",
+            )
+            .await
+        });
+    }
+    let replies = attempts.join_all().await;
+    let limited = replies.iter().filter(|r| r.status == 429).count();
+    let refused = replies.iter().filter(|r| r.status == 401).count();
+    assert_eq!(limited + refused, flood, "only 401s and 429s");
+    assert!(
+        refused <= 30,
+        "one client address hashed {refused} passwords at once: the flood is not limited per address"
+    );
+
+    // A real user at another address signs in, and fast.
+    let t0 = std::time::Instant::now();
+    let r = login_from(w.addr(0), "198.51.100.7", "admin", ADMIN_PW).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    // Memory: at most `max_concurrent_hashes` Argon2 hashes (19 MiB each) ran at once.
+    let admin = r.json()["token"].as_str().unwrap().to_owned();
+    let m = client::request(w.addr(0), "GET", "/metrics", Some(&admin), None, b"")
+        .await
+        .unwrap();
+    let peak = metric(
+        &String::from_utf8_lossy(&m.body),
+        "medtech_password_hashes_peak",
+    );
+    assert!(
+        peak >= 1.0 && peak <= ApiConfig::default().max_concurrent_hashes as f64,
+        "{peak} password hashes at once"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_naming_itself_in_x_forwarded_for_is_not_believed() {
+    // No trusted proxy (the default): a client that rotates X-Forwarded-For is still one
+    // address, and its flood is limited.
+    let w = world(ApiConfig::default()).await;
+    let mut limited = 0;
+    for i in 0..40 {
+        let r = login_from(
+            w.addr(0),
+            &format!("192.0.2.{i}"),
+            &format!("nobody-{i}"),
+            "guess guess guess",
+        )
+        .await;
+        limited += usize::from(r.status == 429);
+    }
+    assert!(
+        limited >= 5,
+        "{limited} of 40 spoofed-address logins limited"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_of_hospital_b_cannot_write_into_hospital_a() {
+    let w = world(ApiConfig::default()).await;
+    let a = w.fed.view.members[0].clone();
+    let b = w.fed.view.members[1].clone();
+    let op_b = client::login(w.addr(1), "operator", OP_PW).await.unwrap();
+    let op_a = client::login(w.addr(0), "operator", OP_PW).await.unwrap();
+    let at = w.addr(0);
+    let count = |t: String| async move {
+        call(at, "GET", "/api/v1/devices/stats", Some(&t), Value::Null)
+            .await
+            .json()["devices"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = count(op_a.clone()).await;
+
+    // Hospital b's operator token at hospital a: refused, nothing stored.
+    let mine = serde_json::to_value(devices(&a, 9000, 3, 5)).unwrap();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/devices",
+        Some(&op_b),
+        mine.clone(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "not_this_hospital"),
+        "{}",
+        r.json()
+    );
+    assert_eq!(count(op_a.clone()).await, before);
+
+    // Hospital a's own operator uploading records that claim hospital b: those are refused.
+    let mut arr = mine.as_array().unwrap().clone();
+    arr.extend(
+        serde_json::to_value(devices(&b, 9100, 2, 6))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone(),
+    );
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/devices",
+        Some(&op_a),
+        Value::Array(arr),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(
+        (r.json()["inserted"].as_u64(), r.json()["refused"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(r.json()["errors"][0]["record"], 4);
+    assert_eq!(count(op_a.clone()).await, before + 3);
+    let only_b = serde_json::to_value(devices(&b, 9200, 2, 7)).unwrap();
+    let r = call(w.addr(0), "POST", "/api/v1/devices", Some(&op_a), only_b).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(count(op_a).await, before + 3);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_device_uploaded_as_json_and_csv_is_one_device() {
+    let w = world(ApiConfig::default()).await;
+    let op = client::login(w.addr(0), "operator", OP_PW).await.unwrap();
+    let a = w.fed.view.members[0].clone();
+    let mut d = devices(&a, 7000, 1, 3).remove(0);
+    d.udi = "  gs1-0123456789-abc ".into();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/devices",
+        Some(&op),
+        serde_json::to_value([&d]).unwrap(),
+    )
+    .await;
+    assert_eq!(r.json()["inserted"], 1, "{}", r.json());
+    d.udi = "GS1-0123456789-ABC".into();
+    let csv = to_csv(&[d]).unwrap();
+    let r = client::request(
+        w.addr(0),
+        "POST",
+        "/api/v1/devices",
+        Some(&op),
+        Some("text/csv"),
+        &csv,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.json()["inserted"].as_u64(), r.json()["updated"].as_u64()),
+        (Some(0), Some(1)),
+        "the CSV record is the JSON one: {}",
+        r.json()
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_password_allows_only_its_change_and_a_change_revokes_older_tokens() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "erin", 5.0).await;
+    let first = client::login(w.addr(0), "erin", &pw).await.unwrap();
+
+    // Before the change: no query, no budget read, at any member; only /me and the change.
+    for i in 0..2 {
+        let r = call(
+            w.addr(i),
+            "POST",
+            "/api/v1/queries",
+            Some(&first),
+            json!({ "kind": "count", "epsilon": 1.0 }),
+        )
+        .await;
+        assert_eq!(
+            (r.status, code(&r).as_str()),
+            (403, "password_change_required"),
+            "member {i}"
+        );
+        let r = call(
+            w.addr(i),
+            "GET",
+            "/api/v1/budget",
+            Some(&first),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(r.status, 403);
+    }
+    let b = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/budget",
+        Some(&admin),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(b.status, 403, "admins have no own budget");
+    let r = call(w.addr(0), "GET", "/api/v1/me", Some(&first), Value::Null).await;
+    assert_eq!(
+        (r.status, r.json()["must_change_password"].clone()),
+        (200, json!(true))
+    );
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/password",
+        Some(&first),
+        json!({ "old_password": pw, "new_password": "erin's own long password" }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let second = r.json()["token"].as_str().unwrap().to_owned();
+
+    // The token of the generated password no longer works; the new one does.
+    let r = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/budget",
+        Some(&first),
+        Value::Null,
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (401, "invalid_token"));
+    let r = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/budget",
+        Some(&second),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+
+    // A stolen token stops working when its owner changes the password.
+    let stolen = client::login(w.addr(0), "erin", "erin's own long password")
+        .await
+        .unwrap();
+    let r = call(w.addr(0), "POST", "/api/v1/password", Some(&second),
+        json!({ "old_password": "erin's own long password", "new_password": "erin's newer long password" })).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    for t in [&stolen, &second] {
+        let r = call(
+            w.addr(0),
+            "POST",
+            "/api/v1/queries",
+            Some(t),
+            json!({ "kind": "count", "epsilon": 1.0 }),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            401,
+            "a token from before the change: {}",
+            r.json()
+        );
+    }
+    let third = r.json()["token"].as_str().unwrap().to_owned();
+    let r = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/budget",
+        Some(&third),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_an_id_not_on_the_ledger_answers_404_at_once() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "frank", 5.0).await;
+    let frank = sign_in(&w, 0, "frank", &pw).await;
+    let t0 = std::time::Instant::now();
+    let r = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/queries/q-00000000deadbeef?wait=60",
+        Some(&frank),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "404 after {:?}",
+        t0.elapsed()
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_for_nobody_and_patches_that_change_nothing_are_refused() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let admin1 = client::login(w.addr(1), "admin", ADMIN_PW).await.unwrap();
+    let at = w.addr(0);
+    let token = admin.clone();
+    let size = || {
+        let t = token.clone();
+        async move {
+            call(at, "GET", "/api/v1/ledger/head", Some(&t), Value::Null)
+                .await
+                .json()["size"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let before = size().await;
+    let r = call(
+        w.addr(0),
+        "PUT",
+        "/api/v1/budgets/researcher:ghost",
+        Some(&admin),
+        json!({ "epsilon": 100.0 }),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.json());
+    let r = call(
+        w.addr(0),
+        "PUT",
+        "/api/v1/budgets/dataset:elsewhere",
+        Some(&admin),
+        json!({ "epsilon": 100.0 }),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (422, "unknown_dataset"));
+    assert_eq!(size().await, before, "refused budgets wrote ledger entries");
+
+    // Registered at member 1, patched at member 0 where they have no account: refused.
+    let _ = register(&w, 1, &admin1, "gina", 1.0).await;
+    let r = call(
+        w.addr(0),
+        "PATCH",
+        "/api/v1/researchers/gina",
+        Some(&admin),
+        json!({ "display_name": "Dr. G" }),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (409, "not_local"),
+        "{}",
+        r.json()
+    );
+    let r = call(
+        w.addr(1),
+        "PATCH",
+        "/api/v1/researchers/gina",
+        Some(&admin1),
+        json!({}),
+    )
+    .await;
+    assert_eq!((r.status, code(&r).as_str()), (400, "nothing_to_change"));
+    // Where the account lives, the change is made and shown.
+    let r = call(
+        w.addr(1),
+        "PATCH",
+        "/api/v1/researchers/gina",
+        Some(&admin1),
+        json!({ "display_name": "Dr. G", "affiliation": "Lab" }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(
+        (
+            r.json()["display_name"].clone(),
+            r.json()["affiliation"].clone()
+        ),
+        (json!("Dr. G"), json!("Lab"))
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_of_one_member_cannot_manage_accounts_on_another() {
+    let w = world(ApiConfig::default()).await;
+    let admin1 = client::login(w.addr(1), "admin", ADMIN_PW).await.unwrap();
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/accounts",
+        Some(&admin1),
+        json!({ "username": "evil-admin", "role": "admin" }),
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "not_local_admin"),
+        "{}",
+        r.json()
+    );
+    let r = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/accounts",
+        Some(&admin1),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/researchers",
+        Some(&admin1),
+        json!({ "username": "planted", "epsilon_budget": 1.0 }),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let admin0 = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let list = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/accounts",
+        Some(&admin0),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert!(!list.to_string().contains("evil-admin") && !list.to_string().contains("planted"));
+    // Its own member's admin still can.
+    let r = call(
+        w.addr(1),
+        "POST",
+        "/api/v1/accounts",
+        Some(&admin1),
+        json!({ "username": "second-admin", "role": "admin" }),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_researcher_does_not_see_other_researchers_query_ids_in_a_bundle() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pa = register(&w, 0, &admin, "hana", 50.0).await;
+    let pb = register(&w, 0, &admin, "ivan", 50.0).await;
+    let hana = sign_in(&w, 0, "hana", &pa).await;
+    let ivan = sign_in(&w, 0, "ivan", &pb).await;
+    let at = w.addr(0);
+    let submit = |t: String| async move {
+        let r = call(
+            at,
+            "POST",
+            "/api/v1/queries",
+            Some(&t),
+            json!({ "kind": "count", "epsilon": 0.1 }),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.json());
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let get = |t: String, id: String| async move {
+        call(
+            at,
+            "GET",
+            &format!("/api/v1/queries/{id}?wait=60"),
+            Some(&t),
+            Value::Null,
+        )
+        .await
+        .json()
+    };
+    // A first query opens a bundle; the two submitted while it runs queue and share the next.
+    let mut mixed = false;
+    for _ in 0..5 {
+        let _opener = submit(hana.clone()).await;
+        let (theirs, mine) = tokio::join!(submit(ivan.clone()), submit(hana.clone()));
+        let seen = get(hana.clone(), mine.clone()).await;
+        assert_eq!(seen["status"], "released", "{seen}");
+        let all = get(admin.clone(), mine.clone()).await;
+        let full: Vec<String> =
+            serde_json::from_value(all["result"]["bundle"].clone()).unwrap_or_default();
+        let shown: Vec<String> =
+            serde_json::from_value(seen["result"]["bundle"].clone()).unwrap_or_default();
+        assert!(
+            !shown.contains(&theirs),
+            "hana sees ivan's query {theirs} in {shown:?}"
+        );
+        assert!(shown.iter().all(|id| full.contains(id)));
+        if full.contains(&theirs) {
+            assert!(shown.contains(&mine), "her own query stays listed");
+            mixed = true;
+            break;
+        }
+        let _ = get(ivan.clone(), theirs).await;
+    }
+    assert!(
+        mixed,
+        "no bundle held both researchers' queries: the test proved nothing"
+    );
     w.stop().await;
 }
 

@@ -245,9 +245,14 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
     // Each hospital's admin creates an operator, who uploads 200 devices.
     let mut admins = Vec::new();
     for (i, m) in members.iter().enumerate() {
-        let admin = client::login(m.api, "admin", &m.admin_password(&dir))
-            .await
-            .unwrap();
+        let admin = client::first_login(
+            m.api,
+            "admin",
+            &m.admin_password(&dir),
+            "the admin's own password",
+        )
+        .await
+        .unwrap();
         let op = call(
             m.api,
             "POST",
@@ -256,9 +261,14 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
             json!({ "username": "operator", "role": "operator" }),
         )
         .await;
-        let op = client::login(m.api, "operator", op["password"].as_str().unwrap())
-            .await
-            .unwrap();
+        let op = client::first_login(
+            m.api,
+            "operator",
+            op["password"].as_str().unwrap(),
+            "the operator's own password",
+        )
+        .await
+        .unwrap();
         let path = tmp.path().join(format!("devices-{i}.csv"));
         let g = Command::new(BIN)
             .args([
@@ -314,9 +324,14 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
             .await
             .unwrap();
     assert_eq!(approved, 3);
-    let alice = client::login(members[0].api, "alice", r["password"].as_str().unwrap())
-        .await
-        .unwrap();
+    let alice = client::first_login(
+        members[0].api,
+        "alice",
+        r["password"].as_str().unwrap(),
+        "alice's own password",
+    )
+    .await
+    .unwrap();
 
     // Submitted at b, read at c: all three hospitals contribute; the noisy count is near 600.
     let q = count_query(members[1].api, &alice, members[2].api).await;

@@ -44,6 +44,10 @@ pub struct Account {
     /// Set for generated passwords until the user changes theirs.
     #[serde(default)]
     pub must_change_password: bool,
+    /// Counts password changes; tokens carry it, and this member refuses tokens issued before
+    /// the latest change.
+    #[serde(default)]
+    pub password_generation: u64,
 }
 
 impl Account {
@@ -60,6 +64,7 @@ impl Account {
             affiliation: String::new(),
             created_ms: medtech_ledger::entry::now_ms(),
             must_change_password: false,
+            password_generation: 0,
         }
     }
 }
@@ -296,13 +301,14 @@ impl Accounts {
         }
     }
 
-    /// Changes `username`'s password after checking the old one.
+    /// Changes `username`'s password after checking the old one; returns the account as it is
+    /// now (its password generation advanced, so earlier tokens are refused here).
     pub fn change_password(
         &self,
         username: &str,
         old: &str,
         new: &str,
-    ) -> Result<(), AccountError> {
+    ) -> Result<Account, AccountError> {
         self.login(username, old)?;
         check_password(new)?;
         if old == new {
@@ -314,7 +320,10 @@ impl Accounts {
         self.update(username, |a| {
             a.password_hash = hash;
             a.must_change_password = false;
-        })
+            a.password_generation = a.password_generation.wrapping_add(1);
+        })?;
+        self.get(username)
+            .ok_or_else(|| AccountError::Unknown(username.to_owned()))
     }
 
     /// Changes an account with `f`.

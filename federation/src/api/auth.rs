@@ -1,13 +1,20 @@
 //! Roles and session tokens.
 //!
 //! A token is `mt1.<claims>.<signature>` (both base64url, no padding): the claims are JSON
-//! (`sub`, `role`, `iss`, `iat`, `exp`, `jti`), signed with Ed25519 by the issuing member's
+//! (`sub`, `role`, `iss`, `iat`, `exp`, `jti`, and `mcp`, `pwg` below), signed with Ed25519 by the issuing member's
 //! ledger key under a domain separator of their own
 //! ([`medtech_ledger::checkpoint::API_TOKEN_DOMAIN`]). Every member checks a token against the
 //! committee on its applied ledger, so a token from any member works at every member; one
 //! signed by a key that is not a current member's, expired, issued in the future, or living
 //! longer than the configured lifetime is refused. A researcher's token also stops working
 //! everywhere as soon as the ledger records them as disabled.
+//!
+//! A token issued to an account that must change its password carries `mcp`: every member
+//! accepts it only for the password change and `/api/v1/me`. A token carries the account's
+//! password generation `pwg`; the issuing member, which holds the account, refuses tokens of
+//! an older generation, so a password change revokes every token issued before it there. The
+//! other members do not hold the account: they honour such a token until it expires (at most
+//! the token lifetime, 15 minutes by default).
 
 use std::time::Duration;
 
@@ -72,6 +79,13 @@ pub struct Claims {
     pub exp: u64,
     /// Random token id.
     pub jti: String,
+    /// The account must change its password: this token only changes it (and reads `/me`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mcp: bool,
+    /// The account's password generation when the token was issued; the issuing member
+    /// refuses the token once the password has changed since (see [`super::ApiState::verify`]).
+    #[serde(default)]
+    pub pwg: u64,
 }
 
 /// Why a token is refused.
@@ -105,8 +119,23 @@ fn now_s() -> u64 {
     medtech_ledger::entry::now_ms() / 1000
 }
 
+/// What a token says about the account beyond its name and role.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccountState {
+    /// The account must change its password first ([`Claims::mcp`]).
+    pub must_change_password: bool,
+    /// Its password generation ([`Claims::pwg`]).
+    pub password_generation: u64,
+}
+
 /// Issues a token for `sub` with `role`, valid for `ttl`, signed by this member.
-pub fn issue_token(node: &NodeHandle, sub: &str, role: Role, ttl: Duration) -> (String, Claims) {
+pub fn issue_token(
+    node: &NodeHandle,
+    sub: &str,
+    role: Role,
+    ttl: Duration,
+    account: AccountState,
+) -> (String, Claims) {
     let mut jti = [0u8; 12];
     OsRng.fill_bytes(&mut jti);
     let iat = now_s();
@@ -118,6 +147,8 @@ pub fn issue_token(node: &NodeHandle, sub: &str, role: Role, ttl: Duration) -> (
         iat,
         exp: iat + ttl.as_secs(),
         jti: hex::encode(jti),
+        mcp: account.must_change_password,
+        pwg: account.password_generation,
     };
     // Serialising plain data cannot fail.
     let body = serde_json::to_vec(&claims).unwrap_or_default();

@@ -42,8 +42,24 @@ pub async fn request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<Reply> {
+    request_with(addr, method, path, token, content_type, &[], body).await
+}
+
+/// [`request`] with more headers (`X-Forwarded-For`, as a proxy would add).
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(t) = token {
         head.push_str(&format!("authorization: Bearer {t}\r\n"));
     }
@@ -120,6 +136,56 @@ pub async fn login(addr: SocketAddr, user: &str, password: &str) -> std::io::Res
             "login as {user} failed: {} {}",
             r.status,
             String::from_utf8_lossy(&r.body)
+        ))),
+    }
+}
+
+/// Signs in as `user`; when the account must change its (generated) password first, changes it
+/// to `new_password` and returns the token the change gives. A token of an account that must
+/// change its password is good for nothing else.
+pub async fn first_login(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    new_password: &str,
+) -> std::io::Result<String> {
+    let r = json(
+        addr,
+        "POST",
+        "/api/v1/login",
+        None,
+        &serde_json::json!({ "username": user, "password": password }),
+    )
+    .await?;
+    let token = match r.json()["token"].as_str() {
+        Some(t) if r.status == 200 => t.to_owned(),
+        _ => {
+            return Err(std::io::Error::other(format!(
+                "login as {user} failed: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )))
+        }
+    };
+    if r.json()["must_change_password"] != true {
+        return Ok(token);
+    }
+    let c = json(
+        addr,
+        "POST",
+        "/api/v1/password",
+        Some(&token),
+        &serde_json::json!({ "old_password": password, "new_password": new_password }),
+    )
+    .await?;
+    match c.json()["token"].as_str() {
+        Some(t) if c.status == 200 => Ok(t.to_owned()),
+        // A member that does not give a token with the change: sign in with the new password.
+        None if c.status == 200 => login(addr, user, new_password).await,
+        _ => Err(std::io::Error::other(format!(
+            "changing {user}'s password failed: {} {}",
+            c.status,
+            String::from_utf8_lossy(&c.body)
         ))),
     }
 }

@@ -216,6 +216,11 @@ async fn metrics(State(api): S, headers: HeaderMap) -> ApiResult {
             f64::from(failed),
         ),
         (
+            "medtech_password_hashes_peak",
+            "The most password hashes (logins, password changes) run at once.",
+            api.hashes_peak() as f64,
+        ),
+        (
             "medtech_uptime_seconds",
             "Seconds since the API started.",
             api.started.elapsed().as_secs_f64(),
@@ -237,24 +242,21 @@ struct Login {
     password: zeroize::Zeroizing<String>,
 }
 
-/// Checks a login (rate-limited per address and username) and issues a token.
+/// Checks a login (rate-limited per client address and username, per client address and for
+/// everyone; the password hash waits for one of a few hashing slots) and issues a token.
 pub(crate) async fn login_core(
     api: &Arc<ApiState>,
     peer: &str,
     username: &str,
     password: zeroize::Zeroizing<String>,
 ) -> Result<(String, auth::Claims, bool), ApiError> {
-    api.limiter.charge(
-        &format!("login:{peer}:{username}"),
-        api.config.logins_per_minute / 60.0,
-        api.config.logins_per_minute,
-    )?;
+    api.charge_login(peer, username)?;
     let accounts = Arc::clone(api);
     let user = username.to_owned();
-    // Argon2 takes tens of milliseconds: keep it off the reactor.
-    let r = tokio::task::spawn_blocking(move || accounts.accounts.login(&user, &password))
-        .await
-        .map_err(ApiError::internal)?;
+    // Argon2 takes tens of milliseconds and 19 MiB: off the reactor, a few at a time.
+    let r = api
+        .hashing(move || accounts.accounts.login(&user, &password))
+        .await?;
     let a = match r {
         Ok(a) => a,
         Err(e @ (AccountError::BadCredentials | AccountError::Disabled)) => {
@@ -268,12 +270,30 @@ pub(crate) async fn login_core(
         }
         Err(e) => return Err(ApiError::internal(e)),
     };
-    let (token, claims) = auth::issue_token(&api.node, &a.username, a.role, api.config.token_ttl);
+    let (token, claims) = issue_for(api, &a);
     Ok((token, claims, a.must_change_password))
 }
 
+/// A token for local account `a`, as it is now.
+fn issue_for(api: &ApiState, a: &Account) -> (String, auth::Claims) {
+    auth::issue_token(
+        &api.node,
+        &a.username,
+        a.role,
+        api.config.token_ttl,
+        auth::AccountState {
+            must_change_password: a.must_change_password,
+            password_generation: a.password_generation,
+        },
+    )
+}
+
 async fn login(State(api): S, req: Request) -> ApiResult {
-    let peer = super::peer(req.extensions().get::<ConnectInfo<std::net::SocketAddr>>());
+    let peer = super::peer(
+        req.extensions().get::<ConnectInfo<std::net::SocketAddr>>(),
+        req.headers(),
+        &api.config.trusted_proxies,
+    );
     let body = read_body(req.into_body(), api.config.max_body_bytes).await?;
     let l: Login = parse_json(&body)?;
     let (token, claims, must_change) = login_core(&api, &peer, &l.username, l.password).await?;
@@ -294,20 +314,21 @@ struct ChangePassword {
     new_password: zeroize::Zeroizing<String>,
 }
 
-/// Changes the signed-in user's password on this member.
+/// Changes the signed-in user's password on this member. Every token issued before is refused
+/// here from now on; returns a fresh token for the account.
 pub(crate) async fn change_password_core(
     api: &Arc<ApiState>,
     user: &auth::Claims,
     old: zeroize::Zeroizing<String>,
     new: zeroize::Zeroizing<String>,
-) -> Result<(), ApiError> {
+) -> Result<(String, auth::Claims), ApiError> {
     let a = Arc::clone(api);
     let sub = user.sub.clone();
-    let r = tokio::task::spawn_blocking(move || a.accounts.change_password(&sub, &old, &new))
-        .await
-        .map_err(ApiError::internal)?;
+    let r = api
+        .hashing(move || a.accounts.change_password(&sub, &old, &new))
+        .await?;
     match r {
-        Ok(()) => Ok(()),
+        Ok(account) => Ok(issue_for(api, &account)),
         Err(AccountError::BadCredentials) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "bad_credentials",
@@ -329,14 +350,19 @@ pub(crate) async fn change_password_core(
 }
 
 async fn change_password(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
-    let user = api.user(&headers, ANYONE)?;
+    let user = api.user_changing_password(&headers, ANYONE)?;
     let c: ChangePassword = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
-    change_password_core(&api, &user, c.old_password, c.new_password).await?;
-    ok(json!({ "changed": true }))
+    let (token, claims) = change_password_core(&api, &user, c.old_password, c.new_password).await?;
+    ok(json!({
+        "changed": true,
+        "token": token,
+        "token_type": "Bearer",
+        "expires_at": claims.exp,
+    }))
 }
 
 async fn me(State(api): S, headers: HeaderMap) -> ApiResult {
-    let user = api.user(&headers, ANYONE)?;
+    let user = api.user_changing_password(&headers, ANYONE)?;
     let local = api.accounts.get(&user.sub);
     ok(json!({
         "username": user.sub,
@@ -344,7 +370,7 @@ async fn me(State(api): S, headers: HeaderMap) -> ApiResult {
         "issued_by": user.iss,
         "expires_at": user.exp,
         "display_name": local.as_ref().map(|a| a.display_name.clone()),
-        "must_change_password": local.as_ref().is_some_and(|a| a.must_change_password),
+        "must_change_password": user.mcp || local.as_ref().is_some_and(|a| a.must_change_password),
         "member": api.node.name(),
     }))
 }
@@ -435,13 +461,13 @@ async fn submit(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
         .into_response())
 }
 
-/// A query as the API shows it.
-pub(crate) fn query_json(q: &QueryInfo, api: &ApiState) -> Value {
+/// A query as the API shows it to `user`.
+pub(crate) fn query_json(q: &QueryInfo, api: &ApiState, user: &auth::Claims) -> Value {
     let (status, result, failure) = match &q.outcome {
         None => ("pending", Value::Null, Value::Null),
         Some(Outcome::Released(r)) => (
             "released",
-            serde_json::to_value(r).unwrap_or(Value::Null),
+            serde_json::to_value(own_bundle(r, api, user)).unwrap_or(Value::Null),
             Value::Null,
         ),
         Some(Outcome::Failed(why)) => ("failed", Value::Null, Value::String(why.clone())),
@@ -474,6 +500,36 @@ pub(crate) fn query_json(q: &QueryInfo, api: &ApiState) -> Value {
     })
 }
 
+/// `r` as `user` may see it: a researcher sees, of the queries decrypted in the same bundle,
+/// only their own (the others' ids would tell them who else queries, and when); admins and
+/// auditors, who read the ledger anyway, see the whole bundle.
+fn own_bundle<'a>(
+    r: &'a crate::protocol::Release,
+    api: &ApiState,
+    user: &auth::Claims,
+) -> std::borrow::Cow<'a, crate::protocol::Release> {
+    if user.role != Role::Researcher || r.bundle.is_empty() {
+        return std::borrow::Cow::Borrowed(r);
+    }
+    let mine: Vec<String> = match api.node.read() {
+        Ok(l) => r
+            .bundle
+            .iter()
+            .filter(|id| {
+                l.state()
+                    .query(id)
+                    .is_some_and(|q| q.researcher == user.sub)
+            })
+            .cloned()
+            .collect(),
+        // Fail closed: no other query's id.
+        Err(_) => Vec::new(),
+    };
+    let mut own = r.clone();
+    own.bundle = mine;
+    std::borrow::Cow::Owned(own)
+}
+
 pub(crate) fn visible(user: &auth::Claims, q: &QueryInfo) -> bool {
     user.role != Role::Researcher || q.researcher == user.sub
 }
@@ -488,6 +544,39 @@ async fn get_query(
     let p = params(raw)?;
     let wait = Duration::from_secs(num::<u64>(&p, "wait")?.unwrap_or(0)).min(api.config.max_wait);
     let deadline = Instant::now() + wait;
+    let not_found = || ApiError::not_found(format!("no query {id:?} of yours on the ledger"));
+    let in_index = api
+        .index
+        .read()
+        .map_err(|_| ApiError::internal("query index poisoned"))?
+        .contains_key(&id);
+    if !in_index && !wait.is_zero() {
+        // Waiting is for a query on the ledger to end, not for an id that is not there (which
+        // would hold the connection for nothing): once this member has applied everything
+        // committed when the request came, an id not on its ledger, or not the researcher's,
+        // is not found now.
+        let on_ledger = |api: &ApiState| -> Result<bool, ApiError> {
+            Ok(api
+                .node
+                .read()?
+                .state()
+                .query(&id)
+                .is_some_and(|q| user.role != Role::Researcher || q.researcher == user.sub))
+        };
+        if !on_ledger(&api)? {
+            if api.node.linearizable().await.is_err() {
+                // A follower cannot confirm with the leader here: give replication a moment
+                // (a query admitted at another member reaches this one within it), not `wait`.
+                let grace = Instant::now() + Duration::from_secs(1).min(wait);
+                while !on_ledger(&api)? && Instant::now() < grace {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            if !on_ledger(&api)? {
+                return Err(not_found());
+            }
+        }
+    }
     loop {
         let found = api
             .index
@@ -498,13 +587,9 @@ async fn get_query(
             .cloned();
         match found {
             Some(q) if q.outcome.is_some() || Instant::now() >= deadline => {
-                return ok(query_json(&q, &api))
+                return ok(query_json(&q, &api, &user))
             }
-            None if Instant::now() >= deadline => {
-                return Err(ApiError::not_found(format!(
-                    "no query {id:?} of yours on this member's ledger"
-                )))
-            }
+            None if Instant::now() >= deadline => return Err(not_found()),
             // A map lookup under a read lock: cheap enough to look often.
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
@@ -531,14 +616,17 @@ pub(crate) fn selected(
         .index
         .read()
         .map_err(|_| ApiError::internal("query index poisoned"))?;
-    let mut v: Vec<&QueryInfo> = idx
+    let mut v: Vec<QueryInfo> = idx
         .values()
         .filter(|q| visible(user, q))
         .filter(|q| who.is_none_or(|w| &q.researcher == w))
+        .cloned()
         .collect();
+    // query_json reads the ledger: not under the index's lock.
+    drop(idx);
     v.sort_by_key(|q| std::cmp::Reverse(q.sequence));
-    Ok(v.into_iter()
-        .map(|q| query_json(q, api))
+    Ok(v.iter()
+        .map(|q| query_json(q, api, user))
         .filter(|j| status.is_none_or(|s| j["status"] == s))
         .collect())
 }
@@ -696,6 +784,7 @@ pub(crate) async fn register_core(
     admin: &auth::Claims,
     r: NewResearcher,
 ) -> Result<Value, ApiError> {
+    local_admin(api, admin)?;
     accounts::check_username(&r.username)
         .map_err(|e| ApiError::bad_request("invalid_username", e.to_string()))?;
     if r.display_name.len() > 256 || r.email.len() > 256 || r.affiliation.len() > 256 {
@@ -757,9 +846,8 @@ pub(crate) async fn register_core(
     };
     let a = Arc::clone(api);
     let pw = password.clone();
-    tokio::task::spawn_blocking(move || a.accounts.create(account, &pw, true))
-        .await
-        .map_err(ApiError::internal)?
+    api.hashing(move || a.accounts.create(account, &pw, true))
+        .await?
         .map_err(ApiError::internal)?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, researcher = %r.username, "researcher registered");
     Ok(json!({
@@ -852,6 +940,27 @@ pub(crate) async fn update_researcher_core(
             ));
         }
     }
+    let details = u.display_name.is_some() || u.email.is_some() || u.affiliation.is_some();
+    if u.enabled.is_none() && u.epsilon_budget.is_none() && !details {
+        return Err(ApiError::bad_request(
+            "nothing_to_change",
+            "give at least one of enabled, epsilon_budget, display_name, email, affiliation",
+        ));
+    }
+    let local = api.accounts.get(&id).is_some();
+    if details {
+        if !local {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_local",
+                format!(
+                    "{id:?} has no account on {}: their name, e-mail and affiliation live on the member that registered them; change them there",
+                    api.node.name()
+                ),
+            ));
+        }
+        local_admin(api, admin)?;
+    }
     let budget = u
         .epsilon_budget
         .map(|e| micros(e, "epsilon_budget"))
@@ -869,7 +978,7 @@ pub(crate) async fn update_researcher_core(
     if let Some(b) = budget {
         propose(api, budget_entry(&format!("researcher:{id}"), b)).await?;
     }
-    if api.accounts.get(&id).is_some() {
+    if local {
         api.accounts
             .update(&id, |a| {
                 if let Some(e) = u.enabled {
@@ -890,7 +999,33 @@ pub(crate) async fn update_researcher_core(
     tracing::info!(target: "medtech::api", admin = %admin.sub, researcher = %id, "researcher updated");
     let budget = budget_json(api, &Subject::Researcher(id.clone()))?;
     let enabled = api.node.read()?.state().researcher(&id).map(|r| r.enabled);
-    Ok(json!({ "username": id, "enabled": enabled, "budget": budget }))
+    let account = api.accounts.get(&id);
+    Ok(json!({
+        "username": id,
+        "enabled": enabled,
+        "budget": budget,
+        "display_name": account.as_ref().map(|a| a.display_name.clone()),
+        "email": account.as_ref().map(|a| a.email.clone()),
+        "affiliation": account.as_ref().map(|a| a.affiliation.clone()),
+    }))
+}
+
+/// Account management (creating, listing, editing accounts held here) is for this member's own
+/// admins: an admin signed in at another member manages that member's accounts, not these.
+fn local_admin(api: &ApiState, admin: &auth::Claims) -> Result<(), ApiError> {
+    if admin.iss == api.node.name() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_local_admin",
+            format!(
+                "accounts on {} are managed by its own admins; you are signed in at {}",
+                api.node.name(),
+                admin.iss
+            ),
+        ))
+    }
 }
 
 #[derive(Deserialize)]
@@ -904,6 +1039,7 @@ struct NewAccount {
 
 async fn create_account(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
     let admin = api.user(&headers, &[Role::Admin])?;
+    local_admin(&api, &admin)?;
     let n: NewAccount = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
     if n.role == Role::Researcher {
         return Err(ApiError::bad_request("use_researchers", "register researchers with POST /api/v1/researchers (they need a ledger identity and a budget)"));
@@ -921,9 +1057,9 @@ async fn create_account(State(api): S, headers: HeaderMap, body: Body) -> ApiRes
     };
     let a = Arc::clone(&api);
     let pw = password.clone();
-    let r = tokio::task::spawn_blocking(move || a.accounts.create(account, &pw, true))
-        .await
-        .map_err(ApiError::internal)?;
+    let r = api
+        .hashing(move || a.accounts.create(account, &pw, true))
+        .await?;
     match r {
         Ok(()) => {}
         Err(e @ AccountError::Exists(_)) => {
@@ -939,7 +1075,8 @@ async fn create_account(State(api): S, headers: HeaderMap, body: Body) -> ApiRes
 }
 
 async fn list_accounts(State(api): S, headers: HeaderMap) -> ApiResult {
-    api.user(&headers, &[Role::Admin])?;
+    let admin = api.user(&headers, &[Role::Admin])?;
+    local_admin(&api, &admin)?;
     let list: Vec<Value> = api
         .accounts
         .list()
@@ -974,7 +1111,23 @@ async fn set_budget(
             ))
         }
     };
-    let seq = propose(&api, budget_entry(&subject, micros(b.epsilon, "epsilon")?)).await?;
+    let epsilon = micros(b.epsilon, "epsilon")?;
+    match &parsed {
+        Subject::Researcher(r) if api.node.read()?.state().researcher(r).is_none() => {
+            return Err(ApiError::not_found(format!(
+                "no researcher {r:?} on the ledger (register them with POST /api/v1/researchers)"
+            )))
+        }
+        Subject::Dataset(d) if d != DATASET => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_dataset",
+                format!("the federation's only dataset is {DATASET:?}, not {d:?}"),
+            ))
+        }
+        _ => {}
+    }
+    let seq = propose(&api, budget_entry(&subject, epsilon)).await?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, subject = %subject, "budget set");
     let mut v = budget_json(&api, &parsed)?;
     v["sequence"] = json!(seq);
@@ -1165,6 +1318,17 @@ pub(crate) fn committee_json(api: &ApiState) -> Result<Value, ApiError> {
 
 async fn upload_devices(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
     let user = api.user(&headers, &[Role::Operator])?;
+    if user.iss != api.node.name() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_this_hospital",
+            format!(
+                "{} stores only its own operators' uploads; you are an operator of {}",
+                api.node.name(),
+                user.iss
+            ),
+        ));
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -1178,10 +1342,13 @@ async fn upload_devices(State(api): S, headers: HeaderMap, body: Body) -> ApiRes
     })?;
     let bytes = read_body(body, api.config.max_upload_bytes).await?;
     let started = Instant::now();
-    let parsed = tokio::task::spawn_blocking(move || ingest::parse(format, &bytes))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad_request("malformed_upload", e.0))?;
+    let hospital = api.node.name().to_owned();
+    let parsed = tokio::task::spawn_blocking(move || {
+        ingest::parse(format, &bytes).map(|p| p.only_hospital(&hospital))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::bad_request("malformed_upload", e.0))?;
     let refused = parsed.errors.len();
     api.metrics
         .records_refused

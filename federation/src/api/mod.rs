@@ -53,8 +53,17 @@ pub struct ApiConfig {
     pub rate_per_second: f64,
     /// Burst each user may spend at once.
     pub rate_burst: f64,
-    /// Login attempts per minute per (address, username).
+    /// Login attempts per minute per (client address, username).
     pub logins_per_minute: f64,
+    /// Login attempts per minute per client address, whatever the username.
+    pub logins_per_address_per_minute: f64,
+    /// Login attempts per second at this member from everyone (the burst is twice this).
+    pub logins_per_second: f64,
+    /// Password hashes (Argon2id, 19 MiB each) run at once; more wait their turn.
+    pub max_concurrent_hashes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client; from any other peer the
+    /// header is ignored and the socket address is the client's.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Longest `wait` a result poll may ask for.
     pub max_wait: Duration,
     /// A static bearer token `/metrics` also accepts (for Prometheus), if set.
@@ -73,6 +82,10 @@ impl Default for ApiConfig {
             rate_per_second: 20.0,
             rate_burst: 60.0,
             logins_per_minute: 10.0,
+            logins_per_address_per_minute: 30.0,
+            logins_per_second: 20.0,
+            max_concurrent_hashes: 2,
+            trusted_proxies: Vec::new(),
             max_wait: Duration::from_secs(60),
             metrics_token: None,
             cookie_secure: true,
@@ -97,7 +110,23 @@ pub struct ApiState {
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     limiter: RateLimiter,
+    hashes: Arc<tokio::sync::Semaphore>,
+    hashing: Arc<HashGauge>,
     started: Instant,
+}
+
+/// Password hashes running now, and the most seen at once.
+#[derive(Default)]
+pub(crate) struct HashGauge {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl HashGauge {
+    /// The most password hashes that ran at once.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl ApiState {
@@ -116,16 +145,113 @@ impl ApiState {
             store,
             index,
             accounts,
-            config,
             metrics: metrics::Metrics::default(),
             limiter: RateLimiter::default(),
+            hashes: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_hashes.max(1),
+            )),
+            hashing: Arc::default(),
             started: Instant::now(),
+            config,
         }
     }
 
+    /// The most password hashes that ran at once on this member.
+    pub(crate) fn hashes_peak(&self) -> usize {
+        self.hashing.peak()
+    }
+
+    /// Runs `f` (an account operation that hashes a password) off the reactor, at most
+    /// [`ApiConfig::max_concurrent_hashes`] at once: a login flood waits here instead of
+    /// holding 19 MiB per attempt.
+    pub(crate) async fn hashing<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let permit = Arc::clone(&self.hashes)
+            .acquire_owned()
+            .await
+            .map_err(ApiError::internal)?;
+        let gauge = Arc::clone(&self.hashing);
+        tokio::task::spawn_blocking(move || {
+            let now = gauge.now.fetch_add(1, Relaxed) + 1;
+            gauge.peak.fetch_max(now, Relaxed);
+            let r = f();
+            gauge.now.fetch_sub(1, Relaxed);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+
+    /// Charges a login attempt by `client` for `username`: per (client, username), per client
+    /// and for everyone.
+    pub(crate) fn charge_login(&self, client: &str, username: &str) -> Result<(), ApiError> {
+        let c = &self.config;
+        self.limiter
+            .charge("login:*", c.logins_per_second, c.logins_per_second * 2.0)?;
+        self.limiter.charge(
+            &format!("login:{client}"),
+            c.logins_per_address_per_minute / 60.0,
+            c.logins_per_address_per_minute,
+        )?;
+        self.limiter.charge(
+            &format!("login:{client}:{username}"),
+            c.logins_per_minute / 60.0,
+            c.logins_per_minute,
+        )
+    }
+
+    /// Checks a token: its signature and lifetime against the committee
+    /// ([`auth::verify_token`]) and, when this member issued it, against the account here:
+    /// it must still exist and be enabled, and its password must not have changed since.
+    pub(crate) fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let invalid = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", m);
+        let claims = auth::verify_token(&self.node, token, self.config.token_ttl)
+            .map_err(|e| invalid(e.to_string()))?;
+        if claims.iss == self.node.name() {
+            match self.accounts.get(&claims.sub) {
+                Some(a) if a.enabled && a.password_generation == claims.pwg => {}
+                Some(a) if a.enabled => {
+                    return Err(invalid(
+                        "the password was changed after this token was issued; sign in again"
+                            .into(),
+                    ))
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "account {:?} is disabled or gone on {}",
+                        claims.sub, claims.iss
+                    )))
+                }
+            }
+        }
+        Ok(claims)
+    }
+
     /// Authenticates the request's bearer token, requires one of `roles`, and charges the
-    /// user's rate limit.
+    /// user's rate limit. A token that must change its password is refused here.
     pub(crate) fn user(
+        &self,
+        headers: &HeaderMap,
+        roles: &[auth::Role],
+    ) -> Result<Claims, ApiError> {
+        let claims = self.user_changing_password(headers, roles)?;
+        if claims.mcp {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "password_change_required",
+                "change the generated password first (POST /api/v1/password), then sign in again",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// [`Self::user`], also for a token that must change its password: only for the password
+    /// change itself and `/api/v1/me`.
+    pub(crate) fn user_changing_password(
         &self,
         headers: &HeaderMap,
         roles: &[auth::Role],
@@ -137,8 +263,7 @@ impl ApiState {
                 "this endpoint needs `Authorization: Bearer <token>` (POST /api/v1/login)",
             )
         })?;
-        let claims = auth::verify_token(&self.node, token, self.config.token_ttl)
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()))?;
+        let claims = self.verify(token)?;
         if !roles.contains(&claims.role) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -384,7 +509,78 @@ impl ApiServer {
     }
 }
 
-/// The client address of a request (for login rate limits).
-pub(crate) fn peer(ci: Option<&ConnectInfo<SocketAddr>>) -> String {
-    ci.map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+/// The client address of a request (for login rate limits): the socket's peer, or, when the
+/// peer is one of `trusted` proxies, the last address in `X-Forwarded-For` that is not itself a
+/// trusted proxy (a client can prepend anything to the header; the proxies append).
+pub(crate) fn peer(
+    ci: Option<&ConnectInfo<SocketAddr>>,
+    headers: &HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> String {
+    let Some(socket) = ci.map(|c| c.0.ip()) else {
+        return "unknown".to_owned();
+    };
+    if !trusted.contains(&socket) {
+        return socket.to_string();
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip.to_string(),
+            // A hop a proxy did not write: the client's own claim, not an address.
+            Err(_) => break,
+        }
+    }
+    socket.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn xff(v: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for x in v {
+            h.append("x-forwarded-for", x.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_client_cannot_choose_its_address_for_the_login_limits() {
+        let proxy: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let from = |ip: &str| ConnectInfo(SocketAddr::new(ip.parse().unwrap(), 4000));
+        // No trusted proxy: the header is the client's word, ignored.
+        let c = from("198.51.100.9");
+        assert_eq!(peer(Some(&c), &xff(&["203.0.113.1"]), &[]), "198.51.100.9");
+        // From a peer that is not a trusted proxy: ignored too.
+        assert_eq!(
+            peer(Some(&c), &xff(&["203.0.113.1"]), &[proxy]),
+            "198.51.100.9"
+        );
+        // Through the trusted proxy: the address it appended, not what the client prepended.
+        let p = from("10.0.0.5");
+        assert_eq!(
+            peer(Some(&p), &xff(&["1.2.3.4, 203.0.113.7"]), &[proxy]),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            peer(
+                Some(&p),
+                &xff(&["1.2.3.4", "203.0.113.7, 10.0.0.5"]),
+                &[proxy]
+            ),
+            "203.0.113.7"
+        );
+        // A proxy that sent no header: the proxy itself.
+        assert_eq!(peer(Some(&p), &HeaderMap::new(), &[proxy]), "10.0.0.5");
+    }
 }

@@ -53,7 +53,8 @@ pub fn devices(hospital: &str, first: u64, count: u64, seed: u64) -> Vec<Device>
             let warranty = production + (2 + below(&mut rng, 4) as i64) * 365 * 86_400;
             let sync = service + below(&mut rng, 365 * 86_400) as i64;
             Device {
-                udi: format!("{hospital}/UDI-{i:08}"),
+                // In the form uploads normalise UDIs to (crate::data::ingest::normalise_udi).
+                udi: format!("{hospital}/UDI-{i:08}").to_uppercase(),
                 hospital: hospital.to_owned(),
                 manufacturer: MANUFACTURERS[m].to_owned(),
                 model: format!("{}-{}", &DEVICE_TYPES[dt][..3].to_uppercase(), 100 + m * 10),

@@ -6,7 +6,8 @@
 //! JSON and CSV use the protobuf field names. Timestamps are Unix seconds or RFC 3339
 //! (`2024-05-01T12:00:00Z`); `speciality` and `category` are names or numbers; `active_status`
 //! is `true`/`false` (CSV also `1`/`0`). Unknown fields are errors, so a misspelt column is
-//! caught rather than silently dropped.
+//! caught rather than silently dropped. Every format's UDIs are normalised the same way
+//! ([`normalise_udi`]: trimmed, upper-case).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -81,12 +82,47 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// Every format's records pass here: the UDI is normalised ([`normalise_udi`]) once, the
+    /// same way whatever the format, and then the record is validated.
     fn push(&mut self, record: u64, r: Result<Device, (Option<String>, String)>) {
-        match r {
+        match r.and_then(|mut d| {
+            d.udi = normalise_udi(&d.udi);
+            match d.validate() {
+                Ok(()) => Ok(d),
+                Err(e) => Err((Some(d.udi), e)),
+            }
+        }) {
             Ok(d) => self.devices.push((record, d)),
             Err((udi, error)) => self.errors.push(RecordError { record, udi, error }),
         }
     }
+
+    /// Keeps the records of `hospital`; the others become errors (a member stores only its own
+    /// hospital's devices).
+    pub fn only_hospital(mut self, hospital: &str) -> Parsed {
+        let (own, other): (Vec<_>, Vec<_>) = std::mem::take(&mut self.devices)
+            .into_iter()
+            .partition(|(_, d)| d.hospital == hospital);
+        self.devices = own;
+        self.errors
+            .extend(other.into_iter().map(|(record, d)| RecordError {
+                record,
+                error: format!(
+                "the record is for hospital {:?}; this member stores {hospital:?}'s devices only",
+                d.hospital
+            ),
+                udi: Some(d.udi),
+            }));
+        self.errors.sort_by_key(|e| e.record);
+        self
+    }
+}
+
+/// A UDI as the store keys it: surrounding white space trimmed and letters upper-cased, for
+/// every upload format, so `" abc-1"` from JSON and `ABC-1` from CSV are one device. (UDI
+/// issuing agencies' identifiers are upper-case; none tells two devices apart by case.)
+pub fn normalise_udi(udi: &str) -> String {
+    udi.trim().to_uppercase()
 }
 
 /// The whole upload could not be read (as opposed to a single bad record).
@@ -151,9 +187,7 @@ pub fn parse(format: Format, bytes: &[u8]) -> Result<Parsed, UploadError> {
             let records = decode_protobuf(bytes)?;
             for (i, d) in records.into_iter().enumerate() {
                 let udi = (!d.udi.is_empty()).then(|| d.udi.clone());
-                let r = Device::from_pb(&d)
-                    .and_then(|dev| dev.validate().map(|()| dev))
-                    .map_err(|e| (udi, e));
+                let r = Device::from_pb(&d).map_err(|e| (udi, e));
                 out.push(i as u64 + 1, r);
             }
         }
@@ -207,9 +241,8 @@ fn from_value(v: Value) -> Result<Device, (Option<String>, String)> {
         return Err((None, "a record must be a JSON object".into()));
     };
     let udi = m.get("udi").and_then(Value::as_str).map(str::to_owned);
-    convert(&m)
-        .and_then(|d| d.validate().map(|()| d))
-        .map_err(|e| (udi, e))
+    // Validated in `Parsed::push`, after the UDI is normalised.
+    convert(&m).map_err(|e| (udi, e))
 }
 
 fn convert(m: &Map<String, Value>) -> Result<Device, String> {
@@ -316,4 +349,38 @@ pub fn to_csv(devices: &[Device]) -> Result<Vec<u8>, csv::Error> {
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn one_udi_written_differently_in_each_format_is_one_device() {
+        let mut d = crate::data::generate::devices("hospital-a", 0, 1, 1).remove(0);
+        let udis = ["  gs1-0123-abc ", "GS1-0123-ABC", "Gs1-0123-aBc\t"];
+        let mut seen = Vec::new();
+        for (i, udi) in udis.iter().enumerate() {
+            d.udi = (*udi).to_owned();
+            let (format, bytes) = match i {
+                0 => (Format::Json, serde_json::to_vec(&[&d]).unwrap()),
+                1 => (Format::Csv, to_csv(std::slice::from_ref(&d)).unwrap()),
+                _ => (
+                    Format::Protobuf,
+                    medtech_protos::data::v1::DeviceBatch {
+                        devices: vec![d.to_pb()],
+                    }
+                    .encode_to_vec(),
+                ),
+            };
+            let p = parse(format, &bytes).unwrap();
+            assert!(p.errors.is_empty(), "{format:?}: {:?}", p.errors);
+            seen.push(p.devices[0].1.udi.clone());
+        }
+        let line = serde_json::to_string(&d).unwrap();
+        let p = parse(Format::Ndjson, line.as_bytes()).unwrap();
+        seen.push(p.devices[0].1.udi.clone());
+        assert!(seen.iter().all(|u| u == "GS1-0123-ABC"), "{seen:?}");
+    }
 }

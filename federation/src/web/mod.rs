@@ -27,7 +27,7 @@ use rand_core::{OsRng, RngCore};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::api::auth::{self, Claims, Role};
+use crate::api::auth::{Claims, Role};
 use crate::api::handlers::{self as h, params};
 use crate::api::{read_body, ApiError, ApiState};
 use crate::query::{Filter, Op, QueryKind, QuerySpec};
@@ -157,21 +157,26 @@ enum Denied {
     /// Not signed in (or the session expired): to the login page.
     Login,
     /// Signed in, wrong role.
-    Forbidden(Session),
+    Forbidden(Box<Session>),
+    /// Signed in with a generated password that must be changed first.
+    PasswordChange,
 }
 
 fn session(api: &ApiState, headers: &HeaderMap, roles: &[Role]) -> Result<Session, Denied> {
     let token = cookie(headers, COOKIE).ok_or(Denied::Login)?;
-    let claims =
-        auth::verify_token(&api.node, &token, api.config.token_ttl).map_err(|_| Denied::Login)?;
+    let claims = api.verify(&token).map_err(|_| Denied::Login)?;
     let s = Session {
         csrf: csrf_of(&token),
         claims,
     };
+    if s.claims.mcp && roles != EVERYONE {
+        // A generated password: nothing but changing it (and signing out) until it is changed.
+        return Err(Denied::PasswordChange);
+    }
     if roles.contains(&s.claims.role) {
         Ok(s)
     } else {
-        Err(Denied::Forbidden(s))
+        Err(Denied::Forbidden(Box::new(s)))
     }
 }
 
@@ -179,11 +184,12 @@ impl Denied {
     fn into_response(self, api: &ApiState) -> Response {
         match self {
             Denied::Login => Redirect::to("/ui/login").into_response(),
+            Denied::PasswordChange => Redirect::to("/ui/password").into_response(),
             Denied::Forbidden(s) => page(
                 api,
                 StatusCode::FORBIDDEN,
                 "Not allowed",
-                Some(&s),
+                Some(&*s),
                 &format!(
                     "<h1>Not allowed</h1><p class=\"error\">This page is not for the {} role.</p><p><a href=\"/ui/\">Back to your pages</a></p>",
                     s.claims.role.as_str()
@@ -351,7 +357,11 @@ fn login_page(api: &ApiState, error: Option<&str>) -> Response {
 }
 
 async fn login(State(api): S, req: Request) -> Response {
-    let peer = crate::api::peer(req.extensions().get::<ConnectInfo<std::net::SocketAddr>>());
+    let peer = crate::api::peer(
+        req.extensions().get::<ConnectInfo<std::net::SocketAddr>>(),
+        req.headers(),
+        &api.config.trusted_proxies,
+    );
     let expected = cookie(req.headers(), LOGIN_CSRF).unwrap_or_default();
     let f = match form(&api, req.into_body(), &expected).await {
         Ok(f) if !expected.is_empty() => f,
@@ -429,12 +439,24 @@ async fn password(State(api): S, headers: HeaderMap, body: Body) -> Response {
     let old = zeroize::Zeroizing::new(f.get("old_password").cloned().unwrap_or_default());
     let new = zeroize::Zeroizing::new(f.get("new_password").cloned().unwrap_or_default());
     match h::change_password_core(&api, &s.claims, old, new).await {
-        Ok(()) => password_page(
-            &api,
-            &s,
-            Some("<p class=\"notice\" role=\"status\">Password changed.</p>".into()),
-            StatusCode::OK,
-        ),
+        Ok((token, claims)) => {
+            // The old session is revoked with the old password: carry on with a new one.
+            let s = Session {
+                csrf: csrf_of(&token),
+                claims,
+            };
+            let mut r = password_page(
+                &api,
+                &s,
+                Some("<p class=\"notice\" role=\"status\">Password changed.</p>".into()),
+                StatusCode::OK,
+            );
+            let ttl = s.claims.exp.saturating_sub(s.claims.iat);
+            if let Ok(v) = HeaderValue::from_str(&set_cookie(&api, COOKIE, &token, ttl)) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
         Err(e) => password_page(&api, &s, Some(err_box(&e)), StatusCode::BAD_REQUEST),
     }
 }
@@ -746,11 +768,13 @@ async fn result(State(api): S, headers: HeaderMap, Path(id): Path<String>) -> Re
         headers,
         &[Role::Researcher, Role::Admin, Role::Auditor]
     );
-    let q = api.index.read().ok().and_then(|i| {
-        i.get(&id)
-            .filter(|q| h::visible(&s.claims, q))
-            .map(|q| h::query_json(q, &api))
-    });
+    let q = api
+        .index
+        .read()
+        .ok()
+        .and_then(|i| i.get(&id).filter(|q| h::visible(&s.claims, q)).cloned())
+        // query_json reads the ledger: not under the index's lock.
+        .map(|q| h::query_json(&q, &api, &s.claims));
     let Some(q) = q else {
         // Admitted by the ledger but not yet seen by this member's query loop: pending.
         let on_ledger = api.node.read().ok().and_then(|l| {
