@@ -96,9 +96,10 @@ impl Committee {
         let close_tolerance = match close_tolerance {
             None => DEFAULT_CLOSE_TOLERANCE.min(spare),
             Some(f) if f <= spare => f,
-            Some(f) => return Err(Error::InvalidParameter(format!(
-                "close tolerance f = {f} is above n − t = {spare} (n = {members}, t = {threshold})"
-            ))),
+            Some(f) => {
+                let why = format!("close tolerance f = {f} is above n − t = {spare}");
+                return Err(Error::InvalidParameter(why));
+            }
         };
         Ok(Committee {
             members,
