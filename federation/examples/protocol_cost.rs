@@ -64,6 +64,7 @@ fn main() {
         threshold: 3,
         key: Arc::new(key),
         platform: Arc::new(Platform::new(&names)),
+        close_tolerance: None,
     };
     let cols: Vec<Columns> = names
         .iter()

@@ -448,7 +448,8 @@ impl NoiseBenchReport {
             "exact noise shares, n = {}, t = {} (m = {} honest shares), one thread\n",
             self.parties,
             self.threshold,
-            self.parties - self.threshold + 1
+            medtech_noise::Committee::new(self.parties, self.threshold)
+                .map_or(0, |c| c.honest_shares())
         );
         for r in &self.rows {
             s.push_str(&format!(

@@ -437,6 +437,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             dir: dir.clone(),
             parties: cfg.hospitals,
             threshold: cfg.threshold,
+            close_tolerance: None,
             bits: cfg.bits,
             containers: false,
             committee_port: cfg.base_port,

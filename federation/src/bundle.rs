@@ -45,7 +45,7 @@ use medtech_protos::ledger::v1 as pb;
 use medtech_threshold::SlotLayout;
 
 use crate::data::Columns;
-use crate::protocol::{CommitteeView, QueryView};
+use crate::protocol::{CommitteeView, QueryView, DATASET};
 use crate::query::{Compiled, QuerySpec, SLOT_BITS};
 
 /// How a refusal of a query charged other than its plan's cost begins.
@@ -66,14 +66,16 @@ pub fn compile_submitted(
 ) -> Result<Compiled, String> {
     let spec: QuerySpec =
         serde_json::from_slice(query).map_err(|e| format!("query does not parse: {e}"))?;
-    let c = Compiled::new(
-        spec,
-        &committee.platform,
-        committee.n(),
-        committee.threshold,
-    )
-    .map_err(|e| e.to_string())?;
+    let c = committee.compile_query(spec).map_err(|e| e.to_string())?;
     let charge = QueryCharge::decode(cost)?;
+    // Every query reads the joint dataset: a charge naming another dataset would spend (or
+    // dodge) some other budget while the federation's is untouched.
+    if charge.dataset != DATASET {
+        return Err(format!(
+            "{UNDERCHARGED} to dataset {:?}, but it reads {DATASET:?}",
+            charge.dataset
+        ));
+    }
     if charge.cost != c.plan.cost {
         return Err(format!(
             "{UNDERCHARGED} {} but costs {}",
@@ -343,6 +345,7 @@ mod tests {
         let (key, _) = dealer::generate(512, 3, 2, &mut rng).unwrap();
         let members: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         CommitteeView {
+            close_tolerance: None,
             members: members.clone(),
             threshold: 2,
             key: Arc::new(key),
@@ -470,6 +473,35 @@ mod tests {
         let next = started(&r.route("b", &close("q1")));
         assert_eq!(next, vec![vec!["q3".to_string()]]);
         assert_eq!(r.instance_of("q2"), None);
+    }
+
+    #[test]
+    fn a_query_charged_to_another_dataset_is_refused() {
+        // A member signs a query that reads the federation's data but charges its exact cost
+        // to a dataset with budget to spare (or none set): the federation's budget would never
+        // see it.
+        let c = committee();
+        let Kind::SubmitQuery(q) = submit(&c, "elsewhere", QueryKind::Count, None) else {
+            panic!()
+        };
+        let right = QueryCharge::decode(&q.cost).unwrap();
+        assert_eq!(right.dataset, DATASET);
+        assert!(compile_submitted(&c, &q.query, &q.cost).is_ok());
+        let wrong = QueryCharge {
+            dataset: "some-other-dataset".into(),
+            cost: right.cost,
+        }
+        .encode();
+        let err = compile_submitted(&c, &q.query, &wrong).unwrap_err();
+        assert!(err.starts_with(UNDERCHARGED), "{err}");
+        assert!(err.contains("some-other-dataset"), "{err}");
+        // Nor is it bundled with honest queries: it runs alone, and fails.
+        let mut r = Router::new(c.clone());
+        r.route("a", &submit(&c, "q1", QueryKind::Count, None));
+        let mut bad = q.clone();
+        bad.cost = wrong;
+        let routes = r.route("b", &Kind::SubmitQuery(bad));
+        assert_eq!(started(&routes), vec![vec!["elsewhere".to_string()]]);
     }
 
     #[test]

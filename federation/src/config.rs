@@ -34,6 +34,11 @@ pub struct CommitteeFile {
     pub origin: String,
     /// Any `threshold` members decrypt; as many cosign a checkpoint.
     pub threshold: u16,
+    /// f: members that may be down when a query closes (`0 ≤ f ≤ n − t`; absent: 1, clamped
+    /// to `n − t`). A close lists at least `n − f` noise shares, each calibrated for
+    /// `n − f − t + 1` honest ones; a larger f widens every interval (docs/privacy.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_tolerance: Option<u16>,
     /// Members in key-share order (member `i`, from 0, holds share `i + 1`).
     pub members: Vec<MemberFile>,
 }
@@ -285,6 +290,7 @@ impl CommitteeFile {
         }
         let mut g = CommitteeConfig::new(members, usize::from(self.threshold), 0);
         g.endpoints = endpoints;
+        g.close_tolerance = self.close_tolerance;
         g.validate().map_err(|e| anyhow!("{e}"))?;
         Ok(g)
     }
@@ -529,6 +535,8 @@ pub struct InitOptions {
     pub parties: u16,
     /// t.
     pub threshold: u16,
+    /// f, the close tolerance (`None`: the default, 1 clamped to `n − t`).
+    pub close_tolerance: Option<u16>,
     /// Modulus bits of the key the ceremony makes.
     pub bits: u32,
     /// Container layout: member `x` is reached at `hospital-x:7000`, listens on `0.0.0.0`,
@@ -599,6 +607,7 @@ pub fn init(opts: &InitOptions, progress: &mut dyn FnMut(&str)) -> anyhow::Resul
     let committee = CommitteeFile {
         origin: opts.origin.clone(),
         threshold: opts.threshold,
+        close_tolerance: opts.close_tolerance,
         members,
     };
     committee.genesis()?;

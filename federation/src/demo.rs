@@ -137,7 +137,7 @@ async fn through_the_ledger(
     use crate::data::Columns;
     use crate::node::LocalFederation;
     use crate::protocol::{NoiseMode, Outcome, Timeouts};
-    use crate::query::{Compiled, Filter, Op, QueryKind, QuerySpec};
+    use crate::query::{Filter, Op, QueryKind, QuerySpec};
 
     let dir = tempfile::tempdir()?;
     let t0 = Instant::now();
@@ -221,13 +221,7 @@ async fn through_the_ledger(
             .submit(k % fed.view.members.len(), RESEARCHER, spec)
             .await?;
         let outcome = fed.wait(&id, std::time::Duration::from_secs(180)).await?;
-        let exact = Compiled::new(
-            spec.clone(),
-            &fed.view.platform,
-            fed.view.n(),
-            fed.view.threshold,
-        )?
-        .evaluate(&reference);
+        let exact = fed.view.compile_query(spec.clone())?.evaluate(&reference);
         let Outcome::Released(r) = outcome else {
             anyhow::bail!("query {id} failed: {outcome:?}");
         };

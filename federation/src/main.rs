@@ -139,6 +139,10 @@ enum CommitteeCommand {
         /// Ledger origin.
         #[arg(long, default_value = "medtech.local/committee")]
         origin: String,
+        /// Close tolerance f: members that may be down when a query closes (0 ≤ f ≤ n − t;
+        /// default 1, clamped to n − t). Each more widens every interval (docs/privacy.md).
+        #[arg(long)]
+        close_tolerance: Option<u16>,
         /// Do nothing (exit 0) if DIR already holds a committee (for a setup step run on every start).
         #[arg(long)]
         if_absent: bool,
@@ -466,6 +470,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     committee_port,
                     api_port,
                     origin,
+                    close_tolerance,
                     if_absent,
                 },
         } => {
@@ -477,6 +482,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dir,
                 parties,
                 threshold,
+                close_tolerance,
                 bits,
                 containers,
                 committee_port,

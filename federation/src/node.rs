@@ -27,7 +27,7 @@ use crate::protocol::{
     registration_entries, researcher_of, submit_entry, CommitteeView, Member, NoiseMode, Outcome,
     QueryView, Timeouts,
 };
-use crate::query::{Compiled, Platform, QuerySpec};
+use crate::query::{Platform, QuerySpec};
 
 /// What one member knows of a query from the applied ledger: what the API reports.
 #[derive(Clone, Debug)]
@@ -276,6 +276,7 @@ impl LocalFederation {
             threshold: key.threshold(),
             key: Arc::new(key),
             platform: Arc::new(Platform::new(&members)),
+            close_tolerance: None,
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut indexes: Vec<QueryIndex> = Vec::new();
@@ -369,12 +370,7 @@ impl LocalFederation {
         researcher: &str,
         spec: &QuerySpec,
     ) -> anyhow::Result<String> {
-        let c = Compiled::new(
-            spec.clone(),
-            &self.view.platform,
-            self.view.n(),
-            self.view.threshold,
-        )?;
+        let c = self.view.compile_query(spec.clone())?;
         let mut id = [0u8; 8];
         OsRng.fill_bytes(&mut id);
         let id = format!("q-{}", hex::encode(id));

@@ -19,7 +19,7 @@
 //! 3. samples its noise share vector and posts a `NoiseCommitment` (encrypted, range-bounded,
 //!    bound to the query id and its party index; `medtech_noise::commitment`);
 //! 4. once every member contributed — or the contribution timeout passed — and at least
-//!    `n − t + 1` noise shares are in, posts `CloseAggregate` naming the contributions and noise
+//!    `k = n − f` noise shares are in, posts `CloseAggregate` naming the contributions and noise
 //!    shares it verified (the ledger keeps the first close). The designated members verify
 //!    each posted share as it arrives, so the close waits only for the last one's check;
 //! 5. after the close, verifies every listed ciphertext itself, recomputes the aggregate, and
@@ -28,7 +28,8 @@
 //!    others join after [`Timeouts::partial_fallback_ms`] without a release, or at once when
 //!    someone is accused in the query (a designated member down or cheating). No aggregate it did not recompute
 //!    from an authorised, closed query is ever decrypted (no decryption oracle), and never one
-//!    with fewer than `n − t + 1` noise shares (the collusion bound of the calibration);
+//!    with fewer than `k = n − f` noise shares (the collusion bound of the calibration,
+//!    [`medtech_noise::Committee`]);
 //! 6. once `t` partials are in, verifies each member's (once) and combines `t` valid ones,
 //!    posts `Misbehaviour` naming every member whose partial failed — also while fewer than
 //!    `t` are valid, which is what brings the others in — and posts `ReleaseResult` with the noisy values, their
@@ -52,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{Batch, UNDERCHARGED};
 use crate::data::Columns;
-use crate::query::{Compiled, Platform, QuerySpec, SLOT_BOUND};
+use crate::query::{Compiled, InvalidQuery, Platform, QuerySpec, SLOT_BOUND};
 
 /// Level of the released intervals (95%).
 pub const ALPHA: f64 = 0.05;
@@ -62,7 +63,10 @@ pub const ALPHA: f64 = 0.05;
 pub enum NoiseMode {
     /// Calibrated discrete-Laplace shares (production).
     Calibrated,
-    /// All-zero shares, for exact end-to-end tests only. Offers no privacy.
+    /// All-zero shares, for exact end-to-end tests only. Offers no privacy. Exists only with
+    /// the `insecure-test-noise` feature, which only dev-dependencies enable (federation's own
+    /// tests, the scenarios); CI checks that the `medtech` binary is built without it.
+    #[cfg(feature = "insecure-test-noise")]
     DisabledForTests,
 }
 
@@ -102,6 +106,8 @@ pub struct CommitteeView {
     pub key: Arc<ThresholdPublicKey>,
     /// The public query interface.
     pub platform: Arc<Platform>,
+    /// f, the ledger committee's close tolerance (`None`: the default).
+    pub close_tolerance: Option<u16>,
 }
 
 impl CommitteeView {
@@ -131,9 +137,27 @@ impl CommitteeView {
             .collect()
     }
 
-    /// Noise shares the calibration needs: `n − t + 1`.
+    /// The noise calibration's committee: `n`, `t` and the close tolerance `f`.
+    pub fn noise_committee(&self) -> Result<medtech_noise::Committee, InvalidQuery> {
+        medtech_noise::Committee::with_close_tolerance(
+            self.n(),
+            self.threshold,
+            self.close_tolerance,
+        )
+        .map_err(|e| InvalidQuery(e.to_string()))
+    }
+
+    /// Checks `spec` against the platform and calibrates it for this committee.
+    pub fn compile_query(&self, spec: QuerySpec) -> Result<Compiled, InvalidQuery> {
+        Compiled::for_committee(spec, &self.platform, self.noise_committee()?)
+    }
+
+    /// Noise shares a close must list: `k = n − f`
+    /// ([`medtech_noise::Committee::close_shares`]). A view whose shape does not validate
+    /// needs all `n`.
     pub fn noise_needed(&self) -> usize {
-        usize::from(self.n()) + 1 - usize::from(self.threshold)
+        self.noise_committee()
+            .map_or(self.members.len(), |c| c.close_shares() as usize)
     }
 }
 
@@ -469,7 +493,7 @@ impl Verifier {
     /// Audits a released query from the ledger alone: `view` holds the entries of the query's
     /// instance up to (not including) its `ReleaseResult`, `released` what that entry released
     /// for query `id` (the instance's, or one of its bundle's). Checks that
-    /// the close lists at least `n − t + 1` noise shares, that every listed contribution and
+    /// the close lists at least `k = n − f` noise shares, that every listed contribution and
     /// noise share verifies, recomputes the aggregate, verifies every posted partial
     /// decryption against it, and requires the release to equal the combination of valid
     /// partials, made by at least `t` members whose partials verify. Returns the members whose
@@ -1417,6 +1441,7 @@ mod tests {
             threshold: 2,
             key: Arc::new(key),
             platform: Arc::new(Platform::new(&names)),
+            close_tolerance: None,
         };
         let spec: QuerySpec = serde_json::from_value(serde_json::json!({
             "kind": "count", "epsilon": 1.0

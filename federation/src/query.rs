@@ -365,12 +365,25 @@ fn as_time(v: &serde_json::Value) -> Result<i64, String> {
 pub struct InvalidQuery(pub String);
 
 impl Compiled {
-    /// Checks `spec` against `platform` and calibrates it for the committee `(n, t)`.
+    /// Checks `spec` against `platform` and calibrates it for the committee `(n, t)` with the
+    /// default close tolerance.
     pub fn new(
         spec: QuerySpec,
         platform: &Platform,
         members: u16,
         threshold: u16,
+    ) -> Result<Self, InvalidQuery> {
+        let committee =
+            Committee::new(members, threshold).map_err(|e| InvalidQuery(e.to_string()))?;
+        Self::for_committee(spec, platform, committee)
+    }
+
+    /// Checks `spec` against `platform` and calibrates it for `committee` (its `n`, `t` and
+    /// close tolerance `f`).
+    pub fn for_committee(
+        spec: QuerySpec,
+        platform: &Platform,
+        committee: Committee,
     ) -> Result<Self, InvalidQuery> {
         let bad = |m: String| InvalidQuery(m);
         if !spec.epsilon.is_finite() || spec.epsilon <= 0.0 {
@@ -468,7 +481,6 @@ impl Compiled {
         if start >= end {
             return Err(bad("start_time must be before end_time".into()));
         }
-        let committee = Committee::new(members, threshold).map_err(|e| bad(e.to_string()))?;
         let plan = QueryPlan::new(
             shape,
             Mechanism::DiscreteLaplace { epsilon: eps },

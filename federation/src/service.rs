@@ -89,6 +89,7 @@ impl RunningNode {
             threshold: n.committee.threshold,
             key: Arc::new(n.threshold_key),
             platform: Arc::new(Platform::new(&names)),
+            close_tolerance: n.committee.close_tolerance,
         };
         view.key.precompute();
         let store = Arc::new(RwLock::new(

@@ -21,7 +21,7 @@ use crate::protocol::{
     registration_entries, submit_entry, CommitteeView, Member, NoiseMode, Outcome, QueryView,
     Timeouts,
 };
-use crate::query::{Compiled, QuerySpec};
+use crate::query::QuerySpec;
 
 const ORIGIN: &str = "medtech.sim/committee";
 
@@ -71,11 +71,12 @@ impl SimCommittee {
             .iter()
             .map(|m| NodeKey::generate(m, &mut rng))
             .collect();
-        let committee = CommitteeConfig::new(
+        let mut committee = CommitteeConfig::new(
             keys.iter().map(NodeKey::identity).collect(),
             usize::from(view.threshold),
             0,
         );
+        committee.close_tolerance = view.close_tolerance;
         let state = LedgerState::new(ORIGIN, committee)?;
         let n = keys.len();
         Ok(SimCommittee {
@@ -158,13 +159,10 @@ impl SimCommittee {
     /// Submits `spec` for `researcher` through member 0; the query id, or the ledger's or the
     /// platform's refusal.
     pub fn submit(&mut self, researcher: &str, spec: &QuerySpec) -> Result<String, String> {
-        let compiled = Compiled::new(
-            spec.clone(),
-            &self.view.platform,
-            self.view.n(),
-            self.view.threshold,
-        )
-        .map_err(|e| e.to_string())?;
+        let compiled = self
+            .view
+            .compile_query(spec.clone())
+            .map_err(|e| e.to_string())?;
         self.next_query += 1;
         let id = format!("q{}", self.next_query);
         let kind = submit_entry(&id, &compiled, researcher);

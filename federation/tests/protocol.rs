@@ -41,6 +41,7 @@ fn committee(noise: NoiseMode, seed: u64) -> (SimCommittee, Vec<Vec<Device>>) {
         threshold: T,
         key: Arc::new(key),
         platform: Arc::new(Platform::new(&names())),
+        close_tolerance: None,
     };
     let data = hospital_data();
     let cols = data.iter().map(|d| Columns::from_devices(d)).collect();

@@ -54,6 +54,10 @@ pub struct LedgerExport {
     pub threshold: usize,
     /// The committee.
     pub committee: Vec<ExportedMember>,
+    /// The genesis committee's close tolerance f (absent: the default), which the close rule
+    /// replayed in V7 depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_tolerance: Option<u16>,
     /// Entries in log order, hex.
     pub entries: Vec<String>,
     /// Signed checkpoints, as note text.
@@ -73,6 +77,7 @@ impl LedgerExport {
             version: EXPORT_VERSION,
             origin: origin.to_owned(),
             threshold,
+            close_tolerance: None,
             committee: committee
                 .iter()
                 .map(|m| ExportedMember {
@@ -364,7 +369,8 @@ pub fn verify(export: &LedgerExport) -> VerificationReport {
 
     // V7: replay the ledger's rules.
     let mut f = Vec::new();
-    let genesis = CommitteeConfig::new(committee.clone(), export.threshold, 0);
+    let mut genesis = CommitteeConfig::new(committee.clone(), export.threshold, 0);
+    genesis.close_tolerance = export.close_tolerance;
     match LedgerState::new(&export.origin, genesis) {
         Err(e) => f.push(format!("genesis committee: {e}")),
         Ok(mut state) => {

@@ -14,7 +14,7 @@
 //! 5. the author may write that kind (researchers only submit queries), and the entry is
 //!    consistent with the state: the query it refers to exists and is still open, a member posts
 //!    at most one contribution / noise share / partial decryption per query, a query's aggregate
-//!    is closed once (naming posted contributions and at least `n − t + 1` posted noise shares)
+//!    is closed once (naming posted contributions and at least `k = n − f` posted noise shares)
 //!    and after that takes no more contributions or noise but partial decryptions, ids are unique, a
 //!    cosignature signs the log's actual root at a size the log has reached, a committee change is
 //!    the next epoch and approved by `t` current members;
@@ -59,6 +59,9 @@ pub struct CommitteeConfig {
     pub threshold: usize,
     /// 0 for the genesis committee, then one more per change.
     pub epoch: u64,
+    /// f: members whose noise shares a close may omit (`None`: the default,
+    /// [`medtech_noise::Committee::with_close_tolerance`]).
+    pub close_tolerance: Option<u16>,
 }
 
 /// Where a member's node takes part in replication.
@@ -80,7 +83,17 @@ impl CommitteeConfig {
             endpoints: BTreeMap::new(),
             threshold,
             epoch,
+            close_tolerance: None,
         }
+    }
+
+    /// The noise calibration's view of this committee: `k`, the fewest noise shares a close
+    /// lists, and `m`, the honest shares each is calibrated for.
+    pub fn noise_committee(&self) -> Result<medtech_noise::Committee, String> {
+        let n = u16::try_from(self.members.len()).map_err(|_| "too many members".to_string())?;
+        let t = u16::try_from(self.threshold).map_err(|_| "threshold too large".to_string())?;
+        medtech_noise::Committee::with_close_tolerance(n, t, self.close_tolerance)
+            .map_err(|e| e.to_string())
     }
 
     /// The Raft voters these endpoints describe: id → (name, address, certificate digest).
@@ -135,6 +148,7 @@ impl CommitteeConfig {
                 ));
             }
         }
+        self.noise_committee()?;
         Ok(())
     }
 
@@ -161,6 +175,7 @@ impl CommitteeConfig {
                 .collect(),
             threshold: u32::try_from(self.threshold).unwrap_or(u32::MAX),
             epoch: self.epoch,
+            close_tolerance: self.close_tolerance.map(u32::from),
         }
     }
 
@@ -189,6 +204,10 @@ impl CommitteeConfig {
             endpoints,
             threshold: c.threshold as usize,
             epoch: c.epoch,
+            close_tolerance: c
+                .close_tolerance
+                .map(|f| u16::try_from(f).map_err(|_| format!("close tolerance {f} too large")))
+                .transpose()?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -769,13 +788,12 @@ impl LedgerState {
         }
         distinct(&c.contributors, &q.contributions, "contribution")?;
         distinct(&c.noise_from, &q.noise_shares, "noise share")?;
-        // The noise is calibrated so that n − t + 1 honest shares give the privacy promised
-        // even when t − 1 members collude; fewer may not.
-        let n = self.committee.members.len();
-        let needed = n + 1 - self.committee.threshold.min(n);
+        // Each share is calibrated for m = k − (t − 1) honest shares: a close listing k = n − f
+        // shares, t − 1 of them the colluders', still holds m honest ones; fewer may not.
+        let needed = self.committee.noise_committee()?.close_shares() as usize;
         if c.noise_from.len() < needed {
             return Err(format!(
-                "{} noise shares; the calibration needs at least {needed}",
+                "{} noise shares; the calibration needs at least {needed} (n − f)",
                 c.noise_from.len()
             ));
         }

@@ -441,7 +441,7 @@ impl<B: ChargeBook> Accountant<B> {
     }
 
     /// Members whose noise for `query` is recorded (the node decrypts only once at least
-    /// `n − t + 1` are).
+    /// `k = n − f` are: [`crate::Committee::close_shares`]).
     pub fn noise_posted(&self, query: &str) -> usize {
         self.charges.charge(query).map_or(0, |r| r.noise_from.len())
     }

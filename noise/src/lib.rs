@@ -2,8 +2,9 @@
 //!
 //! Distributed differential privacy for MedTech Chain: every committee member adds an exactly
 //! sampled integer noise share to the encrypted aggregate *before* partial decryption, calibrated
-//! so that the shares of any `n − t + 1` honest members already give the stated guarantee even if
-//! the other `t − 1` collude.
+//! so that the shares of any `m = n − f − t + 1` honest members already give the stated guarantee
+//! even if `t − 1` collude and the close omits the shares of `f` members that are down
+//! ([`Committee`]: a close lists at least `k = n − f` shares).
 //!
 //! * [`samplers`] — exact integer samplers (CKS20) over a caller-supplied CSPRNG.
 //! * [`mechanism`] — the distributed discrete Laplace (default), discrete Gaussian and binomial

@@ -1,6 +1,7 @@
 //! Distributed mechanisms: what each committee member adds, so that the noise of any
-//! `m = n − t + 1` members already protects the release, even if the other `t − 1` collude
-//! (drop, reveal or subtract their own shares).
+//! `m = n − f − t + 1` members already protects the release, even if `t − 1` collude (drop,
+//! reveal or subtract their own shares) and the close omits the shares of `f` members that are
+//! down ([`Committee`]).
 //!
 //! * **Discrete Laplace, pure ε-DP (default).** `q = exp(−ε/Δ₁)`. Each member adds
 //!   `Pólya(1/m, q) − Pólya(1/m, q)`. Pólya(r, q) is infinitely divisible — the sum of `m`
@@ -50,28 +51,74 @@ impl Micros {
 }
 
 /// Committee shape for noise calibration.
+///
+/// A close may omit the noise shares of up to `f` members that are down (`f` is the
+/// committee's *close tolerance*, `0 ≤ f ≤ n − t`), so a close must list at least
+/// `k = n − f` shares ([`Committee::close_shares`]). Up to `t − 1` of those can be the
+/// colluders' own, which they subtract, so each share is calibrated for
+/// `m = k − (t − 1) = n − f − t + 1` honest shares ([`Committee::honest_shares`]). These two
+/// are the only definitions of `k` and `m`: the ledger's close rule, the node's close and the
+/// calibration all call them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committee {
     /// Members n.
     pub members: u16,
     /// Decryption threshold t.
     pub threshold: u16,
+    /// Close tolerance f: members whose noise shares a close may omit.
+    pub close_tolerance: u16,
 }
 
+/// The close tolerance of a committee that does not set one: one member may be down at the
+/// close, clamped to `n − t`.
+pub const DEFAULT_CLOSE_TOLERANCE: u16 = 1;
+
 impl Committee {
-    /// Validates `1 ≤ t ≤ n`.
+    /// Validates `1 ≤ t ≤ n`; the close tolerance is the default
+    /// ([`DEFAULT_CLOSE_TOLERANCE`] clamped to `n − t`).
     pub fn new(members: u16, threshold: u16) -> Result<Self> {
+        Self::with_close_tolerance(members, threshold, None)
+    }
+
+    /// Validates `1 ≤ t ≤ n` and `0 ≤ f ≤ n − t` for `close_tolerance = Some(f)`; `None` takes
+    /// the default ([`DEFAULT_CLOSE_TOLERANCE`] clamped to `n − t`).
+    pub fn with_close_tolerance(
+        members: u16,
+        threshold: u16,
+        close_tolerance: Option<u16>,
+    ) -> Result<Self> {
         if members == 0 || threshold == 0 || threshold > members {
             return Err(Error::InvalidParameter(format!(
                 "committee n = {members}, t = {threshold}"
             )));
         }
-        Ok(Committee { members, threshold })
+        let spare = members - threshold;
+        let close_tolerance = match close_tolerance {
+            None => DEFAULT_CLOSE_TOLERANCE.min(spare),
+            Some(f) if f <= spare => f,
+            Some(f) => {
+                let why = format!("close tolerance f = {f} is above n − t = {spare}");
+                return Err(Error::InvalidParameter(why));
+            }
+        };
+        Ok(Committee {
+            members,
+            threshold,
+            close_tolerance,
+        })
     }
 
-    /// `m = n − t + 1`: shares guaranteed to come from honest members when `t − 1` collude.
+    /// `k = n − f`: the fewest noise shares a close may list.
+    pub fn close_shares(&self) -> u32 {
+        u32::from(self.members.saturating_sub(self.close_tolerance))
+    }
+
+    /// `m = k − (t − 1) = n − f − t + 1`: shares guaranteed to come from honest members in a
+    /// close of at least `k` shares when `t − 1` collude (at least 1, since `f ≤ n − t`).
     pub fn honest_shares(&self) -> u32 {
-        u32::from(self.members - self.threshold) + 1
+        (self.close_shares() + 1)
+            .saturating_sub(u32::from(self.threshold))
+            .max(1)
     }
 }
 
@@ -466,6 +513,29 @@ mod tests {
             );
             assert!(dlap_sum_chernoff(x, 1.0, 0.05).unwrap() >= closed);
         }
+    }
+
+    #[test]
+    fn a_close_needs_n_minus_f_shares_and_each_share_is_calibrated_for_the_honest_rest() {
+        // Default f = 1 clamped to n − t: (n, t) → (k, m).
+        for (n, t, k, m) in [
+            (3u16, 2u16, 2u32, 1u32),
+            (5, 3, 4, 2),
+            (7, 4, 6, 3),
+            (3, 3, 3, 1),
+        ] {
+            let c = Committee::new(n, t).unwrap();
+            assert_eq!((c.close_shares(), c.honest_shares()), (k, m), "n={n} t={t}");
+            // Up to t − 1 of the k listed shares may be the colluders': m honest remain.
+            assert_eq!(c.close_shares() - (u32::from(t) - 1), c.honest_shares());
+        }
+        // Every f from 0 to n − t, and nothing above.
+        for f in 0..=2u16 {
+            let c = Committee::with_close_tolerance(5, 3, Some(f)).unwrap();
+            assert_eq!(c.close_shares(), 5 - u32::from(f));
+            assert_eq!(c.honest_shares(), 3 - u32::from(f));
+        }
+        assert!(Committee::with_close_tolerance(5, 3, Some(3)).is_err());
     }
 
     fn spec(mechanism: Mechanism, sensitivity: u64) -> ShareSpec {

@@ -175,7 +175,8 @@ fn display_clamping_does_not_touch_the_stored_value() {
 
 #[test]
 fn noise_scale_per_epsilon_is_as_documented() {
-    // docs/privacy.md's table: std of the discrete Laplace from m = 3 honest shares.
+    // docs/privacy.md's table: std of the discrete Laplace from the m honest shares (n = 5,
+    // t = 3, default f = 1: m = 2).
     for (eps, want) in [
         (100_000u64, 14.1f64),
         (1_000_000, 1.357),
@@ -190,7 +191,8 @@ fn noise_scale_per_epsilon_is_as_documented() {
             1,
         )
         .unwrap();
-        let sd = p.outputs[0].share.variance(3).sqrt();
+        let share = p.outputs[0].share;
+        let sd = share.variance(share.committee().honest_shares()).sqrt();
         assert!(
             (sd - want).abs() / want < 0.02,
             "ε = {}: σ = {sd}",

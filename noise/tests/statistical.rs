@@ -11,9 +11,16 @@ use rand_core::SeedableRng;
 
 const N: usize = 200_000;
 
-/// The distributed discrete-Laplace share spec for an n/t committee at ε (millionths), Δ.
+/// The distributed discrete-Laplace share spec for an n/t committee at ε (millionths), Δ, with
+/// close tolerance f = 0 (every close lists all n shares; m = n − t + 1), the sampler tests'
+/// reference shape.
 fn dlap(n: u16, t: u16, epsilon: u64, sensitivity: u64) -> ShareSpec {
-    let c = Committee::new(n, t).unwrap();
+    dlap_f(n, t, Some(0), epsilon, sensitivity)
+}
+
+/// As [`dlap`], with close tolerance `f` (`None`: the default).
+fn dlap_f(n: u16, t: u16, f: Option<u16>, epsilon: u64, sensitivity: u64) -> ShareSpec {
+    let c = Committee::with_close_tolerance(n, t, f).unwrap();
     ShareSpec::new(
         Mechanism::DiscreteLaplace {
             epsilon: Micros(epsilon),
@@ -230,6 +237,32 @@ fn colluders_removing_t_minus_1_shares_leave_exact_discrete_laplace() {
 }
 
 #[test]
+fn colluders_in_a_close_of_n_minus_f_shares_leave_exact_discrete_laplace() {
+    // Default f = 1: a close lists k = n − 1 shares (one member down); t − 1 colluders among
+    // them subtract theirs, leaving m = n − t honest shares, which must be exactly DLap(q).
+    for (n, t, seed) in [(3u16, 2u16, 21u64), (5, 3, 22), (7, 4, 23)] {
+        let spec = dlap_f(n, t, None, 400_000, 1);
+        let c = spec.committee();
+        let k = c.close_shares() as usize;
+        assert_eq!(k, usize::from(n) - 1);
+        let mut r = rng(seed);
+        let xs: Vec<i128> = (0..N)
+            .map(|_| {
+                let listed: Vec<i128> =
+                    (0..k).map(|_| spec.sample_share(&mut r).unwrap()).collect();
+                listed[usize::from(t) - 1..].iter().sum()
+            })
+            .collect();
+        chi_square(
+            &xs,
+            dlap_pmf((-0.4f64).exp()),
+            (-60, 60),
+            &format!("{n}/{t}: honest rest of a close of k = {k} shares"),
+        );
+    }
+}
+
+#[test]
 fn all_n_shares_sum_to_the_wider_polya_difference() {
     // The full sum of n = 5 shares (m = 3) is the difference of two Pólya(5/3, q).
     let spec = dlap(5, 3, 700_000, 1);
@@ -240,8 +273,8 @@ fn all_n_shares_sum_to_the_wider_polya_difference() {
 
 #[test]
 fn discrete_gaussian_share_matches_its_pmf() {
-    // n = 5, t = 3 (m = 3), ρ = 0.05, Δ = 1: σ² = 1/(2·0.05·3) = 10/3.
-    let c = Committee::new(5, 3).unwrap();
+    // n = 5, t = 3, f = 0 (m = 3), ρ = 0.05, Δ = 1: σ² = 1/(2·0.05·3) = 10/3.
+    let c = Committee::with_close_tolerance(5, 3, Some(0)).unwrap();
     let spec = ShareSpec::new(
         Mechanism::DiscreteGaussian {
             rho: Micros(50_000),

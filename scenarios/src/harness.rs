@@ -50,6 +50,9 @@ pub struct Options {
     pub members: usize,
     /// Threshold t.
     pub threshold: u16,
+    /// Close tolerance f: members whose noise shares a close may omit (`None`: the default,
+    /// 1 clamped to `n − t`). A scenario with more members down at a close needs more.
+    pub close_tolerance: Option<u16>,
     /// Paillier modulus bits (512 keeps a scenario to seconds on two cores).
     pub bits: u32,
     /// Devices per hospital (hospital `i` gets `devices + 25·i`, so totals differ).
@@ -67,6 +70,7 @@ impl Default for Options {
         Options {
             members: 5,
             threshold: 3,
+            close_tolerance: None,
             bits: 512,
             devices: 150,
             noise: NoiseMode::Calibrated,
@@ -124,6 +128,7 @@ impl Committee {
             dealer::generate(opts.bits, opts.members as u16, opts.threshold, &mut rng)?;
         let mut lo = LocalOptions::new(opts.members, usize::from(opts.threshold), ORIGIN);
         lo.cosign_every = Some(Duration::from_secs(1));
+        lo.close_tolerance = opts.close_tolerance;
         let ledger = LocalCommittee::start(lo, &dir.path().join("ledger"), &mut OsRng).await?;
         let members: Vec<String> = ledger.members.iter().map(|m| m.name.clone()).collect();
         let view = CommitteeView {
@@ -131,6 +136,7 @@ impl Committee {
             threshold: opts.threshold,
             key: Arc::new(key),
             platform: Arc::new(Platform::new(&members)),
+            close_tolerance: opts.close_tolerance,
         };
         let mut stores = Vec::new();
         let mut data = Vec::new();
@@ -488,4 +494,73 @@ pub fn values(r: &Release) -> Vec<i128> {
         QueryResult::GroupedCount(v) => v.iter().map(|x| x.value).collect(),
         QueryResult::Average { sum, count, .. } => vec![sum.value, count.value],
     }
+}
+
+/// The exact pmf of `A − B` for independent `A, B ~ Pólya(r, q)` (negative binomial with
+/// `P(A = k) = Γ(k + r)/(Γ(r)·k!)·(1 − q)^r·q^k`): the sum of `s` discrete-Laplace shares each
+/// calibrated for `m` honest shares is this with `r = s/m` (`r = 1`: exactly DLap(q)).
+pub fn polya_difference_pmf(r: f64, q: f64) -> impl Fn(i128) -> f64 {
+    // Pólya(r, q) until the remaining tail is below 1e-15 (the term ratio q(k + r)/(k + 1)
+    // decreases once below 1, so the tail after a term is at most term·ratio/(1 − ratio)).
+    let mut a = vec![(1.0 - q).powf(r)];
+    loop {
+        let k = (a.len() - 1) as f64;
+        let ratio = q * (k + r) / (k + 1.0);
+        let last = a[a.len() - 1];
+        if (ratio < 1.0 && last * ratio / (1.0 - ratio) < 1e-15) || a.len() > 1_000_000 {
+            break;
+        }
+        a.push(last * ratio);
+    }
+    move |z: i128| {
+        let shift = z.unsigned_abs() as usize; // symmetric
+        a.iter()
+            .zip(a.iter().skip(shift))
+            .map(|(pb, pa)| pa * pb)
+            .sum()
+    }
+}
+
+/// Pearson's χ² of `samples` against the symmetric pmf `pmf` on `|Z|`: bins `|Z| = 0, 1, …`
+/// merged until each expects at least 5, the tail folded into the last. Returns the statistic
+/// and whether it is below the `1 − 10⁻⁶` quantile (Wilson–Hilferty), so that a correct
+/// distribution fails once in a million runs while a wrong calibration fails reliably.
+pub fn chi_square_abs(samples: &[i128], pmf: impl Fn(i128) -> f64) -> (f64, usize, bool) {
+    let n = samples.len() as f64;
+    let mut bins: Vec<(f64, f64)> = Vec::new(); // (expected, observed)
+    let mut edges: Vec<u128> = Vec::new(); // first |Z| of each bin
+    let (mut e, mut start, mut covered) = (0.0, 0u128, 0.0);
+    for z in 0u128.. {
+        let p = if z == 0 { pmf(0) } else { 2.0 * pmf(z as i128) };
+        e += p * n;
+        covered += p;
+        if e >= 5.0 {
+            bins.push((e, 0.0));
+            edges.push(start);
+            start = z + 1;
+            e = 0.0;
+        }
+        if (1.0 - covered) * n < 5.0 || z > 1_000_000 {
+            break;
+        }
+    }
+    if bins.is_empty() {
+        bins.push((0.0, 0.0));
+        edges.push(0);
+    }
+    // The tail beyond the last edge joins the last bin.
+    if let Some(last) = bins.last_mut() {
+        last.0 += (1.0 - covered).max(0.0) * n + e;
+    }
+    for s in samples {
+        let a = s.unsigned_abs();
+        let i = edges.partition_point(|&lo| lo <= a).saturating_sub(1);
+        bins[i].1 += 1.0;
+    }
+    let stat: f64 = bins.iter().map(|(e, o)| (o - e).powi(2) / e).sum();
+    let df = bins.len().saturating_sub(1).max(1);
+    let d = df as f64;
+    let z = 4.753_424_3; // the 1 − 10⁻⁶ normal quantile
+    let critical = d * (1.0 - 2.0 / (9.0 * d) + z * (2.0 / (9.0 * d)).sqrt()).powi(3);
+    (stat, df, stat < critical)
 }

@@ -14,7 +14,7 @@
 //!    exceed its limit.
 //! 5. **No result is released without t valid partial decryptions**: every `ReleaseResult`
 //!    is audited independently ([`Verifier::audit_release`]): the closed set's ciphertexts and
-//!    range proofs verify, it holds at least `n − t + 1` noise shares, the aggregate is
+//!    range proofs verify, it holds at least `k = n − f` noise shares, the aggregate is
 //!    recomputed, every partial posted before the release is verified, and the release equals
 //!    the combination of at least `t` valid ones.
 //! 6. Culprits named on the ledger are collected for the scenario to compare with the

@@ -18,7 +18,7 @@ use medtech_federation::sim::SimCommittee;
 use medtech_ledger::entry::Kind;
 use medtech_noise::commitment::encrypt_shares;
 use medtech_protos::ledger::v1 as pb;
-use medtech_scenarios::harness::{query, values};
+use medtech_scenarios::harness::{polya_difference_pmf, query, values};
 use medtech_threshold::{dealer, Ciphertext, KeyShare, SlotLayout};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, SeedableRng};
@@ -49,6 +49,7 @@ fn setup(seed: u64) -> Setup {
         threshold: T,
         key: Arc::new(key),
         platform: Arc::new(Platform::new(&names())),
+        close_tolerance: None,
     };
     let data: Vec<Vec<Device>> = names()
         .iter()
@@ -139,14 +140,16 @@ fn colluding_t_minus_1_members_cannot_remove_the_honest_noise_from_a_release() {
     let samples = residuals.len() as f64;
     assert_eq!(residuals.len(), QUERIES * 56);
     eprintln!("q = {q:.3}");
-    // n − t + 1 = 3 honest shares, each the difference of two Pólya(1/3, q): their sum is
-    // exactly discrete Laplace(q), P(Z = z) = (1 − q)/(1 + q)·q^|z|. Chi-square on |Z| in
-    // {0, 1, 2, 3, ≥ 4} (4 degrees of freedom).
-    let p0 = (1.0 - q) / (1.0 + q);
+    // The close lists all n shares, n − t + 1 = 3 of them honest, each the difference of two
+    // Pólya(1/m, q) with m = n − f − t + 1 = 2 (default f = 1): their sum is exactly the
+    // difference of two Pólya(3/m, q), at least the discrete Laplace(q) that ε promises.
+    // Chi-square on |Z| in {0, 1, 2, 3, ≥ 4} (4 degrees of freedom).
+    let m = share_spec.committee().honest_shares();
+    let pmf = polya_difference_pmf(3.0 / f64::from(m), q);
     let mut expected: Vec<f64> = (0..4)
-        .map(|k| if k == 0 { p0 } else { 2.0 * p0 * q.powi(k) })
+        .map(|k| if k == 0 { pmf(0) } else { 2.0 * pmf(k) })
         .collect();
-    expected.push(2.0 * q.powi(4) / (1.0 + q));
+    expected.push(1.0 - expected.iter().sum::<f64>());
     let mut observed = [0f64; 5];
     for r in &residuals {
         observed[(r.unsigned_abs() as usize).min(4)] += 1.0;
@@ -162,7 +165,7 @@ fn colluding_t_minus_1_members_cannot_remove_the_honest_noise_from_a_release() {
         "residuals are not the calibrated noise: χ² = {chi2:.1}, observed {observed:?}, expected {:?}",
         expected.iter().map(|p| p * samples).collect::<Vec<_>>()
     );
-    // And in particular not smaller: the variance is that of n − t + 1 honest shares (the
+    // And in particular not smaller: the variance is that of the 3 honest shares (the
     // sample variance of 224 discrete-Laplace values has a relative spread of about 15%;
     // the bounds are four of those away).
     let mean = residuals.iter().sum::<i128>() as f64 / samples;

@@ -15,7 +15,14 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_completes_with_n_minus_t_members_down_and_says_who_contributed() {
-    let mut c = Committee::start(Options::exact()).await.unwrap();
+    // Closing with only t members' noise shares needs close tolerance f = n − t (every share
+    // then calibrated as a full noise draw).
+    let mut c = Committee::start(Options {
+        close_tolerance: Some(2),
+        ..Options::exact()
+    })
+    .await
+    .unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     // n − t = 2 members down for the whole query.
     c.kill(3).await.unwrap();
@@ -77,7 +84,13 @@ async fn the_raft_leader_killed_mid_query_loses_nothing_and_charges_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_minority_cannot_write_and_catches_up_after_healing() {
-    let c = Committee::start(Options::exact()).await.unwrap();
+    // The majority closes with its own t noise shares: close tolerance f = n − t.
+    let c = Committee::start(Options {
+        close_tolerance: Some(2),
+        ..Options::exact()
+    })
+    .await
+    .unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     // Cut {d, e} off from {a, b, c}; the majority elects a leader among itself.
     c.partition(&[3, 4]);

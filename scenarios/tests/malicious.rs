@@ -84,7 +84,14 @@ async fn an_out_of_range_contribution_is_named_and_left_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_or_copied_noise_share_is_named_and_the_release_keeps_the_honest_noise() {
-    let mut c = Committee::start(Options::exact()).await.unwrap();
+    // Two bad noise shares leave three valid ones: a close of n − t + 1 shares needs close
+    // tolerance f = n − t (each share then calibrated for one honest share).
+    let mut c = Committee::start(Options {
+        close_tolerance: Some(2),
+        ..Options::exact()
+    })
+    .await
+    .unwrap();
     c.register(0, "alice", 10.0, 100.0).await.unwrap();
     let first = c
         .submit(0, "alice", &query(QueryKind::Count, None))
@@ -115,8 +122,8 @@ async fn a_replayed_or_copied_noise_share_is_named_and_the_release_keeps_the_hon
         .await
         .unwrap();
     let r = released(c.wait(&id, WAIT).await.unwrap()).unwrap();
-    // The release carries exactly the three honest shares: n − t + 1, what the calibration
-    // needs when t − 1 members collude.
+    // The release carries exactly the three honest shares: k = n − f, what the calibration
+    // (f = 2) needs when t − 1 members collude.
     assert_eq!(r.noise_from, c.view.members[..3].to_vec());
     assert_eq!(r.contributors.len(), 5);
     assert_eq!(values(&r), vec![c.count_of(&r.contributors)]);

@@ -27,7 +27,6 @@ use super::{parse_json, read_body, ApiError, ApiState};
 use crate::data::ingest::{self, Format};
 use crate::node::QueryInfo;
 use crate::protocol::{budget_entry, submit_entry, Outcome, DATASET};
-use crate::query::Compiled;
 
 type S = State<Arc<ApiState>>;
 type ApiResult = Result<Response, ApiError>;
@@ -418,7 +417,9 @@ pub(crate) async fn submit_core(
     user: &auth::Claims,
     spec: crate::query::QuerySpec,
 ) -> Result<Value, ApiError> {
-    let compiled = Compiled::new(spec, &api.view.platform, api.view.n(), api.view.threshold)
+    let compiled = api
+        .view
+        .compile_query(spec)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0))?;
     let mut id = [0u8; 8];
     OsRng.fill_bytes(&mut id);

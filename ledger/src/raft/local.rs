@@ -35,6 +35,8 @@ pub struct LocalOptions {
     pub backend: crate::backend::Backend,
     /// Spill the state's per-query records (see [`NodeConfig::state_spill`]).
     pub state_spill: bool,
+    /// The genesis committee's close tolerance (`None`: the default).
+    pub close_tolerance: Option<u16>,
 }
 
 impl LocalOptions {
@@ -48,6 +50,7 @@ impl LocalOptions {
             cosign_every: None,
             backend: crate::backend::Backend::default(),
             state_spill: false,
+            close_tolerance: None,
         }
     }
 }
@@ -165,6 +168,7 @@ impl LocalCommittee {
             cosign_every,
             backend,
             state_spill,
+            close_tolerance,
         } = opts;
         let origin = origin.as_str();
         let ca = CommitteeCa::generate("MedTech Chain committee CA")?;
@@ -178,6 +182,7 @@ impl LocalCommittee {
         let mut genesis =
             CommitteeConfig::new(members.iter().map(|m| m.key().identity()).collect(), t, 0);
         genesis.endpoints = members.iter().map(LocalMember::endpoint).collect();
+        genesis.close_tolerance = close_tolerance;
         genesis.validate().map_err(Error::Config)?;
         let committee = members.iter().map(|m| (m.id, m.committee_node())).collect();
         let mut c = LocalCommittee {

@@ -562,13 +562,15 @@ impl NodeHandle {
             .filter_map(|s| l.state().checkpoint(s))
             .filter(|c| c.valid_signers(&g.members).len() >= g.threshold)
             .collect();
-        Ok(crate::export::LedgerExport::new(
+        let mut export = crate::export::LedgerExport::new(
             &self.0.origin,
             g.threshold,
             &g.members,
             &entries,
             &checkpoints,
-        ))
+        );
+        export.close_tolerance = g.close_tolerance;
+        Ok(export)
     }
 
     /// Reports a checkpoint of this ledger seen elsewhere (an auditor's copy, a Fabric anchor,
