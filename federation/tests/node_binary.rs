@@ -319,10 +319,9 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
     .await;
     // All three (the dataset's budget, alice's registration and her budget) loosen a privacy
     // limit: pending until t = 2 members post them; b approves.
-    let approved =
-        client::approve_pending(members[1].api, &admins[1], 3, Duration::from_secs(30))
-            .await
-            .unwrap();
+    let approved = client::approve_pending(members[1].api, &admins[1], 3, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(approved, 3);
     let alice = client::first_login(
         members[0].api,

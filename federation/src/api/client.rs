@@ -261,7 +261,14 @@ pub async fn approve_pending(
 ) -> std::io::Result<usize> {
     let until = std::time::Instant::now() + wait;
     loop {
-        let r = json(addr, "GET", "/api/v1/changes/pending", Some(token), &Value::Null).await?;
+        let r = json(
+            addr,
+            "GET",
+            "/api/v1/changes/pending",
+            Some(token),
+            &Value::Null,
+        )
+        .await?;
         if r.status != 200 {
             return Err(std::io::Error::other(format!(
                 "pending changes: {} {}",
