@@ -79,6 +79,7 @@ mod field;
 mod key;
 mod message;
 mod modulus;
+mod pedersen;
 mod product;
 pub mod reshare;
 pub mod sim;
