@@ -151,7 +151,10 @@ impl Group {
     }
 
     /// A uniform blinding value in `[0, P)`.
-    pub(super) fn random_blinding<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R) -> SecretInt {
+    pub(super) fn random_blinding<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+    ) -> SecretInt {
         SecretInt::new(Int::random_below(rng, &self.p))
     }
 
@@ -210,10 +213,9 @@ impl Group {
 /// and is reported as an error rather than a panic).
 pub(super) fn group() -> Result<&'static Group> {
     static GROUP: OnceLock<Option<Group>> = OnceLock::new();
-    GROUP
-        .get_or_init(Group::new)
-        .as_ref()
-        .ok_or_else(|| Error::KeyGenerationFailed("the Pedersen group constants are invalid".into()))
+    GROUP.get_or_init(Group::new).as_ref().ok_or_else(|| {
+        Error::KeyGenerationFailed("the Pedersen group constants are invalid".into())
+    })
 }
 
 #[cfg(test)]
@@ -240,7 +242,10 @@ mod tests {
             assert_eq!(x.pow_mod(gp.order(), gp.modulus()), Int::one());
         }
         assert_ne!(gp.g, gp.h);
-        assert!(!gp.contains(&gp.modulus().sub(&Int::one())), "−1 is not a square mod R");
+        assert!(
+            !gp.contains(&gp.modulus().sub(&Int::one())),
+            "−1 is not a square mod R"
+        );
         assert!(!gp.contains(&Int::zero()) && !gp.contains(gp.modulus()));
     }
 
@@ -266,7 +271,10 @@ mod tests {
             assert_eq!(gp.committed_at(&cs, j), gp.commit_public(&x, b.expose()));
         }
         // Com(x1, r1)·Com(x2, r2) = Com(x1 + x2, r1 + r2 mod P).
-        let (a, b) = (SecretInt::new(Int::from_i64(-3)), SecretInt::new(Int::from_i64(10)));
+        let (a, b) = (
+            SecretInt::new(Int::from_i64(-3)),
+            SecretInt::new(Int::from_i64(10)),
+        );
         let (ra, rb) = (gp.random_blinding(&mut rng), gp.random_blinding(&mut rng));
         let sum = gp.combine([&gp.commit(&a, &ra), &gp.commit(&b, &rb)]);
         let r = ra.expose().add(rb.expose()).rem_euclid(gp.order());
