@@ -166,7 +166,7 @@ impl Parameters {
         // of that split in halves keeps memory flat and rarely wastes a round.
         let h = f64::from(bits / 2) * core::f64::consts::LN_2 / 2.0;
         let batch = ((h * h / 2.0) as usize).clamp(256, 1 << 15);
-        Ok(Parameters {
+        let params = Parameters {
             bits,
             parties,
             threshold,
@@ -174,7 +174,11 @@ impl Parameters {
             batch,
             biprime_reps: DEFAULT_BIPRIME_REPS,
             insecure_reps: false,
-        })
+        };
+        // The key stage's committed integers must fit the Pedersen group twice over
+        // (docs/dkg.md, "Break 1"): refused here, not after the modulus stage.
+        product::check_group_fits(&Setup::new(&params))?;
+        Ok(params)
     }
 
     /// The repetitions the soundness target requires with `batch` candidates per batch:

@@ -472,7 +472,8 @@ mod tests {
     /// between it and `W_j` is the cross-group proof. A product party that publishes
     /// `y' = x'·B(j) + R(j)` for `x' = F(j) + 1` — consistent in `Z*_{N²}` (`W_j = B_j^(x')`
     /// holds), with the true opening of `A_j` — must be named: `A_j` does not commit to `x'`.
-    /// (Confirmed failing with the `G_P` equation of `verify` removed: the proof then verifies.)
+    /// (Confirmed failing with the `G_P` side of the proof removed — `T₁` fixed to 1 in `prove`
+    /// and `verify`: the shifted proof then verifies.)
     #[test]
     fn shifted_k2_value_is_named() {
         let fx = fixture(11);
@@ -500,6 +501,61 @@ mod tests {
         ints[3] = ints[3].add(pedersen::group().unwrap().order());
         let e = fx.verify(&fx.message(ints)).unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
+    }
+
+    /// The soundness argument needs `|Δz| < P/2`: parameters whose K2 responses do not fit
+    /// the 4095-bit group order twice over are refused up front, before any modulus work.
+    #[test]
+    fn parameters_too_large_for_the_pedersen_group_are_refused() {
+        let ok = Parameters::new(2048, 5, 3, [1; 32]).unwrap();
+        let setup = Setup::new(&ok);
+        let gp = check_group_fits(&setup).unwrap();
+        assert!(response_bits(&setup) + 2 < gp.order().bits());
+        let e = Parameters::new(4096, 5, 3, [1; 32]).unwrap_err();
+        assert!(e.to_string().contains("Pedersen"), "{e}");
+    }
+
+    /// Cost of the `G_P` side at the real sizes, beside a same-run 2048-bit baseline (a
+    /// measurement, not a check: run with `--ignored --nocapture`).
+    #[test]
+    #[ignore = "measurement"]
+    fn measure_cross_group_proof() {
+        use std::time::Instant;
+        let gp = pedersen::group().unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        // An odd 2048-bit modulus (its factorisation does not change the cost of a power).
+        let n = Int::one()
+            .shl(2046)
+            .add(&Int::random_bits(&mut rng, 2046))
+            .mul_u64(2)
+            .add(&Int::one());
+        assert_eq!(n.bits(), 2048);
+        let reps = 10u32;
+        let base = Int::random_below(&mut rng, &n);
+        let e = SecretInt::new(Int::random_bits(&mut rng, 2048));
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = base.pow_mod_secret(&e, &n);
+        }
+        let baseline = t.elapsed() / reps;
+        let x = SecretInt::new(Int::random_bits(&mut rng, 2470));
+        let t = Instant::now();
+        for _ in 0..reps {
+            let _ = gp.pow_g_secret(&x);
+        }
+        let gp_pow = t.elapsed() / reps;
+        let fx = fixture(15);
+        let t = Instant::now();
+        let ints = fx.prove(&fx.x, &fx.y, 16);
+        let prove = t.elapsed();
+        let t = Instant::now();
+        fx.verify(&fx.message(ints)).unwrap();
+        let verify = t.elapsed();
+        println!(
+            "2048-bit modexp (2048-bit secret exponent, mod N): {baseline:?}; \
+             G_P g^x (2470-bit secret x, mod R): {gp_pow:?}; \
+             cross-group K2 proof at 512-bit N: prove {prove:?}, verify {verify:?}"
+        );
     }
 
     proptest! {
