@@ -834,6 +834,35 @@ mod tests {
         }
     }
 
+    /// The φ sharing's Pedersen layer names its dealer: a wrong blinding share (party 2 to
+    /// party 3), and a φ commitment that is not an element of `G_P` (party 1 republishing a
+    /// `Z*_{N²}`-style value `R − 1`, a non-residue mod `R`), each abort the run with the dealer
+    /// as the only culprit.
+    #[test]
+    fn pedersen_layer_names_a_dealer_with_a_wrong_blinding_or_commitment() {
+        let mut wrong_blinding = |m: &mut Message| {
+            if m.round == Round::KeyShares && m.from.0 == 2 && m.to == Some(crate::PartyIndex(3)) {
+                m.ints[3] = m.ints[3].add(&Int::one());
+            }
+        };
+        let e = run_in_process(&params(32), rngs(3200), Some(&mut wrong_blinding)).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
+        assert!(e.to_string().contains("Pedersen"), "{e}");
+
+        let r_minus_one = super::super::pedersen::group()
+            .unwrap()
+            .modulus()
+            .sub(&Int::one());
+        let mut outside = |m: &mut Message| {
+            if m.round == Round::KeyShares && m.from.0 == 1 && m.to.is_none() {
+                m.ints[0] = r_minus_one.clone();
+            }
+        };
+        let e = run_in_process(&params(33), rngs(3300), Some(&mut outside)).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(1)], "{e}");
+        assert!(e.to_string().contains("G_P"), "{e}");
+    }
+
     /// Issue 25, break 1: a reader of the broadcasts must not learn φ(N). Failed (the attack
     /// factored N) while K1 published `Z*_{N²}` Feldman commitments to the φ sharing; passes
     /// since they are Pedersen commitments in `G_P` (docs/dkg.md, "Break 1").
