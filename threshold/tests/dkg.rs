@@ -730,7 +730,10 @@ fn biprime_soundness_parameters() {
         ),
         (150, 64, 4, 128)
     );
-    for bits in [512u32, 1024, 2048, 3072, 4096] {
+    // 4096-bit moduli are refused: their key-stage integers do not fit the Pedersen group
+    // twice over (docs/dkg.md, "Break 1 closed").
+    assert!(Parameters::new(4096, 5, 3, [1; 32]).is_err());
+    for bits in [512u32, 1024, 2048, 3072] {
         let p = Parameters::new(bits, 5, 3, [1; 32]).unwrap();
         // r ≥ 128 + log2(B_max · max tested moduli per run), a run testing at most one modulus
         // per candidate of each of its B_max batches.

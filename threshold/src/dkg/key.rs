@@ -1,5 +1,7 @@
-//! The key stage, rounds K1–K3: shares of `d = Δ⁴·φ·β` over the integers with Feldman
-//! commitments in `Z*_{N²}`, the combination constant θ, and the verification keys
+//! The key stage, rounds K1–K4: shares of `d = Δ⁴·φ·β` over the integers — the φ sharing with
+//! Pedersen commitments in `G_P` ([`super::pedersen`]), the β and mask sharings with Feldman
+//! commitments in `Z*_{N²}` — the combination constant θ, the verification keys and the joint
+//! test decryption
 //! (Nishide–Sakurai 2010 §4 with BGW multiplication and integer resharing; the module
 //! documentation of [`crate::dkg`] lists the steps).
 
@@ -8,6 +10,7 @@ use rand_core::{CryptoRng, RngCore};
 use super::field::eval_int;
 use super::message::MAX_INT_BITS;
 use super::modulus::Candidate;
+use super::pedersen;
 use super::product::{self, Bases};
 use super::reshare::committed_at;
 use super::{blame, Ctx, Inbox, Message, Outgoing, Round, State, Transition};
@@ -70,7 +73,10 @@ fn expect_commitments<'m>(m: &'m Message, len: usize, nn: &Int) -> Result<&'m [I
     Ok(c)
 }
 
-/// Starts the key stage once `N` is accepted: sends K1.
+/// Starts the key stage once `N` is accepted: sends K1. The broadcast carries `t` Pedersen
+/// commitments to the `Δφ_i` polynomial (never `v^(Δφ_i)`: issue 25, break 1), then `t`
+/// Feldman commitments for `Δβ_i` and `2t − 1` for the mask; recipient `j` gets
+/// `[f(j), b(j), r(j), b_f(j)]`, `b_f` the φ polynomial's blinding polynomial mod `P`.
 pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     ctx: &Ctx<'_>,
     n: Int,
@@ -80,6 +86,7 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     let setup = ctx.setup;
     let sizes = &setup.sizes;
     let t1 = usize::from(setup.t) - 1;
+    let gp = product::check_group_fits(setup)?;
     let pk = PublicKey::from_modulus(n.clone())?;
     let nn = pk.nn().clone();
     let v = verification_base(&pk);
@@ -106,14 +113,19 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     let b = integer_poly(beta.expose().mul(&setup.delta), t1, sizes.b_coeff, rng);
     let rho = Int::random_bits(rng, sizes.mask_rho).mul(&n);
     let r = integer_poly(rho, 2 * t1, sizes.mask_coeff, rng);
-    let mut commitments = commit(&f, &v, &v_inv, &nn);
+    let (mut commitments, f_blinding) = gp.commit_poly(&f, rng);
     commitments.extend(commit(&b, &v, &v_inv, &nn));
     commitments.extend(commit(&r, &v, &v_inv, &nn));
     let direct = ctx
         .all()
         .map(|j| {
             let mut m = ctx.message(Round::KeyShares, 0, Some(j));
-            m.ints = vec![eval_int(&f, j), eval_int(&b, j), eval_int(&r, j)];
+            m.ints = vec![
+                eval_int(&f, j),
+                eval_int(&b, j),
+                eval_int(&r, j),
+                gp.blinding_at(&f_blinding, j).expose().clone(),
+            ];
             m
         })
         .collect();
@@ -146,16 +158,36 @@ impl Round1 {
         let setup = ctx.setup;
         let t = usize::from(setup.t);
         let nn = self.pk.nn().clone();
+        let gp = product::check_group_fits(setup)?;
+        let share_bound = product::share_bits(setup);
         let commitments = key_commitments(setup, &inbox.broadcasts(ctx.all())?, &nn)?;
         let shares = inbox
             .directs(ctx.all())?
             .into_iter()
-            .map(|m| expect_signed(m, 3).map(|s| (m, s)))
+            .map(|m| expect_signed(m, 4).map(|s| (m, s)))
             .collect::<Result<Vec<_>>>()?;
         let (mut f, mut b, mut r) = (Int::zero(), Int::zero(), Int::zero());
+        let mut opening = Int::zero();
         for ((m, s), c) in shares.iter().zip(&commitments) {
-            let parts = [(&c[..t], "φ"), (&c[t..2 * t], "β"), (&c[2 * t..], "mask")];
-            for (x, (cs, what)) in s.iter().zip(parts) {
+            let (fx, blinding) = (SecretInt::new(s[0].clone()), SecretInt::new(s[3].clone()));
+            if fx.expose().bits() > share_bound
+                || blinding.expose().is_negative()
+                || blinding.expose() >= gp.order()
+            {
+                return Err(blame(
+                    m,
+                    "share of the φ polynomial outside its public bound",
+                ));
+            }
+            if !gp.opens(&gp.committed_at(&c[..t], ctx.me.0), &fx, &blinding) {
+                return Err(blame(
+                    m,
+                    "share of the φ polynomial does not open its Pedersen commitment",
+                ));
+            }
+            opening = opening.add(blinding.expose()).rem_euclid(gp.order());
+            let parts = [(&c[t..2 * t], "β"), (&c[2 * t..], "mask")];
+            for (x, (cs, what)) in s[1..3].iter().zip(parts) {
                 if pow_signed_secret(&self.v, &self.v_inv, x, &nn)
                     != committed_at(cs, ctx.me.0, &nn)
                 {
@@ -172,8 +204,9 @@ impl Round1 {
             r = r.add(&s[2]);
         }
         let (f, b, r) = (SecretInt::new(f), SecretInt::new(b), SecretInt::new(r));
+        let opening = SecretInt::new(opening);
         let h = SecretInt::new(f.expose().mul(b.expose()));
-        let bases = product::bases(setup, &commitments, &nn);
+        let bases = product::bases(setup, &commitments, &nn)?;
         let own = bases.iter().find(|x| x.party() == ctx.me.0);
         let broadcast = match own {
             Some(own) => {
@@ -186,6 +219,7 @@ impl Round1 {
                     &self.v_inv,
                     own,
                     &f,
+                    &opening,
                     &h.expose().add(r.expose()),
                     rng,
                 )?;
@@ -343,15 +377,34 @@ impl Round4 {
 
 // The public computations of the key stage, shared with the transcript verifier.
 
-/// K1: every party's `4t − 1` commitments (φ, β, mask), checked to be units of `Z*_{N²}`.
+/// K1: every party's `4t − 1` commitments: `t` for φ, checked to be elements of `G_P`, then
+/// `t` for β and `2t − 1` for the mask, checked to be units of `Z*_{N²}`.
 pub(super) fn key_commitments<'m>(
     setup: &super::Setup,
     msgs: &[&'m Message],
     nn: &Int,
 ) -> Result<Vec<&'m [Int]>> {
+    let gp = pedersen::group()?;
     let t = usize::from(setup.t);
     msgs.iter()
-        .map(|m| expect_commitments(m, 4 * t - 1, nn))
+        .map(|m| {
+            if m.ints.len() != 4 * t - 1 || !m.small.is_empty() {
+                return Err(blame(
+                    m,
+                    format!("{} integers, expected {}", m.ints.len(), 4 * t - 1),
+                ));
+            }
+            if !m.ints[..t].iter().all(|c| gp.contains(c)) {
+                return Err(blame(m, "φ commitment is not an element of G_P"));
+            }
+            if m.ints[t..]
+                .iter()
+                .any(|x| x.is_negative() || x >= nn || x.is_zero() || x.gcd(nn) != Int::one())
+            {
+                return Err(blame(m, "commitment is not a unit mod N²"));
+            }
+            Ok(m.ints.as_slice())
+        })
         .collect()
 }
 
@@ -632,9 +685,10 @@ mod tests {
     }
 
     fn params(session: u8) -> Parameters {
+        // Few repetitions keep these runs short; soundness is not what they test.
         Parameters::new(512, 3, 2, [session; 32])
             .unwrap()
-            .with_biprime_reps(24)
+            .insecure_with_biprime_reps_for_tests(24)
             .unwrap()
     }
 
@@ -740,9 +794,10 @@ mod tests {
     /// of the summed commitments gives, up to the public power `Δ` — must lie outside the
     /// `1 + N` subgroup (`x mod N ≠ 1`). (The K3 reshare constants multiply to `v^d` by
     /// construction, which the property allows; the K2 bases `A_j` are K1 interpolations.)
-    /// Fails today on the φ family (`v^(Δφ) ≡ 1 mod N`), for both seeds.
+    /// Failed on the φ family (`v^(Δφ) ≡ 1 mod N`), for both seeds, while K1 published Feldman
+    /// commitments `v^(a_k)` to the φ sharing; the φ family is now Pedersen commitments in
+    /// `G_P`, checked here to be group elements.
     #[test]
-    #[ignore = "issue 25 break 1 is open: the K1 φ constants multiply into the 1+N subgroup"]
     fn published_families_stay_outside_the_one_plus_n_subgroup() {
         for (session, seed) in [(30u8, 3000u64), (31, 3100)] {
             let params = params(session);
@@ -757,6 +812,17 @@ mod tests {
                     .filter_map(|m| m.ints.get(at))
                     .fold(Int::one(), |acc, c| acc.mul_mod(c, nn))
             };
+            let gp = super::pedersen::group().unwrap();
+            for m in run
+                .broadcasts
+                .iter()
+                .filter(|m| m.round == Round::KeyShares)
+            {
+                assert!(
+                    m.ints[..t].iter().all(|c| gp.contains(c)),
+                    "φ commitments in G_P"
+                );
+            }
             for (what, at) in [("φ", 0), ("β", t), ("mask", 2 * t)] {
                 let x = product(Round::KeyShares, at);
                 assert_ne!(
@@ -768,11 +834,39 @@ mod tests {
         }
     }
 
-    /// Issue 25, break 1: a reader of the broadcasts must not learn φ(N). Fails on the
-    /// current key stage (the attack factors N); it becomes the regression test once K1 stops
-    /// publishing `Z*_{N²}` Feldman commitments to the φ sharing (docs/dkg.md, "Limits").
+    /// The φ sharing's Pedersen layer names its dealer: a wrong blinding share (party 2 to
+    /// party 3), and a φ commitment that is not an element of `G_P` (party 1 republishing a
+    /// `Z*_{N²}`-style value `R − 1`, a non-residue mod `R`), each abort the run with the dealer
+    /// as the only culprit.
     #[test]
-    #[ignore = "issue 25 break 1 is open: the public transcript factors N (run with --ignored)"]
+    fn pedersen_layer_names_a_dealer_with_a_wrong_blinding_or_commitment() {
+        let mut wrong_blinding = |m: &mut Message| {
+            if m.round == Round::KeyShares && m.from.0 == 2 && m.to == Some(crate::PartyIndex(3)) {
+                m.ints[3] = m.ints[3].add(&Int::one());
+            }
+        };
+        let e = run_in_process(&params(32), rngs(3200), Some(&mut wrong_blinding)).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
+        assert!(e.to_string().contains("Pedersen"), "{e}");
+
+        let r_minus_one = super::super::pedersen::group()
+            .unwrap()
+            .modulus()
+            .sub(&Int::one());
+        let mut outside = |m: &mut Message| {
+            if m.round == Round::KeyShares && m.from.0 == 1 && m.to.is_none() {
+                m.ints[0] = r_minus_one.clone();
+            }
+        };
+        let e = run_in_process(&params(33), rngs(3300), Some(&mut outside)).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(1)], "{e}");
+        assert!(e.to_string().contains("G_P"), "{e}");
+    }
+
+    /// Issue 25, break 1: a reader of the broadcasts must not learn φ(N). Failed (the attack
+    /// factored N) while K1 published `Z*_{N²}` Feldman commitments to the φ sharing; passes
+    /// since they are Pedersen commitments in `G_P` (docs/dkg.md, "Break 1").
+    #[test]
     fn transcript_reader_cannot_factor_n() {
         let params = params(25);
         let run = run_in_process(&params, rngs(2500), None).unwrap();

@@ -44,10 +44,11 @@
 //! `φ₁ = N − p₁ − q₁ + 1`, others `−(p_i + q_i)`) and fresh `β = Σ β_i`:
 //! * K1. Each party shares `Δφ_i` and `Δβ_i` over the integers (degree `t − 1`, coefficients
 //!   `2^128` times larger than what they hide) and a mask with constant `N·ρ_i` (degree
-//!   `2t − 2`), with Feldman commitments `v^(coefficient)` in `Z*_{N²}`; every share is checked
-//!   against its commitments and a bad one names its dealer.
-//! * K2. Parties in `S` publish `F(j)B(j) + R(j)` with a proof that it is the product of their
-//!   committed shares plus the committed mask (module `product`); integer interpolation with `Δ`
+//!   `2t − 2`). The φ sharing is committed with Pedersen commitments in `G_P` (module
+//!   `pedersen`), β and the mask with Feldman commitments `v^(coefficient)` in `Z*_{N²}`;
+//!   every share is checked against its commitments and a bad one names its dealer.
+//! * K2. Parties in `S` publish `F(j)B(j) + R(j)` with a cross-group proof that it is the
+//!   product of their committed shares plus the committed mask (module `product`); integer interpolation with `Δ`
 //!   gives `θ₀ = Δ²φβ mod N`, public. `θ = Δ⁴φβ mod N` must be a unit.
 //! * K3. Degree reduction: each `j ∈ S` reshares `e_j = Δ·λ'_j·F(j)B(j)` (λ' the Δ-scaled
 //!   integer Lagrange coefficient) with degree `t − 1` over the integers and Feldman
@@ -59,8 +60,10 @@
 //!   `c* = (1+N)^(m*)·h_s^(r*)` (`m*`, `r*` hashed from the session and the key); a bad proof
 //!   names its sender, and unless every `t`-subset decrypts `m*` no key is output.
 //!
-//! **Open (issue 25, break 1):** K1's Feldman commitments to the φ sharing let any reader of
-//! the broadcasts compute φ(N) (test `transcript_reader_cannot_factor_n`, ignored until fixed).
+//! **Issue 25, break 1 (closed):** no value published in `Z*_{N²}` has an exponent linear in
+//! φ, so a reader of the broadcasts cannot compute φ(N) (tests
+//! `transcript_reader_cannot_factor_n`, `published_families_stay_outside_the_one_plus_n_subgroup`;
+//! docs/dkg.md, "Break 1 closed").
 //!
 //! What is *not* proven (see docs/dkg.md, "Limits"): that the modulus stage's published product
 //! shares (M2, M4, M9) are the products of the parties' shares. A party
@@ -79,6 +82,7 @@ mod field;
 mod key;
 mod message;
 mod modulus;
+mod pedersen;
 mod product;
 pub mod reshare;
 pub mod sim;
@@ -165,7 +169,7 @@ impl Parameters {
         // of that split in halves keeps memory flat and rarely wastes a round.
         let h = f64::from(bits / 2) * core::f64::consts::LN_2 / 2.0;
         let batch = ((h * h / 2.0) as usize).clamp(256, 1 << 15);
-        Ok(Parameters {
+        let params = Parameters {
             bits,
             parties,
             threshold,
@@ -173,7 +177,11 @@ impl Parameters {
             batch,
             biprime_reps: DEFAULT_BIPRIME_REPS,
             insecure_reps: false,
-        })
+        };
+        // The key stage's committed integers must fit the Pedersen group twice over
+        // (docs/dkg.md, "Break 1"): refused here, not after the modulus stage.
+        product::check_group_fits(&Setup::new(&params))?;
+        Ok(params)
     }
 
     /// The repetitions the soundness target requires with `batch` candidates per batch:

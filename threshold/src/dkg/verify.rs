@@ -165,7 +165,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             .invert(pk.nn())
             .ok_or_else(|| Error::KeyGenerationFailed("verification base is not a unit".into()))?;
         let k1 = key::key_commitments(&setup, &get(Round::KeyShares, 0, &mut (1..=n))?, pk.nn())?;
-        let bases = product::bases(&setup, &k1, pk.nn());
+        let bases = product::bases(&setup, &k1, pk.nn())?;
         let (ys, ws) = product::verify(
             &setup,
             &modulus,
