@@ -286,11 +286,12 @@ echo "every member applied the change: committee epoch 1"
 echo "== load: 4 researchers, 4 queries each, concurrently"
 m a PUT /api/v1/budgets/dataset:federation --token "$A" --data '{"epsilon": 100}' >/dev/null
 declare -a RT
+declare -a PW
 for r in 1 2 3 4; do
-  pw=$(m a POST /api/v1/researchers --token "$A" --data "{\"username\":\"load$r\",\"epsilon_budget\":10}" | json 'd["password"]')
-  RT[$r]=$(signin a "load$r" "$pw")
+  PW[$r]=$(m a POST /api/v1/researchers --token "$A" --data "{\"username\":\"load$r\",\"epsilon_budget\":10}" | json 'd["password"]')
 done
-approve_all
+approve_all # a researcher's token is accepted once the registration applied
+for r in 1 2 3 4; do RT[$r]=$(signin a "load$r" "${PW[$r]}"); done
 stats="/tmp/$P-stats.txt"; : > "$stats"
 ( while :; do docker stats --no-stream --format '{{.Name}} {{.MemUsage}}' $("${DC[@]}" ps -q) >> "$stats" 2>/dev/null; done ) &
 sampler=$!
