@@ -66,10 +66,12 @@
 //! docs/dkg.md, "Break 1 closed").
 //!
 //! What is *not* proven (see docs/dkg.md, "Limits"): that the modulus stage's published product
-//! shares (M2, M4, M9) are the products of the parties' shares. A party
-//! that lies there cannot learn anything more and cannot make a bad modulus pass the
-//! biprimality test except with negligible probability, but it can make a candidate fail
-//! (denial of service) without being named. Every step of the key stage names a liar.
+//! shares (M2, M4, M9) are the products of the parties' shares, nor that the biprimality
+//! values come from the committed `p_i, q_i`. A party that lies in M4 can open a modulus of its
+//! choosing and, by a blind guess of the first repetition, get a factorable one accepted with
+//! probability about 2^−10.5 per run (issue 25, breaks 2a and 2c, open); it can also make a
+//! candidate fail without being named. In the key stage a consistently shifted `φ_i` is refused
+//! by K4 without a culprit; every other deviation names its party.
 //!
 //! [`verify::replay`] checks a key generation offline from its broadcasts alone (a ceremony
 //! transcript). [`reshare`] refreshes the shares of an existing key or moves it to a new committee.
