@@ -53,8 +53,14 @@ pub enum Round {
     GcdShares = 8,
     /// M9 (broadcast): the masked product of the gcd step.
     GcdReveal = 9,
-    /// K1 (direct + broadcast): integer shares of Δφ_i, Δβ_i and a mask, with Feldman
-    /// commitments.
+    /// C1 (direct + broadcast): Pedersen commitments in `G_P` to each dealer's M3 sharings of
+    /// the chosen candidate, and the blinding values at each holder.
+    CertifyCommit = 17,
+    /// C2 (broadcast): each product party's proof that its M4 value is the product of its
+    /// committed shares.
+    CertifyProducts = 18,
+    /// K1 (direct + broadcast): integer shares of Δβ_i and a mask, with Feldman commitments
+    /// (the φ sharing is derived from C1).
     KeyShares = 10,
     /// K2 (broadcast): the masked product that opens θ.
     MaskedProduct = 11,
@@ -71,11 +77,14 @@ pub enum Round {
 }
 
 impl Round {
-    /// Position in protocol order (the wire value doubled, with M5a just before M5b).
+    /// Position in protocol order (the wire value times four, with M5a just before M5b and
+    /// C1, C2 just after M9).
     fn position(self) -> u16 {
         match self {
-            Round::BiprimeFirstCommit => 2 * Round::BiprimeFirst as u16 - 1,
-            r => 2 * r as u16,
+            Round::BiprimeFirstCommit => 4 * Round::BiprimeFirst as u16 - 1,
+            Round::CertifyCommit => 4 * Round::GcdReveal as u16 + 1,
+            Round::CertifyProducts => 4 * Round::GcdReveal as u16 + 2,
+            r => 4 * r as u16,
         }
     }
 
@@ -97,6 +106,8 @@ impl Round {
             13 => Refresh,
             14 => TestDecryption,
             16 => BiprimeFirstCommit,
+            17 => CertifyCommit,
+            18 => CertifyProducts,
             _ => return None,
         })
     }

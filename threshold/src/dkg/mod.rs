@@ -79,6 +79,7 @@
 //! Round state is a type and a transition consumes it; what is sent is a [`Message`]; secret
 //! state (`p_i`, `q_i`, polynomial coefficients, shares) is in zeroize-on-drop integers.
 
+mod certify;
 mod consistency;
 mod field;
 mod key;
@@ -182,7 +183,9 @@ impl Parameters {
         };
         // The key stage's committed integers must fit the Pedersen group twice over
         // (docs/dkg.md, "Break 1"): refused here, not after the modulus stage.
-        product::check_group_fits(&Setup::new(&params))?;
+        let setup = Setup::new(&params);
+        product::check_group_fits(&setup)?;
+        certify::check_group_fits(&setup)?;
         Ok(params)
     }
 
@@ -304,9 +307,8 @@ struct Setup {
     groups: Vec<SieveGroup>,
     /// Primes in `[SIEVE_BOUND, 2^16)` packed into products below 2^64.
     trial_packs: Vec<(u64, Vec<u64>)>,
+    /// The ring of M3's consistency check (above every integer share and product of M3).
     modulus_field: ShareRing,
-    /// Lagrange coefficients at 0 for `S` in `modulus_field`.
-    modulus_lagrange: Vec<Int>,
     gcd_field: ShareRing,
     delta: Int,
     /// The product parties `S = {1, …, 2t − 1}`.
@@ -335,6 +337,14 @@ struct Sizes {
     /// The gcd step: r_i and ρ_i.
     gcd_r: usize,
     gcd_rho: usize,
+    /// M3: coefficients of the `p_i`, `q_i` sharings and the bound on their shares.
+    m_coeff: usize,
+    m_share: usize,
+    /// M3: coefficients of the zero sharing and the bound on its shares.
+    m_zero_coeff: usize,
+    m_zero_share: usize,
+    /// M4: bound on a product party's `y_j = P(j)Q(j) + Z(j)`.
+    m_product: usize,
 }
 
 fn ceil_log2(x: usize) -> usize {
@@ -402,8 +412,16 @@ impl Setup {
         let gcd_product = half + 2 + gcd_r + logn;
         let gcd_rho = gcd_product + STAT_BITS - bits.min(gcd_product) + 2;
         let gcd_field_bits = bits + gcd_rho + logn + 4;
-        let modulus_field = ShareRing::above_power_of_two(bits + 1);
-        let modulus_lagrange = modulus_field.lagrange(&product_parties);
+        // M3's integer sharings (see `certify`): Δp_i < 2^(h + dbits) hidden by coefficients
+        // 2^(spread + λ) times larger; the zero sharing masks every coefficient of P·Q
+        // (t·n²·2^(2·m_coeff)) by 2^λ.
+        let t_bits = |d: usize| ceil_log2(d + 1) + d * ceil_log2(usize::from(n) + 1) + 1;
+        let m_coeff = half + 2 + 2 * dbits + spread + STAT_BITS;
+        let m_share = m_coeff + t_bits(usize::from(t) - 1);
+        let m_zero_coeff = 2 * m_coeff + 2 * logn + ceil_log2(usize::from(t)) + STAT_BITS;
+        let m_zero_share = m_zero_coeff + t_bits(2 * usize::from(t) - 2);
+        let m_product = (2 * (m_share + logn)).max(m_zero_share + logn) + 1;
+        let modulus_field = ShareRing::above_power_of_two((bits + 1).max(m_product + 1));
         Arc::new(Setup {
             params: params.clone(),
             n,
@@ -413,7 +431,6 @@ impl Setup {
             groups,
             trial_packs,
             modulus_field,
-            modulus_lagrange,
             gcd_field: ShareRing::above_power_of_two(gcd_field_bits),
             lagrange127: lagrange127(&product_parties),
             delta,
@@ -429,6 +446,11 @@ impl Setup {
                 share,
                 gcd_r,
                 gcd_rho,
+                m_coeff,
+                m_share,
+                m_zero_coeff,
+                m_zero_share,
+                m_product,
             },
         })
     }
@@ -486,6 +508,8 @@ enum State {
     BiprimeReveal(modulus::RevealRound),
     Gcd(modulus::GcdRound),
     GcdReveal(modulus::GcdRevealRound),
+    CertifyCommit(certify::CommitRound),
+    CertifyProducts(certify::ProductRound),
     Key1(key::Round1),
     Key2(key::Round2),
     Key3(key::Round3),
@@ -599,6 +623,8 @@ impl Party {
             State::BiprimeReveal(_) => Round::BiprimeReveal,
             State::Gcd(_) => Round::GcdShares,
             State::GcdReveal(_) => Round::GcdReveal,
+            State::CertifyCommit(_) => Round::CertifyCommit,
+            State::CertifyProducts(_) => Round::CertifyProducts,
             State::Key1(_) => Round::KeyShares,
             State::Key2(_) => Round::MaskedProduct,
             State::Key3(_) => Round::Reshare,
@@ -618,8 +644,10 @@ impl Party {
             .map(|&p| PartyIndex(p))
             .collect();
         match &self.state {
-            State::Sieve(_) | State::Candidates(_) | State::Gcd(_) => (all.clone(), all),
-            State::Key2(_) => (s, Vec::new()),
+            State::Sieve(_) | State::Candidates(_) | State::Gcd(_) | State::CertifyCommit(_) => {
+                (all.clone(), all)
+            }
+            State::Key2(_) | State::CertifyProducts(_) => (s, Vec::new()),
             State::SieveProducts(_)
             | State::Moduli(_)
             | State::GcdReveal(_)
@@ -646,6 +674,8 @@ impl Party {
             State::BiprimeReveal(s) => s.batch,
             State::Gcd(s) => s.batch,
             State::GcdReveal(s) => s.batch,
+            State::CertifyCommit(s) => s.batch,
+            State::CertifyProducts(s) => s.batch,
             State::Key1(_) | State::Key2(_) | State::Key3(_) | State::Key4(_) => 0,
         }
     }
@@ -713,6 +743,8 @@ impl Party {
             State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::Gcd(s) => s.receive(&ctx, &inbox),
             State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::CertifyCommit(s) => s.receive(&ctx, &inbox, rng),
+            State::CertifyProducts(s) => s.receive(&ctx, &inbox, rng),
             State::Key1(s) => s.receive(&ctx, &inbox, rng),
             State::Key2(s) => s.receive(&ctx, &inbox, rng),
             State::Key3(s) => s.receive(&ctx, &inbox, rng),
