@@ -132,7 +132,8 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     if let Some(h) = key::hooks::get(&ctx.setup.params.session) {
         if h.c1_shift_party == ctx.me.0 {
             // Commit to P_i + 1 instead of the P_i that was dealt (a late commitment).
-            commitments[0] = commitments[0].mul_mod(&gp.commit_public(&Int::one(), &Int::zero()), gp.modulus());
+            commitments[0] =
+                commitments[0].mul_mod(&gp.commit_public(&Int::one(), &Int::zero()), gp.modulus());
         }
     }
     let direct = ctx
@@ -226,7 +227,10 @@ impl Statement<'_> {
     /// `D = g^y·Com(Z)⁻¹ mod R`, which equals `Com(B)^a·h^s` for an honest prover.
     fn d(&self, gp: &Group) -> Option<Int> {
         let z_inv = self.coms[2].invert(gp.modulus())?;
-        Some(gp.commit_public(self.y, &Int::zero()).mul_mod(&z_inv, gp.modulus()))
+        Some(
+            gp.commit_public(self.y, &Int::zero())
+                .mul_mod(&z_inv, gp.modulus()),
+        )
     }
 }
 
@@ -257,11 +261,13 @@ fn prove<R: RngCore + CryptoRng + ?Sized>(
     let t1 = gp.commit(&alpha, &beta);
     let t2 = statement.coms[1]
         .pow_mod_secret(&alpha, gp.modulus())
-        .mul_mod(&gp.commit(&SecretInt::new(Int::zero()), &gamma), gp.modulus());
+        .mul_mod(
+            &gp.commit(&SecretInt::new(Int::zero()), &gamma),
+            gp.modulus(),
+        );
     let e = Int::from_u128(statement.challenge(&t1, &t2));
-    let resp = |nonce: &SecretInt, w: &SecretInt| {
-        nonce.expose().add(&w.expose().mul(&e)).rem_euclid(p)
-    };
+    let resp =
+        |nonce: &SecretInt, w: &SecretInt| nonce.expose().add(&w.expose().mul(&e)).rem_euclid(p);
     vec![
         e.clone(),
         resp(&alpha, &a_mod),
@@ -396,7 +402,7 @@ impl CommitRound {
         );
         drop((SecretInt::new(a), SecretInt::new(b)));
         Ok(Transition::Next(
-            State::CertifyProducts(ProductRound {
+            State::CertifyProducts(Box::new(ProductRound {
                 batch: self.batch,
                 n: self.n,
                 products: cert.products.clone(),
@@ -406,7 +412,7 @@ impl CommitRound {
                     share,
                     opening,
                 },
-            }),
+            })),
             out,
         ))
     }
@@ -463,7 +469,10 @@ pub(super) fn check_products(
     let gp = pedersen::group()?;
     for (m, y) in msgs.iter().zip(ys) {
         if !m.small.is_empty() || m.digest.is_some() {
-            return Err(blame(m, "unexpected values beside the multiplication proof"));
+            return Err(blame(
+                m,
+                "unexpected values beside the multiplication proof",
+            ));
         }
         let at = at_point(gp, setup, coms, m.from.0);
         let statement = Statement {
@@ -558,7 +567,10 @@ mod tests {
         let proof = prove(gp, &st, &a, &openings, &mut ChaCha20Rng::seed_from_u64(2));
         check(gp, &st, &proof).unwrap();
         // Bound to the statement: another party, batch or N fails.
-        let other = Statement { party: 3, ..statement(&coms, &y, &n) };
+        let other = Statement {
+            party: 3,
+            ..statement(&coms, &y, &n)
+        };
         assert!(check(gp, &other, &proof).is_err());
         let n2 = Int::from_u64(78);
         assert!(check(gp, &statement(&coms, &y, &n2), &proof).is_err());

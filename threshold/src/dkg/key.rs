@@ -7,9 +7,9 @@
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::certify::DerivedPhi;
 use super::field::eval_int;
 use super::message::MAX_INT_BITS;
-use super::certify::DerivedPhi;
 use super::product::{self, Bases};
 use super::reshare::committed_at;
 use super::{blame, Ctx, Inbox, Message, Outgoing, Round, State, Transition};
@@ -869,6 +869,40 @@ mod tests {
         assert!(e.to_string().contains("G_P"), "{e}");
     }
 
+    /// The transcript verifier replays C1–C2: an honest transcript verifies, and one in which
+    /// party 2's multiplication proof is altered (or its M4 value, which the proof binds) names
+    /// party 2, as the live parties would.
+    #[test]
+    fn verify_replays_the_certification_and_names_a_bad_proof() {
+        let params = params(36);
+        let run = run_in_process(&params, rngs(3600), None).unwrap();
+        assert!(replay(&params, &run.broadcasts).is_ok());
+        let at = |b: &[Message], round: Round, from: u16| {
+            b.iter()
+                .position(|m| m.round == round && m.from.0 == from)
+                .unwrap()
+        };
+        assert!(run
+            .broadcasts
+            .iter()
+            .any(|m| m.round == Round::CertifyCommit));
+        let mut tampered = run.broadcasts.clone();
+        let i = at(&tampered, Round::CertifyProducts, 2);
+        tampered[i].ints[1] = tampered[i].ints[1].add(&Int::one());
+        let err = replay(&params, &tampered).unwrap_err();
+        assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                crate::Error::Misbehaviour {
+                    round: Round::CertifyProducts,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
     /// Issue 25, break 2a/2c: a dealer that commits in C1 to a polynomial other than the one
     /// it dealt in M3 (here `P_2 + 1`, so that the certified `p` — and the derived φ — would
     /// differ from the `p` behind N) is named by the holders (`late_commitment_mismatch_is_named`).
@@ -899,7 +933,13 @@ mod tests {
         assert_eq!(e.culprits(), vec![crate::PartyIndex(3)], "{e}");
         assert!(e.to_string().contains("multiplication proof"), "{e}");
         assert!(
-            matches!(&e, crate::Error::Misbehaviour { round: Round::CertifyProducts, .. }),
+            matches!(
+                &e,
+                crate::Error::Misbehaviour {
+                    round: Round::CertifyProducts,
+                    ..
+                }
+            ),
             "{e:?}"
         );
     }

@@ -10,13 +10,13 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
 use zeroize::Zeroize;
 
+use super::certify::{self, CertData};
 use super::consistency::{
     challenges, check_digest, check_point, check_public, combine, digest_broadcast, expect_digests,
     Combiner, Pair, Ring, F127,
 };
-use super::field::{add127, mul127, random127, share127_into, ShareRing, P127};
-use super::certify::{self, CertData};
 use super::field::eval_int;
+use super::field::{add127, mul127, random127, share127_into, ShareRing, P127};
 use super::{blame, Ctx, Inbox, Message, Outgoing, Round, Setup, State, Stats, Transition};
 use crate::bigint::{Int, SecretInt};
 use crate::error::{Error, Result};
@@ -640,10 +640,9 @@ impl CandidateRound {
         let (low_bits, high_bits) = (setup.sizes.m_share, setup.sizes.m_zero_share);
         for (m, b) in msgs.iter().zip(&bodies) {
             let k = 3 * self.cands.len();
-            if b[..k]
-                .chunks_exact(3)
-                .any(|r| r[0].bits() > low_bits || r[1].bits() > low_bits || r[2].bits() > high_bits)
-            {
+            if b[..k].chunks_exact(3).any(|r| {
+                r[0].bits() > low_bits || r[1].bits() > low_bits || r[2].bits() > high_bits
+            }) {
                 return Err(blame(m, "M3 share outside its public integer bound"));
             }
         }

@@ -35,10 +35,9 @@
 //! `B_j^(Δe·x) = W_j^(Δe)` in `Z*_{N²}`: `W_j = B_j^x` up to an element of order dividing `Δe`,
 //! the same small-order caveat as the core's partial-decryption proof (docs/dkg.md,
 //! "Partial-decryption proofs with non-safe primes"), which the `Δ`-th powers taken in K3 and
-//! in the verification keys remove. (The bound on `x` rests on honest dealers' shares to `j`;
-//! a corrupt `j` colluding with a corrupt dealer can commit an unbounded `F(j)`, but such a
-//! coalition can already deal a different `φ_i` — break 2c, open until φ is derived from the
-//! committed `p_i, q_i`.) Zero knowledge is statistical on `z` (`λ` bits: `ρ` is
+//! in the verification keys remove. (The bound on `x` rests on the honest holders' checks of their
+//! M3 shares: `F(j) = Δ(N + 1) − P(j) − Q(j)` with `A_j` derived from the C1 commitments,
+//! [`super::certify`].) Zero knowledge is statistical on `z` (`λ` bits: `ρ` is
 //! longer than `e·x` by that much) and perfect on `s` (`σ` uniform mod `P`); `A_j`, `B_j`, `W_j`
 //! are computable from public data already.
 //!

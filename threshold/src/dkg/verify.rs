@@ -163,7 +163,11 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         // C1–C2: the chosen modulus is the product of the committed p_i, q_i sharings.
         let c1 = get(Round::CertifyCommit, batch, &mut all())?;
         let coms = certify::commitments(&setup, &c1)?;
-        let ys: Vec<Int> = opened.products.iter().map(|b| b[position].clone()).collect();
+        let ys: Vec<Int> = opened
+            .products
+            .iter()
+            .map(|b| b[position].clone())
+            .collect();
         certify::check_products(
             &setup,
             batch,
