@@ -16,7 +16,9 @@
 //!   sends each holder `j` the blinding values at `j`. Holder `j` checks that the shares it
 //!   received in M3 — before `N` existed — open the commitments at `j`, and names the dealer
 //!   otherwise. With at most `t − 1` corrupt parties, at least `t` honest holders pin every
-//!   dealer's committed polynomial to what it dealt.
+//!   dealer's committed `P_i` and `Q_i` (degree `t − 1`) to what it dealt. (`Z_i`, of degree
+//!   `2t − 2`, is not pinned by `t` points, and need not be: only `Z(0) = 0` enters the
+//!   argument below, and the committed constant is the identity.)
 //! * **C2.** Every product party `j` proves, with a Cramer–Damgård-style multiplication proof
 //!   in `G_P` (CRYPTO 1998; as used by Frankel–MacKenzie–Yung, STOC 1998, for robust
 //!   Boneh–Franklin), that its published `y_j ≡ A_j·B_j + Z_j (mod P)` for the committed
@@ -28,8 +30,18 @@
 //! by construction). The honest holders' integer shares fix `Δ·P(0) = L_P` and `Δ·Q(0) = L_Q`,
 //! integers of public size dealt before `N` was opened, so `Δ⁴N ≡ L_P·L_Q (mod P)`; both sides
 //! are below `P/2` in absolute value ([`super::pedersen::Group::check_bound`]), hence equal over
-//! `Z`. No party can change `L_P` or `L_Q` after seeing the others' values, so the opened `N` is
-//! the product of the committed sums, whatever anyone published in M4.
+//! `Z`. No party can change `L_P` or `L_Q` after seeing the others' values, so `N` is fixed by
+//! values dealt blind of the honest `p_i, q_i`, whatever anyone published in M4.
+//!
+//! **What is not proven** (attacker review of this change): that a corrupt dealer's constants
+//! are `Δ·p_i` for an integer `p_i` of the required residue mod 4, or that its polynomials take
+//! integer values at corrupt points. `L_P` need not be `Δ²·Σp_i`: a dealer can shift small
+//! factors between the two halves, or make `p ≡ 1 (mod 4)`. Such a dealer cannot choose `N`
+//! (its contribution is fixed blind), but it can make candidates fail, or the key fail K4,
+//! without being named; the planned M7 link proof (dkg-repair.md §3, break 2b) closes it. A C1
+//! mismatch is named only by the holder that saw it (no public complaint round yet), so a
+//! corrupt holder can make the run abort and, in the ceremony, get an honest party named by
+//! timeout (docs/dkg.md, "Limits").
 //!
 //! **φ is derived, not dealt.** With `P(0) = Δp` and `Q(0) = Δq`,
 //! `F(x) = Δ(N + 1) − P(x) − Q(x)` is a degree-`t − 1` integer sharing of `Δφ(N)`, and its
@@ -335,8 +347,10 @@ impl CommitRound {
         };
         let directs = inbox.directs(ctx.all())?;
         let r = ranges(setup);
-        let mut sums: [Int; 3] = [Int::zero(), Int::zero(), Int::zero()];
-        let mut openings: [Int; 3] = [Int::zero(), Int::zero(), Int::zero()];
+        // P(me), Q(me), Z(me) and their openings: secrets, wiped on drop.
+        let zero = || SecretInt::new(Int::zero());
+        let mut sums: [SecretInt; 3] = [zero(), zero(), zero()];
+        let mut openings: [SecretInt; 3] = [zero(), zero(), zero()];
         for ((m, c), shares) in directs.iter().zip(&coms).zip(&cert.received) {
             if m.ints.len() != 3 || !m.small.is_empty() {
                 return Err(blame(
@@ -360,12 +374,11 @@ impl CommitRound {
                         ),
                     ));
                 }
-                sums[k] = sums[k].add(shares[k].expose());
-                openings[k] = openings[k].add(b).rem_euclid(gp.order());
+                sums[k] = SecretInt::new(sums[k].expose().add(shares[k].expose()));
+                openings[k] = SecretInt::new(openings[k].expose().add(b).rem_euclid(gp.order()));
             }
         }
         let [a, b, _z] = sums;
-        let openings = openings.map(SecretInt::new);
         let mut out = Outgoing::default();
         if let Some(pos) = setup.product_parties.iter().position(|&p| p == ctx.me.0) {
             let y = cert.products.get(pos).ok_or_else(|| {
@@ -381,7 +394,7 @@ impl CommitRound {
                 coms: &at,
             };
             let mut m = ctx.message(Round::CertifyProducts, self.batch, None);
-            m.ints = prove(gp, &statement, &SecretInt::new(a.clone()), &openings, rng);
+            m.ints = prove(gp, &statement, &a, &openings, rng);
             out.broadcast = Some(m);
         }
         let phi = derived_phi(setup, &self.n, &coms)?;
@@ -392,7 +405,7 @@ impl CommitRound {
         if let Some(h) = key::hooks::get(&setup.params.session) {
             constant = constant.add(&Int::from_i64(h.phi_offset));
         }
-        let share = SecretInt::new(constant.sub(&a).sub(&b));
+        let share = SecretInt::new(constant.sub(a.expose()).sub(b.expose()));
         let opening = SecretInt::new(
             openings[0]
                 .expose()
@@ -400,7 +413,6 @@ impl CommitRound {
                 .neg()
                 .rem_euclid(gp.order()),
         );
-        drop((SecretInt::new(a), SecretInt::new(b)));
         Ok(Transition::Next(
             State::CertifyProducts(Box::new(ProductRound {
                 batch: self.batch,
