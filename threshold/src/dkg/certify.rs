@@ -52,9 +52,12 @@
 //! Zero knowledge: the commitments are perfectly hiding; the proof's responses are uniform mod
 //! `P`. The M4 values were public already.
 
+use std::sync::Arc;
+
 use merlin::Transcript;
 use rand_core::{CryptoRng, RngCore};
 
+use super::consistency::{m3_digest, record_hash};
 use super::key;
 use super::modulus::Candidate;
 use super::pedersen::{self, Group};
@@ -72,6 +75,19 @@ pub(super) struct CertData {
     pub(super) received: Vec<[SecretInt; 3]>,
     /// The product parties' M4 values `y_j` for this candidate (product-party order).
     pub(super) products: Vec<Int>,
+    /// The candidate's record in every M3 message of its batch.
+    pub(super) position: usize,
+    /// What a C1 complaint shows: the batch's M3 digests and the record hashes received.
+    pub(super) evidence: Option<Arc<M3Evidence>>,
+}
+
+/// M3 evidence kept for C1's complaints (shared by the candidates of one batch).
+#[derive(Debug)]
+pub(super) struct M3Evidence {
+    /// Every dealer's published digests of its M3 messages (dealer order, then recipient).
+    pub(super) digests: Vec<Vec<[u8; 32]>>,
+    /// The record hashes of the M3 message this party received from each dealer.
+    pub(super) hashes: Vec<Vec<[u8; 32]>>,
 }
 
 impl core::fmt::Debug for CertData {
@@ -134,7 +150,7 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
         ));
     };
     let mut commitments = Vec::with_capacity(commitment_count(ctx.setup));
-    let mut blindings = Vec::with_capacity(3);
+    let mut blindings: Vec<Vec<SecretInt>> = Vec::with_capacity(3);
     for poly in &cert.polys {
         let (c, b) = gp.commit_poly(poly, rng);
         commitments.extend(c);
@@ -148,31 +164,87 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
                 commitments[0].mul_mod(&gp.commit_public(&Int::one(), &Int::zero()), gp.modulus());
         }
     }
+    let blindings: [Vec<SecretInt>; 3] = [
+        blindings.remove(0),
+        blindings.remove(0),
+        blindings.remove(0),
+    ];
     let direct = ctx
         .all()
         .map(|j| {
             let mut m = ctx.message(Round::CertifyCommit, batch, Some(j));
-            m.ints = vec![
-                gp.blinding_at(&blindings[0], j).expose().clone(),
-                gp.blinding_at(&blindings[1], j).expose().clone(),
-                // The zero sharing's blinding polynomial has no constant either.
-                gp.blinding_at(&blindings[2], j)
-                    .expose()
-                    .mul_u64(u64::from(j))
-                    .rem_euclid(gp.order()),
-            ];
+            m.ints = blinding_values(gp, &blindings, j);
             m
         })
         .collect();
     let mut broadcast = ctx.message(Round::CertifyCommit, batch, None);
     broadcast.ints = commitments;
     Ok((
-        State::CertifyCommit(CommitRound { batch, n, cand }),
+        State::CertifyCommit(Box::new(CommitRound {
+            batch,
+            n,
+            cand,
+            blindings,
+        })),
         Outgoing {
             broadcast: Some(broadcast),
             direct,
         },
     ))
+}
+
+/// The blinding values at holder `j` of this dealer's three committed polynomials.
+fn blinding_values(gp: &Group, blindings: &[Vec<SecretInt>; 3], j: u16) -> Vec<Int> {
+    vec![
+        gp.blinding_at(&blindings[0], j).expose().clone(),
+        gp.blinding_at(&blindings[1], j).expose().clone(),
+        // The zero sharing's blinding polynomial has no constant either.
+        gp.blinding_at(&blindings[2], j)
+            .expose()
+            .mul_u64(u64::from(j))
+            .rem_euclid(gp.order()),
+    ]
+}
+
+/// Whether `shares` (holder `j`'s record) open dealer commitments `c` with blinding values `b`;
+/// `Err` names the first polynomial that does not. `secret`: the shares are the caller's own
+/// (constant-time powers); otherwise they are public evidence.
+fn opens_at(
+    gp: &Group,
+    setup: &Setup,
+    c: &[Int],
+    j: u16,
+    shares: [&Int; 3],
+    b: &[Int],
+    secret: bool,
+) -> core::result::Result<(), String> {
+    let r = ranges(setup);
+    if b.len() != 3 {
+        return Err(format!("{} blinding values, expected 3", b.len()));
+    }
+    for k in 0..3 {
+        if b[k].is_negative() || b[k] >= *gp.order() {
+            return Err("C1 blinding value out of range".into());
+        }
+        let expected = committed_at(gp, &c[r[k].clone()], j, k == 2);
+        let opened = if secret {
+            gp.opens(
+                &expected,
+                &SecretInt::new(shares[k].clone()),
+                &SecretInt::new(b[k].clone()),
+            )
+        } else {
+            gp.commit_public(shares[k], &b[k]) == expected
+        };
+        if !opened {
+            return Err(format!(
+                "the M3 share of the {} polynomial does not open the dealer's C1 Pedersen \
+                 commitment",
+                ["p", "q", "zero"][k]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// C1 (public side): every dealer's `4t − 2` commitments, each an element of `G_P`.
@@ -328,9 +400,273 @@ pub(super) struct CommitRound {
     pub(super) batch: u32,
     n: Int,
     cand: Candidate,
+    /// This party's blinding polynomials (it may have to open them publicly in C1c).
+    blindings: [Vec<SecretInt>; 3],
 }
 
 impl CommitRound {
+    /// Checks every dealer's blinding values against its commitments and the M3 shares this
+    /// party received. A mismatch is not an error here (only this party could check it): it
+    /// becomes a public **complaint** in C1b, with the M3 record as evidence, which the dealer
+    /// must answer in C1c by opening the disputed values publicly (Gennaro–Jarecki–Krawczyk–
+    /// Rabin, J. Cryptology 2007, §4).
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        let setup = ctx.setup;
+        let gp = pedersen::group()?;
+        let coms = commitments(setup, &inbox.broadcasts(ctx.all())?)?;
+        let cert = cert_of(&self.cand)?;
+        let evidence = cert.evidence.as_deref().ok_or_else(|| {
+            Error::KeyGenerationFailed("the chosen candidate lost its M3 evidence".into())
+        })?;
+        let directs = inbox.directs(ctx.all())?;
+        let mut mine: Vec<Option<Vec<Int>>> = Vec::with_capacity(directs.len());
+        let mut complaint = ctx.message(Round::CertifyComplaints, self.batch, None);
+        for (((m, c), shares), hashes) in directs
+            .iter()
+            .zip(&coms)
+            .zip(&cert.received)
+            .zip(&evidence.hashes)
+        {
+            let record = [shares[0].expose(), shares[1].expose(), shares[2].expose()];
+            let ok = m.small.is_empty()
+                && m.digest.is_none()
+                && opens_at(gp, setup, c, ctx.me.0, record, &m.ints, true).is_ok();
+            #[cfg(test)]
+            let ok = ok
+                && key::hooks::get(&setup.params.session)
+                    .is_none_or(|h| h.false_complaint != (ctx.me.0, m.from.0));
+            if ok {
+                mine.push(Some(m.ints.clone()));
+            } else {
+                // Evidence: the record and the hashes of every record of the dealer's M3
+                // message to this party, which its published M3 digest binds.
+                complaint.small.push(u128::from(m.from.0));
+                complaint.ints.extend(record.iter().map(|&v| v.clone()));
+                complaint
+                    .ints
+                    .extend(hashes.iter().map(|h| Int::from_bytes_be(h)));
+                mine.push(None);
+            }
+        }
+        Ok(Transition::Next(
+            State::CertifyComplaints(Box::new(ComplaintRound {
+                batch: self.batch,
+                n: self.n,
+                cand: self.cand,
+                blindings: self.blindings,
+                commitments: coms.iter().map(|c| c.to_vec()).collect(),
+                mine,
+            })),
+            Outgoing {
+                broadcast: Some(complaint),
+                direct: Vec::new(),
+            },
+        ))
+    }
+}
+
+fn cert_of(cand: &Candidate) -> Result<&CertData> {
+    cand.cert
+        .as_deref()
+        .ok_or_else(|| Error::KeyGenerationFailed("the chosen candidate lost its M3 data".into()))
+}
+
+/// One C1b complaint: holder `by` says dealer `against`'s C1 values do not open `record`, the
+/// M3 record it received (shown to be the dealer's by the dealer's M3 digest).
+#[derive(Clone, Debug)]
+pub(super) struct Complaint {
+    by: u16,
+    against: u16,
+    record: [Int; 3],
+}
+
+/// C1b (public side): every party's complaints, in party order, each with its evidence checked
+/// against the accused dealer's published M3 digest (`digests[i][j]`; `records` records per M3
+/// message, the candidate at `position`). A complaint whose evidence does not match names the
+/// complainer; so does a malformed complaint message.
+pub(super) fn complaints(
+    setup: &Setup,
+    batch: u32,
+    digests: &[Vec<[u8; 32]>],
+    records: usize,
+    position: usize,
+    msgs: &[&Message],
+) -> Result<Vec<Complaint>> {
+    let n = setup.n;
+    let mut out = Vec::new();
+    for m in msgs {
+        let per = 3 + records;
+        if m.digest.is_some() || m.ints.len() != m.small.len() * per {
+            return Err(blame(m, "malformed C1 complaint"));
+        }
+        let mut last = 0u128;
+        for (k, &accused) in m.small.iter().enumerate() {
+            if accused <= last || accused > u128::from(n) {
+                return Err(blame(m, "C1 complaint against no party, or twice"));
+            }
+            last = accused;
+            let i = accused as u16; // ≤ n ≤ 16, checked above
+            let body = &m.ints[k * per..(k + 1) * per];
+            let record: [Int; 3] = [body[0].clone(), body[1].clone(), body[2].clone()];
+            let mut hashes = Vec::with_capacity(records);
+            for v in &body[3..] {
+                let b = (!v.is_negative())
+                    .then(|| v.to_bytes_be_padded(32))
+                    .flatten()
+                    .ok_or_else(|| blame(m, "C1 complaint evidence out of range"))?;
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&b);
+                hashes.push(h);
+            }
+            let published = digests
+                .get(usize::from(i) - 1)
+                .and_then(|d| d.get(usize::from(m.from.0) - 1));
+            let shown = hashes.get(position) == Some(&record_hash(&record))
+                && published
+                    == Some(&m3_digest(
+                        &setup.params.session,
+                        batch,
+                        i,
+                        m.from.0,
+                        &hashes,
+                    ));
+            if !shown {
+                return Err(blame(
+                    m,
+                    format!(
+                        "C1 complaint against party {i}: the record shown is not what party {i} \
+                         sent (its M3 digest does not match)"
+                    ),
+                ));
+            }
+            out.push(Complaint {
+                by: m.from.0,
+                against: i,
+                record,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Waiting for C1b: everyone's complaints.
+#[derive(Debug)]
+pub(super) struct ComplaintRound {
+    pub(super) batch: u32,
+    n: Int,
+    cand: Candidate,
+    blindings: [Vec<SecretInt>; 3],
+    commitments: Vec<Vec<Int>>,
+    /// The blinding values each dealer sent this party, `None` where it complained.
+    mine: Vec<Option<Vec<Int>>>,
+}
+
+impl ComplaintRound {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        let setup = ctx.setup;
+        let gp = pedersen::group()?;
+        let cert = cert_of(&self.cand)?;
+        let evidence = cert.evidence.as_deref().ok_or_else(|| {
+            Error::KeyGenerationFailed("the chosen candidate lost its M3 evidence".into())
+        })?;
+        let records = evidence.hashes.first().map_or(0, Vec::len);
+        let list = complaints(
+            setup,
+            self.batch,
+            &evidence.digests,
+            records,
+            cert.position,
+            &inbox.broadcasts(ctx.all())?,
+        )?;
+        // C1c: open, publicly, the blinding values of every complaint against this party.
+        let mut reveal = ctx.message(Round::CertifyReveals, self.batch, None);
+        for c in list.iter().filter(|c| c.against == ctx.me.0) {
+            reveal
+                .ints
+                .extend(blinding_values(gp, &self.blindings, c.by));
+        }
+        Ok(Transition::Next(
+            State::CertifyReveals(Box::new(RevealRound {
+                batch: self.batch,
+                n: self.n,
+                cand: self.cand,
+                commitments: self.commitments,
+                mine: self.mine,
+                complaints: list,
+            })),
+            Outgoing {
+                broadcast: Some(reveal),
+                direct: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// C1c (public side): every accused dealer's public answer — for each complaint against it, in
+/// complaint order, three blinding values that open its commitments at the complainer with the
+/// evidenced record. A dealer that cannot is named. Returns the answers (complaint order).
+pub(super) fn resolve(
+    setup: &Setup,
+    coms: &[&[Int]],
+    list: &[Complaint],
+    msgs: &[&Message],
+) -> Result<Vec<Vec<Int>>> {
+    let gp = pedersen::group()?;
+    let mut answers: Vec<Option<Vec<Int>>> = vec![None; list.len()];
+    for m in msgs {
+        let against: Vec<usize> = (0..list.len())
+            .filter(|&k| list[k].against == m.from.0)
+            .collect();
+        if m.ints.len() != 3 * against.len() || !m.small.is_empty() || m.digest.is_some() {
+            return Err(blame(
+                m,
+                format!(
+                    "{} values answering {} C1 complaints, expected {}",
+                    m.ints.len(),
+                    against.len(),
+                    3 * against.len()
+                ),
+            ));
+        }
+        let Some(c) = coms.get(usize::from(m.from.0) - 1) else {
+            return Err(blame(m, "no C1 commitments"));
+        };
+        for (at, &k) in against.iter().enumerate() {
+            let b = &m.ints[3 * at..3 * at + 3];
+            let cp = &list[k];
+            let record = [&cp.record[0], &cp.record[1], &cp.record[2]];
+            opens_at(gp, setup, c, cp.by, record, b, false).map_err(|reason| {
+                blame(
+                    m,
+                    format!(
+                        "cannot answer the C1 complaint of party {}: {reason}",
+                        cp.by
+                    ),
+                )
+            })?;
+            answers[k] = Some(b.to_vec());
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.ok_or_else(|| Error::KeyGenerationFailed("a C1 complaint was left unanswered".into()))
+        })
+        .collect()
+}
+
+/// Waiting for C1c: the accused dealers' public answers.
+#[derive(Debug)]
+pub(super) struct RevealRound {
+    pub(super) batch: u32,
+    n: Int,
+    cand: Candidate,
+    commitments: Vec<Vec<Int>>,
+    mine: Vec<Option<Vec<Int>>>,
+    complaints: Vec<Complaint>,
+}
+
+impl RevealRound {
     pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
         self,
         ctx: &Ctx<'_>,
@@ -339,43 +675,36 @@ impl CommitRound {
     ) -> Result<Transition> {
         let setup = ctx.setup;
         let gp = pedersen::group()?;
-        let coms = commitments(setup, &inbox.broadcasts(ctx.all())?)?;
-        let Some(cert) = self.cand.cert.as_deref() else {
-            return Err(Error::KeyGenerationFailed(
-                "the chosen candidate lost its M3 data".into(),
-            ));
-        };
-        let directs = inbox.directs(ctx.all())?;
-        let r = ranges(setup);
+        let coms: Vec<&[Int]> = self.commitments.iter().map(Vec::as_slice).collect();
+        let answers = resolve(
+            setup,
+            &coms,
+            &self.complaints,
+            &inbox.broadcasts(ctx.all())?,
+        )?;
+        let mut mine = self.mine;
+        for (c, a) in self.complaints.iter().zip(answers) {
+            if c.by == ctx.me.0 {
+                if let Some(slot) = mine.get_mut(usize::from(c.against) - 1) {
+                    *slot = Some(a);
+                }
+            }
+        }
+        let cert = cert_of(&self.cand)?;
         // P(me), Q(me), Z(me) and their openings: secrets, wiped on drop.
         let zero = || SecretInt::new(Int::zero());
         let mut sums: [SecretInt; 3] = [zero(), zero(), zero()];
         let mut openings: [SecretInt; 3] = [zero(), zero(), zero()];
-        for ((m, c), shares) in directs.iter().zip(&coms).zip(&cert.received) {
-            if m.ints.len() != 3 || !m.small.is_empty() {
-                return Err(blame(
-                    m,
-                    format!("{} blinding values, expected 3", m.ints.len()),
+        for (shares, b) in cert.received.iter().zip(&mine) {
+            let Some(b) = b else {
+                return Err(Error::KeyGenerationFailed(
+                    "a C1 complaint of this party was left unanswered".into(),
                 ));
-            }
+            };
             for k in 0..3 {
-                let b = &m.ints[k];
-                if b.is_negative() || b >= gp.order() {
-                    return Err(blame(m, "C1 blinding value out of range"));
-                }
-                let expected = committed_at(gp, &c[r[k].clone()], ctx.me.0, k == 2);
-                if !gp.opens(&expected, &shares[k], &SecretInt::new(b.clone())) {
-                    return Err(blame(
-                        m,
-                        format!(
-                            "the M3 share of the {} polynomial does not open the dealer's C1 \
-                             Pedersen commitment",
-                            ["p", "q", "zero"][k]
-                        ),
-                    ));
-                }
                 sums[k] = SecretInt::new(sums[k].expose().add(shares[k].expose()));
-                openings[k] = SecretInt::new(openings[k].expose().add(b).rem_euclid(gp.order()));
+                openings[k] =
+                    SecretInt::new(openings[k].expose().add(&b[k]).rem_euclid(gp.order()));
             }
         }
         let [a, b, _z] = sums;
@@ -418,7 +747,7 @@ impl CommitRound {
                 batch: self.batch,
                 n: self.n,
                 products: cert.products.clone(),
-                commitments: coms.iter().map(|c| c.to_vec()).collect(),
+                commitments: self.commitments,
                 phi: DerivedPhi {
                     commitments: phi,
                     share,

@@ -581,6 +581,9 @@ pub(super) mod hooks {
         /// modulus that opens is then treated as passing the biprimality and gcd tests (an
         /// attacker that already beat them), so the forged `y_j` reaches C2.
         pub(crate) forge_y_party: u16,
+        /// `(holder, dealer)`: the holder complains in C1b against a dealer whose C1 values
+        /// are fine (a corrupt holder trying to frame an honest dealer).
+        pub(crate) false_complaint: (u16, u16),
         /// K4 with `c* = (1+N)^(m*)` (no `h_s^(r*)` factor), at every party.
         pub(crate) k4_without_randomness: bool,
     }
@@ -683,6 +686,7 @@ mod tests {
             phi_offset: 0,
             c1_shift_party: 0,
             forge_y_party: 0,
+            false_complaint: (0, 0),
             k4_without_randomness: false,
         }
     }
@@ -837,10 +841,14 @@ mod tests {
         }
     }
 
-    /// C1's Pedersen layer names its dealer: a wrong blinding share (party 2 to party 3), and
-    /// a commitment that is not an element of `G_P` (party 1 republishing a `Z*_{N²}`-style
-    /// value `R − 1`, a non-residue mod `R`), each abort the run with the dealer as the only
-    /// culprit.
+    /// C1's complaints are public and answered in public (issue 25 attacker review, finding
+    /// 1): a dealer that sends one holder a wrong blinding value privately (party 2 to party 3)
+    /// is complained about in C1b, answers with the right value in C1c, and the run completes
+    /// with a key that decrypts — nobody is named, and the complaint is in the transcript,
+    /// which verifies. (Before, party 3 alone aborted naming party 2, and the other parties,
+    /// waiting for party 3, would have named it.) A commitment that is not an element of `G_P`
+    /// (party 1 republishing a `Z*_{N²}`-style value `R − 1`, a non-residue mod `R`) is public
+    /// and names its dealer at once.
     #[test]
     fn pedersen_layer_names_a_dealer_with_a_wrong_blinding_or_commitment() {
         let mut wrong_blinding = |m: &mut Message| {
@@ -851,9 +859,14 @@ mod tests {
                 m.ints[0] = m.ints[0].add(&Int::one());
             }
         };
-        let e = run_in_process(&params(32), rngs(3200), Some(&mut wrong_blinding)).unwrap_err();
-        assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
-        assert!(e.to_string().contains("Pedersen"), "{e}");
+        let run = run_in_process(&params(32), rngs(3200), Some(&mut wrong_blinding)).unwrap();
+        let complaint = run
+            .broadcasts
+            .iter()
+            .find(|m| m.round == Round::CertifyComplaints && m.from.0 == 3)
+            .unwrap();
+        assert_eq!(complaint.small, vec![2], "party 3 complained about party 2");
+        assert!(replay(&params(32), &run.broadcasts).is_ok());
 
         let r_minus_one = super::super::pedersen::group()
             .unwrap()
@@ -905,7 +918,8 @@ mod tests {
 
     /// Issue 25, break 2a/2c: a dealer that commits in C1 to a polynomial other than the one
     /// it dealt in M3 (here `P_2 + 1`, so that the certified `p` — and the derived φ — would
-    /// differ from the `p` behind N) is named by the holders (`late_commitment_mismatch_is_named`).
+    /// differ from the `p` behind N) draws a complaint from every holder and cannot answer it
+    /// in public: it is named in C1c by every party (`late_commitment_mismatch_is_named`).
     #[test]
     fn late_commitment_mismatch_is_named() {
         hooks::set(hooks::Hook {
@@ -914,7 +928,67 @@ mod tests {
         });
         let e = run_in_process(&params(34), rngs(3400), None).unwrap_err();
         assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
-        assert!(e.to_string().contains("C1"), "{e}");
+        assert!(e.to_string().contains("C1 complaint"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                crate::Error::Misbehaviour {
+                    round: Round::CertifyReveals,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    /// A corrupt holder cannot frame an honest dealer with a C1 complaint: party 3 complains
+    /// about party 1 although its values are right; party 1 answers in public and the run
+    /// completes with nobody named, and the transcript (complaint and answer included)
+    /// verifies. A complaint whose evidence is not what the dealer sent in M3 (party 3 shows a
+    /// record off by one) names the complainer, live and in `replay`.
+    #[test]
+    fn a_false_c1_complaint_frames_nobody() {
+        hooks::set(hooks::Hook {
+            false_complaint: (3, 1),
+            ..hook(37)
+        });
+        let run = run_in_process(&params(37), rngs(3700), None).unwrap();
+        assert!(run
+            .broadcasts
+            .iter()
+            .any(|m| m.round == Round::CertifyReveals && m.from.0 == 1 && m.ints.len() == 3));
+        assert!(replay(&params(37), &run.broadcasts).is_ok());
+
+        hooks::set(hooks::Hook {
+            false_complaint: (3, 1),
+            ..hook(38)
+        });
+        let mut fabricate = |m: &mut Message| {
+            if m.round == Round::CertifyComplaints && m.from.0 == 3 && !m.ints.is_empty() {
+                m.ints[0] = m.ints[0].add(&Int::one());
+            }
+        };
+        let e = run_in_process(&params(38), rngs(3800), Some(&mut fabricate)).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(3)], "{e}");
+        assert!(e.to_string().contains("M3 digest"), "{e}");
+
+        let mut broadcasts = run.broadcasts.clone();
+        let i = broadcasts
+            .iter()
+            .position(|m| m.round == Round::CertifyComplaints && m.from.0 == 3)
+            .unwrap();
+        broadcasts[i].ints[1] = broadcasts[i].ints[1].add(&Int::one());
+        let e = replay(&params(37), &broadcasts).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(3)], "{e}");
+        // An answer that does not open names the dealer in replay, too.
+        let mut broadcasts = run.broadcasts.clone();
+        let i = broadcasts
+            .iter()
+            .position(|m| m.round == Round::CertifyReveals && m.from.0 == 1)
+            .unwrap();
+        broadcasts[i].ints[2] = broadcasts[i].ints[2].add(&Int::one());
+        let e = replay(&params(37), &broadcasts).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(1)], "{e}");
     }
 
     /// Issue 25, break 2a: a product party that publishes in M4 a value that is not the

@@ -514,7 +514,9 @@ enum State {
     BiprimeReveal(modulus::RevealRound),
     Gcd(modulus::GcdRound),
     GcdReveal(modulus::GcdRevealRound),
-    CertifyCommit(certify::CommitRound),
+    CertifyCommit(Box<certify::CommitRound>),
+    CertifyComplaints(Box<certify::ComplaintRound>),
+    CertifyReveals(Box<certify::RevealRound>),
     CertifyProducts(Box<certify::ProductRound>),
     Key1(key::Round1),
     Key2(key::Round2),
@@ -630,6 +632,8 @@ impl Party {
             State::Gcd(_) => Round::GcdShares,
             State::GcdReveal(_) => Round::GcdReveal,
             State::CertifyCommit(_) => Round::CertifyCommit,
+            State::CertifyComplaints(_) => Round::CertifyComplaints,
+            State::CertifyReveals(_) => Round::CertifyReveals,
             State::CertifyProducts(_) => Round::CertifyProducts,
             State::Key1(_) => Round::KeyShares,
             State::Key2(_) => Round::MaskedProduct,
@@ -660,7 +664,9 @@ impl Party {
             | State::BiprimeFirstCommit(_)
             | State::BiprimeFirst(_)
             | State::BiprimeCommit(_)
-            | State::BiprimeReveal(_) => (all, Vec::new()),
+            | State::BiprimeReveal(_)
+            | State::CertifyComplaints(_)
+            | State::CertifyReveals(_) => (all, Vec::new()),
             State::Key1(_) => (all.clone(), all),
             State::Key4(_) => (all, Vec::new()),
             State::Key3(_) => (s.clone(), s),
@@ -681,6 +687,8 @@ impl Party {
             State::Gcd(s) => s.batch,
             State::GcdReveal(s) => s.batch,
             State::CertifyCommit(s) => s.batch,
+            State::CertifyComplaints(s) => s.batch,
+            State::CertifyReveals(s) => s.batch,
             State::CertifyProducts(s) => s.batch,
             State::Key1(_) | State::Key2(_) | State::Key3(_) | State::Key4(_) => 0,
         }
@@ -749,7 +757,9 @@ impl Party {
             State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::Gcd(s) => s.receive(&ctx, &inbox),
             State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
-            State::CertifyCommit(s) => s.receive(&ctx, &inbox, rng),
+            State::CertifyCommit(s) => s.receive(&ctx, &inbox),
+            State::CertifyComplaints(s) => s.receive(&ctx, &inbox),
+            State::CertifyReveals(s) => s.receive(&ctx, &inbox, rng),
             State::CertifyProducts(s) => s.receive(&ctx, &inbox, rng),
             State::Key1(s) => s.receive(&ctx, &inbox, rng),
             State::Key2(s) => s.receive(&ctx, &inbox, rng),

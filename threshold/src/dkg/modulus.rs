@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 use super::certify::{self, CertData};
 use super::consistency::{
     challenges, check_digest, check_point, check_public, combine, digest_broadcast, expect_digests,
-    Combiner, Pair, Ring, F127,
+    m3_record_hashes, Combiner, Pair, Ring, F127,
 };
 use super::field::eval_int;
 use super::field::{add127, mul127, random127, share127_into, ShareRing, P127};
@@ -594,6 +594,8 @@ impl SieveProductRound {
                 polys,
                 received: Vec::with_capacity(usize::from(setup.n)),
                 products: Vec::new(),
+                position: 0,
+                evidence: None,
             }));
         }
         let seed = DealSeed::fresh(rng);
@@ -646,9 +648,17 @@ impl CandidateRound {
                 return Err(blame(m, "M3 share outside its public integer bound"));
             }
         }
+        // What a C1 complaint will need to show that a record is what its dealer sent: every
+        // dealer's published digests and the record hashes of the messages received.
+        let evidence = std::sync::Arc::new(certify::M3Evidence {
+            digests: share_digests(setup, &inbox.broadcasts(ctx.all())?)?,
+            hashes: msgs.iter().map(|m| m3_record_hashes(m)).collect(),
+        });
         let mut cands = self.cands;
         for (c, cand) in cands.iter_mut().enumerate() {
             if let Some(cert) = cand.cert.as_mut() {
+                cert.position = c;
+                cert.evidence = Some(evidence.clone());
                 cert.received = bodies
                     .iter()
                     .map(|b| {

@@ -39,7 +39,10 @@ impl Phase {
             | Round::BiprimeCommit
             | Round::BiprimeReveal => Phase::Biprimality,
             Round::GcdShares | Round::GcdReveal => Phase::Gcd,
-            Round::CertifyCommit | Round::CertifyProducts => Phase::Certify,
+            Round::CertifyCommit
+            | Round::CertifyComplaints
+            | Round::CertifyReveals
+            | Round::CertifyProducts => Phase::Certify,
             Round::KeyShares
             | Round::MaskedProduct
             | Round::Reshare

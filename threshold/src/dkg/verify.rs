@@ -8,7 +8,8 @@
 //! biprimality repetition and their openings (M5a–M5b; at most `MAX_CERTIFIED` passing moduli
 //! go on, and no run has more than `MAX_BATCHES` batches),
 //! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); the
-//! certification of the accepted modulus (C1 commitments, every C2 multiplication proof against
+//! certification of the accepted modulus (C1 commitments, every C1b complaint's evidence against
+//! the M3 digests and every C1c answer, every C2 multiplication proof against
 //! the M4 values, and the derived φ commitments); then the key stage's commitments (K1), every
 //! product proof and θ (K2),
 //! every reshared constant against its proven product and every verification key from the
@@ -122,7 +123,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         if count == 0 {
             continue;
         }
-        share_digests(&setup, &get(Round::CandidateShares, batch, &mut all())?)?;
+        let m3_digests = share_digests(&setup, &get(Round::CandidateShares, batch, &mut all())?)?;
         let msgs = get(Round::ModulusShares, batch, &mut all())?;
         let opened = open_modulus_shares(&setup, &msgs, count)?;
         // (position among the opened candidates, N)
@@ -163,6 +164,20 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         // C1–C2: the chosen modulus is the product of the committed p_i, q_i sharings.
         let c1 = get(Round::CertifyCommit, batch, &mut all())?;
         let coms = certify::commitments(&setup, &c1)?;
+        let complaints = certify::complaints(
+            &setup,
+            batch,
+            &m3_digests,
+            count + 1,
+            position,
+            &get(Round::CertifyComplaints, batch, &mut all())?,
+        )?;
+        certify::resolve(
+            &setup,
+            &coms,
+            &complaints,
+            &get(Round::CertifyReveals, batch, &mut all())?,
+        )?;
         let ys: Vec<Int> = opened
             .products
             .iter()
