@@ -14,8 +14,14 @@
 //!   the coefficients of the three M3 polynomials it dealt for this candidate (`t`, `t` and
 //!   `2t − 2`: the zero sharing's constant is committed as the identity, i.e. it *is* zero) and
 //!   sends each holder `j` the blinding values at `j`. Holder `j` checks that the shares it
-//!   received in M3 — before `N` existed — open the commitments at `j`, and names the dealer
-//!   otherwise. With at most `t − 1` corrupt parties, at least `t` honest holders pin every
+//!   received in M3 — before `N` existed — open the commitments at `j`.
+//! * **C1b–C1c (complaints).** A holder whose check fails complains publicly, showing its M3
+//!   record and the hashes of the other records of the dealer's M3 message, which the dealer's
+//!   published M3 digest binds (false evidence names the complainer). The accused dealer must
+//!   open the disputed blinding values in public; one that cannot is named by every party and
+//!   by `verify::replay`, and an answered complaint costs nothing (Gennaro–Jarecki–Krawczyk–
+//!   Rabin, J. Cryptology 2007). The values opened are the complainer's own shares, which a
+//!   corrupt complainer knew already. With at most `t − 1` corrupt parties, at least `t` honest holders pin every
 //!   dealer's committed `P_i` and `Q_i` (degree `t − 1`) to what it dealt. (`Z_i`, of degree
 //!   `2t − 2`, is not pinned by `t` points, and need not be: only `Z(0) = 0` enters the
 //!   argument below, and the committed constant is the identity.)
@@ -38,10 +44,7 @@
 //! integer values at corrupt points. `L_P` need not be `Δ²·Σp_i`: a dealer can shift small
 //! factors between the two halves, or make `p ≡ 1 (mod 4)`. Such a dealer cannot choose `N`
 //! (its contribution is fixed blind), but it can make candidates fail, or the key fail K4,
-//! without being named; the planned M7 link proof (dkg-repair.md §3, break 2b) closes it. A C1
-//! mismatch is named only by the holder that saw it (no public complaint round yet), so a
-//! corrupt holder can make the run abort and, in the ceremony, get an honest party named by
-//! timeout (docs/dkg.md, "Limits").
+//! without being named; the planned M7 link proof (dkg-repair.md §3, break 2b) closes it.
 //!
 //! **φ is derived, not dealt.** With `P(0) = Δp` and `Q(0) = Δq`,
 //! `F(x) = Δ(N + 1) − P(x) − Q(x)` is a degree-`t − 1` integer sharing of `Δφ(N)`, and its
