@@ -82,6 +82,7 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
             Phase::Modulus,
             Phase::Biprimality,
             Phase::Gcd,
+            Phase::Certify,
             Phase::Key,
         ]
         .iter()

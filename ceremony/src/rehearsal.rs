@@ -79,6 +79,7 @@ pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(&str)) -> Result<RunReport>
         Phase::Modulus,
         Phase::Biprimality,
         Phase::Gcd,
+        Phase::Certify,
         Phase::Key,
     ] {
         let d = run.phase_time.get(&phase).copied().unwrap_or_default();

@@ -211,10 +211,64 @@ impl<'r, R: Ring> Combiner<'r, R> {
     }
 }
 
+/// The hash of one M3 record (a candidate's three shares, or the blinding record).
+pub(super) fn record_hash(values: &[Int]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"medtech-threshold/v1/dkg/m3-record");
+    h.update((values.len() as u64).to_be_bytes());
+    for v in values {
+        let bytes = v.abs().to_bytes_be();
+        h.update([u8::from(v.is_negative())]);
+        h.update((bytes.len() as u32).to_be_bytes());
+        h.update(&bytes);
+    }
+    h.finalize().into()
+}
+
+/// The digest of an M3 direct message from its header and the hashes of its records, so that
+/// one record can later be shown to be part of it (C1's complaints, [`super::certify`]) with
+/// the other records' hashes instead of the whole message.
+pub(super) fn m3_digest(
+    session: &[u8; 32],
+    batch: u32,
+    from: u16,
+    to: u16,
+    hashes: &[[u8; 32]],
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"medtech-threshold/v1/dkg/m3-digest");
+    h.update(session);
+    h.update(batch.to_be_bytes());
+    h.update(from.to_be_bytes());
+    h.update(to.to_be_bytes());
+    h.update((hashes.len() as u64).to_be_bytes());
+    for r in hashes {
+        h.update(r);
+    }
+    h.finalize().into()
+}
+
+/// The record hashes of an M3 direct message (records of three values).
+pub(super) fn m3_record_hashes(m: &Message) -> Vec<[u8; 32]> {
+    m.ints.chunks(3).map(record_hash).collect()
+}
+
 /// The digest binding a dealer to one direct message: SHA-256 over a domain separator, the
 /// header (session, round, batch, sender, recipient) and every value with its length, streamed
-/// (a sieve message is megabytes; it is not encoded a second time).
+/// (a sieve message is megabytes; it is not encoded a second time). An M3 message
+/// (`CandidateShares`) is digested record by record ([`m3_digest`]).
 pub(super) fn message_digest(m: &Message) -> [u8; 32] {
+    if m.round == Round::CandidateShares
+        && m.small.is_empty()
+        && m.digest.is_none()
+        && m.ints.len().is_multiple_of(3)
+    {
+        if let Some(to) = m.to {
+            return m3_digest(&m.session, m.batch, m.from.0, to.0, &m3_record_hashes(m));
+        }
+    }
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"medtech-threshold/v1/dkg/share-digest");

@@ -7,10 +7,9 @@
 
 use rand_core::{CryptoRng, RngCore};
 
+use super::certify::DerivedPhi;
 use super::field::eval_int;
 use super::message::MAX_INT_BITS;
-use super::modulus::Candidate;
-use super::pedersen;
 use super::product::{self, Bases};
 use super::reshare::committed_at;
 use super::{blame, Ctx, Inbox, Message, Outgoing, Round, State, Transition};
@@ -73,66 +72,54 @@ fn expect_commitments<'m>(m: &'m Message, len: usize, nn: &Int) -> Result<&'m [I
     Ok(c)
 }
 
-/// Starts the key stage once `N` is accepted: sends K1. The broadcast carries `t` Pedersen
-/// commitments to the `Δφ_i` polynomial (never `v^(Δφ_i)`: issue 25, break 1), then `t`
-/// Feldman commitments for `Δβ_i` and `2t − 1` for the mask; recipient `j` gets
-/// `[f(j), b(j), r(j), b_f(j)]`, `b_f` the φ polynomial's blinding polynomial mod `P`.
+/// Starts the key stage once `N` is certified: sends K1. The φ sharing is not dealt: it is
+/// `F(x) = Δ(N + 1) − P(x) − Q(x)`, derived from the certified M3 sharings with public Pedersen
+/// commitments in `G_P` ([`super::certify`]; never `v^(Δφ)`: issue 25, break 1). The broadcast
+/// carries `t` Feldman commitments for `Δβ_i` and `2t − 1` for the mask; recipient `j` gets
+/// `[b(j), r(j)]`.
 pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     ctx: &Ctx<'_>,
     n: Int,
-    cand: Candidate,
+    phi: DerivedPhi,
     rng: &mut R,
 ) -> Result<(State, Outgoing)> {
     let setup = ctx.setup;
     let sizes = &setup.sizes;
     let t1 = usize::from(setup.t) - 1;
-    let gp = product::check_group_fits(setup)?;
+    product::check_group_fits(setup)?;
     let pk = PublicKey::from_modulus(n.clone())?;
     let nn = pk.nn().clone();
     let v = verification_base(&pk);
     let v_inv = v
         .invert(&nn)
         .ok_or_else(|| Error::KeyGenerationFailed("verification base is not a unit".into()))?;
-    let sum = cand.p.expose().add(cand.q.expose());
-    let phi = SecretInt::new(if ctx.me.0 == 1 {
-        n.add(&Int::one()).sub(&sum)
-    } else {
-        sum.neg()
-    });
-    drop(SecretInt::new(sum));
-    drop(cand);
     #[cfg(test)]
     let phi = match hooks::get(&setup.params.session) {
-        Some(h) if h.party == ctx.me.0 => {
-            SecretInt::new(phi.expose().add(&Int::from_i64(h.phi_shift)))
-        }
+        // A party whose K2 witness is not F(me) (the review's φ_j + δ, break 3).
+        Some(h) if h.party == ctx.me.0 => DerivedPhi {
+            share: SecretInt::new(phi.share.expose().add(&Int::from_i64(h.phi_shift))),
+            ..phi
+        },
         _ => phi,
     };
     let beta = SecretInt::new(Int::random_bits(rng, sizes.beta));
-    let f = integer_poly(phi.expose().mul(&setup.delta), t1, sizes.f_coeff, rng);
     let b = integer_poly(beta.expose().mul(&setup.delta), t1, sizes.b_coeff, rng);
     let rho = Int::random_bits(rng, sizes.mask_rho).mul(&n);
     let r = integer_poly(rho, 2 * t1, sizes.mask_coeff, rng);
-    let (mut commitments, f_blinding) = gp.commit_poly(&f, rng);
-    commitments.extend(commit(&b, &v, &v_inv, &nn));
+    let mut commitments = commit(&b, &v, &v_inv, &nn);
     commitments.extend(commit(&r, &v, &v_inv, &nn));
     let direct = ctx
         .all()
         .map(|j| {
             let mut m = ctx.message(Round::KeyShares, 0, Some(j));
-            m.ints = vec![
-                eval_int(&f, j),
-                eval_int(&b, j),
-                eval_int(&r, j),
-                gp.blinding_at(&f_blinding, j).expose().clone(),
-            ];
+            m.ints = vec![eval_int(&b, j), eval_int(&r, j)];
             m
         })
         .collect();
     let mut broadcast = ctx.message(Round::KeyShares, 0, None);
     broadcast.ints = commitments;
     Ok((
-        State::Key1(Round1 { pk, v, v_inv }),
+        State::Key1(Round1 { pk, v, v_inv, phi }),
         Outgoing {
             broadcast: Some(broadcast),
             direct,
@@ -140,12 +127,14 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     ))
 }
 
-/// Waiting for K1: integer shares of everyone's `Δφ_i`, `Δβ_i` and mask, with commitments.
+/// Waiting for K1: integer shares of everyone's `Δβ_i` and mask, with commitments.
 #[derive(Debug)]
 pub(super) struct Round1 {
     pk: PublicKey,
     v: Int,
     v_inv: Int,
+    /// The derived φ sharing: public commitments, this party's share and its opening.
+    phi: DerivedPhi,
 }
 
 impl Round1 {
@@ -158,36 +147,16 @@ impl Round1 {
         let setup = ctx.setup;
         let t = usize::from(setup.t);
         let nn = self.pk.nn().clone();
-        let gp = product::check_group_fits(setup)?;
-        let share_bound = product::share_bits(setup);
         let commitments = key_commitments(setup, &inbox.broadcasts(ctx.all())?, &nn)?;
         let shares = inbox
             .directs(ctx.all())?
             .into_iter()
-            .map(|m| expect_signed(m, 4).map(|s| (m, s)))
+            .map(|m| expect_signed(m, 2).map(|s| (m, s)))
             .collect::<Result<Vec<_>>>()?;
-        let (mut f, mut b, mut r) = (Int::zero(), Int::zero(), Int::zero());
-        let mut opening = Int::zero();
+        let (mut b, mut r) = (Int::zero(), Int::zero());
         for ((m, s), c) in shares.iter().zip(&commitments) {
-            let (fx, blinding) = (SecretInt::new(s[0].clone()), SecretInt::new(s[3].clone()));
-            if fx.expose().bits() > share_bound
-                || blinding.expose().is_negative()
-                || blinding.expose() >= gp.order()
-            {
-                return Err(blame(
-                    m,
-                    "share of the φ polynomial outside its public bound",
-                ));
-            }
-            if !gp.opens(&gp.committed_at(&c[..t], ctx.me.0), &fx, &blinding) {
-                return Err(blame(
-                    m,
-                    "share of the φ polynomial does not open its Pedersen commitment",
-                ));
-            }
-            opening = opening.add(blinding.expose()).rem_euclid(gp.order());
-            let parts = [(&c[t..2 * t], "β"), (&c[2 * t..], "mask")];
-            for (x, (cs, what)) in s[1..3].iter().zip(parts) {
+            let parts = [(&c[..t], "β"), (&c[t..], "mask")];
+            for (x, (cs, what)) in s.iter().zip(parts) {
                 if pow_signed_secret(&self.v, &self.v_inv, x, &nn)
                     != committed_at(cs, ctx.me.0, &nn)
                 {
@@ -199,14 +168,17 @@ impl Round1 {
                     ));
                 }
             }
-            f = f.add(&s[0]);
-            b = b.add(&s[1]);
-            r = r.add(&s[2]);
+            b = b.add(&s[0]);
+            r = r.add(&s[1]);
         }
-        let (f, b, r) = (SecretInt::new(f), SecretInt::new(b), SecretInt::new(r));
-        let opening = SecretInt::new(opening);
+        let (b, r) = (SecretInt::new(b), SecretInt::new(r));
+        let DerivedPhi {
+            commitments: phi_commitments,
+            share: f,
+            opening,
+        } = self.phi;
         let h = SecretInt::new(f.expose().mul(b.expose()));
-        let bases = product::bases(setup, &commitments, &nn)?;
+        let bases = product::bases(setup, &phi_commitments, &commitments, &nn)?;
         let own = bases.iter().find(|x| x.party() == ctx.me.0);
         let broadcast = match own {
             Some(own) => {
@@ -377,27 +349,23 @@ impl Round4 {
 
 // The public computations of the key stage, shared with the transcript verifier.
 
-/// K1: every party's `4t − 1` commitments: `t` for φ, checked to be elements of `G_P`, then
-/// `t` for β and `2t − 1` for the mask, checked to be units of `Z*_{N²}`.
+/// K1: every party's `3t − 1` commitments: `t` for β and `2t − 1` for the mask, checked to be
+/// units of `Z*_{N²}`.
 pub(super) fn key_commitments<'m>(
     setup: &super::Setup,
     msgs: &[&'m Message],
     nn: &Int,
 ) -> Result<Vec<&'m [Int]>> {
-    let gp = pedersen::group()?;
     let t = usize::from(setup.t);
     msgs.iter()
         .map(|m| {
-            if m.ints.len() != 4 * t - 1 || !m.small.is_empty() {
+            if m.ints.len() != 3 * t - 1 || !m.small.is_empty() {
                 return Err(blame(
                     m,
-                    format!("{} integers, expected {}", m.ints.len(), 4 * t - 1),
+                    format!("{} integers, expected {}", m.ints.len(), 3 * t - 1),
                 ));
             }
-            if !m.ints[..t].iter().all(|c| gp.contains(c)) {
-                return Err(blame(m, "φ commitment is not an element of G_P"));
-            }
-            if m.ints[t..]
+            if m.ints
                 .iter()
                 .any(|x| x.is_negative() || x >= nn || x.is_zero() || x.gcd(nn) != Int::one())
             {
@@ -600,10 +568,22 @@ pub(super) mod hooks {
     #[derive(Clone, Copy, Debug)]
     pub(crate) struct Hook {
         pub(crate) session: [u8; 32],
-        /// The party that adds `phi_shift` to its `φ_i` in K1 (consistently with its
-        /// commitments: issue 25, break 3).
+        /// The party that adds `phi_shift` to its K2 witness `F(j)` (the review's shifted
+        /// `φ_j`, issue 25, break 3: now named by the K2 proof).
         pub(crate) party: u16,
         pub(crate) phi_shift: i64,
+        /// Added to `Φ_0`'s public constant `Δ(N + 1)` at every party: a key with
+        /// `d ≢ 0 (mod φ)` whose every proof verifies (what K4 must catch).
+        pub(crate) phi_offset: i64,
+        /// The party that commits in C1 to `P_i + 1` instead of the `P_i` it dealt in M3.
+        pub(crate) c1_shift_party: u16,
+        /// The party whose M4 value `y_j` is shifted by `Δ³` for every candidate, and every
+        /// modulus that opens is then treated as passing the biprimality and gcd tests (an
+        /// attacker that already beat them), so the forged `y_j` reaches C2.
+        pub(crate) forge_y_party: u16,
+        /// `(holder, dealer)`: the holder complains in C1b against a dealer whose C1 values
+        /// are fine (a corrupt holder trying to frame an honest dealer).
+        pub(crate) false_complaint: (u16, u16),
         /// K4 with `c* = (1+N)^(m*)` (no `h_s^(r*)` factor), at every party.
         pub(crate) k4_without_randomness: bool,
     }
@@ -698,19 +678,47 @@ mod tests {
             .collect()
     }
 
-    /// Issue 25, break 3 / K4: party 2 shares `φ₂ + 1` consistently with its own commitments,
-    /// so every proof of K1–K3 verifies but `d ≢ 0 (mod φ)`. K4 must refuse the key at every
-    /// party. With the K4 check removed the run outputs this key (confirmed: the test fails
-    /// with `Ok`). The second half shows why K4's ciphertext carries `h_s^(r*)`: with
+    fn hook(session: u8) -> hooks::Hook {
+        hooks::Hook {
+            session: [session; 32],
+            party: 0,
+            phi_shift: 0,
+            phi_offset: 0,
+            c1_shift_party: 0,
+            forge_y_party: 0,
+            false_complaint: (0, 0),
+            k4_without_randomness: false,
+        }
+    }
+
+    /// Issue 25, break 3 (the review's `φ_j + δ`), now that φ is derived from the certified
+    /// `p_i, q_i`: party 2 uses `F(2) + 1` as its K2 witness. Before the repair its shifted
+    /// `φ₂` was consistent with its own commitments, every proof verified, and only K4 refused
+    /// the key, naming nobody; now `Φ` is public and derived, so the K2 proof fails and party 2
+    /// alone is named (`shifted_phi_share_cannot_produce_a_key`, dkg-repair.md §5).
+    #[test]
+    fn shifted_phi_share_cannot_produce_a_key() {
+        hooks::set(hooks::Hook {
+            party: 2,
+            phi_shift: 1,
+            ..hook(24)
+        });
+        let err = run_in_process(&params(24), rngs(2400), None).unwrap_err();
+        assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
+        assert!(err.to_string().contains("product proof"), "{err}");
+    }
+
+    /// K4: a key with `d ≢ 0 (mod φ)` whose every proof verifies — forced by a test hook that
+    /// offsets the public constant of the derived φ sharing at every party — must be refused at
+    /// every party. With the K4 check removed the run outputs this key (confirmed: the test
+    /// fails with `Ok`). The second half shows why K4's ciphertext carries `h_s^(r*)`: with
     /// `c* = (1+N)^(m*)` the same broken key passes the test decryption, and then fails to
     /// decrypt an ordinary encryption.
     #[test]
     fn broken_key_fails_k4() {
         hooks::set(hooks::Hook {
-            session: [26; 32],
-            party: 2,
-            phi_shift: 1,
-            k4_without_randomness: false,
+            phi_offset: 1,
+            ..hook(26)
         });
         let err = run_in_process(&params(26), rngs(2600), None).unwrap_err();
         assert!(
@@ -719,10 +727,9 @@ mod tests {
         );
 
         hooks::set(hooks::Hook {
-            session: [27; 32],
-            party: 2,
-            phi_shift: 1,
+            phi_offset: 1,
             k4_without_randomness: true,
+            ..hook(27)
         });
         let run = run_in_process(&params(27), rngs(2600), None)
             .expect("a randomness-free test ciphertext misses the broken key");
@@ -789,14 +796,14 @@ mod tests {
         assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
     }
 
-    /// Issue 25's property test, for the K1 families: the constants of every party's φ, β and
+    /// Issue 25's property test, for the K1 families: the constants of every party's β and
     /// mask sharing, multiplied over the parties — which is also what a `t`-point interpolation
     /// of the summed commitments gives, up to the public power `Δ` — must lie outside the
     /// `1 + N` subgroup (`x mod N ≠ 1`). (The K3 reshare constants multiply to `v^d` by
-    /// construction, which the property allows; the K2 bases `A_j` are K1 interpolations.)
-    /// Failed on the φ family (`v^(Δφ) ≡ 1 mod N`), for both seeds, while K1 published Feldman
-    /// commitments `v^(a_k)` to the φ sharing; the φ family is now Pedersen commitments in
-    /// `G_P`, checked here to be group elements.
+    /// construction, which the property allows.) Failed on the φ family (`v^(Δφ) ≡ 1 mod N`),
+    /// for both seeds, while K1 published Feldman commitments `v^(a_k)` to a φ sharing; φ's
+    /// sharing is now derived from the C1 commitments, Pedersen commitments in `G_P`, checked
+    /// here to be group elements.
     #[test]
     fn published_families_stay_outside_the_one_plus_n_subgroup() {
         for (session, seed) in [(30u8, 3000u64), (31, 3100)] {
@@ -812,18 +819,18 @@ mod tests {
                     .filter_map(|m| m.ints.get(at))
                     .fold(Int::one(), |acc, c| acc.mul_mod(c, nn))
             };
-            let gp = super::pedersen::group().unwrap();
+            let gp = super::super::pedersen::group().unwrap();
             for m in run
                 .broadcasts
                 .iter()
-                .filter(|m| m.round == Round::KeyShares)
+                .filter(|m| m.round == Round::CertifyCommit)
             {
                 assert!(
-                    m.ints[..t].iter().all(|c| gp.contains(c)),
-                    "φ commitments in G_P"
+                    m.ints.iter().all(|c| gp.contains(c)),
+                    "C1 commitments in G_P"
                 );
             }
-            for (what, at) in [("φ", 0), ("β", t), ("mask", 2 * t)] {
+            for (what, at) in [("β", 0), ("mask", t)] {
                 let x = product(Round::KeyShares, at);
                 assert_ne!(
                     x.rem_euclid(n),
@@ -834,33 +841,181 @@ mod tests {
         }
     }
 
-    /// The φ sharing's Pedersen layer names its dealer: a wrong blinding share (party 2 to
-    /// party 3), and a φ commitment that is not an element of `G_P` (party 1 republishing a
-    /// `Z*_{N²}`-style value `R − 1`, a non-residue mod `R`), each abort the run with the dealer
-    /// as the only culprit.
+    /// C1's complaints are public and answered in public (issue 25 attacker review, finding
+    /// 1): a dealer that sends one holder a wrong blinding value privately (party 2 to party 3)
+    /// is complained about in C1b, answers with the right value in C1c, and the run completes
+    /// with a key that decrypts — nobody is named, and the complaint is in the transcript,
+    /// which verifies. (Before, party 3 alone aborted naming party 2, and the other parties,
+    /// waiting for party 3, would have named it.) A commitment that is not an element of `G_P`
+    /// (party 1 republishing a `Z*_{N²}`-style value `R − 1`, a non-residue mod `R`) is public
+    /// and names its dealer at once.
     #[test]
     fn pedersen_layer_names_a_dealer_with_a_wrong_blinding_or_commitment() {
         let mut wrong_blinding = |m: &mut Message| {
-            if m.round == Round::KeyShares && m.from.0 == 2 && m.to == Some(crate::PartyIndex(3)) {
-                m.ints[3] = m.ints[3].add(&Int::one());
+            if m.round == Round::CertifyCommit
+                && m.from.0 == 2
+                && m.to == Some(crate::PartyIndex(3))
+            {
+                m.ints[0] = m.ints[0].add(&Int::one());
             }
         };
-        let e = run_in_process(&params(32), rngs(3200), Some(&mut wrong_blinding)).unwrap_err();
-        assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
-        assert!(e.to_string().contains("Pedersen"), "{e}");
+        let run = run_in_process(&params(32), rngs(3200), Some(&mut wrong_blinding)).unwrap();
+        let complaint = run
+            .broadcasts
+            .iter()
+            .find(|m| m.round == Round::CertifyComplaints && m.from.0 == 3)
+            .unwrap();
+        assert_eq!(complaint.small, vec![2], "party 3 complained about party 2");
+        assert!(replay(&params(32), &run.broadcasts).is_ok());
 
         let r_minus_one = super::super::pedersen::group()
             .unwrap()
             .modulus()
             .sub(&Int::one());
         let mut outside = |m: &mut Message| {
-            if m.round == Round::KeyShares && m.from.0 == 1 && m.to.is_none() {
+            if m.round == Round::CertifyCommit && m.from.0 == 1 && m.to.is_none() {
                 m.ints[0] = r_minus_one.clone();
             }
         };
         let e = run_in_process(&params(33), rngs(3300), Some(&mut outside)).unwrap_err();
         assert_eq!(e.culprits(), vec![crate::PartyIndex(1)], "{e}");
         assert!(e.to_string().contains("G_P"), "{e}");
+    }
+
+    /// The transcript verifier replays C1–C2: an honest transcript verifies, and one in which
+    /// party 2's multiplication proof is altered (or its M4 value, which the proof binds) names
+    /// party 2, as the live parties would.
+    #[test]
+    fn verify_replays_the_certification_and_names_a_bad_proof() {
+        let params = params(36);
+        let run = run_in_process(&params, rngs(3600), None).unwrap();
+        assert!(replay(&params, &run.broadcasts).is_ok());
+        let at = |b: &[Message], round: Round, from: u16| {
+            b.iter()
+                .position(|m| m.round == round && m.from.0 == from)
+                .unwrap()
+        };
+        assert!(run
+            .broadcasts
+            .iter()
+            .any(|m| m.round == Round::CertifyCommit));
+        let mut tampered = run.broadcasts.clone();
+        let i = at(&tampered, Round::CertifyProducts, 2);
+        tampered[i].ints[1] = tampered[i].ints[1].add(&Int::one());
+        let err = replay(&params, &tampered).unwrap_err();
+        assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
+        assert!(
+            matches!(
+                &err,
+                crate::Error::Misbehaviour {
+                    round: Round::CertifyProducts,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// Issue 25, break 2a/2c: a dealer that commits in C1 to a polynomial other than the one
+    /// it dealt in M3 (here `P_2 + 1`, so that the certified `p` — and the derived φ — would
+    /// differ from the `p` behind N) draws a complaint from every holder and cannot answer it
+    /// in public: it is named in C1c by every party (`late_commitment_mismatch_is_named`).
+    #[test]
+    fn late_commitment_mismatch_is_named() {
+        hooks::set(hooks::Hook {
+            c1_shift_party: 2,
+            ..hook(34)
+        });
+        let e = run_in_process(&params(34), rngs(3400), None).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
+        assert!(e.to_string().contains("C1 complaint"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                crate::Error::Misbehaviour {
+                    round: Round::CertifyReveals,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    /// A corrupt holder cannot frame an honest dealer with a C1 complaint: party 3 complains
+    /// about party 1 although its values are right; party 1 answers in public and the run
+    /// completes with nobody named, and the transcript (complaint and answer included)
+    /// verifies. A complaint whose evidence is not what the dealer sent in M3 (party 3 shows a
+    /// record off by one) names the complainer, live and in `replay`.
+    #[test]
+    fn a_false_c1_complaint_frames_nobody() {
+        hooks::set(hooks::Hook {
+            false_complaint: (3, 1),
+            ..hook(37)
+        });
+        let run = run_in_process(&params(37), rngs(3700), None).unwrap();
+        assert!(run
+            .broadcasts
+            .iter()
+            .any(|m| m.round == Round::CertifyReveals && m.from.0 == 1 && m.ints.len() == 3));
+        assert!(replay(&params(37), &run.broadcasts).is_ok());
+
+        hooks::set(hooks::Hook {
+            false_complaint: (3, 1),
+            ..hook(38)
+        });
+        let mut fabricate = |m: &mut Message| {
+            if m.round == Round::CertifyComplaints && m.from.0 == 3 && !m.ints.is_empty() {
+                m.ints[0] = m.ints[0].add(&Int::one());
+            }
+        };
+        let e = run_in_process(&params(38), rngs(3800), Some(&mut fabricate)).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(3)], "{e}");
+        assert!(e.to_string().contains("M3 digest"), "{e}");
+
+        let mut broadcasts = run.broadcasts.clone();
+        let i = broadcasts
+            .iter()
+            .position(|m| m.round == Round::CertifyComplaints && m.from.0 == 3)
+            .unwrap();
+        broadcasts[i].ints[1] = broadcasts[i].ints[1].add(&Int::one());
+        let e = replay(&params(37), &broadcasts).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(3)], "{e}");
+        // An answer that does not open names the dealer in replay, too.
+        let mut broadcasts = run.broadcasts.clone();
+        let i = broadcasts
+            .iter()
+            .position(|m| m.round == Round::CertifyReveals && m.from.0 == 1)
+            .unwrap();
+        broadcasts[i].ints[2] = broadcasts[i].ints[2].add(&Int::one());
+        let e = replay(&params(37), &broadcasts).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(1)], "{e}");
+    }
+
+    /// Issue 25, break 2a: a product party that publishes in M4 a value that is not the
+    /// product of its shares — the review's attacker, who shifts its `y_j` to open a modulus of
+    /// its choosing — is named in C2 before any key-stage round. The test gives the attacker
+    /// everything else: its forged modulus is treated as passing the trial division, every
+    /// biprimality repetition and the gcd step (as if it had steered them), so only C2 stands
+    /// between it and a key. Before C1–C2 existed this run went on to the key stage.
+    #[test]
+    fn forged_opening_product_is_named() {
+        hooks::set(hooks::Hook {
+            forge_y_party: 3,
+            ..hook(35)
+        });
+        let e = run_in_process(&params(35), rngs(3500), None).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(3)], "{e}");
+        assert!(e.to_string().contains("multiplication proof"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                crate::Error::Misbehaviour {
+                    round: Round::CertifyProducts,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     /// Issue 25, break 1: a reader of the broadcasts must not learn φ(N). Failed (the attack

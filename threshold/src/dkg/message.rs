@@ -53,8 +53,19 @@ pub enum Round {
     GcdShares = 8,
     /// M9 (broadcast): the masked product of the gcd step.
     GcdReveal = 9,
-    /// K1 (direct + broadcast): integer shares of Δφ_i, Δβ_i and a mask, with Feldman
-    /// commitments.
+    /// C1 (direct + broadcast): Pedersen commitments in `G_P` to each dealer's M3 sharings of
+    /// the chosen candidate, and the blinding values at each holder.
+    CertifyCommit = 17,
+    /// C1b (broadcast): each holder's complaints against dealers whose C1 values do not open
+    /// its M3 shares, with the M3 record as evidence (empty when it has none).
+    CertifyComplaints = 19,
+    /// C1c (broadcast): each accused dealer's public answer to every complaint against it.
+    CertifyReveals = 20,
+    /// C2 (broadcast): each product party's proof that its M4 value is the product of its
+    /// committed shares.
+    CertifyProducts = 18,
+    /// K1 (direct + broadcast): integer shares of Δβ_i and a mask, with Feldman commitments
+    /// (the φ sharing is derived from C1).
     KeyShares = 10,
     /// K2 (broadcast): the masked product that opens θ.
     MaskedProduct = 11,
@@ -71,11 +82,17 @@ pub enum Round {
 }
 
 impl Round {
-    /// Position in protocol order (the wire value doubled, with M5a just before M5b).
+    /// Position in protocol order (the wire value times eight, with M5a just before M5b and
+    /// C1, C1b, C1c, C2 just after M9).
     fn position(self) -> u16 {
+        let gcd = 8 * Round::GcdReveal as u16;
         match self {
-            Round::BiprimeFirstCommit => 2 * Round::BiprimeFirst as u16 - 1,
-            r => 2 * r as u16,
+            Round::BiprimeFirstCommit => 8 * Round::BiprimeFirst as u16 - 1,
+            Round::CertifyCommit => gcd + 1,
+            Round::CertifyComplaints => gcd + 2,
+            Round::CertifyReveals => gcd + 3,
+            Round::CertifyProducts => gcd + 4,
+            r => 8 * r as u16,
         }
     }
 
@@ -97,6 +114,10 @@ impl Round {
             13 => Refresh,
             14 => TestDecryption,
             16 => BiprimeFirstCommit,
+            17 => CertifyCommit,
+            18 => CertifyProducts,
+            19 => CertifyComplaints,
+            20 => CertifyReveals,
             _ => return None,
         })
     }

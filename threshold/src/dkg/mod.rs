@@ -19,10 +19,11 @@
 //!   `(Σ p_i mod M)(Σ q_i mod M) + M·R₀`, which reveals `N mod M` and hides the rest
 //!   statistically (2⁻⁶² at worst). Candidates with `ℓ | N` for a prime `ℓ < 80` are dropped
 //!   (≈ 94 % of them) — distributed trial division before the expensive part.
-//! * M3–M4. Survivors: shares of `p_i`, `q_i` (degree `t − 1`) and of zero (degree `2t − 2`) over
-//!   `Z_Q`, `Q = (2^127 − 1)^m` the smallest such power above `2^(bits+1)` (as good as a field
-//!   for Shamir sharing among at most 16 parties); parties in `S` publish
-//!   `P(j)Q(j) + Z(j)`, which opens exactly `N`. Public trial division of `N` up to `2^16`.
+//! * M3–M4. Survivors: integer shares of `Δp_i`, `Δq_i` (degree `t − 1`) and of zero (degree
+//!   `2t − 2`), all below `Q = (2^127 − 1)^m`, the smallest such power above every share and
+//!   product (the consistency check runs over `Z_Q`, as good as a field for Shamir sharing among
+//!   at most 16 parties); parties in `S` publish `y_j = P(j)Q(j) + Z(j)`, and
+//!   `Σ λ'_j y_j = Δ³N` opens `N` over the integers. Public trial division of `N` up to `2^16`.
 //! * M5a–M5b. The Boneh–Franklin biprimality test, one repetition per candidate as a filter,
 //!   with a public `g` derived from the session and `N` (Jacobi symbol 1):
 //!   `v₁ = g^((N − p₁ − q₁ + 1)/4)`, `v_i = g^((p_i + q_i)/4)`; `N` passes iff `v₁ / Π v_i = ±1`.
@@ -34,19 +35,23 @@
 //!   [`MAX_BATCHES`] failed batches the generation ends with no key.
 //! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger such ring, and
 //!   `gcd(z mod N, N) = 1` required (it rules out the non-biprimes the test cannot).
+//! * C1–C2 (module `certify`), for the accepted modulus only: every dealer commits in `G_P`
+//!   to its M3 polynomials, holders check the shares they received, and every product party
+//!   proves its M4 value is the product of its committed shares — so `N` is the product of
+//!   sums no party could adapt after seeing the others', and a forger is named.
 //! * Consistency (module `consistency`): with the shares of M1, M3 and M8 every dealer
 //!   broadcasts their digests; in M2, M4 and M9 every party publishes a blinded random linear
 //!   combination of its sharings at every point, which each recipient checks against what it
 //!   received and anyone checks for degree (and a zero constant for M3's sharings of zero). An
 //!   inconsistent share names its dealer.
 //!
-//! **Key (Nishide–Sakurai 2010, with integer sharing).** With `φ = Σ φ_i` (party 1:
-//! `φ₁ = N − p₁ − q₁ + 1`, others `−(p_i + q_i)`) and fresh `β = Σ β_i`:
-//! * K1. Each party shares `Δφ_i` and `Δβ_i` over the integers (degree `t − 1`, coefficients
-//!   `2^128` times larger than what they hide) and a mask with constant `N·ρ_i` (degree
-//!   `2t − 2`). The φ sharing is committed with Pedersen commitments in `G_P` (module
-//!   `pedersen`), β and the mask with Feldman commitments `v^(coefficient)` in `Z*_{N²}`;
-//!   every share is checked against its commitments and a bad one names its dealer.
+//! **Key (Nishide–Sakurai 2010, with integer sharing).** With `φ = N + 1 − p − q` and fresh
+//! `β = Σ β_i`:
+//! * K1. The φ sharing is derived from the certified M3 sharings, `F = Δ(N + 1) − P − Q`, with
+//!   public Pedersen commitments in `G_P` (module `pedersen`); each party shares `Δβ_i` over
+//!   the integers (degree `t − 1`, coefficients `2^128` times larger than what they hide) and a
+//!   mask with constant `N·ρ_i` (degree `2t − 2`), with Feldman commitments `v^(coefficient)`
+//!   in `Z*_{N²}`; every share is checked against its commitments and a bad one names its dealer.
 //! * K2. Parties in `S` publish `F(j)B(j) + R(j)` with a cross-group proof that it is the
 //!   product of their committed shares plus the committed mask (module `product`); integer interpolation with `Δ`
 //!   gives `θ₀ = Δ²φβ mod N`, public. `θ = Δ⁴φβ mod N` must be a unit.
@@ -65,13 +70,14 @@
 //! `transcript_reader_cannot_factor_n`, `published_families_stay_outside_the_one_plus_n_subgroup`;
 //! docs/dkg.md, "Break 1 closed").
 //!
-//! What is *not* proven (see docs/dkg.md, "Limits"): that the modulus stage's published product
-//! shares (M2, M4, M9) are the products of the parties' shares, nor that the biprimality
-//! values come from the committed `p_i, q_i`. A party that lies in M4 can open a modulus of its
-//! choosing and, by a blind guess of the first repetition, get a factorable one accepted with
-//! probability about 2^−10.5 per run (issue 25, breaks 2a and 2c, open); it can also make a
-//! candidate fail without being named. In the key stage a consistently shifted `φ_i` is refused
-//! by K4 without a culprit; every other deviation names its party.
+//! **Issue 25, breaks 2a and 2c (closed for the accepted modulus):** a party that lies in M4 to
+//! open a modulus of its choosing is named in C2 (`forged_opening_product_is_named`), and there
+//! is no `φ_i` to shift (`shifted_phi_share_cannot_produce_a_key`).
+//!
+//! What is *not* proven (see docs/dkg.md, "Limits"): the published products of rejected
+//! candidates (M2, M4) and of the gcd step (M9), and that the biprimality values come from the
+//! certified `p_i, q_i`: a party lying there can make a candidate fail, or the key fail K4,
+//! without being named (denial of service); it cannot choose `N`.
 //!
 //! [`verify::replay`] checks a key generation offline from its broadcasts alone (a ceremony
 //! transcript). [`reshare`] refreshes the shares of an existing key or moves it to a new committee.
@@ -79,6 +85,7 @@
 //! Round state is a type and a transition consumes it; what is sent is a [`Message`]; secret
 //! state (`p_i`, `q_i`, polynomial coefficients, shares) is in zeroize-on-drop integers.
 
+mod certify;
 mod consistency;
 mod field;
 mod key;
@@ -182,7 +189,9 @@ impl Parameters {
         };
         // The key stage's committed integers must fit the Pedersen group twice over
         // (docs/dkg.md, "Break 1"): refused here, not after the modulus stage.
-        product::check_group_fits(&Setup::new(&params))?;
+        let setup = Setup::new(&params);
+        product::check_group_fits(&setup)?;
+        certify::check_group_fits(&setup)?;
         Ok(params)
     }
 
@@ -304,9 +313,8 @@ struct Setup {
     groups: Vec<SieveGroup>,
     /// Primes in `[SIEVE_BOUND, 2^16)` packed into products below 2^64.
     trial_packs: Vec<(u64, Vec<u64>)>,
+    /// The ring of M3's consistency check (above every integer share and product of M3).
     modulus_field: ShareRing,
-    /// Lagrange coefficients at 0 for `S` in `modulus_field`.
-    modulus_lagrange: Vec<Int>,
     gcd_field: ShareRing,
     delta: Int,
     /// The product parties `S = {1, …, 2t − 1}`.
@@ -335,6 +343,14 @@ struct Sizes {
     /// The gcd step: r_i and ρ_i.
     gcd_r: usize,
     gcd_rho: usize,
+    /// M3: coefficients of the `p_i`, `q_i` sharings and the bound on their shares.
+    m_coeff: usize,
+    m_share: usize,
+    /// M3: coefficients of the zero sharing and the bound on its shares.
+    m_zero_coeff: usize,
+    m_zero_share: usize,
+    /// M4: bound on a product party's `y_j = P(j)Q(j) + Z(j)`.
+    m_product: usize,
 }
 
 fn ceil_log2(x: usize) -> usize {
@@ -402,8 +418,16 @@ impl Setup {
         let gcd_product = half + 2 + gcd_r + logn;
         let gcd_rho = gcd_product + STAT_BITS - bits.min(gcd_product) + 2;
         let gcd_field_bits = bits + gcd_rho + logn + 4;
-        let modulus_field = ShareRing::above_power_of_two(bits + 1);
-        let modulus_lagrange = modulus_field.lagrange(&product_parties);
+        // M3's integer sharings (see `certify`): Δp_i < 2^(h + dbits) hidden by coefficients
+        // 2^(spread + λ) times larger; the zero sharing masks every coefficient of P·Q
+        // (t·n²·2^(2·m_coeff)) by 2^λ.
+        let t_bits = |d: usize| ceil_log2(d + 1) + d * ceil_log2(usize::from(n) + 1) + 1;
+        let m_coeff = half + 2 + 2 * dbits + spread + STAT_BITS;
+        let m_share = m_coeff + t_bits(usize::from(t) - 1);
+        let m_zero_coeff = 2 * m_coeff + 2 * logn + ceil_log2(usize::from(t)) + STAT_BITS;
+        let m_zero_share = m_zero_coeff + t_bits(2 * usize::from(t) - 2);
+        let m_product = (2 * (m_share + logn)).max(m_zero_share + logn) + 1;
+        let modulus_field = ShareRing::above_power_of_two((bits + 1).max(m_product + 1));
         Arc::new(Setup {
             params: params.clone(),
             n,
@@ -413,7 +437,6 @@ impl Setup {
             groups,
             trial_packs,
             modulus_field,
-            modulus_lagrange,
             gcd_field: ShareRing::above_power_of_two(gcd_field_bits),
             lagrange127: lagrange127(&product_parties),
             delta,
@@ -429,6 +452,11 @@ impl Setup {
                 share,
                 gcd_r,
                 gcd_rho,
+                m_coeff,
+                m_share,
+                m_zero_coeff,
+                m_zero_share,
+                m_product,
             },
         })
     }
@@ -486,6 +514,10 @@ enum State {
     BiprimeReveal(modulus::RevealRound),
     Gcd(modulus::GcdRound),
     GcdReveal(modulus::GcdRevealRound),
+    CertifyCommit(Box<certify::CommitRound>),
+    CertifyComplaints(Box<certify::ComplaintRound>),
+    CertifyReveals(Box<certify::RevealRound>),
+    CertifyProducts(Box<certify::ProductRound>),
     Key1(key::Round1),
     Key2(key::Round2),
     Key3(key::Round3),
@@ -599,6 +631,10 @@ impl Party {
             State::BiprimeReveal(_) => Round::BiprimeReveal,
             State::Gcd(_) => Round::GcdShares,
             State::GcdReveal(_) => Round::GcdReveal,
+            State::CertifyCommit(_) => Round::CertifyCommit,
+            State::CertifyComplaints(_) => Round::CertifyComplaints,
+            State::CertifyReveals(_) => Round::CertifyReveals,
+            State::CertifyProducts(_) => Round::CertifyProducts,
             State::Key1(_) => Round::KeyShares,
             State::Key2(_) => Round::MaskedProduct,
             State::Key3(_) => Round::Reshare,
@@ -618,15 +654,19 @@ impl Party {
             .map(|&p| PartyIndex(p))
             .collect();
         match &self.state {
-            State::Sieve(_) | State::Candidates(_) | State::Gcd(_) => (all.clone(), all),
-            State::Key2(_) => (s, Vec::new()),
+            State::Sieve(_) | State::Candidates(_) | State::Gcd(_) | State::CertifyCommit(_) => {
+                (all.clone(), all)
+            }
+            State::Key2(_) | State::CertifyProducts(_) => (s, Vec::new()),
             State::SieveProducts(_)
             | State::Moduli(_)
             | State::GcdReveal(_)
             | State::BiprimeFirstCommit(_)
             | State::BiprimeFirst(_)
             | State::BiprimeCommit(_)
-            | State::BiprimeReveal(_) => (all, Vec::new()),
+            | State::BiprimeReveal(_)
+            | State::CertifyComplaints(_)
+            | State::CertifyReveals(_) => (all, Vec::new()),
             State::Key1(_) => (all.clone(), all),
             State::Key4(_) => (all, Vec::new()),
             State::Key3(_) => (s.clone(), s),
@@ -646,6 +686,10 @@ impl Party {
             State::BiprimeReveal(s) => s.batch,
             State::Gcd(s) => s.batch,
             State::GcdReveal(s) => s.batch,
+            State::CertifyCommit(s) => s.batch,
+            State::CertifyComplaints(s) => s.batch,
+            State::CertifyReveals(s) => s.batch,
+            State::CertifyProducts(s) => s.batch,
             State::Key1(_) | State::Key2(_) | State::Key3(_) | State::Key4(_) => 0,
         }
     }
@@ -713,6 +757,10 @@ impl Party {
             State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::Gcd(s) => s.receive(&ctx, &inbox),
             State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::CertifyCommit(s) => s.receive(&ctx, &inbox),
+            State::CertifyComplaints(s) => s.receive(&ctx, &inbox),
+            State::CertifyReveals(s) => s.receive(&ctx, &inbox, rng),
+            State::CertifyProducts(s) => s.receive(&ctx, &inbox, rng),
             State::Key1(s) => s.receive(&ctx, &inbox, rng),
             State::Key2(s) => s.receive(&ctx, &inbox, rng),
             State::Key3(s) => s.receive(&ctx, &inbox, rng),

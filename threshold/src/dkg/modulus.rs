@@ -10,12 +10,14 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
 use zeroize::Zeroize;
 
+use super::certify::{self, CertData};
 use super::consistency::{
     challenges, check_digest, check_point, check_public, combine, digest_broadcast, expect_digests,
-    Combiner, Pair, Ring, F127,
+    m3_record_hashes, Combiner, Pair, Ring, F127,
 };
+use super::field::eval_int;
 use super::field::{add127, mul127, random127, share127_into, ShareRing, P127};
-use super::{blame, key, Ctx, Inbox, Message, Outgoing, Round, Setup, State, Stats, Transition};
+use super::{blame, Ctx, Inbox, Message, Outgoing, Round, Setup, State, Stats, Transition};
 use crate::bigint::{Int, SecretInt};
 use crate::error::{Error, Result};
 use crate::hash::{fingerprint, hash_to_int};
@@ -27,6 +29,9 @@ pub(super) struct Candidate {
     index: u32,
     pub(super) p: SecretInt,
     pub(super) q: SecretInt,
+    /// From M3 on: this party's integer sharings of the candidate and the shares it received,
+    /// kept for the certification of the chosen modulus ([`super::certify`]).
+    pub(super) cert: Option<Box<CertData>>,
 }
 
 impl core::fmt::Debug for Candidate {
@@ -188,9 +193,46 @@ fn share_record(
     }
 }
 
-/// M3 dealing: for every surviving candidate, shares of `p_i`, `q_i` (degree `t − 1`) and of
-/// zero (degree `2t − 2`) over the modulus ring, then the blinding record (its high sharing
-/// also of zero, so that the combination of the zero sharings keeps constant zero).
+/// This party's M3 polynomials for one candidate, over the integers: `P_i` with constant `Δp_i`
+/// and `Q_i` with constant `Δq_i` (degree `t − 1`, other coefficients below `2^m_coeff`), and
+/// the zero sharing `Z_i` (degree `2t − 2`, coefficients below `2^m_zero_coeff`), stored
+/// without its zero constant. Integer coefficients are what lets C1 commit to them in `G_P`
+/// ([`super::certify`]).
+fn candidate_polys<R: RngCore + CryptoRng + ?Sized>(
+    setup: &Setup,
+    c: &Candidate,
+    rng: &mut R,
+) -> [Vec<SecretInt>; 3] {
+    let t1 = usize::from(setup.t) - 1;
+    let sizes = &setup.sizes;
+    let low = |secret: &SecretInt, rng: &mut R| {
+        let mut v = vec![SecretInt::new(secret.expose().mul(&setup.delta))];
+        v.extend((0..t1).map(|_| SecretInt::new(Int::random_bits(rng, sizes.m_coeff))));
+        v
+    };
+    let p = low(&c.p, rng);
+    let q = low(&c.q, rng);
+    let z = (0..2 * t1)
+        .map(|_| SecretInt::new(Int::random_bits(rng, sizes.m_zero_coeff)))
+        .collect();
+    [p, q, z]
+}
+
+/// `[P_i(j), Q_i(j), Z_i(j)]` for one candidate's polynomials.
+pub(super) fn candidate_shares(polys: &[Vec<SecretInt>; 3], j: u16) -> [Int; 3] {
+    [
+        eval_int(&polys[0], j),
+        eval_int(&polys[1], j),
+        eval_int(&polys[2], j).mul_u64(u64::from(j)),
+    ]
+}
+
+/// M3 dealing: for every surviving candidate, its integer shares of `Δp_i`, `Δq_i` (degree
+/// `t − 1`) and of zero (degree `2t − 2`) — all below the modulus ring's order, so the
+/// consistency check runs over that ring unchanged — then the blinding record over the ring
+/// (its high sharing also of zero, so that the combination of the zero sharings keeps constant
+/// zero). The polynomials were drawn when the candidate survived the sieve; `rng` (the seed's)
+/// draws only the blinding record.
 fn deal_candidates(
     setup: &Setup,
     cands: &[Candidate],
@@ -200,13 +242,11 @@ fn deal_candidates(
     let field = &setup.modulus_field;
     let zero = Int::zero();
     for c in cands {
-        share_record(
-            setup,
-            field,
-            [c.p.expose(), c.q.expose(), &zero],
-            rng,
-            &mut emit,
-        );
+        if let Some(cert) = &c.cert {
+            for j in 1..=setup.n {
+                emit(usize::from(j) - 1, candidate_shares(&cert.polys, j));
+            }
+        }
     }
     let a = Int::random_below(rng, &field.p);
     let b = Int::random_below(rng, &field.p);
@@ -315,6 +355,7 @@ pub(super) fn start_batch<R: RngCore + CryptoRng + ?Sized>(
             index,
             p: sample(rng),
             q: sample(rng),
+            cert: None,
         })
         .collect();
     let ctx = Ctx { setup, me };
@@ -546,6 +587,17 @@ impl SieveProductRound {
         if survivors.is_empty() {
             return next_batch(ctx, self.batch, stats, rng);
         }
+        let mut survivors = survivors;
+        for c in &mut survivors {
+            let polys = candidate_polys(setup, c, rng);
+            c.cert = Some(Box::new(CertData {
+                polys,
+                received: Vec::with_capacity(usize::from(setup.n)),
+                products: Vec::new(),
+                position: 0,
+                evidence: None,
+            }));
+        }
         let seed = DealSeed::fresh(rng);
         let len = 3 * (survivors.len() + 1);
         let mut bodies: Vec<Vec<Int>> = (0..setup.n).map(|_| Vec::with_capacity(len)).collect();
@@ -585,6 +637,40 @@ impl CandidateRound {
             .iter()
             .map(|m| expect_ints(m, 3 * (self.cands.len() + 1), q))
             .collect::<Result<Vec<_>>>()?;
+        // Every integer share has a public bound, checked here by its holder: C1's argument
+        // (a relation mod P holds over Z) rests on it.
+        let (low_bits, high_bits) = (setup.sizes.m_share, setup.sizes.m_zero_share);
+        for (m, b) in msgs.iter().zip(&bodies) {
+            let k = 3 * self.cands.len();
+            if b[..k].chunks_exact(3).any(|r| {
+                r[0].bits() > low_bits || r[1].bits() > low_bits || r[2].bits() > high_bits
+            }) {
+                return Err(blame(m, "M3 share outside its public integer bound"));
+            }
+        }
+        // What a C1 complaint will need to show that a record is what its dealer sent: every
+        // dealer's published digests and the record hashes of the messages received.
+        let evidence = std::sync::Arc::new(certify::M3Evidence {
+            digests: share_digests(setup, &inbox.broadcasts(ctx.all())?)?,
+            hashes: msgs.iter().map(|m| m3_record_hashes(m)).collect(),
+        });
+        let mut cands = self.cands;
+        for (c, cand) in cands.iter_mut().enumerate() {
+            if let Some(cert) = cand.cert.as_mut() {
+                cert.position = c;
+                cert.evidence = Some(evidence.clone());
+                cert.received = bodies
+                    .iter()
+                    .map(|b| {
+                        [
+                            SecretInt::new(b[3 * c].clone()),
+                            SecretInt::new(b[3 * c + 1].clone()),
+                            SecretInt::new(b[3 * c + 2].clone()),
+                        ]
+                    })
+                    .collect();
+            }
+        }
         let mine: Vec<Pair<Int>> = bodies
             .iter()
             .zip(&rhos)
@@ -592,7 +678,7 @@ impl CandidateRound {
             .collect();
         let mut ints: Vec<Int> = Vec::new();
         if setup.is_product_party(ctx.me) {
-            ints = (0..self.cands.len())
+            ints = (0..cands.len())
                 .map(|c| {
                     let sum = |k: usize| {
                         SecretInt::new(bodies.iter().fold(Int::zero(), |a, b| a.add(&b[3 * c + k])))
@@ -601,17 +687,24 @@ impl CandidateRound {
                     p.expose().mul(qq.expose()).add(z.expose()).rem_euclid(q)
                 })
                 .collect();
+            #[cfg(test)]
+            if forged(setup) == Some(ctx.me.0) {
+                // The attacker of `forged_opening_product_is_named`: y_j + 4Δ³ opens
+                // N + 4λ'_j, still ≡ 1 (mod 4).
+                let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
+                ints = ints.into_iter().map(|y| y.add(&shift)).collect();
+            }
         }
         let me = usize::from(ctx.me.0) - 1;
         ints.extend(own_combination(field, setup, &rhos[me], |emit| {
-            deal_candidates(setup, &self.cands, &mut self.seed.rng(), emit)
+            deal_candidates(setup, &cands, &mut self.seed.rng(), emit)
         }));
         let mut m = ctx.message(Round::ModulusShares, self.batch, None);
         m.ints = ints;
         Ok(Transition::Next(
             State::Moduli(ModulusRound {
                 batch: self.batch,
-                cands: self.cands,
+                cands,
                 mine,
             }),
             Outgoing {
@@ -702,7 +795,14 @@ impl ModulusRound {
             .cands
             .into_iter()
             .zip(moduli)
-            .filter_map(|(c, n)| n.map(|n| (c, n)))
+            .enumerate()
+            .filter_map(|(at, (mut c, n))| {
+                let n = n?;
+                if let Some(cert) = c.cert.as_mut() {
+                    cert.products = opened.products.iter().map(|b| b[at].clone()).collect();
+                }
+                Some((c, n))
+            })
             .collect();
         stats.trial_survivors += survivors.len() as u64;
         if survivors.is_empty() {
@@ -1049,7 +1149,7 @@ impl GcdRevealRound {
         if !gcd_passes(ctx.setup, &opened.products, &self.n) {
             return next_batch(ctx, self.batch, stats, rng);
         }
-        let (state, out) = key::start(ctx, self.n, self.cand, rng)?;
+        let (state, out) = certify::start(ctx, self.batch, self.n, self.cand, rng)?;
         Ok(Transition::Next(state, out))
     }
 }
@@ -1139,15 +1239,25 @@ pub(super) fn sieve_passes(setup: &Setup, products: &[&[u128]], k: usize) -> Vec
 }
 
 /// M4: each surviving candidate's opened N, or `None` where it fails the size, residue or
-/// trial-division checks (from the products checked by [`open_modulus_shares`]).
+/// trial-division checks (from the products checked by [`open_modulus_shares`]). The products
+/// are integers (`y_j = P(j)Q(j) + Z(j)`, below the ring's order), interpolated over `Z`:
+/// `Σ λ'_j y_j = Δ·(Δp)(Δq) = Δ³N` exactly, or the candidate fails.
 pub(super) fn open_moduli(setup: &Setup, products: &[&[Int]], count: usize) -> Vec<Option<Int>> {
-    let field = &setup.modulus_field;
     let bits = setup.params.bits as usize;
+    let delta3 = setup.delta.mul(&setup.delta).mul(&setup.delta);
     (0..count)
         .map(|c| {
-            let ys: Vec<&Int> = products.iter().map(|b| &b[c]).collect();
-            let n = field.interpolate_with(&setup.modulus_lagrange, &ys);
-            let ok = n.bits() == bits
+            let total = products
+                .iter()
+                .zip(&setup.int_lagrange)
+                .fold(Int::zero(), |acc, (b, l)| acc.add(&l.mul(&b[c])));
+            let n = total.div_exact(&delta3)?;
+            #[cfg(test)]
+            if forged(setup).is_some() {
+                return (!n.is_negative()).then_some(n);
+            }
+            let ok = !n.is_negative()
+                && n.bits() == bits
                 && n.rem_u64(4) == 1
                 && setup.trial_packs.iter().all(|(prod, primes)| {
                     let r = n.rem_u64(*prod);
@@ -1207,6 +1317,10 @@ pub(super) fn first_test_passes(
         .enumerate()
         .map(|(c, n)| {
             let vs: Vec<&Int> = bodies.iter().map(|b| &b[c]).collect();
+            #[cfg(test)]
+            if forged(setup).is_some() {
+                return true;
+            }
             biprime_check(n, &vs)
         })
         .collect())
@@ -1261,6 +1375,10 @@ pub(super) fn chosen_candidate(
         reps,
     )?;
     Ok(moduli.iter().enumerate().position(|(c, n)| {
+        #[cfg(test)]
+        if forged(setup).is_some() {
+            return true;
+        }
         (0..reps).all(|rep| {
             let vs: Vec<&Int> = bodies.iter().map(|b| &b[c * reps + rep]).collect();
             biprime_check(n, &vs)
@@ -1276,7 +1394,19 @@ pub(super) fn gcd_passes(setup: &Setup, products: &[&[Int]], n: &Int) -> bool {
     let z = field
         .interpolate_at_zero(&setup.product_parties, &ys)
         .rem_euclid(n);
+    #[cfg(test)]
+    if forged(setup).is_some() {
+        return true;
+    }
     z.gcd(n) == Int::one()
+}
+
+/// Test hook: the party that forges its M4 values (see `key::hooks::Hook::forge_y_party`).
+#[cfg(test)]
+fn forged(setup: &Setup) -> Option<u16> {
+    super::key::hooks::get(&setup.params.session)
+        .map(|h| h.forge_y_party)
+        .filter(|&p| p != 0)
 }
 
 #[cfg(test)]

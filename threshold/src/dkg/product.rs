@@ -35,10 +35,9 @@
 //! `B_j^(Δe·x) = W_j^(Δe)` in `Z*_{N²}`: `W_j = B_j^x` up to an element of order dividing `Δe`,
 //! the same small-order caveat as the core's partial-decryption proof (docs/dkg.md,
 //! "Partial-decryption proofs with non-safe primes"), which the `Δ`-th powers taken in K3 and
-//! in the verification keys remove. (The bound on `x` rests on honest dealers' shares to `j`;
-//! a corrupt `j` colluding with a corrupt dealer can commit an unbounded `F(j)`, but such a
-//! coalition can already deal a different `φ_i` — break 2c, open until φ is derived from the
-//! committed `p_i, q_i`.) Zero knowledge is statistical on `z` (`λ` bits: `ρ` is
+//! in the verification keys remove. (The bound on `x` rests on the honest holders' checks of their
+//! M3 shares: `F(j) = Δ(N + 1) − P(j) − Q(j)` with `A_j` derived from the C1 commitments,
+//! [`super::certify`].) Zero knowledge is statistical on `z` (`λ` bits: `ρ` is
 //! longer than `e·x` by that much) and perfect on `s` (`σ` uniform mod `P`); `A_j`, `B_j`, `W_j`
 //! are computable from public data already.
 //!
@@ -118,10 +117,15 @@ impl Bases {
     }
 }
 
-/// The bases of every product party, from every dealer's K1 commitments (`t` Pedersen
-/// commitments in `G_P` for φ, then `t` for β and `2t − 1` for the mask, units of `Z*_{N²}`,
-/// all already checked).
-pub(super) fn bases(setup: &Setup, commitments: &[&[Int]], nn: &Int) -> Result<Vec<Bases>> {
+/// The bases of every product party: `A_j` from the derived φ commitments `Φ`
+/// ([`super::certify::derived_phi`], in `G_P`), `B_j` and `R_j` from every dealer's K1
+/// commitments (`t` for β and `2t − 1` for the mask, units of `Z*_{N²}`, all already checked).
+pub(super) fn bases(
+    setup: &Setup,
+    phi: &[Int],
+    commitments: &[&[Int]],
+    nn: &Int,
+) -> Result<Vec<Bases>> {
     let gp = pedersen::group()?;
     let t = usize::from(setup.t);
     let at = |j: u16, range: core::ops::Range<usize>| {
@@ -134,14 +138,9 @@ pub(super) fn bases(setup: &Setup, commitments: &[&[Int]], nn: &Int) -> Result<V
         .iter()
         .map(|&j| Bases {
             party: j,
-            a: gp.combine(
-                &commitments
-                    .iter()
-                    .map(|c| gp.committed_at(&c[..t], j))
-                    .collect::<Vec<_>>(),
-            ),
-            b: at(j, t..2 * t),
-            r: at(j, 2 * t..4 * t - 1),
+            a: gp.committed_at(phi, j),
+            b: at(j, 0..t),
+            r: at(j, t..3 * t - 1),
         })
         .collect();
     Ok(bases)
@@ -353,6 +352,7 @@ mod tests {
         let sizes = setup.sizes;
         let gp = pedersen::group().unwrap();
         let mut commitments = Vec::new();
+        let mut phi: Vec<Int> = vec![Int::one(); t];
         let (mut f2, mut b2, mut r2) = (Int::zero(), Int::zero(), Int::zero());
         let mut opening = Int::zero();
         for _ in 0..setup.n {
@@ -367,15 +367,22 @@ mod tests {
             f2 = f2.add(&eval_int(&f, 2));
             b2 = b2.add(&eval_int(&b, 2));
             r2 = r2.add(&eval_int(&r, 2));
-            let (mut c, blinding) = gp.commit_poly(&f, &mut rng);
+            let (fc, blinding) = gp.commit_poly(&f, &mut rng);
             opening = opening
                 .add(gp.blinding_at(&blinding, 2).expose())
                 .rem_euclid(gp.order());
-            c.extend(b.iter().chain(&r).map(|c| v.pow_mod(c.expose(), &nn)));
+            for (acc, c) in phi.iter_mut().zip(&fc) {
+                *acc = acc.mul_mod(c, gp.modulus());
+            }
+            let c: Vec<Int> = b
+                .iter()
+                .chain(&r)
+                .map(|c| v.pow_mod(c.expose(), &nn))
+                .collect();
             commitments.push(c);
         }
         let refs: Vec<&[Int]> = commitments.iter().map(Vec::as_slice).collect();
-        let bases = bases(&setup, &refs, &nn).unwrap();
+        let bases = bases(&setup, &phi, &refs, &nn).unwrap();
         let y = f2.mul(&b2).add(&r2);
         Fixture {
             setup,

@@ -22,6 +22,8 @@ pub enum Phase {
     Biprimality,
     /// M8–M9: the gcd step.
     Gcd,
+    /// C1–C2: certifying that N is the product of the committed shares.
+    Certify,
     /// K1–K4: shares of the decryption exponent, θ, verification keys and the test decryption.
     Key,
 }
@@ -37,6 +39,10 @@ impl Phase {
             | Round::BiprimeCommit
             | Round::BiprimeReveal => Phase::Biprimality,
             Round::GcdShares | Round::GcdReveal => Phase::Gcd,
+            Round::CertifyCommit
+            | Round::CertifyComplaints
+            | Round::CertifyReveals
+            | Round::CertifyProducts => Phase::Certify,
             Round::KeyShares
             | Round::MaskedProduct
             | Round::Reshare
@@ -52,6 +58,7 @@ impl Phase {
             Phase::Modulus => "modulus",
             Phase::Biprimality => "biprimality",
             Phase::Gcd => "gcd",
+            Phase::Certify => "certify",
             Phase::Key => "key",
         }
     }

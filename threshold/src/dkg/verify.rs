@@ -7,8 +7,11 @@
 //! opened moduli and their public trial division (M4), the commitments to the first
 //! biprimality repetition and their openings (M5a–M5b; at most `MAX_CERTIFIED` passing moduli
 //! go on, and no run has more than `MAX_BATCHES` batches),
-//! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); then,
-//! for the accepted modulus, the key stage's commitments (K1), every product proof and θ (K2),
+//! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); the
+//! certification of the accepted modulus (C1 commitments, every C1b complaint's evidence against
+//! the M3 digests and every C1c answer, every C2 multiplication proof against
+//! the M4 values, and the derived φ commitments); then the key stage's commitments (K1), every
+//! product proof and θ (K2),
 //! every reshared constant against its proven product and every verification key from the
 //! reshare commitments (K3). It returns the threshold key this transcript determines — which
 //! must equal the key the ceremony published — or an error naming the party whose broadcast is
@@ -17,7 +20,8 @@
 //!
 //! What it cannot check is what nobody can check from public data: that each party's point of a
 //! combination matches the shares it privately received (the party itself checks that), and
-//! that the modulus stage's published products are products (docs/dkg.md, "Limits").
+//! that the published products of rejected candidates (M2, M4, M9) are products; the accepted
+//! modulus's are proven in C2 (docs/dkg.md, "Limits").
 
 use std::collections::BTreeMap;
 
@@ -26,7 +30,7 @@ use super::modulus::{
     gcd_passes, moduli_in, open_gcd_reveal, open_moduli, open_modulus_shares, open_sieve_products,
     share_digests, sieve_passes,
 };
-use super::{key, product, Message, Parameters, Round, Setup};
+use super::{certify, key, product, Message, Parameters, Round, Setup};
 use crate::bigint::Int;
 use crate::dealer::verification_base;
 use crate::error::{Error, Result};
@@ -119,41 +123,75 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         if count == 0 {
             continue;
         }
-        share_digests(&setup, &get(Round::CandidateShares, batch, &mut all())?)?;
+        let m3_digests = share_digests(&setup, &get(Round::CandidateShares, batch, &mut all())?)?;
         let msgs = get(Round::ModulusShares, batch, &mut all())?;
         let opened = open_modulus_shares(&setup, &msgs, count)?;
-        let moduli: Vec<Int> = open_moduli(&setup, &opened.products, count)
+        // (position among the opened candidates, N)
+        let moduli: Vec<(usize, Int)> = open_moduli(&setup, &opened.products, count)
             .into_iter()
-            .flatten()
+            .enumerate()
+            .filter_map(|(at, n)| n.map(|n| (at, n)))
             .collect();
         opened_count += count as u64;
         if moduli.is_empty() {
             continue;
         }
         tested += moduli.len() as u64;
-        let refs: Vec<&Int> = moduli.iter().collect();
+        let refs: Vec<&Int> = moduli.iter().map(|(_, n)| n).collect();
         let digests = biprime_commitments(&get(Round::BiprimeFirstCommit, batch, &mut all())?)?;
         let reveal = get(Round::BiprimeFirst, batch, &mut all())?;
         let pass = first_test_passes(&setup, batch, &reveal, &digests, &refs)?;
-        let s3: Vec<&Int> = refs
+        let s3: Vec<&(usize, Int)> = moduli
             .iter()
             .zip(certified(pass))
-            .filter_map(|(m, ok)| ok.then_some(*m))
+            .filter_map(|(m, ok)| ok.then_some(m))
             .collect();
+        let s3_refs: Vec<&Int> = s3.iter().map(|(_, n)| n).collect();
         if s3.is_empty() {
             continue;
         }
         let digests = biprime_commitments(&get(Round::BiprimeCommit, batch, &mut all())?)?;
         let reveal = get(Round::BiprimeReveal, batch, &mut all())?;
-        let Some(at) = chosen_candidate(&setup, batch, &reveal, &digests, &s3)? else {
+        let Some(at) = chosen_candidate(&setup, batch, &reveal, &digests, &s3_refs)? else {
             continue;
         };
-        let modulus = s3[at].clone();
+        let (position, modulus) = s3[at].clone();
         share_digests(&setup, &get(Round::GcdShares, batch, &mut all())?)?;
         let msgs = get(Round::GcdReveal, batch, &mut all())?;
         if !gcd_passes(&setup, &open_gcd_reveal(&setup, &msgs)?.products, &modulus) {
             continue;
         }
+        // C1–C2: the chosen modulus is the product of the committed p_i, q_i sharings.
+        let c1 = get(Round::CertifyCommit, batch, &mut all())?;
+        let coms = certify::commitments(&setup, &c1)?;
+        let complaints = certify::complaints(
+            &setup,
+            batch,
+            &m3_digests,
+            count + 1,
+            position,
+            &get(Round::CertifyComplaints, batch, &mut all())?,
+        )?;
+        certify::resolve(
+            &setup,
+            &coms,
+            &complaints,
+            &get(Round::CertifyReveals, batch, &mut all())?,
+        )?;
+        let ys: Vec<Int> = opened
+            .products
+            .iter()
+            .map(|b| b[position].clone())
+            .collect();
+        certify::check_products(
+            &setup,
+            batch,
+            &modulus,
+            &coms,
+            &ys,
+            &get(Round::CertifyProducts, batch, &mut s.iter().copied())?,
+        )?;
+        let phi = certify::derived_phi(&setup, &modulus, &coms)?;
         if batch != max_batch {
             return Err(Error::KeyGenerationFailed(format!(
                 "batch {batch} accepted a modulus but the transcript goes on to batch {max_batch}"
@@ -165,7 +203,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             .invert(pk.nn())
             .ok_or_else(|| Error::KeyGenerationFailed("verification base is not a unit".into()))?;
         let k1 = key::key_commitments(&setup, &get(Round::KeyShares, 0, &mut (1..=n))?, pk.nn())?;
-        let bases = product::bases(&setup, &k1, pk.nn())?;
+        let bases = product::bases(&setup, &phi, &k1, pk.nn())?;
         let (ys, ws) = product::verify(
             &setup,
             &modulus,
