@@ -20,7 +20,7 @@
 //! the same verdict. It keeps the entries of running instances only.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
 use medtech_ledger::rules::{AppRules, RulesFactory};
@@ -68,7 +68,7 @@ impl ReleaseRules {
 
     /// What a ledger node is given ([`medtech_ledger::raft::node::NodeConfig::rules`]).
     pub fn factory(committee: CommitteeView) -> RulesFactory {
-        Arc::new(move || Box::new(ReleaseRules::new(committee.clone())) as Box<dyn AppRules>)
+        RulesFactory::new(move || Box::new(ReleaseRules::new(committee.clone())))
     }
 
     /// The running instance's view query `id` belongs to.

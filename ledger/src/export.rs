@@ -391,7 +391,7 @@ pub fn verify_with(
         Err(e) => f.push(format!("genesis committee: {e}")),
         Ok(mut state) => {
             match rules {
-                Some(make) => state.set_rules(make()),
+                Some(make) => state.set_rules(make.make()),
                 None => state.set_rules(Box::new(crate::rules::CoreOnly)),
             }
             let mut tree = MerkleLog::new();

@@ -44,7 +44,26 @@ pub trait AppRules: Send + Sync {
 
 /// Makes a fresh set of rules for a state built from the genesis (a node rebuilds its state at
 /// every start).
-pub type RulesFactory = Arc<dyn Fn() -> Box<dyn AppRules> + Send + Sync>;
+#[derive(Clone)]
+pub struct RulesFactory(Arc<dyn Fn() -> Box<dyn AppRules> + Send + Sync>);
+
+impl RulesFactory {
+    /// A factory calling `make`.
+    pub fn new(make: impl Fn() -> Box<dyn AppRules> + Send + Sync + 'static) -> Self {
+        RulesFactory(Arc::new(make))
+    }
+
+    /// A fresh set of rules.
+    pub fn make(&self) -> Box<dyn AppRules> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for RulesFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RulesFactory")
+    }
+}
 
 /// The bare ledger's rules: it has no way to verify a release, so it refuses every
 /// `ReleaseResult`; a `QueryFailed` needs `t` members once the query's record holds a noise

@@ -167,7 +167,7 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
         }
         .map_err(|e| io_err(StorageIOError::read, e))?;
         if let Some(make) = rules {
-            state.set_rules(make());
+            state.set_rules(make.make());
         }
         for i in 0..applied.size {
             let b = log.get(i).map_err(|e| io_err(StorageIOError::read, e))?;
