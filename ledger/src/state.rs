@@ -1494,7 +1494,7 @@ mod tests {
             result: b"{}".to_vec(),
         });
         let err = g.post(0, release.clone()).unwrap_err();
-        assert!(err.contains("cannot verify a release"), "{err}");
+        assert!(err.contains("no application rules"), "{err}");
         assert_eq!(g.state.query("q1").unwrap().outcome, None);
         // Under rules that accept it (the core only), it ends the query.
         g.state.set_rules(Box::new(crate::rules::CoreOnly));
