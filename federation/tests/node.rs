@@ -128,9 +128,25 @@ fn count_of(r: &medtech_federation::protocol::Release) -> i128 {
 /// of the query precede it in the log.
 type Held = (medtech_federation::protocol::Release, usize);
 
+/// Waits until every member has applied the same log (the leader's, as `wait` saw it).
+async fn settle(fed: &LocalFederation) {
+    let n = fed.view.members.len();
+    for _ in 0..200 {
+        let heads: Vec<_> = (0..n)
+            .map(|i| fed.handle(i).unwrap().head().unwrap())
+            .collect();
+        if heads.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the members did not converge");
+}
+
 /// Every member's ledger: the releases of query `id` it holds, and its rejections so far.
-fn releases_on_every_node(fed: &LocalFederation, id: &str) -> Vec<(Vec<Held>, u64)> {
+async fn releases_on_every_node(fed: &LocalFederation, id: &str) -> Vec<(Vec<Held>, u64)> {
     use medtech_ledger::entry::{Kind, ParsedEntry};
+    settle(fed).await;
     (0..fed.view.members.len())
         .map(|i| {
             let node = fed.handle(i).unwrap();
@@ -183,7 +199,7 @@ async fn forged_release_is_refused_by_every_node() {
         panic!("the query failed");
     };
     assert_eq!(count_of(&r), want, "the released count is the exact one");
-    for (i, (releases, rejected)) in releases_on_every_node(&fed, &id).iter().enumerate() {
+    for (i, (releases, rejected)) in releases_on_every_node(&fed, &id).await.iter().enumerate() {
         assert_eq!(releases.len(), 1, "member {i} holds one release of {id}");
         assert_eq!(count_of(&releases[0].0), want, "member {i}");
         assert!(*rejected >= 1, "member {i} refused the forgery");
@@ -231,6 +247,7 @@ async fn release_before_t_valid_partials_is_refused() {
     };
     assert_eq!(count_of(&r), want);
     let rejected_before: Vec<u64> = releases_on_every_node(&fed, &first)
+        .await
         .iter()
         .map(|(_, n)| *n)
         .collect();
@@ -240,7 +257,9 @@ async fn release_before_t_valid_partials_is_refused() {
     };
     assert!(template.lock().unwrap().is_some());
     assert_eq!(count_of(&r2), want);
-    for (i, (releases, rejected)) in releases_on_every_node(&fed, &second).iter().enumerate() {
+    for (i, (releases, rejected)) in releases_on_every_node(&fed, &second)
+        .await
+        .iter().enumerate() {
         assert_eq!(releases.len(), 1, "member {i}");
         assert!(
             releases[0].1 >= 2,
