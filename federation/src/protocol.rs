@@ -681,7 +681,11 @@ impl Verifier {
             .chain(closed.noise_from.iter().map(|m| (true, m)));
         for (noise, m) in posted {
             let cts = if noise {
-                &view.noise.get(m).ok_or("a listed noise share is missing")?.ciphertexts
+                &view
+                    .noise
+                    .get(m)
+                    .ok_or("a listed noise share is missing")?
+                    .ciphertexts
             } else {
                 &view
                     .contributions
@@ -1610,8 +1614,7 @@ fn json_close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         }
         (V::Object(x), V::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
         }
         _ => a == b,

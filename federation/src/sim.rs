@@ -118,10 +118,7 @@ impl SimCommittee {
                                 let members = self.drivers();
                                 let t = usize::from(self.view.threshold);
                                 self.queries.entry(instance).or_insert_with(|| {
-                                    (
-                                        QueryView::started(submits).with_failure_quorum(t),
-                                        members,
-                                    )
+                                    (QueryView::started(submits).with_failure_quorum(t), members)
                                 });
                             }
                             Route::Apply { instance } => {

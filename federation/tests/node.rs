@@ -259,7 +259,9 @@ async fn release_before_t_valid_partials_is_refused() {
     assert_eq!(count_of(&r2), want);
     for (i, (releases, rejected)) in releases_on_every_node(&fed, &second)
         .await
-        .iter().enumerate() {
+        .iter()
+        .enumerate()
+    {
         assert_eq!(releases.len(), 1, "member {i}");
         assert!(
             releases[0].1 >= 2,

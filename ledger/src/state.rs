@@ -1419,7 +1419,10 @@ mod tests {
         .unwrap();
         g.post(0, failed("q1", "no reason")).unwrap();
         let q = g.state.query("q1").unwrap();
-        assert_eq!(q.outcome, None, "one member cannot fail a query after noise");
+        assert_eq!(
+            q.outcome, None,
+            "one member cannot fail a query after noise"
+        );
         let (reason, by) = q.failure.unwrap();
         assert_eq!((reason.as_str(), by.len()), ("no reason", 1));
         // The same member again does not count twice.
@@ -1466,9 +1469,19 @@ mod tests {
                 on_behalf_of: "r1".into(),
             })
         };
-        let bytes = crate::entry::sign_entry(&g.keys[1], "test/gov", g.seqs[1] + 1, 0, charge("q2", 200_000));
+        let bytes = crate::entry::sign_entry(
+            &g.keys[1],
+            "test/gov",
+            g.seqs[1] + 1,
+            0,
+            charge("q2", 200_000),
+        );
         let e = g.state.check(&bytes, &g.tree, Verify::Signatures).unwrap();
-        assert_eq!(e.author, AuthorId::Node("m2".into()), "the entry names the member");
+        assert_eq!(
+            e.author,
+            AuthorId::Node("m2".into()),
+            "the entry names the member"
+        );
         g.state.apply(&e, g.tree.size());
         g.tree.append(&bytes);
         g.seqs[1] += 1;

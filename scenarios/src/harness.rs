@@ -28,8 +28,8 @@ use medtech_federation::protocol::{
     registration_entries, submit_entry, CommitteeView, NoiseMode, Outcome, Release, Timeouts,
 };
 use medtech_federation::query::{Compiled, Platform, QueryKind, QuerySpec};
-use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry, ResearcherKey};
 use medtech_federation::rules::ReleaseRules;
+use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry, ResearcherKey};
 use medtech_ledger::raft::local::{member_name, LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::NodeHandle;
 use medtech_ledger::raft::NodeId;

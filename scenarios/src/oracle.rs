@@ -160,12 +160,10 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
         for route in router.route(&author, kind) {
             match route {
                 Route::Start { instance, submits } => {
-                    views
-                        .entry(instance)
-                        .or_insert_with(|| {
-                            QueryView::started(submits)
-                                .with_failure_quorum(usize::from(c.view.threshold))
-                        });
+                    views.entry(instance).or_insert_with(|| {
+                        QueryView::started(submits)
+                            .with_failure_quorum(usize::from(c.view.threshold))
+                    });
                 }
                 Route::Apply { instance } => {
                     let Some(view) = views.get_mut(&instance) else {
