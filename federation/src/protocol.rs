@@ -33,8 +33,11 @@
 //! 6. once `t` partials are in, verifies each member's (once) and combines `t` valid ones,
 //!    posts `Misbehaviour` naming every member whose partial failed — also while fewer than
 //!    `t` are valid, which is what brings the others in — and posts `ReleaseResult` with the noisy values, their
-//!    intervals, and which hospitals contributed. If `t` valid partials never arrive within the
-//!    decryption timeout, it posts `QueryFailed` (the budget stays charged).
+//!    intervals, and which hospitals contributed — every member's ledger accepts it only if
+//!    it is the combination of the `t` partials it names ([`Verifier::check_release`],
+//!    [`crate::rules`]). If `t` valid partials never arrive within the decryption timeout, it
+//!    posts `QueryFailed` (the budget stays charged); after noise the query fails once `t`
+//!    members have posted one ([`QueryView::failure_quorum`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
