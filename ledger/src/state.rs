@@ -1445,6 +1445,41 @@ mod tests {
         );
     }
 
+    /// A failure only partly approved does not block a release the application rules accept:
+    /// `t − 1` members posting `QueryFailed` cannot stop the honest members' result.
+    #[test]
+    fn a_release_still_ends_a_query_whose_failure_is_pending() {
+        let mut g = with_query("q1");
+        g.state.set_rules(Box::new(crate::rules::CoreOnly));
+        g.post(
+            2,
+            Kind::NoiseCommitment(pb::NoiseCommitment {
+                query_id: "q1".into(),
+                ..pb::NoiseCommitment::default()
+            }),
+        )
+        .unwrap();
+        g.post(0, failed("q1", "suppress it")).unwrap();
+        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        g.post(
+            1,
+            Kind::ReleaseResult(pb::ReleaseResult {
+                query_id: "q1".into(),
+                result: b"{}".to_vec(),
+            }),
+        )
+        .unwrap();
+        assert!(matches!(
+            g.state.query("q1").unwrap().outcome,
+            Some(QueryOutcome::Released(_))
+        ));
+        // The failure can no longer complete.
+        assert!(g
+            .post(2, failed("q1", "late"))
+            .unwrap_err()
+            .contains("already closed"));
+    }
+
     /// The on-behalf-of power (docs/privacy.md §1): a member may submit a query for any
     /// registered researcher, spending that researcher's budget. What bounds it is checked
     /// here: the entry is signed by and names the submitting member, the query is recorded
