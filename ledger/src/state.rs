@@ -40,7 +40,8 @@
 //!    current members each posting a `QueryFailed` for the query; the first ones are recorded
 //!    as approvals ([`QueryRecord::failure`]) and the `t`-th ends the query with the first
 //!    reason (test `query_failed_after_noise_without_reason_is_refused`). A valid release
-//!    still ends a query whose failure is only partly approved.
+//!    still ends a query whose failure is only partly approved
+//!    (`a_release_still_ends_a_query_whose_failure_is_pending`).
 //!
 //! Cryptographic validity of contributions and noise shares (range proofs) is checked by each
 //! committee node before it decrypts; a release is checked by rule 8; the ledger records what
