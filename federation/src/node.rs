@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
-use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
+use medtech_ledger::raft::local::{member_name, LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::NodeHandle;
 use medtech_noise::Micros;
 use medtech_threshold::{KeyShare, ThresholdPublicKey};
@@ -28,6 +28,7 @@ use crate::protocol::{
     QueryView, Timeouts,
 };
 use crate::query::{Platform, QuerySpec};
+use crate::rules::ReleaseRules;
 
 /// What one member knows of a query from the applied ledger: what the API reports.
 #[derive(Clone, Debug)]
@@ -190,7 +191,8 @@ impl Driver {
                 Route::Start { instance, submits } => {
                     queries.entry(instance.clone()).or_insert_with(|| {
                         (
-                            QueryView::started(submits),
+                            QueryView::started(submits)
+                                .with_failure_quorum(usize::from(self.committee.threshold)),
                             Member::new(
                                 &self.name,
                                 self.committee.clone(),
@@ -263,14 +265,22 @@ impl LocalFederation {
         noise: NoiseMode,
         timeouts: Timeouts,
     ) -> anyhow::Result<Self> {
+        Self::start_with(dir, key, shares, noise, timeouts, None).await
+    }
+
+    /// As [`Self::start`], every member's query loop rewriting what it posts through
+    /// `adversary` (tests that play cheating members over the real ledger).
+    pub async fn start_with(
+        dir: &Path,
+        key: ThresholdPublicKey,
+        shares: Vec<KeyShare>,
+        noise: NoiseMode,
+        timeouts: Timeouts,
+        adversary: Option<Adversary>,
+    ) -> anyhow::Result<Self> {
         let n = shares.len();
         let t = usize::from(key.threshold());
-        let mut opts = LocalOptions::new(n, t, "medtech.local/committee");
-        // Checkpoints cosigned as the log grows, as a real node does.
-        opts.cosign_every = Some(Duration::from_secs(2));
-        let ledger = LocalCommittee::start(opts, &dir.join("ledger"), &mut OsRng).await?;
-        ledger.wait_leader(&[], Duration::from_secs(20)).await?;
-        let members: Vec<String> = ledger.members.iter().map(|m| m.name.clone()).collect();
+        let members: Vec<String> = (0..n).map(member_name).collect();
         let view = CommitteeView {
             members: members.clone(),
             threshold: key.threshold(),
@@ -278,6 +288,17 @@ impl LocalFederation {
             platform: Arc::new(Platform::new(&members)),
             close_tolerance: None,
         };
+        let mut opts = LocalOptions::new(n, t, "medtech.local/committee");
+        // Checkpoints cosigned as the log grows, as a real node does.
+        opts.cosign_every = Some(Duration::from_secs(2));
+        // Every member's ledger checks releases (and failures) under the committee's rules.
+        opts.rules = Some(ReleaseRules::factory(view.clone()));
+        let ledger = LocalCommittee::start(opts, &dir.join("ledger"), &mut OsRng).await?;
+        ledger.wait_leader(&[], Duration::from_secs(20)).await?;
+        anyhow::ensure!(
+            ledger.members.iter().map(|m| &m.name).eq(members.iter()),
+            "the local committee's members are not named as expected"
+        );
         let (stop, stop_rx) = watch::channel(false);
         let mut indexes: Vec<QueryIndex> = Vec::new();
         let mut stores = Vec::new();
@@ -301,7 +322,7 @@ impl LocalFederation {
                 noise,
                 timeouts,
                 index: Arc::default(),
-                adversary: None,
+                adversary: adversary.clone(),
             };
             indexes.push(Arc::clone(&driver.index));
             drivers.push(tokio::spawn(driver.run(handle, stop_rx.clone())));

@@ -33,8 +33,11 @@
 //! 6. once `t` partials are in, verifies each member's (once) and combines `t` valid ones,
 //!    posts `Misbehaviour` naming every member whose partial failed — also while fewer than
 //!    `t` are valid, which is what brings the others in — and posts `ReleaseResult` with the noisy values, their
-//!    intervals, and which hospitals contributed. If `t` valid partials never arrive within the
-//!    decryption timeout, it posts `QueryFailed` (the budget stays charged).
+//!    intervals, and which hospitals contributed — every member's ledger accepts it only if
+//!    it is the combination of the `t` partials it names ([`Verifier::check_release`],
+//!    [`crate::rules`]). If `t` valid partials never arrive within the decryption timeout, it
+//!    posts `QueryFailed` (the budget stays charged); after noise the query fails once `t`
+//!    members have posted one ([`QueryView::failure_quorum`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -201,6 +204,12 @@ pub struct QueryView {
     /// How the instance ended: its first query's outcome, set once every query of the
     /// instance has one.
     pub outcome: Option<Outcome>,
+    /// How many members must post a `QueryFailed` for a query once the instance has a noise
+    /// share (the ledger's rule 9: the committee's `t`; 0 or 1: one, as before noise).
+    pub failure_quorum: usize,
+    /// Failures posted but not yet agreed by [`Self::failure_quorum`] members: per query, the
+    /// first reason and who posted one.
+    pub failing: BTreeMap<String, (String, BTreeSet<String>)>,
 }
 
 /// How a query ended.
@@ -255,10 +264,29 @@ impl QueryView {
                 self.end(&r.query_id, o);
             }
             Kind::QueryFailed(f) => {
-                self.end(&f.query_id, Outcome::Failed(f.reason.clone()));
+                // As the ledger counts (rule 9): after noise, the failure takes `t` members.
+                if self.noise.is_empty() || self.failure_quorum <= 1 {
+                    self.end(&f.query_id, Outcome::Failed(f.reason.clone()));
+                    return;
+                }
+                let (reason, by) = self
+                    .failing
+                    .entry(f.query_id.clone())
+                    .or_insert_with(|| (f.reason.clone(), BTreeSet::new()));
+                by.insert(author.to_owned());
+                if by.len() >= self.failure_quorum {
+                    let reason = reason.clone();
+                    self.end(&f.query_id, Outcome::Failed(reason));
+                }
             }
             _ => {}
         }
+    }
+
+    /// This view with the failure quorum `t` ([`Self::failure_quorum`]).
+    pub fn with_failure_quorum(mut self, t: usize) -> Self {
+        self.failure_quorum = t;
+        self
     }
 
     /// A view of an instance started with these `SubmitQuery` entries (author, entry), in
@@ -555,6 +583,150 @@ impl Verifier {
             ));
         }
         Ok(cheats.into_iter().collect())
+    }
+
+    /// The ledger's release rule (rule 8 of `medtech_ledger::state`, applied by
+    /// [`crate::rules::ReleaseRules`] on every member): `released`, posted for query `id` of
+    /// the instance in `view` (the entries before the release), must be what the combination of
+    /// the `t` partial decryptions it names gives. Recomputes the aggregate from the
+    /// ciphertexts the close lists (their range proofs are each decrypter's business: an
+    /// honest member verifies them before it decrypts, and any `t` partials include one),
+    /// verifies the named members' partial decryptions against it — `t` proofs per aggregate
+    /// ciphertext, nothing more — combines and decodes them as [`Self::finish`] does for a
+    /// member's own release, and compares: names and integers exactly, floating-point
+    /// post-processing (intervals, average) to a relative `1e-9`, so that the verdict does not
+    /// depend on the platform's `ln`/`exp`. Returns the releases of every query of the
+    /// instance as combined (a bundle's other releases are the same combination).
+    pub fn check_release(
+        &mut self,
+        view: &QueryView,
+        id: &str,
+        released: &Release,
+    ) -> Result<Vec<(String, Release)>, String> {
+        let ours = self.combine_named(view, &released.decrypted_by)?;
+        let mine = ours
+            .iter()
+            .find(|(q, _)| q == id)
+            .map(|(_, r)| r)
+            .ok_or_else(|| format!("query {id} is not in the instance {}", view.id))?;
+        same_release(mine, released)?;
+        Ok(ours)
+    }
+
+    /// The instance's releases as the combination of the partial decryptions of exactly the
+    /// `t` members `named` (each verified) of the aggregate recomputed without range proofs.
+    pub fn combine_named(
+        &mut self,
+        view: &QueryView,
+        named: &[String],
+    ) -> Result<Vec<(String, Release)>, String> {
+        let c = self.compile(view)?;
+        let closed = view
+            .closed
+            .as_ref()
+            .ok_or("released before the aggregate was closed")?;
+        if closed.noise_from.len() < self.committee.noise_needed() {
+            return Err("the close lists too few noise shares".into());
+        }
+        let t = usize::from(self.committee.threshold);
+        let distinct: BTreeSet<&String> = named.iter().collect();
+        if distinct.len() != named.len() {
+            return Err("the release names a decrypter twice".into());
+        }
+        if named.len() != t {
+            return Err(format!(
+                "the release names {} decrypters; a release combines exactly t = {t}",
+                named.len()
+            ));
+        }
+        let aggregate = self.sum_listed(view, &c, closed)?;
+        let mut chosen = Vec::with_capacity(t);
+        for m in named {
+            let party = self
+                .committee
+                .party(m)
+                .ok_or_else(|| format!("{m}, named as a decrypter, is not a member"))?;
+            let p = view.partials.get(m).ok_or_else(|| {
+                format!("{m} is named as a decrypter but posted no partial decryption")
+            })?;
+            let v = verify_partials(&self.committee.key, &view.tag(), party, &aggregate, p)
+                .map_err(|e| format!("{m}'s partial decryption does not verify: {e}"))?;
+            chosen.push((party, v));
+        }
+        chosen.sort_by_key(|(p, _)| *p);
+        let ours = self.finish(view, &c, closed, &aggregate, &chosen)?;
+        // Compared as stored: through the same JSON encoding the release went through.
+        ours.into_iter()
+            .map(|(q, r)| {
+                serde_json::to_vec(&r)
+                    .and_then(|b| serde_json::from_slice::<Release>(&b))
+                    .map(|r| (q, r))
+                    .map_err(|e| format!("release encoding: {e}"))
+            })
+            .collect()
+    }
+
+    /// The homomorphic sum of the ciphertexts the close lists, read without their proofs
+    /// (see [`Self::check_release`]).
+    fn sum_listed(
+        &self,
+        view: &QueryView,
+        c: &Batch,
+        closed: &pb::CloseAggregate,
+    ) -> Result<Vec<PackedCiphertext>, String> {
+        let pk = self.committee.key.public_key();
+        let placed = self.placed_layouts(c)?;
+        let mut agg: Option<Vec<PackedCiphertext>> = None;
+        let posted = closed
+            .contributors
+            .iter()
+            .map(|m| (false, m))
+            .chain(closed.noise_from.iter().map(|m| (true, m)));
+        for (noise, m) in posted {
+            let cts = if noise {
+                &view
+                    .noise
+                    .get(m)
+                    .ok_or("a listed noise share is missing")?
+                    .ciphertexts
+            } else {
+                &view
+                    .contributions
+                    .get(m)
+                    .ok_or("a listed contribution is missing")?
+                    .ciphertexts
+            };
+            if cts.len() != placed.len() {
+                return Err(format!(
+                    "{m} posted {} ciphertexts for {} layouts",
+                    cts.len(),
+                    placed.len()
+                ));
+            }
+            let mut part = Vec::with_capacity(cts.len());
+            for ((layout, _, offsets), ct) in placed.iter().zip(cts) {
+                let ct = Ciphertext::from_bytes(pk, ct).map_err(|e| format!("{m}: {e}"))?;
+                let packed = if noise {
+                    unshift_shares(pk, *layout, c.noise_bound(), &ct)
+                        .map_err(|e| format!("{m}: {e}"))?
+                } else {
+                    medtech_threshold::range::range_slot_bound(*layout, offsets, SLOT_BOUND)
+                        .and_then(|b| PackedCiphertext::from_parts(ct, *layout, b))
+                        .map_err(|e| format!("{m}: {e}"))?
+                };
+                part.push(packed);
+            }
+            agg = Some(match agg {
+                None => part,
+                Some(acc) => acc
+                    .iter()
+                    .zip(&part)
+                    .map(|(a, b)| a.add(pk, b))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?,
+            });
+        }
+        agg.ok_or_else(|| "empty aggregate".into())
     }
 
     /// The instance's ciphertext layouts: its slots, as wide as [`Batch::slot_bits`].
@@ -1406,6 +1578,50 @@ fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R>
             .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     })
+}
+
+/// Whether two releases agree: every string, integer and boolean exactly, floating-point values
+/// to a relative `1e-9` (the intervals and the average are post-processing computed with the
+/// platform's `ln`/`exp`; the verdict must not depend on the platform).
+pub(crate) fn same_release(ours: &Release, released: &Release) -> Result<(), String> {
+    let (a, b) = match (serde_json::to_value(ours), serde_json::to_value(released)) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Err("release encoding".into()),
+    };
+    if json_close(&a, &b) {
+        return Ok(());
+    }
+    Err(format!(
+        "the release is not the combination of the partial decryptions it names: released {}, recomputed {}",
+        b, a
+    ))
+}
+
+fn json_close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::Number(x), V::Number(y)) => {
+            if x.is_f64() || y.is_f64() {
+                match (x.as_f64(), y.as_f64()) {
+                    (Some(x), Some(y)) => {
+                        x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-300)
+                    }
+                    _ => false,
+                }
+            } else {
+                x == y
+            }
+        }
+        (V::Array(x), V::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_close(x, y))
+        }
+        (V::Object(x), V::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 fn misbehaviour(query: &str, culprit: &str, reason: &str) -> Kind {

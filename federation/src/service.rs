@@ -44,6 +44,17 @@ impl RunningNode {
                         n.file.listen_committee
                     )
                 })?;
+        let names = n.committee.names();
+        let view = CommitteeView {
+            members: names.clone(),
+            threshold: n.committee.threshold,
+            key: Arc::new(n.threshold_key),
+            platform: Arc::new(Platform::new(&names)),
+            close_tolerance: n.committee.close_tolerance,
+        };
+        view.key.precompute();
+        // The state machine checks every release under the committee's key.
+        let rules = crate::rules::ReleaseRules::factory(view.clone());
         let config = NodeConfig {
             id: n.raft_id,
             key: n.key,
@@ -57,6 +68,7 @@ impl RunningNode {
             backend: medtech_ledger::backend::Backend::default(),
             state_spill: n.file.ledger_state_spill,
             faults: Default::default(),
+            rules: Some(rules),
         };
         let mut ledger = LedgerNode::start_on(config, committee_addr).await?;
         if let Some(f) = n.fabric.take() {
@@ -83,15 +95,6 @@ impl RunningNode {
                 Err(e) => tracing::info!("Raft already initialised ({e})"),
             }
         }
-        let names = n.committee.names();
-        let view = CommitteeView {
-            members: names.clone(),
-            threshold: n.committee.threshold,
-            key: Arc::new(n.threshold_key),
-            platform: Arc::new(Platform::new(&names)),
-            close_tolerance: n.committee.close_tolerance,
-        };
-        view.key.precompute();
         let store = Arc::new(RwLock::new(
             DeviceStore::open(&n.data_dir.join("devices"))
                 .with_context(|| format!("device store in {}", n.data_dir.display()))?,

@@ -77,7 +77,9 @@ impl SimCommittee {
             0,
         );
         committee.close_tolerance = view.close_tolerance;
-        let state = LedgerState::new(ORIGIN, committee)?;
+        // Under the committee's application rules, as a node's ledger is (the release check).
+        let state = LedgerState::new(ORIGIN, committee)?
+            .with_rules(Box::new(crate::rules::ReleaseRules::new(view.clone())));
         let n = keys.len();
         Ok(SimCommittee {
             view: view.clone(),
@@ -114,9 +116,10 @@ impl SimCommittee {
                         match route {
                             Route::Start { instance, submits } => {
                                 let members = self.drivers();
-                                self.queries
-                                    .entry(instance)
-                                    .or_insert_with(|| (QueryView::started(submits), members));
+                                let t = usize::from(self.view.threshold);
+                                self.queries.entry(instance).or_insert_with(|| {
+                                    (QueryView::started(submits).with_failure_quorum(t), members)
+                                });
                             }
                             Route::Apply { instance } => {
                                 if let Some((view, _)) = self.queries.get_mut(&instance) {

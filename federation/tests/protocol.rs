@@ -232,6 +232,12 @@ fn with_fewer_than_t_members_online_the_query_fails_and_stays_charged() {
         .state
         .budgets()
         .spent(&medtech_noise::Subject::Researcher("alice".into()));
+    // Noise is posted, so failing the query takes t = 3 members (ledger rule 9): the two
+    // online members' timeouts are approvals, and the query stays open.
+    assert_eq!(c.run(&id, 5_000, 40), None);
+    assert!(c.state.query(&id).unwrap().failure.is_some());
+    // A third member comes back, times out too, and the query fails.
+    c.offline.remove("hospital-c");
     match c.run(&id, 5_000, 40) {
         Some(Outcome::Failed(why)) => assert!(why.contains("not released"), "{why}"),
         other => panic!("{other:?}"),

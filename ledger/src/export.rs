@@ -190,8 +190,20 @@ pub fn verify_json(text: &str) -> Result<VerificationReport, String> {
     Ok(verify(&export))
 }
 
-/// Verifies an export from its contents alone.
+/// Verifies an export from its contents alone. Its step V7 replays the ledger's core rules
+/// only ([`crate::rules::CoreOnly`]): releases are not re-verified, which needs the committee's
+/// threshold key and the application's rules ([`verify_with`]).
 pub fn verify(export: &LedgerExport) -> VerificationReport {
+    verify_with(export, None)
+}
+
+/// Verifies an export, step V7 replaying the entries under the application rules `rules`
+/// makes (a committee node passes its own: the release check of
+/// `medtech_federation::rules`), or the core rules only when `None`.
+pub fn verify_with(
+    export: &LedgerExport,
+    rules: Option<&crate::rules::RulesFactory>,
+) -> VerificationReport {
     let mut steps = Vec::new();
 
     // V1: parameters.
@@ -371,9 +383,17 @@ pub fn verify(export: &LedgerExport) -> VerificationReport {
     let mut f = Vec::new();
     let mut genesis = CommitteeConfig::new(committee.clone(), export.threshold, 0);
     genesis.close_tolerance = export.close_tolerance;
+    let v7 = match rules {
+        Some(_) => "entries signed by their authors, in order, valid under the ledger's and the application's rules",
+        None => "entries signed by their authors, in order, valid under the ledger's core rules (releases not re-verified)",
+    };
     match LedgerState::new(&export.origin, genesis) {
         Err(e) => f.push(format!("genesis committee: {e}")),
         Ok(mut state) => {
+            match rules {
+                Some(make) => state.set_rules(make.make()),
+                None => state.set_rules(Box::new(crate::rules::CoreOnly)),
+            }
             let mut tree = MerkleLog::new();
             let mut failed = 0usize;
             for (i, e) in export.entries.iter().enumerate() {
@@ -394,12 +414,7 @@ pub fn verify(export: &LedgerExport) -> VerificationReport {
             }
         }
     }
-    steps.push(step(
-        "V7",
-        "entries signed by their authors, in order, valid under the ledger's rules",
-        export.entries.len(),
-        f,
-    ));
+    steps.push(step("V7", v7, export.entries.len(), f));
 
     VerificationReport {
         version: export.version,

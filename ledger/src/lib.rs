@@ -6,6 +6,8 @@
 //!   or a researcher for their queries), bound to the ledger's origin and the author's sequence;
 //! * [`state`] — the deterministic rules an entry must satisfy to be applied, and what applying
 //!   it changes (committee, researchers, queries, cosignatures);
+//! * [`rules`] — the hook through which the application adds its own rules to the state
+//!   machine (the committee node's release check);
 //! * [`book`] — the per-query records of the state, spilled to a scratch file beyond a bound;
 //! * [`merkle`] — the tamper-evident RFC 6962 Merkle log with inclusion and consistency proofs;
 //! * [`checkpoint`] — C2SP checkpoints as Ed25519 signed notes, counted once `t` of `n` members
@@ -30,6 +32,7 @@ pub mod fabric;
 pub mod merkle;
 pub mod raft;
 pub mod redb_store;
+pub mod rules;
 pub mod state;
 pub mod store;
 pub mod tls;

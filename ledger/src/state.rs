@@ -26,11 +26,26 @@
 //!    test `single_member_budget_raise_is_pending_until_t_approve`). Lowering a limit and
 //!    disabling a researcher take one member and apply at once;
 //! 7. a query's declared privacy cost fits the researcher's, the dataset's and the global budget
-//!    ([`crate::budget`]); admitting the query spends it, in the same step.
+//!    ([`crate::budget`]); admitting the query spends it, in the same step;
+//! 8. the application rules accept it ([`crate::rules::AppRules::check`], injected by the node
+//!    that runs the state machine). The committee node's rules
+//!    (`medtech_federation::rules::ReleaseRules`) accept a `ReleaseResult` only if it is the
+//!    combination of the `t` partial decryptions it names, each of whose proofs verifies
+//!    against the aggregate recomputed from the ciphertexts the close lists, decoded as the
+//!    query's plan says (test `forged_release_is_refused_by_every_node`). Without application
+//!    rules ([`crate::rules::RefuseReleases`]) every release is refused;
+//! 9. a `QueryFailed` ends a query at once only while the application rules say no agreement
+//!    is needed — by default, until the query's first noise share
+//!    ([`crate::rules::AppRules::failure_needs_agreement`]). After that it takes `t` distinct
+//!    current members each posting a `QueryFailed` for the query; the first ones are recorded
+//!    as approvals ([`QueryRecord::failure`]) and the `t`-th ends the query with the first
+//!    reason (test `query_failed_after_noise_without_reason_is_refused`). A valid release
+//!    still ends a query whose failure is only partly approved
+//!    (`a_release_still_ends_a_query_whose_failure_is_pending`).
 //!
-//! Cryptographic validity of contributions, noise shares and partial decryptions (range and
-//! equality proofs) is checked by the committee node before it posts or uses them; the ledger
-//! records what was posted and by whom, so a bad proof is attributable.
+//! Cryptographic validity of contributions and noise shares (range proofs) is checked by each
+//! committee node before it decrypts; a release is checked by rule 8; the ledger records what
+//! was posted and by whom, so a bad proof is attributable.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,6 +58,7 @@ use crate::budget::{limit_event, Accountant, ChargeRecord, Event, QueryCharge};
 use crate::checkpoint::{Checkpoint, NodeIdentity, NoteSignature, SignedCheckpoint};
 use crate::entry::{config_message, AuthorId, Kind, ParsedEntry};
 use crate::merkle::{Hash, MerkleLog};
+use crate::rules::{AppRules, RefuseReleases};
 
 /// Longest id (researcher, query, member name) accepted.
 pub const MAX_ID_LEN: usize = 128;
@@ -273,6 +289,10 @@ pub struct QueryRecord {
     pub closed: Option<(BTreeSet<String>, BTreeSet<String>)>,
     /// Set once released or failed.
     pub outcome: Option<QueryOutcome>,
+    /// A failure waiting for `t` members (rule 9): the first reason given, and the members
+    /// that posted a `QueryFailed` for this query.
+    #[serde(default)]
+    pub failure: Option<(String, BTreeSet<String>)>,
 }
 
 /// Why an entry was not applied, naming its author when the entry got as far as naming one.
@@ -320,6 +340,16 @@ pub struct LedgerState {
     pending: BTreeMap<Hash, PendingChange>,
     rejected: u64,
     spill: Option<Spill>,
+    rules: Rules,
+}
+
+/// The installed application rules (a trait object has no `Debug`).
+struct Rules(Box<dyn AppRules>);
+
+impl std::fmt::Debug for Rules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppRules")
+    }
 }
 
 /// Most pending changes one member may have approved at a time (a member cannot fill the
@@ -401,7 +431,20 @@ impl LedgerState {
             pending: BTreeMap::new(),
             rejected: 0,
             spill,
+            rules: Rules(Box::new(RefuseReleases)),
         })
+    }
+
+    /// Installs the application rules (rule 8, 9). Must be done on the empty state, before any
+    /// entry is checked or applied: the rules observe every applied entry.
+    pub fn set_rules(&mut self, rules: Box<dyn AppRules>) {
+        self.rules = Rules(rules);
+    }
+
+    /// This state with `rules` installed ([`Self::set_rules`]).
+    pub fn with_rules(mut self, rules: Box<dyn AppRules>) -> Self {
+        self.set_rules(rules);
+        self
     }
 
     /// A failure of the scratch file the per-query records spill to. Once set, what this state
@@ -630,6 +673,8 @@ impl LedgerState {
         }
         // 5: kind and consistency.
         self.check_kind(&e, tree).map_err(reject)?;
+        // 8: the application's rules.
+        self.rules.0.check(&e, self).map_err(reject)?;
         Ok(e)
     }
 
@@ -733,8 +778,20 @@ impl LedgerState {
                 self.open_query(&r.query_id).map(|_| ())
             }
             Kind::QueryFailed(f) => {
-                need_node()?;
-                self.open_query(&f.query_id).map(|_| ())
+                let n = need_node()?;
+                let q = self.open_query(&f.query_id)?;
+                if f.reason.len() > 4096 {
+                    return Err("failure reason longer than 4096 bytes".into());
+                }
+                match &q.failure {
+                    Some((_, by)) if by.contains(n) => Err(format!(
+                        "{n} already posted a failure of query {} ({} of t = {} members so far)",
+                        f.query_id,
+                        by.len(),
+                        self.committee.threshold
+                    )),
+                    _ => Ok(()),
+                }
             }
             Kind::Misbehaviour(m) => {
                 need_node()?;
@@ -932,6 +989,12 @@ impl LedgerState {
             AuthorId::Node(n) => n.clone(),
             AuthorId::Researcher(_) => String::new(),
         };
+        // Rule 9 is decided on the state before the entry, as `check` saw it.
+        let failure_needs_agreement = match e.kind() {
+            Some(Kind::QueryFailed(f)) => self.rules.0.failure_needs_agreement(&f.query_id, self),
+            _ => false,
+        };
+        self.rules.0.applied(e, seq);
         let Some(kind) = e.kind() else { return };
         if matches!(
             kind,
@@ -1021,9 +1084,28 @@ impl LedgerState {
             Kind::ReleaseResult(r) => self.with_query(&r.query_id, |q| {
                 q.outcome = Some(QueryOutcome::Released(seq));
             }),
-            Kind::QueryFailed(f) => self.with_query(&f.query_id, |q| {
-                q.outcome = Some(QueryOutcome::Failed(f.reason.clone()));
-            }),
+            Kind::QueryFailed(f) => {
+                let members: BTreeSet<String> = self
+                    .committee
+                    .members
+                    .iter()
+                    .map(|m| m.name.clone())
+                    .collect();
+                let t = self.committee.threshold;
+                self.with_query(&f.query_id, |q| {
+                    if !failure_needs_agreement {
+                        q.outcome = Some(QueryOutcome::Failed(f.reason.clone()));
+                        return;
+                    }
+                    let (reason, by) = q
+                        .failure
+                        .get_or_insert_with(|| (f.reason.clone(), BTreeSet::new()));
+                    by.insert(node.clone());
+                    if by.iter().filter(|m| members.contains(*m)).count() >= t {
+                        q.outcome = Some(QueryOutcome::Failed(reason.clone()));
+                    }
+                })
+            }
             Kind::Cosignature(c) => {
                 if let (Ok(root), Ok(signature)) = (
                     <Hash>::try_from(c.root.as_slice()),
@@ -1280,6 +1362,196 @@ mod tests {
         // Others still propose and approve.
         g.post(1, register("r0")).unwrap();
         assert!(g.state.researcher("r0").is_some());
+    }
+
+    /// Gov with researcher `r1` registered and budgeted, and query `id` submitted by m1 on
+    /// its behalf.
+    fn with_query(id: &str) -> Gov {
+        let mut g = Gov::new();
+        for k in [
+            register("r1"),
+            budget("researcher:r1", 10_000_000),
+            budget("dataset:d", 10_000_000),
+        ] {
+            g.post(0, k.clone()).unwrap();
+            g.post(1, k).unwrap();
+        }
+        let charge = crate::budget::QueryCharge {
+            dataset: "d".into(),
+            cost: medtech_noise::Cost {
+                epsilon: medtech_noise::Micros(100_000),
+                ..medtech_noise::Cost::default()
+            },
+        };
+        g.post(
+            0,
+            Kind::SubmitQuery(pb::SubmitQuery {
+                query_id: id.into(),
+                query: b"{}".to_vec(),
+                cost: charge.encode(),
+                on_behalf_of: "r1".into(),
+            }),
+        )
+        .unwrap();
+        g
+    }
+
+    fn failed(id: &str, reason: &str) -> Kind {
+        Kind::QueryFailed(pb::QueryFailed {
+            query_id: id.into(),
+            reason: reason.into(),
+        })
+    }
+
+    /// The attack: once noise is posted (the charge is final and the result is on its way), one
+    /// member alone declares the query failed — suppressing a result the committee is about
+    /// to release, for no reason anyone can check. Its `QueryFailed` is only an approval: the
+    /// query ends failed when `t` members agree, and not before.
+    #[test]
+    fn query_failed_after_noise_without_reason_is_refused() {
+        let mut g = with_query("q1");
+        g.post(
+            1,
+            Kind::NoiseCommitment(pb::NoiseCommitment {
+                query_id: "q1".into(),
+                ..pb::NoiseCommitment::default()
+            }),
+        )
+        .unwrap();
+        g.post(0, failed("q1", "no reason")).unwrap();
+        let q = g.state.query("q1").unwrap();
+        assert_eq!(
+            q.outcome, None,
+            "one member cannot fail a query after noise"
+        );
+        let (reason, by) = q.failure.unwrap();
+        assert_eq!((reason.as_str(), by.len()), ("no reason", 1));
+        // The same member again does not count twice.
+        let again = g.post(0, failed("q1", "still no reason")).unwrap_err();
+        assert!(again.contains("already posted a failure"), "{again}");
+        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        // A second member (t = 2) agrees: the query ends with the first reason.
+        g.post(2, failed("q1", "timeout")).unwrap();
+        assert_eq!(
+            g.state.query("q1").unwrap().outcome,
+            Some(QueryOutcome::Failed("no reason".into()))
+        );
+
+        // Before any noise, one member still fails a query (e.g. no contributions in time).
+        let mut g = with_query("q2");
+        g.post(1, failed("q2", "no contributions")).unwrap();
+        assert_eq!(
+            g.state.query("q2").unwrap().outcome,
+            Some(QueryOutcome::Failed("no contributions".into()))
+        );
+    }
+
+    /// A failure only partly approved does not block a release the application rules accept:
+    /// `t − 1` members posting `QueryFailed` cannot stop the honest members' result.
+    #[test]
+    fn a_release_still_ends_a_query_whose_failure_is_pending() {
+        let mut g = with_query("q1");
+        g.state.set_rules(Box::new(crate::rules::CoreOnly));
+        g.post(
+            2,
+            Kind::NoiseCommitment(pb::NoiseCommitment {
+                query_id: "q1".into(),
+                ..pb::NoiseCommitment::default()
+            }),
+        )
+        .unwrap();
+        g.post(0, failed("q1", "suppress it")).unwrap();
+        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        g.post(
+            1,
+            Kind::ReleaseResult(pb::ReleaseResult {
+                query_id: "q1".into(),
+                result: b"{}".to_vec(),
+            }),
+        )
+        .unwrap();
+        assert!(matches!(
+            g.state.query("q1").unwrap().outcome,
+            Some(QueryOutcome::Released(_))
+        ));
+        // The failure can no longer complete.
+        assert!(g
+            .post(2, failed("q1", "late"))
+            .unwrap_err()
+            .contains("already closed"));
+    }
+
+    /// The on-behalf-of power (docs/privacy.md §1): a member may submit a query for any
+    /// registered researcher, spending that researcher's budget. What bounds it is checked
+    /// here: the entry is signed by and names the submitting member, the query is recorded
+    /// for the researcher, the charge lands on that researcher's (and the dataset's) budget
+    /// and cannot exceed it, and a researcher cannot use the field to spend someone else's.
+    #[test]
+    fn a_query_submitted_on_behalf_of_a_researcher_is_attributed_to_the_submitting_member() {
+        let mut g = with_query("q1");
+        // The ledger entry of q1 is m1's: its author is the member, on behalf of r1.
+        let charge = |id: &str, eps: u64| {
+            Kind::SubmitQuery(pb::SubmitQuery {
+                query_id: id.into(),
+                query: b"{}".to_vec(),
+                cost: crate::budget::QueryCharge {
+                    dataset: "d".into(),
+                    cost: medtech_noise::Cost {
+                        epsilon: medtech_noise::Micros(eps),
+                        ..medtech_noise::Cost::default()
+                    },
+                }
+                .encode(),
+                on_behalf_of: "r1".into(),
+            })
+        };
+        let bytes = crate::entry::sign_entry(
+            &g.keys[1],
+            "test/gov",
+            g.seqs[1] + 1,
+            0,
+            charge("q2", 200_000),
+        );
+        let e = g.state.check(&bytes, &g.tree, Verify::Signatures).unwrap();
+        assert_eq!(
+            e.author,
+            AuthorId::Node("m2".into()),
+            "the entry names the member"
+        );
+        g.state.apply(&e, g.tree.size());
+        g.tree.append(&bytes);
+        g.seqs[1] += 1;
+        assert_eq!(g.state.query("q2").unwrap().researcher, "r1");
+        let spent = |g: &Gov, s: &str| {
+            let s = crate::budget::parse_subject(s).unwrap();
+            g.state.budgets().spent(&s).epsilon.0
+        };
+        assert_eq!(spent(&g, "researcher:r1"), 300_000, "q1 and q2 are r1's");
+        assert_eq!(spent(&g, "dataset:d"), 300_000);
+        // Bounded by r1's limit (10 ε): a member cannot spend past it.
+        let over = g.post(2, charge("q3", 9_800_000)).unwrap_err();
+        assert!(over.contains("budget"), "{over}");
+        assert!(g.state.query("q3").is_none());
+    }
+
+    /// Without application rules the ledger cannot verify a release, so it refuses every one.
+    #[test]
+    fn a_ledger_without_application_rules_refuses_every_release() {
+        let mut g = with_query("q1");
+        let release = Kind::ReleaseResult(pb::ReleaseResult {
+            query_id: "q1".into(),
+            result: b"{}".to_vec(),
+        });
+        let err = g.post(0, release.clone()).unwrap_err();
+        assert!(err.contains("no application rules"), "{err}");
+        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        // Under rules that accept it (the core only), it ends the query.
+        g.state.set_rules(Box::new(crate::rules::CoreOnly));
+        g.post(0, release).unwrap();
+        assert!(matches!(
+            g.state.query("q1").unwrap().outcome,
+            Some(QueryOutcome::Released(_))
+        ));
     }
 
     #[test]

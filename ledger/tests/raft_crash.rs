@@ -61,6 +61,7 @@ async fn config(dir: &std::path::Path) -> (NodeConfig, tokio::net::TcpListener) 
         state_spill: true,
         backend: Backend::default(),
         faults: Default::default(),
+        rules: None,
     };
     (cfg, listener)
 }

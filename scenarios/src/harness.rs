@@ -28,8 +28,9 @@ use medtech_federation::protocol::{
     registration_entries, submit_entry, CommitteeView, NoiseMode, Outcome, Release, Timeouts,
 };
 use medtech_federation::query::{Compiled, Platform, QueryKind, QuerySpec};
+use medtech_federation::rules::ReleaseRules;
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry, ResearcherKey};
-use medtech_ledger::raft::local::{LocalCommittee, LocalOptions};
+use medtech_ledger::raft::local::{member_name, LocalCommittee, LocalOptions};
 use medtech_ledger::raft::node::NodeHandle;
 use medtech_ledger::raft::NodeId;
 use medtech_noise::Micros;
@@ -126,11 +127,7 @@ impl Committee {
         let mut rng = ChaCha20Rng::seed_from_u64(opts.seed);
         let (key, shares) =
             dealer::generate(opts.bits, opts.members as u16, opts.threshold, &mut rng)?;
-        let mut lo = LocalOptions::new(opts.members, usize::from(opts.threshold), ORIGIN);
-        lo.cosign_every = Some(Duration::from_secs(1));
-        lo.close_tolerance = opts.close_tolerance;
-        let ledger = LocalCommittee::start(lo, &dir.path().join("ledger"), &mut OsRng).await?;
-        let members: Vec<String> = ledger.members.iter().map(|m| m.name.clone()).collect();
+        let members: Vec<String> = (0..opts.members).map(member_name).collect();
         let view = CommitteeView {
             members: members.clone(),
             threshold: opts.threshold,
@@ -138,6 +135,16 @@ impl Committee {
             platform: Arc::new(Platform::new(&members)),
             close_tolerance: opts.close_tolerance,
         };
+        let mut lo = LocalOptions::new(opts.members, usize::from(opts.threshold), ORIGIN);
+        lo.cosign_every = Some(Duration::from_secs(1));
+        lo.close_tolerance = opts.close_tolerance;
+        // Every member's ledger checks releases under the committee's rules, as a node does.
+        lo.rules = Some(ReleaseRules::factory(view.clone()));
+        let ledger = LocalCommittee::start(lo, &dir.path().join("ledger"), &mut OsRng).await?;
+        anyhow::ensure!(
+            ledger.members.iter().map(|m| &m.name).eq(members.iter()),
+            "the local committee's members are not named as expected"
+        );
         let mut stores = Vec::new();
         let mut data = Vec::new();
         for (i, name) in members.iter().enumerate() {

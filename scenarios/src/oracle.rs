@@ -117,7 +117,8 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
     };
     // 2. Offline verification of the export.
     let export = h.export().map_err(|e| e.to_string())?;
-    let verdict = medtech_ledger::export::verify(&export);
+    let rules = medtech_federation::rules::ReleaseRules::factory(c.view.clone());
+    let verdict = medtech_ledger::export::verify_with(&export, Some(&rules));
     if !verdict.passed() {
         return Err(format!(
             "the export does not verify:\n{}",
@@ -159,9 +160,10 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
         for route in router.route(&author, kind) {
             match route {
                 Route::Start { instance, submits } => {
-                    views
-                        .entry(instance)
-                        .or_insert_with(|| QueryView::started(submits));
+                    views.entry(instance).or_insert_with(|| {
+                        QueryView::started(submits)
+                            .with_failure_quorum(usize::from(c.view.threshold))
+                    });
                 }
                 Route::Apply { instance } => {
                     let Some(view) = views.get_mut(&instance) else {

@@ -491,6 +491,14 @@ impl PublicKey {
     }
 }
 
+/// The public slot bound that a range proof of values in `[0, bound]` committed at `offsets`
+/// under `layout` vouches for (what [`PublicKey::verify_range_at`] returns the ciphertext with).
+/// For a caller that sums ciphertexts whose proofs it does not need: one that recomputes an
+/// aggregate only to check decryptions proven against it.
+pub fn range_slot_bound(layout: SlotLayout, offsets: &[u32], bound: u64) -> Result<u128> {
+    Ok(Shape::new(layout, offsets, bound)?.slot_bound)
+}
+
 fn link_challenge(
     t: &mut Transcript,
     commitments: &[CompressedRistretto],

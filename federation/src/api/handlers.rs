@@ -1642,11 +1642,14 @@ async fn ledger_verify(State(api): S, headers: HeaderMap) -> ApiResult {
     ok(verify_core(&api).await?)
 }
 
-/// Runs the offline verifier over this member's export.
+/// Runs the offline verifier over this member's export, replaying the committee's
+/// application rules too (every release re-verified under the committee's key).
 pub(crate) async fn verify_core(api: &ApiState) -> Result<Value, ApiError> {
     let node = api.node.clone();
+    let rules = crate::rules::ReleaseRules::factory(api.view.clone());
     let report = tokio::task::spawn_blocking(move || {
-        node.export().map(|e| medtech_ledger::export::verify(&e))
+        node.export()
+            .map(|e| medtech_ledger::export::verify_with(&e, Some(&rules)))
     })
     .await
     .map_err(ApiError::internal)??;

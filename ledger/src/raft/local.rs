@@ -37,6 +37,8 @@ pub struct LocalOptions {
     pub state_spill: bool,
     /// The genesis committee's close tolerance (`None`: the default).
     pub close_tolerance: Option<u16>,
+    /// Every member's application rules ([`NodeConfig::rules`]).
+    pub rules: Option<crate::rules::RulesFactory>,
 }
 
 impl LocalOptions {
@@ -51,6 +53,7 @@ impl LocalOptions {
             backend: crate::backend::Backend::default(),
             state_spill: false,
             close_tolerance: None,
+            rules: None,
         }
     }
 }
@@ -151,6 +154,8 @@ pub struct LocalCommittee {
     pub state_spill: bool,
     /// Links cut on purpose ([`Self::partition`]); every member shares it.
     pub faults: LinkFaults,
+    /// Every member's application rules ([`NodeConfig::rules`]).
+    pub rules: Option<crate::rules::RulesFactory>,
 }
 
 impl LocalCommittee {
@@ -169,6 +174,7 @@ impl LocalCommittee {
             backend,
             state_spill,
             close_tolerance,
+            rules,
         } = opts;
         let origin = origin.as_str();
         let ca = CommitteeCa::generate("MedTech Chain committee CA")?;
@@ -197,6 +203,7 @@ impl LocalCommittee {
             backend,
             state_spill,
             faults: LinkFaults::default(),
+            rules,
         };
         for (i, l) in listeners.into_iter().enumerate() {
             let node = LedgerNode::start(c.config(i), l).await?;
@@ -279,6 +286,7 @@ impl LocalCommittee {
             backend: self.backend,
             state_spill: self.state_spill,
             faults: self.faults.clone(),
+            rules: self.rules.clone(),
         }
     }
 
@@ -379,6 +387,11 @@ impl LocalCommittee {
         }
         Ok(())
     }
+}
+
+/// The name of the `i`-th member (0-based) of a local committee: `hospital-a`, `hospital-b`, ...
+pub fn member_name(i: usize) -> String {
+    format!("hospital-{}", member_suffix(i))
 }
 
 fn member_suffix(i: usize) -> String {

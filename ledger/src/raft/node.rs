@@ -87,6 +87,9 @@ pub struct NodeConfig {
     pub state_spill: bool,
     /// Links cut on purpose (scenario tests); empty in production.
     pub faults: super::network::LinkFaults,
+    /// The application rules of the state machine ([`crate::rules`]; `None`: the bare
+    /// ledger's, which refuse every release). A committee node passes the federation's.
+    pub rules: Option<crate::rules::RulesFactory>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -211,6 +214,7 @@ impl LedgerNode {
                 .state_spill
                 .then(|| config.data_dir.join(STATE_SPILL_FILE))
                 .as_deref(),
+            config.rules.as_ref(),
         )
         .map_err(|e| Error::Storage(e.to_string()))?;
         let raft_config = Config {

@@ -36,6 +36,7 @@ use super::network::{EntryFetcher, FETCH_CHUNK};
 use super::{io_err, CommitteeNode, NodeId, Receipt, StorageError, TypeConfig};
 use crate::book::{Spill, HOT_RECORDS};
 use crate::merkle::{verify_consistency, Hash};
+use crate::rules::RulesFactory;
 use crate::state::{CommitteeConfig, LedgerState, Verify};
 use crate::store::{DurableLog, EntryStore};
 
@@ -121,17 +122,19 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
     /// Opens over `store`: rebuilds the tree, drops an unrecorded suffix, replays the state
     /// (held in memory).
     pub fn open(store: S, origin: &str, genesis: CommitteeConfig) -> Result<Self, StorageError> {
-        Self::open_with_spill(store, origin, genesis, None)
+        Self::open_with_spill(store, origin, genesis, None, None)
     }
 
     /// As [`Self::open`], the state's per-query records spilling to a scratch file at `spill`
     /// beyond [`crate::book::HOT_RECORDS`] each (a node's memory then stays bounded; the file is
-    /// recreated at every open, see [`crate::book`]).
+    /// recreated at every open, see [`crate::book`]), under the application rules `rules`
+    /// makes (`None`: [`crate::rules::RefuseReleases`]).
     pub fn open_with_spill(
         store: S,
         origin: &str,
         genesis: CommitteeConfig,
         spill: Option<&Path>,
+        rules: Option<&RulesFactory>,
     ) -> Result<Self, StorageError> {
         let mut log = DurableLog::open(store).map_err(|e| io_err(StorageIOError::read, e))?;
         let applied: AppliedMeta = match log
@@ -163,6 +166,9 @@ impl<S: EntryStore + Send + Sync + 'static> StateMachine<S> {
             }
         }
         .map_err(|e| io_err(StorageIOError::read, e))?;
+        if let Some(make) = rules {
+            state.set_rules(make.make());
+        }
         for i in 0..applied.size {
             let b = log.get(i).map_err(|e| io_err(StorageIOError::read, e))?;
             state
