@@ -757,7 +757,7 @@ impl Party {
             State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
             State::Gcd(s) => s.receive(&ctx, &inbox),
             State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
-            State::CertifyCommit(s) => s.receive(&ctx, &inbox),
+            State::CertifyCommit(s) => s.receive(&ctx, &inbox, rng),
             State::CertifyComplaints(s) => s.receive(&ctx, &inbox),
             State::CertifyReveals(s) => s.receive(&ctx, &inbox, rng),
             State::CertifyProducts(s) => s.receive(&ctx, &inbox, rng),
