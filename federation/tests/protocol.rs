@@ -558,8 +558,13 @@ fn read_every_plaintext_digit(c: &SimCommittee, id: &str, compiled: &Compiled) -
                 .iter()
                 .zip(&layouts)
                 .map(|(ct, l)| {
-                    medtech_noise::commitment::unshift_shares(pk, *l, compiled.noise_bound(), ct)
-                        .map(|p| p.ciphertext().clone())
+                    medtech_noise::commitment::unshift_shares(
+                        pk,
+                        *l,
+                        compiled.noise_bound().unwrap(),
+                        ct,
+                    )
+                    .map(|p| p.ciphertext().clone())
                 })
                 .collect::<Result<Vec<_>, _>>();
             match unshifted {
@@ -634,5 +639,43 @@ fn average_high_limb_is_not_readable_from_published_partials() {
     assert_ne!(
         wide, shifted_total,
         "the shifted sum was decrypted without noise"
+    );
+}
+
+/// Issue 24 §4: a noise share outside its proof bound (an honest share in the bound's 2^−80
+/// tail, injected here) was logged and re-drawn on the member's next step, which is rejection
+/// sampling: the posted noise was truncated. Now the share is void, never drawn again, and the
+/// query fails, still charged.
+#[test]
+fn out_of_bound_noise_share_is_not_redrawn() {
+    use medtech_federation::protocol::fixed_noise_draws;
+    // 2^40 lies outside every proof bound (2^31 at most).
+    let (mut c, _) = committee(NoiseMode::FixedForTests(1 << 40), 12);
+    let alice = || medtech_noise::Subject::Researcher("alice".into());
+    let spent_before = c.state.budgets().spent(&alice());
+    let id = c
+        .submit("alice", &spec(QueryKind::Count, None, vec![]))
+        .unwrap();
+    let draws_before = fixed_noise_draws();
+    let outcome = c.run(&id, 100, 30);
+    let draws = fixed_noise_draws() - draws_before;
+    match outcome {
+        Some(Outcome::Failed(why)) => {
+            assert!(why.contains("outside its proof bound"), "{why}");
+            assert!(why.contains("not re-drawn"), "{why}");
+            // The share's value is secret: never in the reason.
+            assert!(!why.contains(&(1u64 << 40).to_string()), "{why}");
+        }
+        other => panic!("the query must fail at once, not retry: {other:?}"),
+    }
+    // One Count slot: the first member to step drew once and failed the query; nobody drew a
+    // second share (the old code drew again on every step of every member).
+    assert_eq!(draws, 1, "shares drawn for one slot");
+    let view = c.query_view(&id).unwrap();
+    assert!(view.noise.is_empty(), "no noise share was posted");
+    // Charged: ε = 1 was spent at admission and stays spent.
+    assert_eq!(
+        c.state.budgets().spent(&alice()).epsilon.0,
+        spent_before.epsilon.0 + 1_000_000
     );
 }

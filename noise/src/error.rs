@@ -33,7 +33,9 @@ pub enum Error {
     },
     /// No noise-share proof bound holds the share of this calibration (non-Laplace
     /// mechanisms; the discrete Laplace reports [`Error::BelowEpsilonFloor`]).
-    #[error("no noise-share proof bound holds this calibration's shares with a tail below 2^-80: {0}")]
+    #[error(
+        "no noise-share proof bound holds this calibration's shares with a tail below 2^-80: {0}"
+    )]
     NoShareBound(String),
     /// Encrypting, proving or verifying a noise share failed; the threshold error names the
     /// reason (and, for a member's bad proof, the caller knows the member it came from).

@@ -683,7 +683,14 @@ mod tests {
         // refusal names the floor.
         for delta in [1u64, 2, 37, 100, 5_000, 7_305, 50_000, 1 << 20, 1 << 30] {
             let floor = min_laplace_epsilon(delta);
-            let at = |eps: u64| spec(Mechanism::DiscreteLaplace { epsilon: Micros(eps) }, delta);
+            let at = |eps: u64| {
+                spec(
+                    Mechanism::DiscreteLaplace {
+                        epsilon: Micros(eps),
+                    },
+                    delta,
+                )
+            };
             assert!(at(floor.0).share_bound().is_ok(), "Δ = {delta}");
             if floor.0 > 1 {
                 assert_eq!(
@@ -705,7 +712,9 @@ mod tests {
             let c = Committee::new(n, t).unwrap();
             let s = |eps| {
                 ShareSpec::new(
-                    Mechanism::DiscreteLaplace { epsilon: Micros(eps) },
+                    Mechanism::DiscreteLaplace {
+                        epsilon: Micros(eps),
+                    },
                     7_305,
                     c,
                 )
@@ -729,10 +738,20 @@ mod tests {
         );
         assert_eq!(work.spent(), 1_000);
         // The share's own cap is far above what an honest draw spends (ε = 10⁻⁴: mean 10⁴).
-        let s = spec(Mechanism::DiscreteLaplace { epsilon: Micros(100) }, 1);
+        let s = spec(
+            Mechanism::DiscreteLaplace {
+                epsilon: Micros(100),
+            },
+            1,
+        );
         let mut work = samplers::Work::new(s.work_cap());
         s.sample_share_within(&mut rng, &mut work).unwrap();
-        assert!(work.spent() < s.work_cap() / 8, "{} of {}", work.spent(), s.work_cap());
+        assert!(
+            work.spent() < s.work_cap() / 8,
+            "{} of {}",
+            work.spent(),
+            s.work_cap()
+        );
         // Every parameter gets a finite cap, the floor's at most 2^34.2 steps.
         let floor = spec(
             Mechanism::DiscreteLaplace {

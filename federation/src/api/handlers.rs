@@ -420,14 +420,28 @@ pub(crate) async fn submit_core(
     let compiled = api
         .view
         .compile_query(spec)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0))?;
+        .map_err(|e| match e.min_epsilon() {
+            // Issue 24 §4: below the ε floor no proof bound holds the noise; name the floor.
+            Some(floor) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "epsilon_below_floor", e.0)
+                    .with_detail("min_epsilon", json!(floor))
+            }
+            None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0),
+        })?;
     let mut id = [0u8; 8];
     OsRng.fill_bytes(&mut id);
     let id = format!("q-{}", hex::encode(id));
+    // At most `max_queries_in_flight` open queries per researcher (issue 24 §4).
+    let reservation = api.reserve_query(&user.sub, &id)?;
     let receipt = api
         .node
         .propose_own(submit_entry(&id, &compiled, &user.sub))
         .await?;
+    if receipt.rejection.is_none() {
+        reservation.admitted();
+    } else {
+        drop(reservation);
+    }
     if let Some(why) = receipt.rejection {
         api.metrics.queries_refused.fetch_add(1, Ordering::Relaxed);
         let (status, code) = if why.contains("budget") {
