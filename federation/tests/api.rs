@@ -1656,3 +1656,106 @@ async fn researcher_flood_is_limited_in_flight() {
     assert_eq!(submit().await.status, 202);
     w.stop().await;
 }
+
+/// Issue 24 §3 in the dashboard: an admin sees each pending change, who approved it and how
+/// many approvals it still needs, and approves it with a button (served HTML, no browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_pending_changes_and_approves_them() {
+    let w = world(ApiConfig::default()).await;
+    let admin0 = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let admin1 = client::login(w.addr(1), "admin", ADMIN_PW).await.unwrap();
+    let at1 = w.addr(1);
+    let page = |token: String| async move {
+        let cookie = format!("medtech_session={token}");
+        let r = client::request_with(
+            at1,
+            "GET",
+            "/ui/admin/changes",
+            None,
+            None,
+            &[("cookie", &cookie)],
+            b"",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    };
+    let html = page(admin1.clone()).await;
+    assert!(html.contains("id=\"no-pending\""), "{html}");
+    // One admin registers a researcher: pending, approved by member 0 only.
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/researchers",
+        Some(&admin0),
+        json!({ "username": "pia", "epsilon_budget": 2.0 }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let pending = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/changes/pending",
+        Some(&admin1),
+        Value::Null,
+    )
+    .await
+    .json();
+    let list = pending["pending"].as_array().unwrap().clone();
+    assert!(!list.is_empty());
+    let member0 = list[0]["approved_by"][0].as_str().unwrap().to_owned();
+    let html = page(admin1.clone()).await;
+    assert!(html.contains("id=\"pending-changes\""), "{html}");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_owned();
+    for p in &list {
+        let id = p["id"].as_str().unwrap();
+        let row = html
+            .split(&format!("<tr data-change=\"{id}\">"))
+            .nth(1)
+            .and_then(|t| t.split("</tr>").next())
+            .unwrap_or_else(|| panic!("no row for {id}: {html}"));
+        assert!(row.contains(&member0), "who approved: {row}");
+        assert!(
+            row.contains("<td class=\"num\">1</td>"),
+            "one more approval: {row}"
+        );
+        assert!(
+            row.contains(&format!("action=\"/ui/admin/changes/{id}/approve\"")),
+            "{row}"
+        );
+        // The Approve button, as the browser posts it.
+        let cookie = format!("medtech_session={admin1}");
+        let r = client::request_with(
+            w.addr(1),
+            "POST",
+            &format!("/ui/admin/changes/{id}/approve"),
+            None,
+            Some("application/x-www-form-urlencoded"),
+            &[("cookie", &cookie)],
+            format!("csrf={csrf}").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let body = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, 200, "{body}");
+        assert!(body.contains("it is applied"), "{body}");
+    }
+    let after = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/changes/pending",
+        Some(&admin1),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(after["pending"].as_array().unwrap().len(), 0, "{after}");
+    assert!(page(admin1.clone()).await.contains("id=\"no-pending\""));
+    w.stop().await;
+}

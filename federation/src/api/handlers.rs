@@ -1183,6 +1183,11 @@ fn pending_json(
 /// limit, re-enabling a researcher): who approved each and how many approvals it lacks.
 async fn pending_changes(State(api): S, headers: HeaderMap) -> ApiResult {
     api.user(&headers, STAFF)?;
+    ok(pending_changes_json(&api)?)
+}
+
+/// `{"pending": [...]}`: every pending change (the API's and the dashboard's view).
+pub(crate) fn pending_changes_json(api: &ApiState) -> Result<Value, ApiError> {
     let l = api.node.read()?;
     let st = l.state();
     let list: Vec<Value> = st
@@ -1190,14 +1195,23 @@ async fn pending_changes(State(api): S, headers: HeaderMap) -> ApiResult {
         .iter()
         .map(|(id, p)| pending_json(id, p, st.committee()))
         .collect();
-    ok(json!({ "pending": list }))
+    Ok(json!({ "pending": list }))
 }
 
 /// This member approves a pending change: it posts the identical change, signed by itself.
 /// The `t`-th approval applies it.
 async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let admin = api.user(&headers, &[Role::Admin])?;
-    let key: [u8; 32] = hex::decode(&id)
+    ok(approve_change_core(&api, &admin, &id).await?)
+}
+
+/// [`approve_change`] for `admin` (the API's and the dashboard's Approve).
+pub(crate) async fn approve_change_core(
+    api: &ApiState,
+    admin: &auth::Claims,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let key: [u8; 32] = hex::decode(id)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::bad_request("invalid_id", "a change id is 64 hex digits"))?;
@@ -1215,7 +1229,7 @@ async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String
                 )
             })?
     };
-    let seq = propose(&api, kind).await?;
+    let seq = propose(api, kind).await?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, change = %id, "change approved");
     // Answer from this member's state once it has applied the approval (for up to 5 s).
     for _ in 0..100 {
@@ -1226,13 +1240,12 @@ async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String
     }
     let l = api.node.read()?;
     let st = l.state();
-    let v = match st.pending_changes().get(&key) {
+    let mut v = match st.pending_changes().get(&key) {
         Some(p) => pending_json(&key, p, st.committee()),
         None => json!({ "id": id, "applied": true }),
     };
-    let mut v = v;
     v["sequence"] = json!(seq);
-    ok(v)
+    Ok(v)
 }
 
 async fn committee(State(api): S, headers: HeaderMap) -> ApiResult {
