@@ -679,3 +679,54 @@ fn out_of_bound_noise_share_is_not_redrawn() {
         spent_before.epsilon.0 + 1_000_000
     );
 }
+
+/// Issue 24 §4: a query below its ε floor that reaches the ledger anyway (a member submits it
+/// directly, bypassing the API's refusal) gets no contribution and no noise from an honest
+/// member: recompiling it fails on the floor, so the member only posts `QueryFailed`. The old
+/// code compiled it, proved its shares under the fallback bound 2^31 and contributed.
+#[test]
+fn a_query_below_the_floor_posted_by_a_member_gets_no_contribution() {
+    use medtech_ledger::budget::QueryCharge;
+    use medtech_protos::ledger::v1 as pb;
+    let (c, _) = committee(NoiseMode::Calibrated, 13);
+    let mut s = spec(QueryKind::Average, Some("production_date"), vec![]);
+    s.epsilon = 0.0001;
+    // Charged what the plan would cost without the floor: ⌊ε/2⌋ twice.
+    let charge = QueryCharge {
+        dataset: "federation".into(),
+        cost: medtech_noise::Cost {
+            epsilon: medtech_noise::Micros(100),
+            ..Default::default()
+        },
+    };
+    let mut view = medtech_federation::protocol::QueryView::default();
+    view.apply(
+        "hospital-b",
+        &Kind::SubmitQuery(pb::SubmitQuery {
+            query_id: "tiny".into(),
+            query: serde_json::to_vec(&s).unwrap(),
+            cost: charge.encode(),
+            on_behalf_of: "alice".into(),
+        }),
+    );
+    let share = {
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let (_, shares) = dealer::generate(512, N as u16, T, &mut rng).unwrap();
+        Arc::new(shares.into_iter().next().unwrap())
+    };
+    let mut m = medtech_federation::protocol::Member::new(
+        "hospital-a",
+        c.view.clone(),
+        share,
+        NoiseMode::Calibrated,
+        Default::default(),
+    );
+    let data = Columns::from_devices(&hospital_data()[0]);
+    let out = m.step(&view, &data, 0, &mut ChaCha20Rng::seed_from_u64(2));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let Kind::QueryFailed(f) = &out[0] else {
+        panic!("a contribution or noise share for a query below its floor: {out:?}")
+    };
+    assert!(f.reason.contains("epsilon below the floor"), "{}", f.reason);
+    assert!(f.reason.contains("0.000388"), "{}", f.reason);
+}
