@@ -135,7 +135,7 @@ fn main() {
     let compiled =
         medtech_federation::query::Compiled::new(spec.clone(), &Platform::new(&names), 5, 3)
             .unwrap();
-    let bound = compiled.noise_bound();
+    let bound = compiled.noise_bound().unwrap();
     let noise: Vec<i128> = (0..bundle as i128).map(|i| i - 2).collect();
     let (noise_make, (nct, nproof)) = timed(|| {
         medtech_noise::commitment::encrypt_shares(

@@ -334,6 +334,36 @@ pub struct NoiseBenchReport {
     pub rows: Vec<NoiseBenchRow>,
     /// Whether the discrete Laplace reaches ≥ 100,000 shares/s at every ε.
     pub laplace_target_met: bool,
+    /// One discrete-Laplace share at the ε floor and at the smallest ε (issue 24 §4), timed.
+    pub floor: Vec<NoiseFloorRow>,
+    /// One modexp mod a 4096-bit modulus (the size of `N²` for a 2048-bit `N`) with a 2048-bit
+    /// exponent, ms, measured in the same run (median of 21).
+    pub modexp_ms: f64,
+}
+
+/// One share at a small ε, timed (issue 24 §4: the sampler's work grows like `Δ/ε`).
+#[derive(Clone, Debug, Serialize)]
+pub struct NoiseFloorRow {
+    /// What the row is.
+    pub label: &'static str,
+    /// Sensitivity Δ of the output.
+    pub sensitivity: u64,
+    /// ε of the output.
+    pub epsilon: f64,
+    /// The Pólya scale `Δ/ε`.
+    pub scale: f64,
+    /// Shares drawn.
+    pub shares: u32,
+    /// Mean CPU seconds per share (one thread).
+    pub mean_seconds: f64,
+    /// The slowest share, seconds.
+    pub max_seconds: f64,
+    /// Mean sampler steps per share.
+    pub mean_steps: f64,
+    /// The share's work cap, steps ([`medtech_noise::ShareSpec::work_cap`]).
+    pub work_cap: u64,
+    /// Seconds a share would take to spend its whole cap, at the measured seconds per step.
+    pub seconds_at_cap: f64,
 }
 
 /// Runs the noise benchmark, spending about `seconds` per row.
@@ -433,11 +463,63 @@ pub fn run_noise(parties: u16, threshold: u16, seconds: f64) -> anyhow::Result<N
         .iter()
         .filter(|r| r.mechanism == "discrete_laplace")
         .all(|r| r.shares_per_second >= 100_000.0);
+    // The ε floor: the Average of a date over 2000–2040 (Δ = 7305 days) at its floor has the
+    // largest Pólya scale any accepted query has (Δ/ε ≤ 2^31/57); a count at ε = 10⁻⁶ is the
+    // grouped count of the issue's probe, per bin.
+    let date_floor = medtech_noise::mechanism::min_laplace_epsilon(7_305);
+    let floors: [(&'static str, u64, Micros, u32); 2] = [
+        ("average of a date at the floor (sum)", 7_305, date_floor, 3),
+        ("count at epsilon 0.000001", 1, Micros(1), 10),
+    ];
+    let mut floor = Vec::new();
+    for (label, sensitivity, epsilon, shares) in floors {
+        let spec = ShareSpec::new(
+            Mechanism::DiscreteLaplace { epsilon },
+            sensitivity,
+            committee,
+        )?;
+        spec.share_bound()?;
+        let (mut total, mut max, mut steps) = (0.0f64, 0.0f64, 0u64);
+        for _ in 0..shares {
+            let mut work = medtech_noise::samplers::Work::new(spec.work_cap());
+            let t0 = Instant::now();
+            std::hint::black_box(spec.sample_share_within(&mut rng, &mut work)?);
+            let s = t0.elapsed().as_secs_f64();
+            total += s;
+            max = max.max(s);
+            steps += work.spent();
+        }
+        let mean_steps = steps as f64 / f64::from(shares);
+        let per_step = total / steps.max(1) as f64;
+        floor.push(NoiseFloorRow {
+            label,
+            sensitivity,
+            epsilon: epsilon.as_f64(),
+            scale: sensitivity as f64 / epsilon.as_f64(),
+            shares,
+            mean_seconds: total / f64::from(shares),
+            max_seconds: max,
+            mean_steps,
+            work_cap: spec.work_cap(),
+            seconds_at_cap: per_step * spec.work_cap() as f64,
+        });
+    }
+    let baseline = ModexpBaseline::with_modulus_bits(4096, 2048, &mut OsRng);
+    let mut times: Vec<f64> = (0..21)
+        .map(|_| {
+            let t0 = Instant::now();
+            std::hint::black_box(baseline.run());
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
     Ok(NoiseBenchReport {
         parties,
         threshold,
         rows,
         laplace_target_met,
+        floor,
+        modexp_ms: times[times.len() / 2],
     })
 }
 
@@ -461,6 +543,26 @@ impl NoiseBenchReport {
             "  discrete Laplace ≥ 100,000 shares/s at every ε: {}\n",
             self.laplace_target_met
         ));
+        s.push_str(&format!(
+            "one share at a small ε (modexp baseline, same run: {:.2} ms)\n",
+            self.modexp_ms
+        ));
+        for r in &self.floor {
+            s.push_str(&format!(
+                "  {:<38} Δ {:>5} ε {:.6} (Δ/ε {:.3e}): mean {:.3} s ({:.0}× modexp), max {:.3} s, \
+                 {:.3e} steps; cap {:.3e} steps ≈ {:.0} s\n",
+                r.label,
+                r.sensitivity,
+                r.epsilon,
+                r.scale,
+                r.mean_seconds,
+                r.mean_seconds * 1e3 / self.modexp_ms,
+                r.max_seconds,
+                r.mean_steps,
+                r.work_cap as f64,
+                r.seconds_at_cap
+            ));
+        }
         s
     }
 }

@@ -144,13 +144,15 @@ impl Batch {
         out
     }
 
-    /// The bound the noise shares are proven under: the widest of the queries'.
-    pub fn noise_bound(&self) -> u64 {
-        self.parts
-            .iter()
-            .map(|(_, c)| c.noise_bound())
-            .max()
-            .unwrap_or(medtech_noise::commitment::SHARE_BOUND)
+    /// The bound the noise shares are proven under: the widest of the queries'. An error if
+    /// some query has no bound (compilation refuses those: no fallback to `2^31`).
+    pub fn noise_bound(&self) -> Result<u64, String> {
+        let mut widest = None;
+        for (id, c) in &self.parts {
+            let b = c.noise_bound().map_err(|e| format!("query {id}: {e}"))?;
+            widest = widest.max(Some(b));
+        }
+        widest.ok_or_else(|| "no query in the instance".into())
     }
 
     /// A hospital's committed values for every query, side by side (placed by

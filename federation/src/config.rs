@@ -192,6 +192,10 @@ pub struct ApiFile {
     /// per-client login limits; default none: the socket's peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Queries one researcher may have open (submitted, not yet released or failed) at once,
+    /// counted on this member's view of the ledger; more are answered 429 (default 4).
+    #[serde(default)]
+    pub max_queries_in_flight: Option<usize>,
 }
 
 /// Protocol timeouts.

@@ -17,7 +17,9 @@
 //!    and packed under the committee key, each proven in `[0, 2^32 − 1]`, bound to the query id
 //!    and the member's name;
 //! 3. samples its noise share vector and posts a `NoiseCommitment` (encrypted, range-bounded,
-//!    bound to the query id and its party index; `medtech_noise::commitment`);
+//!    bound to the query id and its party index; `medtech_noise::commitment`). A share outside
+//!    the query's proof bound, or a sampler out of its work budget, is never drawn again: the
+//!    member posts `QueryFailed` (charged), since a re-draw would truncate the noise;
 //! 4. once every member contributed — or the contribution timeout passed — and at least
 //!    `k = n − f` noise shares are in, posts `CloseAggregate` naming the contributions and noise
 //!    shares it verified (the ledger keeps the first close). The designated members verify
@@ -71,6 +73,31 @@ pub enum NoiseMode {
     /// tests, the scenarios); CI checks that the `medtech` binary is built without it.
     #[cfg(feature = "insecure-test-noise")]
     DisabledForTests,
+    /// Every noise share is this value, for tests of the out-of-bound rule only (a value
+    /// outside the query's proof bound stands in for an honest share in the bound's
+    /// `2^−80` tail). Same feature as [`NoiseMode::DisabledForTests`]; each share it
+    /// produces is counted by [`fixed_noise_draws`].
+    #[cfg(feature = "insecure-test-noise")]
+    FixedForTests(i128),
+}
+
+#[cfg(feature = "insecure-test-noise")]
+static FIXED_NOISE_DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many shares [`NoiseMode::FixedForTests`] has produced in this process (tests only).
+#[cfg(feature = "insecure-test-noise")]
+pub fn fixed_noise_draws() -> u64 {
+    FIXED_NOISE_DRAWS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Why this member's noise step did not produce a share.
+enum NoiseFailure {
+    /// Nothing was drawn yet (no entropy, not a member): the member may try again.
+    NotDrawn(String),
+    /// A share was drawn and is void (outside its proof bound, or the sampler's work budget
+    /// ran out): never draw again — a re-draw is rejection sampling, which truncates the noise
+    /// distribution. The query fails, charged (issue 24 §4).
+    Void(String),
 }
 
 /// Timeouts, in milliseconds of the member's clock since it first saw the query.
@@ -879,7 +906,7 @@ impl Verifier {
                 verify_shares(
                     pk,
                     *layout,
-                    c.noise_bound(),
+                    c.noise_bound()?,
                     &view.tag(),
                     party,
                     &ct,
@@ -1241,7 +1268,22 @@ impl Member {
                         self.v.own_posts.insert(true, (self.name.clone(), own));
                         out.push(k);
                     }
-                    Err(e) => tracing::warn!(query = %view.id, "cannot add noise: {e}"),
+                    Err(NoiseFailure::NotDrawn(e)) => {
+                        tracing::warn!(query = %view.id, "cannot add noise yet: {e}")
+                    }
+                    Err(NoiseFailure::Void(e)) => {
+                        // Never again for this query, and the query fails (charged: the
+                        // budget was spent at admission).
+                        self.posted.insert("noise");
+                        if self.posted.insert("failed") {
+                            tracing::warn!(query = %view.id, "noise share void, query fails: {e}");
+                            out.extend(fail(format!(
+                                "member {}: its noise share is void: {e}",
+                                self.name
+                            )));
+                        }
+                        return out;
+                    }
                 }
             }
             // The designated members verify and close; the others only if no close came
@@ -1394,52 +1436,66 @@ impl Member {
         Ok((k, own))
     }
 
+    /// Draws this member's noise shares for every slot of `c` and encrypts them with their
+    /// proof. A drawn share is never drawn again: a share outside the instance's proof bound,
+    /// or a draw that used up its work budget, voids this member's noise step
+    /// ([`NoiseFailure::Void`]) and the caller fails the query.
     fn add_noise<R: RngCore + CryptoRng>(
         &self,
         view: &QueryView,
         c: &Batch,
         rng: &mut R,
-    ) -> Result<(Kind, OwnPost), String> {
-        let me = self
-            .v
-            .committee
-            .party(&self.name)
-            .ok_or("this node is not a committee member")?;
-        let mut noise_rng = medtech_noise::noise_rng().map_err(|e| e.to_string())?;
+    ) -> Result<(Kind, OwnPost), NoiseFailure> {
+        let me =
+            self.v.committee.party(&self.name).ok_or_else(|| {
+                NoiseFailure::NotDrawn("this node is not a committee member".into())
+            })?;
+        let bound = c.noise_bound().map_err(NoiseFailure::Void)?;
+        let mut noise_rng =
+            medtech_noise::noise_rng().map_err(|e| NoiseFailure::NotDrawn(e.to_string()))?;
         let mut shares = Vec::with_capacity(c.slots());
-        for (_, q) in &c.parts {
+        for (id, q) in &c.parts {
             for slot in q.noise_slots() {
                 let s = match (slot, self.noise) {
                     (Some((out, _)), NoiseMode::Calibrated) => q.plan.outputs[out]
                         .share
                         .sample_share(&mut noise_rng)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| NoiseFailure::Void(format!("query {id}: {e}")))?,
+                    #[cfg(feature = "insecure-test-noise")]
+                    (Some(_), NoiseMode::FixedForTests(v)) => {
+                        FIXED_NOISE_DRAWS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        v
+                    }
                     _ => 0,
                 };
+                // The value is secret: the message names the bound, never the share.
+                let b = i128::from(bound);
+                if s < -b || s >= b {
+                    return Err(NoiseFailure::Void(format!(
+                        "query {id}: a noise share fell outside its proof bound [-{bound}, {bound}); \
+                         it is not re-drawn (that would truncate the noise)"
+                    )));
+                }
                 shares.push(s);
             }
         }
+        // From here on the shares exist: any failure voids them.
+        let void = |e: String| NoiseFailure::Void(e);
         let pk = self.v.committee.key.public_key();
         let mut cts = Vec::new();
         let mut proofs = Vec::new();
         let mut packed = Vec::new();
         let mut offset = 0;
-        for layout in self.v.layouts(c)? {
+        for layout in self.v.layouts(c).map_err(void)? {
             let n = layout.slots() as usize;
-            let (ct, proof) = encrypt_shares(
-                pk,
-                layout,
-                &shares[offset..offset + n],
-                c.noise_bound(),
-                &view.tag(),
-                me,
-                rng,
-            )
-            .map_err(|e| e.to_string())?;
+            let slot_shares = shares
+                .get(offset..offset + n)
+                .ok_or_else(|| void("internal: fewer noise shares than slots".into()))?;
+            let (ct, proof) = encrypt_shares(pk, layout, slot_shares, bound, &view.tag(), me, rng)
+                .map_err(|e| void(e.to_string()))?;
             cts.push(ct.to_bytes());
             proofs.push(proof.to_bytes());
-            packed
-                .push(unshift_shares(pk, layout, c.noise_bound(), &ct).map_err(|e| e.to_string())?);
+            packed.push(unshift_shares(pk, layout, bound, &ct).map_err(|e| void(e.to_string()))?);
             offset += n;
         }
         let range_proof = join(&proofs);

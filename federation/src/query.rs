@@ -364,6 +364,24 @@ fn as_time(v: &serde_json::Value) -> Result<i64, String> {
 #[error("{0}")]
 pub struct InvalidQuery(pub String);
 
+/// How the refusal of a query below its ε floor begins (the API answers it with its own code,
+/// `epsilon_below_floor`).
+pub const EPSILON_BELOW_FLOOR: &str = "epsilon below the floor";
+
+impl InvalidQuery {
+    /// The smallest ε accepted for the refused query, if it was refused for its ε being below
+    /// the floor ([`Compiled::for_committee`]).
+    pub fn min_epsilon(&self) -> Option<f64> {
+        let rest = self.0.strip_prefix(EPSILON_BELOW_FLOOR)?;
+        let at = rest.find("smallest accepted is ")? + "smallest accepted is ".len();
+        rest[at..]
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
 impl Compiled {
     /// Checks `spec` against `platform` and calibrates it for the committee `(n, t)` with the
     /// default close tolerance.
@@ -480,6 +498,27 @@ impl Compiled {
         };
         if start >= end {
             return Err(bad("start_time must be before end_time".into()));
+        }
+        // Issue 24 §4: below the floor no noise-share proof bound holds the shares (with a
+        // per-share tail of at most 2^−80); refuse before anything is charged, naming the floor.
+        let floor = QueryPlan::min_epsilon(shape, 1).map_err(|e| bad(e.to_string()))?;
+        if eps < floor {
+            let kind = match spec.kind {
+                QueryKind::Count => "count",
+                QueryKind::GroupedCount => "grouped_count",
+                QueryKind::Average => "average",
+            };
+            let what = match &spec.target {
+                Some(t) => format!("kind {kind}, target {t:?}"),
+                None => format!("kind {kind}"),
+            };
+            return Err(bad(format!(
+                "{EPSILON_BELOW_FLOOR}: for {what} the smallest accepted is {} (asked: {}); \
+                 below it the noise shares cannot be proven within the widest bound (2^31) \
+                 that an honest share leaves with probability at most 2^-80",
+                floor.as_f64(),
+                eps.as_f64()
+            )));
         }
         let plan = QueryPlan::new(
             shape,
@@ -633,14 +672,18 @@ impl Compiled {
     /// The bound every member's noise shares for this query are proven under: the widest of
     /// the outputs' [`ShareSpec::share_bound`](medtech_noise::ShareSpec::share_bound)s
     /// (one bound for all of the query's noise ciphertexts; it is a function of the public
-    /// calibration, so every member and verifier derives the same one).
-    pub fn noise_bound(&self) -> u64 {
-        self.plan
-            .outputs
-            .iter()
-            .map(|o| o.share.share_bound())
-            .max()
-            .unwrap_or(medtech_noise::commitment::SHARE_BOUND)
+    /// calibration, so every member and verifier derives the same one). An error for a plan
+    /// some output of which has no bound (compilation refuses those; there is no fallback).
+    pub fn noise_bound(&self) -> Result<u64, InvalidQuery> {
+        let mut widest = None;
+        for o in &self.plan.outputs {
+            let b = o
+                .share
+                .share_bound()
+                .map_err(|e| InvalidQuery(e.to_string()))?;
+            widest = widest.max(Some(b));
+        }
+        widest.ok_or_else(|| InvalidQuery("a plan without outputs".into()))
     }
 
     /// Which plan output (and coordinate) each slot's noise belongs to, one entry per slot.

@@ -145,6 +145,12 @@ impl RunningNode {
             metrics_token: n.metrics_token,
             cookie_secure: n.file.api.cookie_secure.unwrap_or(true),
             trusted_proxies: n.file.api.trusted_proxies.clone(),
+            max_queries_in_flight: n
+                .file
+                .api
+                .max_queries_in_flight
+                .unwrap_or(crate::api::DEFAULT_MAX_QUERIES_IN_FLIGHT)
+                .max(1),
             ..ApiConfig::default()
         };
         let state = ApiState::new(

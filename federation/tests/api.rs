@@ -1528,3 +1528,234 @@ fn docs_openapi_and_api_md_are_current() {
         "docs/openapi.json or docs/api.md is stale: run `cargo run -p medtech-federation --bin medtech -- api-docs --out docs`"
     );
 }
+
+/// Issue 24 §4: an Average of a date at ε = 10⁻⁴ has no noise-share proof bound (its sum's
+/// Δ/ε is too large for 2^31 at a 2^−80 tail); the old code accepted it and silently proved
+/// truncated noise under 2^31. Now it is refused before the ledger sees it: 422, naming the
+/// smallest ε accepted for that target, and nothing is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_epsilon_is_refused_with_the_floor() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "tina", 5.0).await;
+    let tina = sign_in(&w, 0, "tina", &pw).await;
+    let spent = || async {
+        call(w.addr(0), "GET", "/api/v1/budget", Some(&tina), Value::Null)
+            .await
+            .json()["researcher"]["epsilon_spent"]
+            .as_f64()
+            .unwrap()
+    };
+    let submit = |eps: f64| {
+        call(
+            w.addr(0),
+            "POST",
+            "/api/v1/queries",
+            Some(&tina),
+            json!({ "kind": "average", "target": "production_date", "epsilon": eps }),
+        )
+    };
+    for eps in [0.0001, 0.000387, 0.000001] {
+        let r = submit(eps).await;
+        assert_eq!(r.status, 422, "ε = {eps}: {}", r.json());
+        assert_eq!(code(&r), "epsilon_below_floor");
+        let e = &r.json()["error"];
+        // Δ = 7305 days over 2000–2040, half the budget to the sum: ⌈57·10⁶·7305/2^31⌉ = 194
+        // millionths each, so ε ≥ 0.000388.
+        assert_eq!(e["min_epsilon"], 0.000388, "{e}");
+        let msg = e["message"].as_str().unwrap();
+        assert!(
+            msg.contains("0.000388") && msg.contains("production_date"),
+            "{msg}"
+        );
+    }
+    assert_eq!(spent().await, 0.0, "nothing charged");
+    let listed = call(
+        w.addr(0),
+        "GET",
+        "/api/v1/queries",
+        Some(&tina),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(listed["total"], 0, "no query reached the ledger: {listed}");
+    // At the floor the same query is admitted and charged.
+    let r = submit(0.000388).await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    assert!((spent().await - 0.000388).abs() < 1e-9);
+    w.stop().await;
+}
+
+/// Issue 24 §4: a researcher could keep any number of queries open at once (twenty grouped
+/// counts at tiny ε saturated a member for minutes). Now at most `max_queries_in_flight`
+/// (default 4) may be open: a flood of twelve concurrent submissions gets four admitted and
+/// 429 with `Retry-After` for the rest, which are not charged; once they end, more are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn researcher_flood_is_limited_in_flight() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "flo", 50.0).await;
+    let flo = sign_in(&w, 0, "flo", &pw).await;
+    let at = w.addr(0);
+    let submit = || {
+        let flo = flo.clone();
+        async move {
+            call(
+                at,
+                "POST",
+                "/api/v1/queries",
+                Some(&flo),
+                json!({ "kind": "grouped_count", "target": "speciality", "epsilon": 0.5 }),
+            )
+            .await
+        }
+    };
+    let tasks: Vec<_> = (0..12).map(|_| tokio::spawn(submit())).collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.unwrap());
+    }
+    let admitted: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status == 202)
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    let limited: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(admitted.len(), 4, "admitted at once");
+    assert_eq!(limited.len(), 8);
+    for r in &limited {
+        assert_eq!(code(r), "too_many_queries_in_flight");
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 4"));
+        let retry = r.header("retry-after").expect("Retry-After");
+        assert!(retry.parse::<u64>().unwrap() >= 1);
+    }
+    let b = call(at, "GET", "/api/v1/budget", Some(&flo), Value::Null)
+        .await
+        .json();
+    assert_eq!(
+        b["researcher"]["epsilon_spent"], 2.0,
+        "only the admitted four are charged"
+    );
+    // Once they have ended, new ones are taken.
+    for id in &admitted {
+        let q = call(
+            at,
+            "GET",
+            &format!("/api/v1/queries/{id}?wait=60"),
+            Some(&flo),
+            Value::Null,
+        )
+        .await
+        .json();
+        assert_ne!(q["status"], "pending", "{q}");
+    }
+    assert_eq!(submit().await.status, 202);
+    w.stop().await;
+}
+
+/// Issue 24 §3 in the dashboard: an admin sees each pending change, who approved it and how
+/// many approvals it still needs, and approves it with a button (served HTML, no browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_pending_changes_and_approves_them() {
+    let w = world(ApiConfig::default()).await;
+    let admin0 = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let admin1 = client::login(w.addr(1), "admin", ADMIN_PW).await.unwrap();
+    let at1 = w.addr(1);
+    let page = |token: String| async move {
+        let cookie = format!("medtech_session={token}");
+        let r = client::request_with(
+            at1,
+            "GET",
+            "/ui/admin/changes",
+            None,
+            None,
+            &[("cookie", &cookie)],
+            b"",
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    };
+    let html = page(admin1.clone()).await;
+    assert!(html.contains("id=\"no-pending\""), "{html}");
+    // One admin registers a researcher: pending, approved by member 0 only.
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/researchers",
+        Some(&admin0),
+        json!({ "username": "pia", "epsilon_budget": 2.0 }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let pending = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/changes/pending",
+        Some(&admin1),
+        Value::Null,
+    )
+    .await
+    .json();
+    let list = pending["pending"].as_array().unwrap().clone();
+    assert!(!list.is_empty());
+    let member0 = list[0]["approved_by"][0].as_str().unwrap().to_owned();
+    let html = page(admin1.clone()).await;
+    assert!(html.contains("id=\"pending-changes\""), "{html}");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_owned();
+    for p in &list {
+        let id = p["id"].as_str().unwrap();
+        let row = html
+            .split(&format!("<tr data-change=\"{id}\">"))
+            .nth(1)
+            .and_then(|t| t.split("</tr>").next())
+            .unwrap_or_else(|| panic!("no row for {id}: {html}"));
+        assert!(row.contains(&member0), "who approved: {row}");
+        assert!(
+            row.contains("<td class=\"num\">1</td>"),
+            "one more approval: {row}"
+        );
+        assert!(
+            row.contains(&format!("action=\"/ui/admin/changes/{id}/approve\"")),
+            "{row}"
+        );
+        // The Approve button, as the browser posts it.
+        let cookie = format!("medtech_session={admin1}");
+        let r = client::request_with(
+            w.addr(1),
+            "POST",
+            &format!("/ui/admin/changes/{id}/approve"),
+            None,
+            Some("application/x-www-form-urlencoded"),
+            &[("cookie", &cookie)],
+            format!("csrf={csrf}").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let body = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, 200, "{body}");
+        assert!(body.contains("it is applied"), "{body}");
+    }
+    let after = call(
+        w.addr(1),
+        "GET",
+        "/api/v1/changes/pending",
+        Some(&admin1),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(after["pending"].as_array().unwrap().len(), 0, "{after}");
+    assert!(page(admin1.clone()).await.contains("id=\"no-pending\""));
+    w.stop().await;
+}

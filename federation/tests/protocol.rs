@@ -564,8 +564,13 @@ fn read_every_plaintext_digit(c: &SimCommittee, id: &str, compiled: &Compiled) -
                 .iter()
                 .zip(&layouts)
                 .map(|(ct, l)| {
-                    medtech_noise::commitment::unshift_shares(pk, *l, compiled.noise_bound(), ct)
-                        .map(|p| p.ciphertext().clone())
+                    medtech_noise::commitment::unshift_shares(
+                        pk,
+                        *l,
+                        compiled.noise_bound().unwrap(),
+                        ct,
+                    )
+                    .map(|p| p.ciphertext().clone())
                 })
                 .collect::<Result<Vec<_>, _>>();
             match unshifted {
@@ -641,4 +646,93 @@ fn average_high_limb_is_not_readable_from_published_partials() {
         wide, shifted_total,
         "the shifted sum was decrypted without noise"
     );
+}
+
+/// Issue 24 §4: a noise share outside its proof bound (an honest share in the bound's 2^−80
+/// tail, injected here) was logged and re-drawn on the member's next step, which is rejection
+/// sampling: the posted noise was truncated. Now the share is void, never drawn again, and the
+/// query fails, still charged.
+#[test]
+fn out_of_bound_noise_share_is_not_redrawn() {
+    use medtech_federation::protocol::fixed_noise_draws;
+    // 2^40 lies outside every proof bound (2^31 at most).
+    let (mut c, _) = committee(NoiseMode::FixedForTests(1 << 40), 12);
+    let alice = || medtech_noise::Subject::Researcher("alice".into());
+    let spent_before = c.state.budgets().spent(&alice());
+    let id = c
+        .submit("alice", &spec(QueryKind::Count, None, vec![]))
+        .unwrap();
+    let draws_before = fixed_noise_draws();
+    let outcome = c.run(&id, 100, 30);
+    let draws = fixed_noise_draws() - draws_before;
+    match outcome {
+        Some(Outcome::Failed(why)) => {
+            assert!(why.contains("outside its proof bound"), "{why}");
+            assert!(why.contains("not re-drawn"), "{why}");
+            // The share's value is secret: never in the reason.
+            assert!(!why.contains(&(1u64 << 40).to_string()), "{why}");
+        }
+        other => panic!("the query must fail at once, not retry: {other:?}"),
+    }
+    // One Count slot: the first member to step drew once and failed the query; nobody drew a
+    // second share (the old code drew again on every step of every member).
+    assert_eq!(draws, 1, "shares drawn for one slot");
+    let view = c.query_view(&id).unwrap();
+    assert!(view.noise.is_empty(), "no noise share was posted");
+    // Charged: ε = 1 was spent at admission and stays spent.
+    assert_eq!(
+        c.state.budgets().spent(&alice()).epsilon.0,
+        spent_before.epsilon.0 + 1_000_000
+    );
+}
+
+/// Issue 24 §4: a query below its ε floor that reaches the ledger anyway (a member submits it
+/// directly, bypassing the API's refusal) gets no contribution and no noise from an honest
+/// member: recompiling it fails on the floor, so the member only posts `QueryFailed`. The old
+/// code compiled it, proved its shares under the fallback bound 2^31 and contributed.
+#[test]
+fn a_query_below_the_floor_posted_by_a_member_gets_no_contribution() {
+    use medtech_ledger::budget::QueryCharge;
+    use medtech_protos::ledger::v1 as pb;
+    let (c, _) = committee(NoiseMode::Calibrated, 13);
+    let mut s = spec(QueryKind::Average, Some("production_date"), vec![]);
+    s.epsilon = 0.0001;
+    // Charged what the plan would cost without the floor: ⌊ε/2⌋ twice.
+    let charge = QueryCharge {
+        dataset: "federation".into(),
+        cost: medtech_noise::Cost {
+            epsilon: medtech_noise::Micros(100),
+            ..Default::default()
+        },
+    };
+    let mut view = medtech_federation::protocol::QueryView::default();
+    view.apply(
+        "hospital-b",
+        &Kind::SubmitQuery(pb::SubmitQuery {
+            query_id: "tiny".into(),
+            query: serde_json::to_vec(&s).unwrap(),
+            cost: charge.encode(),
+            on_behalf_of: "alice".into(),
+        }),
+    );
+    let share = {
+        let mut rng = ChaCha20Rng::seed_from_u64(13);
+        let (_, shares) = dealer::generate(512, N as u16, T, &mut rng).unwrap();
+        Arc::new(shares.into_iter().next().unwrap())
+    };
+    let mut m = medtech_federation::protocol::Member::new(
+        "hospital-a",
+        c.view.clone(),
+        share,
+        NoiseMode::Calibrated,
+        Default::default(),
+    );
+    let data = Columns::from_devices(&hospital_data()[0]);
+    let out = m.step(&view, &data, 0, &mut ChaCha20Rng::seed_from_u64(2));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let Kind::QueryFailed(f) = &out[0] else {
+        panic!("a contribution or noise share for a query below its floor: {out:?}")
+    };
+    assert!(f.reason.contains("epsilon below the floor"), "{}", f.reason);
+    assert!(f.reason.contains("0.000388"), "{}", f.reason);
 }

@@ -15,12 +15,14 @@
 //! * a share copied from another member does not verify under the copier's index;
 //! * a share cannot be arbitrarily large (a member cannot wipe out a result with huge noise).
 //!
-//! The bound is not a truncation of the distribution: a share beyond `B` makes
-//! [`encrypt_shares`] return an error and the member's noise share fail (the query then waits
-//! for other members' shares), so the shares that are posted are exactly distributed.
-//! [`ShareSpec::share_bound`](crate::ShareSpec::share_bound) picks the smallest bound whose
-//! tail probability is provably below `2^−80` per share, so that does not happen; the proof
-//! then costs half (16-bit) or a quarter (8-bit) of the widest one's proving time.
+//! The bound must not become a truncation of the distribution: a share beyond `B` makes
+//! [`encrypt_shares`] return an error, and the caller must then fail the query rather than draw
+//! again (a re-draw is rejection sampling, which truncates; `medtech-federation` fails the query,
+//! charged). [`ShareSpec::share_bound`](crate::ShareSpec::share_bound) picks the smallest bound
+//! whose tail probability is provably below `2^−80` per share, so that happens with at most that
+//! probability (docs/privacy.md §5 states the δ it adds), and refuses a calibration no bound
+//! holds; the proof then costs half (16-bit) or a quarter (8-bit) of the widest one's proving
+//! time.
 
 use medtech_threshold::{
     Ciphertext, PackedCiphertext, PartyIndex, PublicKey, RangeProof, SlotLayout,

@@ -232,14 +232,16 @@ impl ShareSpec {
     /// * binomial: zero once `k ≤ B − 1` (a centred `Binomial(2k, ½) − k` lies in `[−k, k]`).
     ///
     /// Integer arithmetic only, so every member and verifier derives the same bound from the
-    /// same calibration. Falls back to the widest bound (`2^31`), whose tail the calibration
-    /// limits already make negligible.
-    pub fn share_bound(&self) -> u64 {
+    /// same calibration. When not even the widest bound (`2^31`) holds, there is no fallback:
+    /// the calibration is refused ([`Error::BelowEpsilonFloor`] for the discrete Laplace, naming
+    /// [`min_laplace_epsilon`]; [`Error::NoShareBound`] otherwise), and a query asking for it
+    /// is refused at submission ([`crate::QueryPlan::new`]).
+    pub fn share_bound(&self) -> Result<u64> {
         let holds = |b: u64| -> bool {
             let b = u128::from(b);
             match self.mechanism {
                 Mechanism::DiscreteLaplace { .. } => {
-                    match (b.checked_mul(self.num), self.den.checked_mul(57)) {
+                    match (b.checked_mul(self.num), self.den.checked_mul(LAPLACE_TAIL)) {
                         (Some(l), Some(r)) => l >= r,
                         _ => false,
                     }
@@ -256,11 +258,38 @@ impl ShareSpec {
                 Mechanism::Binomial { .. } => self.num < b,
             }
         };
-        let bounds = crate::commitment::SHARE_BOUNDS;
-        bounds
+        crate::commitment::SHARE_BOUNDS
             .into_iter()
             .find(|&b| holds(b))
-            .unwrap_or(crate::commitment::SHARE_BOUND)
+            .ok_or_else(|| match self.mechanism {
+                Mechanism::DiscreteLaplace { epsilon } => Error::BelowEpsilonFloor {
+                    requested: epsilon,
+                    smallest: min_laplace_epsilon(self.sensitivity),
+                },
+                Mechanism::DiscreteGaussian { rho } => Error::NoShareBound(format!(
+                    "ρ = {} gives σ² = {}/{} > 2^62/113; raise ρ",
+                    rho.as_f64(),
+                    self.num,
+                    self.den
+                )),
+                Mechanism::Binomial { .. } => Error::NoShareBound(format!(
+                    "{} coin pairs per member exceed 2^31; raise ε",
+                    self.num
+                )),
+            })
+    }
+
+    /// The most sampler steps one share of this spec may take ([`samplers::Work`]): two Pólya
+    /// budgets ([`samplers::Work::for_polya`]) for the discrete Laplace, otherwise
+    /// [`samplers::CONSTANT_WORK`]. With the ε floor ([`min_laplace_epsilon`]) the Pólya scale
+    /// `den/num = Δ/ε` is at most `2^31/57 ≈ 2^25.2`, so this is at most about `2^34.2` steps.
+    pub fn work_cap(&self) -> u64 {
+        match self.mechanism {
+            Mechanism::DiscreteLaplace { .. } => samplers::Work::for_polya(self.num, self.den)
+                .limit()
+                .saturating_mul(2),
+            _ => samplers::CONSTANT_WORK,
+        }
     }
 
     /// The mechanism.
@@ -274,17 +303,28 @@ impl ShareSpec {
     }
 
     /// One member's noise share, drawn exactly from `rng` (which must be a CSPRNG: use
-    /// [`crate::NoiseRng`] in production).
+    /// [`crate::NoiseRng`] in production), within [`Self::work_cap`] sampler steps.
+    /// [`Error::WorkExceeded`] voids the draw: the caller must fail, not draw again.
     pub fn sample_share<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R) -> Result<i128> {
+        self.sample_share_within(rng, &mut samplers::Work::new(self.work_cap()))
+    }
+
+    /// [`Self::sample_share`] spending from `work` (tests and benchmarks read
+    /// [`samplers::Work::spent`] afterwards).
+    pub fn sample_share_within<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        work: &mut samplers::Work,
+    ) -> Result<i128> {
         match self.mechanism {
             Mechanism::DiscreteLaplace { .. } => {
                 let m = self.committee.honest_shares();
-                let a = samplers::polya(rng, m, self.num, self.den)?;
-                let b = samplers::polya(rng, m, self.num, self.den)?;
+                let a = samplers::polya_within(rng, m, self.num, self.den, work)?;
+                let b = samplers::polya_within(rng, m, self.num, self.den, work)?;
                 samplers::signed_difference(a, b)
             }
             Mechanism::DiscreteGaussian { .. } => {
-                samplers::discrete_gaussian(rng, self.num, self.den)
+                samplers::discrete_gaussian_within(rng, self.num, self.den, work)
             }
             Mechanism::Binomial { .. } => {
                 let k = u64::try_from(self.num).map_err(|_| Error::Overflow("binomial coins"))?;
@@ -395,6 +435,22 @@ impl ShareSpec {
         };
         Ok(w.ceil() as u64)
     }
+}
+
+/// The discrete-Laplace tail test: a bound `B` holds a share when `B·ε/Δ ≥ 57`
+/// (`2q^B ≤ 2^−80`, [`ShareSpec::share_bound`]).
+const LAPLACE_TAIL: u128 = 57;
+
+/// The smallest ε (in millionths, at least one) for which a discrete-Laplace share of
+/// sensitivity `sensitivity` is provable within the widest noise-share bound `2^31` with a
+/// per-share tail of at most `2^−80`: `⌈57·10^6·Δ / 2^31⌉`. It does not depend on the
+/// committee: the tail bound `2q^B` holds for every `m` (each Pólya(1/m, q) term is below a
+/// geometric). Below it, [`ShareSpec::share_bound`] refuses the calibration. Checked by
+/// `the_epsilon_floor_is_the_smallest_that_has_a_bound`.
+pub fn min_laplace_epsilon(sensitivity: u64) -> Micros {
+    let widest = u128::from(crate::commitment::SHARE_BOUND);
+    let need = (LAPLACE_TAIL * 1_000_000 * u128::from(sensitivity.max(1))).div_ceil(widest);
+    Micros(u64::try_from(need).unwrap_or(u64::MAX).max(1))
 }
 
 /// KLS21's `τ = 10·Σ_{k=1}^{m−1} exp(−2π²σ²·k/(k+1))` for a sum of `m` discrete Gaussians of
@@ -551,21 +607,27 @@ mod tests {
     #[test]
     fn the_share_bound_is_the_narrowest_that_the_tail_bound_allows() {
         // Laplace: B·ε/Δ ≥ 57 picks the bound.
-        assert_eq!(spec(laplace(1.0), 1).share_bound(), 1 << 7); // 57 ≤ 127
-        assert_eq!(spec(laplace(0.5), 1).share_bound(), 1 << 7); // 114 ≤ 128
-        assert_eq!(spec(laplace(0.4), 1).share_bound(), 1 << 15); // 142.5 > 128
-        assert_eq!(spec(laplace(1.0), 3).share_bound(), 1 << 15);
-        assert_eq!(spec(laplace(0.1), 1).share_bound(), 1 << 15);
-        assert_eq!(spec(laplace(0.001), 1).share_bound(), 1 << 31);
-        assert_eq!(spec(laplace(1.0), 1 << 40).share_bound(), 1 << 31);
+        let bound = |s: ShareSpec| s.share_bound().unwrap();
+        assert_eq!(bound(spec(laplace(1.0), 1)), 1 << 7); // 57 ≤ 127
+        assert_eq!(bound(spec(laplace(0.5), 1)), 1 << 7); // 114 ≤ 128
+        assert_eq!(bound(spec(laplace(0.4), 1)), 1 << 15); // 142.5 > 128
+        assert_eq!(bound(spec(laplace(1.0), 3)), 1 << 15);
+        assert_eq!(bound(spec(laplace(0.1), 1)), 1 << 15);
+        assert_eq!(bound(spec(laplace(0.001), 1)), 1 << 31);
+        assert_eq!(bound(spec(laplace(1.0), 1 << 20)), 1 << 31);
+        // No bound holds: refused, no fallback to 2^31 (issue 24 §4).
+        assert!(matches!(
+            spec(laplace(1.0), 1 << 40).share_bound(),
+            Err(Error::BelowEpsilonFloor { .. })
+        ));
         // Gaussian: σ² = Δ²/(2ρm); B² ≥ 113σ².
         let rho = |r: f64| Mechanism::DiscreteGaussian {
             rho: Micros::from_f64_floor(r).unwrap(),
         };
         // ρ = 0.05, m = 3: σ² = 3.33, 113σ² = 377 ≤ 128².
-        assert_eq!(spec(rho(0.05), 1).share_bound(), 1 << 7);
+        assert_eq!(bound(spec(rho(0.05), 1)), 1 << 7);
         // ρ = 0.0001: σ² = 1667, 113σ² ≈ 188,000 > 128², ≤ 32768².
-        assert_eq!(spec(rho(0.0001), 1).share_bound(), 1 << 15);
+        assert_eq!(bound(spec(rho(0.0001), 1)), 1 << 15);
         // Binomial: k coin pairs per member, |share| ≤ k.
         let binomial = spec(
             Mechanism::Binomial {
@@ -575,7 +637,7 @@ mod tests {
             1,
         );
         assert!(binomial.num >= 128 && binomial.num < 1 << 15);
-        assert_eq!(binomial.share_bound(), 1 << 15);
+        assert_eq!(bound(binomial), 1 << 15);
     }
 
     proptest::proptest! {
@@ -588,8 +650,11 @@ mod tests {
             d in 1u64..1_000,
         ) {
             let (lo, hi) = (e1.min(e2), e1.max(e2));
+            // A refused calibration (no bound) counts as wider than every bound.
             let at = |eps: u64, delta: u64| {
-                spec(Mechanism::DiscreteLaplace { epsilon: Micros(eps) }, delta).share_bound()
+                spec(Mechanism::DiscreteLaplace { epsilon: Micros(eps) }, delta)
+                    .share_bound()
+                    .unwrap_or(u64::MAX)
             };
             proptest::prop_assert!(at(lo, d) >= at(hi, d));
             proptest::prop_assert!(at(hi, d + 1) >= at(hi, d));
@@ -603,12 +668,97 @@ mod tests {
         use rand_core::SeedableRng;
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
         for s in [spec(laplace(0.5), 1), spec(laplace(0.1), 1)] {
-            let b = i128::from(s.share_bound());
+            let b = i128::from(s.share_bound().unwrap());
             let max = (0..200_000)
                 .map(|_| s.sample_share(&mut rng).unwrap().abs())
                 .max()
                 .unwrap();
             assert!(2 * max < b, "max |share| {max} against bound {b}");
         }
+    }
+
+    #[test]
+    fn the_epsilon_floor_is_the_smallest_that_has_a_bound() {
+        // At the floor a bound holds (the widest); one millionth below, none does, and the
+        // refusal names the floor.
+        for delta in [1u64, 2, 37, 100, 5_000, 7_305, 50_000, 1 << 20, 1 << 30] {
+            let floor = min_laplace_epsilon(delta);
+            let at = |eps: u64| {
+                spec(
+                    Mechanism::DiscreteLaplace {
+                        epsilon: Micros(eps),
+                    },
+                    delta,
+                )
+            };
+            assert!(at(floor.0).share_bound().is_ok(), "Δ = {delta}");
+            if floor.0 > 1 {
+                assert_eq!(
+                    at(floor.0 - 1).share_bound(),
+                    Err(Error::BelowEpsilonFloor {
+                        requested: Micros(floor.0 - 1),
+                        smallest: floor
+                    }),
+                    "Δ = {delta}"
+                );
+            }
+        }
+        // Δ = 1: every representable ε has a bound (ε ≥ 10⁻⁶ > 57/2^31).
+        assert_eq!(min_laplace_epsilon(1), Micros(1));
+        // The Average of a date over 2000–2040 (Δ = 7305 days, half the budget): ε/2 ≥ 194·10⁻⁶.
+        assert_eq!(min_laplace_epsilon(7_305), Micros(194));
+        // The floor is the same for every committee shape (the tail bound holds for every m).
+        for (n, t) in [(3u16, 2u16), (5, 3), (7, 4), (3, 3)] {
+            let c = Committee::new(n, t).unwrap();
+            let s = |eps| {
+                ShareSpec::new(
+                    Mechanism::DiscreteLaplace {
+                        epsilon: Micros(eps),
+                    },
+                    7_305,
+                    c,
+                )
+                .unwrap()
+            };
+            assert!(s(194).share_bound().is_ok());
+            assert!(s(193).share_bound().is_err());
+        }
+    }
+
+    #[test]
+    fn an_exhausted_work_budget_voids_the_draw() {
+        use rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        // ε = 10⁻⁶, Δ = 1: a Pólya with mean about 10⁶; 1,000 steps cannot finish it.
+        let s = spec(Mechanism::DiscreteLaplace { epsilon: Micros(1) }, 1);
+        let mut work = samplers::Work::new(1_000);
+        assert_eq!(
+            s.sample_share_within(&mut rng, &mut work),
+            Err(Error::WorkExceeded(1_000))
+        );
+        assert_eq!(work.spent(), 1_000);
+        // The share's own cap is far above what an honest draw spends (ε = 10⁻⁴: mean 10⁴).
+        let s = spec(
+            Mechanism::DiscreteLaplace {
+                epsilon: Micros(100),
+            },
+            1,
+        );
+        let mut work = samplers::Work::new(s.work_cap());
+        s.sample_share_within(&mut rng, &mut work).unwrap();
+        assert!(
+            work.spent() < s.work_cap() / 8,
+            "{} of {}",
+            work.spent(),
+            s.work_cap()
+        );
+        // Every parameter gets a finite cap, the floor's at most 2^34.2 steps.
+        let floor = spec(
+            Mechanism::DiscreteLaplace {
+                epsilon: min_laplace_epsilon(1 << 20),
+            },
+            1 << 20,
+        );
+        assert!(floor.work_cap() < 19_400_000_000, "{}", floor.work_cap());
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounting::Cost;
 use crate::error::{Error, Result};
-use crate::mechanism::{Committee, Mechanism, Micros, ShareSpec};
+use crate::mechanism::{min_laplace_epsilon, Committee, Mechanism, Micros, ShareSpec};
 
 /// The public bin lists of the device schema.
 pub mod bins {
@@ -96,8 +96,44 @@ fn halve(mechanism: Mechanism) -> Mechanism {
     }
 }
 
+/// The per-coordinate sensitivity of an Average's sum, `r·max(upper − c, c − lower)`.
+fn average_sum_sensitivity(lower: i64, upper: i64, r: u64) -> Result<u64> {
+    let c = centre(lower, upper);
+    let half_range = (i128::from(upper) - i128::from(c)).max(i128::from(c) - i128::from(lower));
+    u64::try_from(half_range)
+        .ok()
+        .and_then(|h| h.checked_mul(r))
+        .ok_or(Error::Overflow("average sensitivity"))
+}
+
 impl QueryPlan {
+    /// The smallest discrete-Laplace ε (millionths) a query of `shape` may ask for with
+    /// `max_records_per_device` records per device: below it, some output's noise share has
+    /// no proof bound with a per-share tail of at most `2^−80`
+    /// ([`ShareSpec::share_bound`], [`min_laplace_epsilon`]) and [`QueryPlan::new`] refuses it.
+    /// Count and grouped count: `min_laplace_epsilon(r)`; Average: twice the sum's floor (each
+    /// output gets `⌊ε/2⌋`). The same for every committee shape. Checked by
+    /// `a_query_below_its_epsilon_floor_is_refused_and_names_it`.
+    pub fn min_epsilon(shape: QueryShape, max_records_per_device: u64) -> Result<Micros> {
+        let r = max_records_per_device.max(1);
+        Ok(match shape {
+            QueryShape::Count | QueryShape::GroupedCount { .. } => min_laplace_epsilon(r),
+            QueryShape::Average { lower, upper } => {
+                if lower >= upper {
+                    return Err(Error::InvalidParameter(
+                        "average needs lower < upper".into(),
+                    ));
+                }
+                let sum = min_laplace_epsilon(average_sum_sensitivity(lower, upper, r)?);
+                let count = min_laplace_epsilon(r);
+                Micros(sum.0.max(count.0).saturating_mul(2))
+            }
+        })
+    }
+
     /// Calibrates `shape` under `mechanism` (the budget of the whole query) for `committee`.
+    /// Refuses a calibration whose noise shares no proof bound holds: for the discrete
+    /// Laplace, [`Error::BelowEpsilonFloor`] naming [`QueryPlan::min_epsilon`].
     pub fn new(
         shape: QueryShape,
         mechanism: Mechanism,
@@ -105,6 +141,15 @@ impl QueryPlan {
         max_records_per_device: u64,
     ) -> Result<Self> {
         let r = max_records_per_device.max(1);
+        if let Mechanism::DiscreteLaplace { epsilon } = mechanism {
+            let smallest = Self::min_epsilon(shape, r)?;
+            if epsilon < smallest {
+                return Err(Error::BelowEpsilonFloor {
+                    requested: epsilon,
+                    smallest,
+                });
+            }
+        }
         let outputs = match shape {
             QueryShape::Count => vec![OutputSpec {
                 name: "count".into(),
@@ -131,13 +176,7 @@ impl QueryPlan {
                         "average needs lower < upper".into(),
                     ));
                 }
-                let c = centre(lower, upper);
-                let half_range =
-                    (i128::from(upper) - i128::from(c)).max(i128::from(c) - i128::from(lower));
-                let sens = u64::try_from(half_range)
-                    .ok()
-                    .and_then(|h| h.checked_mul(r))
-                    .ok_or(Error::Overflow("average sensitivity"))?;
+                let sens = average_sum_sensitivity(lower, upper, r)?;
                 let half = halve(mechanism);
                 vec![
                     OutputSpec {
@@ -155,6 +194,11 @@ impl QueryPlan {
                 ]
             }
         };
+        // Every output's shares must be provable within a bound (no fallback): for the discrete
+        // Laplace the floor above already guarantees it; the other mechanisms are refused here.
+        for o in &outputs {
+            o.share.share_bound()?;
+        }
         // Outputs compose sequentially (Average: sum and count); coordinates within an output
         // in parallel. Halving rounds down, so the total never exceeds the requested budget
         // except by the Gaussian's charged KLS21 term.

@@ -48,7 +48,7 @@ fn honest_shares_verify_and_add_exactly_to_the_aggregate() {
         let shares: Vec<i128> = (0..4)
             .map(|_| spec.sample_share(&mut OsRng).unwrap())
             .collect();
-        let bound = spec.share_bound();
+        let bound = spec.share_bound().unwrap();
         let (ct, proof) = encrypt_shares(
             pk,
             layout,

@@ -74,16 +74,18 @@ fn average_splits_budget_and_uses_clamped_centred_sensitivity() {
         1
     )
     .is_err());
-    assert!(QueryPlan::new(
-        QueryShape::Average {
-            lower: i64::MIN,
-            upper: i64::MAX
-        },
-        EPS1,
-        committee(),
-        1
-    )
-    .is_ok());
+    // The widest clamp range computes its sensitivity without overflow, but at ε = 1 its sum's
+    // noise (Δ ≈ 2^63) has no proof bound: refused, naming the floor (earlier it was accepted
+    // and its shares silently proven under 2^31, i.e. truncated).
+    let wide = QueryShape::Average {
+        lower: i64::MIN,
+        upper: i64::MAX,
+    };
+    assert!(matches!(
+        QueryPlan::new(wide, EPS1, committee(), 1),
+        Err(medtech_noise::Error::BelowEpsilonFloor { smallest, .. })
+            if smallest == QueryPlan::min_epsilon(wide, 1).unwrap()
+    ));
 }
 
 /// The federation's protocol in miniature: hospitals' exact counts plus every member's noise
@@ -237,4 +239,46 @@ fn gaussian_plans_charge_the_kls21_term() {
     )
     .unwrap();
     assert_eq!(p.cost.rho, Micros(20_001));
+}
+
+/// Issue 24 §4: a query whose noise has no proof bound (old code: `share_bound` fell back to
+/// 2^31 and the shares were truncated) is refused, and the refusal names the smallest ε the
+/// same query would be accepted with.
+#[test]
+fn a_query_below_its_epsilon_floor_is_refused_and_names_it() {
+    let laplace = |eps: u64| Mechanism::DiscreteLaplace {
+        epsilon: Micros(eps),
+    };
+    // An Average of a date over 2000–2040: Δ = 7305 days, each output gets ⌊ε/2⌋.
+    let dates = QueryShape::Average {
+        lower: 10_957,
+        upper: 25_567,
+    };
+    let floor = QueryPlan::min_epsilon(dates, 1).unwrap();
+    assert_eq!(floor, Micros(388));
+    for (n, t) in [(3u16, 2u16), (5, 3), (7, 4)] {
+        let c = Committee::new(n, t).unwrap();
+        let plan = QueryPlan::new(dates, laplace(floor.0), c, 1).unwrap();
+        assert!(plan.outputs.iter().all(|o| o.share.share_bound().is_ok()));
+        for below in [floor.0 - 1, 100, 2] {
+            let e = QueryPlan::new(dates, laplace(below), c, 1).unwrap_err();
+            assert_eq!(
+                e,
+                medtech_noise::Error::BelowEpsilonFloor {
+                    requested: Micros(below),
+                    smallest: floor
+                }
+            );
+            assert!(e.to_string().contains("0.000388"), "{e}");
+        }
+    }
+    // Counts: every representable ε has a bound; with 100 records per device it does not.
+    assert_eq!(
+        QueryPlan::min_epsilon(QueryShape::Count, 1).unwrap(),
+        Micros(1)
+    );
+    let r100 = QueryPlan::min_epsilon(QueryShape::GroupedCount { bins: 56 }, 100).unwrap();
+    assert_eq!(r100, Micros(3)); // ⌈57·10⁶·100 / 2^31⌉
+    assert!(QueryPlan::new(QueryShape::Count, laplace(2), committee(), 100).is_err());
+    assert!(QueryPlan::new(QueryShape::Count, laplace(3), committee(), 100).is_ok());
 }

@@ -58,7 +58,7 @@ fn colluders_add_no_noise(sim: &mut SimCommittee, colluders: Vec<String>, compil
                     pk,
                     layout,
                     &zeros,
-                    compiled.noise_bound(),
+                    compiled.noise_bound().unwrap(),
                     n.query_id.as_bytes(),
                     party,
                     &mut OsRng,

@@ -88,7 +88,7 @@ fn colluders_add_no_noise(s: &mut Setup, compiled: Compiled) {
                     pk,
                     layout,
                     &zeros,
-                    compiled.noise_bound(),
+                    compiled.noise_bound().unwrap(),
                     n.query_id.as_bytes(),
                     party,
                     &mut OsRng,

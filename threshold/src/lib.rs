@@ -88,6 +88,29 @@ pub mod bench_support {
             }
         }
 
+        /// A random base and `exp_bits`-bit exponent under a random odd `modulus_bits`-bit
+        /// modulus (at least 2 bits): the cost of a modexp depends on the sizes only, so this is
+        /// the baseline for a `modulus_bits`-bit `N²` without generating a key.
+        pub fn with_modulus_bits<R: RngCore + CryptoRng>(
+            modulus_bits: usize,
+            exp_bits: usize,
+            rng: &mut R,
+        ) -> Self {
+            let bits = modulus_bits.max(2);
+            let top = Int::one().shl(bits - 1);
+            let modulus = Int::random_bits(rng, bits - 1).add(&top);
+            let modulus = if modulus.is_odd() {
+                modulus
+            } else {
+                modulus.add(&Int::one())
+            };
+            ModexpBaseline {
+                base: Int::random_below(rng, &modulus),
+                exp: Int::random_bits(rng, exp_bits),
+                modulus,
+            }
+        }
+
         /// Runs it once; returns the bit length of the result (to keep it observable).
         pub fn run(&self) -> usize {
             self.base.pow_mod(&self.exp, &self.modulus).bits()

@@ -420,14 +420,28 @@ pub(crate) async fn submit_core(
     let compiled = api
         .view
         .compile_query(spec)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0))?;
+        .map_err(|e| match e.min_epsilon() {
+            // Issue 24 §4: below the ε floor no proof bound holds the noise; name the floor.
+            Some(floor) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "epsilon_below_floor", e.0)
+                    .with_detail("min_epsilon", json!(floor))
+            }
+            None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0),
+        })?;
     let mut id = [0u8; 8];
     OsRng.fill_bytes(&mut id);
     let id = format!("q-{}", hex::encode(id));
+    // At most `max_queries_in_flight` open queries per researcher (issue 24 §4).
+    let reservation = api.reserve_query(&user.sub, &id)?;
     let receipt = api
         .node
         .propose_own(submit_entry(&id, &compiled, &user.sub))
         .await?;
+    if receipt.rejection.is_none() {
+        reservation.admitted();
+    } else {
+        drop(reservation);
+    }
     if let Some(why) = receipt.rejection {
         api.metrics.queries_refused.fetch_add(1, Ordering::Relaxed);
         let (status, code) = if why.contains("budget") {
@@ -1169,6 +1183,11 @@ fn pending_json(
 /// limit, re-enabling a researcher): who approved each and how many approvals it lacks.
 async fn pending_changes(State(api): S, headers: HeaderMap) -> ApiResult {
     api.user(&headers, STAFF)?;
+    ok(pending_changes_json(&api)?)
+}
+
+/// `{"pending": [...]}`: every pending change (the API's and the dashboard's view).
+pub(crate) fn pending_changes_json(api: &ApiState) -> Result<Value, ApiError> {
     let l = api.node.read()?;
     let st = l.state();
     let list: Vec<Value> = st
@@ -1176,14 +1195,23 @@ async fn pending_changes(State(api): S, headers: HeaderMap) -> ApiResult {
         .iter()
         .map(|(id, p)| pending_json(id, p, st.committee()))
         .collect();
-    ok(json!({ "pending": list }))
+    Ok(json!({ "pending": list }))
 }
 
 /// This member approves a pending change: it posts the identical change, signed by itself.
 /// The `t`-th approval applies it.
 async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let admin = api.user(&headers, &[Role::Admin])?;
-    let key: [u8; 32] = hex::decode(&id)
+    ok(approve_change_core(&api, &admin, &id).await?)
+}
+
+/// [`approve_change`] for `admin` (the API's and the dashboard's Approve).
+pub(crate) async fn approve_change_core(
+    api: &ApiState,
+    admin: &auth::Claims,
+    id: &str,
+) -> Result<Value, ApiError> {
+    let key: [u8; 32] = hex::decode(id)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::bad_request("invalid_id", "a change id is 64 hex digits"))?;
@@ -1201,7 +1229,7 @@ async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String
                 )
             })?
     };
-    let seq = propose(&api, kind).await?;
+    let seq = propose(api, kind).await?;
     tracing::info!(target: "medtech::api", admin = %admin.sub, change = %id, "change approved");
     // Answer from this member's state once it has applied the approval (for up to 5 s).
     for _ in 0..100 {
@@ -1212,13 +1240,12 @@ async fn approve_change(State(api): S, headers: HeaderMap, Path(id): Path<String
     }
     let l = api.node.read()?;
     let st = l.state();
-    let v = match st.pending_changes().get(&key) {
+    let mut v = match st.pending_changes().get(&key) {
         Some(p) => pending_json(&key, p, st.committee()),
         None => json!({ "id": id, "applied": true }),
     };
-    let mut v = v;
     v["sequence"] = json!(seq);
-    ok(v)
+    Ok(v)
 }
 
 async fn committee(State(api): S, headers: HeaderMap) -> ApiResult {

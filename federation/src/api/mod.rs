@@ -71,7 +71,16 @@ pub struct ApiConfig {
     /// Mark the dashboard's session cookies `Secure` (sent over HTTPS only; browsers also send
     /// them to `http://localhost`). Turn off only for plain-HTTP development on other hosts.
     pub cookie_secure: bool,
+    /// Queries one researcher may have open at once (submitted, not yet released or failed);
+    /// a submission beyond it is answered 429 with `Retry-After` (issue 24 §4).
+    pub max_queries_in_flight: usize,
 }
+
+/// The default of [`ApiConfig::max_queries_in_flight`].
+pub const DEFAULT_MAX_QUERIES_IN_FLIGHT: usize = 4;
+
+/// Seconds a researcher over the in-flight limit is asked to wait before trying again.
+pub const IN_FLIGHT_RETRY_AFTER_S: u64 = 5;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -89,6 +98,7 @@ impl Default for ApiConfig {
             max_wait: Duration::from_secs(60),
             metrics_token: None,
             cookie_secure: true,
+            max_queries_in_flight: DEFAULT_MAX_QUERIES_IN_FLIGHT,
         }
     }
 }
@@ -110,9 +120,48 @@ pub struct ApiState {
     /// Counters for `/metrics`.
     pub metrics: metrics::Metrics,
     limiter: RateLimiter,
+    /// Query ids each researcher's submissions through this member are proposing now (not yet
+    /// in [`ApiState::index`]), so that concurrent submissions cannot pass the in-flight limit
+    /// together.
+    submitting: Mutex<HashMap<String, std::collections::BTreeSet<(Instant, String)>>>,
     hashes: Arc<tokio::sync::Semaphore>,
     hashing: Arc<HashGauge>,
     started: Instant,
+}
+
+/// A query reserved against a researcher's in-flight limit ([`ApiState::reserve_query`]):
+/// released on drop unless [`InFlight::admitted`] was called.
+pub(crate) struct InFlight<'a> {
+    api: &'a ApiState,
+    researcher: String,
+    id: String,
+    at: Instant,
+    admitted: bool,
+}
+
+impl InFlight<'_> {
+    /// The ledger admitted the query: it stays counted (until the index shows it).
+    pub(crate) fn admitted(mut self) {
+        self.admitted = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.admitted {
+            return;
+        }
+        let mut submitting = match self.api.submitting.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(ids) = submitting.get_mut(&self.researcher) {
+            ids.remove(&(self.at, self.id.clone()));
+            if ids.is_empty() {
+                submitting.remove(&self.researcher);
+            }
+        }
+    }
 }
 
 /// Password hashes running now, and the most seen at once.
@@ -147,6 +196,7 @@ impl ApiState {
             accounts,
             metrics: metrics::Metrics::default(),
             limiter: RateLimiter::default(),
+            submitting: Mutex::default(),
             hashes: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_hashes.max(1),
             )),
@@ -154,6 +204,65 @@ impl ApiState {
             started: Instant::now(),
             config,
         }
+    }
+
+    /// Reserves query `id` for `researcher` against [`ApiConfig::max_queries_in_flight`]: the
+    /// researcher's open queries in this member's index (submitted through any member) plus
+    /// the ones being proposed through this member now. Over the limit: 429 with `Retry-After`
+    /// and nothing is proposed (so nothing is charged). Drop the reservation unless the
+    /// proposal was admitted ([`InFlight::admitted`]); an admitted one is counted until the
+    /// index shows it (then the index counts it until it ends).
+    pub(crate) fn reserve_query(
+        &self,
+        researcher: &str,
+        id: &str,
+    ) -> Result<InFlight<'_>, ApiError> {
+        let limit = self.config.max_queries_in_flight.max(1);
+        let mut submitting = match self.submitting.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let open_in_index: usize;
+        {
+            let index = match self.index.read() {
+                Ok(i) => i,
+                Err(p) => p.into_inner(),
+            };
+            // Proposals the index now shows are counted there.
+            if let Some(ids) = submitting.get_mut(researcher) {
+                ids.retain(|(_, q)| !index.contains_key(q));
+            }
+            open_in_index = index
+                .values()
+                .filter(|q| q.researcher == researcher && q.outcome.is_none())
+                .count();
+        }
+        let now = Instant::now();
+        let proposing = submitting.entry(researcher.to_owned()).or_default();
+        // An admitted proposal the index never showed (it cannot happen in a running node)
+        // stops counting after a minute rather than lock the researcher out.
+        proposing.retain(|(at, _)| now.duration_since(*at) < Duration::from_secs(60));
+        let open = open_in_index + proposing.len();
+        if open >= limit {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_queries_in_flight",
+                format!(
+                    "{open} of your queries are in flight (submitted, not yet released or \
+                     failed); at most {limit} may be: retry when one has ended"
+                ),
+            );
+            e.retry_after = Some(IN_FLIGHT_RETRY_AFTER_S);
+            return Err(e);
+        }
+        proposing.insert((now, id.to_owned()));
+        Ok(InFlight {
+            api: self,
+            researcher: researcher.to_owned(),
+            id: id.to_owned(),
+            at: now,
+            admitted: false,
+        })
     }
 
     /// The most password hashes that ran at once on this member.
@@ -307,6 +416,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    detail: Option<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -317,7 +427,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            detail: None,
         }
+    }
+
+    /// Adds one machine-readable field to the error object (beside `code` and `message`).
+    pub fn with_detail(mut self, key: &'static str, value: serde_json::Value) -> Self {
+        self.detail = Some((key, value));
+        self
     }
 
     /// Its status.
@@ -355,11 +472,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({ "error": { "code": self.code, "message": self.message } })),
-        )
-            .into_response();
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let (Some((key, value)), Some(obj)) = (self.detail, error.as_object_mut()) {
+            obj.insert(key.to_owned(), value);
+        }
+        let mut r = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(s) = self.retry_after {
             if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
                 r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);

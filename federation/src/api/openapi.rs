@@ -41,7 +41,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: "post", path: "/api/v1/password", summary: "Change your password (on the member that holds your account). Returns a new token; that member refuses every token issued before the change (other members accept them until they expire).", roles: ALL, body: Some("ChangePassword"), params: &[], ok: 200 },
     Endpoint { method: "get", path: "/api/v1/me", summary: "Who the token says you are.", roles: ALL, body: None, params: &[], ok: 200 },
     Endpoint { method: "get", path: "/api/v1/interface", summary: "The query interface: kinds, allowed targets, filter fields and their operators, public bin lists, clamp ranges, ε cap.", roles: ALL, body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/queries", summary: "Submit a query. The ledger charges your budget in the entry that admits it (403 budget_exceeded if it does not fit); the committee answers it asynchronously.", roles: R, body: Some("QuerySpec"), params: &[], ok: 202 },
+    Endpoint { method: "post", path: "/api/v1/queries", summary: "Submit a query. The ledger charges your budget in the entry that admits it (403 budget_exceeded if it does not fit); the committee answers it asynchronously. An ε below the smallest whose noise can be proven within its bound is refused before anything is charged (422 epsilon_below_floor; the error's min_epsilon names the smallest ε accepted for that kind and target). At most max_queries_in_flight (default 4) of your queries may be open at once: beyond, 429 too_many_queries_in_flight with Retry-After, nothing charged.", roles: R, body: Some("QuerySpec"), params: &[], ok: 202 },
     Endpoint { method: "get", path: "/api/v1/queries", summary: "Query history, newest first (researchers see their own).", roles: RAA, body: None, params: &[("status", "pending, released or failed"), ("researcher", "only this researcher's"), ("limit", "at most this many (default 100, max 1000)")], ok: 200 },
     Endpoint { method: "get", path: "/api/v1/queries/export", summary: "Query history as a JSON or CSV download.", roles: AA, body: None, params: &[("format", "json (default) or csv"), ("status", "pending, released or failed"), ("researcher", "only this researcher's")], ok: 200 },
     Endpoint { method: "get", path: "/api/v1/queries/{id}", summary: "One query: status, and once released the noisy result with its confidence intervals and who contributed. A researcher sees, of the queries decrypted together with it (`bundle`), only their own. An id not on the ledger, or not yours, is 404 at once whatever `wait`.", roles: RAA, body: None, params: &[("wait", "wait up to this many seconds (max 60) for the query to end")], ok: 200 },
@@ -73,7 +73,8 @@ fn schemas() -> Value {
     json!({
         "Error": s(json!({ "error": { "type": "object", "properties": {
             "code": { "type": "string", "description": "Stable, machine-readable." },
-            "message": { "type": "string", "description": "For people." } } } }), &["error"]),
+            "message": { "type": "string", "description": "For people." },
+            "min_epsilon": { "type": "number", "description": "With epsilon_below_floor only: the smallest ε accepted for the refused query's kind and target." } } } }), &["error"]),
         "Login": s(json!({ "username": { "type": "string" }, "password": { "type": "string", "format": "password" } }), &["username", "password"]),
         "ChangePassword": s(json!({ "old_password": { "type": "string", "format": "password" }, "new_password": { "type": "string", "format": "password", "minLength": 12 } }), &["old_password", "new_password"]),
         "Filter": s(json!({

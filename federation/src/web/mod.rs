@@ -68,6 +68,8 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
         .route("/ui/queries/{id}", get(result))
         .route("/ui/admin/researchers", get(researchers).post(register))
         .route("/ui/admin/researchers/{id}", post(update_researcher))
+        .route("/ui/admin/changes", get(changes))
+        .route("/ui/admin/changes/{id}/approve", post(approve_change))
         .route("/ui/admin/platform", get(platform))
         .route("/ui/admin/committee", get(committee))
         .route("/ui/admin/export", get(export))
@@ -246,6 +248,7 @@ fn nav(role: Role) -> &'static [(&'static str, &'static str)] {
         Role::Researcher => &[("/ui/query", "New query"), ("/ui/queries", "My queries")],
         Role::Admin => &[
             ("/ui/admin/researchers", "Researchers"),
+            ("/ui/admin/changes", "Pending changes"),
             ("/ui/admin/platform", "Platform"),
             ("/ui/admin/committee", "Committee"),
             ("/ui/queries", "Query history"),
@@ -1061,6 +1064,97 @@ async fn update_researcher(
         ),
         Err(e) => researchers_page(&api, &s, Some(err_box(&e)), e.status()),
     }
+}
+
+/// Pending privacy-limit changes (issue 24 §3): each change, who approved it, how many more
+/// approvals it needs, and an Approve button (this member posts the identical change).
+async fn changes(State(api): S, headers: HeaderMap) -> Response {
+    let s = need!(api, headers, &[Role::Admin]);
+    changes_page(&api, &s, None, StatusCode::OK)
+}
+
+async fn approve_change(
+    State(api): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let s = need!(api, headers, &[Role::Admin]);
+    if let Err(r) = form(&api, body, &s.csrf).await {
+        return r;
+    }
+    match h::approve_change_core(&api, &s.claims, &id).await {
+        Ok(v) => {
+            let what = if v["applied"] == true {
+                "approved; it is applied".to_owned()
+            } else {
+                format!("approved; it needs {} more", v["missing"])
+            };
+            let msg = format!(
+                "<p class=\"notice\" role=\"status\">Change <code>{}</code> {}.</p>",
+                esc(&id),
+                esc(&what)
+            );
+            changes_page(&api, &s, Some(msg), StatusCode::OK)
+        }
+        Err(e) => changes_page(&api, &s, Some(err_box(&e)), e.status()),
+    }
+}
+
+fn changes_page(api: &ApiState, s: &Session, msg: Option<String>, status: StatusCode) -> Response {
+    let mut b = String::from("<h1>Pending changes</h1>");
+    b.push_str(&msg.unwrap_or_default());
+    let list = match h::pending_changes_json(api) {
+        Ok(v) => v,
+        Err(e) => return page(api, e.status(), "Pending changes", Some(s), &err_box(&e)),
+    };
+    let pending = list["pending"].as_array().cloned().unwrap_or_default();
+    if pending.is_empty() {
+        b.push_str("<p class=\"muted\" id=\"no-pending\">No change is waiting for approvals.</p>");
+    } else {
+        b.push_str("<table id=\"pending-changes\"><thead><tr><th scope=\"col\">Change</th><th scope=\"col\">Details</th><th scope=\"col\">Approved by</th><th scope=\"col\" class=\"num\">Still needs</th><th scope=\"col\">Not yet approved by</th><th scope=\"col\">Approve</th></tr></thead><tbody>");
+        let me = api.node.name();
+        for c in &pending {
+            let id = c["id"].as_str().unwrap_or("");
+            let names = |k: &str| -> Vec<String> {
+                c[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            };
+            let approved = names("approved_by");
+            let action = if approved.iter().any(|a| a == me) {
+                "<span class=\"muted\">approved by this member</span>".to_owned()
+            } else {
+                format!(
+                    "<form method=\"post\" action=\"/ui/admin/changes/{}/approve\">{}<button type=\"submit\">Approve</button></form>",
+                    esc(id),
+                    hidden_csrf(s)
+                )
+            };
+            let _ = write!(
+                b,
+                "<tr data-change=\"{}\"><td>{}<br><code class=\"muted\">{}</code></td><td><code>{}</code></td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"row-actions\">{}</td></tr>",
+                esc(id),
+                esc(c["kind"].as_str().unwrap_or("")),
+                esc(id.get(..16).unwrap_or(id)),
+                esc(&c["change"].to_string()),
+                esc(&approved.join(", ")),
+                c["missing"],
+                esc(&names("not_yet_approved_by").join(", ")),
+                action
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    let _ = write!(
+        b,
+        "<p class=\"muted\">Registering a researcher, raising a budget limit and re-enabling a researcher take {} members' identical entries; Approve posts this member's ({}).</p>",
+        api.view.threshold,
+        esc(api.node.name())
+    );
+    page(api, status, "Pending changes", Some(s), &b)
 }
 
 async fn platform(State(api): S, headers: HeaderMap) -> Response {
