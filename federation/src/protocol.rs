@@ -734,7 +734,7 @@ impl Verifier {
             for ((layout, _, offsets), ct) in placed.iter().zip(cts) {
                 let ct = Ciphertext::from_bytes(pk, ct).map_err(|e| format!("{m}: {e}"))?;
                 let packed = if noise {
-                    unshift_shares(pk, *layout, c.noise_bound(), &ct)
+                    unshift_shares(pk, *layout, c.noise_bound()?, &ct)
                         .map_err(|e| format!("{m}: {e}"))?
                 } else {
                     medtech_threshold::range::range_slot_bound(*layout, offsets, SLOT_BOUND)
