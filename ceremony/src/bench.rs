@@ -60,9 +60,28 @@ fn check_key(run: &Run) -> Result<()> {
     Ok(())
 }
 
+/// The median of 15 raw GMP modexps with a 4096-bit modulus and a 2048-bit exponent, in ms.
+fn modexp_baseline_ms() -> f64 {
+    use medtech_threshold::bench_support::ModexpBaseline;
+    let mut rng = ChaCha20Rng::from_seed([7; 32]);
+    let b = ModexpBaseline::with_modulus_bits(4096, 2048, &mut rng);
+    let mut t: Vec<f64> = (0..15)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            std::hint::black_box(b.run());
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[t.len() / 2] * 1000.0).round() / 1000.0
+}
+
 /// Runs the benchmark and returns its JSON report; `progress` gets one line per run.
 pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
     ensure!(cfg.runs >= 1, "at least one run");
+    // This machine's speed varies by day: a raw modexp measured in the same run (before and
+    // after) goes beside every figure.
+    let baseline_before = modexp_baseline_ms();
     let mut runs = Vec::new();
     let mut secs = Vec::new();
     for k in 0..cfg.runs {
@@ -121,6 +140,7 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
         .and_then(|i| runs.get(i).cloned())
         .unwrap_or(Value::Null);
     let rss = peak_rss_mb();
+    let baseline_after = modexp_baseline_ms();
     // The number of candidates is geometric, so a median over few runs swings with luck. The
     // steadier figures: time per batch of candidates (excluding the one-off gcd and key stages)
     // and the time that implies for the expected number of candidates, (ln 2^(bits/2) / 2)²
@@ -129,7 +149,11 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
     let per_run_fixed: f64 = runs
         .iter()
         .map(|r| {
-            r["phases"]["gcd"].as_f64().unwrap_or(0.0) + r["phases"]["key"].as_f64().unwrap_or(0.0)
+            // Once per run: the gcd step, the certification of the accepted modulus, the key.
+            ["gcd", "certify", "key"]
+                .iter()
+                .map(|p| r["phases"][*p].as_f64().unwrap_or(0.0))
+                .sum::<f64>()
         })
         .sum::<f64>()
         / runs.len() as f64;
@@ -156,6 +180,11 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
         "peak_rss_mb_per_party": rss.map(|r| (r / f64::from(cfg.parties) * 10.0).round() / 10.0),
         "all_runs": runs,
         "machine_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "modexp_baseline_ms": {
+            "what": "median of 15 GMP modexps, 4096-bit modulus, 2048-bit exponent (a 2048-bit N's N^2)",
+            "before": baseline_before,
+            "after": baseline_after,
+        },
         "note": "all parties in one process on this machine's cores; per-party memory is the process peak divided by n",
     }))
 }
