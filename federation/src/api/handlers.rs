@@ -939,7 +939,7 @@ pub(crate) async fn update_researcher_core(
     u: ResearcherUpdate,
 ) -> Result<Value, ApiError> {
     let id = id.to_owned();
-    if api.node.read()?.state().researcher(&id).is_none() {
+    if !api.caught_up(|s| s.researcher(&id).is_some()).await? {
         return Err(ApiError::not_found(format!(
             "no researcher {id:?} on the ledger"
         )));
@@ -1128,7 +1128,7 @@ async fn set_budget(
     };
     let epsilon = micros(b.epsilon, "epsilon")?;
     match &parsed {
-        Subject::Researcher(r) if api.node.read()?.state().researcher(r).is_none() => {
+        Subject::Researcher(r) if !api.caught_up(|s| s.researcher(r).is_some()).await? => {
             return Err(ApiError::not_found(format!(
                 "no researcher {r:?} on the ledger (register them with POST /api/v1/researchers)"
             )))

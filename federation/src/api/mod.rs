@@ -206,6 +206,32 @@ impl ApiState {
         }
     }
 
+    /// Whether `seen` holds of this member's ledger state, once the member has applied what was
+    /// committed when the request came (read-your-writes through any member): a change made or
+    /// approved at another member a moment ago is not answered "not found" here. The leader
+    /// confirms it is current with a quorum; a follower, which cannot, gives replication up to
+    /// a second.
+    pub(crate) async fn caught_up(
+        &self,
+        seen: impl Fn(&medtech_ledger::state::LedgerState) -> bool,
+    ) -> Result<bool, ApiError> {
+        let now = |api: &ApiState| -> Result<bool, ApiError> { Ok(seen(api.node.read()?.state())) };
+        if now(self)? {
+            return Ok(true);
+        }
+        if self.node.linearizable().await.is_ok() {
+            return now(self);
+        }
+        let grace = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < grace {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if now(self)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Reserves query `id` for `researcher` against [`ApiConfig::max_queries_in_flight`]: the
     /// researcher's open queries in this member's index (submitted through any member) plus
     /// the ones being proposed through this member now. Over the limit: 429 with `Retry-After`
