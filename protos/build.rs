@@ -7,9 +7,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/fabric/gateway.proto",
         "proto/medtech/data/v1/device.proto",
     ];
-    for p in protos {
+    // The chaincode side of the shim: server only (its one RPC, `Connect`, would clash with
+    // the generated client's constructor of the same name).
+    let shim = ["proto/fabric/chaincode_shim.proto"];
+    for p in protos.iter().chain(&shim) {
         println!("cargo:rerun-if-changed={p}");
     }
+    // The shim first: its run also writes the imported gateway package (without a client),
+    // which the second run then writes again with its client.
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(false)
+        .compile_protos(&shim, &["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

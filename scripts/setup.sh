@@ -1,9 +1,10 @@
 #!/bin/sh
 # Installs the system packages MedTech Chain builds and tests against, on Debian/Ubuntu:
-# GMP (big integers), protoc (wire schemas), and Chromium with its WebDriver for the dashboard's
+# GMP (big integers), protoc (wire schemas; the well-known types for checking the Fabric subset
+# against the real fabric-protos), and Chromium with its WebDriver for the dashboard's
 # browser tests. Idempotent: does nothing when everything is already there.
 set -eu
-PACKAGES="libgmp-dev protobuf-compiler chromium chromium-driver"
+PACKAGES="libgmp-dev protobuf-compiler libprotobuf-dev chromium chromium-driver"
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -76,7 +76,15 @@ fuzz_target!(|data: &[u8]| {
                 .split_first()
                 .map_or((&[][..], &[][..]), |(f, r)| (&f[..], r));
             let f = String::from_utf8_lossy(f);
-            let _ = contract::invoke(&mut |_| None, &f, rest);
+            let config = contract::ContractConfig {
+                admin_msps: vec!["Org1MSP".into()],
+                writer_msps: Vec::new(),
+            };
+            let caller = contract::Caller {
+                msp_id: "Org1MSP".into(),
+                is_admin: true,
+            };
+            let _ = contract::invoke(&config, &caller, &mut |_| None, &f, rest);
         }
     }
 });

@@ -107,10 +107,22 @@ proptest! {
 
     #[test]
     fn chaincode_never_panics_and_writes_nothing_on_error(
-        function in prop_oneof![Just("AnchorCheckpoint".to_owned()), Just("GetCheckpoint".to_owned()), "\\PC{0,20}"],
+        function in prop_oneof![
+            Just("AnchorCheckpoint".to_owned()),
+            Just("GetCheckpoint".to_owned()),
+            Just("RegisterCommittee".to_owned()),
+            Just("GetCommittee".to_owned()),
+            "\\PC{0,20}"
+        ],
         args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..3),
+        is_admin in any::<bool>(),
     ) {
-        let out = contract::invoke(&mut |_| None, &function, &args);
+        let config = contract::ContractConfig {
+            admin_msps: vec!["Org1MSP".into()],
+            writer_msps: Vec::new(),
+        };
+        let caller = contract::Caller { msp_id: "Org1MSP".into(), is_admin };
+        let out = contract::invoke(&config, &caller, &mut |_| None, &function, &args);
         if out.response.status >= 400 {
             prop_assert!(out.writes.is_empty());
         }

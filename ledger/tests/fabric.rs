@@ -6,13 +6,19 @@ mod common;
 
 use std::time::Duration;
 
+use medtech_ledger::checkpoint::NodeIdentity;
 use medtech_ledger::checkpoint::{Checkpoint, NodeKey, SignedCheckpoint};
-use medtech_ledger::fabric::contract::{checkpoint_key, DEFAULT_CHAINCODE};
-use medtech_ledger::fabric::sim::{issue_identity, Misbehaviour, RunningGateway, SimulatedGateway};
+use medtech_ledger::fabric::contract::{
+    checkpoint_key, CommitteeKeys, ContractConfig, DEFAULT_CHAINCODE, REGISTER,
+};
+use medtech_ledger::fabric::sim::{
+    issue_admin_identity, issue_identity, Misbehaviour, RunningGateway, SimulatedGateway,
+};
 use medtech_ledger::fabric::transaction::{Invocation, ProposedTransaction};
 use medtech_ledger::fabric::{
     AnchorOutcome, Anchorer, FabricError, GatewayClient, GatewayEndpoint, MspIdentity,
 };
+use medtech_ledger::merkle::Hash;
 use medtech_protos::fabric as pb;
 use medtech_protos::fabric::gateway_client::GatewayClient as RawClient;
 use medtech_protos::Message as _;
@@ -26,12 +32,50 @@ fn identity(name: &str) -> MspIdentity {
     MspIdentity::from_pem("Hospital1MSP", &c, &k).unwrap()
 }
 
+/// A gateway whose chaincode has the test committee of [`cosigned`] registered (t = 2), in
+/// block 1.
 async fn gateway() -> (SimulatedGateway, RunningGateway, MspIdentity) {
+    let (sim, running, id) = bare_gateway().await;
+    let (_, keys) = cosigned(1, 1);
+    let members: Vec<_> = keys.iter().map(NodeKey::identity).collect();
+    register(&sim, &running, "medtech.test/committee", &members, 2).await;
+    (sim, running, id)
+}
+
+/// A gateway whose chaincode has no committee registered.
+async fn bare_gateway() -> (SimulatedGateway, RunningGateway, MspIdentity) {
     let sim = SimulatedGateway::new(CHANNEL, DEFAULT_CHAINCODE).unwrap();
+    sim.configure(ContractConfig {
+        admin_msps: vec!["Hospital1MSP".into()],
+        writer_msps: Vec::new(),
+    });
     let id = identity("anchor-client");
     sim.enroll(id.msp_id(), id.cert_pem());
     let running = sim.serve().await.unwrap();
     (sim, running, id)
+}
+
+/// A channel admin registers `members` as the committee of `origin`.
+async fn register(
+    sim: &SimulatedGateway,
+    g: &RunningGateway,
+    origin: &str,
+    members: &[NodeIdentity],
+    t: usize,
+) {
+    let (c, k) = issue_admin_identity("Hospital1MSP", "channel-admin").unwrap();
+    let admin = MspIdentity::from_pem("Hospital1MSP", &c, &k).unwrap();
+    sim.enroll(admin.msp_id(), admin.cert_pem());
+    let keys = serde_json::to_vec(&CommitteeKeys::new(t, members)).unwrap();
+    client(g, admin)
+        .submit(REGISTER, &[origin.as_bytes(), &keys])
+        .await
+        .unwrap();
+}
+
+/// For first anchors, which need no consistency proof.
+fn no_proof(_: u64, _: u64) -> Option<Vec<Hash>> {
+    None
 }
 
 fn endpoint(g: &RunningGateway) -> GatewayEndpoint {
@@ -91,9 +135,9 @@ async fn cosigned_checkpoint_is_anchored_and_read_back() {
     let (sim, g, id) = gateway().await;
     let anchorer = Anchorer::new(client(&g, id));
     let (cp, keys) = cosigned(42, 7);
-    let out = anchorer.anchor(&cp).await.unwrap();
+    let out = anchorer.anchor(&cp, &no_proof).await.unwrap();
     assert!(
-        matches!(out, AnchorOutcome::Anchored { block: 1, .. }),
+        matches!(out, AnchorOutcome::Anchored { block: 2, .. }),
         "{out:?}"
     );
     assert!(sim
@@ -122,10 +166,10 @@ async fn cosigned_checkpoint_is_anchored_and_read_back() {
 
     // Anchoring it again is a read, not a transaction.
     assert_eq!(
-        anchorer.anchor(&cp).await.unwrap(),
+        anchorer.anchor(&cp, &no_proof).await.unwrap(),
         AnchorOutcome::AlreadyAnchored
     );
-    assert_eq!(sim.blocks(), 1);
+    assert_eq!(sim.blocks(), 2, "the registration and the anchor");
     assert_eq!(sim.refused(), 0);
     g.shutdown().await;
 }
@@ -136,8 +180,8 @@ async fn equivocating_checkpoint_is_caught_by_the_anchor() {
     let anchorer = Anchorer::new(client(&g, id));
     let (a, _) = cosigned(10, 1);
     let (b, _) = cosigned(10, 2);
-    anchorer.anchor(&a).await.unwrap();
-    match anchorer.anchor(&b).await {
+    anchorer.anchor(&a, &no_proof).await.unwrap();
+    match anchorer.anchor(&b, &no_proof).await {
         Err(FabricError::Equivocation {
             size,
             anchored_note,
@@ -168,12 +212,12 @@ async fn identity_not_enrolled_in_the_msp_is_refused() {
     let (sim, g, _) = gateway().await;
     let stranger = Anchorer::new(client(&g, identity("stranger")));
     let (cp, _) = cosigned(3, 3);
-    let err = stranger.anchor(&cp).await.unwrap_err();
+    let err = stranger.anchor(&cp, &no_proof).await.unwrap_err();
     assert!(
         matches!(&err, FabricError::Transport(m) if m.contains("PermissionDenied")),
         "{err}"
     );
-    assert_eq!(sim.blocks(), 0);
+    assert_eq!(sim.blocks(), 1, "only the registration");
     g.shutdown().await;
 }
 
@@ -182,12 +226,19 @@ async fn lying_gateway_gets_no_signature_on_a_swapped_transaction() {
     let (sim, g, id) = gateway().await;
     sim.misbehave(Misbehaviour::SwapArguments);
     let (cp, _) = cosigned(5, 5);
-    let err = Anchorer::new(client(&g, id)).anchor(&cp).await.unwrap_err();
+    let err = Anchorer::new(client(&g, id))
+        .anchor(&cp, &no_proof)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, FabricError::Gateway(m) if m.contains("chaincode proposal payload")),
         "{err}"
     );
-    assert_eq!(sim.blocks(), 0, "nothing was submitted");
+    assert_eq!(
+        sim.blocks(),
+        1,
+        "nothing but the registration was submitted"
+    );
     g.shutdown().await;
 }
 
@@ -269,7 +320,7 @@ async fn gateway_checks_proposal_envelope_and_status_signatures_byte_for_byte() 
     rpc.submit(submit(p.sign_prepared(&id, &prepared)))
         .await
         .unwrap();
-    assert_eq!(sim.blocks(), 1);
+    assert_eq!(sim.blocks(), 2, "the registration and the anchor");
 
     // Commit status: the signature covers the request bytes, and only the creator may ask.
     let ok = rpc
@@ -278,7 +329,7 @@ async fn gateway_checks_proposal_envelope_and_status_signatures_byte_for_byte() 
         .unwrap()
         .into_inner();
     assert_eq!(ok.result, pb::TxValidationCode::Valid as i32);
-    assert_eq!(ok.block_number, 1);
+    assert_eq!(ok.block_number, 2, "after the registration");
     let mut bad = status.clone();
     bad.signature = other.sign(&bad.request);
     assert_eq!(
@@ -365,7 +416,7 @@ async fn stale_endorsement_fails_mvcc_validation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_anchors_the_committees_cosigned_checkpoints() {
-    let (sim, g, id) = gateway().await;
+    let (sim, g, id) = bare_gateway().await;
     let mut c = Cluster::start(3, 2, fast_tuning()).await;
     let leader = c.wait_leader(&[]).await;
     for id in c.nodes.keys().copied().collect::<Vec<_>>() {
@@ -376,6 +427,23 @@ async fn leader_anchors_the_committees_cosigned_checkpoints() {
             .spawn_anchoring(anchorer, Duration::from_millis(100));
     }
     drop(id);
+    // The channel admin registers the committee's keys for its origin (until then the chaincode
+    // refuses the leader's anchors with 412 and the anchorer retries).
+    let origin = c.nodes[&leader].read().unwrap().state().committee().clone();
+    let origin_name = {
+        c.nodes[&leader].propose_own(note("first")).await.unwrap();
+        c.wait_agree(1).await;
+        for n in c.nodes.values() {
+            n.cosign_now().await.unwrap();
+        }
+        c.nodes[&leader]
+            .latest_checkpoint()
+            .unwrap()
+            .expect("a first checkpoint")
+            .checkpoint
+            .origin
+    };
+    register(&sim, &g, &origin_name, &origin.members, origin.threshold).await;
     for i in 0..5 {
         c.nodes[&leader]
             .propose_own(note(&format!("a{i}")))

@@ -41,4 +41,16 @@ pub mod fabric {
     tonic::include_proto!("gateway");
 }
 
+// The shim's generated code names the gateway package's messages `super::gateway::…`.
+use fabric as gateway;
+
+/// The subset of Fabric's chaincode shim protocol (`proto/fabric/chaincode_shim.proto`,
+/// package `protos`) spoken by the anchoring chaincode when the peer dials it as a service:
+/// the `protos.Chaincode` service and the state messages. Byte-compatible with Fabric 2.x–3.x
+/// peers (checked field by field by `tests/fabric_schema.rs`).
+pub mod fabric_shim {
+    #![allow(missing_docs, clippy::doc_markdown, clippy::large_enum_variant)]
+    tonic::include_proto!("protos");
+}
+
 pub use prost::Message;

@@ -43,6 +43,17 @@ pub struct Committed {
     pub response: pb::Response,
 }
 
+/// An endorsed transaction, checked to be the proposal's, not yet signed or submitted.
+#[derive(Clone, Debug)]
+pub struct Endorsed {
+    /// The proposal.
+    pub proposal: ProposedTransaction,
+    /// The unsigned transaction the gateway prepared from the endorsements.
+    pub prepared: pb::Envelope,
+    /// The chaincode's response.
+    pub response: pb::Response,
+}
+
 /// A Gateway client acting as one MSP identity on one channel and chaincode.
 #[derive(Clone)]
 pub struct GatewayClient {
@@ -63,8 +74,62 @@ impl std::fmt::Debug for GatewayClient {
     }
 }
 
+/// `google.rpc.Status`, the envelope of a gRPC error's details.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub(crate) code: i32,
+    #[prost(string, tag = "2")]
+    pub(crate) message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub(crate) details: Vec<RpcAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RpcAny {
+    #[prost(string, tag = "1")]
+    pub(crate) type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub(crate) value: Vec<u8>,
+}
+
+/// The `gateway.ErrorDetail`s a Fabric gateway attaches to an error (what each peer said).
+pub fn error_details(s: &tonic::Status) -> Vec<pb::ErrorDetail> {
+    use prost::Message as _;
+    RpcStatus::decode(s.details())
+        .map(|st| {
+            st.details
+                .iter()
+                .filter(|a| a.type_url.ends_with("/gateway.ErrorDetail"))
+                .filter_map(|a| pb::ErrorDetail::decode(a.value.as_slice()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A gateway error as this client reports it. A chaincode's refusal, which a Fabric gateway
+/// reports as `ABORTED` with an `ErrorDetail` "chaincode response STATUS, MESSAGE" per peer,
+/// becomes [`FabricError::Chaincode`]; anything else is a transport error carrying the details.
 fn transport(s: tonic::Status) -> FabricError {
-    FabricError::Transport(format!("{:?}: {}", s.code(), s.message()))
+    let details = error_details(&s);
+    for d in &details {
+        if let Some(rest) = d.message.strip_prefix("chaincode response ") {
+            if let Some((status, message)) = rest.split_once(", ") {
+                if let Ok(status) = status.parse::<i32>() {
+                    return FabricError::Chaincode {
+                        status,
+                        message: message.to_owned(),
+                    };
+                }
+            }
+        }
+    }
+    let mut m = format!("{:?}: {}", s.code(), s.message());
+    for d in details {
+        m.push_str(&format!(" [{} {}: {}]", d.msp_id, d.address, d.message));
+    }
+    FabricError::Transport(m)
 }
 
 impl GatewayClient {
@@ -148,20 +213,30 @@ impl GatewayClient {
             .ok_or_else(|| FabricError::Gateway("evaluate returned no result".into()))
     }
 
-    /// Submits `function(args)` and waits until it is committed valid.
-    pub async fn submit(&self, function: &str, args: &[&[u8]]) -> Result<Committed, FabricError> {
+    /// Endorses `function(args)` and checks that the prepared transaction is this proposal's
+    /// ([`ProposedTransaction::check_prepared`]); nothing is ordered yet.
+    pub async fn endorse(&self, function: &str, args: &[&[u8]]) -> Result<Endorsed, FabricError> {
         let p = ProposedTransaction::new(
             &self.identity,
             &self.invocation(function, args),
             now_ms(),
             &mut rand_core::OsRng,
         );
-        let mut raw = self.raw.clone();
-        let endorsed = raw
+        self.endorse_proposal(p).await
+    }
+
+    /// Endorses an already built proposal (see [`Self::endorse`]).
+    pub async fn endorse_proposal(
+        &self,
+        proposal: ProposedTransaction,
+    ) -> Result<Endorsed, FabricError> {
+        let endorsed = self
+            .raw
+            .clone()
             .endorse(pb::EndorseRequest {
-                transaction_id: p.tx_id.clone(),
+                transaction_id: proposal.tx_id.clone(),
                 channel_id: self.channel.clone(),
-                proposed_transaction: Some(p.signed.clone()),
+                proposed_transaction: Some(proposal.signed.clone()),
                 endorsing_organizations: Vec::new(),
             })
             .await
@@ -170,7 +245,22 @@ impl GatewayClient {
         let prepared = endorsed
             .prepared_transaction
             .ok_or_else(|| FabricError::Gateway("endorse returned no transaction".into()))?;
-        let response = p.check_prepared(&prepared)?;
+        let response = proposal.check_prepared(&prepared)?;
+        Ok(Endorsed {
+            proposal,
+            prepared,
+            response,
+        })
+    }
+
+    /// Submits `function(args)` and waits until it is committed valid.
+    pub async fn submit(&self, function: &str, args: &[&[u8]]) -> Result<Committed, FabricError> {
+        let Endorsed {
+            proposal: p,
+            prepared,
+            response,
+        } = self.endorse(function, args).await?;
+        let mut raw = self.raw.clone();
         let envelope = p.sign_prepared(&self.identity, &prepared);
         raw.submit(pb::SubmitRequest {
             transaction_id: p.tx_id.clone(),
@@ -201,11 +291,13 @@ impl GatewayClient {
                         code,
                     });
                 }
-                // A real gateway blocks until commit; retry on timeouts and not-yet-known.
+                // A real gateway blocks until commit and answers `Cancelled` or
+                // `DeadlineExceeded` when its own wait runs out: retry those, and not-yet-known.
                 Err(s)
                     if matches!(
                         s.code(),
                         tonic::Code::NotFound
+                            | tonic::Code::Cancelled
                             | tonic::Code::DeadlineExceeded
                             | tonic::Code::Unavailable
                     ) => {}

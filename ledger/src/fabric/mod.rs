@@ -21,6 +21,7 @@
 //! Fabric", has the chaincode interface and how to point the connector at a real peer.
 
 pub mod anchor;
+pub mod chaincode;
 pub mod client;
 pub mod contract;
 pub mod identity;

@@ -39,6 +39,16 @@ use crate::tls::NodeTls;
 /// Issues a self-signed P-256 identity certificate (`CN = name`, `O = msp`) and its PKCS#8 key,
 /// both PEM, as a test stand-in for an organization CA's enrollment.
 pub fn issue_identity(msp: &str, name: &str) -> Result<(String, String), FabricError> {
+    issue(msp, name, "client")
+}
+
+/// As [`issue_identity`], for an organization's admin (`OU = admin`, Fabric's NodeOU), who may
+/// register a committee's keys with the chaincode.
+pub fn issue_admin_identity(msp: &str, name: &str) -> Result<(String, String), FabricError> {
+    issue(msp, name, "admin")
+}
+
+fn issue(msp: &str, name: &str, ou: &str) -> Result<(String, String), FabricError> {
     let e = |e: rcgen::Error| FabricError::Identity(format!("issuing a test identity: {e}"));
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(e)?;
     params
@@ -47,6 +57,9 @@ pub fn issue_identity(msp: &str, name: &str) -> Result<(String, String), FabricE
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, msp);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationalUnitName, ou);
     let key = rcgen::KeyPair::generate().map_err(e)?;
     let cert = params.self_signed(&key).map_err(e)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -79,6 +92,7 @@ struct State {
     blocks: u64,
     misbehaviour: Option<Misbehaviour>,
     refused: u64,
+    config: contract::ContractConfig,
 }
 
 /// The simulated gateway; cheap to clone (shared state).
@@ -146,6 +160,11 @@ impl SimulatedGateway {
             .entry(msp.to_owned())
             .or_default()
             .insert(cert_pem.as_bytes().to_vec());
+    }
+
+    /// Who the chaincode lets register committees and anchor (default: nobody registers).
+    pub fn configure(&self, config: contract::ContractConfig) {
+        self.lock().config = config;
     }
 
     /// Makes the gateway lie from now on.
@@ -284,7 +303,21 @@ impl SimulatedGateway {
 
     fn simulate(&self, st: &State, p: &CheckedProposal) -> (contract::Outcome, Reads) {
         let mut reads = Vec::new();
+        let caller = match contract::Caller::from_creator(&p.creator) {
+            Ok(c) => c,
+            Err(e) => {
+                return (
+                    contract::Outcome {
+                        response: contract::error_response(400, &e),
+                        writes: BTreeMap::new(),
+                    },
+                    reads,
+                )
+            }
+        };
         let out = contract::invoke(
+            &st.config,
+            &caller,
             &mut |k| {
                 let v = st.world.get(k).cloned();
                 reads.push((k.to_owned(), v.clone()));
@@ -324,9 +357,30 @@ struct CheckedProposal {
     args: Vec<Vec<u8>>,
 }
 
+/// A refused endorsement as a real Fabric gateway reports it (checked against Fabric 3.1.5 by
+/// `tests/fabric_real.rs`): `ABORTED`, "failed to endorse transaction, see attached details for
+/// more info", and per peer a `gateway.ErrorDetail` "chaincode response STATUS, MESSAGE" in the
+/// `google.rpc.Status` details.
 fn chaincode_error(r: &pb::Response) -> Status {
-    // A gateway reports a failed endorsement as ABORTED with the chaincode's message.
-    Status::aborted(format!("chaincode response {}: {}", r.status, r.message))
+    let detail = pb::ErrorDetail {
+        address: "peer0.sim:7051".into(),
+        msp_id: "PeerOrgMSP".into(),
+        message: format!("chaincode response {}, {}", r.status, r.message),
+    };
+    let message = "failed to endorse transaction, see attached details for more info";
+    let status = super::client::RpcStatus {
+        code: tonic::Code::Aborted as i32,
+        message: message.into(),
+        details: vec![super::client::RpcAny {
+            type_url: "type.googleapis.com/gateway.ErrorDetail".into(),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        tonic::Code::Aborted,
+        message,
+        tonic::codegen::Bytes::from(status.encode_to_vec()),
+    )
 }
 
 #[tonic::async_trait]
@@ -368,7 +422,8 @@ impl Gateway for SimulatedGateway {
             }),
         };
         let prp = pb::ProposalResponsePayload {
-            proposal_hash: proposal_hash(&p.header, &p.payload),
+            proposal_hash: proposal_hash(&p.header, &p.payload)
+                .map_err(|_| Status::internal("hashing the proposal"))?,
             extension: action.encode_to_vec(),
         }
         .encode_to_vec();
@@ -416,7 +471,6 @@ impl Gateway for SimulatedGateway {
             },
         );
         Ok(TonicResponse::new(pb::EndorseResponse {
-            result: Some(outcome.response),
             prepared_transaction: Some(pb::Envelope {
                 payload,
                 signature: Vec::new(),

@@ -88,7 +88,6 @@ impl ProposedTransaction {
             ..Default::default()
         };
         let extension = pb::ChaincodeHeaderExtension {
-            payload_visibility: Vec::new(),
             chaincode_id: Some(chaincode_id.clone()),
         }
         .encode_to_vec();
@@ -191,7 +190,7 @@ impl ProposedTransaction {
         let prp =
             pb::ProposalResponsePayload::decode(endorsed.proposal_response_payload.as_slice())
                 .map_err(|_| bad("not a ProposalResponsePayload"))?;
-        if prp.proposal_hash != proposal_hash(&self.header, &self.payload) {
+        if prp.proposal_hash != proposal_hash(&self.header, &self.payload)? {
             return Err(bad("endorsed for a different proposal hash"));
         }
         let action = pb::ChaincodeAction::decode(prp.extension.as_slice())
@@ -229,13 +228,27 @@ impl ProposedTransaction {
     }
 }
 
-/// `SHA-256(header ‖ chaincode proposal payload)`: the proposal hash an endorser puts in its
-/// response (Fabric's `GetProposalHash2` with full payload visibility).
-pub fn proposal_hash(header: &[u8], payload: &[u8]) -> Vec<u8> {
+/// The proposal hash an endorser puts in its `ProposalResponsePayload`, as Fabric's endorser
+/// computes it (`core/endorser` `UnpackProposal`, = `protoutil.GetProposalHash1`):
+/// `SHA-256(ChannelHeader bytes ‖ SignatureHeader bytes ‖ payload for the transaction)`, where
+/// the last part is the `ChaincodeProposalPayload` re-encoded with its `input` alone (the
+/// transient map, which never reaches the ledger, left out). `header` and `payload` are the
+/// proposal's `Header` and `ChaincodeProposalPayload` bytes.
+pub fn proposal_hash(header: &[u8], payload: &[u8]) -> Result<Vec<u8>, FabricError> {
+    let bad = |m: &str| FabricError::Gateway(format!("proposal: {m}"));
+    let header = pb::Header::decode(header).map_err(|_| bad("header is not a Header"))?;
+    let cpp = pb::ChaincodeProposalPayload::decode(payload)
+        .map_err(|_| bad("payload is not a ChaincodeProposalPayload"))?;
+    let for_tx = pb::ChaincodeProposalPayload {
+        input: cpp.input,
+        transient_map: Default::default(),
+    }
+    .encode_to_vec();
     let mut h = Sha256::new();
-    h.update(header);
-    h.update(payload);
-    h.finalize().to_vec()
+    h.update(&header.channel_header);
+    h.update(&header.signature_header);
+    h.update(&for_tx);
+    Ok(h.finalize().to_vec())
 }
 
 #[cfg(test)]
@@ -289,6 +302,58 @@ mod tests {
         assert_eq!(args, vec![b"AnchorCheckpoint".to_vec(), b"note".to_vec()]);
         verify_signature(&sh.creator, &p.signed.proposal_bytes, &p.signed.signature).unwrap();
     }
+
+    /// Fabric hashes the two header parts and the payload without its transient map — not
+    /// the `Header` message and the payload as sent, which real endorsers never match.
+    #[test]
+    fn proposal_hash_is_fabrics_and_ignores_the_transient_map() {
+        let id = id();
+        let p = ProposedTransaction::with_nonce(&id, &inv(), 1_700_000_000_123, &[7; 24]);
+        let proposal = pb::Proposal::decode(p.signed.proposal_bytes.as_slice()).unwrap();
+        let header = pb::Header::decode(proposal.header.as_slice()).unwrap();
+        let mut want = Sha256::new();
+        want.update(&header.channel_header);
+        want.update(&header.signature_header);
+        want.update(&proposal.payload);
+        let got = proposal_hash(&proposal.header, &proposal.payload).unwrap();
+        assert_eq!(got, want.finalize().to_vec());
+        let mut old = Sha256::new();
+        old.update(&proposal.header);
+        old.update(&proposal.payload);
+        assert_ne!(got, old.finalize().to_vec(), "the pre-fix formula");
+
+        let mut cpp = pb::ChaincodeProposalPayload::decode(proposal.payload.as_slice()).unwrap();
+        cpp.transient_map
+            .insert("secret".into(), b"kept off the ledger".to_vec());
+        let with_transient = cpp.encode_to_vec();
+        assert_ne!(with_transient, proposal.payload);
+        assert_eq!(
+            proposal_hash(&proposal.header, &with_transient).unwrap(),
+            got
+        );
+    }
+
+    /// Known answer: fixed header parts and input, hashed by hand (`sha256sum` of the three
+    /// byte strings concatenated: `0a 01 61 | 0a 01 62 | 0a 01 63`).
+    #[test]
+    fn proposal_hash_known_answer() {
+        let header = pb::Header {
+            channel_header: vec![0x0a, 0x01, 0x61],
+            signature_header: vec![0x0a, 0x01, 0x62],
+        }
+        .encode_to_vec();
+        let payload = pb::ChaincodeProposalPayload {
+            input: b"c".to_vec(),
+            transient_map: [("k".to_string(), b"v".to_vec())].into_iter().collect(),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            hex::encode(proposal_hash(&header, &payload).unwrap()),
+            KAT_HASH
+        );
+    }
+
+    const KAT_HASH: &str = "d1422938a918879a9ce9a6bb06cecad08f2802f90bb068e44e609e91b4da70ea";
 
     #[test]
     fn fresh_nonces_give_fresh_transaction_ids() {

@@ -417,6 +417,19 @@ impl LedgerNode {
     /// last (see [`crate::fabric::Anchorer::run`]). Stops with the node.
     pub fn spawn_anchoring(&mut self, anchorer: crate::fabric::Anchorer, every: Duration) {
         let weak = Arc::downgrade(&self.inner);
+        let for_proofs = weak.clone();
+        let proof = move |old: u64, new: u64| {
+            let inner = for_proofs.upgrade()?;
+            let sm = inner.sm.read().ok()?;
+            sm.log().tree().consistency_proof(old, new).ok()
+        };
+        let for_committee = weak.clone();
+        let anchorer = anchorer.with_committee(move || {
+            let inner = for_committee.upgrade()?;
+            let sm = inner.sm.read().ok()?;
+            let c = sm.state().committee();
+            Some((c.members.clone(), c.threshold))
+        });
         let latest = move || {
             let inner = weak.upgrade()?;
             let leader = inner.raft.metrics().borrow().current_leader;
@@ -426,7 +439,8 @@ impl LedgerNode {
             let sm = inner.sm.read().ok()?;
             sm.state().latest_checkpoint()
         };
-        self.tasks.push(tokio::spawn(anchorer.run(every, latest)));
+        self.tasks
+            .push(tokio::spawn(anchorer.run(every, latest, Box::new(proof))));
     }
 
     /// While leader, keeps the Raft membership equal to the applied committee's endpoints: a
