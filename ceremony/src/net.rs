@@ -937,6 +937,16 @@ async fn join_async(
     r
 }
 
+/// Whether `join` runs its echo rounds: always, except in a build with the measurement-only
+/// feature `bench-no-echo` when `MEDTECH_CEREMONY_BENCH_NO_ECHO` is set (to time them).
+fn echo_rounds_on() -> bool {
+    #[cfg(feature = "bench-no-echo")]
+    if std::env::var_os("MEDTECH_CEREMONY_BENCH_NO_ECHO").is_some() {
+        return false;
+    }
+    true
+}
+
 /// Writes the proof of an equivocation this member holds, if any, to `out/evidence.json`.
 pub(crate) fn keep_evidence(
     mesh: &Mesh,
@@ -988,6 +998,9 @@ async fn join_rounds(
         send(m, mesh, &mut local);
     }
     let started = std::time::Instant::now();
+    // Time spent in echo rounds (waiting for the others' echoes included), for the log.
+    let mut echo_time = Duration::ZERO;
+    let mut echo_phases = 0u32;
     let output = loop {
         let (bfrom, dfrom) = party.expects();
         let (round, batch) = (party.round(), party.batch());
@@ -1094,10 +1107,13 @@ async fn join_rounds(
             }
             received.insert(e.from, e);
         }
-        if !received.is_empty() {
+        if !received.is_empty() && echo_rounds_on() {
             let tag = (u64::from(round as u8) << 32) | u64::from(batch);
+            let t = std::time::Instant::now();
             mesh.echo_round(tag, &received, &all, opts.round_timeout, round)
                 .await?;
+            echo_time += t.elapsed();
+            echo_phases += 1;
         }
         // Canonical transcript order: rounds as they happened, senders by index within a round
         // (arrival order differs between parties; the signed transcript must not).
@@ -1135,6 +1151,13 @@ async fn join_rounds(
         }
     };
 
+    if opts.verbose {
+        eprintln!(
+            "party {me}: [{:>6.1} s] echo rounds: {echo_phases} phases, {:.2} s in all",
+            started.elapsed().as_secs_f64(),
+            echo_time.as_secs_f64()
+        );
+    }
     // Every party saw the same broadcasts; sign the transcript head and the key, collect all.
     let key = output.key.clone();
     let unsigned =
