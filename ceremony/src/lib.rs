@@ -8,7 +8,8 @@
 //! * [`sharefile`] — key shares sealed at rest (key file or Argon2id passphrase,
 //!   ChaCha20-Poly1305);
 //! * [`files`] — the key file, a reviewer's challenge and partial decryptions (`test-decrypt`);
-//! * [`bench`] — the benchmark.
+//! * [`bench`] — the benchmark;
+//! * [`echo`] — the echo round that makes the mesh's broadcasts checked, and its evidence.
 //!
 //! * [`net`] — `keygen` and `join`: one party per host over mutually authenticated TLS;
 //! * [`reshare`] — `reshare`: the same key to fresh shares or a new committee, over that transport.
@@ -17,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bench;
+pub mod echo;
 mod error;
 pub mod files;
 pub mod net;

@@ -172,8 +172,8 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Verify a transcript offline (a ceremony's or a re-sharing's); exit status 1 unless every
-    /// check passes.
+    /// Verify a transcript offline (a ceremony's or a re-sharing's), or the `evidence.json` of
+    /// an equivocation; exit status 1 unless every check passes.
     Verify {
         /// The transcript (JSON).
         transcript: PathBuf,
@@ -470,6 +470,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let format = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("format").and_then(|f| f.as_str()).map(String::from));
+            if format.as_deref() == Some(medtech_ceremony::echo::EVIDENCE_FORMAT) {
+                anyhow::ensure!(
+                    key.is_none(),
+                    "--key applies to a transcript, not to evidence"
+                );
+                let (verdict, culprit) =
+                    medtech_ceremony::echo::verify_evidence(&bytes, pinned.as_deref());
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&verdict)?);
+                } else {
+                    for c in &verdict.checks {
+                        println!(
+                            "[{}] {:<14} {}",
+                            if c.ok { " ok " } else { "FAIL" },
+                            c.name,
+                            c.detail
+                        );
+                    }
+                    match culprit {
+                        Some(p) if verdict.ok() => println!("PROVEN: member {p} equivocated"),
+                        _ => println!("NOT PROVEN"),
+                    }
+                }
+                return Ok(if verdict.ok() && culprit.is_some() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
             let verdict = if format.as_deref() == Some(reshare::TRANSCRIPT_FORMAT) {
                 anyhow::ensure!(
                     pinned.is_none(),

@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,20 +39,41 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::echo::{
+    envelope_bytes, Action, EchoLog, EchoRound, Evidence, Signed, SignedEcho, Taken, Verdict,
+    KIND_ECHO, KIND_MESSAGE,
+};
 use crate::error::{read, unhex, write, Error, Result};
 use crate::sharefile::write_key_and_share;
 use crate::transcript::{verify, Identity, SignatureRecord, Transcript};
 
-/// Largest frame accepted (a 2048-bit batch's sieve shares are about 8 MB).
-const MAX_FRAME: usize = 256 << 20;
+/// Largest frame accepted: 32 MiB. The largest legitimate message is a batch's sieve shares
+/// (M1, direct) or sieve products (M2, broadcast): three 16-byte residues per candidate and
+/// sieve group, `48 · batch · 5` bytes — about 7.9 MB at the largest batch a configuration may
+/// ask for ([`MAX_BATCH`], the default at 2048 bits), whatever the modulus size; the key stage's
+/// messages at 4096 bits are far smaller. So the bound leaves a margin of 4 (test
+/// `the_largest_message_of_the_largest_batch_fits_a_frame_with_margin`), and a length header
+/// above it is refused before anything is allocated.
+pub(crate) const MAX_FRAME: usize = 32 << 20;
+/// Largest candidate batch a configuration may set (the messages of a batch grow with it; see
+/// [`MAX_FRAME`]).
+pub const MAX_BATCH: usize = 1 << 15;
 /// How far a frame's buffer may grow ahead of the bytes received.
 const FRAME_STEP: usize = 1 << 20;
-const KIND_MESSAGE: u8 = 1;
+/// Frames queued for one peer's connection. A party sends one peer at most about `2n + 4`
+/// frames before it needs that peer's next message (its round's messages, its echo, the relays
+/// of the others' echoes, copies of disputed broadcasts, its signature), so a full queue means
+/// the peer stopped reading: it is named rather than buffered without end.
+const OUTBOUND_QUEUE: usize = 256;
+/// Frames received but not yet taken by the protocol loop; when full, the readers stop reading
+/// and TCP pushes back on the senders.
+const INBOUND_QUEUE: usize = 64;
 const KIND_SIGNATURE: u8 = 2;
-/// A signed list of the hashes of every broadcast received in a phase (the echo round).
-const KIND_ECHO: u8 = 3;
 /// A copy of another member's signed broadcast, sent when an echo disagrees with ours.
 const KIND_EVIDENCE: u8 = 4;
+/// Another member's signed echo, relayed so that no member can show different echoes (or
+/// none) to different members.
+const KIND_ECHO_RELAY: u8 = 5;
 
 /// One member in the ceremony configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,6 +140,16 @@ impl CeremonyConfig {
             .map_err(|_| Error::format("ceremony config", "too many members"))?;
         let mut p = Parameters::new(self.bits, n, self.threshold, self.session())?;
         if let Some(b) = self.batch {
+            if b > MAX_BATCH {
+                return Err(Error::format(
+                    "ceremony config",
+                    format!(
+                        "batch of {b} candidates: at most {MAX_BATCH}, so that every message fits a \
+                         {} MiB frame",
+                        MAX_FRAME >> 20
+                    ),
+                ));
+            }
             p = p.with_batch(b)?;
         }
         Ok(p)
@@ -257,14 +289,6 @@ fn signed_envelope(session: &[u8; 32], kind: u8, payload: &[u8], key: &SigningKe
     out
 }
 
-fn envelope_bytes(session: &[u8; 32], kind: u8, payload: &[u8]) -> Vec<u8> {
-    let mut b = b"medtech-ceremony/v1/envelope".to_vec();
-    b.extend_from_slice(session);
-    b.push(kind);
-    b.extend_from_slice(payload);
-    b
-}
-
 async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
     Ok(read_frame_into(r, &mut buf).await?.then_some(buf))
@@ -314,130 +338,12 @@ pub(crate) enum Inbound {
     Message(u16, Message, Signed),
     /// A member's signature over the outcome.
     Signature(u16, [u8; 64]),
-    /// A member's echo: the phase tag and, per sender, the hash of the broadcast it received.
-    Echo(u16, Echo),
+    /// A member's signed echo, from that member or relayed by the first field's member.
+    Echo(u16, SignedEcho),
     /// A member's copy of another member's signed broadcast (signature already checked).
     Evidence(u16, Signed),
     /// The peer (named by its pinned certificate) misbehaved.
     Fault(u16, String),
-}
-
-/// A broadcast as its sender signed it: anyone holding the sender's pinned identity key can
-/// check it, so two different ones for the same slot prove that the sender equivocated.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Signed {
-    /// The member (mesh index) whose identity key signed it.
-    pub(crate) from: u16,
-    /// The envelope signature.
-    pub(crate) signature: [u8; 64],
-    /// The encoded message.
-    pub(crate) payload: Vec<u8>,
-}
-
-impl Signed {
-    /// The hash an echo carries for it.
-    fn hash(&self) -> [u8; 32] {
-        crate::transcript::message_hash(&self.payload)
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.payload.len() + 66);
-        b.extend_from_slice(&self.from.to_be_bytes());
-        b.extend_from_slice(&self.signature);
-        b.extend_from_slice(&self.payload);
-        b
-    }
-
-    /// Decodes and checks the original sender's signature against its pinned key.
-    fn from_bytes(
-        session: &[u8; 32],
-        keys: &[VerifyingKey],
-        b: &[u8],
-    ) -> core::result::Result<Self, &'static str> {
-        let from = b
-            .get(..2)
-            .map(|f| u16::from_be_bytes([f[0], f[1]]))
-            .ok_or("short evidence")?;
-        let signature: [u8; 64] = b
-            .get(2..66)
-            .ok_or("short evidence")?
-            .try_into()
-            .map_err(|_| "short evidence")?;
-        let payload = b[66..].to_vec();
-        let key = keys
-            .get(usize::from(from).wrapping_sub(1))
-            .ok_or("evidence names no member")?;
-        key.verify(
-            &envelope_bytes(session, KIND_MESSAGE, &payload),
-            &Signature::from_bytes(&signature),
-        )
-        .map_err(|_| "evidence whose signature does not verify")?;
-        Ok(Signed {
-            from,
-            signature,
-            payload,
-        })
-    }
-
-    /// Whether `self` and `other` are two different broadcasts of one sender for one slot
-    /// (same round, batch and protocol sender, both broadcasts): proof of equivocation.
-    fn conflicts_with(&self, other: &Signed) -> bool {
-        if self.from != other.from || self.payload == other.payload {
-            return false;
-        }
-        match (
-            Message::from_bytes(&self.payload),
-            Message::from_bytes(&other.payload),
-        ) {
-            (Ok(a), Ok(b)) => {
-                a.to.is_none()
-                    && b.to.is_none()
-                    && (a.round, a.batch, a.from) == (b.round, b.batch, b.from)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// One member's echo of a phase: `(sender, hash of its broadcast)` for every broadcast it
-/// received in the phase named by `tag`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Echo {
-    tag: u64,
-    hashes: BTreeMap<u16, [u8; 32]>,
-}
-
-impl Echo {
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut b = self.tag.to_be_bytes().to_vec();
-        for (from, h) in &self.hashes {
-            b.extend_from_slice(&from.to_be_bytes());
-            b.extend_from_slice(h);
-        }
-        b
-    }
-
-    fn from_bytes(b: &[u8]) -> core::result::Result<Self, &'static str> {
-        let tag = b
-            .get(..8)
-            .and_then(|t| <[u8; 8]>::try_from(t).ok())
-            .map(u64::from_be_bytes)
-            .ok_or("short echo")?;
-        let rest = &b[8..];
-        if !rest.len().is_multiple_of(34) {
-            return Err("malformed echo");
-        }
-        let mut hashes = BTreeMap::new();
-        for e in rest.chunks_exact(34) {
-            let from = u16::from_be_bytes([e[0], e[1]]);
-            let mut h = [0u8; 32];
-            h.copy_from_slice(&e[2..]);
-            if hashes.insert(from, h).is_some() {
-                return Err("echo lists a sender twice");
-            }
-        }
-        Ok(Echo { tag, hashes })
-    }
 }
 
 /// Options of [`join`].
@@ -471,12 +377,22 @@ pub(crate) struct Mesh {
     me: u16,
     session: [u8; 32],
     identity: SigningKey,
-    outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>>,
-    rx: mpsc::UnboundedReceiver<Inbound>,
+    /// Every member's pinned identity key (index − 1).
+    keys: Vec<VerifyingKey>,
+    outs: BTreeMap<u16, mpsc::Sender<Arc<[u8]>>>,
+    /// A peer whose outbound queue overflowed (0: none).
+    overflow: Arc<AtomicU16>,
+    rx: mpsc::Receiver<Inbound>,
     /// Echoes and evidence that arrived before their echo round.
     held: Vec<Inbound>,
     /// Messages and signatures that arrived during an echo round, for the caller.
     stash: VecDeque<Inbound>,
+    /// Every signed echo of the session, to catch a second one for a phase after it ended here.
+    log: EchoLog,
+    /// Proof of an equivocation, once there is one (written to `evidence.json`).
+    proven: Option<Evidence>,
+    /// Phases whose echo round ended here: their late echoes (relays) are only logged.
+    done: std::collections::BTreeSet<u64>,
 }
 
 impl Mesh {
@@ -533,7 +449,7 @@ impl Mesh {
             .await
             .map_err(|e| Error::io(Path::new(&mine.address), e))?;
 
-        let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
+        let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
         let pins: Vec<String> = members.iter().map(|m| m.tls_cert_sha256.clone()).collect();
         let keys: Vec<VerifyingKey> = members.iter().map(member_key).collect::<Result<_>>()?;
         {
@@ -571,8 +487,9 @@ impl Mesh {
                                 Ok(Some(f)) => f,
                                 Ok(None) => return,
                                 Err(e) => {
-                                    let _ =
-                                        tx.send(Inbound::Fault(from, format!("connection: {e}")));
+                                    let _ = tx
+                                        .send(Inbound::Fault(from, format!("connection: {e}")))
+                                        .await;
                                     return;
                                 }
                             };
@@ -606,9 +523,18 @@ impl Mesh {
                                             .map_err(|_| "bad transcript signature")?;
                                         Ok(Inbound::Signature(from, s))
                                     }
-                                    KIND_ECHO => {
-                                        Ok(Inbound::Echo(from, Echo::from_bytes(payload)?))
-                                    }
+                                    KIND_ECHO => Ok(Inbound::Echo(
+                                        from,
+                                        SignedEcho {
+                                            from,
+                                            signature: sig,
+                                            echo: crate::echo::Echo::from_bytes(payload)?,
+                                        },
+                                    )),
+                                    KIND_ECHO_RELAY => Ok(Inbound::Echo(
+                                        from,
+                                        SignedEcho::from_bytes(&session, &keys, payload)?,
+                                    )),
                                     KIND_EVIDENCE => Ok(Inbound::Evidence(
                                         from,
                                         Signed::from_bytes(&session, &keys, payload)?,
@@ -617,9 +543,10 @@ impl Mesh {
                                 }
                             })();
                             let done = item.is_err();
-                            let _ =
-                                tx.send(item.unwrap_or_else(|e| Inbound::Fault(from, e.into())));
-                            if done {
+                            let sent = tx
+                                .send(item.unwrap_or_else(|e| Inbound::Fault(from, e.into())))
+                                .await;
+                            if done || sent.is_err() {
                                 return;
                             }
                         }
@@ -629,7 +556,7 @@ impl Mesh {
         }
 
         // Client side: one connection to every other member, each behind a writer task.
-        let mut outs: BTreeMap<u16, mpsc::UnboundedSender<Vec<u8>>> = BTreeMap::new();
+        let mut outs: BTreeMap<u16, mpsc::Sender<Arc<[u8]>>> = BTreeMap::new();
         for m in members.iter().filter(|m| m.index != me) {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs(&m.tls_ca_pem)? {
@@ -672,7 +599,7 @@ impl Mesh {
                     ),
                 ));
             }
-            let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+            let (wtx, mut wrx) = mpsc::channel::<Arc<[u8]>>(OUTBOUND_QUEUE);
             let mut tls = tls;
             tokio::spawn(async move {
                 if write_frame(&mut tls, &me.to_be_bytes()).await.is_err() {
@@ -691,10 +618,15 @@ impl Mesh {
             me,
             session,
             identity: secrets.identity.clone(),
+            keys,
             outs,
+            overflow: Arc::new(AtomicU16::new(0)),
             rx,
             held: Vec::new(),
             stash: VecDeque::new(),
+            log: EchoLog::default(),
+            proven: None,
+            done: Default::default(),
         })
     }
 
@@ -711,19 +643,63 @@ impl Mesh {
     }
 
     fn send_frame(&self, to: Option<u16>, frame: Vec<u8>) {
-        match to {
-            None => {
-                for o in self.outs.values() {
-                    let _ = o.send(frame.clone());
-                }
+        let frame: Arc<[u8]> = frame.into();
+        for (p, o) in &self.outs {
+            if to.is_some_and(|t| t != *p) {
+                continue;
             }
-            Some(p) if p == self.me => {}
-            Some(p) => {
-                if let Some(o) = self.outs.get(&p) {
-                    let _ = o.send(frame);
-                }
+            if let Err(mpsc::error::TrySendError::Full(_)) = o.try_send(frame.clone()) {
+                // Reported by the next receive; the first one to overflow is named.
+                let _ = self
+                    .overflow
+                    .compare_exchange(0, *p, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The fault of a peer whose outbound queue overflowed, if one did.
+    fn overflowed(&self) -> Option<Inbound> {
+        match self.overflow.load(Ordering::Relaxed) {
+            0 => None,
+            p => Some(Inbound::Fault(
+                p,
+                format!("stopped reading: {OUTBOUND_QUEUE} frames to it are queued"),
+            )),
+        }
+    }
+
+    /// Records a signed echo in the session log; a second, different one from the same member
+    /// for the same phase is proof against it, kept and returned as that member's fault.
+    fn log_echo(&mut self, e: &SignedEcho) -> Option<(u16, String)> {
+        let ev = self.log.record(e)?;
+        self.act(crate::echo::spread(&ev));
+        Some(self.prove(ev))
+    }
+
+    /// Sends what the echo state machine asks for, to every other member.
+    fn act(&self, actions: Vec<Action>) {
+        for a in actions {
+            let (kind, payload) = match a {
+                Action::Relay(e) => (KIND_ECHO_RELAY, e.to_bytes()),
+                Action::Show(c) => (KIND_EVIDENCE, c.to_bytes()),
+            };
+            let f = signed_envelope(&self.session, kind, &payload, &self.identity);
+            self.send_frame(None, f);
+        }
+    }
+
+    /// Keeps `ev` (the first proof wins) and returns its culprit and the reason.
+    fn prove(&mut self, ev: Evidence) -> (u16, String) {
+        let named = (ev.culprit(), ev.describe());
+        if self.proven.is_none() {
+            self.proven = Some(ev);
+        }
+        named
+    }
+
+    /// The proof of an equivocation this member holds, if any.
+    pub(crate) fn evidence(&self) -> Option<&Evidence> {
+        self.proven.as_ref()
     }
 
     /// The next message, signature or fault: `Err` once `deadline` passes, `Ok(None)` if every
@@ -732,39 +708,71 @@ impl Mesh {
         &mut self,
         deadline: tokio::time::Instant,
     ) -> core::result::Result<Option<Inbound>, tokio::time::error::Elapsed> {
+        if let Some(f) = self.overflowed() {
+            return Ok(Some(f));
+        }
         if let Some(i) = self.stash.pop_front() {
             return Ok(Some(i));
         }
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await? {
-                Some(i @ (Inbound::Echo(..) | Inbound::Evidence(..))) => self.held.push(i),
+                Some(Inbound::Echo(by, e)) => {
+                    if let Some((who, why)) = self.log_echo(&e) {
+                        return Ok(Some(Inbound::Fault(who, why)));
+                    }
+                    if let Some(f) = self.hold(Inbound::Echo(by, e)) {
+                        return Ok(Some(f));
+                    }
+                }
+                Some(i @ Inbound::Evidence(..)) => {
+                    if let Some(f) = self.hold(i) {
+                        return Ok(Some(f));
+                    }
+                }
                 other => return Ok(other),
             }
         }
     }
 
-    /// The envelope this member signs for `m` (what its peers receive and keep).
-    pub(crate) fn signed(&self, m: &Message) -> Signed {
-        let payload = m.to_bytes();
-        let signature = self
-            .identity
-            .sign(&envelope_bytes(&self.session, KIND_MESSAGE, &payload))
-            .to_bytes();
-        Signed {
-            from: self.me,
-            signature,
-            payload,
+    /// Keeps an echo or a copy for a later echo round. An honest member is at most one phase
+    /// ahead, so it has at most `2n + 1` such items outstanding (its echo, its relays, its
+    /// copies); more from one connection is flooding and names it.
+    fn hold(&mut self, i: Inbound) -> Option<Inbound> {
+        let by = match &i {
+            Inbound::Echo(_, e) if self.done.contains(&e.echo.tag) => return None,
+            Inbound::Echo(by, _) | Inbound::Evidence(by, _) => *by,
+            _ => 0,
+        };
+        self.held.push(i);
+        let cap = 4 * self.keys.len() + 8;
+        if self
+            .held
+            .iter()
+            .filter(|h| matches!(h, Inbound::Echo(b, _) | Inbound::Evidence(b, _) if *b == by))
+            .count()
+            > cap
+        {
+            self.held.clear();
+            return Some(Inbound::Fault(
+                by,
+                format!("sent more than {cap} echoes and copies ahead of their round"),
+            ));
         }
+        None
     }
 
-    /// The echo round of phase `tag`: broadcasts a signed hash of every broadcast in `received`
-    /// (keyed by its sender's mesh index, this member's own included) and collects the echoes
-    /// of every other one of `members`. Where an echo disagrees, both sides send their signed
-    /// copy of that broadcast to all, so every honest member ends up holding two different
-    /// broadcasts signed by the equivocating sender and names it. A member whose echo
-    /// disagrees but who cannot show the broadcast it claims (or shows ours) is named instead;
-    /// so is one that does not echo within `timeout`. Messages and signatures that arrive
-    /// meanwhile are kept for [`Mesh::recv_timeout`].
+    /// The envelope this member signs for `m` (what its peers receive and keep).
+    pub(crate) fn signed(&self, m: &Message) -> Signed {
+        Signed::sign(&self.session, self.me, &self.identity, m.to_bytes())
+    }
+
+    /// The echo round of phase `tag` ([`crate::echo`]): sends this member's signed echo of
+    /// `received` (every expected broadcast of the phase, keyed by its sender's mesh index,
+    /// this member's own included), then feeds the echo state machine what arrives and sends
+    /// what it asks for (relays, copies of disputed broadcasts) until it reaches a verdict or
+    /// `timeout` passes. A proven equivocation is kept ([`Mesh::evidence`]) and named; a
+    /// timeout names the members that did not echo or whose dispute no signed copy settled.
+    /// Messages and signatures that arrive meanwhile are kept for [`Mesh::recv_timeout`].
     pub(crate) async fn echo_round(
         &mut self,
         tag: u64,
@@ -773,24 +781,40 @@ impl Mesh {
         timeout: Duration,
         round: Round,
     ) -> Result<()> {
-        let mine = Echo {
+        let (mut st, mine) = EchoRound::start(
+            &self.session,
+            self.me,
+            &self.identity,
             tag,
-            hashes: received.iter().map(|(f, s)| (*f, s.hash())).collect(),
-        };
-        let frame = signed_envelope(&self.session, KIND_ECHO, &mine.to_bytes(), &self.identity);
+            members,
+            received.clone(),
+        );
+        self.log.record(&mine);
+        let frame = signed_envelope(
+            &self.session,
+            KIND_ECHO,
+            &mine.echo.to_bytes(),
+            &self.identity,
+        );
         self.send_frame(None, frame);
-        let others: Vec<u16> = members.iter().copied().filter(|m| *m != self.me).collect();
-        let mut echoed: BTreeMap<u16, Echo> = BTreeMap::new();
-        // (member, sender): the member's echo disagreed with ours on the sender's broadcast, and
-        // it has not shown its copy yet. Every dispute ends the round with a culprit.
-        let mut disputed: std::collections::BTreeSet<(u16, u16)> = Default::default();
-        let mut shown: Vec<u16> = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut held = std::mem::take(&mut self.held).into_iter();
         loop {
-            let settled = others.iter().all(|o| echoed.contains_key(o)) && disputed.is_empty();
-            if settled {
-                break;
+            match st.verdict().clone() {
+                Verdict::Open => {}
+                Verdict::Agreed => break,
+                Verdict::Proven(ev) => {
+                    let (who, why) = self.prove(ev);
+                    self.held.extend(held);
+                    return Err(misbehaviour(who, round, why));
+                }
+                Verdict::Fault(who, why) => {
+                    self.held.extend(held);
+                    return Err(misbehaviour(who, round, why));
+                }
+            }
+            if let Some(Inbound::Fault(who, why)) = self.overflowed() {
+                return Err(misbehaviour(who, round, why));
             }
             let item = match held.next() {
                 Some(i) => Some(i),
@@ -799,96 +823,43 @@ impl Mesh {
                     .await
                     .unwrap_or_default(),
             };
-            match item {
-                Some(Inbound::Echo(from, e)) if e.tag != tag => {
-                    self.held.push(Inbound::Echo(from, e));
+            let (taken, back) = match item {
+                Some(Inbound::Echo(by, e)) => {
+                    if let Some((who, why)) = self.log_echo(&e) {
+                        return Err(misbehaviour(who, round, why));
+                    }
+                    let t = st.on_echo(e.clone());
+                    (t, Inbound::Echo(by, e))
                 }
-                Some(Inbound::Echo(from, e)) => {
-                    if echoed.contains_key(&from) {
-                        return Err(misbehaviour(from, round, "echoed twice"));
-                    }
-                    for (sender, h) in &e.hashes {
-                        match received.get(sender) {
-                            Some(s) if s.hash() == *h => {}
-                            Some(s) => {
-                                disputed.insert((from, *sender));
-                                if !shown.contains(sender) {
-                                    shown.push(*sender);
-                                    let b = s.to_bytes();
-                                    let f = signed_envelope(
-                                        &self.session,
-                                        KIND_EVIDENCE,
-                                        &b,
-                                        &self.identity,
-                                    );
-                                    self.send_frame(None, f);
-                                }
-                            }
-                            None => {
-                                return Err(misbehaviour(
-                                    from,
-                                    round,
-                                    format!("echoed a broadcast of member {sender} that is not part of this phase"),
-                                ))
-                            }
-                        }
-                    }
-                    if let Some(s) = received.keys().find(|s| !e.hashes.contains_key(s)) {
-                        return Err(misbehaviour(
-                            from,
-                            round,
-                            format!("its echo omits member {s}'s broadcast"),
-                        ));
-                    }
-                    echoed.insert(from, e);
+                Some(Inbound::Evidence(by, copy)) => {
+                    let t = st.on_copy(copy.clone());
+                    (t, Inbound::Evidence(by, copy))
                 }
-                Some(Inbound::Evidence(from, copy)) => match received.get(&copy.from) {
-                    Some(ours) if ours.conflicts_with(&copy) => {
-                        return Err(misbehaviour(
-                            copy.from,
-                            round,
-                            format!(
-                                "equivocated: signed two different broadcasts for one round \
-                                 (hashes {} and {}; the other copy shown by member {from})",
-                                hex::encode(ours.hash()),
-                                hex::encode(copy.hash())
-                            ),
-                        ));
-                    }
-                    Some(_) if disputed.remove(&(from, copy.from)) => {
-                        return Err(misbehaviour(
-                            from,
-                            round,
-                            format!(
-                                "its echo disputes member {}'s broadcast, but the copy it shows does not",
-                                copy.from
-                            ),
-                        ));
-                    }
-                    Some(ours) if ours.payload == copy.payload => {}
-                    // Another phase's (an honest member may be ahead of us).
-                    _ => self.held.push(Inbound::Evidence(from, copy)),
-                },
                 Some(Inbound::Fault(from, why)) => return Err(misbehaviour(from, round, why)),
                 Some(other @ (Inbound::Message(..) | Inbound::Signature(..))) => {
                     self.stash.push_back(other);
+                    continue;
                 }
                 None => {
-                    let absent: Vec<u16> = others
-                        .iter()
-                        .copied()
-                        .filter(|o| !echoed.contains_key(o))
-                        .chain(disputed.iter().map(|(m, _)| *m))
-                        .collect();
+                    let (culprits, why) = st
+                        .on_timeout()
+                        .unwrap_or_else(|| (Vec::new(), "echo round timed out".into()));
                     return Err(misbehaviour(
-                        absent.first().copied().unwrap_or(0),
+                        culprits.first().copied().unwrap_or(0),
                         round,
-                        format!("echo round timed out: members {absent:?} did not echo, or did not show the broadcast their echo claims"),
+                        why,
                     ));
                 }
+            };
+            match taken {
+                Taken::OtherPhase => self.held.push(back),
+                Taken::Yes(actions) => self.act(actions),
             }
         }
         self.held.extend(held);
+        self.done.insert(tag);
+        self.held
+            .retain(|h| !matches!(h, Inbound::Echo(_, e) if e.echo.tag == tag));
         Ok(())
     }
 
@@ -928,9 +899,12 @@ impl Mesh {
         Ok(())
     }
 
-    /// Lets the writer tasks drain what was sent.
-    pub(crate) async fn finish(self) {
-        drop(self.outs);
+    /// Lets the writer tasks drain what was sent and closes the connections.
+    pub(crate) async fn finish(&mut self) {
+        if self.outs.is_empty() {
+            return;
+        }
+        self.outs.clear();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -953,9 +927,52 @@ async fn join_async(
     let params = config.parameters()?;
     crate::sharefile::refuse_share_files(&opts.out)?;
     let session = params.session();
-    let n = params.parties();
     let me = opts.index;
     let mut mesh = Mesh::connect(session, &config.members, me, secrets, opts.round_timeout).await?;
+    let r = join_rounds(&mut mesh, config, secrets, opts, &params).await;
+    if r.is_err() {
+        keep_evidence(&mesh, &opts.out, session, config.identities())?;
+    }
+    mesh.finish().await;
+    r
+}
+
+/// Whether `join` runs its echo rounds: always, except in a build with the measurement-only
+/// feature `bench-no-echo` when `MEDTECH_CEREMONY_BENCH_NO_ECHO` is set (to time them).
+fn echo_rounds_on() -> bool {
+    #[cfg(feature = "bench-no-echo")]
+    if std::env::var_os("MEDTECH_CEREMONY_BENCH_NO_ECHO").is_some() {
+        return false;
+    }
+    true
+}
+
+/// Writes the proof of an equivocation this member holds, if any, to `out/evidence.json`.
+pub(crate) fn keep_evidence(
+    mesh: &Mesh,
+    out: &Path,
+    session: [u8; 32],
+    identities: Vec<Identity>,
+) -> Result<()> {
+    let Some(ev) = mesh.evidence() else {
+        return Ok(());
+    };
+    let file = crate::echo::EvidenceFile::of(ev, &session, identities);
+    let json =
+        serde_json::to_vec_pretty(&file).map_err(|e| Error::format("evidence", e.to_string()))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    write(&out.join("evidence.json"), &json, false)
+}
+
+async fn join_rounds(
+    mesh: &mut Mesh,
+    config: &CeremonyConfig,
+    secrets: &LocalSecrets,
+    opts: &JoinOptions,
+    params: &Parameters,
+) -> Result<String> {
+    let n = params.parties();
+    let me = opts.index;
     let send = |m: &Message, mesh: &Mesh, local: &mut VecDeque<Message>| match m.to {
         None => {
             mesh.send(None, m);
@@ -967,7 +984,7 @@ async fn join_async(
 
     let mut rng = ChaCha20Rng::from_rng(OsRng)
         .map_err(|e| Error::format("random generator", e.to_string()))?;
-    let (mut party, first) = Party::new(&params, PartyIndex(me), &mut rng)?;
+    let (mut party, first) = Party::new(params, PartyIndex(me), &mut rng)?;
     let mut local: VecDeque<Message> = VecDeque::new();
     let mut pending: Vec<Message> = Vec::new();
     let mut broadcasts: Vec<Message> = Vec::new();
@@ -975,12 +992,15 @@ async fn join_async(
     let mut earlier: Vec<[u8; 32]> = Vec::new();
     let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
     // The signed envelopes of others' broadcasts not yet echoed: (round, batch, envelope).
-    let mut envelopes: Vec<(Round, u32, crate::net::Signed)> = Vec::new();
+    let mut envelopes: Vec<(Round, u32, Signed)> = Vec::new();
     let all: Vec<u16> = (1..=n).collect();
     for m in first.broadcast.iter().chain(&first.direct) {
-        send(m, &mesh, &mut local);
+        send(m, mesh, &mut local);
     }
     let started = std::time::Instant::now();
+    // Time spent in echo rounds (waiting for the others' echoes included), for the log.
+    let mut echo_time = Duration::ZERO;
+    let mut echo_phases = 0u32;
     let output = loop {
         let (bfrom, dfrom) = party.expects();
         let (round, batch) = (party.round(), party.batch());
@@ -1065,20 +1085,35 @@ async fn join_async(
             .drain(..)
             .partition(|(r, b, _)| *r == round && *b == batch);
         envelopes = rest;
-        let mut received: BTreeMap<u16, Signed> =
-            these.into_iter().map(|(_, _, e)| (e.from, e)).collect();
-        for m in now.iter().filter(|m| m.to.is_none() && m.from.0 == me) {
-            received.insert(me, mesh.signed(m));
-        }
-        if !received.is_empty() {
-            let tag = (u64::from(round as u8) << 32) | u64::from(batch);
-            if let Err(e) = mesh
-                .echo_round(tag, &received, &all, opts.round_timeout, round)
-                .await
-            {
-                mesh.finish().await;
-                return Err(e);
+        // Only the round's expected broadcasters count (a public set, the same at every honest
+        // party); two different broadcasts one of them signed for this round prove on their own.
+        let mut received: BTreeMap<u16, Signed> = BTreeMap::new();
+        let own = now
+            .iter()
+            .filter(|m| m.to.is_none() && m.from.0 == me)
+            .map(|m| mesh.signed(m));
+        for e in these.into_iter().map(|(_, _, e)| e).chain(own) {
+            if !bfrom.iter().any(|p| p.0 == e.from) {
+                continue;
             }
+            if let Some(first) = received.get(&e.from) {
+                if first.conflicts_with(&e) {
+                    let ev = crate::echo::Evidence::Broadcasts(first.clone(), e);
+                    mesh.act(crate::echo::spread(&ev));
+                    let (who, why) = mesh.prove(ev);
+                    return Err(misbehaviour(who, round, why));
+                }
+                continue;
+            }
+            received.insert(e.from, e);
+        }
+        if !received.is_empty() && echo_rounds_on() {
+            let tag = (u64::from(round as u8) << 32) | u64::from(batch);
+            let t = std::time::Instant::now();
+            mesh.echo_round(tag, &received, &all, opts.round_timeout, round)
+                .await?;
+            echo_time += t.elapsed();
+            echo_phases += 1;
         }
         // Canonical transcript order: rounds as they happened, senders by index within a round
         // (arrival order differs between parties; the signed transcript must not).
@@ -1109,17 +1144,24 @@ async fn join_async(
             Step::Continue(p, out) => {
                 party = *p;
                 for m in out.broadcast.iter().chain(&out.direct) {
-                    send(m, &mesh, &mut local);
+                    send(m, mesh, &mut local);
                 }
             }
             Step::Done(o) => break *o,
         }
     };
 
+    if opts.verbose {
+        eprintln!(
+            "party {me}: [{:>6.1} s] echo rounds: {echo_phases} phases, {:.2} s in all",
+            started.elapsed().as_secs_f64(),
+            echo_time.as_secs_f64()
+        );
+    }
     // Every party saw the same broadcasts; sign the transcript head and the key, collect all.
     let key = output.key.clone();
     let unsigned =
-        Transcript::build_with(&params, &broadcasts, &key, config.identities(), Vec::new());
+        Transcript::build_with(params, &broadcasts, &key, config.identities(), Vec::new());
     let head: [u8; 32] = unhex("transcript hash", &unsigned.transcript_hash)?
         .try_into()
         .map_err(|_| Error::format("transcript", "hash"))?;
@@ -1143,7 +1185,7 @@ async fn join_async(
         })
         .collect();
     let transcript =
-        Transcript::build_with(&params, &broadcasts, &key, config.identities(), records);
+        Transcript::build_with(params, &broadcasts, &key, config.identities(), records);
     let transcript_json = serde_json::to_vec_pretty(&transcript)
         .map_err(|e| Error::format("transcript", e.to_string()))?;
     verify(&transcript_json, Some(&config.identities()), Some(&key)).require("transcript")?;
@@ -1208,6 +1250,52 @@ mod tests {
             buf.capacity() <= 2 * FRAME_STEP,
             "allocated {} bytes for 10 received",
             buf.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_length_header_over_the_bound_is_refused_before_any_allocation() {
+        let wire = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        let mut buf = Vec::new();
+        let r = read_frame_into(&mut wire.as_slice(), &mut buf).await;
+        assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(buf.capacity(), 0);
+    }
+
+    #[test]
+    fn a_batch_whose_messages_would_exceed_the_frame_bound_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut config, _) = loopback(tmp.path());
+        config.batch = Some(MAX_BATCH);
+        config.parameters().unwrap();
+        config.batch = Some(MAX_BATCH + 1);
+        let e = config.parameters().unwrap_err().to_string();
+        assert!(e.contains("fits a 32 MiB frame"), "{e}");
+    }
+
+    #[test]
+    fn the_largest_message_of_the_largest_batch_fits_a_frame_with_margin() {
+        // Sieve messages depend on the batch and the sieve groups, not on the modulus size: a
+        // 512-bit run with the largest batch sends the sieve messages a 2048-bit run does.
+        let params = Parameters::new(512, 3, 2, [3; 32])
+            .unwrap()
+            .with_batch(MAX_BATCH)
+            .unwrap();
+        let rngs: Vec<ChaCha20Rng> = (0..3).map(ChaCha20Rng::seed_from_u64).collect();
+        let mut largest = (0usize, Round::SieveShares);
+        let mut record = |m: &mut Message| {
+            let len = m.to_bytes().len();
+            if len > largest.0 {
+                largest = (len, m.round);
+            }
+        };
+        let _ = medtech_threshold::dkg::sim::run_in_process(&params, rngs, Some(&mut record));
+        let (len, round) = largest;
+        eprintln!("largest message: {len} bytes ({round:?})");
+        assert!(len > 1 << 20, "the sieve messages were not measured");
+        assert!(
+            4 * len <= MAX_FRAME,
+            "{len} bytes ({round:?}): less than 4× margin"
         );
     }
 
@@ -1288,7 +1376,71 @@ mod tests {
             assert_eq!(culprits(&e), vec![1], "party {i} must name party 1: {text}");
             assert!(text.contains("equivocated"), "party {i}: {text}");
             assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
+            // The proof it leaves convinces anyone holding the pinned identity keys.
+            let ev = std::fs::read(tmp.path().join(format!("out-{i}/evidence.json")))
+                .unwrap_or_else(|_| panic!("party {i} left no evidence.json"));
+            let (v, who) = crate::echo::verify_evidence(&ev, Some(&config.identities()));
+            assert!(v.ok(), "party {i}'s evidence: {:?}", v.checks);
+            assert_eq!(who, Some(1));
         }
         evil.join().unwrap();
+    }
+
+    #[test]
+    fn a_tls12_client_hello_is_refused() {
+        // A ClientHello without the supported_versions extension offers TLS 1.2 only.
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, dirs) = loopback(tmp.path());
+        let params = config.parameters().unwrap();
+        let addr = config.members[0].address.clone();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let reply = rt.block_on(async move {
+            let secrets = load_secrets(&dirs[0]).unwrap();
+            // Member 1 listens (and keeps dialling the absent others in the background).
+            let members = config.members.clone();
+            tokio::spawn(async move {
+                let _ = Mesh::connect(
+                    params.session(),
+                    &members,
+                    1,
+                    &secrets,
+                    Duration::from_secs(5),
+                )
+                .await;
+            });
+            let mut tcp = loop {
+                match TcpStream::connect(&addr).await {
+                    Ok(t) => break t,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            };
+            let mut body = vec![0x03, 0x03];
+            body.extend_from_slice(&[0x11; 32]); // random
+            body.push(0); // no session id
+            body.extend_from_slice(&[0x00, 0x04, 0xc0, 0x2b, 0xc0, 0x2f]); // ECDHE GCM suites
+            body.extend_from_slice(&[0x01, 0x00]); // null compression
+            let exts: &[u8] = &[
+                0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d, // supported_groups: x25519
+                0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, // ec_point_formats
+                0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03, // signature_algorithms
+            ];
+            body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+            body.extend_from_slice(exts);
+            let mut hs = vec![0x01, 0, (body.len() >> 8) as u8, body.len() as u8];
+            hs.extend_from_slice(&body);
+            let mut rec = vec![0x16, 0x03, 0x01, (hs.len() >> 8) as u8, hs.len() as u8];
+            rec.extend_from_slice(&hs);
+            tcp.write_all(&rec).await.unwrap();
+            let mut reply = vec![0u8; 7];
+            tcp.read_exact(&mut reply).await.unwrap();
+            reply
+        });
+        // An alert record (21), fatal (2), protocol_version (70): no ServerHello.
+        assert_eq!(reply[0], 0x15, "expected an alert, got {reply:?}");
+        assert_eq!(
+            &reply[5..7],
+            &[2, 70],
+            "expected protocol_version, got {reply:?}"
+        );
     }
 }

@@ -42,9 +42,10 @@ use rand_core::{OsRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::echo::Signed;
 use crate::error::{unhex, write, Error, Result};
 use crate::files::KeyFile;
-use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh, Signed};
+use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh};
 use crate::sharefile::write_key_and_share;
 use crate::transcript::{parse_format, signed_bytes, Check, SignatureRecord, Verdict};
 
@@ -178,6 +179,17 @@ impl ReshareConfig {
 
     fn members(&self) -> Vec<MemberConfig> {
         self.participants.iter().map(|p| p.member.clone()).collect()
+    }
+
+    /// The participants' identity keys (by participant index), as evidence lists them.
+    pub fn identities(&self) -> Vec<crate::transcript::Identity> {
+        self.participants
+            .iter()
+            .map(|p| crate::transcript::Identity {
+                party: p.member.index,
+                ed25519: p.member.ed25519.clone(),
+            })
+            .collect()
     }
 }
 
@@ -536,8 +548,10 @@ async fn reshare_async(
         )
         .await
     {
-        // Let the evidence this participant sent reach the others, and close its connections
-        // cleanly, so that no one mistakes its leaving for a fault of its own.
+        // Keep the proof, if there is one; let the copies and relays this participant sent
+        // reach the others, and close its connections cleanly, so that no one mistakes its
+        // leaving for a fault of its own.
+        crate::net::keep_evidence(&mesh, &opts.out, params.session(), config.identities())?;
         mesh.finish().await;
         return Err(e);
     }
@@ -854,6 +868,11 @@ mod tests {
             );
             assert!(text.contains("equivocated"), "participant {i}: {text}");
             assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
+            let ev = std::fs::read(tmp.path().join(format!("out-{i}/evidence.json")))
+                .unwrap_or_else(|_| panic!("participant {i} left no evidence.json"));
+            let (v, who) = crate::echo::verify_evidence(&ev, Some(&config.identities()));
+            assert!(v.ok(), "participant {i}'s evidence: {:?}", v.checks);
+            assert_eq!(who, Some(1));
         }
         evil.join().unwrap();
     }
