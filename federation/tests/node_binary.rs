@@ -11,8 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medtech_federation::api::client;
-use medtech_ledger::fabric::contract::DEFAULT_CHAINCODE;
-use medtech_ledger::fabric::sim::{issue_identity, SimulatedGateway};
+use medtech_ledger::fabric::contract::{
+    CommitteeKeys, CommitteeMember, ContractConfig, DEFAULT_CHAINCODE, REGISTER,
+};
+use medtech_ledger::fabric::sim::{issue_admin_identity, issue_identity, SimulatedGateway};
+use medtech_ledger::fabric::{GatewayClient, GatewayEndpoint, MspIdentity};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_medtech");
@@ -198,6 +201,10 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
     // The members anchor the cosigned checkpoints to a Fabric channel (the leader submits):
     // here an in-process gateway that checks every proposal and envelope signature (medtech_ledger::fabric::sim).
     let gateway = SimulatedGateway::new("medtech", DEFAULT_CHAINCODE).unwrap();
+    gateway.configure(ContractConfig {
+        admin_msps: vec!["Hospital1MSP".into()],
+        writer_msps: Vec::new(),
+    });
     let (cert, key) = issue_identity("Hospital1MSP", "hospital-a-anchor").unwrap();
     gateway.enroll("Hospital1MSP", &cert);
     let running_gateway = gateway.serve().await.unwrap();
@@ -394,9 +401,52 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
         .unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 
-    // The leader anchored the committee's cosigned checkpoints on the channel.
+    // A channel admin registers the committee's checkpoint keys with the chaincode (until
+    // then it refuses the leader's anchors, which retry); then the leader anchors the
+    // committee's cosigned checkpoints on the channel.
+    let exported: medtech_ledger::export::LedgerExport = serde_json::from_slice(&r.body).unwrap();
+    let keys = CommitteeKeys {
+        threshold: exported.threshold,
+        members: exported
+            .committee
+            .iter()
+            .map(|m| CommitteeMember {
+                name: m.name.clone(),
+                key: m.public_key.clone(),
+            })
+            .collect(),
+    };
+    let (admin_cert, admin_key) = issue_admin_identity("Hospital1MSP", "channel-admin").unwrap();
+    gateway.enroll("Hospital1MSP", &admin_cert);
+    let channel_admin = GatewayClient::connect_lazy(
+        &GatewayEndpoint {
+            address: running_gateway.addr.to_string(),
+            tls_ca_pem: Some(running_gateway.ca_pem.clone()),
+            server_name: Some(running_gateway.server_name.clone()),
+            client_tls: None,
+            commit_timeout: Duration::from_secs(10),
+        },
+        MspIdentity::from_pem("Hospital1MSP", &admin_cert, &admin_key).unwrap(),
+        "medtech",
+        DEFAULT_CHAINCODE,
+    )
+    .unwrap();
+    channel_admin
+        .submit(
+            REGISTER,
+            &[
+                exported.origin.as_bytes(),
+                &serde_json::to_vec(&keys).unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
-    while gateway.world_state().is_empty() {
+    while !gateway
+        .world_state()
+        .keys()
+        .any(|k| k.starts_with("\u{0}medtech.checkpoint\u{0}"))
+    {
         assert!(
             Instant::now() < deadline,
             "no checkpoint anchored on Fabric (gateway refused {})",
@@ -404,7 +454,7 @@ async fn three_member_processes_answer_queries_survive_a_sigkill_and_keep_secret
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(gateway.blocks() >= 1);
+    assert!(gateway.blocks() >= 2, "the registration and an anchor");
     assert_eq!(gateway.refused(), 0);
 
     // SIGTERM stops every member cleanly.

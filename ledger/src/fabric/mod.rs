@@ -1,7 +1,8 @@
 //! Anchoring the ledger to a Hyperledger Fabric channel.
 //!
 //! Each cosigned checkpoint (and optionally more) is written to a Fabric channel through a small
-//! write-once chaincode ([`contract`]: `AnchorCheckpoint`, `GetCheckpoint`), so that the
+//! chaincode ([`contract`]: `RegisterCommittee`, `AnchorCheckpoint`, `GetCheckpoint`; run as a
+//! service by [`chaincode`]), so that the
 //! committee's log is pinned in a ledger run by other parties: once a checkpoint is in a Fabric
 //! block, the committee cannot present a different history of that size without the anchor
 //! contradicting it.
@@ -13,12 +14,15 @@
 //! * [`client`] — the Fabric Gateway gRPC client (tonic): `Evaluate`, `Endorse`, `Submit`,
 //!   `CommitStatus`;
 //! * [`anchor`] — the anchoring of checkpoints, and the loop a ledger node runs;
+//! * [`chaincode`] — the anchoring chaincode behind Fabric's chaincode shim protocol, for a
+//!   peer's chaincode-as-a-service builder (the `medtech-anchor-chaincode` binary);
 //! * [`sim`] — an in-process gateway and peer that check every signature on the exact bytes,
-//!   for tests (no Fabric network runs in CI).
+//!   for fast tests; `tests/fabric_real.rs` runs the same client against a real Fabric peer.
 //!
-//! The wire format is `medtech_protos::fabric` (`protos/proto/fabric/gateway.proto`), the
-//! subset of Fabric's published schema that this client needs. docs/ledger.md, "Anchoring to
-//! Fabric", has the chaincode interface and how to point the connector at a real peer.
+//! The wire format is `medtech_protos::fabric` and `fabric_shim`
+//! (`protos/proto/fabric/{gateway,chaincode_shim}.proto`), the subset of Fabric's published
+//! schema this client and chaincode need, checked field by field against the real one.
+//! docs/ledger.md, "Anchoring to Fabric", has the chaincode interface and how to deploy it.
 
 pub mod anchor;
 pub mod chaincode;

@@ -1,5 +1,5 @@
-//! An in-process Fabric Gateway with one peer and the anchoring chaincode, for tests: no Fabric
-//! network can run in CI. It does what a gateway, its endorsing peer and the committing peers
+//! An in-process Fabric Gateway with one peer and the anchoring chaincode, for fast tests (the
+//! client is also tested against a real Fabric peer: `tests/fabric_real.rs`). It does what a gateway, its endorsing peer and the committing peers
 //! check of a client, on the exact bytes received:
 //!
 //! * **Endorse / Evaluate:** the `SignedProposal` signature (ECDSA P-256, DER, low-S) over the
