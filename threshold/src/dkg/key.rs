@@ -4,6 +4,29 @@
 //! test decryption
 //! (Nishide–Sakurai 2010 §4 with BGW multiplication and integer resharing; the module
 //! documentation of [`crate::dkg`] lists the steps).
+//!
+//! **Share ranges, checked on receipt.** A Feldman commitment binds a share but says nothing
+//! about its size, so a dealer that commits honestly to a polynomial with huge or negative
+//! coefficients passes the Feldman check while pushing the holder's key share out of its public
+//! bound (the run then failed with no culprit). Every received share is therefore first checked
+//! against the range an honest dealer's polynomial can reach at the holder's point `j`
+//! ([`share_range`]: constant in `[c_low, c_high]`, the `d` other coefficients in
+//! `[0, 2^c)` as [`integer_poly`] draws them, so the share lies in
+//! `[c_low, c_high + (2^c − 1)·Σ_{m=1}^{d} j^m]`); a share outside it names its dealer:
+//! * K1 β share: `c_low = 0`, `c_high = Δ·(2^beta − 1)`, `c = b_coeff`, `d = t − 1`
+//!   (`oversized_beta_share_is_named`; without the check an oversized β dealer read the honest
+//!   `F(j)` off its K3 reshares and factored `N`: `oversized_beta_dealer_cannot_learn_phi`);
+//! * K1 mask share: `c_low = 0`, `c_high = N·(2^mask_rho − 1)`, `c = mask_coeff`, `d = 2t − 2`
+//!   (`negative_mask_share_is_named`);
+//! * K3 reshare: `±(2^e_bits − 1)` for the constant `e_j = Δ·λ'_j·F(j)B(j)` (of either sign,
+//!   since `λ'_j` is), `c = g_coeff`, `d = t − 1` (`oversized_reshare_is_named`, both signs).
+//!
+//! The ranges are exactly what the `Sizes` of `docs/dkg.md` assume, so a run whose every
+//! received share passed them stays within the public key-share bound: `2t − 1` reshares at the
+//! top of their range sum below `2^share`, and with every K1 share at the top of its range
+//! (and `|F(j)|` at its bound) `|e_j| < 2^e_bits` (`receipt_ranges_imply_the_key_share_bound`).
+//! A key share can still only be non-positive if the honest dealers' random coefficients are
+//! all below `2^(e_bits + log₂ 2t)`, probability below `2^−128`.
 
 use rand_core::{CryptoRng, RngCore};
 
@@ -72,6 +95,87 @@ fn expect_commitments<'m>(m: &'m Message, len: usize, nn: &Int) -> Result<&'m [I
     Ok(c)
 }
 
+/// The range `[low, high]` of every share an honest dealer's integer polynomial can give at
+/// point `j`, when its constant lies in `[c_low, c_high]` and its `degree` other coefficients in
+/// `[0, 2^coeff_bits)` (as [`integer_poly`] draws them):
+/// `[c_low, c_high + (2^coeff_bits − 1)·Σ_{m=1}^{degree} j^m]`.
+pub(super) fn share_range(
+    c_low: &Int,
+    c_high: &Int,
+    coeff_bits: usize,
+    degree: usize,
+    j: u16,
+) -> (Int, Int) {
+    let x = Int::from_u64(u64::from(j));
+    let (mut power, mut powers) = (Int::one(), Int::zero());
+    for _ in 0..degree {
+        power = power.mul(&x);
+        powers = powers.add(&power);
+    }
+    let top = Int::one().shl(coeff_bits).sub(&Int::one());
+    (c_low.clone(), c_high.add(&top.mul(&powers)))
+}
+
+/// K1: the honest ranges of the β share and of the mask share at point `j`. β: constant
+/// `Δβ_i` with `0 ≤ β_i < 2^beta`, degree `t − 1`, coefficients below `2^b_coeff`. Mask:
+/// constant `N·ρ_i` with `0 ≤ ρ_i < 2^mask_rho`, degree `2t − 2`, coefficients below
+/// `2^mask_coeff`.
+pub(super) fn k1_share_ranges(setup: &super::Setup, n: &Int, j: u16) -> [(Int, Int); 2] {
+    let sizes = &setup.sizes;
+    let t1 = usize::from(setup.t) - 1;
+    let below = |bits: usize| Int::one().shl(bits).sub(&Int::one());
+    [
+        share_range(
+            &Int::zero(),
+            &setup.delta.mul(&below(sizes.beta)),
+            sizes.b_coeff,
+            t1,
+            j,
+        ),
+        share_range(
+            &Int::zero(),
+            &n.mul(&below(sizes.mask_rho)),
+            sizes.mask_coeff,
+            2 * t1,
+            j,
+        ),
+    ]
+}
+
+/// K3: the honest range of a reshare at point `k`: constant `e_j = Δ·λ'_j·F(j)B(j)` of either
+/// sign with `|e_j| < 2^e_bits`, degree `t − 1`, coefficients below `2^g_coeff`.
+pub(super) fn k3_share_range(setup: &super::Setup, k: u16) -> (Int, Int) {
+    let e = Int::one().shl(setup.sizes.e_bits).sub(&Int::one());
+    share_range(
+        &e.neg(),
+        &e,
+        setup.sizes.g_coeff,
+        usize::from(setup.t) - 1,
+        k,
+    )
+}
+
+/// Refuses a received share outside its honest range, naming its dealer (`m`'s sender). Checked
+/// before the Feldman check: a dealer that commits honestly to a polynomial with huge or
+/// negative coefficients is consistent with its commitments, but its shares would push the
+/// holder's key share out of its public bound with nobody named.
+fn check_range(m: &Message, x: &Int, (low, high): &(Int, Int), what: &str) -> Result<()> {
+    if x < low || x > high {
+        return Err(blame(
+            m,
+            format!(
+                "{what} share outside its public bound ({} bits{}; honest shares lie in \
+                 [{}-bit, {}-bit])",
+                x.bits(),
+                if x.is_negative() { ", negative" } else { "" },
+                low.bits(),
+                high.bits()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Starts the key stage once `N` is certified: sends K1. The φ sharing is not dealt: it is
 /// `F(x) = Δ(N + 1) − P(x) − Q(x)`, derived from the certified M3 sharings with public Pedersen
 /// commitments in `G_P` ([`super::certify`]; never `v^(Δφ)`: issue 25, break 1). The broadcast
@@ -105,7 +209,22 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     let beta = SecretInt::new(Int::random_bits(rng, sizes.beta));
     let b = integer_poly(beta.expose().mul(&setup.delta), t1, sizes.b_coeff, rng);
     let rho = Int::random_bits(rng, sizes.mask_rho).mul(&n);
-    let r = integer_poly(rho, 2 * t1, sizes.mask_coeff, rng);
+    #[allow(unused_mut)]
+    let mut r = integer_poly(rho, 2 * t1, sizes.mask_coeff, rng);
+    #[cfg(test)]
+    let b = match hooks::get(&setup.params.session) {
+        // A dealer that commits honestly to a β polynomial with a huge top coefficient.
+        Some(h) if h.oversized == (ctx.me.0, hooks::Oversized::Beta) => {
+            let mut b = b;
+            b[t1] = SecretInt::new(Int::one().shl(sizes.b_coeff + 1024));
+            b
+        }
+        Some(h) if h.oversized == (ctx.me.0, hooks::Oversized::NegativeMask) => {
+            r[2 * t1] = SecretInt::new(Int::one().shl(sizes.mask_coeff).neg());
+            b
+        }
+        _ => b,
+    };
     let mut commitments = commit(&b, &v, &v_inv, &nn);
     commitments.extend(commit(&r, &v, &v_inv, &nn));
     let direct = ctx
@@ -154,9 +273,11 @@ impl Round1 {
             .map(|m| expect_signed(m, 2).map(|s| (m, s)))
             .collect::<Result<Vec<_>>>()?;
         let (mut b, mut r) = (Int::zero(), Int::zero());
+        let ranges = k1_share_ranges(setup, self.pk.n(), ctx.me.0);
         for ((m, s), c) in shares.iter().zip(&commitments) {
             let parts = [(&c[..t], "β"), (&c[t..], "mask")];
-            for (x, (cs, what)) in s.iter().zip(parts) {
+            for ((x, (cs, what)), range) in s.iter().zip(parts).zip(&ranges) {
+                check_range(m, x, range, what)?;
                 if pow_signed_secret(&self.v, &self.v_inv, x, &nn)
                     != committed_at(cs, ctx.me.0, &nn)
                 {
@@ -248,7 +369,20 @@ impl Round2 {
                 .expose()
                 .mul(&setup.int_lagrange[pos])
                 .mul(&setup.delta);
-            let g = integer_poly(e, usize::from(setup.t) - 1, setup.sizes.g_coeff, rng);
+            #[allow(unused_mut)]
+            let mut g = integer_poly(e, usize::from(setup.t) - 1, setup.sizes.g_coeff, rng);
+            #[cfg(test)]
+            if let Some(h) = hooks::get(&setup.params.session) {
+                // A product party that commits honestly to a reshare polynomial with a huge
+                // (or negative) top coefficient; its constant stays the proven one.
+                let top = Int::one().shl(setup.sizes.g_coeff + 64);
+                let last = g.len() - 1;
+                if h.oversized == (ctx.me.0, hooks::Oversized::Reshare) {
+                    g[last] = SecretInt::new(top);
+                } else if h.oversized == (ctx.me.0, hooks::Oversized::NegativeReshare) {
+                    g[last] = SecretInt::new(top.neg());
+                }
+            }
             let mut b = ctx.message(Round::Reshare, 0, None);
             b.ints = commit(&g, &self.v, &self.v_inv, &nn);
             out.broadcast = Some(b);
@@ -298,8 +432,10 @@ impl Round3 {
         let commitments = reshare_commitments(setup, &self.ws, &broadcasts, &nn)?;
         let shares = inbox.directs(ctx.product_parties())?;
         let mut s = Int::zero();
+        let range = k3_share_range(setup, ctx.me.0);
         for (m, c) in shares.into_iter().zip(&commitments) {
             let x = &expect_signed(m, 1)?[0];
+            check_range(m, x, &range, "reshare")?;
             if pow_signed_secret(&self.v, &self.v_inv, x, &nn) != committed_at(c, ctx.me.0, &nn) {
                 return Err(blame(m, "reshare does not match its Feldman commitment"));
             }
@@ -586,6 +722,23 @@ pub(super) mod hooks {
         pub(crate) false_complaint: (u16, u16),
         /// K4 with `c* = (1+N)^(m*)` (no `h_s^(r*)` factor), at every party.
         pub(crate) k4_without_randomness: bool,
+        /// `(dealer, which)`: the dealer commits honestly to a key-stage polynomial with a
+        /// coefficient outside its public size (`(0, Oversized::None)`: nobody).
+        pub(crate) oversized: (u16, Oversized),
+    }
+
+    /// Which key-stage polynomial a dealer inflates (its top coefficient).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Oversized {
+        None,
+        /// K1 β sharing: `2^(b_coeff + 1024)`.
+        Beta,
+        /// K1 mask: `−2^mask_coeff`.
+        NegativeMask,
+        /// K3 reshare: `2^(g_coeff + 64)`.
+        Reshare,
+        /// K3 reshare: `−2^(g_coeff + 64)`.
+        NegativeReshare,
     }
 
     static HOOKS: Mutex<Vec<Hook>> = Mutex::new(Vec::new());
@@ -688,6 +841,152 @@ mod tests {
             forge_y_party: 0,
             false_complaint: (0, 0),
             k4_without_randomness: false,
+            oversized: (0, hooks::Oversized::None),
+        }
+    }
+
+    /// Issue 25 / docs/dkg.md Limits: a dealer whose K1 or K3 polynomial has a coefficient
+    /// outside its public size, *consistently with its own Feldman commitments*, must be named
+    /// by the holders on receipt. Before the range check, these runs ended with
+    /// `KeyGenerationFailed("key share outside its public bound")` and no culprit (confirmed
+    /// on the previous commit).
+    fn oversized_share_is_named(session: u8, party: u16, which: hooks::Oversized, round: Round) {
+        hooks::set(hooks::Hook {
+            oversized: (party, which),
+            ..hook(session)
+        });
+        let err =
+            run_in_process(&params(session), rngs(u64::from(session) * 100), None).unwrap_err();
+        assert_eq!(err.culprits(), vec![crate::PartyIndex(party)], "{err:?}");
+        assert!(
+            matches!(&err, crate::Error::Misbehaviour { round: r, reason, .. }
+                if *r == round && reason.contains("outside its public bound")),
+            "{err:?}"
+        );
+    }
+
+    /// `round(a / b)` over the integers.
+    fn round_div(a: &Int, b: &Int) -> Int {
+        let (a, b) = if b.is_negative() {
+            (a.neg(), b.neg())
+        } else {
+            (a.clone(), b.clone())
+        };
+        let num = a.shl(1).add(&b);
+        let den = b.shl(1);
+        num.sub(&num.rem_euclid(&den)).div_exact(&den).unwrap()
+    }
+
+    /// Why the range check matters beyond availability: a β dealer that commits honestly to a
+    /// top coefficient `2^1024` times too large makes every holder's `B(j)` that large, so an
+    /// honest product party's K3 constant `e_j = Δ·λ'_j·F(j)B(j)` dwarfs the reshare's random
+    /// coefficients (`2^g_coeff`), and the dealer — also a K3 recipient — reads `F(j)` off the
+    /// reshare `g_j(2)` it receives: `F(j) = round(g_j(2) / (Δ·λ'_j·b_2(j)))`. With `t` such
+    /// points it interpolates `F(0) = Δφ` and factors `N`. Without the range check (confirmed:
+    /// `check_range` disabled) the run completes, the key sums stay inside their public bound,
+    /// and this attack factors `N`; with it, the dealer is named in K1 and no reshare is ever
+    /// sent.
+    #[test]
+    fn oversized_beta_dealer_cannot_learn_phi() {
+        hooks::set(hooks::Hook {
+            oversized: (2, hooks::Oversized::Beta),
+            ..hook(44)
+        });
+        let params = params(44);
+        let setup = super::super::Setup::new(&params);
+        // The attacker's view: its own K1 β shares b_2(j) and the K3 reshares sent to it.
+        let mut b2 = std::collections::BTreeMap::new();
+        let mut reshares = std::collections::BTreeMap::new();
+        let mut spy = |m: &mut Message| match (m.round, m.from.0, m.to.map(|p| p.0)) {
+            (Round::KeyShares, 2, Some(j)) => {
+                b2.insert(j, m.ints[0].clone());
+            }
+            (Round::Reshare, j, Some(2)) if j != 2 => {
+                reshares.insert(j, m.ints[0].clone());
+            }
+            _ => {}
+        };
+        let run = run_in_process(&params, rngs(4400), Some(&mut spy));
+        let factored = run.as_ref().ok().and_then(|run| {
+            let n = run.outputs[0].key.public_key().n().clone();
+            // F at the honest product parties 1 and 3 (t = 2: F has degree 1).
+            let f = |j: u16| {
+                let pos = setup.product_parties.iter().position(|&p| p == j)?;
+                let den = setup.delta.mul(&setup.int_lagrange[pos]).mul(b2.get(&j)?);
+                Some(round_div(reshares.get(&j)?, &den))
+            };
+            let (f1, f3) = (f(1)?, f(3)?);
+            // F(0) = (3F(1) − F(3))/2 = Δφ.
+            let phi = f1.mul_u64(3).sub(&f3).div_exact(&Int::from_u64(2))?;
+            let phi = phi.div_exact(&setup.delta)?;
+            let s = n.add(&Int::one()).sub(&phi);
+            let disc = s.mul(&s).sub(&n.mul_u64(4));
+            if disc.is_negative() {
+                return None;
+            }
+            let r = isqrt(&disc);
+            let (p, q) = (s.add(&r).shr(1), s.sub(&r).shr(1));
+            (p.mul(&q) == n && p > Int::one()).then_some(p)
+        });
+        assert!(
+            factored.is_none(),
+            "an oversized β dealer factored N from its reshares"
+        );
+        let err = run.unwrap_err();
+        assert_eq!(err.culprits(), vec![crate::PartyIndex(2)], "{err:?}");
+        assert!(
+            reshares.is_empty(),
+            "no reshare is sent after K1 refuses the dealer"
+        );
+    }
+
+    #[test]
+    fn oversized_beta_share_is_named() {
+        oversized_share_is_named(40, 2, hooks::Oversized::Beta, Round::KeyShares);
+    }
+
+    #[test]
+    fn negative_mask_share_is_named() {
+        oversized_share_is_named(41, 3, hooks::Oversized::NegativeMask, Round::KeyShares);
+    }
+
+    #[test]
+    fn oversized_reshare_is_named() {
+        oversized_share_is_named(42, 1, hooks::Oversized::Reshare, Round::Reshare);
+        oversized_share_is_named(43, 2, hooks::Oversized::NegativeReshare, Round::Reshare);
+    }
+
+    /// The receipt ranges imply the public key-share bound: `2t − 1` reshares each at the top
+    /// of their range sum to at most `2^share` (so a run whose every received share passed its
+    /// range check cannot fail the final bound), and the honest `|e_j|` stays below
+    /// `2^e_bits` when every K1 share is at the top of its range and `F(j)` at its bound.
+    #[test]
+    fn receipt_ranges_imply_the_key_share_bound() {
+        for (bits, n, t) in [(512, 3, 2), (2048, 5, 3), (2048, 16, 8), (1024, 7, 4)] {
+            let params = Parameters::new(bits, n, t, [1; 32]).unwrap();
+            let setup = super::super::Setup::new(&params);
+            let nn = Int::one().shl(bits as usize);
+            for k in 1..=n {
+                let (low, high) = super::k3_share_range(&setup, k);
+                let sum = high.mul_u64(u64::from(2 * t - 1));
+                assert!(
+                    sum.bits() <= setup.sizes.share,
+                    "{bits} {n} {t}: {}",
+                    sum.bits()
+                );
+                assert!(low.abs().bits() <= setup.sizes.e_bits);
+                let [(_, b), _] = super::k1_share_ranges(&setup, &nn, k);
+                let f = Int::one().shl(super::super::product::witness_bits(&setup));
+                let e = f
+                    .mul(&b.mul_u64(u64::from(n)))
+                    .mul(&setup.delta)
+                    .mul(&setup.int_lagrange.iter().map(Int::abs).max().unwrap());
+                assert!(
+                    e.bits() <= setup.sizes.e_bits,
+                    "{bits} {n} {t} e: {}",
+                    e.bits()
+                );
+            }
         }
     }
 

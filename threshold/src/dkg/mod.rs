@@ -336,6 +336,8 @@ struct Sizes {
     /// Coefficients of the θ mask, and the bits of its ρ_i.
     mask_coeff: usize,
     mask_rho: usize,
+    /// Bound on `|e_j| = |Δ·λ'_j·F(j)B(j)|`, the constant a product party reshares in K3.
+    e_bits: usize,
     /// Coefficients of the resharing polynomials.
     g_coeff: usize,
     /// Bound on every key share.
@@ -448,6 +450,7 @@ impl Setup {
                 b_coeff,
                 mask_coeff,
                 mask_rho,
+                e_bits,
                 g_coeff,
                 share,
                 gcd_r,

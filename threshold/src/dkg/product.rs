@@ -75,7 +75,7 @@ pub(super) fn share_bits(setup: &Setup) -> usize {
 }
 
 /// Bits of the largest `|F(j)|`: the sum of `n` shares below `2^share_bits`.
-fn witness_bits(setup: &Setup) -> usize {
+pub(super) fn witness_bits(setup: &Setup) -> usize {
     share_bits(setup) + super::ceil_log2(usize::from(setup.n))
 }
 
