@@ -75,11 +75,14 @@ impl Checkpoint {
             .next()
             .filter(|o| !o.is_empty())
             .ok_or_else(|| bad("missing origin"))?;
-        let size = lines
-            .next()
-            .ok_or_else(|| bad("missing size"))?
+        let size_text = lines.next().ok_or_else(|| bad("missing size"))?;
+        let size = size_text
             .parse::<u64>()
             .map_err(|_| bad("size is not a decimal integer"))?;
+        // One spelling per size ("+5" and "005" parse too): the body is signed as written.
+        if size.to_string() != size_text {
+            return Err(bad("size is not in canonical decimal form"));
+        }
         let root_b64 = lines.next().ok_or_else(|| bad("missing root"))?;
         let root: Hash = B64
             .decode(root_b64)
@@ -111,7 +114,7 @@ impl NodeIdentity {
     /// Checks an Ed25519 signature by this member over `message`.
     pub(crate) fn verify_raw(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         self.key
-            .verify(message, &Signature::from_bytes(signature))
+            .verify_strict(message, &Signature::from_bytes(signature))
             .is_ok()
     }
 
@@ -267,7 +270,7 @@ impl SignedCheckpoint {
             };
             if member
                 .key
-                .verify(body.as_bytes(), &Signature::from_bytes(&s.signature))
+                .verify_strict(body.as_bytes(), &Signature::from_bytes(&s.signature))
                 .is_ok()
             {
                 out.insert(member.name.clone());

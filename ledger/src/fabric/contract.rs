@@ -105,7 +105,7 @@ impl Caller {
         let is_admin = cert
             .subject()
             .iter_organizational_unit()
-            .any(|ou| ou.as_str().is_ok_and(|s| s.eq_ignore_ascii_case("admin")));
+            .any(|ou| ou.as_str().is_ok_and(|s| s == "admin"));
         Ok(Caller {
             msp_id: id.mspid,
             is_admin,
@@ -183,6 +183,14 @@ impl CommitteeKeys {
                 .ok_or_else(|| format!("{}: the key is not 32 bytes of base64", m.name))?;
             let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
                 .map_err(|_| format!("{}: not an Ed25519 public key", m.name))?;
+            // A small-order key verifies forged signatures on anything; a repeated key would
+            // count one signer twice.
+            if key.is_weak() {
+                return Err(format!("{}: a small-order (weak) Ed25519 key", m.name));
+            }
+            if out.iter().any(|o: &NodeIdentity| o.key == key) {
+                return Err(format!("{}: the same key as another member", m.name));
+            }
             out.push(NodeIdentity {
                 name: m.name.clone(),
                 key,
@@ -300,6 +308,20 @@ fn register(
     out
 }
 
+/// Most signature lines a note may carry (a committee is far smaller; each line costs a
+/// signature check on every endorsing peer).
+pub const MAX_SIGNATURE_LINES: usize = 64;
+/// Most hashes in a consistency proof (a proof has at most about 2·log₂ of the size).
+pub const MAX_PROOF_HASHES: usize = 128;
+
+/// The answer to an accepted anchor (fields in a fixed order on every endorsing peer).
+#[derive(Serialize)]
+struct AnchorSummary<'a> {
+    origin: &'a str,
+    size: u64,
+    root: String,
+}
+
 fn anchor(
     config: &ContractConfig,
     caller: &Caller,
@@ -330,7 +352,24 @@ fn anchor(
         Ok(s) => s,
         Err(e) => return reply(400, &e.to_string(), Vec::new()),
     };
+    // One spelling per checkpoint: what is stored is what a C2SP verifier reads.
+    if signed.to_note() != text {
+        return reply(400, "note is not in canonical form", Vec::new());
+    }
+    if signed.signatures.len() > MAX_SIGNATURE_LINES {
+        return reply(
+            400,
+            &format!("more than {MAX_SIGNATURE_LINES} signature lines"),
+            Vec::new(),
+        );
+    }
+    if proof.is_some_and(|p| p.len() > MAX_PROOF_HASHES * 32) {
+        return reply(400, "consistency proof too long", Vec::new());
+    }
     let cp = &signed.checkpoint;
+    if cp.size == 0 {
+        return reply(400, "an empty log has nothing to anchor", Vec::new());
+    }
     let Some(committee) = get(&committee_key(&cp.origin))
         .and_then(|v| serde_json::from_slice::<CommitteeKeys>(&v).ok())
     else {
@@ -347,24 +386,39 @@ fn anchor(
         Ok(m) => m,
         Err(e) => return reply(500, &format!("registered committee: {e}"), Vec::new()),
     };
-    if let Err(e) = signed.verify_quorum(&members, committee.threshold) {
-        return reply(
-            403,
-            &format!(
-                "not signed by the registered committee of {}: {e}",
-                cp.origin
-            ),
-            Vec::new(),
-        );
+    let signers = match signed.verify_quorum(&members, committee.threshold) {
+        Ok(s) => s,
+        Err(e) => {
+            return reply(
+                403,
+                &format!(
+                    "not signed by the registered committee of {}: {e}",
+                    cp.origin
+                ),
+                Vec::new(),
+            )
+        }
+    };
+    // Stored: the checkpoint with its valid signatures only, one per member, so an anchored
+    // note carries nothing a strict verifier would refuse.
+    let mut stored = SignedCheckpoint::new(cp.clone());
+    for line in &signed.signatures {
+        if !signers.contains(&line.name) || stored.signatures.iter().any(|o| o.name == line.name) {
+            continue;
+        }
+        let mut one = SignedCheckpoint::new(cp.clone());
+        one.signatures.push(line.clone());
+        if one.valid_signers(&members).contains(&line.name) {
+            stored.signatures.push(line.clone());
+        }
     }
     let key = checkpoint_key(&cp.origin, cp.size);
-    let summary = serde_json::json!({
-        "origin": cp.origin,
-        "size": cp.size,
-        "root": B64.encode(cp.root),
+    let summary = serde_json::to_vec(&AnchorSummary {
+        origin: &cp.origin,
+        size: cp.size,
+        root: B64.encode(cp.root),
     })
-    .to_string()
-    .into_bytes();
+    .unwrap_or_default();
     if let Some(existing) = get(&key) {
         let same = std::str::from_utf8(&existing)
             .ok()
@@ -436,7 +490,7 @@ fn anchor(
         }
     }
     let mut out = reply(200, "anchored", summary);
-    out.writes.insert(key, note.clone());
+    out.writes.insert(key, stored.to_note().into_bytes());
     out.writes
         .insert(latest_key(&cp.origin), cp.size.to_string().into_bytes());
     out
@@ -807,6 +861,98 @@ mod tests {
         assert_eq!(run(&mut st, "Drop", &[]).status, 400);
         assert_eq!(run(&mut st, GET_COMMITTEE, &[]).status, 400);
         assert_eq!(st, before);
+    }
+
+    /// Found by the attacker review: a front-runner stores the committee's checkpoint in
+    /// another spelling (`+5`, `005`) or padded with signature lines that do not verify, so a
+    /// strict C2SP verifier refuses the anchor and blames the committee.
+    #[test]
+    fn a_front_run_note_in_another_spelling_is_refused_and_junk_lines_are_not_stored() {
+        let l = log(5);
+        let mut st = registered();
+        let honest = String::from_utf8(note_of(&l, 5, &[0, 1])).unwrap();
+        for spelled in [
+            honest.replacen("\n5\n", "\n+5\n", 1),
+            honest.replacen("\n5\n", "\n005\n", 1),
+        ] {
+            assert_ne!(spelled, honest);
+            let r = run(&mut st, ANCHOR, &[spelled.into_bytes()]);
+            assert_eq!(r.status, 400, "{}", r.message);
+        }
+        let mut padded = SignedCheckpoint::from_note(&honest).unwrap();
+        let mut junk = padded.signatures[0].clone();
+        junk.signature = [9; 64];
+        padded.signatures.push(junk);
+        let r = run(&mut st, ANCHOR, &[padded.to_note().into_bytes()]);
+        assert_eq!(r.status, 200, "{}", r.message);
+        let stored = run(&mut st, GET, &[b"o".to_vec(), b"5".to_vec()]);
+        assert_eq!(
+            stored.payload,
+            honest.into_bytes(),
+            "only valid signatures are stored"
+        );
+        // A flood of signature lines costs every endorsing peer a check each: capped.
+        let mut flood = padded.clone();
+        while flood.signatures.len() <= MAX_SIGNATURE_LINES {
+            flood.signatures.push(flood.signatures[0].clone());
+        }
+        let r = run(&mut st, ANCHOR, &[flood.to_note().into_bytes()]);
+        assert_eq!(r.status, 400, "{}", r.message);
+    }
+
+    /// A small-order key verifies a forged signature on any message: a member who registers one
+    /// would let t − 1 others reach t. Refused at registration, as is a repeated key.
+    #[test]
+    fn a_small_order_or_repeated_member_key_is_refused_at_registration() {
+        let mut st = BTreeMap::new();
+        let ids: Vec<_> = keys().iter().map(NodeKey::identity).collect();
+        let mut weak = CommitteeKeys::new(2, &ids);
+        // The identity point, encoded.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        weak.members[2].key = B64.encode(identity);
+        let r = run_as(
+            &mut st,
+            &admin(),
+            REGISTER,
+            &[ORIGIN.into(), serde_json::to_vec(&weak).unwrap()],
+        );
+        assert_eq!(r.status, 400, "{}", r.message);
+        assert!(r.message.contains("weak"), "{}", r.message);
+        let mut repeated = CommitteeKeys::new(2, &ids);
+        repeated.members[2].key = repeated.members[0].key.clone();
+        let r = run_as(
+            &mut st,
+            &admin(),
+            REGISTER,
+            &[ORIGIN.into(), serde_json::to_vec(&repeated).unwrap()],
+        );
+        assert_eq!(r.status, 400, "{}", r.message);
+        assert!(st.is_empty());
+    }
+
+    /// Fabric's NodeOU match is exact: a client certificate whose OU is `Admin` (say, a CA
+    /// affiliation) is no admin.
+    #[test]
+    fn a_client_certificate_with_ou_capital_admin_is_not_an_admin() {
+        let creator = |ou: &str| {
+            let (cert, _) = crate::fabric::sim::issue("Org1MSP", "x", ou).unwrap();
+            pb::SerializedIdentity {
+                mspid: "Org1MSP".into(),
+                id_bytes: cert.into_bytes(),
+            }
+            .encode_to_vec()
+        };
+        assert!(Caller::from_creator(&creator("admin")).unwrap().is_admin);
+        assert!(!Caller::from_creator(&creator("Admin")).unwrap().is_admin);
+        assert!(!Caller::from_creator(&creator("client")).unwrap().is_admin);
+    }
+
+    #[test]
+    fn a_size_zero_note_is_refused() {
+        let mut st = registered();
+        let r = run(&mut st, ANCHOR, &[note_with_root(0, [3; 32], &[0, 1, 2])]);
+        assert_eq!(r.status, 400, "{}", r.message);
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub fn issue_admin_identity(msp: &str, name: &str) -> Result<(String, String), F
     issue(msp, name, "admin")
 }
 
-fn issue(msp: &str, name: &str, ou: &str) -> Result<(String, String), FabricError> {
+pub(crate) fn issue(msp: &str, name: &str, ou: &str) -> Result<(String, String), FabricError> {
     let e = |e: rcgen::Error| FabricError::Identity(format!("issuing a test identity: {e}"));
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(e)?;
     params
