@@ -188,6 +188,7 @@ async fn run_async(cfg: &LedgerBenchConfig) -> anyhow::Result<LedgerBenchReport>
                     query: payload.clone(),
                     cost: charge.clone(),
                     on_behalf_of: String::new(),
+                    idempotency_key: String::new(),
                 });
                 let bytes = sign_entry(&key, origin, s + 1, now_ms(), kind);
                 let t0 = Instant::now();

@@ -447,6 +447,17 @@ pub const DATASET: &str = "federation";
 /// The `SubmitQuery` entry for `compiled` as query `id`, submitted on behalf of `researcher`
 /// and charging the plan's cost against the joint dataset.
 pub fn submit_entry(id: &str, compiled: &Compiled, researcher: &str) -> Kind {
+    keyed_submit_entry(id, compiled, researcher, None)
+}
+
+/// [`submit_entry`] under the researcher's idempotency key, if any: the ledger admits one
+/// query per (researcher, key) (`medtech_ledger::state`, rule 5), so a retry is charged once.
+pub fn keyed_submit_entry(
+    id: &str,
+    compiled: &Compiled,
+    researcher: &str,
+    idempotency_key: Option<&str>,
+) -> Kind {
     Kind::SubmitQuery(pb::SubmitQuery {
         query_id: id.to_owned(),
         // Serialising plain data cannot fail.
@@ -457,6 +468,7 @@ pub fn submit_entry(id: &str, compiled: &Compiled, researcher: &str) -> Kind {
         }
         .encode(),
         on_behalf_of: researcher.into(),
+        idempotency_key: idempotency_key.unwrap_or_default().into(),
     })
 }
 

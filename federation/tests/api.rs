@@ -1759,3 +1759,310 @@ async fn dashboard_shows_pending_changes_and_approves_them() {
     assert!(page(admin1.clone()).await.contains("id=\"no-pending\""));
     w.stop().await;
 }
+
+// ---- Idempotency-Key (issue 28 §1: ε is never spent by accident) ---------------------------
+
+/// A grouped count at ε = 0.5.
+fn grouped(eps: f64) -> Value {
+    json!({ "kind": "grouped_count", "target": "speciality", "epsilon": eps })
+}
+
+/// `POST /api/v1/queries` at `addr` under the `Idempotency-Key` header values `keys`.
+async fn submit_with_keys(addr: SocketAddr, token: &str, keys: &[&str], body: &Value) -> Reply {
+    let b = serde_json::to_vec(body).unwrap();
+    let headers: Vec<(&str, &str)> = keys.iter().map(|k| ("idempotency-key", *k)).collect();
+    client::request_with(
+        addr,
+        "POST",
+        "/api/v1/queries",
+        Some(token),
+        Some("application/json"),
+        &headers,
+        &b,
+    )
+    .await
+    .unwrap()
+}
+
+async fn submit_keyed(addr: SocketAddr, token: &str, key: &str, body: &Value) -> Reply {
+    submit_with_keys(addr, token, &[key], body).await
+}
+
+/// What every running member's ledger state has charged `researcher`, in millionths of ε, once
+/// all of them have applied the same log.
+async fn spent_on_every_member(w: &World, researcher: &str) -> Vec<u64> {
+    let leader = w
+        .fed
+        .ledger
+        .wait_leader(&[], Duration::from_secs(30))
+        .await
+        .unwrap();
+    let size = w.fed.ledger.nodes[&leader].head().unwrap().0;
+    w.fed
+        .ledger
+        .wait_agree(size, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let subject = medtech_noise::Subject::Researcher(researcher.into());
+    w.fed
+        .ledger
+        .nodes
+        .values()
+        .map(|n| {
+            n.read()
+                .unwrap()
+                .state()
+                .budgets()
+                .spent(&subject)
+                .epsilon
+                .0
+        })
+        .collect()
+}
+
+/// How many `SubmitQuery` entries for `researcher` each running member's applied log holds
+/// (call after [`spent_on_every_member`], which waits until the members agree).
+fn submissions_on_every_member(w: &World, researcher: &str) -> Vec<usize> {
+    use medtech_ledger::entry::{Kind, ParsedEntry};
+    w.fed
+        .ledger
+        .nodes
+        .values()
+        .map(|n| {
+            let size = n.head().unwrap().0;
+            n.clone_handle()
+                .entries_from(0, size as usize)
+                .unwrap()
+                .iter()
+                .filter(|b| {
+                    matches!(ParsedEntry::decode(b).unwrap().kind(),
+                        Some(Kind::SubmitQuery(q)) if q.on_behalf_of == researcher)
+                })
+                .count()
+        })
+        .collect()
+}
+
+/// The attack (a failure, really): a researcher's client retries a submission whose response
+/// it lost — a timeout, a 503 after the entry committed, the member it spoke to crashing — and
+/// the retry, a fresh query, is charged again and never refunded. Under one Idempotency-Key the
+/// retry is answered with the first 202 (same id, same body) through any member, also after the
+/// Raft leader is killed and another elected, and every member holds one submission and has
+/// charged it once (all three before the leader change, both survivors after the retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_submission_is_charged_once_on_every_member_across_a_leader_change() {
+    let mut w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "rita", 5.0).await;
+    let rita = sign_in(&w, 0, "rita", &pw).await;
+    let key = "4f9c1c2e-retry-me";
+
+    let first = submit_keyed(w.addr(0), &rita, key, &grouped(0.5)).await;
+    assert_eq!(first.status, 202, "{}", first.json());
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+
+    // The retry reaches another member, whose memory never saw the first request.
+    let again = submit_keyed(w.addr(1), &rita, key, &grouped(0.5)).await;
+    assert_eq!(again.status, 202, "{}", again.json());
+    assert_eq!(again.json(), first.json(), "the original 202");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.header("location"),
+        Some(format!("/api/v1/queries/{id}").as_str())
+    );
+
+    // Every member has charged it once so far.
+    assert_eq!(spent_on_every_member(&w, "rita").await, vec![500_000; 3]);
+
+    // The leader dies; the others elect a new one; the retry goes through a survivor.
+    let leader = w
+        .fed
+        .ledger
+        .wait_leader(&[], Duration::from_secs(30))
+        .await
+        .unwrap();
+    w.fed.ledger.kill(leader).await.unwrap();
+    let new_leader = w
+        .fed
+        .ledger
+        .wait_leader(&[leader], Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_ne!(new_leader, leader);
+    // API server i serves member i (Raft id i + 1).
+    let via = (0..2).find(|i| *i as u64 + 1 != leader).unwrap();
+    let after = submit_keyed(w.addr(via), &rita, key, &grouped(0.5)).await;
+    assert_eq!(after.status, 202, "{}", after.json());
+    assert_eq!(
+        after.json(),
+        first.json(),
+        "the original 202 after the leader change"
+    );
+
+    // Every surviving member holds one submission and charged it once. (The killed member
+    // cannot be restarted in this world: its API server and query loop keep its store open.)
+    let spent = spent_on_every_member(&w, "rita").await;
+    assert_eq!(spent, vec![500_000; 2], "charged once on every member");
+    assert_eq!(submissions_on_every_member(&w, "rita"), vec![1; 2]);
+    let b = call(
+        w.addr(via),
+        "GET",
+        "/api/v1/budget",
+        Some(&rita),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(b["researcher"]["epsilon_spent"], 0.5, "{b}");
+    w.stop().await;
+}
+
+/// The attack: a client reuses one Idempotency-Key for a different query (a bug, or a key
+/// generator that repeats). Answering with the first query would hand it another query's
+/// result; admitting it would make the key mean nothing. It is refused (422
+/// `idempotency_key_reused`, naming the first query) and charges nothing; another researcher's
+/// use of the same key is independent, and malformed keys are 400 before anything is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_with_another_query_is_refused_and_charges_nothing() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "ken", 5.0).await;
+    let ken = sign_in(&w, 0, "ken", &pw).await;
+    let pw = register(&w, 1, &admin_at(&w, 1).await, "kim", 5.0).await;
+    let kim = sign_in(&w, 1, "kim", &pw).await;
+
+    let first = submit_keyed(w.addr(0), &ken, "k-1", &grouped(0.5)).await;
+    assert_eq!(first.status, 202, "{}", first.json());
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    for via in [0, 1] {
+        let other = submit_keyed(w.addr(via), &ken, "k-1", &grouped(0.7)).await;
+        assert_eq!(other.status, 422, "{}", other.json());
+        assert_eq!(code(&other), "idempotency_key_reused");
+        assert_eq!(other.json()["error"]["query_id"], id.as_str());
+        // The same query written differently (key order, whitespace) is the same request.
+        let same = client::request_with(
+            w.addr(via),
+            "POST",
+            "/api/v1/queries",
+            Some(&ken),
+            Some("application/json"),
+            &[("idempotency-key", "k-1")],
+            br#"{ "epsilon": 0.5, "target": "speciality", "kind": "grouped_count" }"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(same.status, 202, "{}", same.json());
+        assert_eq!(same.json()["id"], id.as_str());
+    }
+    // Kim's "k-1" is hers: a new query, charged to her.
+    let kims = submit_keyed(w.addr(1), &kim, "k-1", &grouped(0.7)).await;
+    assert_eq!(kims.status, 202, "{}", kims.json());
+    assert_ne!(kims.json()["id"], id.as_str());
+
+    // Malformed keys: 400, nothing proposed.
+    let long = "x".repeat(256);
+    for keys in [
+        vec![""],
+        vec![long.as_str()],
+        vec!["tab\tinside"],
+        vec!["caf\u{e9}"],
+        vec!["one", "two"],
+    ] {
+        let r = submit_with_keys(w.addr(0), &ken, &keys, &grouped(0.5)).await;
+        assert_eq!(r.status, 400, "{keys:?}: {}", r.json());
+        assert_eq!(code(&r), "invalid_idempotency_key", "{keys:?}");
+    }
+    let max = "~".repeat(255);
+    let r = submit_keyed(w.addr(0), &ken, &max, &grouped(0.25)).await;
+    assert_eq!(r.status, 202, "a 255-byte key is accepted: {}", r.json());
+
+    let spent = spent_on_every_member(&w, "ken").await;
+    assert_eq!(spent, vec![750_000; 3], "0.5 + 0.25, on every member");
+    assert_eq!(spent_on_every_member(&w, "kim").await, vec![700_000; 3]);
+    assert_eq!(submissions_on_every_member(&w, "ken"), vec![2; 3]);
+    w.stop().await;
+}
+
+async fn admin_at(w: &World, i: usize) -> String {
+    client::login(w.addr(i), "admin", ADMIN_PW).await.unwrap()
+}
+
+/// The attack: a client whose request timed out retries at once while the first is still
+/// being proposed — or fires the same request at two members — so two `SubmitQuery` entries
+/// under one key race to the ledger. Neither member's memory knows of the other's; the
+/// ledger's order does: the second entry is rejected, and its requester gets the first one's
+/// 202. One query, one charge, on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_under_one_key_are_charged_once() {
+    let config = ApiConfig {
+        max_queries_in_flight: 16,
+        ..ApiConfig::default()
+    };
+    let w = world(config).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "cora", 5.0).await;
+    let cora = sign_in(&w, 0, "cora", &pw).await;
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (addr, cora) = (w.addr(i % 2), cora.clone());
+            tokio::spawn(async move { submit_keyed(addr, &cora, "same-key", &grouped(0.5)).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut replays = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 202, "{}", r.json());
+        ids.insert(r.json()["id"].as_str().unwrap().to_owned());
+        replays += usize::from(r.header("idempotent-replayed") == Some("true"));
+    }
+    assert_eq!(ids.len(), 1, "one query id for all: {ids:?}");
+    assert_eq!(replays, 5, "one admitted, five answered with it");
+    let spent = spent_on_every_member(&w, "cora").await;
+    assert_eq!(spent, vec![500_000; 3], "charged once on every member");
+    assert_eq!(submissions_on_every_member(&w, "cora"), vec![1; 3]);
+    w.stop().await;
+}
+
+/// The failure: a researcher at their in-flight cap retries a query that was admitted (its
+/// response lost). The retry is not a new query in flight: it must get the original 202, not
+/// 429 — the client would otherwise give up on a query it has paid for, or retry it under a
+/// new key and pay again. A new key at the cap is still 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_an_admitted_key_is_not_refused_by_the_in_flight_cap() {
+    let config = ApiConfig {
+        max_queries_in_flight: 1,
+        ..ApiConfig::default()
+    };
+    let w = world(config).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "cap", 5.0).await;
+    let cap = sign_in(&w, 0, "cap", &pw).await;
+    let first = submit_keyed(w.addr(0), &cap, "paid-for", &grouped(0.5)).await;
+    assert_eq!(first.status, 202, "{}", first.json());
+    // Member 1 sees the researcher at the cap: one open query in its index (held open here,
+    // so the test does not race the query's end).
+    w.fed.indexes[1].write().unwrap().insert(
+        "q-held-open".into(),
+        medtech_federation::node::QueryInfo {
+            id: "q-held-open".into(),
+            researcher: "cap".into(),
+            spec: None,
+            submitted_ms: 0,
+            sequence: 0,
+            contributions: 0,
+            partials: 0,
+            outcome: None,
+            ended_ms: None,
+        },
+    );
+    let new = submit_keyed(w.addr(1), &cap, "another", &grouped(0.5)).await;
+    assert_eq!(new.status, 429, "a new key at the cap: {}", new.json());
+    let retry = submit_keyed(w.addr(1), &cap, "paid-for", &grouped(0.5)).await;
+    assert_eq!(retry.status, 202, "{}", retry.json());
+    assert_eq!(retry.json(), first.json());
+    assert_eq!(spent_on_every_member(&w, "cap").await, vec![500_000; 3]);
+    assert_eq!(submissions_on_every_member(&w, "cap"), vec![1; 3]);
+    w.stop().await;
+}

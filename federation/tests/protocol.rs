@@ -285,6 +285,7 @@ fn a_query_charged_less_than_it_costs_gets_no_contribution() {
         query: serde_json::to_vec(&s).unwrap(),
         cost: cheap.encode(),
         on_behalf_of: "alice".into(),
+        idempotency_key: String::new(),
     });
     assert!(
         c.post(1, forged),
@@ -299,6 +300,7 @@ fn a_query_charged_less_than_it_costs_gets_no_contribution() {
             query: serde_json::to_vec(&s).unwrap(),
             cost: cheap.encode(),
             on_behalf_of: "alice".into(),
+            idempotency_key: String::new(),
         }),
     );
     let share = {
@@ -713,6 +715,7 @@ fn a_query_below_the_floor_posted_by_a_member_gets_no_contribution() {
             query: serde_json::to_vec(&s).unwrap(),
             cost: charge.encode(),
             on_behalf_of: "alice".into(),
+            idempotency_key: String::new(),
         }),
     );
     let share = {

@@ -17,7 +17,13 @@
 //!    is closed once (naming posted contributions and at least `k = n − f` posted noise shares)
 //!    and after that takes no more contributions or noise but partial decryptions, ids are unique, a
 //!    cosignature signs the log's actual root at a size the log has reached, a committee change is
-//!    the next epoch and approved by `t` current members;
+//!    the next epoch and approved by `t` current members; a query submitted under an
+//!    idempotency key (`SubmitQuery.idempotency_key`: printable ASCII, 1 to
+//!    [`MAX_IDEMPOTENCY_KEY_LEN`] bytes) is the only one admitted under that key for its
+//!    researcher — a second `SubmitQuery` naming the same (researcher, key) is rejected before
+//!    its budget is looked at, so a retried submission is charged once
+//!    ([`LedgerState::idempotent_submission`], test
+//!    `a_second_submission_under_a_researchers_idempotency_key_is_rejected`);
 //! 6. what loosens a privacy limit waits for `t` distinct current members: registering a
 //!    researcher, re-enabling a disabled one, raising any component of a budget limit (or a
 //!    researcher's or dataset's first limit). The first member's entry is recorded as a
@@ -62,6 +68,58 @@ use crate::rules::{AppRules, RefuseReleases};
 
 /// Longest id (researcher, query, member name) accepted.
 pub const MAX_ID_LEN: usize = 128;
+
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Domain separator of a submission's request digest ([`request_digest`]).
+pub const IDEMPOTENCY_DOMAIN: &[u8] = b"medtech-ledger/idempotency/v1\0";
+
+/// How the rejection of a `SubmitQuery` whose (researcher, idempotency key) was already used
+/// begins (the API recognises it and answers with the first submission).
+pub const DUPLICATE_IDEMPOTENCY_KEY: &str = "duplicate idempotency key";
+
+/// Checks an idempotency key's shape: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of printable
+/// ASCII (space to `~`).
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(format!(
+            "an idempotency key is 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes, not {}",
+            key.len()
+        ));
+    }
+    if !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err("an idempotency key is printable ASCII (space to '~')".into());
+    }
+    Ok(())
+}
+
+/// The digest that tells whether two submissions under one idempotency key are the same
+/// request: SHA-256 over [`IDEMPOTENCY_DOMAIN`] and the query as the entry carries it
+/// (`SubmitQuery.query`, the application's canonical encoding). The query id, the author and
+/// the timestamp are not part of it: a retry has its own.
+pub fn request_digest(query: &[u8]) -> Hash {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(IDEMPOTENCY_DOMAIN);
+    h.update(query);
+    h.finalize().into()
+}
+
+/// What the ledger keeps of a query submitted under an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotencyRecord {
+    /// The query admitted under the key.
+    pub query_id: String,
+    /// Its [`request_digest`].
+    pub digest: Hash,
+}
+
+/// The book key of (researcher, idempotency key): researcher ids hold no whitespace
+/// ([`check_id`]) and keys no newline ([`check_idempotency_key`]), so it is unambiguous.
+fn idempotency_slot(researcher: &str, key: &str) -> String {
+    format!("{researcher}\n{key}")
+}
 
 /// A committee: members with their signing keys, the threshold, and its epoch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -325,7 +383,8 @@ struct Cosigned {
 /// The derived state of the ledger.
 ///
 /// Everything here is bounded by the number of members, researchers and checkpoints except the
-/// per-query records (the query's progress, and its budget charge), which are kept in
+/// per-query records (the query's progress, its budget charge, and the idempotency key it was
+/// submitted under), which are kept in
 /// [`Book`]s: all in memory for [`LedgerState::new`], at most [`HOT_RECORDS`](crate::book::HOT_RECORDS) each in memory for
 /// [`LedgerState::with_spill`] (a node).
 #[derive(Debug)]
@@ -335,6 +394,7 @@ pub struct LedgerState {
     researchers: BTreeMap<String, Researcher>,
     seqs: BTreeMap<AuthorId, u64>,
     queries: Book<QueryRecord>,
+    idempotency: Book<IdempotencyRecord>,
     cosigned: BTreeMap<u64, Cosigned>,
     budgets: Accountant<Book<ChargeRecord>>,
     pending: BTreeMap<Hash, PendingChange>,
@@ -391,7 +451,14 @@ pub fn change_id(origin: &str, kind: &Kind) -> Hash {
 impl LedgerState {
     /// The state of an empty ledger with its genesis committee, held in memory.
     pub fn new(origin: &str, genesis: CommitteeConfig) -> Result<Self, String> {
-        Self::with_books(origin, genesis, Book::memory(), Book::memory(), None)
+        Self::with_books(
+            origin,
+            genesis,
+            Book::memory(),
+            Book::memory(),
+            Book::memory(),
+            None,
+        )
     }
 
     /// The state of an empty ledger whose per-query records spill to `spill` (a scratch file,
@@ -408,6 +475,7 @@ impl LedgerState {
             genesis,
             Book::spilled(spill.clone(), "queries", hot),
             Book::spilled(spill.clone(), "charges", hot),
+            Book::spilled(spill.clone(), "idempotency", hot),
             Some(spill),
         )
     }
@@ -417,6 +485,7 @@ impl LedgerState {
         genesis: CommitteeConfig,
         queries: Book<QueryRecord>,
         charges: Book<ChargeRecord>,
+        idempotency: Book<IdempotencyRecord>,
         spill: Option<Spill>,
     ) -> Result<Self, String> {
         genesis.validate()?;
@@ -426,6 +495,7 @@ impl LedgerState {
             researchers: BTreeMap::new(),
             seqs: BTreeMap::new(),
             queries,
+            idempotency,
             cosigned: BTreeMap::new(),
             budgets: Accountant::with_book(charges),
             pending: BTreeMap::new(),
@@ -574,6 +644,11 @@ impl LedgerState {
         self.queries.get(id)
     }
 
+    /// The query `researcher` submitted under idempotency key `key`, with its request digest.
+    pub fn idempotent_submission(&self, researcher: &str, key: &str) -> Option<IdempotencyRecord> {
+        self.idempotency.get(&idempotency_slot(researcher, key))
+    }
+
     /// The sequence number `author`'s next entry must carry.
     pub fn next_seq(&self, author: &AuthorId) -> u64 {
         self.seqs.get(author).copied().unwrap_or(0) + 1
@@ -706,6 +781,19 @@ impl LedgerState {
                     Some(r) if r.enabled => {}
                     Some(_) => return Err(format!("researcher {researcher} is disabled")),
                     None => return Err(format!("no registered researcher {researcher:?}")),
+                }
+                // One query per (researcher, idempotency key), decided before the budget: a
+                // retry is refused as a duplicate whatever is left to spend.
+                if !q.idempotency_key.is_empty() {
+                    check_idempotency_key(&q.idempotency_key)?;
+                    let slot = idempotency_slot(&researcher, &q.idempotency_key);
+                    if let Some(first) = self.idempotency.get(&slot) {
+                        return Err(format!(
+                            "{DUPLICATE_IDEMPOTENCY_KEY} for researcher {researcher}: query {} \
+                             was submitted under it",
+                            first.query_id
+                        ));
+                    }
                 }
                 // The budget is charged by this very entry: admitted only if it fits.
                 let charge = QueryCharge::decode(&q.cost)?;
@@ -1026,6 +1114,15 @@ impl LedgerState {
                         cost: charge.cost,
                     });
                 }
+                if !q.idempotency_key.is_empty() {
+                    self.idempotency.insert(
+                        &idempotency_slot(&researcher, &q.idempotency_key),
+                        IdempotencyRecord {
+                            query_id: q.query_id.clone(),
+                            digest: request_digest(&q.query),
+                        },
+                    );
+                }
                 self.queries.insert(
                     &q.query_id,
                     QueryRecord {
@@ -1208,6 +1305,8 @@ mod tests {
         tree: MerkleLog,
         keys: Vec<NodeKey>,
         seqs: Vec<u64>,
+        /// The entries `post` applied, in order.
+        log: Vec<Vec<u8>>,
     }
 
     impl Gov {
@@ -1220,6 +1319,7 @@ mod tests {
                 tree: MerkleLog::new(),
                 keys,
                 seqs: vec![0; 3],
+                log: Vec::new(),
             }
         }
 
@@ -1234,6 +1334,7 @@ mod tests {
             self.seqs[i] += 1;
             self.state.apply(&e, self.tree.size());
             self.tree.append(&bytes);
+            self.log.push(bytes);
             Ok(())
         }
 
@@ -1390,6 +1491,7 @@ mod tests {
                 query: b"{}".to_vec(),
                 cost: charge.encode(),
                 on_behalf_of: "r1".into(),
+                idempotency_key: String::new(),
             }),
         )
         .unwrap();
@@ -1503,6 +1605,7 @@ mod tests {
                 }
                 .encode(),
                 on_behalf_of: "r1".into(),
+                idempotency_key: String::new(),
             })
         };
         let bytes = crate::entry::sign_entry(
@@ -1532,6 +1635,246 @@ mod tests {
         let over = g.post(2, charge("q3", 9_800_000)).unwrap_err();
         assert!(over.contains("budget"), "{over}");
         assert!(g.state.query("q3").is_none());
+    }
+
+    /// A `SubmitQuery` for `researcher` (on whose behalf a member submits) under `key`.
+    fn keyed(id: &str, researcher: &str, key: &str, query: &[u8], micros: u64) -> Kind {
+        Kind::SubmitQuery(pb::SubmitQuery {
+            query_id: id.into(),
+            query: query.to_vec(),
+            cost: crate::budget::QueryCharge {
+                dataset: "d".into(),
+                cost: medtech_noise::Cost {
+                    epsilon: medtech_noise::Micros(micros),
+                    ..medtech_noise::Cost::default()
+                },
+            }
+            .encode(),
+            on_behalf_of: researcher.into(),
+            idempotency_key: key.into(),
+        })
+    }
+
+    fn spent(state: &LedgerState, subject: &str) -> u64 {
+        let s = crate::budget::parse_subject(subject).unwrap();
+        state.budgets().spent(&s).epsilon.0
+    }
+
+    /// The attack: a researcher's request is retried after a lost response (a timeout, a 503
+    /// after the entry committed) — or the same request reaches two members at once — and a
+    /// second `SubmitQuery` under the same idempotency key is proposed. Every member must
+    /// reject it from the replicated state, whoever proposes it and whatever its body, so ε is
+    /// charged once.
+    #[test]
+    fn a_second_submission_under_a_researchers_idempotency_key_is_rejected() {
+        let mut g = with_query("q0");
+        for k in [register("r2"), budget("researcher:r2", 10_000_000)] {
+            g.post(0, k.clone()).unwrap();
+            g.post(1, k).unwrap();
+        }
+        g.post(0, keyed("q1", "r1", "retry-me", b"{\"a\":1}", 100_000))
+            .unwrap();
+        assert_eq!(spent(&g.state, "researcher:r1"), 200_000);
+        let first = g.state.idempotent_submission("r1", "retry-me").unwrap();
+        assert_eq!(first.query_id, "q1");
+        assert_eq!(first.digest, request_digest(b"{\"a\":1}"));
+
+        // The same request again, proposed by another member with a fresh query id: rejected,
+        // naming the first query, and nothing charged.
+        let again = g
+            .post(1, keyed("q2", "r1", "retry-me", b"{\"a\":1}", 100_000))
+            .unwrap_err();
+        assert!(again.starts_with(DUPLICATE_IDEMPOTENCY_KEY), "{again}");
+        assert!(again.contains("query q1"), "{again}");
+        // A different request under the same key: rejected just the same.
+        let other = g
+            .post(2, keyed("q3", "r1", "retry-me", b"{\"a\":2}", 300_000))
+            .unwrap_err();
+        assert!(other.starts_with(DUPLICATE_IDEMPOTENCY_KEY), "{other}");
+        assert!(g.state.query("q2").is_none() && g.state.query("q3").is_none());
+        assert_eq!(spent(&g.state, "researcher:r1"), 200_000, "charged once");
+        assert_eq!(spent(&g.state, "dataset:d"), 200_000);
+
+        // Keys are the researcher's own: r2's "retry-me" is another key, and r1's other keys
+        // (and submissions without a key) are admitted.
+        g.post(0, keyed("q4", "r2", "retry-me", b"{\"a\":1}", 100_000))
+            .unwrap();
+        g.post(0, keyed("q5", "r1", "retry-me-2", b"{\"a\":1}", 100_000))
+            .unwrap();
+        g.post(0, keyed("q6", "r1", "", b"{\"a\":1}", 100_000))
+            .unwrap();
+        g.post(0, keyed("q7", "r1", "", b"{\"a\":1}", 100_000))
+            .unwrap();
+        assert_eq!(spent(&g.state, "researcher:r1"), 500_000);
+        assert_eq!(spent(&g.state, "researcher:r2"), 100_000);
+        assert_eq!(
+            g.state
+                .idempotent_submission("r2", "retry-me")
+                .unwrap()
+                .query_id,
+            "q4"
+        );
+
+        // Replaying the log (an auditor's offline verification, a restarting member) reaches
+        // the same verdicts: V7 of the export replays `check` entry by entry.
+        let mut replay = LedgerState::new("test/gov", committee()).unwrap();
+        let mut tree = MerkleLog::new();
+        for bytes in &g.log {
+            let e = replay.check(bytes, &tree, Verify::Signatures).unwrap();
+            replay.apply(&e, tree.size());
+            tree.append(bytes);
+        }
+        assert_eq!(spent(&replay, "researcher:r1"), 500_000);
+        assert_eq!(
+            replay.idempotent_submission("r1", "retry-me"),
+            g.state.idempotent_submission("r1", "retry-me")
+        );
+    }
+
+    /// A key the API would refuse is refused by the ledger too (an entry proposed by a member
+    /// that skipped the API, or an older build): every member applies the same rule.
+    #[test]
+    fn a_malformed_idempotency_key_is_rejected() {
+        let mut g = with_query("q0");
+        for (i, bad) in [
+            "x".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1),
+            "tab\tkey".into(),
+            "new\nline".into(),
+            "caf\u{e9}".into(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let err = g
+                .post(0, keyed(&format!("q{}", i + 1), "r1", &bad, b"{}", 1))
+                .unwrap_err();
+            assert!(err.contains("idempotency key"), "{bad:?}: {err}");
+        }
+        g.post(
+            0,
+            keyed("q9", "r1", &"~".repeat(MAX_IDEMPOTENCY_KEY_LEN), b"{}", 1),
+        )
+        .unwrap();
+        g.post(0, keyed("q10", "r1", "a key with spaces", b"{}", 1))
+            .unwrap();
+    }
+
+    /// The idempotency records are per-query records: a node keeps them in a spilled book, and
+    /// a key whose record has left memory still refuses a retry.
+    #[test]
+    fn an_idempotency_key_spilled_to_disk_still_refuses_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::create(&dir.path().join("spill.redb")).unwrap();
+        let mut g = with_query("q0");
+        g.state = LedgerState::with_spill("test/gov", committee(), spill, 2).unwrap();
+        g.tree = MerkleLog::new();
+        g.seqs = vec![0; 3];
+        for k in [
+            register("r1"),
+            budget("researcher:r1", 10_000_000),
+            budget("dataset:d", 10_000_000),
+        ] {
+            g.post(0, k.clone()).unwrap();
+            g.post(1, k).unwrap();
+        }
+        for i in 0..8 {
+            g.post(0, keyed(&format!("q{i}"), "r1", &format!("k{i}"), b"{}", 1))
+                .unwrap();
+        }
+        assert!(g.state.storage_fault().is_none());
+        let err = g
+            .post(1, keyed("q-retry", "r1", "k0", b"{}", 1))
+            .unwrap_err();
+        assert!(err.contains("query q0"), "{err}");
+        assert_eq!(spent(&g.state, "researcher:r1"), 8);
+    }
+
+    /// The attack: a relay (a member, a proxy) swaps the idempotency key of a researcher's
+    /// signed submission, to have a retry charged again. The key is a field of the signed
+    /// body: the swapped entry no longer verifies.
+    #[test]
+    fn a_researcher_signed_submission_cannot_have_its_idempotency_key_swapped() {
+        let mut g = with_query("q0");
+        let alice = crate::entry::ResearcherKey::from_secret_bytes("alice", &[7; 32]);
+        let reg = Kind::RegisterResearcher(pb::RegisterResearcher {
+            researcher_id: "alice".into(),
+            display_name: "alice".into(),
+            public_key: alice.public_key().as_bytes().to_vec(),
+        });
+        g.post(0, reg.clone()).unwrap();
+        g.post(1, reg).unwrap();
+        g.post(0, budget("researcher:alice", 10_000_000)).unwrap();
+        g.post(1, budget("researcher:alice", 10_000_000)).unwrap();
+        let bytes = crate::entry::sign_entry(
+            &alice,
+            "test/gov",
+            1,
+            0,
+            keyed("qa", "alice", "k-1", b"{}", 1),
+        );
+        let mut signed = pb::SignedEntry::decode(bytes.as_slice()).unwrap();
+        let mut body = pb::EntryBody::decode(signed.body.as_slice()).unwrap();
+        if let Some(Kind::SubmitQuery(q)) = &mut body.kind {
+            q.idempotency_key = "k-2".into();
+        }
+        signed.body = body.encode_to_vec();
+        let swapped = signed.encode_to_vec();
+        let err = g
+            .state
+            .check(&swapped, &g.tree, Verify::Signatures)
+            .unwrap_err();
+        assert!(err.reason.contains("signature"), "{err}");
+        // The genuine entry is admitted under alice's key.
+        let e = g.state.check(&bytes, &g.tree, Verify::Signatures).unwrap();
+        g.state.apply(&e, g.tree.size());
+        assert_eq!(
+            g.state
+                .idempotent_submission("alice", "k-1")
+                .unwrap()
+                .query_id,
+            "qa"
+        );
+    }
+
+    /// `SubmitQuery` as it was before idempotency keys (fields 1–4).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct SubmitQueryV0 {
+        #[prost(string, tag = "1")]
+        query_id: String,
+        #[prost(bytes = "vec", tag = "2")]
+        query: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        cost: Vec<u8>,
+        #[prost(string, tag = "4")]
+        on_behalf_of: String,
+    }
+
+    /// Entries written before the field existed must still decode (the signatures cover their
+    /// bytes as they are), and an entry without a key must be byte-for-byte what the old
+    /// build wrote, so old and new members agree on every existing ledger.
+    #[test]
+    fn a_submission_written_before_idempotency_keys_decodes_and_encodes_unchanged() {
+        let old = SubmitQueryV0 {
+            query_id: "q1".into(),
+            query: b"{}".to_vec(),
+            cost: b"{\"dataset\":\"d\"}".to_vec(),
+            on_behalf_of: "r1".into(),
+        };
+        let bytes = old.encode_to_vec();
+        let new = pb::SubmitQuery::decode(bytes.as_slice()).unwrap();
+        assert_eq!(new.idempotency_key, "", "no key");
+        assert_eq!(
+            new.encode_to_vec(),
+            bytes,
+            "a keyless entry encodes as before"
+        );
+        // An old build reading a keyed entry sees the same query (the unknown field is skipped).
+        let keyed = pb::SubmitQuery {
+            idempotency_key: "k".into(),
+            ..new
+        };
+        let seen_by_old = SubmitQueryV0::decode(keyed.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(seen_by_old, old);
     }
 
     /// Without application rules the ledger cannot verify a release, so it refuses every one.

@@ -102,6 +102,7 @@ fn query(r: &impl EntrySigner, seq: u64, id: &str, cost: Vec<u8>) -> Vec<u8> {
             query: b"{}".to_vec(),
             cost,
             on_behalf_of: String::new(),
+            idempotency_key: String::new(),
         }),
     )
 }

@@ -140,6 +140,7 @@ async fn the_state_machine_rejects_bad_entries_without_halting() {
             query: b"count".to_vec(),
             cost: small_charge(),
             on_behalf_of: String::new(),
+            idempotency_key: String::new(),
         })
     };
     let good = sign_entry(&researcher, ORIGIN, 1, 0, query("q1"));
@@ -243,6 +244,7 @@ async fn an_export_from_a_live_committee_verifies_offline() {
         query: vec![1],
         cost: small_charge(),
         on_behalf_of: String::new(),
+        idempotency_key: String::new(),
     });
     c.nodes[&2]
         .propose(sign_entry(&researcher, ORIGIN, 1, 0, q))

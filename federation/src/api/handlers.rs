@@ -26,7 +26,7 @@ use super::auth::{self, Role};
 use super::{parse_json, read_body, ApiError, ApiState};
 use crate::data::ingest::{self, Format};
 use crate::node::QueryInfo;
-use crate::protocol::{budget_entry, submit_entry, Outcome, DATASET};
+use crate::protocol::{budget_entry, keyed_submit_entry, Outcome, DATASET};
 
 type S = State<Arc<ApiState>>;
 type ApiResult = Result<Response, ApiError>;
@@ -410,6 +410,30 @@ pub(crate) fn interface_json(api: &ApiState) -> Value {
     })
 }
 
+/// The request header naming a submission's idempotency key.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The response header set when a submission is answered with an earlier one's 202.
+pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The `Idempotency-Key` of a request, if it gives one: printable ASCII, 1 to 255 bytes
+/// (`medtech_ledger::state::check_idempotency_key`, the rule every member's ledger applies),
+/// given once; 400 `invalid_idempotency_key` otherwise.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let bad = |why: String| ApiError::bad_request("invalid_idempotency_key", why);
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(bad("give at most one Idempotency-Key header".into()));
+    }
+    let key = std::str::from_utf8(v.as_bytes())
+        .map_err(|_| bad("an idempotency key is printable ASCII".into()))?;
+    medtech_ledger::state::check_idempotency_key(key).map_err(bad)?;
+    Ok(Some(key.to_owned()))
+}
+
 /// Submits `spec` for `user` through this member's ledger node: returns the query id, its
 /// sequence number and ε.
 pub(crate) async fn submit_core(
@@ -417,6 +441,21 @@ pub(crate) async fn submit_core(
     user: &auth::Claims,
     spec: crate::query::QuerySpec,
 ) -> Result<Value, ApiError> {
+    submit_keyed(api, user, spec, None).await.map(|(v, _)| v)
+}
+
+/// [`submit_core`] under an idempotency key: the ledger admits one query per (researcher, key)
+/// (`medtech_ledger::state`, rule 5), so a repeat of an admitted request is answered with the
+/// first one's body (and `true`: a replay) without proposing or charging anything, and a
+/// different request under a used key is refused (422 `idempotency_key_reused`). What is
+/// compared is the ledger's digest of the query as the entry would carry it (the canonical
+/// query spec), looked up in this member's replicated ledger state.
+pub(crate) async fn submit_keyed(
+    api: &ApiState,
+    user: &auth::Claims,
+    spec: crate::query::QuerySpec,
+    key: Option<&str>,
+) -> Result<(Value, bool), ApiError> {
     let compiled = api
         .view
         .compile_query(spec)
@@ -431,18 +470,65 @@ pub(crate) async fn submit_core(
     let mut id = [0u8; 8];
     OsRng.fill_bytes(&mut id);
     let id = format!("q-{}", hex::encode(id));
+    let entry = keyed_submit_entry(&id, &compiled, &user.sub, key);
+    let epsilon = compiled.plan.cost.epsilon.0 as f64 / 1e6;
+    let keyed = match (key, &entry) {
+        (Some(k), Kind::SubmitQuery(q)) => {
+            Some((k, medtech_ledger::state::request_digest(&q.query)))
+        }
+        _ => None,
+    };
+    let first = |api: &ApiState| -> Result<Option<Value>, ApiError> {
+        match &keyed {
+            Some((k, digest)) => first_submission(api, &user.sub, k, digest, epsilon),
+            None => Ok(None),
+        }
+    };
+    let seen = |s: &medtech_ledger::state::LedgerState| {
+        keyed
+            .as_ref()
+            .is_some_and(|(k, _)| s.idempotent_submission(&user.sub, k).is_some())
+    };
+    // A repeat of a request this member has applied: the first answer, nothing proposed.
+    if let Some(v) = first(api)? {
+        return Ok((v, true));
+    }
     // At most `max_queries_in_flight` open queries per researcher (issue 24 §4).
-    let reservation = api.reserve_query(&user.sub, &id)?;
-    let receipt = api
-        .node
-        .propose_own(submit_entry(&id, &compiled, &user.sub))
-        .await?;
+    let reservation = match api.reserve_query(&user.sub, &id) {
+        Ok(r) => r,
+        // A repeat admitted through another member, not applied here yet, is not a new query
+        // in flight: answer it rather than 429.
+        Err(e) if keyed.is_some() => {
+            if api.caught_up(seen).await? {
+                if let Some(v) = first(api)? {
+                    return Ok((v, true));
+                }
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let receipt = api.node.propose_own(entry).await?;
     if receipt.rejection.is_none() {
         reservation.admitted();
     } else {
         drop(reservation);
     }
     if let Some(why) = receipt.rejection {
+        if keyed.is_some() && why.contains(medtech_ledger::state::DUPLICATE_IDEMPOTENCY_KEY) {
+            // A submission under the same key was admitted first (a concurrent repeat): the
+            // ledger refused this one, nothing was charged; answer with the first, which the
+            // ledger has committed and this member applies in a moment.
+            if applied(api, seen).await? {
+                if let Some(v) = first(api)? {
+                    return Ok((v, true));
+                }
+            }
+            return Err(ApiError::unavailable(
+                "a submission under this idempotency key was admitted but this member has not \
+                 applied it yet: retry with the same key",
+            ));
+        }
         api.metrics.queries_refused.fetch_add(1, Ordering::Relaxed);
         let (status, code) = if why.contains("budget") {
             (StatusCode::FORBIDDEN, "budget_exceeded")
@@ -455,25 +541,96 @@ pub(crate) async fn submit_core(
         .queries_submitted
         .fetch_add(1, Ordering::Relaxed);
     tracing::info!(target: "medtech::api", query = %id, researcher = %user.sub, "query admitted");
-    Ok(json!({
+    Ok((submitted_json(&id, receipt.sequence, epsilon), false))
+}
+
+/// Waits until this member's applied state shows `seen`, for at most
+/// [`COMMITTED_APPLY_WAIT`]: for what the ledger has already committed (a rejection named it),
+/// which a follower applies a moment after the leader. Woken by each applied entry.
+async fn applied(
+    api: &ApiState,
+    seen: impl Fn(&medtech_ledger::state::LedgerState) -> bool,
+) -> Result<bool, ApiError> {
+    let now = |api: &ApiState| -> Result<bool, ApiError> { Ok(seen(api.node.read()?.state())) };
+    let mut size = api.node.applied_size();
+    let deadline = tokio::time::Instant::now() + COMMITTED_APPLY_WAIT;
+    loop {
+        if now(api)? {
+            return Ok(true);
+        }
+        match tokio::time::timeout_at(deadline, size.changed()).await {
+            Ok(Ok(())) => {}
+            // The deadline passed, or the node stopped.
+            _ => return now(api),
+        }
+    }
+}
+
+/// How long [`applied`] waits for this member to apply what the ledger committed.
+const COMMITTED_APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// The 202 body of an admitted submission.
+fn submitted_json(id: &str, sequence: Option<u64>, epsilon: f64) -> Value {
+    json!({
         "id": id,
         "status": "pending",
-        "sequence": receipt.sequence,
-        "epsilon": compiled.plan.cost.epsilon.0 as f64 / 1e6,
-    }))
+        "sequence": sequence,
+        "epsilon": epsilon,
+    })
+}
+
+/// The answer to a submission under `key` that `researcher` already made, from this member's
+/// ledger state: `None` if there is none; the first submission's 202 body if the request is
+/// the same (`digest`); 422 `idempotency_key_reused` if it is not.
+fn first_submission(
+    api: &ApiState,
+    researcher: &str,
+    key: &str,
+    digest: &medtech_ledger::merkle::Hash,
+    epsilon: f64,
+) -> Result<Option<Value>, ApiError> {
+    let l = api.node.read()?;
+    let Some(first) = l.state().idempotent_submission(researcher, key) else {
+        return Ok(None);
+    };
+    if first.digest != *digest {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!(
+                "this Idempotency-Key was used for another query ({}): use a new key for a new \
+                 query; nothing was charged",
+                first.query_id
+            ),
+        )
+        .with_detail("query_id", json!(first.query_id)));
+    }
+    let sequence = l.state().query(&first.query_id).map(|q| q.submitted_at);
+    Ok(Some(submitted_json(&first.query_id, sequence, epsilon)))
 }
 
 async fn submit(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
     let user = api.user(&headers, &[Role::Researcher])?;
+    let key = idempotency_key(&headers)?;
     let spec = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
-    let v = submit_core(&api, &user, spec).await?;
+    let (v, replayed) = submit_keyed(&api, &user, spec, key.as_deref()).await?;
+    if replayed {
+        api.metrics.queries_replayed.fetch_add(1, Ordering::Relaxed);
+    }
     let location = format!("/api/v1/queries/{}", v["id"].as_str().unwrap_or_default());
-    Ok((
+    let mut r = (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
         Json(v),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        r.headers_mut().insert(
+            IDEMPOTENT_REPLAYED,
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(r)
 }
 
 /// A query as the API shows it to `user`.
@@ -1470,6 +1627,7 @@ fn kind_json(kind: &Kind) -> (&'static str, Value) {
             json!({
                 "query_id": q.query_id,
                 "on_behalf_of": q.on_behalf_of,
+                "idempotency_key": (!q.idempotency_key.is_empty()).then_some(&q.idempotency_key),
                 "query": serde_json::from_slice::<Value>(&q.query).unwrap_or(Value::Null),
                 "cost": String::from_utf8_lossy(&q.cost),
             }),

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub queries_submitted: AtomicU64,
     /// Queries this node's API saw refused by the ledger (over budget, disabled, ...).
     pub queries_refused: AtomicU64,
+    /// Submissions answered with an earlier submission under the same Idempotency-Key
+    /// (nothing proposed, nothing charged).
+    pub queries_replayed: AtomicU64,
     /// Device records accepted by uploads to this node.
     pub records_ingested: AtomicU64,
     /// Device records refused by uploads to this node.
@@ -121,6 +124,11 @@ impl Metrics {
                 "medtech_queries_refused_total",
                 "Queries refused by the ledger at this node.",
                 &self.queries_refused,
+            ),
+            (
+                "medtech_queries_replayed_total",
+                "Submissions answered with an earlier one under the same Idempotency-Key.",
+                &self.queries_replayed,
             ),
             (
                 "medtech_records_ingested_total",

@@ -19,6 +19,8 @@ pub struct Endpoint {
     pub body: Option<&'static str>,
     /// Query parameters: (name, description).
     pub params: &'static [(&'static str, &'static str)],
+    /// Optional request headers: (name, description).
+    pub headers: &'static [(&'static str, &'static str)],
     /// Success status.
     pub ok: u16,
 }
@@ -31,41 +33,46 @@ const RAA: &[&str] = &["researcher", "admin", "auditor"];
 const STAFF: &[&str] = &["admin", "operator", "auditor"];
 const ALL: &[&str] = &["admin", "researcher", "operator", "auditor"];
 
+/// The `Idempotency-Key` request header of `POST /api/v1/queries`.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+const IDEMPOTENCY_KEY_DOC: &str = "Your key for this submission (printable ASCII, 1 to 255 bytes; 400 invalid_idempotency_key otherwise), e.g. a fresh UUID per query, reused only to retry it after a timeout or a 5xx. The ledger admits one query per (researcher, key), so a retry through any member, after a leader change too, is charged once.";
+
 /// Every endpoint.
 pub const ENDPOINTS: &[Endpoint] = &[
-    Endpoint { method: "get", path: "/health", summary: "Liveness: the process answers.", roles: &[], body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/ready", summary: "Readiness: the member knows a Raft leader and reads its ledger (503 otherwise).", roles: &[], body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/metrics", summary: "Prometheus metrics (a session token of an admin or operator, or the node's static metrics token).", roles: &["admin", "operator"], body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/openapi.json", summary: "This document.", roles: &[], body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/login", summary: "Sign in; returns a short-lived bearer token accepted by every committee member. Rate-limited per client address (from `X-Forwarded-For` only when the peer is one of the node's `trusted_proxies`), per address and username, and for everyone; a few password hashes run at once, the rest wait. The token of an account whose password was generated (`must_change_password`) is good only for POST /api/v1/password and GET /api/v1/me (403 password_change_required elsewhere).", roles: &[], body: Some("Login"), params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/password", summary: "Change your password (on the member that holds your account). Returns a new token; that member refuses every token issued before the change (other members accept them until they expire).", roles: ALL, body: Some("ChangePassword"), params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/me", summary: "Who the token says you are.", roles: ALL, body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/interface", summary: "The query interface: kinds, allowed targets, filter fields and their operators, public bin lists, clamp ranges, ε cap.", roles: ALL, body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/queries", summary: "Submit a query. The ledger charges your budget in the entry that admits it (403 budget_exceeded if it does not fit); the committee answers it asynchronously. An ε below the smallest whose noise can be proven within its bound is refused before anything is charged (422 epsilon_below_floor; the error's min_epsilon names the smallest ε accepted for that kind and target). At most max_queries_in_flight (default 4) of your queries may be open at once: beyond, 429 too_many_queries_in_flight with Retry-After, nothing charged.", roles: R, body: Some("QuerySpec"), params: &[], ok: 202 },
-    Endpoint { method: "get", path: "/api/v1/queries", summary: "Query history, newest first (researchers see their own).", roles: RAA, body: None, params: &[("status", "pending, released or failed"), ("researcher", "only this researcher's"), ("limit", "at most this many (default 100, max 1000)")], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/queries/export", summary: "Query history as a JSON or CSV download.", roles: AA, body: None, params: &[("format", "json (default) or csv"), ("status", "pending, released or failed"), ("researcher", "only this researcher's")], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/queries/{id}", summary: "One query: status, and once released the noisy result with its confidence intervals and who contributed. A researcher sees, of the queries decrypted together with it (`bundle`), only their own. An id not on the ledger, or not yours, is 404 at once whatever `wait`.", roles: RAA, body: None, params: &[("wait", "wait up to this many seconds (max 60) for the query to end")], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/budget", summary: "Your ε budget and the dataset's: limit, spent, remaining.", roles: R, body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/researchers", summary: "Register a researcher: a ledger identity, a budget, and an account here with a generated password (shown once). The registration and a first or raised budget wait for t members to approve (GET /api/v1/changes/pending). For admins signed in at this member (403 not_local_admin otherwise).", roles: A, body: Some("NewResearcher"), params: &[], ok: 201 },
-    Endpoint { method: "get", path: "/api/v1/researchers", summary: "Every researcher on the ledger with status and budget.", roles: AA, body: None, params: &[], ok: 200 },
-    Endpoint { method: "patch", path: "/api/v1/researchers/{id}", summary: "Enable or disable a researcher (on the ledger: every member), change their budget or details. Details (name, e-mail, affiliation) change only on the member holding the account, by its admins (409 not_local elsewhere); an empty change is 400 nothing_to_change. Answers with what is now recorded.", roles: A, body: Some("ResearcherUpdate"), params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/accounts", summary: "Create an admin, operator or auditor account on this member (generated password, shown once). For admins signed in at this member (403 not_local_admin otherwise).", roles: A, body: Some("NewAccount"), params: &[], ok: 201 },
-    Endpoint { method: "get", path: "/api/v1/accounts", summary: "Accounts on this member. For admins signed in at this member.", roles: A, body: None, params: &[], ok: 200 },
-    Endpoint { method: "put", path: "/api/v1/budgets/{subject}", summary: "Set the ε limit of researcher:<id>, dataset:<id> or global (a ledger entry; limits never un-spend). Lowering applies at once; raising waits for t members (GET /api/v1/changes/pending). The researcher must be registered (404) and the dataset the federation's (422 unknown_dataset).", roles: A, body: Some("BudgetLimit"), params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/committee", summary: "The committee: members, endpoints, replication, leader, ledger head, latest cosigned checkpoint, key fingerprint.", roles: STAFF, body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/committee/config", summary: "The committee as applied on the ledger, encoded (medtech.ledger.v1.Committee, hex), with its origin and epoch: what `medtech committee propose` edits.", roles: STAFF, body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/committee/changes", summary: "Propose a committee change (a `medtech committee` change file): the next committee with the approvals of at least t current members. Checked against the applied committee (409 refused_by_ledger with the reason) and again by the ledger.", roles: A, body: Some("CommitteeChange"), params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/changes/pending", summary: "Changes to privacy limits waiting for t members (a researcher registered, a limit raised, a researcher re-enabled): each with its id, who approved it, who has not, and how many approvals it still needs.", roles: STAFF, body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/changes/{id}/approve", summary: "Approve a pending change as this member (it posts the identical change, signed by this member); the t-th approval applies it. 404 if no such change is pending.", roles: A, body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/devices", summary: "Upload devices to this hospital's store (JSON array, NDJSON, CSV, or protobuf DeviceBatch by Content-Type). Valid records are stored (same UDI: updated), invalid ones reported one by one; an unreadable upload changes nothing. Only this member's own operators (403 not_this_hospital) and only records of this hospital (others refused one by one). UDIs are trimmed and upper-cased, whatever the format.", roles: O, body: Some("DeviceUpload"), params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/devices/stats", summary: "How many devices this hospital holds.", roles: &["admin", "operator"], body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/ledger/head", summary: "Size and Merkle root of this member's applied ledger.", roles: ALL, body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/ledger/entries", summary: "Ledger entries with their signed bytes and leaf hashes.", roles: AA, body: None, params: &[("from", "first sequence number (default 0)"), ("limit", "at most this many (default 100, max 1000)"), ("kind", "only entries of this kind (e.g. submit_query, misbehaviour)")], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/ledger/entries/{seq}/proof", summary: "RFC 6962 inclusion proof of an entry in the tree of a given size.", roles: AA, body: None, params: &[("size", "tree size (default: current)")], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/ledger/consistency", summary: "RFC 6962 consistency proof between two tree sizes.", roles: AA, body: None, params: &[("old", "older tree size (required)"), ("new", "newer tree size (default: current)")], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/ledger/checkpoint", summary: "The latest checkpoint cosigned by t members, as a C2SP signed note.", roles: ALL, body: None, params: &[], ok: 200 },
-    Endpoint { method: "get", path: "/api/v1/ledger/export", summary: "The whole ledger as one file for offline verification (`medtech ledger verify`).", roles: AA, body: None, params: &[], ok: 200 },
-    Endpoint { method: "post", path: "/api/v1/ledger/verify", summary: "Run the offline verifier over this member's export and return its report.", roles: AA, body: None, params: &[], ok: 200 },
+    Endpoint { method: "get", path: "/health", summary: "Liveness: the process answers.", roles: &[], body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/ready", summary: "Readiness: the member knows a Raft leader and reads its ledger (503 otherwise).", roles: &[], body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/metrics", summary: "Prometheus metrics (a session token of an admin or operator, or the node's static metrics token).", roles: &["admin", "operator"], body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/openapi.json", summary: "This document.", roles: &[], body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/login", summary: "Sign in; returns a short-lived bearer token accepted by every committee member. Rate-limited per client address (from `X-Forwarded-For` only when the peer is one of the node's `trusted_proxies`), per address and username, and for everyone; a few password hashes run at once, the rest wait. The token of an account whose password was generated (`must_change_password`) is good only for POST /api/v1/password and GET /api/v1/me (403 password_change_required elsewhere).", roles: &[], body: Some("Login"), params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/password", summary: "Change your password (on the member that holds your account). Returns a new token; that member refuses every token issued before the change (other members accept them until they expire).", roles: ALL, body: Some("ChangePassword"), params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/me", summary: "Who the token says you are.", roles: ALL, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/interface", summary: "The query interface: kinds, allowed targets, filter fields and their operators, public bin lists, clamp ranges, ε cap.", roles: ALL, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/queries", summary: "Submit a query. The ledger charges your budget in the entry that admits it (403 budget_exceeded if it does not fit); the committee answers it asynchronously. An ε below the smallest whose noise can be proven within its bound is refused before anything is charged (422 epsilon_below_floor; the error's min_epsilon names the smallest ε accepted for that kind and target). At most max_queries_in_flight (default 4) of your queries may be open at once: beyond, 429 too_many_queries_in_flight with Retry-After, nothing charged. With an Idempotency-Key, a retry is charged once: a repeat of an admitted request under the same key is answered with the first 202 (same id, header Idempotent-Replayed: true), never 429, and a different request under a used key is 422 idempotency_key_reused; keys are yours alone (every member de-duplicates them from the ledger).", roles: R, body: Some("QuerySpec"), params: &[], headers: &[(IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_DOC)], ok: 202 },
+    Endpoint { method: "get", path: "/api/v1/queries", summary: "Query history, newest first (researchers see their own).", roles: RAA, body: None, params: &[("status", "pending, released or failed"), ("researcher", "only this researcher's"), ("limit", "at most this many (default 100, max 1000)")], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/queries/export", summary: "Query history as a JSON or CSV download.", roles: AA, body: None, params: &[("format", "json (default) or csv"), ("status", "pending, released or failed"), ("researcher", "only this researcher's")], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/queries/{id}", summary: "One query: status, and once released the noisy result with its confidence intervals and who contributed. A researcher sees, of the queries decrypted together with it (`bundle`), only their own. An id not on the ledger, or not yours, is 404 at once whatever `wait`.", roles: RAA, body: None, params: &[("wait", "wait up to this many seconds (max 60) for the query to end")], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/budget", summary: "Your ε budget and the dataset's: limit, spent, remaining.", roles: R, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/researchers", summary: "Register a researcher: a ledger identity, a budget, and an account here with a generated password (shown once). The registration and a first or raised budget wait for t members to approve (GET /api/v1/changes/pending). For admins signed in at this member (403 not_local_admin otherwise).", roles: A, body: Some("NewResearcher"), params: &[], headers: &[], ok: 201 },
+    Endpoint { method: "get", path: "/api/v1/researchers", summary: "Every researcher on the ledger with status and budget.", roles: AA, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "patch", path: "/api/v1/researchers/{id}", summary: "Enable or disable a researcher (on the ledger: every member), change their budget or details. Details (name, e-mail, affiliation) change only on the member holding the account, by its admins (409 not_local elsewhere); an empty change is 400 nothing_to_change. Answers with what is now recorded.", roles: A, body: Some("ResearcherUpdate"), params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/accounts", summary: "Create an admin, operator or auditor account on this member (generated password, shown once). For admins signed in at this member (403 not_local_admin otherwise).", roles: A, body: Some("NewAccount"), params: &[], headers: &[], ok: 201 },
+    Endpoint { method: "get", path: "/api/v1/accounts", summary: "Accounts on this member. For admins signed in at this member.", roles: A, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "put", path: "/api/v1/budgets/{subject}", summary: "Set the ε limit of researcher:<id>, dataset:<id> or global (a ledger entry; limits never un-spend). Lowering applies at once; raising waits for t members (GET /api/v1/changes/pending). The researcher must be registered (404) and the dataset the federation's (422 unknown_dataset).", roles: A, body: Some("BudgetLimit"), params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/committee", summary: "The committee: members, endpoints, replication, leader, ledger head, latest cosigned checkpoint, key fingerprint.", roles: STAFF, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/committee/config", summary: "The committee as applied on the ledger, encoded (medtech.ledger.v1.Committee, hex), with its origin and epoch: what `medtech committee propose` edits.", roles: STAFF, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/committee/changes", summary: "Propose a committee change (a `medtech committee` change file): the next committee with the approvals of at least t current members. Checked against the applied committee (409 refused_by_ledger with the reason) and again by the ledger.", roles: A, body: Some("CommitteeChange"), params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/changes/pending", summary: "Changes to privacy limits waiting for t members (a researcher registered, a limit raised, a researcher re-enabled): each with its id, who approved it, who has not, and how many approvals it still needs.", roles: STAFF, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/changes/{id}/approve", summary: "Approve a pending change as this member (it posts the identical change, signed by this member); the t-th approval applies it. 404 if no such change is pending.", roles: A, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/devices", summary: "Upload devices to this hospital's store (JSON array, NDJSON, CSV, or protobuf DeviceBatch by Content-Type). Valid records are stored (same UDI: updated), invalid ones reported one by one; an unreadable upload changes nothing. Only this member's own operators (403 not_this_hospital) and only records of this hospital (others refused one by one). UDIs are trimmed and upper-cased, whatever the format.", roles: O, body: Some("DeviceUpload"), params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/devices/stats", summary: "How many devices this hospital holds.", roles: &["admin", "operator"], body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/head", summary: "Size and Merkle root of this member's applied ledger.", roles: ALL, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/entries", summary: "Ledger entries with their signed bytes and leaf hashes.", roles: AA, body: None, params: &[("from", "first sequence number (default 0)"), ("limit", "at most this many (default 100, max 1000)"), ("kind", "only entries of this kind (e.g. submit_query, misbehaviour)")], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/entries/{seq}/proof", summary: "RFC 6962 inclusion proof of an entry in the tree of a given size.", roles: AA, body: None, params: &[("size", "tree size (default: current)")], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/consistency", summary: "RFC 6962 consistency proof between two tree sizes.", roles: AA, body: None, params: &[("old", "older tree size (required)"), ("new", "newer tree size (default: current)")], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/checkpoint", summary: "The latest checkpoint cosigned by t members, as a C2SP signed note.", roles: ALL, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "get", path: "/api/v1/ledger/export", summary: "The whole ledger as one file for offline verification (`medtech ledger verify`).", roles: AA, body: None, params: &[], headers: &[], ok: 200 },
+    Endpoint { method: "post", path: "/api/v1/ledger/verify", summary: "Run the offline verifier over this member's export and return its report.", roles: AA, body: None, params: &[], headers: &[], ok: 200 },
 ];
 
 fn schemas() -> Value {
@@ -140,6 +147,7 @@ pub fn document() -> Value {
             .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
         params.extend(e.params.iter().map(|(n, d)| json!({ "name": n, "in": "query", "required": false, "description": d, "schema": { "type": "string" } })));
+        params.extend(e.headers.iter().map(|(n, d)| json!({ "name": n, "in": "header", "required": false, "description": d, "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$" } })));
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
         }
@@ -226,7 +234,7 @@ pub fn markdown() -> String {
     s.push_str("\n## Parameters and bodies\n\n");
     for e in ENDPOINTS
         .iter()
-        .filter(|e| e.body.is_some() || !e.params.is_empty())
+        .filter(|e| e.body.is_some() || !e.params.is_empty() || !e.headers.is_empty())
     {
         s.push_str(&format!("### {} `{}`\n\n", e.method.to_uppercase(), e.path));
         if let Some(b) = e.body {
@@ -237,7 +245,10 @@ pub fn markdown() -> String {
         for (n, d) in e.params {
             s.push_str(&format!("- `{n}`: {d}\n"));
         }
-        if !e.params.is_empty() {
+        for (n, d) in e.headers {
+            s.push_str(&format!("- header `{n}`: {d}\n"));
+        }
+        if !e.params.is_empty() || !e.headers.is_empty() {
             s.push('\n');
         }
     }
@@ -245,8 +256,9 @@ pub fn markdown() -> String {
         "## Example\n\n```sh\n\
          TOKEN=$(curl -s -X POST localhost:8080/api/v1/login -H 'content-type: application/json' \\\n  \
          -d '{\"username\":\"researcher\",\"password\":\"…\"}' | jq -r .token)\n\
+         KEY=$(cat /proc/sys/kernel/random/uuid)  # reuse it only to retry this query\n\
          curl -s -X POST localhost:8080/api/v1/queries -H \"authorization: Bearer $TOKEN\" \\\n  \
-         -H 'content-type: application/json' \\\n  \
+         -H \"idempotency-key: $KEY\" -H 'content-type: application/json' \\\n  \
          -d '{\"kind\":\"grouped_count\",\"target\":\"speciality\",\"filters\":[{\"field\":\"device_type\",\"op\":\"equals\",\"value\":\"Pacemaker\"}],\"epsilon\":0.5}'\n\
          curl -s \"localhost:8080/api/v1/queries/q-…?wait=30\" -H \"authorization: Bearer $TOKEN\"\n```\n",
     );
