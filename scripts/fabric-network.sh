@@ -264,18 +264,35 @@ if [ -n "${ANCHOR_CHAINCODE_BIN:-}" ]; then
   echo $! >"$dir/chaincode.pid"
   wait_port "$anchor_port"
   orderer_tls=(-o "127.0.0.1:$orderer_port" --tls --cafile "$otls/ca.crt")
-  env "${admin_env[@]}" "$bin/peer" lifecycle chaincode approveformyorg "${orderer_tls[@]}" \
-    --channelID "$channel" --name medtech-anchor --version 1 --package-id "$package_id" \
-    --sequence 1 >"$dir/cc-approve.log" 2>&1
-  env "${admin_env[@]}" "$bin/peer" lifecycle chaincode commit "${orderer_tls[@]}" \
-    --channelID "$channel" --name medtech-anchor --version 1 --sequence 1 \
-    --peerAddresses "127.0.0.1:$peer_port" --tlsRootCertFiles "$ptls/ca.crt" \
-    >"$dir/cc-commit.log" 2>&1
-  for i in $(seq 100); do
-    if env "${admin_env[@]}" "$bin/peer" lifecycle chaincode querycommitted -C "$channel" \
-      -n medtech-anchor >/dev/null 2>&1; then break; fi
-    [ "$i" = 100 ] && { echo "fabric-network: medtech-anchor was not committed" >&2; exit 1; }
-    sleep 0.1
+  # The orderer may still be electing its Raft leader (SERVICE_UNAVAILABLE), more so on a busy
+  # machine: retry each lifecycle transaction until its effect is visible, for up to 60 s.
+  approved() {
+    env "${admin_env[@]}" "$bin/peer" lifecycle chaincode checkcommitreadiness \
+      --channelID "$channel" --name medtech-anchor --version 1 --sequence 1 --output json \
+      2>/dev/null | grep -q '"Org1MSP": true'
+  }
+  committed() {
+    env "${admin_env[@]}" "$bin/peer" lifecycle chaincode querycommitted -C "$channel" \
+      -n medtech-anchor >/dev/null 2>&1
+  }
+  for i in $(seq 120); do
+    approved && break
+    env "${admin_env[@]}" "$bin/peer" lifecycle chaincode approveformyorg "${orderer_tls[@]}" \
+      --channelID "$channel" --name medtech-anchor --version 1 --package-id "$package_id" \
+      --sequence 1 >>"$dir/cc-approve.log" 2>&1 || true
+    [ "$i" = 120 ] && { echo "fabric-network: medtech-anchor was not approved" >&2; exit 1; }
+    approved && break
+    sleep 0.5
+  done
+  for i in $(seq 120); do
+    committed && break
+    env "${admin_env[@]}" "$bin/peer" lifecycle chaincode commit "${orderer_tls[@]}" \
+      --channelID "$channel" --name medtech-anchor --version 1 --sequence 1 \
+      --peerAddresses "127.0.0.1:$peer_port" --tlsRootCertFiles "$ptls/ca.crt" \
+      >>"$dir/cc-commit.log" 2>&1 || true
+    [ "$i" = 120 ] && { echo "fabric-network: medtech-anchor was not committed" >&2; exit 1; }
+    committed && break
+    sleep 0.5
   done
 fi
 

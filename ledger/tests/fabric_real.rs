@@ -72,8 +72,20 @@ struct Network {
 }
 
 impl Network {
-    /// A network; with the anchoring chaincode deployed when `chaincode`.
+    /// A network; with the anchoring chaincode deployed when `chaincode`. Starting it is tried
+    /// twice (on fresh ports and directories): on a loaded machine the orderer's first election
+    /// can outlast the script's waits; the first failure's log is printed.
     fn up(fabric: &Path, chaincode: bool) -> Network {
+        match std::panic::catch_unwind(|| Network::try_up(fabric, chaincode)) {
+            Ok(n) => n,
+            Err(_) => {
+                eprintln!("fabric-network.sh up failed once; trying again");
+                Network::try_up(fabric, chaincode)
+            }
+        }
+    }
+
+    fn try_up(fabric: &Path, chaincode: bool) -> Network {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("bash");
         cmd.arg(repo_root().join("scripts/fabric-network.sh"))
@@ -90,10 +102,13 @@ impl Network {
         let out = cmd.output().unwrap();
         assert!(
             out.status.success(),
-            "fabric-network.sh up failed:\n{}\n{}\n--- peer.log (tail)\n{}",
+            "fabric-network.sh up failed:\n{}\n{}\n--- peer.log (tail)\n{}\n--- orderer.log (tail)\n{}\n--- cc-approve.log (tail)\n{}\n--- cc-commit.log (tail)\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            tail(&dir.path().join("peer.log"))
+            tail(&dir.path().join("peer.log")),
+            tail(&dir.path().join("orderer.log")),
+            tail(&dir.path().join("cc-approve.log")),
+            tail(&dir.path().join("cc-commit.log"))
         );
         let env = std::fs::read_to_string(dir.path().join("network.env"))
             .unwrap()
