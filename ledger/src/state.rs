@@ -1592,22 +1592,7 @@ mod tests {
     fn a_query_submitted_on_behalf_of_a_researcher_is_attributed_to_the_submitting_member() {
         let mut g = with_query("q1");
         // The ledger entry of q1 is m1's: its author is the member, on behalf of r1.
-        let charge = |id: &str, eps: u64| {
-            Kind::SubmitQuery(pb::SubmitQuery {
-                query_id: id.into(),
-                query: b"{}".to_vec(),
-                cost: crate::budget::QueryCharge {
-                    dataset: "d".into(),
-                    cost: medtech_noise::Cost {
-                        epsilon: medtech_noise::Micros(eps),
-                        ..medtech_noise::Cost::default()
-                    },
-                }
-                .encode(),
-                on_behalf_of: "r1".into(),
-                idempotency_key: String::new(),
-            })
-        };
+        let charge = |id: &str, eps: u64| keyed(id, "r1", "", b"{}", eps);
         let bytes = crate::entry::sign_entry(
             &g.keys[1],
             "test/gov",
