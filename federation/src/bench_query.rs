@@ -184,6 +184,46 @@ pub struct QueryBenchReport {
     /// Resident set of each node process after the throughput phase, MiB: what a node holding
     /// its devices uses while serving queries.
     pub serving_rss_mb: Vec<f64>,
+    /// Each member's release checks in its ledger's apply (issue 24 §3: every member recombines
+    /// every release from `t` partials before applying it), over the whole run.
+    pub release_checks: Vec<ReleaseCheckFigures>,
+    /// One raw GMP modexp (4096-bit modulus, 2048-bit exponent), ms, measured before the
+    /// ceremony and after the last phase: this machine's speed varies by day.
+    pub modexp_baseline_ms: [f64; 2],
+}
+
+/// One member's release checks ([`crate::rules::RELEASE_CHECKS`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReleaseCheckFigures {
+    /// Releases checked.
+    pub checks: u64,
+    /// Seconds spent checking them.
+    pub seconds: f64,
+    /// Mean per release, ms.
+    pub mean_ms: f64,
+}
+
+/// A member's release-check counters, read from its `/metrics`.
+async fn release_checks(addr: SocketAddr, token: &str) -> anyhow::Result<ReleaseCheckFigures> {
+    let r = client::json(addr, "GET", "/metrics", Some(token), &Value::Null).await?;
+    anyhow::ensure!(r.status == 200, "GET /metrics: {}", r.status);
+    let text = String::from_utf8_lossy(&r.body);
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let checks = value("medtech_release_checks");
+    let seconds = value("medtech_release_check_seconds");
+    Ok(ReleaseCheckFigures {
+        checks: checks as u64,
+        seconds,
+        mean_ms: if checks > 0.0 {
+            seconds * 1000.0 / checks
+        } else {
+            f64::NAN
+        },
+    })
 }
 
 impl QueryBenchReport {
@@ -202,7 +242,9 @@ impl QueryBenchReport {
              throughput                   {:.2} queries/s ({} clients, {} released, {} failed)\n{}\
              queries per bundle (mean)    {:.2}\n{}\
              peak RSS per node (MiB)      {}\n\
-             RSS serving, per node (MiB)  {}\n",
+             RSS serving, per node (MiB)  {}\n\
+             release checks in apply      {}\n\
+             modexp baseline (ms)         {:.3} before, {:.3} after\n",
             self.hospitals,
             self.threshold,
             self.bits,
@@ -225,6 +267,9 @@ impl QueryBenchReport {
             )),
             self.peak_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
             self.serving_rss_mb.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", "),
+            self.release_checks.iter().map(|r| format!("{} in {:.2} s ({:.1} ms each)", r.checks, r.seconds, r.mean_ms)).collect::<Vec<_>>().join("; "),
+            self.modexp_baseline_ms[0],
+            self.modexp_baseline_ms[1],
         )
     }
 }
@@ -428,6 +473,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         cfg.rate == 0.0 || cfg.rate * cfg.seconds >= 4.0,
         "--rate × --seconds must allow at least 4 queries (or --rate 0 to skip the sustained-load phase)"
     );
+    let baseline_before = medtech_ceremony::bench::modexp_baseline_ms();
     std::fs::create_dir_all(&cfg.dir)?;
     let tmp = tempfile::tempdir_in(&cfg.dir)?;
     let dir = tmp.path().join("committee");
@@ -602,6 +648,18 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         } else {
             None
         };
+        let mut checks = Vec::new();
+        for (a, admin) in apis.iter().zip(&admins) {
+            // A figure lost (an expired token) does not lose the run's others.
+            checks.push(release_checks(*a, admin).await.unwrap_or_else(|e| {
+                eprintln!("bench query: release checks of {a}: {e}");
+                ReleaseCheckFigures {
+                    checks: 0,
+                    seconds: f64::NAN,
+                    mean_ms: f64::NAN,
+                }
+            }));
+        }
         let mut kinds = kinds.into_iter();
         let mut next = || kinds.next().ok_or_else(|| anyhow::anyhow!("internal: missing figures"));
         Ok(QueryBenchReport {
@@ -624,6 +682,8 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             sustained,
             peak_rss_mb: procs.iter().map(|p| peak_rss_mb(p.0.id())).collect(),
             serving_rss_mb: procs.iter().map(|p| status_mb(p.0.id(), "VmRSS:")).collect(),
+            release_checks: checks,
+            modexp_baseline_ms: [baseline_before, medtech_ceremony::bench::modexp_baseline_ms()],
         })
     })?;
     for p in &procs {

@@ -45,7 +45,7 @@ use medtech_protos::ledger::v1 as pb;
 use medtech_threshold::SlotLayout;
 
 use crate::data::Columns;
-use crate::protocol::{CommitteeView, QueryView, DATASET};
+use crate::protocol::{CommitteeView, FailureTally, QueryView, DATASET};
 use crate::query::{Compiled, QuerySpec, SLOT_BITS};
 
 /// How a refusal of a query charged other than its plan's cost begins.
@@ -190,6 +190,8 @@ pub enum Route {
         instance: String,
         /// Its queries' entries.
         submits: Vec<(String, pb::SubmitQuery)>,
+        /// Failures of its queries approved while they were queued (not yet in effect).
+        failures: FailureTally,
     },
     /// Apply the entry to instance `instance`.
     Apply {
@@ -214,17 +216,34 @@ pub struct Router {
     open: Option<String>,
     queue: VecDeque<Queued>,
     instance_of: BTreeMap<String, String>,
+    /// Failures of queued queries, counted as the ledger counts them (its rule 9).
+    failures: FailureTally,
+    /// The queued query the last [`Self::route`] ended, with its failure's reason.
+    ended_queued: Option<(String, String)>,
+    /// The open bundle's queries.
+    open_ids: Vec<String>,
 }
 
 impl Router {
     /// A router for `committee` (its key fixes how many slots one ciphertext holds).
     pub fn new(committee: CommitteeView) -> Self {
         Router {
-            committee,
             open: None,
             queue: VecDeque::new(),
             instance_of: BTreeMap::new(),
+            failures: FailureTally::new(usize::from(committee.threshold)),
+            ended_queued: None,
+            open_ids: Vec::new(),
+            committee,
         }
+    }
+
+    /// The queued query the last [`Self::route`] call ended by a failure in effect (never
+    /// bundled), with the failure's reason.
+    pub fn ended_while_queued(&self) -> Option<(&str, &str)> {
+        self.ended_queued
+            .as_ref()
+            .map(|(q, r)| (q.as_str(), r.as_str()))
     }
 
     /// How many slots of `slot_bits` bits one ciphertext holds under the committee's key.
@@ -244,6 +263,7 @@ impl Router {
 
     /// Routes one applied entry by `author`.
     pub fn route(&mut self, author: &str, kind: &Kind) -> Vec<Route> {
+        self.ended_queued = None;
         let Some(id) = QueryView::query_of(kind) else {
             return Vec::new();
         };
@@ -267,9 +287,19 @@ impl Router {
             return self.start_next().into_iter().collect();
         }
         let Some(instance) = self.instance_of.get(id).cloned() else {
-            // An outcome for a query still queued: it will not be bundled.
-            if matches!(kind, Kind::ReleaseResult(_) | Kind::QueryFailed(_)) {
+            // An outcome for a query still queued: it will not be bundled. One member's
+            // failure is an approval (rule 9): the query stays queued until it takes effect.
+            let ended = match kind {
+                Kind::ReleaseResult(_) => Some(String::new()),
+                Kind::QueryFailed(f) if self.is_queued(id) => self.failures.record(author, f),
+                _ => None,
+            };
+            if let Some(reason) = ended {
                 self.queue.retain(|q| q.entry.query_id != id);
+                self.failures.forget(id);
+                if matches!(kind, Kind::QueryFailed(_)) {
+                    self.ended_queued = Some((id.to_owned(), reason));
+                }
             }
             return Vec::new();
         };
@@ -277,12 +307,19 @@ impl Router {
             instance: instance.clone(),
         }];
         let ends_open = self.open.as_deref() == Some(instance.as_str())
-            && matches!(
-                kind,
-                Kind::CloseAggregate(_) | Kind::ReleaseResult(_) | Kind::QueryFailed(_)
-            );
+            && match kind {
+                Kind::CloseAggregate(_) | Kind::ReleaseResult(_) => true,
+                // Only a failure in effect: one member's vote must not end the bundle, or a
+                // member could stop all bundling (every query then runs alone, n times the
+                // work) by voting on each bundle's first query.
+                Kind::QueryFailed(f) => self.failures.record(author, f).is_some(),
+                _ => false,
+            };
         if ends_open {
             self.open = None;
+            for q in std::mem::take(&mut self.open_ids) {
+                self.failures.forget(&q);
+            }
             out.extend(self.start_next());
         }
         out
@@ -297,7 +334,15 @@ impl Router {
             self.instance_of
                 .insert(q.query_id.clone(), instance.clone());
         }
-        Route::Start { instance, submits }
+        let ids: Vec<&str> = submits.iter().map(|(_, q)| q.query_id.as_str()).collect();
+        // The instance's view counts on from the votes made while queued; the router keeps
+        // counting too, while the bundle is open.
+        let failures = self.failures.copy_of(&ids);
+        Route::Start {
+            instance,
+            submits,
+            failures,
+        }
     }
 
     /// Starts the queue's head as a bundle if none is open.
@@ -323,8 +368,12 @@ impl Router {
             }
         }
         let route = self.start(taken);
-        if let Route::Start { instance, .. } = &route {
+        if let Route::Start {
+            instance, submits, ..
+        } = &route
+        {
             self.open = Some(instance.clone());
+            self.open_ids = submits.iter().map(|(_, q)| q.query_id.clone()).collect();
         }
         Some(route)
     }
@@ -425,6 +474,7 @@ mod tests {
         let k = Kind::QueryFailed(pb::QueryFailed {
             query_id: "q3".into(),
             reason: "x".into(),
+            ground: pb::FailureGround::Unspecified as i32,
         });
         assert_eq!(
             r.route("a", &k),
@@ -459,6 +509,64 @@ mod tests {
         assert_eq!(second[0].len(), n - cap / 2);
     }
 
+    /// The attack: while a query waits in the queue, `t − 1` members approve its failure, and
+    /// after it starts one more member's approval would end it on the ledger (which counts
+    /// all `t`): the instance's view must count the approvals made while queued, or members
+    /// would drive a query the ledger has ended.
+    #[test]
+    fn approvals_made_while_queued_count_after_the_bundle_starts() {
+        let c = committee();
+        let mut r = Router::new(c.clone());
+        r.route("a", &submit(&c, "q1", QueryKind::Count, None));
+        r.route("a", &submit(&c, "q2", QueryKind::Count, None));
+        let failed = pb::QueryFailed {
+            query_id: "q2".into(),
+            reason: "queued".into(),
+            ground: pb::FailureGround::Unspecified as i32,
+        };
+        r.route("b", &Kind::QueryFailed(failed.clone()));
+        assert!(r.is_queued("q2"));
+        let start = r.route("b", &close("q1"));
+        let Some(Route::Start {
+            failures, submits, ..
+        }) = start.into_iter().nth(1)
+        else {
+            panic!("q2 did not start");
+        };
+        assert_eq!(
+            failures.approvals("q2").map(|b| b.len()),
+            Some(1),
+            "the approval made while queued moves with the query"
+        );
+        let mut view = QueryView::started(submits).with_failures(failures);
+        view.apply("c", &Kind::QueryFailed(failed));
+        assert_eq!(
+            view.outcomes.get("q2"),
+            Some(&crate::protocol::Outcome::Failed("queued".into()))
+        );
+    }
+
+    /// The attack: one member votes to fail the first query of every open bundle. If a vote
+    /// ended the open bundle, the next query would start at once, alone, and bundling would
+    /// stop: every query would cost a full run. Only a failure in effect ends it.
+    #[test]
+    fn a_failure_vote_does_not_start_the_next_bundle() {
+        let c = committee();
+        let mut r = Router::new(c.clone());
+        r.route("a", &submit(&c, "q1", QueryKind::Count, None));
+        r.route("a", &submit(&c, "q2", QueryKind::Count, None));
+        assert!(r.is_queued("q2"));
+        let vote = Kind::QueryFailed(pb::QueryFailed {
+            query_id: "q1".into(),
+            reason: "vote".into(),
+            ground: pb::FailureGround::Unspecified as i32,
+        });
+        assert!(started(&r.route("b", &vote)).is_empty());
+        assert!(r.is_queued("q2"), "one vote left the bundle open");
+        // The t-th vote puts the failure in effect: the next bundle starts.
+        assert_eq!(started(&r.route("c", &vote)), vec![vec!["q2".to_string()]]);
+    }
+
     #[test]
     fn a_query_failed_while_queued_is_not_bundled() {
         let c = committee();
@@ -469,9 +577,19 @@ mod tests {
         let failed = Kind::QueryFailed(pb::QueryFailed {
             query_id: "q2".into(),
             reason: "x".into(),
+            ground: pb::FailureGround::Unspecified as i32,
         });
+        // One member's failure is an approval (t = 2): still queued.
         assert!(r.route("b", &failed).is_empty());
+        assert!(r.is_queued("q2"));
+        assert_eq!(r.ended_while_queued(), None);
+        // The same member again does not count twice.
+        assert!(r.route("b", &failed).is_empty());
+        assert!(r.is_queued("q2"));
+        // A second member's: in effect, with the first reason.
+        assert!(r.route("c", &failed).is_empty());
         assert!(!r.is_queued("q2"));
+        assert_eq!(r.ended_while_queued(), Some(("q2", "x")));
         let next = started(&r.route("b", &close("q1")));
         assert_eq!(next, vec![vec!["q3".to_string()]]);
         assert_eq!(r.instance_of("q2"), None);

@@ -188,11 +188,14 @@ impl Driver {
         }
         for route in router.route(&author, kind) {
             let instance = match route {
-                Route::Start { instance, submits } => {
+                Route::Start {
+                    instance,
+                    submits,
+                    failures,
+                } => {
                     queries.entry(instance.clone()).or_insert_with(|| {
                         (
-                            QueryView::started(submits)
-                                .with_failure_quorum(usize::from(self.committee.threshold)),
+                            QueryView::started(submits).with_failures(failures),
                             Member::new(
                                 &self.name,
                                 self.committee.clone(),
@@ -228,13 +231,11 @@ impl Driver {
             }
         }
         // A query that ended while queued for a bundle.
-        if let Kind::QueryFailed(f) = kind {
-            if router.instance_of(&f.query_id).is_none() {
-                if let Some(info) = index.get_mut(&f.query_id) {
-                    if info.outcome.is_none() {
-                        info.outcome = Some(Outcome::Failed(f.reason.clone()));
-                        info.ended_ms = Some(now_ms());
-                    }
+        if let Some((id, reason)) = router.ended_while_queued() {
+            if let Some(info) = index.get_mut(id) {
+                if info.outcome.is_none() {
+                    info.outcome = Some(Outcome::Failed(reason.to_owned()));
+                    info.ended_ms = Some(now_ms());
                 }
             }
         }

@@ -18,8 +18,9 @@
 //!    and the member's name;
 //! 3. samples its noise share vector and posts a `NoiseCommitment` (encrypted, range-bounded,
 //!    bound to the query id and its party index; `medtech_noise::commitment`). A share outside
-//!    the query's proof bound, or a sampler out of its work budget, is never drawn again: the
-//!    member posts `QueryFailed` (charged), since a re-draw would truncate the noise;
+//!    the query's proof bound, or a sampler out of its work budget, is never drawn again (a
+//!    re-draw would truncate the noise): the member posts no noise share for the query, which
+//!    closes on the others' if `k = n − f` are in, or fails at the decryption timeout;
 //! 4. once every member contributed — or the contribution timeout passed — and at least
 //!    `k = n − f` noise shares are in, posts `CloseAggregate` naming the contributions and noise
 //!    shares it verified (the ledger keeps the first close). The designated members verify
@@ -38,8 +39,10 @@
 //!    intervals, and which hospitals contributed — every member's ledger accepts it only if
 //!    it is the combination of the `t` partials it names ([`Verifier::check_release`],
 //!    [`crate::rules`]). If `t` valid partials never arrive within the decryption timeout, it
-//!    posts `QueryFailed` (the budget stays charged); after noise the query fails once `t`
-//!    members have posted one ([`QueryView::failure_quorum`]).
+//!    posts `QueryFailed` (the budget stays charged); the query fails once `t` members have
+//!    posted one ([`FailureTally`]). Only a query that cannot run on the committee (its plan
+//!    does not compile, or it is undercharged) is failed by one member, with the ground
+//!    `QUERY_INVALID` that every member's rules recheck.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -231,12 +234,73 @@ pub struct QueryView {
     /// How the instance ended: its first query's outcome, set once every query of the
     /// instance has one.
     pub outcome: Option<Outcome>,
-    /// How many members must post a `QueryFailed` for a query once the instance has a noise
-    /// share (the ledger's rule 9: the committee's `t`; 0 or 1: one, as before noise).
-    pub failure_quorum: usize,
-    /// Failures posted but not yet agreed by [`Self::failure_quorum`] members: per query, the
-    /// first reason and who posted one.
-    pub failing: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// Failures posted for the instance's queries, counted as the ledger counts them.
+    pub failures: FailureTally,
+}
+
+/// `QueryFailed` entries counted as the ledger's rule 9 counts them
+/// (`medtech_ledger::state`): one with the ground `QUERY_INVALID` ends its query at once (the
+/// ledger applies it only after every member's rules confirmed the ground,
+/// [`crate::rules::ReleaseRules`]); any other is one member's approval, and the query fails
+/// once `quorum` (the committee's `t`) distinct members posted one, with the first reason.
+///
+/// The query views and the router see only entries the ledger applied, so counting here
+/// reaches the ledger's verdict without asking it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FailureTally {
+    quorum: usize,
+    pending: BTreeMap<String, (String, BTreeSet<String>)>,
+}
+
+impl FailureTally {
+    /// A tally for a committee of threshold `quorum` (0 or 1: every failure takes effect).
+    pub fn new(quorum: usize) -> Self {
+        FailureTally {
+            quorum,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Records `author`'s applied `QueryFailed`; returns the reason the query fails with if it
+    /// now takes effect.
+    pub fn record(&mut self, author: &str, f: &pb::QueryFailed) -> Option<String> {
+        if f.ground == pb::FailureGround::QueryInvalid as i32 || self.quorum <= 1 {
+            self.pending.remove(&f.query_id);
+            return Some(f.reason.clone());
+        }
+        let (reason, by) = self
+            .pending
+            .entry(f.query_id.clone())
+            .or_insert_with(|| (f.reason.clone(), BTreeSet::new()));
+        by.insert(author.to_owned());
+        if by.len() < self.quorum {
+            return None;
+        }
+        let reason = reason.clone();
+        self.pending.remove(&f.query_id);
+        Some(reason)
+    }
+
+    /// The members that approved a failure of `query` not yet in effect.
+    pub fn approvals(&self, query: &str) -> Option<&BTreeSet<String>> {
+        self.pending.get(query).map(|(_, by)| by)
+    }
+
+    /// The pending approvals of `queries`, copied into a tally of their own (same quorum).
+    pub fn copy_of(&self, queries: &[&str]) -> FailureTally {
+        let mut out = FailureTally::new(self.quorum);
+        for q in queries {
+            if let Some(p) = self.pending.get(*q) {
+                out.pending.insert((*q).to_owned(), p.clone());
+            }
+        }
+        out
+    }
+
+    /// Forgets `query` (it ended otherwise).
+    pub fn forget(&mut self, query: &str) {
+        self.pending.remove(query);
+    }
 }
 
 /// How a query ended.
@@ -291,18 +355,8 @@ impl QueryView {
                 self.end(&r.query_id, o);
             }
             Kind::QueryFailed(f) => {
-                // As the ledger counts (rule 9): after noise, the failure takes `t` members.
-                if self.noise.is_empty() || self.failure_quorum <= 1 {
-                    self.end(&f.query_id, Outcome::Failed(f.reason.clone()));
-                    return;
-                }
-                let (reason, by) = self
-                    .failing
-                    .entry(f.query_id.clone())
-                    .or_insert_with(|| (f.reason.clone(), BTreeSet::new()));
-                by.insert(author.to_owned());
-                if by.len() >= self.failure_quorum {
-                    let reason = reason.clone();
+                // As the ledger counts (rule 9).
+                if let Some(reason) = self.failures.record(author, f) {
                     self.end(&f.query_id, Outcome::Failed(reason));
                 }
             }
@@ -310,9 +364,16 @@ impl QueryView {
         }
     }
 
-    /// This view with the failure quorum `t` ([`Self::failure_quorum`]).
+    /// This view with the failure quorum `t` ([`FailureTally`]).
     pub fn with_failure_quorum(mut self, t: usize) -> Self {
-        self.failure_quorum = t;
+        self.failures = FailureTally::new(t);
+        self
+    }
+
+    /// This view counting failures with `failures` (the router's tally of its queries'
+    /// approvals so far, [`crate::bundle::Route::Start`]).
+    pub fn with_failures(mut self, failures: FailureTally) -> Self {
+        self.failures = failures;
         self
     }
 
@@ -1147,7 +1208,13 @@ pub struct Member {
     combined_with: usize,
     named: BTreeSet<String>,
     posted: BTreeSet<&'static str>,
+    /// When this member last posted its vote to fail the instance ([`Self::vote_due`]).
+    failed_at_ms: Option<u64>,
 }
+
+/// How long a member waits for its vote to fail a query to appear on the ledger before it
+/// posts it again.
+pub const REVOTE_MS: u64 = 15_000;
 
 impl std::fmt::Debug for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1182,7 +1249,25 @@ impl Member {
             combined_with: 0,
             named: BTreeSet::new(),
             posted: BTreeSet::new(),
+            failed_at_ms: None,
         }
+    }
+
+    /// Whether this member should post (again) its vote to fail the instance's unfinished
+    /// queries: never posted, or posted [`REVOTE_MS`] ago and still not on the ledger for one
+    /// of them (a proposal lost to a leader change or a timeout; the ledger refuses a repeat
+    /// that did land, so re-posting costs nothing).
+    fn vote_due(&self, view: &QueryView, now_ms: u64) -> bool {
+        let missing = view.unfinished().any(|s| {
+            !view
+                .failures
+                .approvals(&s.id)
+                .is_some_and(|by| by.contains(&self.name))
+        });
+        missing
+            && self
+                .failed_at_ms
+                .is_none_or(|at| now_ms.saturating_sub(at) >= REVOTE_MS)
     }
 
     /// Whether this member is one of the `t` designated to decrypt query `id` (fixed for the
@@ -1215,41 +1300,47 @@ impl Member {
         }
         let first_seen = *self.first_seen_ms.get_or_insert(now_ms);
         let elapsed = now_ms.saturating_sub(first_seen);
-        // A failure ends every query of the instance not ended yet.
-        let fail = |reason: String| -> Vec<Kind> {
+        // A failure of every query of the instance not ended yet: with a ground every member
+        // checks (the ledger's rule 9), or as this member's approval.
+        let fail_with = |reason: String, ground: pb::FailureGround| -> Vec<Kind> {
             view.unfinished()
                 .map(|s| {
                     Kind::QueryFailed(pb::QueryFailed {
                         query_id: s.id.clone(),
                         reason: reason.clone(),
+                        ground: ground as i32,
                     })
                 })
                 .collect()
         };
+        let fail = |reason: String| fail_with(reason, pb::FailureGround::Unspecified);
         let compiled = match self.v.compile(view) {
             Ok(c) => c,
             Err(e) => {
-                return if self.posted.insert("failed") {
-                    let mut v = Vec::new();
-                    // A member that signed a query charged less than its plan costs tried to
-                    // spend budget that was never charged: name it.
-                    // (Only a query alone: the router bundles none that is not charged right.)
-                    if let [q] = view.queries.as_slice() {
-                        if e.starts_with(UNDERCHARGED)
-                            && self.v.committee.party(&q.submitted_by).is_some()
-                        {
-                            v.push(misbehaviour(&view.id, &q.submitted_by, &e));
-                        }
+                let mut v = Vec::new();
+                // A member that signed a query charged less than its plan costs tried to
+                // spend budget that was never charged: name it.
+                // (Only a query alone: the router bundles none that is not charged right.)
+                if let [q] = view.queries.as_slice() {
+                    if e.starts_with(UNDERCHARGED)
+                        && self.v.committee.party(&q.submitted_by).is_some()
+                        && self.posted.insert("named")
+                    {
+                        v.push(misbehaviour(&view.id, &q.submitted_by, &e));
                     }
-                    v.extend(fail(e));
-                    v
-                } else {
-                    Vec::new()
-                };
+                }
+                // Every member compiles the same plan the same way: one member's entry ends
+                // the query, and every member's rules recheck it.
+                if self.vote_due(view, now_ms) {
+                    self.failed_at_ms = Some(now_ms);
+                    v.extend(fail_with(e, pb::FailureGround::QueryInvalid));
+                }
+                return v;
             }
         };
         if elapsed > self.timeouts.decryption_ms {
-            return if self.posted.insert("failed") {
+            return if self.vote_due(view, now_ms) {
+                self.failed_at_ms = Some(now_ms);
                 fail(format!(
                     "not released within {} s: fewer than t = {} members could decrypt",
                     self.timeouts.decryption_ms / 1000,
@@ -1284,16 +1375,14 @@ impl Member {
                         tracing::warn!(query = %view.id, "cannot add noise yet: {e}")
                     }
                     Err(NoiseFailure::Void(e)) => {
-                        // Never again for this query, and the query fails (charged: the
-                        // budget was spent at admission).
+                        // Never again for this query, and no vote to fail it either: the query
+                        // may still close on the other members' shares (a close needs
+                        // k = n − f); if it cannot, it fails at the decryption timeout, when t
+                        // members vote (charged: the budget was spent at admission). A vote
+                        // here would only help colluders fail one query of a bundle, which
+                        // strands the bundle's others.
                         self.posted.insert("noise");
-                        if self.posted.insert("failed") {
-                            tracing::warn!(query = %view.id, "noise share void, query fails: {e}");
-                            out.extend(fail(format!(
-                                "member {}: its noise share is void: {e}",
-                                self.name
-                            )));
-                        }
+                        tracing::warn!(query = %view.id, "noise share void, none posted: {e}");
                         return out;
                     }
                 }
@@ -1332,6 +1421,7 @@ impl Member {
                         if let Some(c) = culprit {
                             v.push(misbehaviour(&view.id, &c, &why));
                         }
+                        self.failed_at_ms = Some(now_ms);
                         v.extend(fail(format!("the closed aggregate is invalid: {why}")));
                         return v;
                     }

@@ -11,23 +11,34 @@
 //!   has no close, names fewer than `t` decrypters or one without a valid partial, or whose
 //!   values differ, is refused (tests `forged_release_is_refused_by_every_node`,
 //!   `release_before_t_valid_partials_is_refused`);
-//! * makes a `QueryFailed` wait for `t` members once the query's instance has a noise share
-//!   (a bundled query's noise is posted under its instance's id, which the ledger's core
-//!   cannot see).
+//! * lets one member's `QueryFailed` end a query only with the ground `QUERY_INVALID`, and only
+//!   if the query's instance indeed does not compile for the committee (its plan is invalid or
+//!   undercharged), as every member recomputes; a claimed ground for a query that compiles is
+//!   refused (test `a_valid_query_claimed_invalid_is_refused_by_every_node`). Any other
+//!   failure takes `t` members (the ledger's rule 9).
 //!
 //! Deterministic: it reads only the applied entries and the committee's public key, so every
 //! member and an auditor replaying an export ([`medtech_ledger::export::verify_with`]) reach
 //! the same verdict. It keeps the entries of running instances only.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
 use medtech_ledger::rules::{AppRules, RulesFactory};
 use medtech_ledger::state::LedgerState;
 
-use crate::bundle::{Route, Router};
+use crate::bundle::{Batch, Route, Router};
 use crate::protocol::{CommitteeView, QueryView, Release, Verifier};
+
+/// Release checks run by this process's rules, and the nanoseconds they took (`/metrics`:
+/// `medtech_release_checks_total`, `medtech_release_check_seconds_total`). The check runs in
+/// the ledger's apply, on every member, for every release: its cost is on every query's path.
+pub static RELEASE_CHECKS: AtomicU64 = AtomicU64::new(0);
+/// See [`RELEASE_CHECKS`].
+pub static RELEASE_CHECK_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// The committee node's application rules (see the module docs).
 pub struct ReleaseRules {
@@ -39,6 +50,10 @@ pub struct ReleaseRules {
     /// (contributions and noise are fixed by the close, each member posts one partial, and
     /// partials only come after the close).
     last: Mutex<Option<CachedCombination>>,
+    /// The last instance whose failure ground was checked, and whether it compiles (its
+    /// queries are fixed at its start, so the verdict is too): a member repeating a refused
+    /// ground costs one compile, not one per entry.
+    compiles: Mutex<Option<(String, bool)>>,
 }
 
 /// (instance, named decrypters, partials posted, closed) → the instance's releases.
@@ -63,6 +78,7 @@ impl ReleaseRules {
             committee,
             views: BTreeMap::new(),
             last: Mutex::new(None),
+            compiles: Mutex::new(None),
         }
     }
 
@@ -117,13 +133,41 @@ impl ReleaseRules {
 impl AppRules for ReleaseRules {
     fn check(&self, e: &ParsedEntry, _: &LedgerState) -> Result<(), String> {
         match e.kind() {
-            Some(Kind::ReleaseResult(r)) => self.check_release(&r.query_id, &r.result),
+            Some(Kind::ReleaseResult(r)) => {
+                let t0 = Instant::now();
+                let verdict = self.check_release(&r.query_id, &r.result);
+                let nanos = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                RELEASE_CHECKS.fetch_add(1, Ordering::Relaxed);
+                RELEASE_CHECK_NANOS.fetch_add(nanos, Ordering::Relaxed);
+                verdict
+            }
             _ => Ok(()),
         }
     }
 
-    fn failure_needs_agreement(&self, query: &str, _: &LedgerState) -> bool {
-        self.view_of(query).is_some_and(|v| !v.noise.is_empty())
+    fn check_failure_ground(&self, query: &str, _: &LedgerState) -> Result<(), String> {
+        let view = self
+            .view_of(query)
+            .ok_or_else(|| format!("query {query} is not running: no ground to check"))?;
+        let mut cached = match self.compiles.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        let compiles = match cached.as_ref() {
+            Some((instance, ok)) if *instance == view.id => *ok,
+            _ => {
+                let ok = Batch::compile(&self.committee, view).is_ok();
+                *cached = Some((view.id.clone(), ok));
+                ok
+            }
+        };
+        if compiles {
+            return Err(format!(
+                "query {query} compiles for this committee: it is not invalid (a failure for \
+                 another reason takes t members)"
+            ));
+        }
+        Ok(())
     }
 
     fn applied(&mut self, e: &ParsedEntry, _: u64) {
@@ -134,13 +178,16 @@ impl AppRules for ReleaseRules {
         let author = match &e.author {
             AuthorId::Node(n) | AuthorId::Researcher(n) => n.clone(),
         };
-        let t = usize::from(self.committee.threshold);
         for route in self.router.route(&author, kind) {
             match route {
-                Route::Start { instance, submits } => {
+                Route::Start {
+                    instance,
+                    submits,
+                    failures,
+                } => {
                     self.views
                         .entry(instance)
-                        .or_insert_with(|| QueryView::started(submits).with_failure_quorum(t));
+                        .or_insert_with(|| QueryView::started(submits).with_failures(failures));
                 }
                 Route::Apply { instance } => {
                     let ended = match self.views.get_mut(&instance) {

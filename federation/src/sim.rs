@@ -114,11 +114,14 @@ impl SimCommittee {
                 if let (Some(kind), AuthorId::Node(author)) = (e.kind(), &e.author) {
                     for route in self.router.route(author, kind) {
                         match route {
-                            Route::Start { instance, submits } => {
+                            Route::Start {
+                                instance,
+                                submits,
+                                failures,
+                            } => {
                                 let members = self.drivers();
-                                let t = usize::from(self.view.threshold);
                                 self.queries.entry(instance).or_insert_with(|| {
-                                    (QueryView::started(submits).with_failure_quorum(t), members)
+                                    (QueryView::started(submits).with_failures(failures), members)
                                 });
                             }
                             Route::Apply { instance } => {

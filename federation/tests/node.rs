@@ -275,3 +275,102 @@ async fn release_before_t_valid_partials_is_refused() {
     }
     fed.shutdown().await.unwrap();
 }
+
+/// Every member's ledger: the failures of query `id` it holds (author, ground), in log order.
+async fn failures_on_every_node(fed: &LocalFederation, id: &str) -> Vec<Vec<(String, i32)>> {
+    use medtech_ledger::entry::{AuthorId, Kind, ParsedEntry};
+    settle(fed).await;
+    (0..fed.view.members.len())
+        .map(|i| {
+            let node = fed.handle(i).unwrap();
+            let l = node.read().unwrap();
+            let mut out = Vec::new();
+            for s in 0..l.log().tree().size() {
+                let e = ParsedEntry::decode(&l.log().get(s).unwrap()).unwrap();
+                if let (Some(Kind::QueryFailed(f)), AuthorId::Node(who)) = (e.kind(), &e.author) {
+                    if f.query_id == id {
+                        out.push((who.clone(), f.ground));
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The attack: a member ends a researcher's charged query alone by claiming it is invalid
+/// (the one ground the ledger lets one member fail a query with), just before contributing.
+/// Every member's state machine recompiles the query, finds it valid, and refuses the claim:
+/// the query releases the exact count, and no failure of it is on any ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_query_claimed_invalid_is_refused_by_every_node() {
+    use medtech_ledger::entry::Kind;
+    use medtech_protos::ledger::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let claim: medtech_federation::node::Adversary = std::sync::Arc::new(|_, k| match k {
+        Kind::Contribution(c) => vec![
+            Kind::QueryFailed(pb::QueryFailed {
+                query_id: c.query_id.clone(),
+                reason: "claimed: the query does not compile".into(),
+                ground: pb::FailureGround::QueryInvalid as i32,
+            }),
+            Kind::Contribution(c),
+        ],
+        k => vec![k],
+    });
+    let (fed, want) = federation_with(dir.path(), claim).await;
+    let id = fed.submit(0, "alice", &count()).await.unwrap();
+    let Outcome::Released(r) = fed.wait(&id, Duration::from_secs(60)).await.unwrap() else {
+        panic!("a claimed ground ended the query");
+    };
+    assert_eq!(count_of(&r), want);
+    for (i, (releases, rejected)) in releases_on_every_node(&fed, &id).await.iter().enumerate() {
+        assert_eq!(releases.len(), 1, "member {i}");
+        assert!(*rejected >= 1, "member {i} refused the claimed ground");
+    }
+    for (i, failures) in failures_on_every_node(&fed, &id).await.iter().enumerate() {
+        assert!(failures.is_empty(), "member {i} holds {failures:?}");
+    }
+    fed.shutdown().await.unwrap();
+}
+
+/// The attack: one member posts `QueryFailed` for a researcher's query before any noise (the
+/// budget is already charged), to deny the result. Its entry is applied as one approval of a
+/// failure; with t = 2 it does not end the query, which releases the exact count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_failing_a_query_before_noise_does_not_end_it() {
+    use medtech_ledger::entry::Kind;
+    use medtech_protos::ledger::v1 as pb;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let d2 = std::sync::Arc::clone(&done);
+    // Only the first member to contribute plays the attacker.
+    let deny: medtech_federation::node::Adversary = std::sync::Arc::new(move |_, k| match k {
+        Kind::Contribution(c) if !d2.swap(true, Ordering::SeqCst) => vec![
+            Kind::QueryFailed(pb::QueryFailed {
+                query_id: c.query_id.clone(),
+                reason: "no contributions in time".into(),
+                ground: pb::FailureGround::Unspecified as i32,
+            }),
+            Kind::Contribution(c),
+        ],
+        k => vec![k],
+    });
+    let (fed, want) = federation_with(dir.path(), deny).await;
+    let id = fed.submit(0, "alice", &count()).await.unwrap();
+    let Outcome::Released(r) = fed.wait(&id, Duration::from_secs(60)).await.unwrap() else {
+        panic!("one member's failure ended the query");
+    };
+    assert!(done.load(Ordering::SeqCst), "the attacker posted");
+    assert_eq!(count_of(&r), want);
+    for (i, failures) in failures_on_every_node(&fed, &id).await.iter().enumerate() {
+        assert_eq!(
+            failures.len(),
+            1,
+            "member {i} holds the one approval: {failures:?}"
+        );
+        assert_eq!(failures[0].1, pb::FailureGround::Unspecified as i32);
+    }
+    fed.shutdown().await.unwrap();
+}

@@ -191,7 +191,7 @@ pub fn verify_json(text: &str) -> Result<VerificationReport, String> {
 }
 
 /// Verifies an export from its contents alone. Its step V7 replays the ledger's core rules
-/// only ([`crate::rules::CoreOnly`]): releases are not re-verified, which needs the committee's
+/// only ([`crate::rules::CoreOnly`]): releases and failure grounds are not re-verified, which needs the committee's
 /// threshold key and the application's rules ([`verify_with`]).
 pub fn verify(export: &LedgerExport) -> VerificationReport {
     verify_with(export, None)
@@ -385,7 +385,7 @@ pub fn verify_with(
     genesis.close_tolerance = export.close_tolerance;
     let v7 = match rules {
         Some(_) => "entries signed by their authors, in order, valid under the ledger's and the application's rules",
-        None => "entries signed by their authors, in order, valid under the ledger's core rules (releases not re-verified)",
+        None => "entries signed by their authors, in order, valid under the ledger's core rules (releases and failure grounds not re-verified)",
     };
     match LedgerState::new(&export.origin, genesis) {
         Err(e) => f.push(format!("genesis committee: {e}")),

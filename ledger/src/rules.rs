@@ -10,9 +10,10 @@
 //! a tolerance, never bit for bit).
 //!
 //! Rule 8 of the state machine: an entry the core accepts is applied only if
-//! [`AppRules::check`] accepts it too. Rule 9: once [`AppRules::failure_needs_agreement`] says
-//! so, a `QueryFailed` takes effect only when `t` distinct current members posted one for the
-//! query (see [`crate::state`]).
+//! [`AppRules::check`] accepts it too. Rule 9: a `QueryFailed` takes effect at once only with
+//! the ground `QUERY_INVALID`, which [`AppRules::check_failure_ground`] confirms; any other
+//! takes effect only when `t` distinct current members posted one for the query (see
+//! [`crate::state`]).
 //!
 //! A ledger without application rules uses [`RefuseReleases`]: it cannot verify a release, so
 //! it refuses every `ReleaseResult`.
@@ -29,12 +30,17 @@ pub trait AppRules: Send + Sync {
     /// Deterministic: the same verdict on every member and on an auditor replaying an export.
     fn check(&self, e: &ParsedEntry, state: &LedgerState) -> Result<(), String>;
 
-    /// Whether a `QueryFailed` for `query` now needs `t` distinct members to take effect
-    /// (after its first noise share) rather than one. `state` is the state before the entry.
-    fn failure_needs_agreement(&self, query: &str, state: &LedgerState) -> bool {
-        state
-            .query(query)
-            .is_some_and(|q| !q.noise_shares.is_empty())
+    /// Whether a `QueryFailed` for `query` with ground `QUERY_INVALID` holds: the query cannot
+    /// run on this committee, as every member recomputes. `Ok` lets one member's entry end the
+    /// query (rule 9); an error rejects the entry. `state` is the state before the entry.
+    /// Without a way to check (the default), the ground is refused: a failure then takes `t`
+    /// members' approvals.
+    fn check_failure_ground(&self, query: &str, state: &LedgerState) -> Result<(), String> {
+        let _ = state;
+        Err(format!(
+            "this ledger cannot check that query {query} is invalid: post the failure \
+             without a ground (an approval)"
+        ))
     }
 
     /// Observes an entry applied at log position `seq` (also on replay from disk, where
@@ -84,7 +90,7 @@ impl AppRules for RefuseReleases {
     fn applied(&mut self, _: &ParsedEntry, _: u64) {}
 }
 
-/// The ledger's core rules only: releases are accepted unchecked. Used by
+/// The ledger's core rules only: releases and failure grounds are accepted unchecked. Used by
 /// [`crate::export::verify`] when it replays an export without the committee's key (its report
 /// says so); never by a node.
 #[derive(Clone, Copy, Debug, Default)]
@@ -92,6 +98,10 @@ pub struct CoreOnly;
 
 impl AppRules for CoreOnly {
     fn check(&self, _: &ParsedEntry, _: &LedgerState) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn check_failure_ground(&self, _: &str, _: &LedgerState) -> Result<(), String> {
         Ok(())
     }
 

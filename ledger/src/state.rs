@@ -40,13 +40,15 @@
 //!    against the aggregate recomputed from the ciphertexts the close lists, decoded as the
 //!    query's plan says (test `forged_release_is_refused_by_every_node`). Without application
 //!    rules ([`crate::rules::RefuseReleases`]) every release is refused;
-//! 9. a `QueryFailed` ends a query at once only while the application rules say no agreement
-//!    is needed — by default, until the query's first noise share
-//!    ([`crate::rules::AppRules::failure_needs_agreement`]). After that it takes `t` distinct
-//!    current members each posting a `QueryFailed` for the query; the first ones are recorded
-//!    as approvals ([`QueryRecord::failure`]) and the `t`-th ends the query with the first
-//!    reason (test `query_failed_after_noise_without_reason_is_refused`). A valid release
-//!    still ends a query whose failure is only partly approved
+//! 9. a `QueryFailed` ends a query at once only for a ground every member checks itself: the
+//!    ground `QUERY_INVALID` (the query cannot run on this committee), which the application
+//!    rules confirm ([`crate::rules::AppRules::check_failure_ground`]) or the entry is
+//!    rejected (test `a_failure_ground_is_accepted_only_when_every_member_confirms_it`). Any
+//!    other `QueryFailed`, before noise as after, is one member's approval
+//!    ([`QueryRecord::failure`]): the `t`-th distinct current member's ends the query with the
+//!    first reason (tests `query_failed_after_noise_without_reason_is_refused`,
+//!    `one_member_cannot_fail_a_query_before_noise_without_a_checkable_ground`). A valid
+//!    release still ends a query whose failure is only partly approved
 //!    (`a_release_still_ends_a_query_whose_failure_is_pending`).
 //!
 //! Cryptographic validity of contributions and noise shares (range proofs) is checked by each
@@ -398,6 +400,9 @@ pub struct LedgerState {
     cosigned: BTreeMap<u64, Cosigned>,
     budgets: Accountant<Book<ChargeRecord>>,
     pending: BTreeMap<Hash, PendingChange>,
+    /// Each member's clock as its applied entries state it (the largest `timestamp_ms`), and
+    /// the log position of its latest applied entry.
+    clocks: BTreeMap<String, (u64, u64)>,
     rejected: u64,
     spill: Option<Spill>,
     rules: Rules,
@@ -416,6 +421,12 @@ impl std::fmt::Debug for Rules {
 /// state with proposals nobody else approves).
 pub const MAX_PENDING_PER_MEMBER: usize = 64;
 
+/// How long a pending change waits for its `t`-th approval, in committee time
+/// ([`LedgerState::committee_time_ms`]): 7 days. After that its approvals lapse, and an
+/// approval of the same change starts it afresh (an approval given for last month's reasons
+/// does not count towards today's change).
+pub const PENDING_CHANGE_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Domain separator of a governed change's id.
 pub const GOVERNANCE_DOMAIN: &[u8] = b"medtech-ledger/governance/v1\0";
 
@@ -428,6 +439,12 @@ pub struct PendingChange {
     pub kind: Kind,
     /// Log position of the first approval.
     pub proposed_at: u64,
+    /// Committee time when the change's wait started ([`LedgerState::committee_time_ms`]), 0
+    /// until then; the change lapses [`PENDING_CHANGE_TTL_MS`] later. The wait starts once `t`
+    /// current members (the proposer included) have posted entries at or after the proposal,
+    /// so committee time is fresh: after an idle week the stale clocks do not count a proposal
+    /// as a week old the moment they catch up.
+    pub proposed_ms: u64,
     /// Members that posted it, in name order.
     pub approvals: BTreeSet<String>,
 }
@@ -499,6 +516,7 @@ impl LedgerState {
             cosigned: BTreeMap::new(),
             budgets: Accountant::with_book(charges),
             pending: BTreeMap::new(),
+            clocks: BTreeMap::new(),
             rejected: 0,
             spill,
             rules: Rules(Box::new(RefuseReleases)),
@@ -549,9 +567,38 @@ impl LedgerState {
         &self.budgets
     }
 
-    /// Changes to the privacy limits waiting for `t` approvals, by id ([`change_id`]).
+    /// Changes to the privacy limits waiting for `t` approvals, by id ([`change_id`]); lapsed
+    /// ones are dropped as committee time passes them.
     pub fn pending_changes(&self) -> &BTreeMap<Hash, PendingChange> {
         &self.pending
+    }
+
+    /// The committee's time, in milliseconds since the Unix epoch: the `t`-th largest of the
+    /// current members' clocks, each the largest `timestamp_ms` among that member's applied
+    /// entries (0 for a member with none). Deterministic (a function of the log), and neither
+    /// `t − 1` colluders nor a clock of theirs set far ahead can move it past every honest
+    /// member's clock: of the `t` largest clocks, one is an honest member's, whose entries
+    /// carry its real time. It advances only while `t` members post entries (cosignatures
+    /// do, as the log grows).
+    pub fn committee_time_ms(&self) -> u64 {
+        let mut clocks: Vec<u64> = self
+            .committee
+            .members
+            .iter()
+            .map(|m| self.clocks.get(&m.name).map_or(0, |c| c.0))
+            .collect();
+        clocks.sort_unstable_by(|a, b| b.cmp(a));
+        clocks
+            .get(self.committee.threshold.saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether the pending change `p` has lapsed ([`PENDING_CHANGE_TTL_MS`]); one whose wait
+    /// has not started ([`PendingChange::proposed_ms`] 0) has not.
+    pub fn has_lapsed(&self, p: &PendingChange) -> bool {
+        p.proposed_ms != 0
+            && self.committee_time_ms() >= p.proposed_ms.saturating_add(PENDING_CHANGE_TTL_MS)
     }
 
     /// Whether `kind`, posted by one member now, changes privacy limits in the permissive
@@ -594,7 +641,7 @@ impl LedgerState {
             return Ok(());
         }
         let id = change_id(&self.origin, kind);
-        if let Some(p) = self.pending.get(&id) {
+        if let Some(p) = self.pending.get(&id).filter(|p| !self.has_lapsed(p)) {
             if p.approvals.contains(node) {
                 return Err(format!(
                     "{node} already approved this change ({} of {} approvals)",
@@ -607,7 +654,7 @@ impl LedgerState {
         let mine = self
             .pending
             .values()
-            .filter(|p| p.approvals.contains(node))
+            .filter(|p| p.approvals.contains(node) && !self.has_lapsed(p))
             .count();
         if mine >= MAX_PENDING_PER_MEMBER {
             return Err(format!(
@@ -617,13 +664,38 @@ impl LedgerState {
         Ok(())
     }
 
+    /// Starts the wait of pending changes that `t` current members have posted after, and
+    /// drops those that lapsed ([`PendingChange::proposed_ms`]).
+    fn age_pending(&mut self) {
+        let now = self.committee_time_ms();
+        let t = self.committee.threshold;
+        let last_seqs: Vec<u64> = self
+            .committee
+            .members
+            .iter()
+            .filter_map(|m| self.clocks.get(&m.name).map(|c| c.1))
+            .collect();
+        self.pending.retain(|_, p| {
+            if p.proposed_ms == 0 && last_seqs.iter().filter(|s| **s >= p.proposed_at).count() >= t
+            {
+                p.proposed_ms = now;
+            }
+            p.proposed_ms == 0 || now < p.proposed_ms.saturating_add(PENDING_CHANGE_TTL_MS)
+        });
+    }
+
     /// Records `node`'s approval of `kind` (which [`Self::needs_approval`]); true when it is the
     /// `t`-th approval by a current member, and the change is to be applied now.
     fn approve(&mut self, node: &str, kind: &Kind, seq: u64) -> bool {
         let id = change_id(&self.origin, kind);
+        if self.pending.get(&id).is_some_and(|p| self.has_lapsed(p)) {
+            // Its approvals lapsed: this one starts the change afresh.
+            self.pending.remove(&id);
+        }
         let p = self.pending.entry(id).or_insert_with(|| PendingChange {
             kind: kind.clone(),
             proposed_at: seq,
+            proposed_ms: 0,
             approvals: BTreeSet::new(),
         });
         p.approvals.insert(node.to_owned());
@@ -871,6 +943,13 @@ impl LedgerState {
                 if f.reason.len() > 4096 {
                     return Err("failure reason longer than 4096 bytes".into());
                 }
+                if f.ground == pb::FailureGround::QueryInvalid as i32 {
+                    // Rule 9: one member's word only for a ground every member checks.
+                    return self.rules.0.check_failure_ground(&f.query_id, self);
+                }
+                if f.ground != pb::FailureGround::Unspecified as i32 {
+                    return Err(format!("unknown failure ground {}", f.ground));
+                }
                 match &q.failure {
                     Some((_, by)) if by.contains(n) => Err(format!(
                         "{n} already posted a failure of query {} ({} of t = {} members so far)",
@@ -1077,12 +1156,20 @@ impl LedgerState {
             AuthorId::Node(n) => n.clone(),
             AuthorId::Researcher(_) => String::new(),
         };
-        // Rule 9 is decided on the state before the entry, as `check` saw it.
+        // Rule 9: `check` confirmed a QUERY_INVALID ground; anything else is an approval.
         let failure_needs_agreement = match e.kind() {
-            Some(Kind::QueryFailed(f)) => self.rules.0.failure_needs_agreement(&f.query_id, self),
+            Some(Kind::QueryFailed(f)) => f.ground != pb::FailureGround::QueryInvalid as i32,
             _ => false,
         };
         self.rules.0.applied(e, seq);
+        if self.committee.member(&node).is_some() {
+            let clock = self.clocks.entry(node.clone()).or_insert((0, 0));
+            clock.0 = clock.0.max(e.body.timestamp_ms);
+            clock.1 = seq;
+            if !self.pending.is_empty() {
+                self.age_pending();
+            }
+        }
         let Some(kind) = e.kind() else { return };
         if matches!(
             kind,
@@ -1325,8 +1412,13 @@ mod tests {
 
         /// Member `i` posts `kind`.
         fn post(&mut self, i: usize, kind: Kind) -> Result<(), String> {
+            self.post_at(i, 0, kind)
+        }
+
+        /// Posts with the author's clock at `ms`.
+        fn post_at(&mut self, i: usize, ms: u64, kind: Kind) -> Result<(), String> {
             let bytes =
-                crate::entry::sign_entry(&self.keys[i], "test/gov", self.seqs[i] + 1, 0, kind);
+                crate::entry::sign_entry(&self.keys[i], "test/gov", self.seqs[i] + 1, ms, kind);
             let e = self
                 .state
                 .check(&bytes, &self.tree, Verify::Signatures)
@@ -1450,6 +1542,102 @@ mod tests {
         assert!(g.state.researcher("r1").unwrap().enabled);
     }
 
+    fn note(text: &str) -> Kind {
+        Kind::Note(pb::Note { text: text.into() })
+    }
+
+    /// The committee's time is the `t`-th largest member clock: one member (t = 2) whose clock
+    /// runs years ahead cannot move it, and it follows the honest clocks.
+    #[test]
+    fn one_member_with_a_clock_far_ahead_cannot_move_committee_time() {
+        let mut g = Gov::new();
+        assert_eq!(g.state.committee_time_ms(), 0);
+        let day = 24 * 60 * 60 * 1000;
+        g.post_at(0, 1_000 * day, note("from the future")).unwrap();
+        assert_eq!(
+            g.state.committee_time_ms(),
+            0,
+            "one clock is not the committee's"
+        );
+        g.post_at(1, 10 * day, note("now")).unwrap();
+        assert_eq!(g.state.committee_time_ms(), 10 * day);
+        g.post_at(2, 11 * day, note("now")).unwrap();
+        assert_eq!(g.state.committee_time_ms(), 11 * day);
+        // A clock set back does not move a member's clock back.
+        g.post_at(2, day, note("the past")).unwrap();
+        assert_eq!(g.state.committee_time_ms(), 11 * day);
+    }
+
+    /// The attack: a colluding member proposes raising a researcher's budget and waits; months
+    /// later a careless member posts the same change for its own reasons, or is tricked into
+    /// it, and the stale approval completes it. A pending change lapses after
+    /// `PENDING_CHANGE_TTL_MS` of committee time; a late approval starts it afresh, and a
+    /// colluder's clock alone cannot make an honest proposal lapse early.
+    #[test]
+    fn a_stale_approval_does_not_complete_a_change_months_later() {
+        let mut g = Gov::new();
+        let day = 24 * 60 * 60 * 1000;
+        let t0 = 20_000 * day;
+        g.post_at(1, t0, note("clock")).unwrap();
+        g.post_at(2, t0, note("clock")).unwrap();
+        // m1 proposes; a colluder's clock far ahead does not make it lapse.
+        g.post_at(0, t0, budget("researcher:r1", 1_000_000))
+            .unwrap();
+        g.post_at(0, t0 + 100 * day, note("from the future"))
+            .unwrap();
+        g.post_at(1, t0, note("clock")).unwrap();
+        let p = g.state.pending_changes().values().next().unwrap();
+        assert_eq!(
+            p.proposed_ms, t0,
+            "its wait started at the honest clocks' time"
+        );
+        // Eight days of committee time pass on the honest clocks: it lapses.
+        g.post_at(1, t0 + 8 * day, note("clock")).unwrap();
+        assert!(g.state.pending_changes().is_empty(), "lapsed");
+        // The late approval is a fresh proposal, not the second approval.
+        g.post_at(1, t0 + 8 * day, budget("researcher:r1", 1_000_000))
+            .unwrap();
+        assert_eq!(g.limit("researcher:r1"), None);
+        let p = g.state.pending_changes().values().next().unwrap();
+        assert_eq!(p.approvals.iter().collect::<Vec<_>>(), vec!["m2"]);
+        // Within the week, a second approval applies it.
+        g.post_at(2, t0 + 9 * day, budget("researcher:r1", 1_000_000))
+            .unwrap();
+        assert_eq!(g.limit("researcher:r1"), Some(1_000_000));
+    }
+
+    /// The attack on the lapse rule itself: after a quiet week the members' last clocks are a
+    /// week old, so a change proposed now would count as a week old as soon as the first
+    /// cosignature brings committee time up to date, and lapse at once. Its wait starts only
+    /// when `t` members have posted after it.
+    #[test]
+    fn a_change_proposed_after_an_idle_week_does_not_lapse_at_once() {
+        let mut g = Gov::new();
+        let day = 24 * 60 * 60 * 1000;
+        let t0 = 20_000 * day;
+        g.post_at(1, t0, note("clock")).unwrap();
+        g.post_at(2, t0, note("clock")).unwrap();
+        g.post_at(0, t0 + 30 * day, register("r1")).unwrap();
+        g.post_at(1, t0 + 30 * day, note("cosignature")).unwrap();
+        assert_eq!(g.state.pending_changes().len(), 1, "not lapsed");
+        g.post_at(2, t0 + 30 * day, register("r1")).unwrap();
+        assert!(g.state.researcher("r1").is_some());
+    }
+
+    /// A change proposed before the committee's time is known (a fresh ledger) does not lapse
+    /// the moment it becomes known: its wait starts then.
+    #[test]
+    fn a_change_proposed_before_committee_time_is_known_waits_from_then() {
+        let mut g = Gov::new();
+        let day = 24 * 60 * 60 * 1000;
+        g.post(0, register("r1")).unwrap();
+        g.post_at(1, 20_000 * day, note("clock")).unwrap();
+        g.post_at(2, 20_000 * day, note("clock")).unwrap();
+        assert_eq!(g.state.pending_changes().len(), 1, "not lapsed");
+        g.post_at(1, 20_001 * day, register("r1")).unwrap();
+        assert!(g.state.researcher("r1").is_some());
+    }
+
     #[test]
     fn one_member_cannot_flood_the_state_with_pending_changes() {
         let mut g = Gov::new();
@@ -1502,7 +1690,109 @@ mod tests {
         Kind::QueryFailed(pb::QueryFailed {
             query_id: id.into(),
             reason: reason.into(),
+            ground: pb::FailureGround::Unspecified as i32,
         })
+    }
+
+    fn failed_invalid(id: &str, reason: &str) -> Kind {
+        Kind::QueryFailed(pb::QueryFailed {
+            query_id: id.into(),
+            reason: reason.into(),
+            ground: pb::FailureGround::QueryInvalid as i32,
+        })
+    }
+
+    /// Application rules that find exactly the queries in their list invalid.
+    struct InvalidQueries(Vec<&'static str>);
+
+    impl crate::rules::AppRules for InvalidQueries {
+        fn check(&self, _: &ParsedEntry, _: &LedgerState) -> Result<(), String> {
+            Ok(())
+        }
+        fn check_failure_ground(&self, query: &str, _: &LedgerState) -> Result<(), String> {
+            if self.0.contains(&query) {
+                Ok(())
+            } else {
+                Err(format!("query {query} compiles"))
+            }
+        }
+        fn applied(&mut self, _: &ParsedEntry, _: u64) {}
+    }
+
+    /// The attack: before any noise is posted (the budget is already charged at admission),
+    /// one colluding member declares every query failed, so researchers pay and never get a
+    /// result. One member's `QueryFailed` is now only an approval, before noise as after; the
+    /// query ends failed when `t` members agree.
+    #[test]
+    fn one_member_cannot_fail_a_query_before_noise_without_a_checkable_ground() {
+        let mut g = with_query("q2");
+        g.post(1, failed("q2", "no contributions")).unwrap();
+        assert_eq!(
+            g.state.query("q2").unwrap().outcome,
+            None,
+            "one member cannot end a charged query alone"
+        );
+        g.post(0, failed("q2", "timeout")).unwrap();
+        assert_eq!(
+            g.state.query("q2").unwrap().outcome,
+            Some(QueryOutcome::Failed("no contributions".into()))
+        );
+    }
+
+    /// An auditor replaying an export offline (`export::verify`, core rules only) has no
+    /// committee key to recompile queries with: it accepts an applied ground unchecked (its
+    /// report says so) instead of failing an honest ledger.
+    #[test]
+    fn an_offline_replay_accepts_a_ground_it_cannot_check() {
+        let mut g = with_query("q1");
+        g.state.set_rules(Box::new(crate::rules::CoreOnly));
+        g.post(1, failed_invalid("q1", "does not compile")).unwrap();
+        assert_eq!(
+            g.state.query("q1").unwrap().outcome,
+            Some(QueryOutcome::Failed("does not compile".into()))
+        );
+    }
+
+    /// A ground every member checks lets one member end a query at once (a plan that does not
+    /// compile fails on every member alike); a claimed ground the rules do not confirm is
+    /// refused, naming nothing else, and a ledger without application rules refuses every
+    /// ground.
+    #[test]
+    fn a_failure_ground_is_accepted_only_when_every_member_confirms_it() {
+        // No application rules: the ground cannot be checked, so it is refused.
+        let mut g = with_query("q1");
+        let e = g
+            .post(1, failed_invalid("q1", "does not compile"))
+            .unwrap_err();
+        assert!(e.contains("cannot check"), "{e}");
+        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+
+        let mut g = with_query("q1");
+        g.state.set_rules(Box::new(InvalidQueries(vec!["q1"])));
+        g.post(1, failed_invalid("q1", "does not compile")).unwrap();
+        assert_eq!(
+            g.state.query("q1").unwrap().outcome,
+            Some(QueryOutcome::Failed("does not compile".into()))
+        );
+
+        // The attack: a valid query claimed invalid, to end it alone.
+        let mut g = with_query("q3");
+        g.state.set_rules(Box::new(InvalidQueries(vec!["q1"])));
+        let e = g.post(1, failed_invalid("q3", "claimed")).unwrap_err();
+        assert!(e.contains("compiles"), "{e}");
+        assert_eq!(g.state.query("q3").unwrap().outcome, None);
+        // An unknown ground is refused too.
+        let e = g
+            .post(
+                1,
+                Kind::QueryFailed(pb::QueryFailed {
+                    query_id: "q3".into(),
+                    reason: "?".into(),
+                    ground: 7,
+                }),
+            )
+            .unwrap_err();
+        assert!(e.contains("unknown failure ground"), "{e}");
     }
 
     /// The attack: once noise is posted (the charge is final and the result is on its way), one
@@ -1537,14 +1827,6 @@ mod tests {
         assert_eq!(
             g.state.query("q1").unwrap().outcome,
             Some(QueryOutcome::Failed("no reason".into()))
-        );
-
-        // Before any noise, one member still fails a query (e.g. no contributions in time).
-        let mut g = with_query("q2");
-        g.post(1, failed("q2", "no contributions")).unwrap();
-        assert_eq!(
-            g.state.query("q2").unwrap().outcome,
-            Some(QueryOutcome::Failed("no contributions".into()))
         );
     }
 

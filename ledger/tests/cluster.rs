@@ -335,3 +335,46 @@ async fn hospital_joins_and_another_leaves_through_config_change_entries() {
     assert!(epoch2.member("hospital-a").is_none());
     assert!(epoch2.member("hospital-d").is_some());
 }
+
+/// A leader cut off from its quorum while a proposal is pending answers the proposer with an
+/// error, in bounded time, instead of holding it forever (before the fix, `client_write` on a
+/// cut-off leader never returned, even after the network healed); after healing, proposals
+/// through it commit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_to_a_cut_off_leader_fails_instead_of_hanging() {
+    use medtech_ledger::raft::node::PROPOSE_TIMEOUT;
+    use std::time::Duration;
+    let c = Cluster::start(3, 2, fast_tuning()).await;
+    c.nodes[&1].propose_own(note("before")).await.unwrap();
+    c.wait_agree(1).await;
+    let leader = c.wait_leader(&[]).await;
+    c.partition(&[leader]);
+    let bound = PROPOSE_TIMEOUT * 21 + Duration::from_secs(30);
+    let stuck = tokio::time::timeout(bound, c.nodes[&leader].propose_own(note("cut off"))).await;
+    let Ok(result) = stuck else {
+        panic!("the proposal to a cut-off leader did not return within {bound:?}");
+    };
+    // (If it stepped down instead, the forwarding attempts to the unreachable majority end
+    // in an error too.)
+    assert!(result.is_err(), "a cut-off leader committed {result:?}");
+    // The majority elected a leader of its own and writes on.
+    let other = c.wait_leader(&[leader]).await;
+    c.nodes[&other].propose_own(note("majority")).await.unwrap();
+    c.heal();
+    // Once it has heard of the newer leader, a proposal through it is forwarded and answered.
+    for _ in 0..300 {
+        if c.nodes[&leader].leader().await.is_some_and(|l| l != leader) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.nodes[&leader].propose_own(note("healed")),
+    )
+    .await
+    .expect("healed proposal hangs");
+    // Answered: committed, or refused by the state machine if the abandoned proposal's
+    // sequence number was taken after all.
+    assert!(r.is_ok(), "{r:?}");
+}

@@ -159,11 +159,14 @@ pub async fn check(c: &Committee, within: Duration) -> Result<Report, String> {
         // Grouped into instances exactly as the members group them.
         for route in router.route(&author, kind) {
             match route {
-                Route::Start { instance, submits } => {
-                    views.entry(instance).or_insert_with(|| {
-                        QueryView::started(submits)
-                            .with_failure_quorum(usize::from(c.view.threshold))
-                    });
+                Route::Start {
+                    instance,
+                    submits,
+                    failures,
+                } => {
+                    views
+                        .entry(instance)
+                        .or_insert_with(|| QueryView::started(submits).with_failures(failures));
                 }
                 Route::Apply { instance } => {
                     let Some(view) = views.get_mut(&instance) else {

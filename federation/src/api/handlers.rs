@@ -200,6 +200,17 @@ async fn metrics(State(api): S, headers: HeaderMap) -> ApiResult {
             devices as f64,
         ),
         (
+            "medtech_release_checks",
+            "Releases this member's state machine checked (recombined from t partials).",
+            crate::rules::RELEASE_CHECKS.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+        (
+            "medtech_release_check_seconds",
+            "Seconds this member's state machine spent checking releases.",
+            crate::rules::RELEASE_CHECK_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64
+                / 1e9,
+        ),
+        (
             "medtech_queries_pending",
             "Queries seen on the ledger and not ended.",
             f64::from(pending),
@@ -1333,6 +1344,12 @@ fn pending_json(
         "threshold": committee.threshold,
         "missing": committee.threshold.saturating_sub(current),
         "not_yet_approved_by": waiting,
+        // Committee time (ms since the epoch) after which its approvals lapse; null until its
+        // wait starts (t members have posted since it was proposed).
+        "lapses_at_ms": (p.proposed_ms != 0).then(|| {
+            p.proposed_ms
+                .saturating_add(medtech_ledger::state::PENDING_CHANGE_TTL_MS)
+        }),
     })
 }
 

@@ -134,7 +134,15 @@ impl ProposalHandler for Handler {
                 ..Default::default()
             };
         };
-        match inner.raft.client_write(Proposal(entry)).await {
+        let written =
+            tokio::time::timeout(PROPOSE_TIMEOUT, inner.raft.client_write(Proposal(entry))).await;
+        let Ok(written) = written else {
+            return pb::ProposeReply {
+                error: not_committed(),
+                ..Default::default()
+            };
+        };
+        match written {
             Ok(resp) => pb::ProposeReply {
                 raft_index: resp.log_id.index,
                 accepted: resp.data.sequence.is_some(),
@@ -720,7 +728,17 @@ async fn propose(inner: &Inner, entry: Vec<u8>) -> Result<Receipt, Error> {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(6)))).await;
         }
-        match inner.raft.client_write(Proposal(entry.clone())).await {
+        let written = tokio::time::timeout(
+            PROPOSE_TIMEOUT,
+            inner.raft.client_write(Proposal(entry.clone())),
+        )
+        .await;
+        let Ok(written) = written else {
+            // A leader cut off from its quorum keeps the proposal pending: give up on it
+            // (openraft answers nothing until a newer leader truncates it, which may be never).
+            return Err(Error::Unavailable(not_committed()));
+        };
+        match written {
             Ok(resp) => return Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let Some(node) = f.leader_node else {
@@ -736,6 +754,21 @@ async fn propose(inner: &Inner, entry: Vec<u8>) -> Result<Receipt, Error> {
         }
     }
     Err(Error::Unavailable(last_err))
+}
+
+/// How long this node waits for a proposal it leads to commit. A leader cut off from its
+/// quorum holds proposals until a newer leader's log replaces them, which may never be
+/// reported to it; the caller gets [`Error::Unavailable`] instead of waiting forever. The
+/// proposal may still commit later: a retry of it is refused as a repeated author sequence,
+/// and the API's idempotency keys make a retried query charge once.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn not_committed() -> String {
+    format!(
+        "not committed within {} s (this node may be cut off from the committee's majority); \
+         it may still commit: retry with the same idempotency key",
+        PROPOSE_TIMEOUT.as_secs()
+    )
 }
 
 /// How long a forwarded proposal may take before it is tried again: the channel to the
