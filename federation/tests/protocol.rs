@@ -738,3 +738,29 @@ fn a_query_below_the_floor_posted_by_a_member_gets_no_contribution() {
     assert!(f.reason.contains("epsilon below the floor"), "{}", f.reason);
     assert!(f.reason.contains("0.000388"), "{}", f.reason);
 }
+
+/// Votes to fail a query can be lost (a proposal timed out, a leader changed). With one
+/// member's vote no longer enough, a lost vote could leave a query that nobody can release open
+/// forever. Here no partial decryption ever lands and the first vote of every member is lost:
+/// each member posts its vote again while it is not on the ledger, and the query fails.
+#[test]
+fn a_failure_vote_lost_in_transit_is_posted_again() {
+    use std::collections::BTreeSet;
+    let (mut c, _) = committee(NoiseMode::DisabledForTests, 14);
+    let id = c
+        .submit("alice", &spec(QueryKind::Count, None, vec![]))
+        .unwrap();
+    let mut lost: BTreeSet<String> = BTreeSet::new();
+    c.tamper = Some(Box::new(move |who, k| match k {
+        Kind::PartialDecryption(_) => None,
+        Kind::QueryFailed(_) if lost.insert(who.to_owned()) => None,
+        k => Some(k),
+    }));
+    // 40 rounds of 5 s: past the 60 s decryption timeout and several re-vote periods.
+    match c.run(&id, 5_000, 40) {
+        Some(Outcome::Failed(why)) => assert!(why.contains("not released within"), "{why}"),
+        other => panic!("the lost votes were never posted again: {other:?}"),
+    }
+    let view = c.query_view(&id).unwrap();
+    assert!(view.partials.is_empty());
+}
