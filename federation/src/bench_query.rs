@@ -333,6 +333,34 @@ async fn checked(
     Ok(r.json())
 }
 
+/// Logs `user` in for the first time (setting a new password) once the member at `addr` has
+/// applied its registration (the last approval may still be on its way there).
+async fn login_when_registered(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let mut last = None;
+    for _ in 0..100 {
+        match client::first_login(
+            addr,
+            user,
+            password,
+            &crate::api::accounts::generate_password(),
+        )
+        .await
+        {
+            Ok(token) => return Ok(token),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(anyhow::anyhow!(
+        "first login of {user}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
 /// Submits `spec` at `addr` and waits for it; returns ms, whether it was released, how many
 /// queries were decrypted together with it (1 when it ran alone), and its id.
 async fn one_query(
@@ -568,16 +596,21 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         }
         let a0 = apis[0];
         checked(a0, "PUT", "/api/v1/budgets/dataset:federation", &admins[0], json!({ "epsilon": 1_000_000.0 })).await?;
-        let mut tokens = Vec::new();
+        let mut first = Vec::new();
         for c in 0..cfg.clients.max(1) {
             let user = format!("bench-{c}");
             let r = checked(a0, "POST", "/api/v1/researchers", &admins[0], json!({ "username": user, "epsilon_budget": 100_000.0 })).await?;
-            tokens.push(client::first_login(a0, &user, r["password"].as_str().unwrap_or_default(), &crate::api::accounts::generate_password()).await?);
+            first.push((user, r["password"].as_str().unwrap_or_default().to_owned()));
         }
-        // The dataset budget and the registrations wait for t members (docs/privacy.md).
+        // The dataset budget and the registrations wait for t members (docs/privacy.md); a
+        // researcher logs in once registered on the ledger.
         let pending = 2 * cfg.clients.max(1) + 1; // the dataset budget; each registration and budget
         for (a, admin) in apis.iter().zip(&admins).skip(1).take(usize::from(cfg.threshold).saturating_sub(1)) {
             client::approve_pending(*a, admin, pending, Duration::from_secs(30)).await?;
+        }
+        let mut tokens = Vec::new();
+        for (user, password) in &first {
+            tokens.push(login_when_registered(a0, user, password).await?);
         }
         // Latency, one query at a time, spread over the members.
         let specs = [
