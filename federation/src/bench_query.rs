@@ -367,6 +367,7 @@ async fn one_query(
     addr: SocketAddr,
     token: &str,
     spec: &Value,
+    auditor: Option<&str>,
 ) -> anyhow::Result<(f64, bool, usize, String)> {
     let t0 = Instant::now();
     let r = checked(addr, "POST", "/api/v1/queries", token, spec.clone()).await?;
@@ -382,10 +383,19 @@ async fn one_query(
         .await?;
         match q["status"].as_str() {
             Some("released") => {
-                let bundle = q["result"]["bundle"]
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                // A researcher sees only its own queries of a bundle: the bundle's size is read
+                // with the auditor's token, after the latency was taken.
+                let whole = match auditor {
+                    Some(a) => checked(addr, "GET", &format!("/api/v1/queries/{id}"), a, Value::Null)
+                        .await
+                        .unwrap_or(q),
+                    None => q,
+                };
+                let bundle = whole["result"]["bundle"]
                     .as_array()
                     .map_or(1, |b| b.len().max(1));
-                return Ok((t0.elapsed().as_secs_f64() * 1e3, true, bundle, id));
+                return Ok((ms, true, bundle, id));
             }
             Some("failed") => {
                 eprintln!(
@@ -420,6 +430,7 @@ fn mean_bundle(sizes: &[usize]) -> f64 {
 async fn sustained(
     cfg: &QueryBenchConfig,
     apis: &[SocketAddr],
+    auditors: &[String],
     tokens: &[String],
     spec: &Value,
 ) -> anyhow::Result<SustainedFigures> {
@@ -429,12 +440,13 @@ async fn sustained(
     for i in 0..total {
         let at = start + Duration::from_secs_f64(i as f64 / cfg.rate);
         let addr = apis[i % apis.len()];
+        let auditor = auditors[i % apis.len()].clone();
         let token = tokens[i % tokens.len()].clone();
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             let submitted = at.duration_since(start).as_secs_f64();
-            let r = one_query(addr, &token, &spec).await;
+            let r = one_query(addr, &token, &spec, Some(&auditor)).await;
             (submitted, r)
         }));
     }
@@ -625,7 +637,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
             let mut last = String::new();
             for q in 0..cfg.queries {
                 let (t, released, _, id) =
-                    one_query(apis[q % apis.len()], &tokens[0], spec).await?;
+                    one_query(apis[q % apis.len()], &tokens[0], spec, None).await?;
                 anyhow::ensure!(released, "a {} query failed", spec["kind"]);
                 ms.push(t);
                 last = id;
@@ -651,12 +663,13 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         let mut tasks = Vec::new();
         for (c, token) in tokens.iter().enumerate() {
             let addr = apis[c % apis.len()];
+            let auditor = admins[c % apis.len()].clone();
             let token = token.clone();
             let spec = specs[0].clone();
             tasks.push(tokio::spawn(async move {
                 let (mut ok, mut failed, mut bundles) = (Vec::new(), 0usize, Vec::new());
                 while Instant::now() < until {
-                    match one_query(addr, &token, &spec).await {
+                    match one_query(addr, &token, &spec, Some(&auditor)).await {
                         Ok((ms, true, b, _)) => {
                             ok.push(ms);
                             bundles.push(b);
@@ -677,7 +690,7 @@ pub fn run(cfg: &QueryBenchConfig) -> anyhow::Result<QueryBenchReport> {
         }
         let elapsed = start.elapsed().as_secs_f64();
         let sustained = if cfg.rate > 0.0 {
-            Some(sustained(cfg, &apis, &tokens, &specs[0]).await?)
+            Some(sustained(cfg, &apis, &admins, &tokens, &specs[0]).await?)
         } else {
             None
         };
