@@ -387,9 +387,15 @@ async fn one_query(
                 // A researcher sees only its own queries of a bundle: the bundle's size is read
                 // with the auditor's token, after the latency was taken.
                 let whole = match auditor {
-                    Some(a) => checked(addr, "GET", &format!("/api/v1/queries/{id}"), a, Value::Null)
-                        .await
-                        .unwrap_or(q),
+                    Some(a) => checked(
+                        addr,
+                        "GET",
+                        &format!("/api/v1/queries/{id}"),
+                        a,
+                        Value::Null,
+                    )
+                    .await
+                    .unwrap_or(q),
                     None => q,
                 };
                 let bundle = whole["result"]["bundle"]
