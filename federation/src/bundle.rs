@@ -471,11 +471,7 @@ mod tests {
         assert_eq!(r.instance_of("q3"), Some("q2"));
         assert_eq!(r.instance_of("q2"), Some("q2"));
         // A contribution for a bundled query's id is routed to its bundle.
-        let k = Kind::QueryFailed(pb::QueryFailed {
-            query_id: "q3".into(),
-            reason: "x".into(),
-            ground: pb::FailureGround::Unspecified as i32,
-        });
+        let k = Kind::QueryFailed(vote("q3", "x"));
         assert_eq!(
             r.route("a", &k),
             vec![Route::Apply {
@@ -509,6 +505,15 @@ mod tests {
         assert_eq!(second[0].len(), n - cap / 2);
     }
 
+    /// One member's vote to fail query `id` (no ground).
+    fn vote(id: &str, reason: &str) -> pb::QueryFailed {
+        pb::QueryFailed {
+            query_id: id.into(),
+            reason: reason.into(),
+            ground: pb::FailureGround::Unspecified as i32,
+        }
+    }
+
     /// The attack: while a query waits in the queue, `t − 1` members approve its failure, and
     /// after it starts one more member's approval would end it on the ledger (which counts
     /// all `t`): the instance's view must count the approvals made while queued, or members
@@ -519,11 +524,7 @@ mod tests {
         let mut r = Router::new(c.clone());
         r.route("a", &submit(&c, "q1", QueryKind::Count, None));
         r.route("a", &submit(&c, "q2", QueryKind::Count, None));
-        let failed = pb::QueryFailed {
-            query_id: "q2".into(),
-            reason: "queued".into(),
-            ground: pb::FailureGround::Unspecified as i32,
-        };
+        let failed = vote("q2", "queued");
         r.route("b", &Kind::QueryFailed(failed.clone()));
         assert!(r.is_queued("q2"));
         let start = r.route("b", &close("q1"));
@@ -556,15 +557,11 @@ mod tests {
         r.route("a", &submit(&c, "q1", QueryKind::Count, None));
         r.route("a", &submit(&c, "q2", QueryKind::Count, None));
         assert!(r.is_queued("q2"));
-        let vote = Kind::QueryFailed(pb::QueryFailed {
-            query_id: "q1".into(),
-            reason: "vote".into(),
-            ground: pb::FailureGround::Unspecified as i32,
-        });
-        assert!(started(&r.route("b", &vote)).is_empty());
+        let v = Kind::QueryFailed(vote("q1", "vote"));
+        assert!(started(&r.route("b", &v)).is_empty());
         assert!(r.is_queued("q2"), "one vote left the bundle open");
         // The t-th vote puts the failure in effect: the next bundle starts.
-        assert_eq!(started(&r.route("c", &vote)), vec![vec!["q2".to_string()]]);
+        assert_eq!(started(&r.route("c", &v)), vec![vec!["q2".to_string()]]);
     }
 
     #[test]
@@ -574,11 +571,7 @@ mod tests {
         r.route("a", &submit(&c, "q1", QueryKind::Count, None));
         r.route("a", &submit(&c, "q2", QueryKind::Count, None));
         r.route("a", &submit(&c, "q3", QueryKind::Count, None));
-        let failed = Kind::QueryFailed(pb::QueryFailed {
-            query_id: "q2".into(),
-            reason: "x".into(),
-            ground: pb::FailureGround::Unspecified as i32,
-        });
+        let failed = Kind::QueryFailed(vote("q2", "x"));
         // One member's failure is an approval (t = 2): still queued.
         assert!(r.route("b", &failed).is_empty());
         assert!(r.is_queued("q2"));

@@ -364,12 +364,6 @@ impl QueryView {
         }
     }
 
-    /// This view with the failure quorum `t` ([`FailureTally`]).
-    pub fn with_failure_quorum(mut self, t: usize) -> Self {
-        self.failures = FailureTally::new(t);
-        self
-    }
-
     /// This view counting failures with `failures` (the router's tally of its queries'
     /// approvals so far, [`crate::bundle::Route::Start`]).
     pub fn with_failures(mut self, failures: FailureTally) -> Self {

@@ -298,6 +298,19 @@ async fn failures_on_every_node(fed: &LocalFederation, id: &str) -> Vec<Vec<(Str
         .collect()
 }
 
+/// A `QueryFailed` entry for query `id`.
+fn query_failed(
+    id: &str,
+    reason: &str,
+    ground: medtech_protos::ledger::v1::FailureGround,
+) -> medtech_ledger::entry::Kind {
+    medtech_ledger::entry::Kind::QueryFailed(medtech_protos::ledger::v1::QueryFailed {
+        query_id: id.into(),
+        reason: reason.into(),
+        ground: ground as i32,
+    })
+}
+
 /// The attack: a member ends a researcher's charged query alone by claiming it is invalid
 /// (the one ground the ledger lets one member fail a query with), just before contributing.
 /// Every member's state machine recompiles the query, finds it valid, and refuses the claim:
@@ -309,11 +322,11 @@ async fn a_valid_query_claimed_invalid_is_refused_by_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let claim: medtech_federation::node::Adversary = std::sync::Arc::new(|_, k| match k {
         Kind::Contribution(c) => vec![
-            Kind::QueryFailed(pb::QueryFailed {
-                query_id: c.query_id.clone(),
-                reason: "claimed: the query does not compile".into(),
-                ground: pb::FailureGround::QueryInvalid as i32,
-            }),
+            query_failed(
+                &c.query_id,
+                "claimed: the query does not compile",
+                pb::FailureGround::QueryInvalid,
+            ),
             Kind::Contribution(c),
         ],
         k => vec![k],
@@ -348,11 +361,11 @@ async fn one_member_failing_a_query_before_noise_does_not_end_it() {
     // Only the first member to contribute plays the attacker.
     let deny: medtech_federation::node::Adversary = std::sync::Arc::new(move |_, k| match k {
         Kind::Contribution(c) if !d2.swap(true, Ordering::SeqCst) => vec![
-            Kind::QueryFailed(pb::QueryFailed {
-                query_id: c.query_id.clone(),
-                reason: "no contributions in time".into(),
-                ground: pb::FailureGround::Unspecified as i32,
-            }),
+            query_failed(
+                &c.query_id,
+                "no contributions in time",
+                pb::FailureGround::Unspecified,
+            ),
             Kind::Contribution(c),
         ],
         k => vec![k],

@@ -1430,6 +1430,14 @@ mod tests {
             Ok(())
         }
 
+        /// How query `id`, which must be on the ledger, ended, if it did.
+        fn outcome(&self, id: &str) -> Option<QueryOutcome> {
+            self.state
+                .query(id)
+                .expect("the query is on the ledger")
+                .outcome
+        }
+
         fn limit(&self, subject: &str) -> Option<u64> {
             let s = crate::budget::parse_subject(subject).unwrap();
             self.state.budgets().limit(&s).map(|c| c.epsilon.0)
@@ -1686,20 +1694,22 @@ mod tests {
         g
     }
 
-    fn failed(id: &str, reason: &str) -> Kind {
+    fn failed_on(id: &str, reason: &str, ground: pb::FailureGround) -> Kind {
         Kind::QueryFailed(pb::QueryFailed {
             query_id: id.into(),
             reason: reason.into(),
-            ground: pb::FailureGround::Unspecified as i32,
+            ground: ground as i32,
         })
     }
 
+    /// One member's vote to fail query `id`.
+    fn failed(id: &str, reason: &str) -> Kind {
+        failed_on(id, reason, pb::FailureGround::Unspecified)
+    }
+
+    /// A failure of query `id` on the ground that it is invalid.
     fn failed_invalid(id: &str, reason: &str) -> Kind {
-        Kind::QueryFailed(pb::QueryFailed {
-            query_id: id.into(),
-            reason: reason.into(),
-            ground: pb::FailureGround::QueryInvalid as i32,
-        })
+        failed_on(id, reason, pb::FailureGround::QueryInvalid)
     }
 
     /// Application rules that find exactly the queries in their list invalid.
@@ -1728,13 +1738,13 @@ mod tests {
         let mut g = with_query("q2");
         g.post(1, failed("q2", "no contributions")).unwrap();
         assert_eq!(
-            g.state.query("q2").unwrap().outcome,
+            g.outcome("q2"),
             None,
             "one member cannot end a charged query alone"
         );
         g.post(0, failed("q2", "timeout")).unwrap();
         assert_eq!(
-            g.state.query("q2").unwrap().outcome,
+            g.outcome("q2"),
             Some(QueryOutcome::Failed("no contributions".into()))
         );
     }
@@ -1748,7 +1758,7 @@ mod tests {
         g.state.set_rules(Box::new(crate::rules::CoreOnly));
         g.post(1, failed_invalid("q1", "does not compile")).unwrap();
         assert_eq!(
-            g.state.query("q1").unwrap().outcome,
+            g.outcome("q1"),
             Some(QueryOutcome::Failed("does not compile".into()))
         );
     }
@@ -1765,13 +1775,13 @@ mod tests {
             .post(1, failed_invalid("q1", "does not compile"))
             .unwrap_err();
         assert!(e.contains("cannot check"), "{e}");
-        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        assert_eq!(g.outcome("q1"), None);
 
         let mut g = with_query("q1");
         g.state.set_rules(Box::new(InvalidQueries(vec!["q1"])));
         g.post(1, failed_invalid("q1", "does not compile")).unwrap();
         assert_eq!(
-            g.state.query("q1").unwrap().outcome,
+            g.outcome("q1"),
             Some(QueryOutcome::Failed("does not compile".into()))
         );
 
@@ -1780,7 +1790,7 @@ mod tests {
         g.state.set_rules(Box::new(InvalidQueries(vec!["q1"])));
         let e = g.post(1, failed_invalid("q3", "claimed")).unwrap_err();
         assert!(e.contains("compiles"), "{e}");
-        assert_eq!(g.state.query("q3").unwrap().outcome, None);
+        assert_eq!(g.outcome("q3"), None);
         // An unknown ground is refused too.
         let e = g
             .post(
@@ -1821,11 +1831,11 @@ mod tests {
         // The same member again does not count twice.
         let again = g.post(0, failed("q1", "still no reason")).unwrap_err();
         assert!(again.contains("already posted a failure"), "{again}");
-        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        assert_eq!(g.outcome("q1"), None);
         // A second member (t = 2) agrees: the query ends with the first reason.
         g.post(2, failed("q1", "timeout")).unwrap();
         assert_eq!(
-            g.state.query("q1").unwrap().outcome,
+            g.outcome("q1"),
             Some(QueryOutcome::Failed("no reason".into()))
         );
     }
@@ -1845,7 +1855,7 @@ mod tests {
         )
         .unwrap();
         g.post(0, failed("q1", "suppress it")).unwrap();
-        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        assert_eq!(g.outcome("q1"), None);
         g.post(
             1,
             Kind::ReleaseResult(pb::ReleaseResult {
@@ -1854,10 +1864,7 @@ mod tests {
             }),
         )
         .unwrap();
-        assert!(matches!(
-            g.state.query("q1").unwrap().outcome,
-            Some(QueryOutcome::Released(_))
-        ));
+        assert!(matches!(g.outcome("q1"), Some(QueryOutcome::Released(_))));
         // The failure can no longer complete.
         assert!(g
             .post(2, failed("q1", "late"))
@@ -2154,14 +2161,11 @@ mod tests {
         });
         let err = g.post(0, release.clone()).unwrap_err();
         assert!(err.contains("no application rules"), "{err}");
-        assert_eq!(g.state.query("q1").unwrap().outcome, None);
+        assert_eq!(g.outcome("q1"), None);
         // Under rules that accept it (the core only), it ends the query.
         g.state.set_rules(Box::new(crate::rules::CoreOnly));
         g.post(0, release).unwrap();
-        assert!(matches!(
-            g.state.query("q1").unwrap().outcome,
-            Some(QueryOutcome::Released(_))
-        ));
+        assert!(matches!(g.outcome("q1"), Some(QueryOutcome::Released(_))));
     }
 
     #[test]
