@@ -688,10 +688,8 @@ impl LedgerState {
     /// `t`-th approval by a current member, and the change is to be applied now.
     fn approve(&mut self, node: &str, kind: &Kind, seq: u64) -> bool {
         let id = change_id(&self.origin, kind);
-        if self.pending.get(&id).is_some_and(|p| self.has_lapsed(p)) {
-            // Its approvals lapsed: this one starts the change afresh.
-            self.pending.remove(&id);
-        }
+        // A lapsed change is already gone: `apply` ages the pending changes (`age_pending`)
+        // before it records an approval, so this one starts it afresh.
         let p = self.pending.entry(id).or_insert_with(|| PendingChange {
             kind: kind.clone(),
             proposed_at: seq,
