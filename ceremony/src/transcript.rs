@@ -3,7 +3,7 @@
 //! [`verify`] is what `medtech-ceremony verify TRANSCRIPT` runs.
 //!
 //! ```json
-//! { "format": "medtech-ceremony-transcript/5",
+//! { "format": "medtech-ceremony-transcript/6",
 //!   "parameters": { "bits": 2048, "parties": 5, "threshold": 3, "session": "…",
 //!                   "batch": 32768, "biprime_reps": 150 },
 //!   "identities": [ { "party": 1, "ed25519": "…" }, … ],
@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{unhex, Error, Result};
 
 /// The format tag of a transcript.
-pub const FORMAT: &str = "medtech-ceremony-transcript/5";
+pub const FORMAT: &str = "medtech-ceremony-transcript/6";
 
 /// The parameters as written in a transcript.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -314,9 +314,14 @@ pub(super) fn digest_broadcast(mut broadcast: Message, direct: &[Message]) -> Me
     broadcast
 }
 
-/// Checks a digest broadcast (`n` values below `2^256`) and returns the digests.
+/// Checks a digest broadcast (`n` values below `2^256`) and returns the digests. An M1 broadcast
+/// also carries its sender's batch-seed commitment in `digest` ([`super::audit`]); the others
+/// carry nothing else.
 pub(super) fn expect_digests(m: &Message, n: u16) -> Result<Vec<[u8; 32]>> {
-    if m.ints.len() != usize::from(n) || !m.small.is_empty() || m.digest.is_some() {
+    if m.ints.len() != usize::from(n)
+        || !m.small.is_empty()
+        || m.digest.is_some() != (m.round == Round::SieveShares)
+    {
         return Err(blame(
             m,
             format!("{} share digests, expected {n}", m.ints.len()),

@@ -725,6 +725,10 @@ pub(super) mod hooks {
         /// `(dealer, which)`: the dealer commits honestly to a key-stage polynomial with a
         /// coefficient outside its public size (`(0, Oversized::None)`: nobody).
         pub(crate) oversized: (u16, Oversized),
+        /// The party that multiplies every first-repetition biprimality value by the public
+        /// base before committing to it in M5a (a candidate killer consistent with its own
+        /// commitments, which only the batch audit catches).
+        pub(crate) kill_biprime_party: u16,
     }
 
     /// Which key-stage polynomial a dealer inflates (its top coefficient).
@@ -842,6 +846,7 @@ mod tests {
             false_complaint: (0, 0),
             k4_without_randomness: false,
             oversized: (0, hooks::Oversized::None),
+            kill_biprime_party: 0,
         }
     }
 

@@ -79,11 +79,14 @@ pub enum Round {
     /// hashed from the session and the key; the key is output only if every `t` of them
     /// decrypt it.
     TestDecryption = 14,
+    /// A (broadcast): every party opens its seed of a batch that yielded no modulus, for the
+    /// audit of that batch (see [`crate::dkg`], module `audit`).
+    BatchAudit = 21,
 }
 
 impl Round {
     /// Position in protocol order (the wire value times eight, with M5a just before M5b and
-    /// C1, C1b, C1c, C2 just after M9).
+    /// C1, C1b, C1c, C2 and the batch audit just after M9).
     fn position(self) -> u16 {
         let gcd = 8 * Round::GcdReveal as u16;
         match self {
@@ -92,6 +95,7 @@ impl Round {
             Round::CertifyComplaints => gcd + 2,
             Round::CertifyReveals => gcd + 3,
             Round::CertifyProducts => gcd + 4,
+            Round::BatchAudit => gcd + 5,
             r => 8 * r as u16,
         }
     }
@@ -118,6 +122,7 @@ impl Round {
             18 => CertifyProducts,
             19 => CertifyComplaints,
             20 => CertifyReveals,
+            21 => BatchAudit,
             _ => return None,
         })
     }

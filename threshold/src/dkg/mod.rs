@@ -10,7 +10,8 @@
 //! broadcasts reach everyone unchanged — the transport's job (the ceremony signs every message
 //! and hashes the transcript). Parties `S = {1, …, 2t − 1}` publish the product shares.
 //!
-//! **Modulus (Boneh–Franklin 2001, batched).** Per batch of `K` candidates:
+//! **Modulus (Boneh–Franklin 2001, batched).** Per batch of `K` candidates, every random choice
+//! of a party derived from a fresh batch seed whose hash is in its M1 broadcast (module `audit`):
 //! * M1. Each party samples `p_i, q_i` (party 1: `≡ 3 mod 4` with the top two bits of `p`, `q`
 //!   fixed so `|N|` is exact; others `≡ 0 mod 4`) and Shamir-shares, for each group of small
 //!   primes with product `M ≤ 2^26`, `p_i mod M` and `q_i mod M` (degree `t − 1`) and a mask
@@ -33,6 +34,11 @@
 //! * M6–M7. The remaining repetitions (default 149, so r = 150 in all) committed likewise before
 //!   they are opened, so no party can choose any value after seeing the others'. After
 //!   [`MAX_BATCHES`] failed batches the generation ends with no key.
+//! * A (module `audit`). A batch that yields no modulus ends with every party opening its
+//!   batch seed; everyone re-runs every party of the batch from its seed and compares each
+//!   re-derived broadcast (share digests included, which bind the direct messages) with the one
+//!   published: the first that differs names its sender (`candidate_killer_is_named`). The
+//!   accepted batch's seed is never opened.
 //! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger such ring, and
 //!   `gcd(z mod N, N) = 1` required (it rules out the non-biprimes the test cannot).
 //! * C1–C2 (module `certify`), for the accepted modulus only: every dealer commits in `G_P`
@@ -76,8 +82,9 @@
 //!
 //! What is *not* proven (see docs/dkg.md, "Limits"): the published products of rejected
 //! candidates (M2, M4) and of the gcd step (M9), and that the biprimality values come from the
-//! certified `p_i, q_i`: a party lying there can make a candidate fail, or the key fail K4,
-//! without being named (denial of service); it cannot choose `N`.
+//! certified `p_i, q_i`: a party lying there is named by the batch audit when it makes the
+//! whole batch fail, but not when another candidate of the batch is accepted, and not when it
+//! makes the key fail K4 (denial of service); it cannot choose `N`.
 //!
 //! [`verify::replay`] checks a key generation offline from its broadcasts alone (a ceremony
 //! transcript). [`reshare`] refreshes the shares of an existing key or moves it to a new committee.
@@ -85,6 +92,7 @@
 //! Round state is a type and a transition consumes it; what is sent is a [`Message`]; secret
 //! state (`p_i`, `q_i`, polynomial coefficients, shares) is in zeroize-on-drop integers.
 
+mod audit;
 mod certify;
 mod consistency;
 mod field;
@@ -504,6 +512,26 @@ pub enum Step {
     Done(Box<KeyOutput>),
 }
 
+impl State {
+    /// Whether the party waits for a round of a candidate batch (M1–M9), whose broadcasts it
+    /// keeps for the batch's audit.
+    fn in_batch(&self) -> bool {
+        matches!(
+            self,
+            State::Sieve(_)
+                | State::SieveProducts(_)
+                | State::Candidates(_)
+                | State::Moduli(_)
+                | State::BiprimeFirstCommit(_)
+                | State::BiprimeFirst(_)
+                | State::BiprimeCommit(_)
+                | State::BiprimeReveal(_)
+                | State::Gcd(_)
+                | State::GcdReveal(_)
+        )
+    }
+}
+
 /// What a party is waiting for.
 #[derive(Debug)]
 enum State {
@@ -515,12 +543,13 @@ enum State {
     BiprimeFirst(modulus::FirstTestRound),
     BiprimeCommit(modulus::CommitRound),
     BiprimeReveal(modulus::RevealRound),
-    Gcd(modulus::GcdRound),
-    GcdReveal(modulus::GcdRevealRound),
+    Gcd(Box<modulus::GcdRound>),
+    GcdReveal(Box<modulus::GcdRevealRound>),
     CertifyCommit(Box<certify::CommitRound>),
     CertifyComplaints(Box<certify::ComplaintRound>),
     CertifyReveals(Box<certify::RevealRound>),
     CertifyProducts(Box<certify::ProductRound>),
+    Audit(modulus::AuditRound),
     Key1(key::Round1),
     Key2(key::Round2),
     Key3(key::Round3),
@@ -539,6 +568,11 @@ pub struct Party {
     me: PartyIndex,
     state: State,
     stats: Stats,
+    /// Every broadcast received in the current batch, for the audit should the batch be
+    /// rejected (module `audit`); empty for a party the audit re-runs.
+    log: Vec<Message>,
+    /// False for a party the audit re-runs from its opened seed (no log, no test hooks).
+    live: bool,
 }
 
 /// A party's view of the messages of the round it is in.
@@ -599,13 +633,16 @@ impl Party {
         }
         let setup = Setup::new(params);
         let mut stats = Stats::default();
-        let (state, out) = modulus::start_batch(&setup, me, 0, &mut stats, rng);
+        let seed = audit::BatchSeed::fresh(&setup, 0, me, rng);
+        let (state, out) = modulus::start_batch(&setup, me, 0, &mut stats, seed);
         Ok((
             Party {
                 setup,
                 me,
                 state,
                 stats,
+                log: Vec::new(),
+                live: true,
             },
             out,
         ))
@@ -638,6 +675,7 @@ impl Party {
             State::CertifyComplaints(_) => Round::CertifyComplaints,
             State::CertifyReveals(_) => Round::CertifyReveals,
             State::CertifyProducts(_) => Round::CertifyProducts,
+            State::Audit(_) => Round::BatchAudit,
             State::Key1(_) => Round::KeyShares,
             State::Key2(_) => Round::MaskedProduct,
             State::Key3(_) => Round::Reshare,
@@ -669,7 +707,8 @@ impl Party {
             | State::BiprimeCommit(_)
             | State::BiprimeReveal(_)
             | State::CertifyComplaints(_)
-            | State::CertifyReveals(_) => (all, Vec::new()),
+            | State::CertifyReveals(_)
+            | State::Audit(_) => (all, Vec::new()),
             State::Key1(_) => (all.clone(), all),
             State::Key4(_) => (all, Vec::new()),
             State::Key3(_) => (s.clone(), s),
@@ -693,6 +732,7 @@ impl Party {
             State::CertifyComplaints(s) => s.batch,
             State::CertifyReveals(s) => s.batch,
             State::CertifyProducts(s) => s.batch,
+            State::Audit(s) => s.batch,
             State::Key1(_) | State::Key2(_) | State::Key3(_) | State::Key4(_) => 0,
         }
     }
@@ -747,19 +787,31 @@ impl Party {
             me,
             state,
             mut stats,
+            mut log,
+            live,
         } = self;
-        let ctx = Ctx { setup: &setup, me };
+        // A live party keeps the batch's broadcasts for its audit (a re-run one does not need
+        // them: the audit stops where the batch was rejected).
+        if live && state.in_batch() {
+            log.extend(inbox.broadcast.values().cloned());
+        }
+        let ctx = Ctx {
+            setup: &setup,
+            me,
+            live,
+        };
         let transition = match state {
             State::Sieve(s) => s.receive(&ctx, &inbox, rng),
-            State::SieveProducts(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::SieveProducts(s) => s.receive(&ctx, &inbox, &mut stats),
             State::Candidates(s) => s.receive(&ctx, &inbox),
-            State::Moduli(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::Moduli(s) => s.receive(&ctx, &inbox, &mut stats),
             State::BiprimeFirstCommit(s) => s.receive(&ctx, &inbox),
-            State::BiprimeFirst(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::BiprimeFirst(s) => s.receive(&ctx, &inbox, &mut stats),
             State::BiprimeCommit(s) => s.receive(&ctx, &inbox),
-            State::BiprimeReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::BiprimeReveal(s) => s.receive(&ctx, &inbox),
             State::Gcd(s) => s.receive(&ctx, &inbox),
-            State::GcdReveal(s) => s.receive(&ctx, &inbox, &mut stats, rng),
+            State::GcdReveal(s) => s.receive(&ctx, &inbox, rng),
+            State::Audit(s) => s.receive(&setup, me, &inbox, &log, &mut stats, rng),
             State::CertifyCommit(s) => s.receive(&ctx, &inbox, rng),
             State::CertifyComplaints(s) => s.receive(&ctx, &inbox),
             State::CertifyReveals(s) => s.receive(&ctx, &inbox, rng),
@@ -770,15 +822,23 @@ impl Party {
             State::Key4(s) => s.receive(&ctx, &inbox),
         }?;
         Ok(match transition {
-            Transition::Next(state, out) => Step::Continue(
-                Box::new(Party {
+            Transition::Next(state, out) => {
+                if !(state.in_batch() || matches!(state, State::Audit(_))) {
+                    log = Vec::new();
+                }
+                let mut party = Party {
                     setup,
                     me,
                     state,
                     stats,
-                }),
-                out,
-            ),
+                    log,
+                    live,
+                };
+                if party.batch() != batch {
+                    party.log = Vec::new();
+                }
+                Step::Continue(Box::new(party), out)
+            }
             Transition::Done(key, share) => Step::Done(Box::new(KeyOutput { key, share, stats })),
         })
     }
@@ -788,6 +848,9 @@ impl Party {
 struct Ctx<'a> {
     setup: &'a Setup,
     me: PartyIndex,
+    /// False in a party the batch audit re-runs (test hooks that play a cheater stay off there).
+    #[cfg_attr(not(test), allow(dead_code))]
+    live: bool,
 }
 
 impl Ctx<'_> {

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
 use zeroize::Zeroize;
 
+use super::audit::{self, BatchSeed, Use};
 use super::certify::{self, CertData};
 use super::consistency::{
     challenges, check_digest, check_point, check_public, combine, digest_broadcast, expect_digests,
@@ -49,10 +50,9 @@ impl core::fmt::Debug for Candidate {
 pub(super) struct DealSeed([u8; 32]);
 
 impl DealSeed {
-    fn fresh<R: RngCore + CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut s = [0u8; 32];
-        rng.fill_bytes(&mut s);
-        DealSeed(s)
+    /// The dealing seed of one sharing round, derived from the batch seed.
+    fn derived(batch: &BatchSeed, use_: Use) -> Self {
+        DealSeed(batch.derive(use_))
     }
 
     fn rng(&self) -> ChaCha20Rng {
@@ -326,13 +326,14 @@ impl Wipe for Int {
     }
 }
 
-/// Samples `K` fresh candidates and sends M1.
-pub(super) fn start_batch<R: RngCore + CryptoRng + ?Sized>(
+/// Samples `K` fresh candidates and sends M1. Every random choice of the batch comes from
+/// `seed` ([`super::audit`]), whose commitment goes into the M1 broadcast.
+pub(super) fn start_batch(
     setup: &Setup,
     me: PartyIndex,
     batch: u32,
     stats: &mut Stats,
-    rng: &mut R,
+    seed: BatchSeed,
 ) -> (State, Outgoing) {
     stats.batches += 1;
     let k = setup.params.batch;
@@ -348,31 +349,40 @@ pub(super) fn start_batch<R: RngCore + CryptoRng + ?Sized>(
     } else {
         Int::zero()
     };
-    let sample =
-        |rng: &mut R| SecretInt::new(Int::random_bits(rng, setup.u_bits).shl(2).add(&offset));
+    let mut rng = seed.rng(Use::Candidates);
+    let mut sample =
+        || SecretInt::new(Int::random_bits(&mut rng, setup.u_bits).shl(2).add(&offset));
     let cands: Vec<Candidate> = (0..k as u32)
         .map(|index| Candidate {
             index,
-            p: sample(rng),
-            q: sample(rng),
+            p: sample(),
+            q: sample(),
             cert: None,
         })
         .collect();
-    let ctx = Ctx { setup, me };
-    let seed = DealSeed::fresh(rng);
+    let ctx = Ctx {
+        setup,
+        me,
+        live: false,
+    };
+    let deal = DealSeed::derived(&seed, Use::SieveDeal);
     let len = (k * setup.groups.len() + 1) * 3;
     let mut bodies: Vec<Vec<u128>> = (0..setup.n).map(|_| Vec::with_capacity(len)).collect();
     let residues = Residues::of(setup, &cands);
-    deal_sieve(setup, &residues, &mut seed.rng(), |j, rec| {
+    deal_sieve(setup, &residues, &mut deal.rng(), |j, rec| {
         bodies[j].extend_from_slice(&rec)
     });
-    let out = send_shares(&ctx, Round::SieveShares, batch, bodies, |m, b| m.small = b);
+    let mut out = send_shares(&ctx, Round::SieveShares, batch, bodies, |m, b| m.small = b);
+    if let Some(b) = out.broadcast.as_mut() {
+        b.digest = Some(seed.commitment());
+    }
     (
         State::Sieve(SieveRound {
             batch,
             cands,
-            seed,
+            seed: deal,
             residues,
+            batch_seed: seed,
         }),
         out,
     )
@@ -402,19 +412,73 @@ pub(super) fn expect_ints<'m>(m: &'m Message, len: usize, bound: &Int) -> Result
     Ok(&m.ints)
 }
 
-/// Starts the batch after `batch`, or ends the generation with no key once
-/// [`MAX_BATCHES`](super::MAX_BATCHES) batches have failed.
-fn next_batch<R: RngCore + CryptoRng + ?Sized>(
-    ctx: &Ctx<'_>,
-    batch: u32,
-    stats: &mut Stats,
-    rng: &mut R,
-) -> Result<Transition> {
-    if batch + 1 >= super::MAX_BATCHES {
-        return Err(batches_exhausted());
+/// Ends batch `batch`, which yielded no modulus: opens this party's batch seed for the audit
+/// ([`super::audit`]).
+fn reject_batch(ctx: &Ctx<'_>, batch: u32, seed: BatchSeed) -> Result<Transition> {
+    let opening = seed.open(ctx.message(Round::BatchAudit, batch, None));
+    Ok(Transition::Next(
+        State::Audit(AuditRound { batch }),
+        Outgoing {
+            broadcast: Some(opening),
+            direct: Vec::new(),
+        },
+    ))
+}
+
+/// Waiting for the seed openings of a rejected batch.
+#[derive(Debug)]
+pub(super) struct AuditRound {
+    pub(super) batch: u32,
+}
+
+impl AuditRound {
+    /// Checks every opening against its M1 commitment and audits the batch (`log`: every
+    /// broadcast this party received in it); then starts the next batch with a fresh seed, or
+    /// ends the generation with no key once [`MAX_BATCHES`](super::MAX_BATCHES) batches have
+    /// failed.
+    pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
+        self,
+        setup: &std::sync::Arc<Setup>,
+        me: PartyIndex,
+        inbox: &Inbox,
+        log: &[Message],
+        stats: &mut Stats,
+        rng: &mut R,
+    ) -> Result<Transition> {
+        let ctx = Ctx {
+            setup,
+            me,
+            live: true,
+        };
+        let log: std::collections::BTreeMap<(Round, u16), &Message> = log
+            .iter()
+            .filter(|m| m.batch == self.batch)
+            .map(|m| ((m.round, m.from.0), m))
+            .collect();
+        let m1: Vec<&Message> = ctx
+            .all()
+            .map(|p| {
+                log.get(&(Round::SieveShares, p)).copied().ok_or_else(|| {
+                    Error::KeyGenerationFailed("batch audit: M1 broadcast not kept".into())
+                })
+            })
+            .collect::<Result<_>>()?;
+        let commitments = audit::seed_commitments(&m1)?;
+        let seeds = audit::open_seeds(
+            setup,
+            self.batch,
+            &commitments,
+            &inbox.broadcasts(ctx.all())?,
+        )?;
+        audit::audit_batch(setup, self.batch, &seeds, &log)?;
+        let next = self.batch + 1;
+        if next >= super::MAX_BATCHES {
+            return Err(batches_exhausted());
+        }
+        let seed = BatchSeed::fresh(setup, next, me, rng);
+        let (state, out) = start_batch(setup, me, next, stats, seed);
+        Ok(Transition::Next(state, out))
     }
-    let (state, out) = start_batch(ctx.setup, ctx.me, batch + 1, stats, rng);
-    Ok(Transition::Next(state, out))
 }
 
 /// The error of a generation whose [`MAX_BATCHES`](super::MAX_BATCHES) batches all failed.
@@ -496,6 +560,7 @@ pub(super) struct SieveRound {
     cands: Vec<Candidate>,
     seed: DealSeed,
     residues: Residues,
+    batch_seed: BatchSeed,
 }
 
 impl SieveRound {
@@ -546,6 +611,7 @@ impl SieveRound {
                 batch: self.batch,
                 cands: self.cands,
                 mine,
+                batch_seed: self.batch_seed,
             }),
             Outgoing {
                 broadcast: Some(m),
@@ -562,15 +628,15 @@ pub(super) struct SieveProductRound {
     cands: Vec<Candidate>,
     /// This party's point of every dealer's M1 combination.
     mine: Vec<Pair<u128>>,
+    batch_seed: BatchSeed,
 }
 
 impl SieveProductRound {
-    pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
+    pub(super) fn receive(
         self,
         ctx: &Ctx<'_>,
         inbox: &Inbox,
         stats: &mut Stats,
-        rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
         let msgs = inbox.broadcasts(ctx.all())?;
@@ -585,11 +651,12 @@ impl SieveProductRound {
             .collect();
         stats.sieve_survivors += survivors.len() as u64;
         if survivors.is_empty() {
-            return next_batch(ctx, self.batch, stats, rng);
+            return reject_batch(ctx, self.batch, self.batch_seed);
         }
         let mut survivors = survivors;
+        let mut rng = self.batch_seed.rng(Use::CandidatePolys);
         for c in &mut survivors {
-            let polys = candidate_polys(setup, c, rng);
+            let polys = candidate_polys(setup, c, &mut rng);
             c.cert = Some(Box::new(CertData {
                 polys,
                 received: Vec::with_capacity(usize::from(setup.n)),
@@ -598,7 +665,7 @@ impl SieveProductRound {
                 evidence: None,
             }));
         }
-        let seed = DealSeed::fresh(rng);
+        let seed = DealSeed::derived(&self.batch_seed, Use::CandidateDeal);
         let len = 3 * (survivors.len() + 1);
         let mut bodies: Vec<Vec<Int>> = (0..setup.n).map(|_| Vec::with_capacity(len)).collect();
         deal_candidates(setup, &survivors, &mut seed.rng(), |j, rec| {
@@ -612,6 +679,7 @@ impl SieveProductRound {
                 batch: self.batch,
                 cands: survivors,
                 seed,
+                batch_seed: self.batch_seed,
             }),
             out,
         ))
@@ -624,6 +692,7 @@ pub(super) struct CandidateRound {
     pub(super) batch: u32,
     cands: Vec<Candidate>,
     seed: DealSeed,
+    batch_seed: BatchSeed,
 }
 
 impl CandidateRound {
@@ -688,7 +757,7 @@ impl CandidateRound {
                 })
                 .collect();
             #[cfg(test)]
-            if forged(setup) == Some(ctx.me.0) {
+            if ctx.live && forged(setup) == Some(ctx.me.0) {
                 // The attacker of `forged_opening_product_is_named`: y_j + 4Δ³ opens
                 // N + 4λ'_j, still ≡ 1 (mod 4).
                 let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
@@ -706,6 +775,7 @@ impl CandidateRound {
                 batch: self.batch,
                 cands,
                 mine,
+                batch_seed: self.batch_seed,
             }),
             Outgoing {
                 broadcast: Some(m),
@@ -776,15 +846,15 @@ pub(super) struct ModulusRound {
     cands: Vec<Candidate>,
     /// This party's point of every dealer's M3 combination.
     mine: Vec<Pair<Int>>,
+    batch_seed: BatchSeed,
 }
 
 impl ModulusRound {
-    pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
+    pub(super) fn receive(
         self,
         ctx: &Ctx<'_>,
         inbox: &Inbox,
         stats: &mut Stats,
-        rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
         let msgs = inbox.broadcasts(ctx.all())?;
@@ -806,7 +876,7 @@ impl ModulusRound {
             .collect();
         stats.trial_survivors += survivors.len() as u64;
         if survivors.is_empty() {
-            return next_batch(ctx, self.batch, stats, rng);
+            return reject_batch(ctx, self.batch, self.batch_seed);
         }
         // M5a: commit to every candidate's first-repetition value before anyone opens one.
         let values: Vec<Int> = survivors
@@ -816,8 +886,18 @@ impl ModulusRound {
                 biprime_value(ctx.me, c, n, &g)
             })
             .collect();
-        let mut salt = [0u8; 32];
-        rng.fill_bytes(&mut salt);
+        #[cfg(test)]
+        let values = match super::key::hooks::get(&setup.params.session) {
+            // A candidate killer: every first-repetition value times g₀, committed honestly
+            // (so the opening matches its M5a commitment and every candidate fails).
+            Some(h) if ctx.live && h.kill_biprime_party == ctx.me.0 => values
+                .iter()
+                .zip(&survivors)
+                .map(|(v, (c, n))| v.mul_mod(&biprime_base(setup, self.batch, c.index, 0, n), n))
+                .collect(),
+            _ => values,
+        };
+        let salt = self.batch_seed.derive(Use::FirstSalt);
         let moduli: Vec<&Int> = survivors.iter().map(|(_, n)| n).collect();
         let mut m = ctx.message(Round::BiprimeFirstCommit, self.batch, None);
         m.digest = Some(commitment(
@@ -835,6 +915,7 @@ impl ModulusRound {
                 cands: survivors,
                 values,
                 salt,
+                batch_seed: self.batch_seed,
             }),
             Outgoing {
                 broadcast: Some(m),
@@ -851,6 +932,7 @@ pub(super) struct FirstCommitRound {
     cands: Vec<(Candidate, Int)>,
     values: Vec<Int>,
     salt: [u8; 32],
+    batch_seed: BatchSeed,
 }
 
 impl FirstCommitRound {
@@ -864,6 +946,7 @@ impl FirstCommitRound {
                 batch: self.batch,
                 cands: self.cands,
                 digests,
+                batch_seed: self.batch_seed,
             }),
             Outgoing {
                 broadcast: Some(m),
@@ -898,6 +981,7 @@ pub(super) struct FirstTestRound {
     cands: Vec<(Candidate, Int)>,
     /// Everyone's M5a commitment (party order).
     digests: Vec<[u8; 32]>,
+    batch_seed: BatchSeed,
 }
 
 /// A party's salted commitment to its biprimality values of one round (M5a or M6), bound to
@@ -934,12 +1018,11 @@ fn commitment(
 }
 
 impl FirstTestRound {
-    pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
+    pub(super) fn receive(
         self,
         ctx: &Ctx<'_>,
         inbox: &Inbox,
         stats: &mut Stats,
-        rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
         let moduli: Vec<&Int> = self.cands.iter().map(|(_, n)| n).collect();
@@ -953,7 +1036,7 @@ impl FirstTestRound {
             .filter_map(|(c, ok)| ok.then_some(c))
             .collect();
         if survivors.is_empty() {
-            return next_batch(ctx, self.batch, stats, rng);
+            return reject_batch(ctx, self.batch, self.batch_seed);
         }
         let reps = setup.params.biprime_reps;
         let values: Vec<Int> = survivors
@@ -965,8 +1048,7 @@ impl FirstTestRound {
                 })
             })
             .collect();
-        let mut salt = [0u8; 32];
-        rng.fill_bytes(&mut salt);
+        let salt = self.batch_seed.derive(Use::RepsSalt);
         let moduli: Vec<&Int> = survivors.iter().map(|(_, n)| n).collect();
         let mut m = ctx.message(Round::BiprimeCommit, self.batch, None);
         m.digest = Some(commitment(
@@ -984,6 +1066,7 @@ impl FirstTestRound {
                 cands: survivors,
                 values,
                 salt,
+                batch_seed: self.batch_seed,
             }),
             Outgoing {
                 broadcast: Some(m),
@@ -1000,6 +1083,7 @@ pub(super) struct CommitRound {
     cands: Vec<(Candidate, Int)>,
     values: Vec<Int>,
     salt: [u8; 32],
+    batch_seed: BatchSeed,
 }
 
 impl CommitRound {
@@ -1013,6 +1097,7 @@ impl CommitRound {
                 batch: self.batch,
                 cands: self.cands,
                 digests,
+                batch_seed: self.batch_seed,
             }),
             Outgoing {
                 broadcast: Some(m),
@@ -1028,38 +1113,34 @@ pub(super) struct RevealRound {
     pub(super) batch: u32,
     cands: Vec<(Candidate, Int)>,
     digests: Vec<[u8; 32]>,
+    batch_seed: BatchSeed,
 }
 
 impl RevealRound {
-    pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
-        self,
-        ctx: &Ctx<'_>,
-        inbox: &Inbox,
-        stats: &mut Stats,
-        rng: &mut R,
-    ) -> Result<Transition> {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
         let setup = ctx.setup;
         let moduli: Vec<&Int> = self.cands.iter().map(|(_, n)| n).collect();
         let msgs = inbox.broadcasts(ctx.all())?;
         let chosen_at = chosen_candidate(setup, self.batch, &msgs, &self.digests, &moduli)?;
         let chosen = chosen_at.and_then(|at| self.cands.into_iter().nth(at));
         let Some((cand, n)) = chosen else {
-            return next_batch(ctx, self.batch, stats, rng);
+            return reject_batch(ctx, self.batch, self.batch_seed);
         };
         // The gcd step's inputs: a_i = p_i + q_i (− 1 at party 1), r_i, and N·ρ_i.
-        let seed = DealSeed::fresh(rng);
+        let seed = DealSeed::derived(&self.batch_seed, Use::GcdDeal);
         let mut bodies: Vec<Vec<Int>> = (0..setup.n).map(|_| Vec::with_capacity(6)).collect();
         deal_gcd(setup, ctx.me, &cand, &n, &mut seed.rng(), |j, rec| {
             bodies[j].extend(rec)
         });
         let out = send_shares(ctx, Round::GcdShares, self.batch, bodies, |m, b| m.ints = b);
         Ok(Transition::Next(
-            State::Gcd(GcdRound {
+            State::Gcd(Box::new(GcdRound {
                 batch: self.batch,
                 cand,
                 n,
                 seed,
-            }),
+                batch_seed: self.batch_seed,
+            })),
             out,
         ))
     }
@@ -1072,6 +1153,7 @@ pub(super) struct GcdRound {
     cand: Candidate,
     n: Int,
     seed: DealSeed,
+    batch_seed: BatchSeed,
 }
 
 impl GcdRound {
@@ -1111,12 +1193,13 @@ impl GcdRound {
         let mut m = ctx.message(Round::GcdReveal, self.batch, None);
         m.ints = ints;
         Ok(Transition::Next(
-            State::GcdReveal(GcdRevealRound {
+            State::GcdReveal(Box::new(GcdRevealRound {
                 batch: self.batch,
                 cand: self.cand,
                 n: self.n,
                 mine,
-            }),
+                batch_seed: self.batch_seed,
+            })),
             Outgoing {
                 broadcast: Some(m),
                 direct: Vec::new(),
@@ -1133,6 +1216,7 @@ pub(super) struct GcdRevealRound {
     n: Int,
     /// This party's point of every dealer's M8 combination.
     mine: Vec<Pair<Int>>,
+    batch_seed: BatchSeed,
 }
 
 impl GcdRevealRound {
@@ -1140,15 +1224,17 @@ impl GcdRevealRound {
         self,
         ctx: &Ctx<'_>,
         inbox: &Inbox,
-        stats: &mut Stats,
         rng: &mut R,
     ) -> Result<Transition> {
         let msgs = inbox.broadcasts(ctx.all())?;
         let opened = open_gcd_reveal(ctx.setup, &msgs)?;
         check_points(ctx, &opened.combinations, &self.mine)?;
         if !gcd_passes(ctx.setup, &opened.products, &self.n) {
-            return next_batch(ctx, self.batch, stats, rng);
+            return reject_batch(ctx, self.batch, self.batch_seed);
         }
+        // The accepted batch: its seed is wiped here, never opened; C1 and the key stage draw
+        // from the RNG.
+        drop(self.batch_seed);
         let (state, out) = certify::start(ctx, self.batch, self.n, self.cand, rng)?;
         Ok(Transition::Next(state, out))
     }

@@ -24,6 +24,8 @@ pub enum Phase {
     Gcd,
     /// C1–C2: certifying that N is the product of the committed shares.
     Certify,
+    /// A: opening the seeds of a rejected batch and re-deriving every party's messages.
+    Audit,
     /// K1–K4: shares of the decryption exponent, θ, verification keys and the test decryption.
     Key,
 }
@@ -43,6 +45,7 @@ impl Phase {
             | Round::CertifyComplaints
             | Round::CertifyReveals
             | Round::CertifyProducts => Phase::Certify,
+            Round::BatchAudit => Phase::Audit,
             Round::KeyShares
             | Round::MaskedProduct
             | Round::Reshare
@@ -59,6 +62,7 @@ impl Phase {
             Phase::Biprimality => "biprimality",
             Phase::Gcd => "gcd",
             Phase::Certify => "certify",
+            Phase::Audit => "audit",
             Phase::Key => "key",
         }
     }

@@ -7,7 +7,10 @@
 //! opened moduli and their public trial division (M4), the commitments to the first
 //! biprimality repetition and their openings (M5a–M5b; at most `MAX_CERTIFIED` passing moduli
 //! go on, and no run has more than `MAX_BATCHES` batches),
-//! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); the
+//! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); for
+//! every rejected batch, the seed openings against the M1 commitments and the audit that
+//! re-runs every party from its seed (module `audit`, naming the same party the live parties
+//! named); the
 //! certification of the accepted modulus (C1 commitments, every C1b complaint's evidence against
 //! the M3 digests and every C1c answer, every C2 multiplication proof against
 //! the M4 values, and the derived φ commitments); then the key stage's commitments (K1), every
@@ -20,8 +23,9 @@
 //!
 //! What it cannot check is what nobody can check from public data: that each party's point of a
 //! combination matches the shares it privately received (the party itself checks that), and
-//! that the published products of rejected candidates (M2, M4, M9) are products; the accepted
-//! modulus's are proven in C2 (docs/dkg.md, "Limits").
+//! that the published products of the accepted batch's rejected candidates are products (the
+//! accepted modulus's are proven in C2; a rejected batch's are re-derived by its audit;
+//! docs/dkg.md, "Limits").
 
 use std::collections::BTreeMap;
 
@@ -30,7 +34,7 @@ use super::modulus::{
     gcd_passes, moduli_in, open_gcd_reveal, open_moduli, open_modulus_shares, open_sieve_products,
     share_digests, sieve_passes,
 };
-use super::{certify, key, product, Message, Parameters, Round, Setup};
+use super::{audit, certify, key, product, Message, Parameters, Round, Setup};
 use crate::bigint::Int;
 use crate::dealer::verification_base;
 use crate::error::{Error, Result};
@@ -106,8 +110,19 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
     let (mut opened_count, mut tested) = (0u64, 0u64);
     let all = || 1..=n;
     for batch in first_batch..=max_batch {
-        // M1: every dealer's share digests (the accepted batch always keeps them).
-        share_digests(&setup, &get(Round::SieveShares, batch, &mut all())?)?;
+        // M1: every dealer's share digests and batch-seed commitment (the accepted batch always
+        // keeps them).
+        let m1 = get(Round::SieveShares, batch, &mut all())?;
+        share_digests(&setup, &m1)?;
+        let seed_commitments = audit::seed_commitments(&m1)?;
+        // A batch that yields no modulus ends with every seed opened and the batch audited.
+        macro_rules! rejected {
+            () => {{
+                let openings = get(Round::BatchAudit, batch, &mut all())?;
+                audit_rejected(&setup, batch, &index, &seed_commitments, &openings)?;
+                continue;
+            }};
+        }
         // A transcript may keep the sieve products by hash only; then the opened moduli say how
         // many candidates survived (every product party must agree).
         let count = if index.contains_key(&(Round::SieveProducts, batch, s[0])) {
@@ -121,7 +136,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
                 .map_or(0, |m| moduli_in(&setup, m))
         };
         if count == 0 {
-            continue;
+            rejected!();
         }
         let m3_digests = share_digests(&setup, &get(Round::CandidateShares, batch, &mut all())?)?;
         let msgs = get(Round::ModulusShares, batch, &mut all())?;
@@ -134,7 +149,7 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             .collect();
         opened_count += count as u64;
         if moduli.is_empty() {
-            continue;
+            rejected!();
         }
         tested += moduli.len() as u64;
         let refs: Vec<&Int> = moduli.iter().map(|(_, n)| n).collect();
@@ -148,18 +163,18 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             .collect();
         let s3_refs: Vec<&Int> = s3.iter().map(|(_, n)| n).collect();
         if s3.is_empty() {
-            continue;
+            rejected!();
         }
         let digests = biprime_commitments(&get(Round::BiprimeCommit, batch, &mut all())?)?;
         let reveal = get(Round::BiprimeReveal, batch, &mut all())?;
         let Some(at) = chosen_candidate(&setup, batch, &reveal, &digests, &s3_refs)? else {
-            continue;
+            rejected!();
         };
         let (position, modulus) = s3[at].clone();
         share_digests(&setup, &get(Round::GcdShares, batch, &mut all())?)?;
         let msgs = get(Round::GcdReveal, batch, &mut all())?;
         if !gcd_passes(&setup, &open_gcd_reveal(&setup, &msgs)?.products, &modulus) {
-            continue;
+            rejected!();
         }
         // C1–C2: the chosen modulus is the product of the committed p_i, q_i sharings.
         let c1 = get(Round::CertifyCommit, batch, &mut all())?;
@@ -235,4 +250,24 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
     Err(Error::KeyGenerationFailed(
         "the transcript ends before a modulus was accepted".into(),
     ))
+}
+
+/// The audit of rejected batch `batch`, as every party ran it: the openings against the M1
+/// commitments, then every party re-run from its seed against the batch's broadcasts.
+fn audit_rejected(
+    setup: &std::sync::Arc<Setup>,
+    batch: u32,
+    index: &BTreeMap<(Round, u32, u16), &Message>,
+    commitments: &[[u8; 32]],
+    openings: &[&Message],
+) -> Result<()> {
+    let seeds = audit::open_seeds(setup, batch, commitments, openings)?;
+    let log: BTreeMap<(Round, u16), &Message> = index
+        .iter()
+        .filter(|((round, b, _), _)| {
+            *b == batch && *round < Round::KeyShares && *round != Round::BatchAudit
+        })
+        .map(|((round, _, from), m)| ((*round, *from), *m))
+        .collect();
+    audit::audit_batch(setup, batch, &seeds, &log)
 }
