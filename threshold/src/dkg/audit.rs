@@ -15,11 +15,19 @@
 //! not hash to its M1 commitment names its party (`seed_opening_mismatch_is_named`).
 //!
 //! **Audit** ([`audit_batch`], run by every party live and by [`super::verify::replay`]). With
-//! every seed open, everyone re-runs every party of the batch — the real state machine,
-//! [`super::Party`], fed the re-derived direct messages and the broadcasts actually received —
-//! and compares, round by round, each party's re-derived broadcast with the one it published.
-//! The first party (in round order, then index order) whose broadcast differs is named. What
-//! this covers:
+//! every seed open, everyone first re-derives every party's M1 broadcast from its seed (share
+//! digests and seed commitment; cheap) and names the first that differs — so the opened seeds
+//! are the ones the batch's candidates were dealt from. Then the **clear check**: candidate `c`
+//! of the batch is `p = Σ p_i`, `q = Σ q_i`, known to all; if every candidate has `p` or `q`
+//! provably composite (a factor below 2000, or failing the strong probable-prime test to base
+//! 2 — deterministic, so everyone and the verifier agree), an honest run would have rejected
+//! the batch too: the rejection was deserved and nobody is re-run or named, whatever anyone did
+//! after M1 (`killing_only_bad_candidates_is_not_named`). Only if some candidate has `p` and `q`
+//! both (probably) prime — a batch an honest run accepts, bar negligible events — everyone
+//! re-runs every party of the batch — the real state machine, [`super::Party`], fed the
+//! re-derived direct messages and the broadcasts actually received — and compares, round by
+//! round, each party's re-derived broadcast with the one it published. The first party (in
+//! round order, then index order) whose broadcast differs is named. What the re-run covers:
 //! * **Broadcasts** (M2, M4, M9 products and combinations, M5a/M6 commitments, M5b/M7 values,
 //!   the share digests of M1, M3, M8): compared directly. A rushing party that waited for the
 //!   honest values and shifted its own consistently with its own commitments — an M4 product, a
@@ -35,8 +43,9 @@
 //!   draws a fresh seed, so nothing of the accepted `p_i, q_i` is derived from an opened seed
 //!   (`an_opened_seed_says_nothing_about_the_next_batch`).
 //!
-//! Cost: the audit runs every party's batch computation once more per party (`n` times the
-//! per-party work of the batch); see docs/dkg.md ("Audit of rejected batches").
+//! Cost: `n` M1 dealings and the clear check per rejected batch; the re-run (every party's
+//! batch computation once more per party) only when a good candidate was rejected; see
+//! docs/dkg.md ("Audit of rejected batches").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +55,7 @@ use rand_core::{CryptoRng, RngCore, SeedableRng};
 use zeroize::Zeroize;
 
 use super::{blame, Message, Outgoing, Party, Round, Setup, Stats, Step};
+use crate::bigint::Int;
 use crate::error::{Error, Result};
 use crate::hash::fingerprint;
 use crate::keys::PartyIndex;
@@ -199,17 +209,138 @@ pub(super) fn open_seeds(
         .collect()
 }
 
+/// How a rejected batch's audit ended (when it named nobody).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Audited {
+    /// Every candidate of the batch has `p` or `q` composite in the clear: the rejection was
+    /// deserved whatever anyone did after M1, so nobody was re-run.
+    Deserved,
+    /// Some candidate had `p` and `q` both (probably) prime: every party was re-run and every
+    /// published broadcast was what its seed determines.
+    ReRun,
+}
+
+/// Test switch for the measurement and the before/after comparison: sessions whose audits
+/// always re-run every party (the audit of commit 615970b).
+#[cfg(test)]
+pub(super) static FORCE_RERUN: std::sync::Mutex<Vec<[u8; 32]>> = std::sync::Mutex::new(Vec::new());
+
+/// Small primes the clear check divides by before its Miller–Rabin round.
+const TRIAL_LIMIT: usize = 2000;
+
+/// Whether `x` may be prime: `false` only with a proof that it is not (a prime factor below
+/// [`TRIAL_LIMIT`] other than `x`, or `x` failing the strong probable-prime test to base 2).
+/// Deterministic (fixed base, no randomness, no library heuristics), so every party and the
+/// verifier get the same answer; a composite it lets through only costs a re-run.
+pub(super) fn may_be_prime(x: &Int, primes: &[u64]) -> bool {
+    let two = Int::from_u64(2);
+    if *x < two {
+        return false;
+    }
+    for &l in primes {
+        if x.rem_u64(l) == 0 {
+            return *x == Int::from_u64(l);
+        }
+    }
+    if !x.is_odd() {
+        return false;
+    }
+    // x − 1 = d·2^s with d odd.
+    let minus_one = x.sub(&Int::one());
+    let (mut d, mut s) = (minus_one.clone(), 0usize);
+    while !d.is_odd() {
+        d = d.shr(1);
+        s += 1;
+    }
+    let mut y = two.pow_mod(&d, x);
+    if y == Int::one() || y == minus_one {
+        return true;
+    }
+    for _ in 1..s {
+        y = y.mul_mod(&y, x);
+        if y == minus_one {
+            return true;
+        }
+    }
+    false
+}
+
+/// The clear check: with every seed open, candidate `c` of the batch is `p = Σ p_i`,
+/// `q = Σ q_i` over the parties' re-derived M1 candidates. True if some candidate has `p` and
+/// `q` both (probably) prime — one an honest run accepts, bar negligible events — so its
+/// rejection needs the re-run to find who caused it.
+fn some_candidate_is_good(parties: &[Party]) -> bool {
+    let mut all: Vec<&[super::modulus::Candidate]> = Vec::with_capacity(parties.len());
+    for p in parties {
+        match &p.state {
+            super::State::Sieve(s) => all.push(s.candidates()),
+            // Not at M1: cannot happen for a party just started; re-run to be safe.
+            _ => return true,
+        }
+    }
+    let k = all.first().map_or(0, |c| c.len());
+    if all.iter().any(|c| c.len() != k) {
+        return true;
+    }
+    let primes = crate::keys::primes_below(TRIAL_LIMIT);
+    (0..k).any(|c| {
+        let sum = |pick: fn(&super::modulus::Candidate) -> &Int| {
+            all.iter()
+                .fold(Int::zero(), |acc, cands| acc.add(pick(&cands[c])))
+        };
+        // `q` is summed only when `p` may be prime.
+        may_be_prime(&sum(|x| x.p.expose()), &primes)
+            && may_be_prime(&sum(|x| x.q.expose()), &primes)
+    })
+}
+
+/// Names the first party (index order) whose re-derived broadcast of round `sent` is not the
+/// one it published.
+fn compare(
+    batch: u32,
+    sent: Round,
+    outgoing: &[Outgoing],
+    log: &BTreeMap<(Round, u16), &Message>,
+) -> Result<()> {
+    for out in outgoing {
+        let Some(mine) = &out.broadcast else { continue };
+        match log.get(&(sent, mine.from.0)) {
+            Some(published) if *published == mine => {}
+            Some(published) => {
+                return Err(blame(
+                    published,
+                    format!(
+                        "batch audit of batch {batch}: its broadcast is not what its opened \
+                         seed and the messages it received determine"
+                    ),
+                ))
+            }
+            None => {
+                return Err(Error::Misbehaviour {
+                    party: mine.from,
+                    round: sent,
+                    reason: format!("batch audit of batch {batch}: no broadcast published"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The audit of rejected batch `batch`: `log` holds every broadcast of the batch up to the
 /// rejection, keyed by `(round, sender)`; `seeds` every party's opened seed (checked by
-/// [`open_seeds`]). Re-runs every party from its seed and names the first whose published
-/// broadcast differs from its re-derived one. `Ok` means every party followed the protocol in
-/// this batch: its rejection was deserved.
+/// [`open_seeds`]). First, cheaply: every party's M1 broadcast (share digests and seed
+/// commitment) is re-derived from its seed and compared, naming the first that differs; then
+/// the clear check ([`some_candidate_is_good`]): if every candidate has `p` or `q` composite,
+/// the rejection was deserved and the audit ends ([`Audited::Deserved`]). Otherwise every party
+/// is re-run from its seed and the first whose published broadcast differs from its
+/// re-derived one is named; `Ok(Audited::ReRun)` means every party followed the protocol.
 pub(super) fn audit_batch(
     setup: &Arc<Setup>,
     batch: u32,
     seeds: &[[u8; 32]],
     log: &BTreeMap<(Round, u16), &Message>,
-) -> Result<()> {
+) -> Result<Audited> {
     // The RNG the re-run parties get: nothing of a batch may draw from it (everything comes
     // from the seed), so its value is irrelevant; the accepted path (C1), which does draw from
     // it, is never reached in a rejected batch.
@@ -231,10 +362,23 @@ pub(super) fn audit_batch(
         });
         outgoing.push(out);
     }
+    // M1 (cheap: sampling and the sieve dealing): binds each opened seed to the candidates
+    // the party dealt.
+    compare(batch, Round::SieveShares, &outgoing, log)?;
+    #[cfg(test)]
+    let forced = FORCE_RERUN
+        .lock()
+        .map(|s| s.contains(&setup.params.session))
+        .unwrap_or(false);
+    #[cfg(not(test))]
+    let forced = false;
+    if !forced && !some_candidate_is_good(&parties) {
+        return Ok(Audited::Deserved);
+    }
     loop {
         let round = parties.first().map(Party::round);
         let Some(round) = round else {
-            return Ok(());
+            return Ok(Audited::ReRun);
         };
         let sent: Option<Round> = outgoing
             .iter()
@@ -246,31 +390,10 @@ pub(super) fn audit_batch(
         };
         if sent == Round::BatchAudit {
             // Every party re-derived the rejection; each one's opening is its seed.
-            return Ok(());
+            return Ok(Audited::ReRun);
         }
         // Compare every party's re-derived broadcast of round `sent` with the published one.
-        for out in &outgoing {
-            let Some(mine) = &out.broadcast else { continue };
-            match log.get(&(sent, mine.from.0)) {
-                Some(published) if *published == mine => {}
-                Some(published) => {
-                    return Err(blame(
-                        published,
-                        format!(
-                            "batch audit of batch {batch}: its broadcast is not what its opened \
-                             seed and the messages it received determine"
-                        ),
-                    ))
-                }
-                None => {
-                    return Err(Error::Misbehaviour {
-                        party: mine.from,
-                        round: sent,
-                        reason: format!("batch audit of batch {batch}: no broadcast published"),
-                    })
-                }
-            }
-        }
+        compare(batch, sent, &outgoing, log)?;
         // Deliver: the (identical) broadcasts and the re-derived direct messages.
         let n = parties.len();
         let broadcasts: Vec<Message> = outgoing
@@ -406,6 +529,11 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), openings.len());
         assert_eq!(replay(&honest, &run.broadcasts).unwrap().batches, last + 1);
+        // Every candidate of an honest rejected batch has p or q composite: the clear check
+        // settles each audit, nobody is re-run.
+        for out in &run.outputs {
+            assert_eq!(out.stats.audit_reruns, 0);
+        }
 
         let small = params(51).with_batch(8).unwrap();
         let mut seen: Vec<Message> = Vec::new();
@@ -438,45 +566,146 @@ mod tests {
         }
     }
 
-    /// Measurement for docs/dkg.md (run with `--ignored --nocapture`): wall time per phase of
-    /// in-process runs (all parties in one process) that reject batches, the audit included.
+    /// Measurement for docs/dkg.md (run with `--ignored --nocapture`): in-process runs (all
+    /// parties in one process) that reject batches, each run twice in a row from the same
+    /// seeds — once with every audit forced to re-run every party (the audit of 615970b), once
+    /// with the clear check — printing the audit's wall time per rejected batch and the batch's.
     #[test]
     #[ignore = "timing measurement"]
     fn measure_audit_cost() {
-        for (bits, n, t, seed) in [(512u32, 3u16, 2u16, 60u64), (1024, 5, 3, 61)] {
+        for (bits, n, t, seed, runs) in [(512u32, 3u16, 2u16, 60u64, 4u64), (1024, 5, 3, 62, 2)] {
             let p = Parameters::new(bits, n, t, [seed as u8; 32])
                 .unwrap()
                 .insecure_with_biprime_reps_for_tests(24)
                 .unwrap();
-            let rngs = (0..u64::from(n))
-                .map(|k| ChaCha20Rng::seed_from_u64(seed * 100 + k))
-                .collect();
-            let run = run_in_process(&p, rngs, None).unwrap();
-            let times: Vec<String> = run
-                .phase_time
-                .iter()
-                .map(|(ph, d)| format!("{} {:.2} s", ph.name(), d.as_secs_f64()))
-                .collect();
-            println!(
-                "{bits} bits, n = {n}: {} batches ({} audited), {:.2} s: {}",
-                run.outputs[0].stats.batches,
-                audited(&run.broadcasts).len(),
-                run.elapsed.as_secs_f64(),
-                times.join(", ")
+            for forced in [true, false] {
+                if forced {
+                    super::FORCE_RERUN.lock().unwrap().push([seed as u8; 32]);
+                } else {
+                    super::FORCE_RERUN.lock().unwrap().clear();
+                }
+                let (mut batches, mut rejected, mut reruns) = (0u32, 0usize, 0u32);
+                let (mut batch_time, mut audit_time, mut single) = (0f64, 0f64, 0f64);
+                for r in 0..runs {
+                    let rngs = (0..u64::from(n))
+                        .map(|k| ChaCha20Rng::seed_from_u64(seed * 100 + 10 * r + k))
+                        .collect();
+                    let run = run_in_process(&p, rngs, None).unwrap();
+                    // One party's audit of each rejected batch, timed alone (one thread).
+                    let setup = std::sync::Arc::new(Setup::new(&p));
+                    for b in audited(&run.broadcasts) {
+                        let of = |round: Round| -> Vec<&Message> {
+                            run.broadcasts
+                                .iter()
+                                .filter(|m| m.batch == b && m.round == round)
+                                .collect()
+                        };
+                        let commitments = super::seed_commitments(&of(Round::SieveShares)).unwrap();
+                        let seeds =
+                            super::open_seeds(&setup, b, &commitments, &of(Round::BatchAudit))
+                                .unwrap();
+                        let log: std::collections::BTreeMap<(Round, u16), &Message> = run
+                            .broadcasts
+                            .iter()
+                            .filter(|m| m.batch == b && m.round != Round::BatchAudit)
+                            .map(|m| ((m.round, m.from.0), m))
+                            .collect();
+                        let t0 = std::time::Instant::now();
+                        super::audit_batch(&setup, b, &seeds, &log).unwrap();
+                        single += t0.elapsed().as_secs_f64();
+                    }
+                    batches += run.outputs[0].stats.batches;
+                    rejected += audited(&run.broadcasts).len();
+                    reruns += run.outputs[0].stats.audit_reruns;
+                    for (ph, d) in &run.phase_time {
+                        match ph.name() {
+                            "sieve" | "modulus" | "biprimality" | "gcd" => {
+                                batch_time += d.as_secs_f64()
+                            }
+                            "audit" => audit_time += d.as_secs_f64(),
+                            _ => {}
+                        }
+                    }
+                }
+                println!(
+                    "{bits} bits, n = {n}, {}: {batches} batches ({rejected} rejected, {reruns} \
+                     re-run); wall: batch {:.3} s each, audit phase {:.3} s per rejected batch \
+                     (the audit phase includes starting the next batch); one party's \
+                     audit_batch alone: {:.3} s per rejected batch",
+                    if forced {
+                        "re-run always"
+                    } else {
+                        "clear check"
+                    },
+                    batch_time / f64::from(batches),
+                    audit_time / rejected.max(1) as f64,
+                    single / rejected.max(1) as f64,
+                );
+            }
+        }
+    }
+
+    /// The clear check's primality test never calls a prime composite (that would let a
+    /// killed good candidate pass as deserved): it agrees with GMP's BPSW + Miller–Rabin on
+    /// 4000 random integers of 40–300 bits and on small and known cases.
+    #[test]
+    fn clear_check_never_calls_a_prime_composite() {
+        let primes = crate::keys::primes_below(super::TRIAL_LIMIT);
+        let mut rng = ChaCha20Rng::seed_from_u64(57);
+        for i in 0..4000usize {
+            let x = crate::bigint::Int::random_bits(&mut rng, 40 + i % 261);
+            assert_eq!(
+                super::may_be_prime(&x, &primes),
+                x.is_probable_prime(30),
+                "{x:?}"
+            );
+        }
+        for (x, prime) in [(0u64, false), (1, false), (2, true), (3, true), (4, false)] {
+            assert_eq!(
+                super::may_be_prime(&crate::bigint::Int::from_u64(x), &primes),
+                prime
+            );
+        }
+        // Around the trial limit; a Mersenne prime and a composite neighbour (3 · 768614336404564651).
+        for (x, prime) in [
+            (1999u64, true),
+            (2003, true),
+            ((1 << 61) - 1, true),
+            ((1 << 61) + 1, false),
+        ] {
+            assert_eq!(
+                super::may_be_prime(&crate::bigint::Int::from_u64(x), &primes),
+                prime,
+                "{x}"
             );
         }
     }
 
-    /// A rushing candidate killer, consistent with its own commitments, is named by the audit
-    /// of the batch it killed — live, by every party, and by the transcript verifier: (a)
-    /// product party 2 adds `4Δ³` to every M4 value it publishes (opening `N + 4λ'₂` instead of
-    /// `N`: still `≡ 1 mod 4`, never a biprime); (b) party 3 multiplies every first-repetition
-    /// value by the public base before committing to it in M5a, so its M5b opening matches its
-    /// commitment and every candidate fails the test. Before the audit both runs simply went on
-    /// to the next batch with nobody named.
+    /// A rushing candidate killer, consistent with its own commitments, that kills a candidate
+    /// whose `p` and `q` are prime is named by the audit of the batch it killed — live, by every
+    /// party, and by the transcript verifier. Each run's first batch holds such a candidate
+    /// (the honest run from the same seeds accepts batch 0), and the killer is named in batch 0:
+    /// (a) product party 2 adds `4Δ³` to every M4 value it publishes (opening `N + 4λ'₂` instead
+    /// of `N`: still `≡ 1 mod 4`, never a biprime); (b) party 3 multiplies every
+    /// first-repetition value by the public base before committing to it in M5a, so its M5b
+    /// opening matches its commitment and every candidate fails the test. Before the audit both
+    /// runs simply went on to the next batch with nobody named.
     #[test]
     fn candidate_killer_is_named() {
+        let named_in_batch_0 = |e: &Error, party: u16, round: Round| {
+            assert_audit_named(e, party, round);
+            assert!(
+                matches!(e, Error::Misbehaviour { reason, .. }
+                    if reason.contains("batch audit of batch 0:")),
+                "{e:?}"
+            );
+        };
         let params_a = params(52);
+        let honest = run_in_process(&params_a, rngs(5600), None).unwrap();
+        assert_eq!(
+            honest.outputs[0].stats.batches, 1,
+            "batch 0 has a good candidate"
+        );
         let setup = Setup::new(&params_a);
         let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
         let n2 = 2 * usize::from(setup.n);
@@ -492,11 +721,16 @@ mod tests {
                 seen.push(m.clone());
             }
         };
-        let e = run_in_process(&params_a, rngs(5200), Some(&mut kill)).unwrap_err();
-        assert_audit_named(&e, 2, Round::ModulusShares);
+        let e = run_in_process(&params_a, rngs(5600), Some(&mut kill)).unwrap_err();
+        named_in_batch_0(&e, 2, Round::ModulusShares);
         let e = replay(&params_a, &seen).unwrap_err();
-        assert_audit_named(&e, 2, Round::ModulusShares);
+        named_in_batch_0(&e, 2, Round::ModulusShares);
 
+        let honest = run_in_process(&params(53), rngs(5640), None).unwrap();
+        assert_eq!(
+            honest.outputs[0].stats.batches, 1,
+            "batch 0 has a good candidate"
+        );
         hooks::set(hooks::Hook {
             kill_biprime_party: 3,
             ..hook(53)
@@ -507,10 +741,56 @@ mod tests {
                 seen.push(m.clone());
             }
         };
-        let e = run_in_process(&params(53), rngs(5300), Some(&mut record)).unwrap_err();
-        assert_audit_named(&e, 3, Round::BiprimeFirstCommit);
+        let e = run_in_process(&params(53), rngs(5640), Some(&mut record)).unwrap_err();
+        named_in_batch_0(&e, 3, Round::BiprimeFirstCommit);
         let e = replay(&params(53), &seen).unwrap_err();
-        assert_audit_named(&e, 3, Round::BiprimeFirstCommit);
+        named_in_batch_0(&e, 3, Round::BiprimeFirstCommit);
+    }
+
+    /// The limit of the clear check: a deviation after M1 in a batch whose candidates all have
+    /// `p` or `q` composite is not named — it changed nothing, the batch is rejected with or
+    /// without it. Party 2 plays the M4 killer of `candidate_killer_is_named` in batch 0 only,
+    /// a batch the honest run from the same seeds rejects: the run goes on, nobody is named or
+    /// re-run, the key is the honest run's, and the verifier accepts the transcript.
+    #[test]
+    fn killing_only_bad_candidates_is_not_named() {
+        let p = params(56);
+        let honest = run_in_process(&p, rngs(5600), None).unwrap();
+        assert_eq!(
+            honest.outputs[0].stats.batches, 2,
+            "batch 0 is rejected honestly"
+        );
+        let setup = Setup::new(&p);
+        let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
+        let n2 = 2 * usize::from(setup.n);
+        let mut seen: Vec<Message> = Vec::new();
+        let mut shifted = 0;
+        let mut kill = |m: &mut Message| {
+            if m.round == Round::ModulusShares
+                && m.batch == 0
+                && m.from == PartyIndex(2)
+                && m.to.is_none()
+            {
+                let count = m.ints.len() - n2;
+                for y in &mut m.ints[..count] {
+                    *y = y.add(&shift);
+                }
+                shifted += count;
+            }
+            if m.to.is_none() {
+                seen.push(m.clone());
+            }
+        };
+        let run = run_in_process(&p, rngs(5600), Some(&mut kill)).unwrap();
+        assert!(shifted > 0, "the killer acted in batch 0");
+        assert_eq!(
+            run.outputs[0].key.fingerprint(),
+            honest.outputs[0].key.fingerprint()
+        );
+        for out in &run.outputs {
+            assert_eq!(out.stats.audit_reruns, 0);
+        }
+        assert_eq!(replay(&p, &seen).unwrap().batches, 2);
     }
 
     /// An opened seed must be the one committed in M1, and must be the one the party's messages

@@ -35,10 +35,12 @@
 //!   they are opened, so no party can choose any value after seeing the others'. After
 //!   [`MAX_BATCHES`] failed batches the generation ends with no key.
 //! * A (module `audit`). A batch that yields no modulus ends with every party opening its
-//!   batch seed; everyone re-runs every party of the batch from its seed and compares each
-//!   re-derived broadcast (share digests included, which bind the direct messages) with the one
-//!   published: the first that differs names its sender (`candidate_killer_is_named`). The
-//!   accepted batch's seed is never opened.
+//!   batch seed; everyone re-derives every party's M1 broadcast from its seed, then checks in
+//!   the clear whether some candidate had `p` and `q` both prime. Only then does it re-run every
+//!   party of the batch from its seed and compare each re-derived broadcast (share digests
+//!   included, which bind the direct messages) with the one published: the first that differs
+//!   names its sender (`candidate_killer_is_named`); a batch of composite candidates only was
+//!   rightly rejected and is not re-run. The accepted batch's seed is never opened.
 //! * M8–M9. The gcd step: `z = (p + q − 1)·r + N·ρ` opened over a larger such ring, and
 //!   `gcd(z mod N, N) = 1` required (it rules out the non-biprimes the test cannot).
 //! * C1–C2 (module `certify`), for the accepted modulus only: every dealer commits in `G_P`
@@ -82,8 +84,9 @@
 //!
 //! What is *not* proven (see docs/dkg.md, "Limits"): the published products of rejected
 //! candidates (M2, M4) and of the gcd step (M9), and that the biprimality values come from the
-//! certified `p_i, q_i`: a party lying there is named by the batch audit when it makes the
-//! whole batch fail, but not when another candidate of the batch is accepted, and not when it
+//! certified `p_i, q_i`: a party lying there is named by the batch audit when it makes a
+//! batch fail that held a candidate with `p` and `q` prime, but not when the candidates it
+//! killed were composite anyway or another candidate of the batch is accepted, and not when it
 //! makes the key fail K4 (denial of service); it cannot choose `N`.
 //!
 //! [`verify::replay`] checks a key generation offline from its broadcasts alone (a ceremony
@@ -490,6 +493,9 @@ pub struct Stats {
     pub trial_survivors: u64,
     /// Moduli that passed the first biprimality repetition.
     pub first_test_survivors: u64,
+    /// Rejected batches whose audit re-ran every party (a candidate of the batch had `p` and
+    /// `q` both prime in the clear); the others were settled by the clear check alone.
+    pub audit_reruns: u32,
 }
 
 /// The result of a successful generation, for one party.

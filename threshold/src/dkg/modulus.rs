@@ -470,7 +470,9 @@ impl AuditRound {
             &commitments,
             &inbox.broadcasts(ctx.all())?,
         )?;
-        audit::audit_batch(setup, self.batch, &seeds, &log)?;
+        if audit::audit_batch(setup, self.batch, &seeds, &log)? == audit::Audited::ReRun {
+            stats.audit_reruns += 1;
+        }
         let next = self.batch + 1;
         if next >= super::MAX_BATCHES {
             return Err(batches_exhausted());
@@ -564,6 +566,11 @@ pub(super) struct SieveRound {
 }
 
 impl SieveRound {
+    /// This party's candidates of the batch (the batch audit's clear check reads them).
+    pub(super) fn candidates(&self) -> &[Candidate] {
+        &self.cands
+    }
+
     pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
         self,
         ctx: &Ctx<'_>,

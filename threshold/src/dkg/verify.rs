@@ -8,9 +8,10 @@
 //! biprimality repetition and their openings (M5a–M5b; at most `MAX_CERTIFIED` passing moduli
 //! go on, and no run has more than `MAX_BATCHES` batches),
 //! every commitment and opening of the remaining repetitions (M6–M7), the gcd step (M9); for
-//! every rejected batch, the seed openings against the M1 commitments and the audit that
-//! re-runs every party from its seed (module `audit`, naming the same party the live parties
-//! named); the
+//! every rejected batch, the seed openings against the M1 commitments and the audit (module
+//! `audit`: the re-derived M1 broadcasts, the clear check of every candidate's `p` and `q`, and
+//! the re-run of every party from its seed when a candidate with both prime was rejected —
+//! naming the same party the live parties named); the
 //! certification of the accepted modulus (C1 commitments, every C1b complaint's evidence against
 //! the M3 digests and every C1c answer, every C2 multiplication proof against
 //! the M4 values, and the derived φ commitments); then the key stage's commitments (K1), every
@@ -269,5 +270,5 @@ fn audit_rejected(
         })
         .map(|((round, _, from), m)| ((*round, *from), *m))
         .collect();
-    audit::audit_batch(setup, batch, &seeds, &log)
+    audit::audit_batch(setup, batch, &seeds, &log).map(|_| ())
 }
