@@ -102,6 +102,7 @@ pub fn run(cfg: BenchConfig, mut progress: impl FnMut(&str)) -> Result<Value> {
             Phase::Modulus,
             Phase::Biprimality,
             Phase::Gcd,
+            Phase::Audit,
             Phase::Certify,
             Phase::Key,
         ]

@@ -79,6 +79,7 @@ pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(&str)) -> Result<RunReport>
         Phase::Modulus,
         Phase::Biprimality,
         Phase::Gcd,
+        Phase::Audit,
         Phase::Certify,
         Phase::Key,
     ] {

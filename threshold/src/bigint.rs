@@ -190,8 +190,12 @@ impl Int {
     pub(crate) fn rem_u64(&self, m: u64) -> u64 {
         debug_assert!(m > 0);
         // `%` truncates towards zero; fold negative remainders into [0, m).
+        if !self.is_negative() {
+            // No copy of `self` for the common case (candidates, residues).
+            return Option::<u64>::from(&(&self.0 % m)).unwrap_or(0);
+        }
         let r = Option::<u64>::from(&(self.0.abs() % m)).unwrap_or(0);
-        if self.is_negative() && r != 0 {
+        if r != 0 {
             m - r
         } else {
             r

@@ -338,28 +338,7 @@ pub(super) fn start_batch(
     stats.batches += 1;
     let k = setup.params.batch;
     stats.candidates_tried += k as u64;
-    // Party 1 carries the public offset 2^(h−1) + 2^(h−2) + 3: p ≡ q ≡ 3 (mod 4) and both in
-    // [1.5·2^(h−1), 2^h), so N has exactly `bits` bits; everyone else's share is ≡ 0 (mod 4)
-    // and below 2^(h−2)/n, so the sum never carries into the fixed top bits.
-    let offset = if me.0 == 1 {
-        Int::one()
-            .shl(setup.half - 1)
-            .add(&Int::one().shl(setup.half - 2))
-            .add(&Int::from_u64(3))
-    } else {
-        Int::zero()
-    };
-    let mut rng = seed.rng(Use::Candidates);
-    let mut sample =
-        || SecretInt::new(Int::random_bits(&mut rng, setup.u_bits).shl(2).add(&offset));
-    let cands: Vec<Candidate> = (0..k as u32)
-        .map(|index| Candidate {
-            index,
-            p: sample(),
-            q: sample(),
-            cert: None,
-        })
-        .collect();
+    let cands = sample_candidates(setup, me, &seed);
     let ctx = Ctx {
         setup,
         me,
@@ -386,6 +365,34 @@ pub(super) fn start_batch(
         }),
         out,
     )
+}
+
+/// Party `me`'s `p_i, q_i` of every candidate of a batch, drawn from its batch seed
+/// ([`Use::Candidates`]): what [`start_batch`] deals, and what the audit's clear check reads of
+/// the auditing party's own opened seed.
+pub(super) fn sample_candidates(setup: &Setup, me: PartyIndex, seed: &BatchSeed) -> Vec<Candidate> {
+    // Party 1 carries the public offset 2^(h−1) + 2^(h−2) + 3: p ≡ q ≡ 3 (mod 4) and both in
+    // [1.5·2^(h−1), 2^h), so N has exactly `bits` bits; everyone else's share is ≡ 0 (mod 4)
+    // and below 2^(h−2)/n, so the sum never carries into the fixed top bits.
+    let offset = if me.0 == 1 {
+        Int::one()
+            .shl(setup.half - 1)
+            .add(&Int::one().shl(setup.half - 2))
+            .add(&Int::from_u64(3))
+    } else {
+        Int::zero()
+    };
+    let mut rng = seed.rng(Use::Candidates);
+    let mut sample =
+        || SecretInt::new(Int::random_bits(&mut rng, setup.u_bits).shl(2).add(&offset));
+    (0..setup.params.batch as u32)
+        .map(|index| Candidate {
+            index,
+            p: sample(),
+            q: sample(),
+            cert: None,
+        })
+        .collect()
 }
 
 fn expect_small(m: &Message, len: usize) -> Result<&[u128]> {
@@ -470,7 +477,7 @@ impl AuditRound {
             &commitments,
             &inbox.broadcasts(ctx.all())?,
         )?;
-        if audit::audit_batch(setup, self.batch, &seeds, &log)? == audit::Audited::ReRun {
+        if audit::audit_batch(setup, self.batch, &seeds, &log, Some(me))? == audit::Audited::ReRun {
             stats.audit_reruns += 1;
         }
         let next = self.batch + 1;
@@ -566,9 +573,16 @@ pub(super) struct SieveRound {
 }
 
 impl SieveRound {
-    /// This party's candidates of the batch (the batch audit's clear check reads them).
+    /// This party's candidates of the batch (the audit's cost measurement reads them).
+    #[cfg(test)]
     pub(super) fn candidates(&self) -> &[Candidate] {
         &self.cands
+    }
+
+    /// This party's candidates, the rest of the round dropped (the batch audit keeps only
+    /// these of a re-derived M1, so that it holds one dealing at a time).
+    pub(super) fn into_candidates(self) -> Vec<Candidate> {
+        self.cands
     }
 
     pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(

@@ -270,5 +270,5 @@ fn audit_rejected(
         })
         .map(|((round, _, from), m)| ((*round, *from), *m))
         .collect();
-    audit::audit_batch(setup, batch, &seeds, &log).map(|_| ())
+    audit::audit_batch(setup, batch, &seeds, &log, None).map(|_| ())
 }
