@@ -254,7 +254,7 @@ impl SmallPrimes {
 fn trial_division(x: &Int, primes: &SmallPrimes) -> Option<bool> {
     for (prod, ls) in &primes.0 {
         let r = x.rem_u64(*prod);
-        if let Some(&l) = ls.iter().find(|&&l| r % l == 0) {
+        if let Some(&l) = ls.iter().find(|&&l| r.is_multiple_of(l)) {
             return Some(*x == Int::from_u64(l));
         }
     }
@@ -393,10 +393,10 @@ pub(super) fn audit_batch(
     // party's own M1 is what it sent: only its candidates are re-derived. One dealing at a
     // time (a dealing is megabytes per recipient at 2048 bits): only the candidates are kept.
     let mut all: Vec<Vec<super::modulus::Candidate>> = Vec::with_capacity(seeds.len());
-    for i in 0..seeds.len() {
+    for (i, opened) in seeds.iter().enumerate() {
         let me = PartyIndex(i as u16 + 1);
         if skip == Some(me) {
-            let seed = BatchSeed::opened(setup, batch, me, seeds[i]);
+            let seed = BatchSeed::opened(setup, batch, me, *opened);
             all.push(super::modulus::sample_candidates(setup, me, &seed));
             continue;
         }
@@ -743,7 +743,8 @@ mod tests {
             clear.as_secs_f64(),
             {
                 let mut rng = ChaCha20Rng::seed_from_u64(7);
-                let b = crate::bench_support::ModexpBaseline::with_modulus_bits(4096, 2048, &mut rng);
+                let b =
+                    crate::bench_support::ModexpBaseline::with_modulus_bits(4096, 2048, &mut rng);
                 let start = std::time::Instant::now();
                 for _ in 0..15 {
                     std::hint::black_box(b.run());

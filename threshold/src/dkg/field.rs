@@ -312,7 +312,12 @@ mod tests {
         ] {
             assert_eq!(mul127(a, b), reference_mul(a, b));
         }
-        for &(a, x) in &[(P127 - 1, u32::MAX), (P127 - 1, 1), (0, u32::MAX), (1 << 126, 2)] {
+        for &(a, x) in &[
+            (P127 - 1, u32::MAX),
+            (P127 - 1, 1),
+            (0, u32::MAX),
+            (1 << 126, 2),
+        ] {
             assert_eq!(mul127_small(a, x), reference_mul(a, u128::from(x)));
         }
     }

@@ -1334,8 +1334,7 @@ mod tests {
         // Party 2 adds 4Δ³ to every M4 value of batch 0 (the audit's candidate killer; batch 0
         // of this session holds a good candidate, see `candidate_killer_is_named`).
         fn kill_m4(m: &mut Message) {
-            if m.round == Round::ModulusShares && m.from.0 == 2 && m.to.is_none() && m.batch == 0
-            {
+            if m.round == Round::ModulusShares && m.from.0 == 2 && m.to.is_none() && m.batch == 0 {
                 let setup = super::super::Setup::new(&params(52));
                 let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
                 let count = m.ints.len() - 2 * usize::from(setup.n);
@@ -1428,7 +1427,10 @@ mod tests {
                 params(session)
             };
             let live = run_in_process(&small, rngs(seed), Some(&mut record)).unwrap_err();
-            assert!(!live.culprits().is_empty(), "{what}: nobody named live: {live:?}");
+            assert!(
+                !live.culprits().is_empty(),
+                "{what}: nobody named live: {live:?}"
+            );
             let replayed = replay(&small, &seen).unwrap_err();
             assert_eq!(
                 replayed.culprits(),
