@@ -2066,3 +2066,117 @@ async fn a_retry_of_an_admitted_key_is_not_refused_by_the_in_flight_cap() {
     assert_eq!(submissions_on_every_member(&w, "cap"), vec![1; 3]);
     w.stop().await;
 }
+
+/// Issue 28 §2: a researcher sees what ε buys before spending it. A preview compiles the query
+/// as a submission would and answers its cost, the ε floor of its kind and target, and each
+/// output's 95 % half-width for the fewest and for all noise shares, from public parameters
+/// alone; it charges nothing and puts nothing on the ledger. The released result's interval
+/// then lies within the previewed range; an Average previews its sum and count at 97.5 %
+/// each; a refused query is refused as a submission would be; `affordable` follows the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_charges_nothing_and_predicts_the_released_interval() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "pia", 1.5).await;
+    let pia = sign_in(&w, 0, "pia", &pw).await;
+    let at = w.addr(0);
+    let preview = |body: Value| {
+        let pia = pia.clone();
+        async move { call(at, "POST", "/api/v1/queries/preview", Some(&pia), body).await }
+    };
+    let r = preview(grouped(1.0)).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let p = r.json();
+    assert_eq!(p["epsilon"], 1.0, "{p}");
+    assert_eq!(p["affordable"], true, "{p}");
+    assert_eq!(p["budget"]["researcher"]["epsilon_remaining"], 1.5, "{p}");
+    let fewest = p["outputs"][0]["half_width"]["fewest_shares"]
+        .as_u64()
+        .unwrap();
+    let all = p["outputs"][0]["half_width"]["all_shares"]
+        .as_u64()
+        .unwrap();
+    assert!(0 < fewest && fewest <= all, "{p}");
+    assert_eq!(p["outputs"][0]["confidence"], 0.95, "{p}");
+    assert!(p["min_epsilon"].as_f64().unwrap() < 1.0, "{p}");
+    assert!(!p["labels"].as_array().unwrap().is_empty(), "{p}");
+    // Same parameters, same answer: nothing in it depends on the data or on chance.
+    assert_eq!(preview(grouped(1.0)).await.json()["outputs"], p["outputs"]);
+    // A smaller ε gives a wider interval.
+    let wide = preview(grouped(0.1)).await.json();
+    assert!(
+        wide["outputs"][0]["half_width"]["fewest_shares"]
+            .as_u64()
+            .unwrap()
+            > fewest
+    );
+    // More than the budget left: previewed, not affordable.
+    assert_eq!(preview(grouped(2.0)).await.json()["affordable"], false);
+    // An Average: the sum and the count, each at 97.5 %.
+    let avg = preview(json!({ "kind": "average", "target": "usage_hours", "epsilon": 1.0 })).await;
+    assert_eq!(avg.status, 200, "{}", avg.json());
+    let outs = avg.json()["outputs"].as_array().unwrap().clone();
+    assert_eq!(
+        outs.iter()
+            .map(|o| o["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["sum", "count"]
+    );
+    assert!(outs.iter().all(|o| o["confidence"] == 0.975));
+    // Refused as a submission would be.
+    let r =
+        preview(json!({ "kind": "average", "target": "production_date", "epsilon": 0.0001 })).await;
+    assert_eq!((r.status, code(&r)), (422, "epsilon_below_floor".into()));
+    assert_eq!(r.json()["error"]["min_epsilon"], 0.000388);
+    let r = preview(json!({ "kind": "grouped_count", "target": "no_such_field", "epsilon": 1.0 }))
+        .await;
+    assert_eq!((r.status, code(&r)), (422, "invalid_query".into()));
+    // Only researchers preview.
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/queries/preview",
+        Some(&admin),
+        grouped(1.0),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // Nothing charged, nothing on the ledger.
+    let budget = call(w.addr(0), "GET", "/api/v1/budget", Some(&pia), Value::Null)
+        .await
+        .json();
+    assert_eq!(budget["researcher"]["epsilon_spent"], 0.0, "{budget}");
+    let listed = call(w.addr(0), "GET", "/api/v1/queries", Some(&pia), Value::Null)
+        .await
+        .json();
+    assert_eq!(listed["total"], 0, "{listed}");
+    // The release's interval is within the previewed range.
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/queries",
+        Some(&pia),
+        grouped(1.0),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.json());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let q = call(
+        w.addr(0),
+        "GET",
+        &format!("/api/v1/queries/{id}?wait=60"),
+        Some(&pia),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(q["status"], "released", "{q}");
+    for bin in q["result"]["result"]["GroupedCount"].as_array().unwrap() {
+        let h = bin["half_width"].as_u64().unwrap();
+        assert!(
+            fewest <= h && h <= all,
+            "released ±{h}, previewed {fewest}..{all}"
+        );
+    }
+    w.stop().await;
+}

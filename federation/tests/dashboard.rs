@@ -332,6 +332,20 @@ async fn admin_registers_a_researcher_who_builds_a_grouped_count_and_sees_the_ch
     b.click("#f1_op option[value=greater_than]").await;
     b.type_into("#f1_value", "1000").await;
     b.screenshot("researcher-query-builder").await;
+    // Preview first (issue 28 §2): cost and precision, nothing charged, the form kept.
+    b.click("#preview-button").await;
+    b.wait_for_text("Nothing has been charged.", Duration::from_secs(10))
+        .await;
+    let page = b.source().await;
+    assert!(page.contains("ε 4.000 left"), "the preview charged nothing");
+    assert!(page.contains("each of 56 bins"), "one row for the bins");
+    assert!(
+        page.contains("accepted for this kind and target is 0.000001."),
+        "the floor, exact"
+    );
+    assert!(page.contains("value=\"Pacemaker\""), "the form is kept");
+    assert_eq!(b.count("#preview td.num").await, 2, "two half-widths");
+    b.screenshot("researcher-query-preview").await;
     b.click("#query-form button[type=submit]").await;
     b.wait_for_text(
         "status <span class=\"status-released\">released</span>",

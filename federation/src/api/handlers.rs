@@ -48,6 +48,7 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/interface", get(interface))
         .route("/api/v1/queries", post(submit).get(list_queries))
         .route("/api/v1/queries/export", get(export_queries))
+        .route("/api/v1/queries/preview", post(preview))
         .route("/api/v1/queries/{id}", get(get_query))
         .route("/api/v1/budget", get(own_budget))
         .route("/api/v1/researchers", post(register).get(list_researchers))
@@ -455,6 +456,95 @@ pub(crate) async fn submit_core(
     submit_keyed(api, user, spec, None).await.map(|(v, _)| v)
 }
 
+/// Compiles `spec` for the current committee as a submission does, with the API's refusals:
+/// 422 `epsilon_below_floor` (naming the floor) or 422 `invalid_query`.
+pub(crate) fn compile_for_api(
+    api: &ApiState,
+    spec: crate::query::QuerySpec,
+) -> Result<crate::query::Compiled, ApiError> {
+    api.view
+        .compile_query(spec)
+        .map_err(|e| match e.min_epsilon() {
+            // Issue 24 §4: below the ε floor no proof bound holds the noise; name the floor.
+            Some(floor) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "epsilon_below_floor", e.0)
+                    .with_detail("min_epsilon", json!(floor))
+            }
+            None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0),
+        })
+}
+
+/// What a compiled query would cost and how precise its released values would be, from public
+/// parameters alone (issue 28 §2): the ε charged, the smallest ε accepted for its kind and
+/// target, and for each noised output the 95 % half-width and the noise's standard deviation,
+/// for the fewest noise shares a close may list (`n − f`) and for all `n`. An Average's two
+/// outputs (sum and count) are given at 97.5 % each, as its release computes them (joint
+/// coverage ≥ 95 %).
+pub(crate) fn preview_json(
+    compiled: &crate::query::Compiled,
+    view: &crate::protocol::CommitteeView,
+) -> Result<Value, ApiError> {
+    let plan = &compiled.plan;
+    let internal = |e: medtech_noise::Error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            format!("the noise of this query has no interval: {e}"),
+        )
+    };
+    let (fewest, all) = (view.noise_needed() as u32, u32::from(view.n()));
+    let alpha = match plan.shape {
+        medtech_noise::QueryShape::Average { .. } => crate::protocol::ALPHA / 2.0,
+        _ => crate::protocol::ALPHA,
+    };
+    let outputs = plan
+        .outputs
+        .iter()
+        .map(|o| {
+            Ok(json!({
+                "name": o.name,
+                "coordinates": o.coordinates,
+                "sensitivity": o.sensitivity,
+                "confidence": 1.0 - alpha,
+                "half_width": {
+                    "fewest_shares": o.share.confidence_half_width(fewest, alpha).map_err(internal)?,
+                    "all_shares": o.share.confidence_half_width(all, alpha).map_err(internal)?,
+                },
+                "std_dev": {
+                    "fewest_shares": o.share.variance(fewest).sqrt(),
+                    "all_shares": o.share.variance(all).sqrt(),
+                },
+            }))
+        })
+        .collect::<Result<Vec<Value>, ApiError>>()?;
+    let floor = medtech_noise::QueryPlan::min_epsilon(plan.shape, 1).map_err(internal)?;
+    Ok(json!({
+        "epsilon": plan.cost.epsilon.0 as f64 / 1e6,
+        "min_epsilon": floor.as_f64(),
+        "labels": compiled.labels,
+        "noise_shares": { "fewest": fewest, "all": all },
+        "outputs": outputs,
+    }))
+}
+
+/// `POST /api/v1/queries/preview`: the query as `POST /api/v1/queries` would compile it, with
+/// its cost and expected precision, and the caller's remaining budget — nothing is proposed,
+/// charged or recorded.
+async fn preview(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
+    let user = api.user(&headers, &[Role::Researcher])?;
+    let spec = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
+    let compiled = compile_for_api(&api, spec)?;
+    let mut v = preview_json(&compiled, &api.view)?;
+    let mine = budget_json(&api, &Subject::Researcher(user.sub.clone()))?;
+    let dataset = budget_json(&api, &Subject::Dataset(DATASET.into()))?;
+    // A subject without a limit can be charged nothing (`medtech_noise::Accountant`).
+    let eps = v["epsilon"].as_f64().unwrap_or(f64::INFINITY);
+    let covers = |b: &Value| b["epsilon_remaining"].as_f64().is_some_and(|r| r >= eps);
+    v["affordable"] = json!(covers(&mine) && covers(&dataset));
+    v["budget"] = json!({ "researcher": mine, "dataset": dataset });
+    ok(v)
+}
+
 /// [`submit_core`] under an idempotency key: the ledger admits one query per (researcher, key)
 /// (`medtech_ledger::state`, rule 5), so a repeat of an admitted request is answered with the
 /// first one's body (and `true`: a replay) without proposing or charging anything, and a
@@ -467,17 +557,7 @@ pub(crate) async fn submit_keyed(
     spec: crate::query::QuerySpec,
     key: Option<&str>,
 ) -> Result<(Value, bool), ApiError> {
-    let compiled = api
-        .view
-        .compile_query(spec)
-        .map_err(|e| match e.min_epsilon() {
-            // Issue 24 §4: below the ε floor no proof bound holds the noise; name the floor.
-            Some(floor) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "epsilon_below_floor", e.0)
-                    .with_detail("min_epsilon", json!(floor))
-            }
-            None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", e.0),
-        })?;
+    let compiled = compile_for_api(api, spec)?;
     let mut id = [0u8; 8];
     OsRng.fill_bytes(&mut id);
     let id = format!("q-{}", hex::encode(id));

@@ -64,6 +64,7 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
         .route("/ui/password", get(password_form).post(password))
         .route("/ui/", get(home))
         .route("/ui/query", get(builder).post(submit))
+        .route("/ui/query/preview", post(preview))
         .route("/ui/queries", get(history))
         .route("/ui/queries/{id}", get(result))
         .route("/ui/admin/researchers", get(researchers).post(register))
@@ -506,7 +507,7 @@ fn budget_line(api: &ApiState, who: &str) -> String {
 
 async fn builder(State(api): S, headers: HeaderMap) -> Response {
     let s = need!(api, headers, &[Role::Researcher]);
-    builder_page(&api, &s, None, &BTreeMap::new(), StatusCode::OK)
+    builder_page(&api, &s, None, &BTreeMap::new(), StatusCode::OK, None)
 }
 
 fn selected(f: &BTreeMap<String, String>, k: &str, v: &str) -> &'static str {
@@ -523,15 +524,17 @@ fn builder_page(
     error: Option<&ApiError>,
     f: &BTreeMap<String, String>,
     status: StatusCode,
+    preview: Option<&str>,
 ) -> Response {
     let i = h::interface_json(api);
     let p = &api.view.platform;
     let mut b = String::new();
     let _ = write!(
         b,
-        "<h1>New query</h1>{}{}",
+        "<h1>New query</h1>{}{}{}",
         budget_line(api, &s.claims.sub),
-        error.map(err_box).unwrap_or_default()
+        error.map(err_box).unwrap_or_default(),
+        preview.unwrap_or_default()
     );
     let _ = write!(
         b,
@@ -615,7 +618,7 @@ fn builder_page(
             esc(f.get(&vk).map_or("", String::as_str))
         );
     }
-    b.push_str("<p><button type=\"submit\">Submit query</button></p></form>");
+    b.push_str("<p><button type=\"submit\">Submit query</button> <button id=\"preview-button\" class=\"secondary\" type=\"submit\" formaction=\"/ui/query/preview\">Preview cost and precision</button></p></form>");
     b.push_str("<p class=\"muted\">Every hospital evaluates the query on its own data; only the noisy total is decrypted, by any threshold of committee members. The ε you choose is charged to your budget when the ledger admits the query, and is not refunded.</p>");
     page(api, status, "New query", Some(s), &b)
 }
@@ -708,8 +711,77 @@ async fn submit(State(api): S, headers: HeaderMap, body: Body) -> Response {
             v["id"].as_str().unwrap_or_default()
         ))
         .into_response(),
-        Err(e) => builder_page(&api, &s, Some(&e), &f, StatusCode::UNPROCESSABLE_ENTITY),
+        Err(e) => builder_page(
+            &api,
+            &s,
+            Some(&e),
+            &f,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+        ),
     }
+}
+
+/// The builder's "Preview" button (issue 28 §2): the form compiled as a submission would be,
+/// shown above the same form with its cost and the 95 % half-width of each output; nothing is
+/// charged or recorded.
+async fn preview(State(api): S, headers: HeaderMap, body: Body) -> Response {
+    let s = need!(api, headers, &[Role::Researcher]);
+    let f = match form(&api, body, &s.csrf).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let result = spec_from_form(&f)
+        .and_then(|spec| h::compile_for_api(&api, spec))
+        .and_then(|c| h::preview_json(&c, &api.view));
+    match result {
+        Ok(v) => builder_page(&api, &s, None, &f, StatusCode::OK, Some(&preview_panel(&v))),
+        Err(e) => builder_page(
+            &api,
+            &s,
+            Some(&e),
+            &f,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+        ),
+    }
+}
+
+/// The preview of [`h::preview_json`] as a panel (a live region: it is what changed).
+fn preview_panel(v: &Value) -> String {
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<section class=\"panel\" id=\"preview\" aria-live=\"polite\"><h2>Preview</h2><p>This query would cost <strong>ε {}</strong>; the smallest ε accepted for this kind and target is {}. Nothing has been charged.</p>",
+        fmt_eps(&v["epsilon"]),
+        // Floors are often below 0.001 (1e-6 for counts): the exact value, not 3 decimals.
+        v["min_epsilon"].as_f64().map_or_else(String::new, |e| e.to_string())
+    );
+    let _ = write!(
+        b,
+        "<table><thead><tr><th scope=\"col\">Output</th><th scope=\"col\">Confidence</th><th scope=\"col\" class=\"num\">Half-width, {} noise shares</th><th scope=\"col\" class=\"num\">Half-width, {} noise shares</th></tr></thead><tbody>",
+        v["noise_shares"]["fewest"], v["noise_shares"]["all"]
+    );
+    for o in v["outputs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let what = match o["name"].as_str().unwrap_or("") {
+            "bins" => format!("each of {} bins", o["coordinates"]),
+            name => name.to_owned(),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}%</td><td class=\"num\">± {}</td><td class=\"num\">± {}</td></tr>",
+            esc(&what),
+            o["confidence"].as_f64().map_or(0.0, |c| c * 100.0),
+            o["half_width"]["fewest_shares"],
+            o["half_width"]["all_shares"]
+        );
+    }
+    b.push_str("</tbody></table><p class=\"muted\">From public parameters only (ε, the committee, the field's range), never from the data: the released value lies within this distance of the true one with the stated confidence. A release lists between the two numbers of noise shares.</p></section>");
+    b
 }
 
 fn status_span(st: &str) -> String {
