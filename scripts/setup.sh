@@ -4,6 +4,12 @@
 # against the real fabric-protos), and Chromium with its WebDriver for the dashboard's
 # browser tests. Idempotent: does nothing when everything is already there.
 set -eu
+# openapi-spec-validator (PyPI) checks docs/openapi.json in the tests, against a real validator.
+if ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
+  echo "setup: installing openapi-spec-validator (pip)"
+  python3 -m pip install --quiet "openapi-spec-validator==0.9.0" \
+    || python3 -m pip install --quiet --break-system-packages "openapi-spec-validator==0.9.0"
+fi
 PACKAGES="libgmp-dev protobuf-compiler libprotobuf-dev chromium chromium-driver"
 missing=""
 for p in $PACKAGES; do

@@ -1529,6 +1529,38 @@ fn docs_openapi_and_api_md_are_current() {
     );
 }
 
+/// Issue 28 §3: the OpenAPI document is valid for a real validator, not only for our own
+/// reading of the specification: `openapi-spec-validator` from PyPI (installed by
+/// `scripts/setup.sh`). It refused the document while it declared 3.0.3 and used 3.1's numeric
+/// `exclusiveMinimum` for ε.
+#[test]
+fn docs_openapi_is_valid_for_openapi_spec_validator() {
+    let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("docs")
+        .join("openapi.json");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&doc)
+        .output()
+        .expect("python3 is not installed");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refuses docs/openapi.json (or is missing: run `sh scripts/setup.sh`):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&doc).unwrap()).unwrap();
+    // Query parameters carry their types: a generated client sends integers and enum values.
+    let limit = &doc["paths"]["/api/v1/queries"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"];
+    assert_eq!(limit["type"], "integer", "{limit}");
+}
+
 /// Issue 24 §4: an Average of a date at ε = 10⁻⁴ has no noise-share proof bound (its sum's
 /// Δ/ε is too large for 2^31 at a 2^−80 tail); the old code accepted it and silently proved
 /// truncated noise under 2^31. Now it is refused before the ledger sees it: 422, naming the

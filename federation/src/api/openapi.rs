@@ -147,7 +147,7 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
             .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
-        params.extend(e.params.iter().map(|(n, d)| json!({ "name": n, "in": "query", "required": false, "description": d, "schema": { "type": "string" } })));
+        params.extend(e.params.iter().map(|(n, d)| json!({ "name": n, "in": "query", "required": *n == "old", "description": d, "schema": param_schema(e.path, n) })));
         params.extend(e.headers.iter().map(|(n, d)| json!({ "name": n, "in": "header", "required": false, "description": d, "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$" } })));
         if !params.is_empty() {
             op.insert("parameters".into(), Value::Array(params));
@@ -182,7 +182,8 @@ pub fn document() -> Value {
         }
     }
     json!({
-        "openapi": "3.0.3",
+        // 3.1: its schemas are JSON Schema 2020-12 (numeric exclusiveMinimum, as ε uses).
+        "openapi": "3.1.0",
         "info": {
             "title": "MedTech Chain committee node API",
             "version": env!("CARGO_PKG_VERSION"),
@@ -196,6 +197,25 @@ pub fn document() -> Value {
         "security": [{ "bearer": [] }],
         "paths": paths,
     })
+}
+
+/// The schema of query parameter `name` of `path`: the type and range the handler parses
+/// (`handlers::num` refuses a non-number with 400 `invalid_parameter`), so that generated
+/// clients send what is accepted.
+fn param_schema(path: &str, name: &str) -> Value {
+    match name {
+        // GET /queries takes 0 (an empty page with the total); the ledger pages at least 1.
+        "limit" if path == "/api/v1/ledger/entries" => {
+            json!({ "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 })
+        }
+        "limit" => json!({ "type": "integer", "minimum": 0, "maximum": 1000, "default": 100 }),
+        "wait" => json!({ "type": "integer", "minimum": 0, "maximum": 60, "default": 0 }),
+        "from" => json!({ "type": "integer", "minimum": 0, "default": 0 }),
+        "size" | "old" | "new" => json!({ "type": "integer", "minimum": 0 }),
+        "status" => json!({ "type": "string", "enum": ["pending", "released", "failed"] }),
+        "format" => json!({ "type": "string", "enum": ["json", "csv"], "default": "json" }),
+        _ => json!({ "type": "string" }),
+    }
 }
 
 /// The document as `docs/openapi.json` holds it.
