@@ -2212,3 +2212,106 @@ async fn a_preview_charges_nothing_and_predicts_the_released_interval() {
     }
     w.stop().await;
 }
+
+/// Issue 28 §3: pages that reach everything. The ledger's `kind` filter applied after the
+/// limit, so `?kind=submit_query&limit=1` from 0 answered an empty page while submissions
+/// existed (the first entries are the committee's and the registration's); query history
+/// could not reach past its first 1,000. Now a filtered ledger page holds `limit` matching
+/// entries and `next` leads on, and query history pages with `before`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_ledger_pages_and_query_history_reach_every_entry() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "paul", 5.0).await;
+    let paul = sign_in(&w, 0, "paul", &pw).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = call(
+            w.addr(0),
+            "POST",
+            "/api/v1/queries",
+            Some(&paul),
+            grouped(0.5),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.json());
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+    // Every submission, one per page, following `next`.
+    let mut seen = Vec::new();
+    let mut from = Some(0u64);
+    while let Some(f) = from {
+        let page = call(
+            w.addr(0),
+            "GET",
+            &format!("/api/v1/ledger/entries?kind=submit_query&limit=1&from={f}"),
+            Some(&admin),
+            Value::Null,
+        )
+        .await
+        .json();
+        let entries = page["entries"].as_array().unwrap();
+        assert!(entries.len() <= 1, "{page}");
+        if seen.is_empty() {
+            assert_eq!(
+                entries.len(),
+                1,
+                "the first page holds a submission: {page}"
+            );
+        }
+        for e in entries {
+            assert_eq!(e["kind"], "submit_query", "{e}");
+            seen.push(e["detail"]["query_id"].as_str().unwrap().to_owned());
+        }
+        from = page["next"].as_u64();
+        assert!(from.is_none_or(|n| n > f), "next moves on: {page}");
+    }
+    seen.sort();
+    let mut submitted = ids.clone();
+    submitted.sort();
+    assert_eq!(seen, submitted);
+    // Query history, two per page, newest first, reaching the oldest (once the member's
+    // query index has applied all three submissions).
+    let mut first = Value::Null;
+    for _ in 0..100 {
+        first = call(
+            w.addr(0),
+            "GET",
+            "/api/v1/queries?limit=2",
+            Some(&paul),
+            Value::Null,
+        )
+        .await
+        .json();
+        if first["total"] == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(first["total"], 3, "{first}");
+    assert_eq!(first["queries"].as_array().unwrap().len(), 2);
+    let next = first["next"].as_u64().expect("a second page");
+    let second = call(
+        w.addr(0),
+        "GET",
+        &format!("/api/v1/queries?limit=2&before={next}"),
+        Some(&paul),
+        Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(second["queries"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["next"], Value::Null, "{second}");
+    let mut listed: Vec<String> = first["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["queries"].as_array().unwrap())
+        .map(|q| q["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed[0], ids[2], "newest first");
+    listed.sort();
+    ids.sort();
+    assert_eq!(listed, ids);
+    w.stop().await;
+}

@@ -898,9 +898,22 @@ async fn list_queries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQuery
     let user = api.user(&headers, &[Role::Researcher, Role::Admin, Role::Auditor])?;
     let p = params(raw)?;
     let limit = num::<usize>(&p, "limit")?.unwrap_or(100).min(1000);
+    // Cursor: the `next` of the previous page, the ledger sequence of its last query (queries
+    // are newest first, so the page goes on with the older ones).
+    let before = num::<u64>(&p, "before")?;
     let all = selected(&api, &user, &p)?;
     let total = all.len();
-    ok(json!({ "total": total, "queries": all.into_iter().take(limit).collect::<Vec<_>>() }))
+    let seq = |q: &Value| q["sequence"].as_u64().unwrap_or(0);
+    let mut rest = all
+        .into_iter()
+        .filter(|q| before.is_none_or(|b| seq(q) < b))
+        .peekable();
+    let page: Vec<Value> = rest.by_ref().take(limit).collect();
+    let next = match (rest.peek(), page.last()) {
+        (Some(_), Some(last)) => json!(seq(last)),
+        _ => Value::Null,
+    };
+    ok(json!({ "total": total, "queries": page, "next": next }))
 }
 
 async fn export_queries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult {
@@ -1782,7 +1795,14 @@ async fn ledger_entries(State(api): S, headers: HeaderMap, RawQuery(raw): RawQue
     )?)
 }
 
-/// Up to `limit` entries from `from` (only of `kind_filter`, if given).
+/// Entries a filtered page reads at most before answering: a `kind` that is rare (or absent)
+/// costs one bounded scan per request, and `next` says where to go on.
+pub(crate) const LEDGER_SCAN_CAP: u64 = 10_000;
+
+/// Up to `limit` entries from sequence `from`, only of `kind_filter` if given: the filter is
+/// applied before the limit, so a page holds `limit` matching entries unless the scan reached
+/// the end of the ledger or read [`LEDGER_SCAN_CAP`] entries. `next` is the sequence to pass as
+/// `from` for the following page (`null` once the ledger's end was read).
 pub(crate) fn entries_json(
     api: &ApiState,
     from: u64,
@@ -1790,36 +1810,63 @@ pub(crate) fn entries_json(
     kind_filter: Option<&str>,
 ) -> Result<Value, ApiError> {
     let size = api.node.head()?.0;
-    let entries = api.node.entries_from(from, limit)?;
-    let mut out = Vec::with_capacity(entries.len());
-    for (i, bytes) in entries.iter().enumerate() {
-        let seq = from + i as u64;
-        let leaf = hex::encode(medtech_ledger::merkle::leaf_hash(bytes));
-        let Ok(e) = ParsedEntry::decode(bytes) else {
-            out.push(json!({ "sequence": seq, "leaf_hash": leaf, "error": "does not decode" }));
-            continue;
+    let mut out = Vec::with_capacity(limit.min(1000));
+    let mut seq = from;
+    let scan_end = size.min(from.saturating_add(LEDGER_SCAN_CAP));
+    'scan: while out.len() < limit && seq < scan_end {
+        // Without a filter every entry read is shown: read exactly what is missing.
+        let want = if kind_filter.is_some() {
+            512
+        } else {
+            (limit - out.len()) as u64
         };
-        let (name, detail) = e.kind().map_or(("none", Value::Null), kind_json);
-        if kind_filter.is_some_and(|k| k != name) {
-            continue;
+        let chunk = api
+            .node
+            .entries_from(seq, want.min(scan_end - seq) as usize)?;
+        if chunk.is_empty() {
+            break;
         }
-        let (author_kind, author) = match &e.author {
-            AuthorId::Node(n) => ("member", n),
-            AuthorId::Researcher(r) => ("researcher", r),
-        };
-        out.push(json!({
-            "sequence": seq,
-            "leaf_hash": leaf,
-            "author": author,
-            "author_kind": author_kind,
-            "author_seq": e.body.author_seq,
-            "timestamp": rfc3339_ms(e.body.timestamp_ms),
-            "kind": name,
-            "detail": detail,
-            "signed_entry": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
-        }));
+        for bytes in &chunk {
+            let this = seq;
+            seq += 1;
+            let leaf = hex::encode(medtech_ledger::merkle::leaf_hash(bytes));
+            let Ok(e) = ParsedEntry::decode(bytes) else {
+                if kind_filter.is_none() {
+                    out.push(
+                        json!({ "sequence": this, "leaf_hash": leaf, "error": "does not decode" }),
+                    );
+                }
+                if out.len() == limit {
+                    break 'scan;
+                }
+                continue;
+            };
+            let (name, detail) = e.kind().map_or(("none", Value::Null), kind_json);
+            if kind_filter.is_some_and(|k| k != name) {
+                continue;
+            }
+            let (author_kind, author) = match &e.author {
+                AuthorId::Node(n) => ("member", n),
+                AuthorId::Researcher(r) => ("researcher", r),
+            };
+            out.push(json!({
+                "sequence": this,
+                "leaf_hash": leaf,
+                "author": author,
+                "author_kind": author_kind,
+                "author_seq": e.body.author_seq,
+                "timestamp": rfc3339_ms(e.body.timestamp_ms),
+                "kind": name,
+                "detail": detail,
+                "signed_entry": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+            }));
+            if out.len() == limit {
+                break 'scan;
+            }
+        }
     }
-    Ok(json!({ "size": size, "from": from, "entries": out }))
+    let next = (seq < size).then_some(seq);
+    Ok(json!({ "size": size, "from": from, "entries": out, "next": next }))
 }
 
 async fn inclusion_proof(

@@ -1486,8 +1486,8 @@ fn audit_page(
             from.saturating_sub(50)
         );
     }
-    if from + 50 < size {
-        let _ = write!(b, "<a href=\"/ui/audit?from={}{k}\">later →</a>", from + 50);
+    if let Some(next) = entries["next"].as_u64() {
+        let _ = write!(b, "<a href=\"/ui/audit?from={next}{k}\">later →</a>");
     }
     let _ = write!(b, "<p class=\"muted\">{size} entries in all.</p>");
     page(api, StatusCode::OK, "Ledger", Some(s), &b)
