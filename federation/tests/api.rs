@@ -2315,3 +2315,58 @@ async fn filtered_ledger_pages_and_query_history_reach_every_entry() {
     assert_eq!(listed, ids);
     w.stop().await;
 }
+
+/// Issue 28 §3: errors are RFC 9457 problem details — `application/problem+json`, with `type`,
+/// `title` (the status phrase), `status` (the HTTP status, repeated), `detail` and the stable
+/// `code` — so generic HTTP tooling reads them; details such as `min_epsilon` are extension
+/// members, and the earlier `error` object stays for existing clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_rfc_9457_problem_details() {
+    let w = world(ApiConfig::default()).await;
+    let admin = client::login(w.addr(0), "admin", ADMIN_PW).await.unwrap();
+    let pw = register(&w, 0, &admin, "rhea", 5.0).await;
+    let rhea = sign_in(&w, 0, "rhea", &pw).await;
+    for (path, body, status, code) in [
+        (
+            "/api/v1/queries",
+            json!({ "kind": "average", "target": "production_date", "epsilon": 0.0001 }),
+            422,
+            "epsilon_below_floor",
+        ),
+        (
+            "/api/v1/queries",
+            json!({ "kind": "sum", "epsilon": 1.0 }),
+            400,
+            "invalid_json",
+        ),
+    ] {
+        let r = call(w.addr(0), "POST", path, Some(&rhea), body).await;
+        assert_eq!(r.status, status, "{}", r.json());
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        let p = r.json();
+        assert_eq!(p["status"], status, "{p}");
+        assert_eq!(p["code"], code, "{p}");
+        assert_eq!(
+            p["type"],
+            format!("tag:medtech-chain,2026:problem:{code}"),
+            "{p}"
+        );
+        assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
+        assert!(p["detail"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
+        assert_eq!(p["error"]["code"], code, "the earlier shape stays: {p}");
+    }
+    let r = call(
+        w.addr(0),
+        "POST",
+        "/api/v1/queries",
+        Some(&rhea),
+        json!({ "kind": "average", "target": "production_date", "epsilon": 0.0001 }),
+    )
+    .await;
+    assert_eq!(r.json()["min_epsilon"], 0.000388);
+    // Unauthenticated: a problem too.
+    let r = call(w.addr(0), "GET", "/api/v1/budget", None, Value::Null).await;
+    assert_eq!((r.status, r.json()["status"].clone()), (401, json!(401)));
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    w.stop().await;
+}

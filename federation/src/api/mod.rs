@@ -496,13 +496,44 @@ impl ApiError {
     }
 }
 
+/// The media type of every error response (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // RFC 9457 problem details: `type` names the problem by its stable code (a tag URI:
+        // an identifier, not a page to fetch), `title` is the status's phrase, `detail` the
+        // message for people; `code` and any detail (e.g. `min_epsilon`) are extension
+        // members. `error` repeats code, message and detail in the shape clients read before
+        // (kept for them; docs/api.md).
         let mut error = json!({ "code": self.code, "message": self.message });
-        if let (Some((key, value)), Some(obj)) = (self.detail, error.as_object_mut()) {
-            obj.insert(key.to_owned(), value);
+        let mut problem = json!({
+            "type": format!("tag:medtech-chain,2026:problem:{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.message,
+            "code": self.code,
+        });
+        if let Some((key, value)) = self.detail {
+            for obj in [error.as_object_mut(), problem.as_object_mut()]
+                .into_iter()
+                .flatten()
+            {
+                obj.insert(key.to_owned(), value.clone());
+            }
         }
-        let mut r = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(obj) = problem.as_object_mut() {
+            obj.insert("error".into(), error);
+        }
+        let mut r = (
+            self.status,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(PROBLEM_JSON),
+            )],
+            Json(problem),
+        )
+            .into_response();
         if let Some(s) = self.retry_after {
             if let Ok(v) = axum::http::HeaderValue::from_str(&s.to_string()) {
                 r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);

@@ -79,10 +79,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
 fn schemas() -> Value {
     let s = |props: Value, required: &[&str]| json!({ "type": "object", "additionalProperties": false, "properties": props, "required": required });
     json!({
-        "Error": s(json!({ "error": { "type": "object", "properties": {
-            "code": { "type": "string", "description": "Stable, machine-readable." },
-            "message": { "type": "string", "description": "For people." },
-            "min_epsilon": { "type": "number", "description": "With epsilon_below_floor only: the smallest ε accepted for the refused query's kind and target." } } } }), &["error"]),
+        "Error": {
+            "type": "object",
+            "description": "RFC 9457 problem details (media type application/problem+json), with extension members.",
+            "additionalProperties": true,
+            "required": ["type", "title", "status", "detail", "code"],
+            "properties": {
+                "type": { "type": "string", "format": "uri", "description": "tag:medtech-chain,2026:problem:<code>: identifies the problem (not a page to fetch)." },
+                "title": { "type": "string", "description": "The HTTP status's reason phrase." },
+                "status": { "type": "integer", "minimum": 400, "maximum": 599 },
+                "detail": { "type": "string", "description": "For people." },
+                "code": { "type": "string", "description": "Stable, machine-readable (extension member)." },
+                "min_epsilon": { "type": "number", "description": "With epsilon_below_floor only: the smallest ε accepted for the refused query's kind and target." },
+                "error": { "type": "object", "description": "Deprecated: code, message and any detail in the shape of earlier versions.", "properties": {
+                    "code": { "type": "string" }, "message": { "type": "string" } } } } },
         "Login": s(json!({ "username": { "type": "string" }, "password": { "type": "string", "format": "password" } }), &["username", "password"]),
         "ChangePassword": s(json!({ "old_password": { "type": "string", "format": "password" }, "new_password": { "type": "string", "format": "password", "minLength": 12 } }), &["old_password", "new_password"]),
         "Filter": s(json!({
@@ -168,7 +178,7 @@ pub fn document() -> Value {
                 json!({ "required": true, "content": content }),
             );
         }
-        let err = json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+        let err = json!({ "description": "Error", "content": { (super::PROBLEM_JSON): { "schema": { "$ref": "#/components/schemas/Error" } } } });
         let mut responses = Map::new();
         responses.insert(e.ok.to_string(), json!({ "description": "Success" }));
         responses.insert("4XX".into(), err.clone());
@@ -187,7 +197,7 @@ pub fn document() -> Value {
         "info": {
             "title": "MedTech Chain committee node API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Served by every committee member. Tokens from POST /api/v1/login are accepted by every member. Errors are {\"error\": {\"code\", \"message\"}}. Bodies are limited to 1 MiB (device uploads: the node's max_upload_bytes); requests are rate-limited per user (429 with Retry-After).",
+            "description": "Served by every committee member. Tokens from POST /api/v1/login are accepted by every member. Errors are RFC 9457 problem details (application/problem+json: type, title, status, detail, and the stable code). Bodies are limited to 1 MiB (device uploads: the node's max_upload_bytes); requests are rate-limited per user (429 with Retry-After).",
             "license": { "name": "MIT" },
         },
         "components": {
@@ -233,7 +243,10 @@ pub fn markdown() -> String {
          `/api/v1/openapi.json`) by `medtech api-docs --out docs`; do not edit by hand.\n\n\
          Every member serves the same API. Sign in with `POST /api/v1/login`; send the token as\n\
          `Authorization: Bearer <token>` to any member. Tokens live 15 minutes by default.\n\
-         Errors are `{\"error\": {\"code\": \"…\", \"message\": \"…\"}}` with a 4xx or 5xx status;\n\
+         Errors are RFC 9457 problem details (`application/problem+json`): `type`\n\
+         (`tag:medtech-chain,2026:problem:<code>`), `title`, `status`, `detail`, the stable `code`\n\
+         and details such as `min_epsilon`; the earlier `{\"error\": {\"code\", \"message\"}}` object is\n\
+         still included (deprecated). Request\n\
          bodies are limited to 1 MiB (device uploads: the node's `max_upload_bytes`); each user\n\
          is rate-limited (429 with `Retry-After`), logins per client address, per address and\n\
          username, and for everyone. A generated password must be changed before anything else.\n\n\
