@@ -196,6 +196,10 @@ pub struct ApiFile {
     /// counted on this member's view of the ledger; more are answered 429 (default 4).
     #[serde(default)]
     pub max_queries_in_flight: Option<usize>,
+    /// Longest a request may take before it is answered 503 `request_timeout` (seconds;
+    /// default 120, at least 70 so that a 60 s result poll fits).
+    #[serde(default)]
+    pub request_timeout_seconds: Option<u64>,
 }
 
 /// Protocol timeouts.

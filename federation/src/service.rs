@@ -151,6 +151,13 @@ impl RunningNode {
                 .max_queries_in_flight
                 .unwrap_or(crate::api::DEFAULT_MAX_QUERIES_IN_FLIGHT)
                 .max(1),
+            request_timeout: n
+                .file
+                .api
+                .request_timeout_seconds
+                .map_or(crate::api::DEFAULT_REQUEST_TIMEOUT, |s| {
+                    Duration::from_secs(s.clamp(70, 3600))
+                }),
             ..ApiConfig::default()
         };
         let state = ApiState::new(

@@ -2370,3 +2370,70 @@ async fn errors_are_rfc_9457_problem_details() {
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     w.stop().await;
 }
+
+/// Issue 28 §7: every response carries a request id (`X-Request-Id`: the caller's if it is a
+/// sane token, else a fresh one), which the access log records too; a request that takes
+/// longer than `request_timeout` — here a client that sends its headers and then stalls its
+/// body — is answered 503 `request_timeout` instead of holding the connection's handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_get_ids_and_a_stalled_request_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world(ApiConfig {
+        request_timeout: std::time::Duration::from_secs(3),
+        ..ApiConfig::default()
+    })
+    .await;
+    let r = call(w.addr(0), "GET", "/health", None, Value::Null).await;
+    let generated = r.header("x-request-id").unwrap().to_owned();
+    assert_eq!(generated.len(), 24, "{generated}");
+    let again = call(w.addr(0), "GET", "/health", None, Value::Null).await;
+    assert_ne!(
+        again.header("x-request-id"),
+        Some(generated.as_str()),
+        "fresh each time"
+    );
+    for (sent, kept) in [
+        ("trace-42.a_b", true),
+        ("has space", false),
+        (&*"x".repeat(65), false),
+    ] {
+        let r = client::request_with(
+            w.addr(0),
+            "GET",
+            "/health",
+            None,
+            None,
+            &[("x-request-id", sent)],
+            b"",
+        )
+        .await
+        .unwrap();
+        let got = r.header("x-request-id").unwrap();
+        assert_eq!(got == sent, kept, "{sent:?} → {got:?}");
+    }
+    // Headers, then a stalled body.
+    let mut s = tokio::net::TcpStream::connect(w.addr(0)).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\nx-request-id: slow-1\r\n\r\n{\"user",
+    )
+    .await
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("answered before the test's own limit")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(text.starts_with("http/1.1 503"), "{text}");
+    assert!(
+        text.contains("request_timeout") && text.contains("x-request-id: slow-1"),
+        "{text}"
+    );
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(2),
+        "not before the timeout"
+    );
+    w.stop().await;
+}

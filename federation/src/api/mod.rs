@@ -74,7 +74,13 @@ pub struct ApiConfig {
     /// Queries one researcher may have open at once (submitted, not yet released or failed);
     /// a submission beyond it is answered 429 with `Retry-After` (issue 24 §4).
     pub max_queries_in_flight: usize,
+    /// Longest time a request may take before it is answered 503 `request_timeout` (issue 28
+    /// §7); longer than [`ApiConfig::max_wait`] plus a margin, so a full result poll fits.
+    pub request_timeout: Duration,
 }
+
+/// The default of [`ApiConfig::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The default of [`ApiConfig::max_queries_in_flight`].
 pub const DEFAULT_MAX_QUERIES_IN_FLIGHT: usize = 4;
@@ -96,6 +102,7 @@ impl Default for ApiConfig {
             max_concurrent_hashes: 2,
             trusted_proxies: Vec::new(),
             max_wait: Duration::from_secs(60),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             metrics_token: None,
             cookie_secure: true,
             max_queries_in_flight: DEFAULT_MAX_QUERIES_IN_FLIGHT,
@@ -605,7 +612,36 @@ impl RateLimiter {
     }
 }
 
-/// Counts and logs every request (method, route, status, time; never headers or bodies).
+/// The request id header: taken from the request when it is a sane token (a proxy's or a
+/// client's), otherwise generated; echoed on the response and logged with the request.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// `X-Request-Id` of `headers` if it is 1–64 characters of `[A-Za-z0-9._-]` (anything else
+/// could forge log lines or carry a secret into the logs), else a fresh random id.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map_or_else(
+            || {
+                let mut id = [0u8; 12];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+                hex::encode(id)
+            },
+            str::to_owned,
+        )
+}
+
+/// Counts and logs every request (method, route, status, time, request id; never headers or
+/// bodies), gives it an id (`X-Request-Id`, echoed on the response), and answers 503
+/// `request_timeout` when it takes longer than [`ApiConfig::request_timeout`] (the handler is
+/// dropped; a submission it was proposing may still commit, which a retry with the same
+/// `Idempotency-Key` finds).
 async fn observe(State(api): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -613,8 +649,24 @@ async fn observe(State(api): State<Arc<ApiState>>, req: Request, next: Next) -> 
         .map_or("(unmatched)", |m| m.as_str())
         .to_owned();
     let method = req.method().clone();
+    let id = request_id(req.headers());
     let t0 = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = match tokio::time::timeout(api.config.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "the request took longer than {} s; retry (a submission: with the same \
+                 Idempotency-Key)",
+                api.config.request_timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
     let status = resp.status().as_u16();
     let elapsed = t0.elapsed();
     api.metrics
@@ -625,6 +677,7 @@ async fn observe(State(api): State<Arc<ApiState>>, req: Request, next: Next) -> 
         route = %route,
         status,
         ms = elapsed.as_secs_f64() * 1e3,
+        request_id = %id,
         "request"
     );
     resp

@@ -197,7 +197,7 @@ pub fn document() -> Value {
         "info": {
             "title": "MedTech Chain committee node API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Served by every committee member. Tokens from POST /api/v1/login are accepted by every member. Errors are RFC 9457 problem details (application/problem+json: type, title, status, detail, and the stable code). Bodies are limited to 1 MiB (device uploads: the node's max_upload_bytes); requests are rate-limited per user (429 with Retry-After).",
+            "description": "Served by every committee member. Tokens from POST /api/v1/login are accepted by every member. Errors are RFC 9457 problem details (application/problem+json: type, title, status, detail, and the stable code). Bodies are limited to 1 MiB (device uploads: the node's max_upload_bytes); requests are rate-limited per user (429 with Retry-After). Every response carries X-Request-Id (yours if you send a token of 1-64 letters, digits, '.', '_' or '-'); a request taking longer than the node's request timeout (default 120 s) is answered 503 request_timeout.",
             "license": { "name": "MIT" },
         },
         "components": {
@@ -249,7 +249,10 @@ pub fn markdown() -> String {
          still included (deprecated). Request\n\
          bodies are limited to 1 MiB (device uploads: the node's `max_upload_bytes`); each user\n\
          is rate-limited (429 with `Retry-After`), logins per client address, per address and\n\
-         username, and for everyone. A generated password must be changed before anything else.\n\n\
+         username, and for everyone. A generated password must be changed before anything else.\n\
+         Every response carries `X-Request-Id` (yours if you send a token of 1–64 letters, digits,\n\
+         `.`, `_` or `-`); a request taking longer than the node's request timeout (default 120 s)\n\
+         is answered 503 `request_timeout`.\n\n\
          | Method | Path | Who | What |\n|---|---|---|---|\n",
     );
     for e in ENDPOINTS {
