@@ -432,9 +432,48 @@ pub(super) fn audit_batch(
     }
     drop(all_refs);
     drop(all);
-    // The re-run (rare: a good candidate was rejected) starts every party again.
-    let (mut parties, mut outgoing): (Vec<Party>, Vec<Outgoing>) =
-        (0..seeds.len()).map(start).unzip();
+    // The re-run (rare: a good candidate was rejected) starts every party again. Its M1
+    // direct messages are megabytes each at 2048 bits (≈ 7.9 MB: K records of every sieve
+    // group), `n²` of them: held at once they cost ≈ 200 MB per auditing party at n = 5 (and
+    // 2 GB at n = 16), enough to bring down a host sized for an honest run — and leave the
+    // killer unnamed. So M1 is delivered one recipient at a time: for each recipient, every
+    // dealer's dealing is re-derived and only the message to that recipient kept (`n` times
+    // the dealing work, in this rare path, for `1/n` of the memory).
+    let n = seeds.len();
+    let mut parties = Vec::with_capacity(n);
+    let mut m1 = Vec::with_capacity(n);
+    for i in 0..n {
+        let (party, out) = start(i);
+        parties.push(party);
+        m1.push(Outgoing {
+            broadcast: out.broadcast,
+            direct: Vec::new(),
+        });
+    }
+    compare(batch, Round::SieveShares, &m1, log)?;
+    let broadcasts: Vec<Message> = m1.into_iter().filter_map(|o| o.broadcast).collect();
+    let mut outgoing = Vec::with_capacity(n);
+    let mut next = Vec::with_capacity(n);
+    for (j, p) in parties.into_iter().enumerate() {
+        let to = Some(PartyIndex(j as u16 + 1));
+        let mut inbox = broadcasts.clone();
+        for i in 0..n {
+            inbox.extend(start(i).1.direct.into_iter().filter(|d| d.to == to));
+        }
+        match p.receive(inbox, &mut unused)? {
+            Step::Continue(p, out) => {
+                next.push(*p);
+                outgoing.push(out);
+            }
+            Step::Done(_) => {
+                return Err(Error::KeyGenerationFailed(
+                    "batch audit: a re-run party finished the generation".into(),
+                ))
+            }
+        }
+    }
+    left_the_batch(&next, batch)?;
+    let mut parties = next;
     loop {
         let round = parties.first().map(Party::round);
         let Some(round) = round else {
@@ -485,16 +524,22 @@ pub(super) fn audit_batch(
                 }
             }
         }
-        if next
-            .iter()
-            .any(|p| p.batch() != batch || !(p.state.in_batch() || p.round() == Round::BatchAudit))
-        {
-            return Err(Error::KeyGenerationFailed(format!(
-                "batch audit: the re-run of batch {batch} left the batch without a rejection"
-            )));
-        }
+        left_the_batch(&next, batch)?;
         parties = next;
     }
+}
+
+/// Refuses a re-run whose parties left batch `batch` other than by rejecting it.
+fn left_the_batch(parties: &[Party], batch: u32) -> Result<()> {
+    if parties
+        .iter()
+        .any(|p| p.batch() != batch || !(p.state.in_batch() || p.round() == Round::BatchAudit))
+    {
+        return Err(Error::KeyGenerationFailed(format!(
+            "batch audit: the re-run of batch {batch} left the batch without a rejection"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -784,6 +829,95 @@ mod tests {
                 }
                 start.elapsed().as_secs_f64() * 1000.0 / 15.0
             }
+        );
+    }
+
+    /// Measurement for docs/dkg.md (run with `--release --ignored --nocapture`): the memory of
+    /// one party's *re-run* audit at 2048 bits, n = 5. Party 2 shifts its M4 values in batch 0;
+    /// every audit of the session is forced to re-run, so the run ends at batch 0's audit
+    /// with party 2 named. Then one party's `audit_batch` of that batch runs alone, with the
+    /// process's peak resident set reset just before (`/proc/self/clear_refs`).
+    #[test]
+    #[ignore = "memory measurement, 2048 bits"]
+    fn measure_rerun_memory_2048() {
+        let p = Parameters::new(2048, 5, 3, [91u8; 32]).unwrap();
+        let setup = Setup::new(&p);
+        let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
+        let n2 = 2 * usize::from(setup.n);
+        super::FORCE_RERUN.lock().unwrap().push([91u8; 32]);
+        let mut seen: Vec<Message> = Vec::new();
+        let mut kill = |m: &mut Message| {
+            if m.round == Round::ModulusShares && m.from == PartyIndex(2) && m.to.is_none() {
+                let count = m.ints.len() - n2;
+                for y in &mut m.ints[..count] {
+                    *y = y.add(&shift);
+                }
+            }
+            if m.to.is_none() {
+                seen.push(m.clone());
+            }
+        };
+        let rngs = (0..5u64)
+            .map(|k| ChaCha20Rng::seed_from_u64(9100 + k))
+            .collect();
+        let e = run_in_process(&p, rngs, Some(&mut kill)).unwrap_err();
+        assert_audit_named(&e, 2, Round::ModulusShares);
+        let of = |round: Round| -> Vec<&Message> {
+            seen.iter()
+                .filter(|m| m.batch == 0 && m.round == round)
+                .collect()
+        };
+        let commitments = super::seed_commitments(&of(Round::SieveShares)).unwrap();
+        let seeds = super::open_seeds(&setup, 0, &commitments, &of(Round::BatchAudit)).unwrap();
+        let log: std::collections::BTreeMap<(Round, u16), &Message> = seen
+            .iter()
+            .filter(|m| m.batch == 0 && m.round != Round::BatchAudit)
+            .map(|m| ((m.round, m.from.0), m))
+            .collect();
+        let hwm = || {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .map(|v| {
+                    v.trim()
+                        .trim_end_matches(" kB")
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap()
+                        / 1024.0
+                })
+                .unwrap()
+        };
+        let rss = || {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| {
+                    v.trim()
+                        .trim_end_matches(" kB")
+                        .trim()
+                        .parse::<f64>()
+                        .unwrap()
+                        / 1024.0
+                })
+                .unwrap()
+        };
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        let base = rss();
+        let t0 = std::time::Instant::now();
+        let e = super::audit_batch(&setup, 0, &seeds, &log, Some(PartyIndex(1))).unwrap_err();
+        let took = t0.elapsed();
+        assert_audit_named(&e, 2, Round::ModulusShares);
+        println!(
+            "2048 bits, n = 5, K = {}: one party's forced re-run audit {:.2} s, peak RSS {:.0} MiB \
+             over a {:.0} MiB base ({:.0} MiB added)",
+            setup.params.batch,
+            took.as_secs_f64(),
+            hwm(),
+            base,
+            hwm() - base
         );
     }
 
