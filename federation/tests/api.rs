@@ -257,6 +257,25 @@ async fn researcher_registers_queries_and_reads_exact_results_through_any_member
     .unwrap()
     .evaluate(&w.reference);
     assert_eq!(values, expected, "noise is disabled: the answer is exact");
+    // Issue 28 §3: the same release flattened for tools, one row per bin.
+    let table = &q["table"];
+    let flat: Vec<i128> = table["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap() as i128)
+        .collect();
+    assert_eq!(flat, values, "{table}");
+    assert_eq!(table["labels"].as_array().unwrap().len(), values.len());
+    assert_eq!(table["labels"][1], "ALLERGY_AND_IMMUNOLOGY", "{table}");
+    for (row, v) in table["intervals"].as_array().unwrap().iter().zip(&values) {
+        let (lo, hi) = (
+            row[0].as_i64().unwrap() as i128,
+            row[1].as_i64().unwrap() as i128,
+        );
+        assert!(lo <= *v && *v <= hi, "{row} around {v}");
+    }
+    assert_eq!(table["confidence"], 0.95);
     assert_eq!(q["result"]["contributors"].as_array().unwrap().len(), 3);
 
     // History and budget.

@@ -745,6 +745,10 @@ pub(crate) fn query_json(q: &QueryInfo, api: &ApiState, user: &auth::Claims) -> 
         Some(Outcome::Released(r)) => r.result.average_interval().map(|(lo, hi)| json!([lo, hi])),
         _ => None,
     };
+    let table = match &q.outcome {
+        Some(Outcome::Released(r)) => result_table(r),
+        _ => Value::Null,
+    };
     json!({
         "id": q.id,
         "researcher": q.researcher,
@@ -758,9 +762,53 @@ pub(crate) fn query_json(q: &QueryInfo, api: &ApiState, user: &auth::Claims) -> 
         "partial_decryptions": q.partials,
         "result": result,
         "average_interval": interval,
+        "table": table,
         "unit": unit,
         "failure": failure,
     })
+}
+
+/// A release flattened for tools (issue 28 §3): one row per released value — the count, each
+/// bin of a grouped count, or the average — with `labels`, `values` (raw noisy integers; an
+/// average as a number) and `intervals` (`[low, high]` at `confidence`; `null` for an average
+/// whose count interval reaches 0).
+pub(crate) fn result_table(r: &crate::protocol::Release) -> Value {
+    use medtech_noise::QueryResult;
+    let row = |v: &medtech_noise::NoisyValue| {
+        let (value, h) = (v.value, i128::from(v.half_width));
+        let int =
+            |x: i128| json!(i64::try_from(x).unwrap_or(if x < 0 { i64::MIN } else { i64::MAX }));
+        (int(value), json!([int(value - h), int(value + h)]))
+    };
+    let (labels, values, intervals): (Vec<Value>, Vec<Value>, Vec<Value>) = match &r.result {
+        QueryResult::Count(v) => {
+            let (value, interval) = row(v);
+            (vec![json!("count")], vec![value], vec![interval])
+        }
+        QueryResult::GroupedCount(bins) => {
+            let mut out = (Vec::new(), Vec::new(), Vec::new());
+            for (i, v) in bins.iter().enumerate() {
+                let (value, interval) = row(v);
+                out.0.push(json!(r
+                    .labels
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| i.to_string())));
+                out.1.push(value);
+                out.2.push(interval);
+            }
+            out
+        }
+        QueryResult::Average { .. } => (
+            vec![json!("average")],
+            vec![json!(r.average)],
+            vec![r
+                .result
+                .average_interval()
+                .map_or(Value::Null, |(lo, hi)| json!([lo, hi]))],
+        ),
+    };
+    json!({ "labels": labels, "values": values, "intervals": intervals, "confidence": r.confidence })
 }
 
 /// `r` as `user` may see it: a researcher sees, of the queries decrypted in the same bundle,
