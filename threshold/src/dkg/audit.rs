@@ -1023,6 +1023,61 @@ mod tests {
         named_in_batch_0(&e, 3, Round::BiprimeFirstCommit);
     }
 
+    /// Every party reaches the same verdict, not only the first: the in-process runner's
+    /// [`run_in_process_each`](super::super::sim::run_in_process_each) gives every party's
+    /// error in the round where the run stopped, and each of the three parties — the culprit
+    /// included, whose own re-run shows its published broadcast differs — names the same
+    /// party in the same round, for the M4 killer, the biprimality killer and a seed opening
+    /// that does not match its commitment.
+    #[test]
+    fn audit_verdict_is_identical_at_every_party() {
+        use super::super::sim::run_in_process_each;
+        let setup = Setup::new(&params(52));
+        let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
+        let n2 = 2 * usize::from(setup.n);
+        let mut kill = |m: &mut Message| {
+            if m.round == Round::ModulusShares && m.from == PartyIndex(2) && m.to.is_none() {
+                let count = m.ints.len() - n2;
+                for y in &mut m.ints[..count] {
+                    *y = y.add(&shift);
+                }
+            }
+        };
+        let m4 = run_in_process_each(&params(52), rngs(5600), Some(&mut kill)).unwrap_err();
+        hooks::set(hooks::Hook {
+            kill_biprime_party: 3,
+            ..hook(53)
+        });
+        let reps = run_in_process_each(&params(53), rngs(5640), None).unwrap_err();
+        let mut flip = |m: &mut Message| {
+            if m.round == Round::BatchAudit && m.from == PartyIndex(2) {
+                if let Some(d) = m.digest.as_mut() {
+                    d[0] ^= 1;
+                }
+            }
+        };
+        let small = params(54).with_batch(8).unwrap();
+        let seed = run_in_process_each(&small, rngs(5400), Some(&mut flip)).unwrap_err();
+        for (what, errors, culprit, round) in [
+            ("M4 killer", m4, 2u16, Round::ModulusShares),
+            ("biprimality killer", reps, 3, Round::BiprimeFirstCommit),
+            ("seed opening mismatch", seed, 2, Round::BatchAudit),
+        ] {
+            assert_eq!(errors.len(), 3, "{what}: {errors:?}");
+            for (k, e) in errors.iter().enumerate() {
+                let e = e
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{what}: party {} went on", k + 1));
+                assert!(
+                    matches!(e, Error::Misbehaviour { party, round: r, .. }
+                        if *party == PartyIndex(culprit) && *r == round),
+                    "{what}: party {} says {e:?}",
+                    k + 1
+                );
+            }
+        }
+    }
+
     /// The limit of the clear check: a deviation after M1 in a batch whose candidates all have
     /// `p` or `q` composite is not named — it changed nothing, the batch is rejected with or
     /// without it. Party 2 plays the M4 killer of `candidate_killer_is_named` in batch 0 only,

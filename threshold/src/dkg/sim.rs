@@ -90,18 +90,36 @@ pub struct Run {
 /// tests play a cheating party.
 pub type Tamper<'a> = &'a mut dyn FnMut(&mut Message);
 
-/// Runs `params` with one RNG per party (index order).
+/// Runs `params` with one RNG per party (index order). On failure, the error of the first
+/// party (index order) that failed in the round where the run stopped.
 pub fn run_in_process<R: RngCore + CryptoRng + Send>(
+    params: &Parameters,
+    rngs: Vec<R>,
+    tamper: Option<Tamper<'_>>,
+) -> Result<Run> {
+    run_in_process_each(params, rngs, tamper).map_err(|mut errors| {
+        errors
+            .iter_mut()
+            .find_map(Option::take)
+            .unwrap_or_else(|| Error::KeyGenerationFailed("the run failed without an error".into()))
+    })
+}
+
+/// [`run_in_process`], but a failure gives every party's verdict in the round where the run
+/// stopped (index order; `None` for a party that went on), so that tests can check that every
+/// honest party names the same culprit, not only the first.
+pub fn run_in_process_each<R: RngCore + CryptoRng + Send>(
     params: &Parameters,
     mut rngs: Vec<R>,
     mut tamper: Option<Tamper<'_>>,
-) -> Result<Run> {
+) -> core::result::Result<Run, Vec<Option<Error>>> {
+    let one = |e: Error| vec![Some(e)];
     let n = usize::from(params.parties());
     if rngs.len() != n {
-        return Err(Error::InvalidParameters(format!(
+        return Err(one(Error::InvalidParameters(format!(
             "{} random generators for {n} parties",
             rngs.len()
-        )));
+        ))));
     }
     let start = Instant::now();
     let started: Vec<Result<(Party, Outgoing)>> = std::thread::scope(|s| {
@@ -123,8 +141,10 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
     });
     let mut parties = Vec::with_capacity(n);
     let mut outgoing = Vec::with_capacity(n);
-    for r in started {
-        let (p, out) = r?;
+    if started.iter().any(|r| r.is_err()) {
+        return Err(started.into_iter().map(|r| r.err()).collect());
+    }
+    for (p, out) in started.into_iter().flatten() {
         parties.push(p);
         outgoing.push(out);
     }
@@ -134,7 +154,7 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
     let mut broadcasts = Vec::new();
     loop {
         rounds += 1;
-        let inboxes = deliver(n, outgoing, &mut tamper, &mut bytes)?;
+        let inboxes = deliver(n, outgoing, &mut tamper, &mut bytes).map_err(one)?;
         if let Some(first) = inboxes.first() {
             broadcasts.extend(first.iter().filter(|m| m.to.is_none()).cloned());
         }
@@ -162,11 +182,14 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
                 .collect()
         });
         *phase_time.entry(Phase::of(round)).or_default() += t0.elapsed();
+        if results.iter().any(|r| r.is_err()) {
+            return Err(results.into_iter().map(|r| r.err()).collect());
+        }
         let mut next = Vec::with_capacity(n);
         let mut outs = Vec::with_capacity(n);
         let mut done = Vec::with_capacity(n);
-        for r in results {
-            match r? {
+        for r in results.into_iter().flatten() {
+            match r {
                 Step::Continue(p, out) => {
                     next.push(*p);
                     outs.push(out);
@@ -185,9 +208,9 @@ pub fn run_in_process<R: RngCore + CryptoRng + Send>(
             });
         }
         if !done.is_empty() {
-            return Err(Error::KeyGenerationFailed(
+            return Err(one(Error::KeyGenerationFailed(
                 "parties finished in different rounds".into(),
-            ));
+            )));
         }
         parties = next;
         outgoing = outs;
