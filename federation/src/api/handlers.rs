@@ -535,8 +535,7 @@ async fn preview(State(api): S, headers: HeaderMap, body: Body) -> ApiResult {
     let spec = parse_json(&read_body(body, api.config.max_body_bytes).await?)?;
     let compiled = compile_for_api(&api, spec)?;
     let mut v = preview_json(&compiled, &api.view)?;
-    let mine = budget_json(&api, &Subject::Researcher(user.sub.clone()))?;
-    let dataset = budget_json(&api, &Subject::Dataset(DATASET.into()))?;
+    let (mine, dataset) = budgets_of(&api, &user.sub)?;
     // A subject without a limit can be charged nothing (`medtech_noise::Accountant`).
     let eps = v["epsilon"].as_f64().unwrap_or(f64::INFINITY);
     let covers = |b: &Value| b["epsilon_remaining"].as_f64().is_some_and(|r| r >= eps);
@@ -1040,10 +1039,17 @@ pub(crate) fn budget_json(api: &ApiState, subject: &Subject) -> Result<Value, Ap
     }))
 }
 
+/// `researcher`'s budget and the dataset's: what every query of theirs is charged against.
+fn budgets_of(api: &ApiState, researcher: &str) -> Result<(Value, Value), ApiError> {
+    Ok((
+        budget_json(api, &Subject::Researcher(researcher.to_owned()))?,
+        budget_json(api, &Subject::Dataset(DATASET.into()))?,
+    ))
+}
+
 async fn own_budget(State(api): S, headers: HeaderMap) -> ApiResult {
     let user = api.user(&headers, &[Role::Researcher])?;
-    let mine = budget_json(&api, &Subject::Researcher(user.sub.clone()))?;
-    let dataset = budget_json(&api, &Subject::Dataset(DATASET.into()))?;
+    let (mine, dataset) = budgets_of(&api, &user.sub)?;
     ok(json!({ "researcher": mine, "dataset": dataset }))
 }
 

@@ -549,6 +549,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
+    use super::super::fixtures::{hook, params, rngs, M4Killer};
     use super::super::key::hooks;
     use super::super::sim::run_in_process;
     use super::super::verify::replay;
@@ -557,32 +558,28 @@ mod tests {
     use crate::error::Error;
     use crate::keys::PartyIndex;
 
-    fn params(session: u8) -> Parameters {
-        Parameters::new(512, 3, 2, [session; 32])
-            .unwrap()
-            .insecure_with_biprime_reps_for_tests(24)
-            .unwrap()
-    }
-
-    fn rngs(seed: u64) -> Vec<ChaCha20Rng> {
-        (0..3)
-            .map(|k| ChaCha20Rng::seed_from_u64(seed + k))
-            .collect()
-    }
-
-    fn hook(session: u8) -> hooks::Hook {
-        hooks::Hook {
-            session: [session; 32],
-            party: 0,
-            phi_shift: 0,
-            phi_offset: 0,
-            c1_shift_party: 0,
-            forge_y_party: 0,
-            false_complaint: (0, 0),
-            k4_without_randomness: false,
-            oversized: (0, hooks::Oversized::None),
-            kill_biprime_party: 0,
-        }
+    /// Party `auditor`'s audit of rejected batch `batch` from recorded broadcasts, as the live
+    /// party runs it: the openings against the M1 commitments, then `audit_batch`.
+    fn audit_recorded(
+        setup: &std::sync::Arc<Setup>,
+        batch: u32,
+        broadcasts: &[Message],
+        auditor: PartyIndex,
+    ) -> crate::error::Result<super::Audited> {
+        let of = |round: Round| -> Vec<&Message> {
+            broadcasts
+                .iter()
+                .filter(|m| m.batch == batch && m.round == round)
+                .collect()
+        };
+        let commitments = super::seed_commitments(&of(Round::SieveShares))?;
+        let seeds = super::open_seeds(setup, batch, &commitments, &of(Round::BatchAudit))?;
+        let log: std::collections::BTreeMap<(Round, u16), &Message> = broadcasts
+            .iter()
+            .filter(|m| m.batch == batch && m.round != Round::BatchAudit)
+            .map(|m| ((m.round, m.from.0), m))
+            .collect();
+        super::audit_batch(setup, batch, &seeds, &log, Some(auditor))
     }
 
     fn audited(broadcasts: &[Message]) -> Vec<u32> {
@@ -724,26 +721,10 @@ mod tests {
                         .collect();
                     let run = run_in_process(&p, rngs, None).unwrap();
                     // One party's audit of each rejected batch, timed alone (one thread).
-                    let setup = std::sync::Arc::new(Setup::new(&p));
+                    let setup = Setup::new(&p);
                     for b in audited(&run.broadcasts) {
-                        let of = |round: Round| -> Vec<&Message> {
-                            run.broadcasts
-                                .iter()
-                                .filter(|m| m.batch == b && m.round == round)
-                                .collect()
-                        };
-                        let commitments = super::seed_commitments(&of(Round::SieveShares)).unwrap();
-                        let seeds =
-                            super::open_seeds(&setup, b, &commitments, &of(Round::BatchAudit))
-                                .unwrap();
-                        let log: std::collections::BTreeMap<(Round, u16), &Message> = run
-                            .broadcasts
-                            .iter()
-                            .filter(|m| m.batch == b && m.round != Round::BatchAudit)
-                            .map(|m| ((m.round, m.from.0), m))
-                            .collect();
                         let t0 = std::time::Instant::now();
-                        super::audit_batch(&setup, b, &seeds, &log, Some(PartyIndex(1))).unwrap();
+                        audit_recorded(&setup, b, &run.broadcasts, PartyIndex(1)).unwrap();
                         single += t0.elapsed().as_secs_f64();
                     }
                     batches += run.outputs[0].stats.batches;
@@ -842,17 +823,11 @@ mod tests {
     fn measure_rerun_memory_2048() {
         let p = Parameters::new(2048, 5, 3, [91u8; 32]).unwrap();
         let setup = Setup::new(&p);
-        let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
-        let n2 = 2 * usize::from(setup.n);
+        let killer = M4Killer::new(&p, 2, None);
         super::FORCE_RERUN.lock().unwrap().push([91u8; 32]);
         let mut seen: Vec<Message> = Vec::new();
         let mut kill = |m: &mut Message| {
-            if m.round == Round::ModulusShares && m.from == PartyIndex(2) && m.to.is_none() {
-                let count = m.ints.len() - n2;
-                for y in &mut m.ints[..count] {
-                    *y = y.add(&shift);
-                }
-            }
+            killer.apply(m);
             if m.to.is_none() {
                 seen.push(m.clone());
             }
@@ -862,52 +837,19 @@ mod tests {
             .collect();
         let e = run_in_process(&p, rngs, Some(&mut kill)).unwrap_err();
         assert_audit_named(&e, 2, Round::ModulusShares);
-        let of = |round: Round| -> Vec<&Message> {
-            seen.iter()
-                .filter(|m| m.batch == 0 && m.round == round)
-                .collect()
-        };
-        let commitments = super::seed_commitments(&of(Round::SieveShares)).unwrap();
-        let seeds = super::open_seeds(&setup, 0, &commitments, &of(Round::BatchAudit)).unwrap();
-        let log: std::collections::BTreeMap<(Round, u16), &Message> = seen
-            .iter()
-            .filter(|m| m.batch == 0 && m.round != Round::BatchAudit)
-            .map(|m| ((m.round, m.from.0), m))
-            .collect();
-        let hwm = || {
+        // A field of /proc/self/status ("VmHWM", "VmRSS"), in MiB.
+        let status_mib = |field: &str| {
             std::fs::read_to_string("/proc/self/status")
                 .unwrap()
                 .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .map(|v| {
-                    v.trim()
-                        .trim_end_matches(" kB")
-                        .trim()
-                        .parse::<f64>()
-                        .unwrap()
-                        / 1024.0
-                })
-                .unwrap()
-        };
-        let rss = || {
-            std::fs::read_to_string("/proc/self/status")
-                .unwrap()
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .map(|v| {
-                    v.trim()
-                        .trim_end_matches(" kB")
-                        .trim()
-                        .parse::<f64>()
-                        .unwrap()
-                        / 1024.0
-                })
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .map(|v| v.trim().trim_end_matches(" kB").parse::<f64>().unwrap() / 1024.0)
                 .unwrap()
         };
         std::fs::write("/proc/self/clear_refs", "5").unwrap();
-        let base = rss();
+        let base = status_mib("VmRSS");
         let t0 = std::time::Instant::now();
-        let e = super::audit_batch(&setup, 0, &seeds, &log, Some(PartyIndex(1))).unwrap_err();
+        let e = audit_recorded(&setup, 0, &seen, PartyIndex(1)).unwrap_err();
         let took = t0.elapsed();
         assert_audit_named(&e, 2, Round::ModulusShares);
         println!(
@@ -915,9 +857,9 @@ mod tests {
              over a {:.0} MiB base ({:.0} MiB added)",
             setup.params.batch,
             took.as_secs_f64(),
-            hwm(),
+            status_mib("VmHWM"),
             base,
-            hwm() - base
+            status_mib("VmHWM") - base
         );
     }
 
@@ -982,17 +924,10 @@ mod tests {
             honest.outputs[0].stats.batches, 1,
             "batch 0 has a good candidate"
         );
-        let setup = Setup::new(&params_a);
-        let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
-        let n2 = 2 * usize::from(setup.n);
+        let killer = M4Killer::new(&params_a, 2, None);
         let mut seen: Vec<Message> = Vec::new();
         let mut kill = |m: &mut Message| {
-            if m.round == Round::ModulusShares && m.from == PartyIndex(2) && m.to.is_none() {
-                let count = m.ints.len() - n2;
-                for y in &mut m.ints[..count] {
-                    *y = y.add(&shift);
-                }
-            }
+            killer.apply(m);
             if m.to.is_none() {
                 seen.push(m.clone());
             }
@@ -1032,16 +967,9 @@ mod tests {
     #[test]
     fn audit_verdict_is_identical_at_every_party() {
         use super::super::sim::run_in_process_each;
-        let setup = Setup::new(&params(52));
-        let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
-        let n2 = 2 * usize::from(setup.n);
+        let killer = M4Killer::new(&params(52), 2, None);
         let mut kill = |m: &mut Message| {
-            if m.round == Round::ModulusShares && m.from == PartyIndex(2) && m.to.is_none() {
-                let count = m.ints.len() - n2;
-                for y in &mut m.ints[..count] {
-                    *y = y.add(&shift);
-                }
-            }
+            killer.apply(m);
         };
         let m4 = run_in_process_each(&params(52), rngs(5600), Some(&mut kill)).unwrap_err();
         // Its own session (hooks stay set for a session): the first seed whose honest run
@@ -1099,23 +1027,11 @@ mod tests {
             honest.outputs[0].stats.batches, 2,
             "batch 0 is rejected honestly"
         );
-        let setup = Setup::new(&p);
-        let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
-        let n2 = 2 * usize::from(setup.n);
+        let killer = M4Killer::new(&p, 2, Some(0));
         let mut seen: Vec<Message> = Vec::new();
         let mut shifted = 0;
         let mut kill = |m: &mut Message| {
-            if m.round == Round::ModulusShares
-                && m.batch == 0
-                && m.from == PartyIndex(2)
-                && m.to.is_none()
-            {
-                let count = m.ints.len() - n2;
-                for y in &mut m.ints[..count] {
-                    *y = y.add(&shift);
-                }
-                shifted += count;
-            }
+            shifted += killer.apply(m);
             if m.to.is_none() {
                 seen.push(m.clone());
             }

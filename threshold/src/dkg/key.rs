@@ -770,6 +770,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
+    use super::super::fixtures::{hook, params, rngs, M4Killer};
     use super::super::sim::run_in_process;
     use super::super::verify::replay;
     use super::super::{Message, Parameters, Round};
@@ -819,35 +820,6 @@ mod tests {
         let r = isqrt(&disc);
         let (p, q) = (s.add(&r).shr(1), s.sub(&r).shr(1));
         (p.mul(&q) == *n && p > Int::one() && q > Int::one()).then_some((p, q))
-    }
-
-    fn params(session: u8) -> Parameters {
-        // Few repetitions keep these runs short; soundness is not what they test.
-        Parameters::new(512, 3, 2, [session; 32])
-            .unwrap()
-            .insecure_with_biprime_reps_for_tests(24)
-            .unwrap()
-    }
-
-    fn rngs(seed: u64) -> Vec<ChaCha20Rng> {
-        (0..3)
-            .map(|k| ChaCha20Rng::seed_from_u64(seed + k))
-            .collect()
-    }
-
-    fn hook(session: u8) -> hooks::Hook {
-        hooks::Hook {
-            session: [session; 32],
-            party: 0,
-            phi_shift: 0,
-            phi_offset: 0,
-            c1_shift_party: 0,
-            forge_y_party: 0,
-            false_complaint: (0, 0),
-            k4_without_randomness: false,
-            oversized: (0, hooks::Oversized::None),
-            kill_biprime_party: 0,
-        }
     }
 
     /// Issue 25 / docs/dkg.md Limits: a dealer whose K1 or K3 polynomial has a coefficient
@@ -1334,13 +1306,8 @@ mod tests {
         // Party 2 adds 4Δ³ to every M4 value of batch 0 (the audit's candidate killer; batch 0
         // of this session holds a good candidate, see `candidate_killer_is_named`).
         fn kill_m4(m: &mut Message) {
-            if m.round == Round::ModulusShares && m.from.0 == 2 && m.to.is_none() && m.batch == 0 {
-                let setup = super::super::Setup::new(&params(52));
-                let shift = setup.delta.mul(&setup.delta).mul(&setup.delta).mul_u64(4);
-                let count = m.ints.len() - 2 * usize::from(setup.n);
-                for y in &mut m.ints[..count] {
-                    *y = y.add(&shift);
-                }
+            if m.round == Round::ModulusShares {
+                M4Killer::new(&params(52), 2, Some(0)).apply(m);
             }
         }
         // Party 2 opens a seed that is not the one it committed to in M1.

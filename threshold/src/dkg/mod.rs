@@ -99,6 +99,8 @@ mod audit;
 mod certify;
 mod consistency;
 mod field;
+#[cfg(test)]
+mod fixtures;
 mod key;
 mod message;
 mod modulus;
