@@ -118,30 +118,27 @@ fn culprit(e: &Error) -> Vec<PartyIndex> {
 }
 
 #[test]
-fn inconsistent_key_share_names_its_dealer() {
-    // Party 2 sends party 3 a share of its φ polynomial that is off by one.
-    let mut done = false;
-    let e = run_with(3, 2, 3, |m| {
-        if m.round == Round::KeyShares
-            && m.from == PartyIndex(2)
-            && m.to == Some(PartyIndex(3))
-            && !done
-        {
-            done = true;
+fn inconsistent_key_share_is_answered_in_public() {
+    // Party 2 sends party 3 a β share that is off by one. Party 3 complains in K1b, party 2
+    // answers with the true share in K1c, and the run completes (issue 30 §1; before, party 3
+    // alone stopped, and the others waited for it).
+    let mut complained = false;
+    let mut answered = 0;
+    let mut hook = |m: &mut Message| {
+        if m.round == Round::KeyShares && m.from == PartyIndex(2) && m.to == Some(PartyIndex(3)) {
             m.tweak_int_for_tests(0, 1);
         }
-    });
-    assert!(
-        matches!(
-            e,
-            Error::Misbehaviour {
-                round: Round::KeyShares,
-                ..
-            }
-        ),
-        "{e}"
-    );
-    assert_eq!(culprit(&e), vec![PartyIndex(2)]);
+        if m.round == Round::KeyComplaints && m.from == PartyIndex(3) {
+            complained = true;
+        }
+        if m.round == Round::KeyAnswers && m.from == PartyIndex(2) {
+            answered = m.int_count_for_tests();
+        }
+    };
+    let run = run_in_process(&params(3, 2), rngs(3, 3), Some(&mut hook)).unwrap();
+    assert!(complained);
+    assert_eq!(answered, 2, "party 2 answers with the β and mask shares");
+    assert_eq!(run.outputs.len(), 3);
 }
 
 #[test]
@@ -211,13 +208,29 @@ fn a_reshared_constant_other_than_the_proven_product_is_named() {
 }
 
 #[test]
-fn reshare_inconsistent_with_its_commitment_names_the_product_party() {
+fn reshare_inconsistent_with_its_commitment_is_answered_or_named() {
+    // Product party 2 sends party 1 a reshare off by one and then answers the complaint with
+    // a wrong value too: named in K3c.
     let e = run_with(3, 2, 6, |m| {
-        if m.round == Round::Reshare && m.from == PartyIndex(2) && m.to == Some(PartyIndex(1)) {
+        if (m.round == Round::Reshare && m.from == PartyIndex(2) && m.to == Some(PartyIndex(1)))
+            || (m.round == Round::ReshareAnswers
+                && m.from == PartyIndex(2)
+                && m.int_count_for_tests() > 0)
+        {
             m.tweak_int_for_tests(0, -1);
         }
     });
     assert_eq!(culprit(&e), vec![PartyIndex(2)], "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Misbehaviour {
+                round: Round::ReshareAnswers,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]

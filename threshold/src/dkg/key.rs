@@ -31,6 +31,7 @@
 use rand_core::{CryptoRng, RngCore};
 
 use super::certify::DerivedPhi;
+use super::complaint::{self, Complaint};
 use super::field::eval_int;
 use super::message::MAX_INT_BITS;
 use super::product::{self, Bases};
@@ -73,17 +74,6 @@ fn commit(poly: &[SecretInt], v: &Int, v_inv: &Int, nn: &Int) -> Vec<Int> {
     poly.iter()
         .map(|c| pow_signed_secret(v, v_inv, c.expose(), nn))
         .collect()
-}
-
-/// Checks `m`'s integers: `len` of them, each of at most `MAX_INT_BITS` bits.
-fn expect_signed(m: &Message, len: usize) -> Result<&[Int]> {
-    if m.ints.len() != len || !m.small.is_empty() {
-        return Err(blame(
-            m,
-            format!("{} integers, expected {len}", m.ints.len()),
-        ));
-    }
-    Ok(&m.ints)
 }
 
 /// Checks `m`'s commitments: `len` units of `Z*_{N²}`.
@@ -155,25 +145,84 @@ pub(super) fn k3_share_range(setup: &super::Setup, k: u16) -> (Int, Int) {
     )
 }
 
-/// Refuses a received share outside its honest range, naming its dealer (`m`'s sender). Checked
-/// before the Feldman check: a dealer that commits honestly to a polynomial with huge or
-/// negative coefficients is consistent with its commitments, but its shares would push the
-/// holder's key share out of its public bound with nobody named.
-fn check_range(m: &Message, x: &Int, (low, high): &(Int, Int), what: &str) -> Result<()> {
+/// Why a received share lies outside its honest range (`Err` with the reason given when its
+/// dealer is named). Checked before the Feldman check: a dealer that commits honestly to a
+/// polynomial with huge or negative coefficients is consistent with its commitments, but its
+/// shares would push the holder's key share out of its public bound with nobody named.
+fn range_fault(x: &Int, (low, high): &(Int, Int), what: &str) -> core::result::Result<(), String> {
     if x < low || x > high {
-        return Err(blame(
-            m,
-            format!(
-                "{what} share outside its public bound ({} bits{}; honest shares lie in \
-                 [{}-bit, {}-bit])",
-                x.bits(),
-                if x.is_negative() { ", negative" } else { "" },
-                low.bits(),
-                high.bits()
-            ),
+        return Err(format!(
+            "{what} share outside its public bound ({} bits{}; honest shares lie in \
+             [{}-bit, {}-bit])",
+            x.bits(),
+            if x.is_negative() { ", negative" } else { "" },
+            low.bits(),
+            high.bits()
         ));
     }
     Ok(())
+}
+
+/// The Feldman key-stage base: `v`, `v⁻¹` and `N²`.
+#[derive(Debug)]
+struct Feldman {
+    v: Int,
+    v_inv: Int,
+    nn: Int,
+}
+
+impl Feldman {
+    /// Why `values`, what a dealer owes holder `j` of the polynomials committed in `parts`
+    /// (commitments, name, honest range at `j`), are not what an honest dealer sends.
+    fn fault(
+        &self,
+        j: u16,
+        values: &[Int],
+        parts: &[(&[Int], &str, &(Int, Int))],
+    ) -> core::result::Result<(), String> {
+        if values.len() != parts.len() {
+            return Err(format!(
+                "{} integers, expected {}",
+                values.len(),
+                parts.len()
+            ));
+        }
+        for (x, (cs, what, range)) in values.iter().zip(parts) {
+            range_fault(x, range, what)?;
+            if pow_signed_secret(&self.v, &self.v_inv, x, &self.nn) != committed_at(cs, j, &self.nn)
+            {
+                return Err(format!(
+                    "share of the {what} polynomial does not match its Feldman commitment"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// K1: the fault, if any, of dealer commitments `c`'s `[β, mask]` shares at holder `j`.
+    fn k1_fault(
+        &self,
+        setup: &super::Setup,
+        n: &Int,
+        c: &[Int],
+        j: u16,
+        values: &[Int],
+    ) -> core::result::Result<(), String> {
+        let t = usize::from(setup.t);
+        let [rb, rm] = k1_share_ranges(setup, n, j);
+        self.fault(j, values, &[(&c[..t], "β", &rb), (&c[t..], "mask", &rm)])
+    }
+
+    /// K3: the fault, if any, of reshare commitments `c`'s share at holder `j`.
+    fn k3_fault(
+        &self,
+        setup: &super::Setup,
+        c: &[Int],
+        j: u16,
+        values: &[Int],
+    ) -> core::result::Result<(), String> {
+        self.fault(j, values, &[(c, "reshare", &k3_share_range(setup, j))])
+    }
 }
 
 /// Starts the key stage once `N` is certified: sends K1. The φ sharing is not dealt: it is
@@ -238,7 +287,12 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     let mut broadcast = ctx.message(Round::KeyShares, 0, None);
     broadcast.ints = commitments;
     Ok((
-        State::Key1(Round1 { pk, v, v_inv, phi }),
+        State::Key1(Round1 {
+            pk,
+            feldman: Feldman { v, v_inv, nn },
+            phi,
+            polys: [b, r],
+        }),
         Outgoing {
             broadcast: Some(broadcast),
             direct,
@@ -246,17 +300,139 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     ))
 }
 
+/// The complaint a holder broadcasts after checking its shares from every dealer in `from`
+/// (`fault(dealer index, commitments, values)`): the shares that passed, `None` for the dealers
+/// it accuses (listed in the message).
+fn complain(
+    ctx: &Ctx<'_>,
+    round: Round,
+    directs: &[&Message],
+    commitments: &[Vec<Int>],
+    mut fault: impl FnMut(&[Int], &[Int]) -> core::result::Result<(), String>,
+) -> (Vec<Option<Vec<SecretInt>>>, Message) {
+    let mut against = Vec::new();
+    let shares = directs
+        .iter()
+        .zip(commitments)
+        .map(|(m, c)| {
+            // Its own shares a party does not check: it would only accuse itself.
+            if m.from == ctx.me || (m.small.is_empty() && fault(c, &m.ints).is_ok()) {
+                Some(m.ints.iter().cloned().map(SecretInt::new).collect())
+            } else {
+                against.push(m.from.0);
+                None
+            }
+        })
+        .collect();
+    let m = complaint::complaint_message(ctx.message(round, 0, None), &against);
+    (shares, m)
+}
+
+/// The answered shares replace the complainer's: every share this party accused must have
+/// been answered (its own complaint is in `list`).
+fn take_answers(
+    me: u16,
+    dealers: &[u16],
+    list: &[Complaint],
+    answers: &[&[Int]],
+    shares: &mut [Option<Vec<SecretInt>>],
+) -> Result<Vec<Vec<SecretInt>>> {
+    for (c, a) in list.iter().zip(answers) {
+        if c.by == me {
+            if let Some(pos) = dealers.iter().position(|&d| d == c.against) {
+                shares[pos] = Some(a.iter().cloned().map(SecretInt::new).collect());
+            }
+        }
+    }
+    shares
+        .iter_mut()
+        .map(|s| {
+            s.take().ok_or_else(|| {
+                Error::KeyGenerationFailed("a complaint of this party was left unanswered".into())
+            })
+        })
+        .collect()
+}
+
 /// Waiting for K1: integer shares of everyone's `Δβ_i` and mask, with commitments.
 #[derive(Debug)]
 pub(super) struct Round1 {
     pk: PublicKey,
-    v: Int,
-    v_inv: Int,
+    feldman: Feldman,
     /// The derived φ sharing: public commitments, this party's share and its opening.
     phi: DerivedPhi,
+    /// This party's β and mask polynomials, kept to answer complaints in K1c.
+    polys: [Vec<SecretInt>; 2],
 }
 
 impl Round1 {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        let setup = ctx.setup;
+        let commitments: Vec<Vec<Int>> =
+            key_commitments(setup, &inbox.broadcasts(ctx.all())?, &self.feldman.nn)?
+                .into_iter()
+                .map(<[Int]>::to_vec)
+                .collect();
+        let directs = inbox.directs(ctx.all())?;
+        let n = self.pk.n().clone();
+        let (shares, m) = complain(ctx, Round::KeyComplaints, &directs, &commitments, |c, x| {
+            self.feldman.k1_fault(setup, &n, c, ctx.me.0, x)
+        });
+        Ok(Transition::Next(
+            State::Key1b(Box::new(Round1b {
+                round1: self,
+                commitments,
+                shares,
+            })),
+            Outgoing {
+                broadcast: Some(m),
+                direct: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// Waiting for K1b: everyone's complaints about their K1 shares.
+#[derive(Debug)]
+pub(super) struct Round1b {
+    round1: Round1,
+    /// Every dealer's K1 commitments (party order).
+    commitments: Vec<Vec<Int>>,
+    /// `[β, mask]` from every dealer (party order); `None` where this party complained.
+    shares: Vec<Option<Vec<SecretInt>>>,
+}
+
+impl Round1b {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        let all: Vec<u16> = ctx.all().collect();
+        let complaints: Vec<Message> = inbox.broadcasts(ctx.all())?.into_iter().cloned().collect();
+        let list = complaint::complaints(&complaints.iter().collect::<Vec<_>>(), &all)?;
+        let [b, r] = &self.round1.polys;
+        let mut m = ctx.message(Round::KeyAnswers, 0, None);
+        m.ints =
+            complaint::answer_values(&list, ctx.me.0, |j| vec![eval_int(b, j), eval_int(r, j)]);
+        Ok(Transition::Next(
+            State::Key1c(Box::new(Round1c {
+                b: self,
+                complaints,
+            })),
+            Outgoing {
+                broadcast: Some(m),
+                direct: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// Waiting for K1c: the accused dealers' public answers.
+#[derive(Debug)]
+pub(super) struct Round1c {
+    b: Round1b,
+    /// Everyone's K1b complaint broadcasts (party order).
+    complaints: Vec<Message>,
+}
+
+impl Round1c {
     pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
         self,
         ctx: &Ctx<'_>,
@@ -264,52 +440,56 @@ impl Round1 {
         rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
-        let t = usize::from(setup.t);
-        let nn = self.pk.nn().clone();
-        let commitments = key_commitments(setup, &inbox.broadcasts(ctx.all())?, &nn)?;
-        let shares = inbox
-            .directs(ctx.all())?
-            .into_iter()
-            .map(|m| expect_signed(m, 2).map(|s| (m, s)))
-            .collect::<Result<Vec<_>>>()?;
+        let Round1c {
+            b:
+                Round1b {
+                    round1,
+                    commitments,
+                    mut shares,
+                },
+            complaints,
+        } = self;
+        let Round1 {
+            pk,
+            feldman,
+            phi,
+            polys,
+        } = round1;
+        drop(polys);
+        let refs: Vec<&[Int]> = commitments.iter().map(Vec::as_slice).collect();
+        let (list, answers) = key_answers(
+            setup,
+            &pk,
+            (&feldman.v, &feldman.v_inv),
+            &refs,
+            &complaints.iter().collect::<Vec<_>>(),
+            &inbox.broadcasts(ctx.all())?,
+        )?;
+        let all: Vec<u16> = ctx.all().collect();
+        let shares = take_answers(ctx.me.0, &all, &list, &answers, &mut shares)?;
         let (mut b, mut r) = (Int::zero(), Int::zero());
-        let ranges = k1_share_ranges(setup, self.pk.n(), ctx.me.0);
-        for ((m, s), c) in shares.iter().zip(&commitments) {
-            let parts = [(&c[..t], "β"), (&c[t..], "mask")];
-            for ((x, (cs, what)), range) in s.iter().zip(parts).zip(&ranges) {
-                check_range(m, x, range, what)?;
-                if pow_signed_secret(&self.v, &self.v_inv, x, &nn)
-                    != committed_at(cs, ctx.me.0, &nn)
-                {
-                    return Err(blame(
-                        m,
-                        format!(
-                            "share of the {what} polynomial does not match its Feldman commitment"
-                        ),
-                    ));
-                }
-            }
-            b = b.add(&s[0]);
-            r = r.add(&s[1]);
+        for s in &shares {
+            b = b.add(s[0].expose());
+            r = r.add(s[1].expose());
         }
         let (b, r) = (SecretInt::new(b), SecretInt::new(r));
         let DerivedPhi {
             commitments: phi_commitments,
             share: f,
             opening,
-        } = self.phi;
+        } = phi;
         let h = SecretInt::new(f.expose().mul(b.expose()));
-        let bases = product::bases(setup, &phi_commitments, &commitments, &nn)?;
+        let bases = product::bases(setup, &phi_commitments, &refs, &feldman.nn)?;
         let own = bases.iter().find(|x| x.party() == ctx.me.0);
         let broadcast = match own {
             Some(own) => {
                 let mut m = ctx.message(Round::MaskedProduct, 0, None);
                 m.ints = product::prove(
                     setup,
-                    self.pk.n(),
-                    &nn,
-                    &self.v,
-                    &self.v_inv,
+                    pk.n(),
+                    &feldman.nn,
+                    &feldman.v,
+                    &feldman.v_inv,
                     own,
                     &f,
                     &opening,
@@ -322,9 +502,9 @@ impl Round1 {
         };
         Ok(Transition::Next(
             State::Key2(Round2 {
-                pk: self.pk,
-                v: self.v,
-                v_inv: self.v_inv,
+                pk,
+                v: feldman.v,
+                v_inv: feldman.v_inv,
                 h,
                 bases,
             }),
@@ -334,6 +514,58 @@ impl Round1 {
             },
         ))
     }
+}
+
+/// K1b–K1c as everyone checks them (the parties and `verify::replay`): the complaints, then
+/// each answer against its dealer's commitments (party order) and the complainer's ranges.
+/// Returns the complaints and their answers.
+pub(super) fn key_answers<'m>(
+    setup: &super::Setup,
+    pk: &PublicKey,
+    (v, v_inv): (&Int, &Int),
+    commitments: &[&[Int]],
+    complaints: &[&Message],
+    answers: &[&'m Message],
+) -> Result<(Vec<Complaint>, Vec<&'m [Int]>)> {
+    let feldman = Feldman {
+        v: v.clone(),
+        v_inv: v_inv.clone(),
+        nn: pk.nn().clone(),
+    };
+    let all: Vec<u16> = (1..=setup.n).collect();
+    let list = complaint::complaints(complaints, &all)?;
+    let answers = complaint::answers(answers, &list, 2, "K1", |c, values| {
+        let dealer = commitments[usize::from(c.against) - 1];
+        feldman.k1_fault(setup, pk.n(), dealer, c.by, values)
+    })?;
+    Ok((list, answers))
+}
+
+/// K3b–K3c as everyone checks them: the complaints against product parties, then each answer
+/// against its reshare commitments (product-party order) and the complainer's range.
+pub(super) fn reshare_answers<'m>(
+    setup: &super::Setup,
+    nn: &Int,
+    (v, v_inv): (&Int, &Int),
+    commitments: &[&[Int]],
+    complaints: &[&Message],
+    answers: &[&'m Message],
+) -> Result<(Vec<Complaint>, Vec<&'m [Int]>)> {
+    let feldman = Feldman {
+        v: v.clone(),
+        v_inv: v_inv.clone(),
+        nn: nn.clone(),
+    };
+    let list = complaint::complaints(complaints, &setup.product_parties)?;
+    let answers = complaint::answers(answers, &list, 1, "K3", |c, values| {
+        let pos = setup
+            .product_parties
+            .iter()
+            .position(|&p| p == c.against)
+            .ok_or_else(|| "not a product party".to_string())?;
+        feldman.k3_fault(setup, commitments[pos], c.by, values)
+    })?;
+    Ok((list, answers))
 }
 
 /// Waiting for K2: the masked products that open θ.
@@ -363,6 +595,7 @@ impl Round2 {
             product::verify(setup, &n, &nn, &self.v, &self.v_inv, &self.bases, &products)?;
         let theta = open_theta(setup, &ys, &n)?;
         let mut out = Outgoing::default();
+        let mut reshare = None;
         if let Some(pos) = setup.product_parties.iter().position(|&p| p == ctx.me.0) {
             let e = self
                 .h
@@ -394,14 +627,19 @@ impl Round2 {
                     m
                 })
                 .collect();
+            reshare = Some(g);
         }
         Ok(Transition::Next(
             State::Key3(Round3 {
                 pk: self.pk,
-                v: self.v,
-                v_inv: self.v_inv,
+                feldman: Feldman {
+                    v: self.v,
+                    v_inv: self.v_inv,
+                    nn,
+                },
                 theta,
                 ws,
+                reshare,
             }),
             out,
         ))
@@ -412,14 +650,87 @@ impl Round2 {
 #[derive(Debug)]
 pub(super) struct Round3 {
     pk: PublicKey,
-    v: Int,
-    v_inv: Int,
+    feldman: Feldman,
     theta: Int,
     /// `W_j = v^(F(j)B(j))` of every product party, proven in K2.
     ws: Vec<Int>,
+    /// This party's reshare polynomial (product parties), kept to answer complaints in K3c.
+    reshare: Option<Vec<SecretInt>>,
 }
 
 impl Round3 {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        let setup = ctx.setup;
+        let broadcasts = inbox.broadcasts(ctx.product_parties())?;
+        let commitments: Vec<Vec<Int>> =
+            reshare_commitments(setup, &self.ws, &broadcasts, &self.feldman.nn)?
+                .into_iter()
+                .map(<[Int]>::to_vec)
+                .collect();
+        let directs = inbox.directs(ctx.product_parties())?;
+        let (shares, m) = complain(
+            ctx,
+            Round::ReshareComplaints,
+            &directs,
+            &commitments,
+            |c, x| self.feldman.k3_fault(setup, c, ctx.me.0, x),
+        );
+        Ok(Transition::Next(
+            State::Key3b(Box::new(Round3b {
+                round3: self,
+                commitments,
+                shares,
+            })),
+            Outgoing {
+                broadcast: Some(m),
+                direct: Vec::new(),
+            },
+        ))
+    }
+}
+
+/// Waiting for K3b: everyone's complaints about their reshares.
+#[derive(Debug)]
+pub(super) struct Round3b {
+    round3: Round3,
+    /// Every product party's reshare commitments (product-party order).
+    commitments: Vec<Vec<Int>>,
+    /// The reshare from every product party; `None` where this party complained.
+    shares: Vec<Option<Vec<SecretInt>>>,
+}
+
+impl Round3b {
+    pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
+        let complaints: Vec<Message> = inbox.broadcasts(ctx.all())?.into_iter().cloned().collect();
+        let list = complaint::complaints(
+            &complaints.iter().collect::<Vec<_>>(),
+            &ctx.setup.product_parties,
+        )?;
+        let mut out = Outgoing::default();
+        if let Some(g) = &self.round3.reshare {
+            let mut m = ctx.message(Round::ReshareAnswers, 0, None);
+            m.ints = complaint::answer_values(&list, ctx.me.0, |k| vec![eval_int(g, k)]);
+            out.broadcast = Some(m);
+        }
+        Ok(Transition::Next(
+            State::Key3c(Box::new(Round3c {
+                b: self,
+                complaints,
+            })),
+            out,
+        ))
+    }
+}
+
+/// Waiting for K3c: the accused product parties' public answers.
+#[derive(Debug)]
+pub(super) struct Round3c {
+    b: Round3b,
+    /// Everyone's K3b complaint broadcasts (party order).
+    complaints: Vec<Message>,
+}
+
+impl Round3c {
     pub(super) fn receive<R: RngCore + CryptoRng + ?Sized>(
         self,
         ctx: &Ctx<'_>,
@@ -427,28 +738,51 @@ impl Round3 {
         rng: &mut R,
     ) -> Result<Transition> {
         let setup = ctx.setup;
-        let nn = self.pk.nn().clone();
-        let broadcasts = inbox.broadcasts(ctx.product_parties())?;
-        let commitments = reshare_commitments(setup, &self.ws, &broadcasts, &nn)?;
-        let shares = inbox.directs(ctx.product_parties())?;
-        let mut s = Int::zero();
-        let range = k3_share_range(setup, ctx.me.0);
-        for (m, c) in shares.into_iter().zip(&commitments) {
-            let x = &expect_signed(m, 1)?[0];
-            check_range(m, x, &range, "reshare")?;
-            if pow_signed_secret(&self.v, &self.v_inv, x, &nn) != committed_at(c, ctx.me.0, &nn) {
-                return Err(blame(m, "reshare does not match its Feldman commitment"));
-            }
-            s = s.add(x);
-        }
-        let s = SecretInt::new(s);
+        let Round3c {
+            b:
+                Round3b {
+                    round3,
+                    commitments,
+                    mut shares,
+                },
+            complaints,
+        } = self;
+        let Round3 {
+            pk,
+            feldman,
+            theta,
+            reshare,
+            ..
+        } = round3;
+        drop(reshare);
+        let refs: Vec<&[Int]> = commitments.iter().map(Vec::as_slice).collect();
+        let (list, answers) = reshare_answers(
+            setup,
+            &feldman.nn,
+            (&feldman.v, &feldman.v_inv),
+            &refs,
+            &complaints.iter().collect::<Vec<_>>(),
+            &inbox.broadcasts(ctx.product_parties())?,
+        )?;
+        let shares = take_answers(
+            ctx.me.0,
+            &setup.product_parties,
+            &list,
+            &answers,
+            &mut shares,
+        )?;
+        let s = SecretInt::new(
+            shares
+                .iter()
+                .fold(Int::zero(), |acc, x| acc.add(x[0].expose())),
+        );
         let bound = setup.sizes.share.min(MAX_INT_BITS);
         if s.expose().is_negative() || s.expose().is_zero() || s.expose().bits() > bound {
             return Err(Error::KeyGenerationFailed(
                 "key share outside its public bound".into(),
             ));
         }
-        let key = public_key(setup, self.pk, self.v, self.theta, &commitments)?;
+        let key = public_key(setup, pk, feldman.v, theta, &refs)?;
         let share = KeyShare::new(ctx.me, s, key.fingerprint());
         let (_, c) = test_ciphertext(setup, &key)?;
         let partial = share.partial_decrypt(&key, &test_context(setup), &c, rng)?;
@@ -771,7 +1105,7 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
 
     use super::super::fixtures::{hook, params, rngs, M4Killer};
-    use super::super::sim::run_in_process;
+    use super::super::sim::{run_in_process, run_in_process_each};
     use super::super::verify::replay;
     use super::super::{Message, Parameters, Round};
     use super::hooks;
@@ -917,20 +1251,197 @@ mod tests {
         );
     }
 
+    /// Runs with `tamper` and records every broadcast as delivered (after tampering).
+    fn run_recorded(
+        session: u8,
+        mut tamper: impl FnMut(&mut Message),
+    ) -> (
+        core::result::Result<super::super::sim::Run, Vec<Option<crate::Error>>>,
+        Vec<Message>,
+    ) {
+        let mut recorded = Vec::new();
+        let mut spy = |m: &mut Message| {
+            tamper(m);
+            if m.to.is_none() {
+                recorded.push(m.clone());
+            }
+        };
+        let run = run_in_process_each(
+            &params(session),
+            rngs(u64::from(session) * 100),
+            Some(&mut spy),
+        );
+        (run, recorded)
+    }
+
+    /// Issue 30 §1: a dealer that sends one holder a bad private share (here: the β share of
+    /// dealer 2 to holder 3, off by one — consistent with nothing but what it sent). Before
+    /// K1b–K1c only holder 3 stopped, naming 2, while the others waited for holder 3 and — in
+    /// the ceremony — timed out and named *it*. Now holder 3 complains in public, dealer 2
+    /// answers with the true share, everyone checks it, and the run completes with the key the
+    /// untampered run makes; the transcript replays.
+    #[test]
+    fn a_bad_private_k1_share_is_answered_in_public_and_the_run_completes() {
+        let honest = run_in_process(&params(61), rngs(6100), None).unwrap();
+        let (run, recorded) = run_recorded(61, |m| {
+            if m.round == Round::KeyShares && m.from.0 == 2 && m.to.is_some_and(|p| p.0 == 3) {
+                m.ints[0] = m.ints[0].add(&Int::one());
+            }
+        });
+        let run = run.unwrap();
+        let fp = |r: &super::super::sim::Run| r.outputs[0].key.fingerprint();
+        assert_eq!(
+            fp(&run),
+            fp(&honest),
+            "the answered share gives the honest key"
+        );
+        let complaint = recorded
+            .iter()
+            .find(|m| m.round == Round::KeyComplaints && m.from.0 == 3)
+            .unwrap();
+        assert_eq!(complaint.small, vec![2]);
+        let answer = recorded
+            .iter()
+            .find(|m| m.round == Round::KeyAnswers && m.from.0 == 2)
+            .unwrap();
+        assert_eq!(answer.ints.len(), 2);
+        let verified = replay(&params(61), &run.broadcasts).unwrap();
+        assert_eq!(verified.key.fingerprint(), fp(&run));
+    }
+
+    /// The same dealer, but its public answer is wrong too (a dealer that cannot or will not
+    /// answer): **every** party names it in K1c, and so does `verify::replay` of the public
+    /// broadcasts — not only the holder it cheated.
+    #[test]
+    fn a_dealer_that_cannot_answer_a_k1_complaint_is_named_by_every_party() {
+        let (run, recorded) = run_recorded(62, |m| {
+            if m.round == Round::KeyShares && m.from.0 == 2 && m.to.is_some_and(|p| p.0 == 3) {
+                m.ints[0] = m.ints[0].add(&Int::one());
+            }
+            if m.round == Round::KeyAnswers && m.from.0 == 2 && !m.ints.is_empty() {
+                m.ints[0] = m.ints[0].add(&Int::one());
+            }
+        });
+        let verdicts = run.unwrap_err();
+        assert_eq!(verdicts.len(), 3);
+        for (i, v) in verdicts.iter().enumerate() {
+            let e = v
+                .as_ref()
+                .unwrap_or_else(|| panic!("party {} went on", i + 1));
+            assert_eq!(
+                e.culprits(),
+                vec![crate::PartyIndex(2)],
+                "party {}: {e}",
+                i + 1
+            );
+            assert!(
+                matches!(e, crate::Error::Misbehaviour { round: Round::KeyAnswers, reason, .. }
+                    if reason.contains("complaint of party 3")),
+                "party {}: {e}",
+                i + 1
+            );
+        }
+        let e = replay(&params(62), &recorded).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
+        assert!(
+            matches!(
+                e,
+                crate::Error::Misbehaviour {
+                    round: Round::KeyAnswers,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    /// A corrupt holder complains against an honest dealer whose shares were fine, to frame it
+    /// or to stall the run: the dealer answers, the answer checks, nobody is named, and the key
+    /// is the one the run without the complaint makes.
+    #[test]
+    fn a_false_k1_complaint_frames_nobody() {
+        let honest = run_in_process(&params(63), rngs(6300), None).unwrap();
+        let (run, _) = run_recorded(63, |m| {
+            if m.round == Round::KeyComplaints && m.from.0 == 3 {
+                m.small = vec![1];
+            }
+        });
+        let run = run.unwrap();
+        assert_eq!(
+            run.outputs[0].key.fingerprint(),
+            honest.outputs[0].key.fingerprint()
+        );
+        replay(&params(63), &run.broadcasts).unwrap();
+    }
+
+    /// K3's reshares get the same treatment: a bad private reshare (product party 2 to holder
+    /// 1) is answered in public and the run completes; a product party that cannot answer is
+    /// named by every party and by `verify::replay`.
+    #[test]
+    fn a_bad_private_reshare_is_answered_or_its_product_party_named_by_every_party() {
+        let bad = |m: &mut Message| {
+            if m.round == Round::Reshare && m.from.0 == 2 && m.to.is_some_and(|p| p.0 == 1) {
+                m.ints[0] = m.ints[0].sub(&Int::one());
+            }
+        };
+        let (run, recorded) = run_recorded(64, bad);
+        let run = run.unwrap();
+        assert!(recorded
+            .iter()
+            .any(|m| m.round == Round::ReshareComplaints && m.from.0 == 1 && m.small == vec![2]));
+        replay(&params(64), &run.broadcasts).unwrap();
+
+        let (run, recorded) = run_recorded(65, |m| {
+            bad(m);
+            if m.round == Round::ReshareAnswers && m.from.0 == 2 && !m.ints.is_empty() {
+                m.ints[0] = m.ints[0].add(&Int::one());
+            }
+        });
+        for (i, v) in run.unwrap_err().iter().enumerate() {
+            let e = v
+                .as_ref()
+                .unwrap_or_else(|| panic!("party {} went on", i + 1));
+            assert_eq!(
+                e.culprits(),
+                vec![crate::PartyIndex(2)],
+                "party {}: {e}",
+                i + 1
+            );
+            assert!(
+                matches!(
+                    e,
+                    crate::Error::Misbehaviour {
+                        round: Round::ReshareAnswers,
+                        ..
+                    }
+                ),
+                "party {}: {e}",
+                i + 1
+            );
+        }
+        let e = replay(&params(65), &recorded).unwrap_err();
+        assert_eq!(e.culprits(), vec![crate::PartyIndex(2)], "{e}");
+    }
+
     #[test]
     fn oversized_beta_share_is_named() {
-        oversized_share_is_named(40, 2, hooks::Oversized::Beta, Round::KeyShares);
+        oversized_share_is_named(40, 2, hooks::Oversized::Beta, Round::KeyAnswers);
     }
 
     #[test]
     fn negative_mask_share_is_named() {
-        oversized_share_is_named(41, 3, hooks::Oversized::NegativeMask, Round::KeyShares);
+        oversized_share_is_named(41, 3, hooks::Oversized::NegativeMask, Round::KeyAnswers);
     }
 
     #[test]
     fn oversized_reshare_is_named() {
-        oversized_share_is_named(42, 1, hooks::Oversized::Reshare, Round::Reshare);
-        oversized_share_is_named(43, 2, hooks::Oversized::NegativeReshare, Round::Reshare);
+        oversized_share_is_named(42, 1, hooks::Oversized::Reshare, Round::ReshareAnswers);
+        oversized_share_is_named(
+            43,
+            2,
+            hooks::Oversized::NegativeReshare,
+            Round::ReshareAnswers,
+        );
     }
 
     /// The receipt ranges imply the public key-share bound: `2t − 1` reshares each at the top

@@ -67,11 +67,22 @@ pub enum Round {
     /// K1 (direct + broadcast): integer shares of Δβ_i and a mask, with Feldman commitments
     /// (the φ sharing is derived from C1).
     KeyShares = 10,
+    /// K1b (broadcast): each holder's public complaints against the dealers whose K1 shares to
+    /// it failed their range or Feldman check (empty when it has none; issue 30 §1).
+    KeyComplaints = 22,
+    /// K1c (broadcast): each accused dealer's public answer — the disputed shares, which
+    /// everyone checks against its commitments and ranges.
+    KeyAnswers = 23,
     /// K2 (broadcast): the masked product that opens θ.
     MaskedProduct = 11,
     /// K3 (direct + broadcast): degree reduction — each product party reshares its product
     /// share, with Feldman commitments.
     Reshare = 12,
+    /// K3b (broadcast): each holder's public complaints against the product parties whose
+    /// reshares to it failed their range or Feldman check.
+    ReshareComplaints = 24,
+    /// K3c (broadcast): each accused product party's public answer — the disputed reshares.
+    ReshareAnswers = 25,
     /// R1 (direct + broadcast): an existing member reshares its key share to a (new)
     /// committee, with Feldman commitments (see [`crate::dkg::reshare`]).
     Refresh = 13,
@@ -85,11 +96,16 @@ pub enum Round {
 }
 
 impl Round {
-    /// Position in protocol order (the wire value times eight, with M5a just before M5b and
-    /// C1, C1b, C1c, C2 and the batch audit just after M9).
+    /// Position in protocol order (the wire value times eight, with M5a just before M5b,
+    /// C1, C1b, C1c, C2 and the batch audit just after M9, and each key-stage complaint round
+    /// and its answers just after the sharing they dispute).
     fn position(self) -> u16 {
         let gcd = 8 * Round::GcdReveal as u16;
         match self {
+            Round::KeyComplaints => 8 * Round::KeyShares as u16 + 1,
+            Round::KeyAnswers => 8 * Round::KeyShares as u16 + 2,
+            Round::ReshareComplaints => 8 * Round::Reshare as u16 + 1,
+            Round::ReshareAnswers => 8 * Round::Reshare as u16 + 2,
             Round::BiprimeFirstCommit => 8 * Round::BiprimeFirst as u16 - 1,
             Round::CertifyCommit => gcd + 1,
             Round::CertifyComplaints => gcd + 2,
@@ -123,6 +139,10 @@ impl Round {
             19 => CertifyComplaints,
             20 => CertifyReveals,
             21 => BatchAudit,
+            22 => KeyComplaints,
+            23 => KeyAnswers,
+            24 => ReshareComplaints,
+            25 => ReshareAnswers,
             _ => return None,
         })
     }
@@ -390,6 +410,29 @@ mod tests {
         assert!(Round::BiprimeFirstCommit < Round::KeyShares);
         let m = Message::new([1; 32], Round::BiprimeFirstCommit, 0, PartyIndex(1), None);
         assert_eq!(Message::from_bytes(&m.to_bytes()).unwrap().round, m.round);
+    }
+
+    #[test]
+    fn key_stage_complaint_rounds_sort_after_the_sharing_they_dispute() {
+        let order = [
+            Round::CertifyProducts,
+            Round::KeyShares,
+            Round::KeyComplaints,
+            Round::KeyAnswers,
+            Round::MaskedProduct,
+            Round::Reshare,
+            Round::ReshareComplaints,
+            Round::ReshareAnswers,
+            Round::Refresh,
+            Round::TestDecryption,
+        ];
+        for w in order.windows(2) {
+            assert!(w[0] < w[1], "{:?} < {:?}", w[0], w[1]);
+        }
+        for r in order {
+            let m = Message::new([1; 32], r, 0, PartyIndex(1), None);
+            assert_eq!(Message::from_bytes(&m.to_bytes()).unwrap().round, r);
+        }
     }
 
     #[test]

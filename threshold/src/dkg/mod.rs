@@ -97,6 +97,7 @@
 
 mod audit;
 mod certify;
+mod complaint;
 mod consistency;
 mod field;
 #[cfg(test)]
@@ -559,8 +560,12 @@ enum State {
     CertifyProducts(Box<certify::ProductRound>),
     Audit(modulus::AuditRound),
     Key1(key::Round1),
+    Key1b(Box<key::Round1b>),
+    Key1c(Box<key::Round1c>),
     Key2(key::Round2),
     Key3(key::Round3),
+    Key3b(Box<key::Round3b>),
+    Key3c(Box<key::Round3c>),
     Key4(key::Round4),
 }
 
@@ -685,6 +690,10 @@ impl Party {
             State::CertifyProducts(_) => Round::CertifyProducts,
             State::Audit(_) => Round::BatchAudit,
             State::Key1(_) => Round::KeyShares,
+            State::Key1b(_) => Round::KeyComplaints,
+            State::Key1c(_) => Round::KeyAnswers,
+            State::Key3b(_) => Round::ReshareComplaints,
+            State::Key3c(_) => Round::ReshareAnswers,
             State::Key2(_) => Round::MaskedProduct,
             State::Key3(_) => Round::Reshare,
             State::Key4(_) => Round::TestDecryption,
@@ -718,6 +727,8 @@ impl Party {
             | State::CertifyReveals(_)
             | State::Audit(_) => (all, Vec::new()),
             State::Key1(_) => (all.clone(), all),
+            State::Key1b(_) | State::Key1c(_) | State::Key3b(_) => (all, Vec::new()),
+            State::Key3c(_) => (s, Vec::new()),
             State::Key4(_) => (all, Vec::new()),
             State::Key3(_) => (s.clone(), s),
         }
@@ -741,7 +752,14 @@ impl Party {
             State::CertifyReveals(s) => s.batch,
             State::CertifyProducts(s) => s.batch,
             State::Audit(s) => s.batch,
-            State::Key1(_) | State::Key2(_) | State::Key3(_) | State::Key4(_) => 0,
+            State::Key1(_)
+            | State::Key1b(_)
+            | State::Key1c(_)
+            | State::Key2(_)
+            | State::Key3(_)
+            | State::Key3b(_)
+            | State::Key3c(_)
+            | State::Key4(_) => 0,
         }
     }
 
@@ -824,9 +842,13 @@ impl Party {
             State::CertifyComplaints(s) => s.receive(&ctx, &inbox),
             State::CertifyReveals(s) => s.receive(&ctx, &inbox, rng),
             State::CertifyProducts(s) => s.receive(&ctx, &inbox, rng),
-            State::Key1(s) => s.receive(&ctx, &inbox, rng),
+            State::Key1(s) => s.receive(&ctx, &inbox),
+            State::Key1b(s) => s.receive(&ctx, &inbox),
+            State::Key1c(s) => s.receive(&ctx, &inbox, rng),
             State::Key2(s) => s.receive(&ctx, &inbox, rng),
-            State::Key3(s) => s.receive(&ctx, &inbox, rng),
+            State::Key3(s) => s.receive(&ctx, &inbox),
+            State::Key3b(s) => s.receive(&ctx, &inbox),
+            State::Key3c(s) => s.receive(&ctx, &inbox, rng),
             State::Key4(s) => s.receive(&ctx, &inbox),
         }?;
         Ok(match transition {

@@ -47,8 +47,12 @@ impl Phase {
             | Round::CertifyProducts => Phase::Certify,
             Round::BatchAudit => Phase::Audit,
             Round::KeyShares
+            | Round::KeyComplaints
+            | Round::KeyAnswers
             | Round::MaskedProduct
             | Round::Reshare
+            | Round::ReshareComplaints
+            | Round::ReshareAnswers
             | Round::TestDecryption
             | Round::Refresh => Phase::Key,
         }

@@ -219,6 +219,14 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             .invert(pk.nn())
             .ok_or_else(|| Error::KeyGenerationFailed("verification base is not a unit".into()))?;
         let k1 = key::key_commitments(&setup, &get(Round::KeyShares, 0, &mut (1..=n))?, pk.nn())?;
+        key::key_answers(
+            &setup,
+            &pk,
+            (&v, &v_inv),
+            &k1,
+            &get(Round::KeyComplaints, 0, &mut (1..=n))?,
+            &get(Round::KeyAnswers, 0, &mut (1..=n))?,
+        )?;
         let bases = product::bases(&setup, &phi, &k1, pk.nn())?;
         let (ys, ws) = product::verify(
             &setup,
@@ -232,6 +240,14 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         let theta = key::open_theta(&setup, &ys, &modulus)?;
         let reshares = get(Round::Reshare, 0, &mut s.iter().copied())?;
         let commitments = key::reshare_commitments(&setup, &ws, &reshares, pk.nn())?;
+        key::reshare_answers(
+            &setup,
+            pk.nn(),
+            (&v, &v_inv),
+            &commitments,
+            &get(Round::ReshareComplaints, 0, &mut (1..=n))?,
+            &get(Round::ReshareAnswers, 0, &mut s.iter().copied())?,
+        )?;
         let key = key::public_key(&setup, pk, v, theta, &commitments)?;
         key::check_test_decryption(&setup, &key, &get(Round::TestDecryption, 0, &mut (1..=n))?)?;
         if used != broadcasts.len() {
