@@ -287,12 +287,12 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
     let mut broadcast = ctx.message(Round::KeyShares, 0, None);
     broadcast.ints = commitments;
     Ok((
-        State::Key1(Round1 {
+        State::Key1(Box::new(Round1 {
             pk,
             feldman: Feldman { v, v_inv, nn },
             phi,
             polys: [b, r],
-        }),
+        })),
         Outgoing {
             broadcast: Some(broadcast),
             direct,
@@ -630,7 +630,7 @@ impl Round2 {
             reshare = Some(g);
         }
         Ok(Transition::Next(
-            State::Key3(Round3 {
+            State::Key3(Box::new(Round3 {
                 pk: self.pk,
                 feldman: Feldman {
                     v: self.v,
@@ -640,7 +640,7 @@ impl Round2 {
                 theta,
                 ws,
                 reshare,
-            }),
+            })),
             out,
         ))
     }
@@ -1374,9 +1374,9 @@ mod tests {
         replay(&params(63), &run.broadcasts).unwrap();
     }
 
-    /// K3's reshares get the same treatment: a bad private reshare (product party 2 to holder
-    /// 1) is answered in public and the run completes; a product party that cannot answer is
-    /// named by every party and by `verify::replay`.
+    /// K3's reshares get the same treatment: a bad private reshare (product party 2 to
+    /// holder 1) is answered in public and the run completes; a product party that cannot
+    /// answer is named by every party and by `verify::replay`.
     #[test]
     fn a_bad_private_reshare_is_answered_or_its_product_party_named_by_every_party() {
         let bad = |m: &mut Message| {
