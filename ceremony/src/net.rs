@@ -973,13 +973,29 @@ async fn join_rounds(
 ) -> Result<String> {
     let n = params.parties();
     let me = opts.index;
-    let send = |m: &Message, mesh: &Mesh, local: &mut VecDeque<Message>| match m.to {
-        None => {
-            mesh.send(None, m);
-            local.push_back(m.clone());
+    #[cfg(test)]
+    let address = config
+        .members
+        .get(usize::from(me).saturating_sub(1))
+        .map(|m| m.address.clone())
+        .unwrap_or_default();
+    let send = |m: &Message, mesh: &Mesh, local: &mut VecDeque<Message>| {
+        #[cfg(test)]
+        let tampered = {
+            let mut m = m.clone();
+            hooks::apply(&address, &mut m);
+            m
+        };
+        #[cfg(test)]
+        let m = &tampered;
+        match m.to {
+            None => {
+                mesh.send(None, m);
+                local.push_back(m.clone());
+            }
+            Some(p) if p.0 == me => local.push_back(m.clone()),
+            Some(p) => mesh.send(Some(p.0), m),
         }
-        Some(p) if p.0 == me => local.push_back(m.clone()),
-        Some(p) => mesh.send(Some(p.0), m),
     };
 
     let mut rng = ChaCha20Rng::from_rng(OsRng)
@@ -1198,6 +1214,38 @@ async fn join_rounds(
     Ok(hex::encode(key.fingerprint()))
 }
 
+/// Test hooks: a member that alters what it sends, after its protocol state machine made it
+/// and before the transport signs it — how the transport tests play a cheating hospital.
+#[cfg(test)]
+pub(crate) mod hooks {
+    use std::sync::Mutex;
+
+    use medtech_threshold::dkg::Message;
+
+    /// Alters one outgoing message.
+    pub(crate) type Tamper = fn(&mut Message);
+
+    /// Keyed by the member's listening address (unique per test; sessions are not).
+    static TAMPERS: Mutex<Vec<(String, Tamper)>> = Mutex::new(Vec::new());
+
+    /// Makes the member listening at `address` apply `tamper` to everything it sends.
+    pub(crate) fn set(address: &str, tamper: Tamper) {
+        if let Ok(mut t) = TAMPERS.lock() {
+            t.push((address.to_string(), tamper));
+        }
+    }
+
+    pub(crate) fn apply(address: &str, m: &mut Message) {
+        let found = TAMPERS
+            .lock()
+            .ok()
+            .and_then(|t| t.iter().find(|(a, _)| a == address).map(|(_, f)| *f));
+        if let Some(f) = found {
+            f(m);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1384,6 +1432,91 @@ mod tests {
             assert_eq!(who, Some(1));
         }
         evil.join().unwrap();
+    }
+
+    /// Runs `join` for every member of `config` in its own thread (own runtime, own TLS
+    /// connections: the real transport, one process); returns each member's result.
+    fn join_all(
+        tmp: &Path,
+        config: &CeremonyConfig,
+        dirs: &[PathBuf],
+        timeout: Duration,
+    ) -> Vec<Result<String>> {
+        let handles: Vec<_> = (1..=3u16)
+            .map(|i| {
+                let (config, dir) = (config.clone(), dirs[usize::from(i) - 1].clone());
+                let out = tmp.join(format!("out-{i}"));
+                std::thread::spawn(move || {
+                    let secrets = load_secrets(&dir)?;
+                    join(
+                        &config,
+                        &secrets,
+                        &JoinOptions {
+                            index: i,
+                            out,
+                            passphrase: None,
+                            round_timeout: timeout,
+                            verbose: false,
+                        },
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    /// Issue 30 §1 over the real transport: member 2 sends member 3 a K1 β share off by one
+    /// and, when 3 complains, answers with a wrong share too. Before K1b–K1c member 3 stopped
+    /// alone naming 2, and member 1 — waiting for 3's K2 broadcast — timed out and named the
+    /// victim, 3. Now both honest members name 2, in K1c, and write no share.
+    #[test]
+    fn a_dealer_that_sends_a_bad_key_share_is_named_by_every_honest_member_not_its_victim() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, dirs) = loopback(tmp.path());
+        hooks::set(&config.members[1].address, |m| {
+            let bad_share = m.round == Round::KeyShares && m.to == Some(PartyIndex(3));
+            let bad_answer = m.round == Round::KeyAnswers && m.int_count_for_tests() > 0;
+            if bad_share || bad_answer {
+                m.tweak_int_for_tests(0, 1);
+            }
+        });
+        let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
+        for i in [1u16, 3] {
+            let e = results[usize::from(i) - 1]
+                .as_ref()
+                .expect_err("a dealer that cannot answer must stop the ceremony");
+            let text = e.to_string();
+            assert_eq!(
+                culprits(e),
+                vec![2],
+                "member {i} must name member 2: {text}"
+            );
+            assert!(text.contains("KeyAnswers"), "member {i}: {text}");
+            assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
+        }
+    }
+
+    /// The same bad share, answered correctly in public: the complaint repairs the run and
+    /// every member ends with the same key, as if nothing had happened.
+    #[test]
+    fn a_bad_key_share_answered_in_public_does_not_stop_the_ceremony() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, dirs) = loopback(tmp.path());
+        hooks::set(&config.members[1].address, |m| {
+            if m.round == Round::KeyShares && m.to == Some(PartyIndex(3)) {
+                m.tweak_int_for_tests(0, 1);
+            }
+        });
+        let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
+        let fingerprints: Vec<&String> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.as_ref()
+                    .unwrap_or_else(|e| panic!("member {} failed: {e}", i + 1))
+            })
+            .collect();
+        assert!(fingerprints.iter().all(|f| *f == fingerprints[0]));
     }
 
     #[test]

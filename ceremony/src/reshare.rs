@@ -14,8 +14,12 @@
 //! * **Run**: each dealer broadcasts its Feldman commitments and sends every new member its
 //!   share over the mesh (mutually authenticated TLS, pinned certificates, signed frames — the
 //!   transport of `join`). A new member checks every dealing against the dealer's current
-//!   verification key and its share against the commitments (a failure names the dealer); every
-//!   participant derives the new public key from the broadcasts alone
+//!   verification key (a failure names the dealer) and its share against the commitments and
+//!   its public range; it then broadcasts its **complaints** (R1b, usually none), every dealer
+//!   broadcasts its **answers** (R1c: the disputed shares, in public), and everyone checks
+//!   them — a dealer that cannot answer is named by every participant, an answered complaint
+//!   repairs the run (issue 30 §1). Each of the three rounds ends with an echo round. Every
+//!   participant derives the new public key from the public messages alone
 //!   ([`medtech_threshold::dkg::reshare::reshared_key`]), signs the transcript head and the new
 //!   key's fingerprint, and collects every participant's signature.
 //! * **Outputs** in `--out`: `reshare-transcript.json` (identical everywhere), the new
@@ -34,7 +38,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, Verifier};
-use medtech_threshold::dkg::reshare::{deal, receive, reshared_key, ReshareParameters};
+use medtech_threshold::dkg::reshare::{
+    answer, complain, deal, receive, reshared_key, ReshareParameters,
+};
 use medtech_threshold::dkg::{Message, Round};
 use medtech_threshold::{KeyShare, PartyIndex, ThresholdPublicKey};
 use rand_chacha::ChaCha20Rng;
@@ -51,10 +57,13 @@ use crate::transcript::{parse_format, signed_bytes, Check, SignatureRecord, Verd
 
 /// The format tag of a re-sharing configuration.
 pub const CONFIG_FORMAT: &str = "medtech-reshare-config/1";
-/// The echo-round tag of the dealings.
+/// The echo-round tags of the dealings, the complaints and the answers.
 const ECHO_DEALINGS: u64 = 1;
-/// The format tag of a re-sharing transcript.
-pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/1";
+const ECHO_COMPLAINTS: u64 = 2;
+const ECHO_ANSWERS: u64 = 3;
+/// The format tag of a re-sharing transcript (`/2`: the public messages include the
+/// complaints and answers of R1b–R1c).
+pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/2";
 
 /// One participant of a re-sharing.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -201,7 +210,8 @@ pub struct ReshareTranscript {
     pub format: String,
     /// The configuration (with the old key).
     pub config: ReshareConfig,
-    /// Every dealer's broadcast (encoded message, hex), in dealer order.
+    /// Every public message (encoded, hex): the dealers' broadcasts in dealer order, then every
+    /// new member's complaint (new-index order), then every dealer's answer (dealer order).
     pub dealings: Vec<String>,
     /// The new key.
     pub new_key: KeyFile,
@@ -279,12 +289,13 @@ pub fn verify_reshare(json: &[u8], expected_key: Option<&ThresholdPublicKey>) ->
             .iter()
             .map(|b| Message::from_bytes(b).map_err(Error::from))
             .collect::<Result<Vec<_>>>()?;
-        let order: Vec<u16> = msgs.iter().map(|m| m.from.0).collect();
-        if order != params.dealers() || msgs.iter().any(|m| m.to.is_some()) {
+        let order: Vec<(Round, u16)> = msgs.iter().map(|m| (m.round, m.from.0)).collect();
+        if order != public_order(&params) || msgs.iter().any(|m| m.to.is_some()) {
             return Err(Error::format(
                 "dealings",
                 format!(
-                    "must be the dealers' broadcasts in order {:?}, got {order:?}",
+                    "must be the dealers' broadcasts in order {:?}, every new member's complaint \
+                     and every dealer's answer, got {order:?}",
                     params.dealers()
                 ),
             ));
@@ -296,8 +307,9 @@ pub fn verify_reshare(json: &[u8], expected_key: Option<&ThresholdPublicKey>) ->
             push(
                 "dealings",
                 Ok(format!(
-                    "{} dealings, each committing to its dealer's current share",
-                    d.0.len()
+                    "{} dealings, each committing to its dealer's current share; every \
+                     complaint answered",
+                    params.dealers().len()
                 )),
             );
             d
@@ -459,121 +471,117 @@ async fn reshare_async(
     )
     .await?;
 
-    let mut pending: Vec<Message> = Vec::new();
-    // Every dealing broadcast as its dealer signed it, by participant (for the echo round).
-    let mut signed: BTreeMap<u16, Signed> = BTreeMap::new();
+    let my_new = mine.new_index.map(PartyIndex);
+    let everyone: Vec<u16> = config.participants.iter().map(|p| p.member.index).collect();
+    let mut inbox = Inbox {
+        pending: Vec::new(),
+        early: Vec::new(),
+        signatures: BTreeMap::new(),
+    };
+    // R1: deal.
+    let mut dealing = None;
+    let mut mine_now = None;
     if let Some(share) = share {
         let mut rng = ChaCha20Rng::from_rng(OsRng)
             .map_err(|e| Error::format("random generator", e.to_string()))?;
-        let out = deal(&params, share, &mut rng)?;
-        if let Some(b) = out.broadcast {
-            mesh.send(None, &b);
-            signed.insert(me, mesh.signed(&b));
-            pending.push(b);
-        }
+        let (kept, out) = deal(&params, share, &mut rng)?;
+        dealing = Some(kept);
+        mine_now = out.broadcast;
         for m in out.direct {
             let to = m.to.and_then(|j| config.participant_of_new(j.0));
             match to {
-                Some(p) if p == me => pending.push(m),
-                Some(p) => mesh.send(Some(p), &m),
+                Some(p) if p == me => inbox.pending.push(m),
+                Some(p) => mesh.send(Some(p), &send_tampered(m, &mine.member.address)),
                 None => {}
             }
         }
     }
-
-    // Collect every dealer's broadcast and, for a new member, its share from every dealer.
-    let my_new = mine.new_index.map(PartyIndex);
-    let have = |pending: &[Message], dealer: u16, direct: Option<PartyIndex>| {
-        pending.iter().any(|m| m.from.0 == dealer && m.to == direct)
-    };
-    let missing = |pending: &[Message]| -> Vec<u16> {
-        params
-            .dealers()
-            .iter()
-            .filter(|&&d| {
-                !have(pending, d, None) || (my_new.is_some() && !have(pending, d, my_new))
-            })
-            .filter_map(|&d| config.participant_of_old(d))
-            .collect()
-    };
-    let mut signatures: BTreeMap<u16, [u8; 64]> = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + opts.round_timeout;
-    while !missing(&pending).is_empty() {
-        match mesh.recv_timeout(deadline).await {
-            Ok(Some(Inbound::Message(from, m, env))) => {
-                let role = config
-                    .participants
-                    .get(usize::from(from).wrapping_sub(1))
-                    .and_then(|p| p.old_index);
-                if role != Some(m.from.0) || !params.dealers().contains(&m.from.0) {
-                    return Err(fault(from, "sent a dealing without being that dealer"));
-                }
-                if m.round != Round::Refresh || (m.to.is_some() && m.to != my_new) {
-                    return Err(fault(from, "sent a message that is not a dealing for us"));
-                }
-                if have(&pending, m.from.0, m.to) {
-                    return Err(fault(from, "sent two dealings"));
-                }
-                if m.to.is_none() {
-                    signed.insert(from, env);
-                }
-                pending.push(m);
-            }
-            Ok(Some(Inbound::Signature(from, s))) => {
-                signatures.insert(from, s);
-            }
-            Ok(Some(Inbound::Fault(from, why))) => return Err(fault(from, why)),
-            Ok(Some(Inbound::Echo(..) | Inbound::Evidence(..))) => {}
-            Ok(None) | Err(_) => {
-                let absent = missing(&pending);
-                return Err(fault(
-                    absent.first().copied().unwrap_or(0),
-                    format!("timed out waiting for the dealings of participants {absent:?}"),
-                ));
-            }
-        }
-    }
-
-    // Broadcast with echo: before any share or key depends on the dealings, every participant
-    // confirms it received the same ones; a dealer that sent two is named by all, with both
-    // signed copies as the evidence.
-    let everyone: Vec<u16> = config.participants.iter().map(|p| p.member.index).collect();
-    if let Err(e) = mesh
-        .echo_round(
-            ECHO_DEALINGS,
-            &signed,
-            &everyone,
-            opts.round_timeout,
-            Round::Refresh,
-        )
-        .await
-    {
-        // Keep the proof, if there is one; let the copies and relays this participant sent
-        // reach the others, and close its connections cleanly, so that no one mistakes its
-        // leaving for a fault of its own.
-        crate::net::keep_evidence(&mesh, &opts.out, params.session(), config.identities())?;
-        mesh.finish().await;
-        return Err(e);
-    }
-
-    // Map participant faults from the protocol (which names old indices) back to participants.
+    // Map participant faults from the protocol back to participants: complaints (R1b) name a
+    // new member, everything else a dealer (old indices).
     let by_participant = |e: medtech_threshold::Error| -> Error {
         match e {
             medtech_threshold::Error::Misbehaviour {
                 party,
                 round,
                 reason,
-            } => medtech_threshold::Error::Misbehaviour {
-                party: PartyIndex(config.participant_of_old(party.0).unwrap_or(0)),
-                round,
-                reason: format!("dealer {party}: {reason}"),
+            } => {
+                let (who, participant) = if round == Round::RefreshComplaints {
+                    ("new member", config.participant_of_new(party.0))
+                } else {
+                    ("dealer", config.participant_of_old(party.0))
+                };
+                medtech_threshold::Error::Misbehaviour {
+                    party: PartyIndex(participant.unwrap_or(0)),
+                    round,
+                    reason: format!("{who} {party}: {reason}"),
+                }
+                .into()
             }
-            .into(),
             other => other.into(),
         }
     };
+    let phases = [
+        (Round::Refresh, ECHO_DEALINGS),
+        (Round::RefreshComplaints, ECHO_COMPLAINTS),
+        (Round::RefreshAnswers, ECHO_ANSWERS),
+    ];
+    for (round, tag) in phases {
+        if let Some(m) = mine_now.take() {
+            let m = send_tampered(m, &mine.member.address);
+            mesh.send(None, &m);
+            inbox.pending.push(m);
+        }
+        let senders = senders(config, &params, round);
+        let signed = match inbox
+            .collect(
+                &mut mesh,
+                config,
+                &params,
+                round,
+                &senders,
+                my_new,
+                me,
+                opts.round_timeout,
+            )
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Err(e),
+        };
+        // Broadcast with echo: before anything depends on this round's messages, every
+        // participant confirms it received the same ones; a participant that sent two is named
+        // by all, with both signed copies as the evidence.
+        if let Err(e) = mesh
+            .echo_round(tag, &signed, &everyone, opts.round_timeout, round)
+            .await
+        {
+            // Keep the proof, if there is one; let the copies and relays this participant sent
+            // reach the others, and close its connections cleanly, so that no one mistakes its
+            // leaving for a fault of its own.
+            crate::net::keep_evidence(&mesh, &opts.out, params.session(), config.identities())?;
+            mesh.finish().await;
+            return Err(e);
+        }
+        mine_now = match round {
+            // R1b: every new member says which sub-shares failed (usually none).
+            Round::Refresh => my_new
+                .map(|j| complain(&params, j, &inbox.pending))
+                .transpose()
+                .map_err(by_participant)?,
+            // R1c: every dealer answers the complaints against it, in public.
+            Round::RefreshComplaints => dealing
+                .as_ref()
+                .map(|d| answer(&params, d, &inbox.pending))
+                .transpose()
+                .map_err(by_participant)?,
+            _ => None,
+        };
+    }
+    drop(dealing);
+    let pending = inbox.pending;
+    let mut signatures = inbox.signatures;
     let mut broadcasts: Vec<Message> = pending.iter().filter(|m| m.to.is_none()).cloned().collect();
-    broadcasts.sort_by_key(|m| m.from.0);
+    broadcasts.sort_by_key(|m| (m.round, m.from.0));
     let (new_key, new_share) = match my_new {
         Some(j) => {
             let (k, s) = receive(&params, j, &pending).map_err(by_participant)?;
@@ -633,6 +641,152 @@ async fn reshare_async(
     write(&out.join("reshare-transcript.json"), &json, false)?;
     write_key_and_share(out, &new_key, new_share.as_ref(), opts.passphrase.as_ref())?;
     Ok(hex::encode(new_key.fingerprint()))
+}
+
+/// The public messages of a re-sharing in transcript order: `(round, protocol index)`.
+fn public_order(params: &ReshareParameters) -> Vec<(Round, u16)> {
+    let dealers = params.dealers().iter().map(|&d| (Round::Refresh, d));
+    let complaints = (1..=params.new_parties()).map(|j| (Round::RefreshComplaints, j));
+    let answers = params.dealers().iter().map(|&d| (Round::RefreshAnswers, d));
+    dealers.chain(complaints).chain(answers).collect()
+}
+
+/// Who broadcasts in `round`: `(participant, protocol index)` — the dealers in R1 and R1c,
+/// every new member in R1b.
+fn senders(config: &ReshareConfig, params: &ReshareParameters, round: Round) -> Vec<(u16, u16)> {
+    config
+        .participants
+        .iter()
+        .filter_map(|p| {
+            let index = if round == Round::RefreshComplaints {
+                p.new_index
+            } else {
+                p.old_index.filter(|i| params.dealers().contains(i))
+            }?;
+            Some((p.member.index, index))
+        })
+        .collect()
+}
+
+/// A test hook's chance to alter what the participant listening at `_address` sends (no-op
+/// outside tests; see `net::hooks`).
+fn send_tampered(m: Message, _address: &str) -> Message {
+    #[cfg(test)]
+    {
+        let mut m = m;
+        crate::net::hooks::apply(_address, &mut m);
+        m
+    }
+    #[cfg(not(test))]
+    m
+}
+
+/// What a participant has received: the messages of finished and current rounds, messages of
+/// later rounds that arrived early (with their signed envelopes), and transcript signatures.
+struct Inbox {
+    pending: Vec<Message>,
+    early: Vec<(u16, Message, Signed)>,
+    signatures: BTreeMap<u16, [u8; 64]>,
+}
+
+impl Inbox {
+    /// Receives `round`'s broadcast from every sender and (R1, for a new member) its direct
+    /// share from every dealer; returns the signed broadcasts by participant, for the echo
+    /// round. A message from a participant in a role it does not have, a second one, or a
+    /// round that does not exist names the sender; a timeout names the first one missing.
+    #[allow(clippy::too_many_arguments)]
+    async fn collect(
+        &mut self,
+        mesh: &mut Mesh,
+        config: &ReshareConfig,
+        params: &ReshareParameters,
+        round: Round,
+        senders: &[(u16, u16)],
+        my_new: Option<PartyIndex>,
+        me: u16,
+        timeout: Duration,
+    ) -> Result<BTreeMap<u16, Signed>> {
+        let mut signed: BTreeMap<u16, Signed> = BTreeMap::new();
+        if let Some(m) = self
+            .pending
+            .iter()
+            .find(|m| m.round == round && m.to.is_none() && senders.contains(&(me, m.from.0)))
+        {
+            signed.insert(me, mesh.signed(m));
+        }
+        let have = |pending: &[Message], from: u16, direct: Option<PartyIndex>| {
+            pending
+                .iter()
+                .any(|m| m.round == round && m.from.0 == from && m.to == direct)
+        };
+        let missing = |pending: &[Message]| -> Vec<u16> {
+            senders
+                .iter()
+                .filter(|&&(_, i)| {
+                    !have(pending, i, None)
+                        || (round == Round::Refresh
+                            && my_new.is_some()
+                            && !have(pending, i, my_new))
+                })
+                .map(|&(p, _)| p)
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut early = std::mem::take(&mut self.early).into_iter();
+        while !missing(&self.pending).is_empty() {
+            let next = match early.next() {
+                Some((from, m, env)) => Ok(Some(Inbound::Message(from, m, env))),
+                None => mesh.recv_timeout(deadline).await,
+            };
+            match next {
+                Ok(Some(Inbound::Message(from, m, env))) => {
+                    let role = config
+                        .participants
+                        .get(usize::from(from).wrapping_sub(1))
+                        .map(|p| (p.old_index, p.new_index));
+                    let allowed = match (m.round, role) {
+                        (Round::Refresh | Round::RefreshAnswers, Some((Some(old), _))) => {
+                            old == m.from.0 && params.dealers().contains(&old)
+                        }
+                        (Round::RefreshComplaints, Some((_, Some(new)))) => new == m.from.0,
+                        _ => false,
+                    };
+                    if !allowed {
+                        return Err(fault(from, "sent a message of a role it does not have"));
+                    }
+                    let direct_ok = m.to.is_none() || (m.round == Round::Refresh && m.to == my_new);
+                    if !direct_ok {
+                        return Err(fault(from, "sent a direct message that is not for us"));
+                    }
+                    if m.round > round {
+                        self.early.push((from, m, env));
+                        continue;
+                    }
+                    if m.round < round || have(&self.pending, m.from.0, m.to) {
+                        return Err(fault(from, "sent two messages in one round"));
+                    }
+                    if m.to.is_none() {
+                        signed.insert(from, env);
+                    }
+                    self.pending.push(m);
+                }
+                Ok(Some(Inbound::Signature(from, s))) => {
+                    self.signatures.insert(from, s);
+                }
+                Ok(Some(Inbound::Fault(from, why))) => return Err(fault(from, why)),
+                Ok(Some(Inbound::Echo(..) | Inbound::Evidence(..))) => {}
+                Ok(None) | Err(_) => {
+                    let absent = missing(&self.pending);
+                    return Err(fault(
+                        absent.first().copied().unwrap_or(0),
+                        format!("timed out waiting for {round:?} from participants {absent:?}"),
+                    ));
+                }
+            }
+        }
+        self.early.extend(early);
+        Ok(signed)
+    }
 }
 
 #[cfg(test)]
@@ -838,7 +992,7 @@ mod tests {
                     .unwrap();
                     let mut rng = ChaCha20Rng::seed_from_u64(1);
                     for victim in [2u16, 3] {
-                        let out = deal(&params, &share, &mut rng).unwrap();
+                        let (_, out) = deal(&params, &share, &mut rng).unwrap();
                         mesh.send(Some(victim), &out.broadcast.unwrap());
                         for m in out
                             .direct
@@ -875,6 +1029,97 @@ mod tests {
             assert_eq!(who, Some(1));
         }
         evil.join().unwrap();
+    }
+
+    /// Issue 30 §1 over the real transport: dealer 2 sends new member 3 a sub-share off by one
+    /// and answers 3's complaint with a wrong one. Before R1b–R1c participant 3 stopped alone,
+    /// naming the dealer on its own host, and the others timed out on its signature and named
+    /// *it*; now participants 1 and 3 both name participant 2, in R1c, and keep no share.
+    #[test]
+    fn a_dealer_that_sends_a_bad_sub_share_is_named_by_every_honest_participant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, results) = run_all_with(tmp.path(), |m| {
+            let bad = (m.round == Round::Refresh && m.to == Some(PartyIndex(3)))
+                || (m.round == Round::RefreshAnswers && m.int_count_for_tests() > 0);
+            if bad {
+                m.tweak_int_for_tests(0, 1);
+            }
+        });
+        for i in [1u16, 3] {
+            let e = results[usize::from(i) - 1]
+                .as_ref()
+                .expect_err("a dealer that cannot answer must stop the re-sharing");
+            let text = e.to_string();
+            assert_eq!(e_culprits(e), vec![2], "participant {i}: {text}");
+            assert!(text.contains("RefreshAnswers"), "participant {i}: {text}");
+            assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
+        }
+    }
+
+    /// Runs [`loopback`]'s three participants with participant 2 tampering with what it sends.
+    fn run_all_with(
+        tmp: &std::path::Path,
+        tamper: fn(&mut Message),
+    ) -> (ReshareConfig, Vec<Result<String>>) {
+        let (config, shares, dirs) = loopback(tmp);
+        crate::net::hooks::set(&config.participants[1].member.address, tamper);
+        let mut shares = shares.into_iter();
+        let (share1, share2) = (shares.next(), shares.next());
+        let handles = [(1u16, share1), (2, share2), (3, None)].map(|(i, share)| {
+            honest(
+                &config,
+                &dirs[usize::from(i) - 1],
+                i,
+                share,
+                tmp.join(format!("out-{i}")),
+            )
+        });
+        let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (config, results)
+    }
+
+    /// The same bad sub-share, answered correctly: the complaint repairs the re-sharing, every
+    /// participant gets the same new key, and the transcript (with the complaint and the
+    /// answer) verifies.
+    #[test]
+    fn a_bad_sub_share_answered_in_public_does_not_stop_the_re_sharing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, results) = run_all_with(tmp.path(), |m| {
+            if m.round == Round::Refresh && m.to == Some(PartyIndex(3)) {
+                m.tweak_int_for_tests(0, 1);
+            }
+        });
+        let fps: Vec<&String> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.as_ref()
+                    .unwrap_or_else(|e| panic!("participant {} failed: {e}", i + 1))
+            })
+            .collect();
+        assert!(fps.iter().all(|f| *f == fps[0]));
+        let json = std::fs::read(tmp.path().join("out-3/reshare-transcript.json")).unwrap();
+        let v = verify_reshare(&json, None);
+        assert!(v.ok(), "{:?}", v.checks);
+        let t: ReshareTranscript = serde_json::from_slice(&json).unwrap();
+        let complaint = t
+            .dealings
+            .iter()
+            .map(|h| Message::from_bytes(&hex::decode(h).unwrap()).unwrap())
+            .find(|m| m.round == Round::RefreshComplaints && m.from == PartyIndex(3))
+            .unwrap();
+        assert!(complaint.int_count_for_tests() == 0);
+        let answer = t
+            .dealings
+            .iter()
+            .map(|h| Message::from_bytes(&hex::decode(h).unwrap()).unwrap())
+            .find(|m| m.round == Round::RefreshAnswers && m.from == PartyIndex(2))
+            .unwrap();
+        assert_eq!(
+            answer.int_count_for_tests(),
+            1,
+            "dealer 2 answered one complaint"
+        );
     }
 
     fn e_culprits(e: &Error) -> Vec<u16> {

@@ -266,34 +266,64 @@ fn message_of_another_session_is_refused() {
 mod reshare {
     use super::*;
     use medtech_threshold::dealer;
-    use medtech_threshold::dkg::reshare::{deal, receive, reshared_key, ReshareParameters};
+    use medtech_threshold::dkg::reshare::{
+        answer, complain, deal, receive, reshared_key, ReshareParameters,
+    };
     use medtech_threshold::{KeyShare, ThresholdPublicKey};
 
-    /// Runs a re-sharing from `dealers` to a committee of `n2` with threshold `t2`, letting
-    /// `cheat` alter the messages in flight.
+    /// Every message of a re-sharing from `dealers` to a committee of `n2` with threshold
+    /// `t2` — the dealings, every new member's complaint (R1b) and every dealer's answer
+    /// (R1c) — letting `cheat` alter each in flight.
+    fn messages(
+        key: &ThresholdPublicKey,
+        shares: &[KeyShare],
+        dealers: &[u16],
+        (n2, t2): (u16, u16),
+        mut cheat: impl FnMut(&mut Message),
+    ) -> Result<(ReshareParameters, Vec<Message>), Error> {
+        let ds: Vec<PartyIndex> = dealers.iter().map(|&d| PartyIndex(d)).collect();
+        let params = ReshareParameters::new([5; 32], key, &ds, n2, t2)?;
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        let mut wire = Vec::new();
+        let mut kept = Vec::new();
+        for &d in dealers {
+            let (dealing, out) = deal(&params, &shares[usize::from(d) - 1], &mut rng)?;
+            kept.push(dealing);
+            for mut m in out.broadcast.into_iter().chain(out.direct) {
+                cheat(&mut m);
+                wire.push(m.to_bytes());
+            }
+        }
+        let decode = |wire: &[Vec<u8>]| -> Vec<Message> {
+            wire.iter()
+                .map(|w| Message::from_bytes(w).unwrap())
+                .collect()
+        };
+        let msgs = decode(&wire);
+        for j in 1..=n2 {
+            let mut c = complain(&params, PartyIndex(j), &msgs)?;
+            cheat(&mut c);
+            wire.push(c.to_bytes());
+        }
+        let msgs = decode(&wire);
+        for dealing in &kept {
+            let mut a = answer(&params, dealing, &msgs)?;
+            cheat(&mut a);
+            wire.push(a.to_bytes());
+        }
+        Ok((params, decode(&wire)))
+    }
+
+    /// Runs a re-sharing (see [`messages`]) and returns every new member's key and share.
     fn run(
         key: &ThresholdPublicKey,
         shares: &[KeyShare],
         dealers: &[u16],
         n2: u16,
         t2: u16,
-        mut cheat: impl FnMut(&mut Message),
+        cheat: impl FnMut(&mut Message),
     ) -> Result<Vec<(ThresholdPublicKey, KeyShare)>, Error> {
-        let ds: Vec<PartyIndex> = dealers.iter().map(|&d| PartyIndex(d)).collect();
-        let params = ReshareParameters::new([5; 32], key, &ds, n2, t2)?;
-        let mut rng = ChaCha20Rng::seed_from_u64(99);
-        let mut wire = Vec::new();
-        for &d in dealers {
-            let out = deal(&params, &shares[usize::from(d) - 1], &mut rng)?;
-            for mut m in out.broadcast.into_iter().chain(out.direct) {
-                cheat(&mut m);
-                wire.push(m.to_bytes());
-            }
-        }
-        let msgs: Vec<Message> = wire
-            .iter()
-            .map(|w| Message::from_bytes(w).unwrap())
-            .collect();
+        let (params, msgs) = messages(key, shares, dealers, (n2, t2), cheat)?;
         (1..=n2)
             .map(|j| receive(&params, PartyIndex(j), &msgs))
             .collect()
@@ -381,38 +411,87 @@ mod reshare {
         assert_eq!(e.culprits(), vec![PartyIndex(3)], "{e}");
     }
 
+    /// Issue 30 §1: dealer 5 sends new member 2 a sub-share off by one. Before R1b–R1c member
+    /// 2 stopped alone, naming 5 on its own host. Now 2 complains in public and 5 answers:
+    /// with the true sub-share the re-sharing completes for everyone; with a wrong one every
+    /// new member — and anyone holding the public messages — names 5 in R1c.
     #[test]
-    fn dealer_sending_an_inconsistent_share_is_named() {
+    fn dealer_sending_an_inconsistent_share_is_answered_or_named_by_everyone() {
         let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 15).unwrap();
-        let e = run(&key, &shares, &[1, 3, 5], 5, 3, |m| {
-            if m.from == PartyIndex(5) && m.to == Some(PartyIndex(2)) {
+        let bad_share = |m: &mut Message| {
+            if m.round == Round::Refresh && m.from == PartyIndex(5) && m.to == Some(PartyIndex(2)) {
+                m.tweak_int_for_tests(0, 1);
+            }
+        };
+        let new = run(&key, &shares, &[1, 3, 5], 5, 3, bad_share).unwrap();
+        assert!(new.iter().all(|(k, _)| *k == new[0].0));
+        for set in subsets(5, 3) {
+            let s: Vec<&KeyShare> = set.iter().map(|&i| &new[usize::from(i) - 1].1).collect();
+            assert!(decrypts(&new[0].0, &s, 5), "subset {set:?}");
+        }
+
+        let (params, msgs) = messages(&key, &shares, &[1, 3, 5], (5, 3), |m| {
+            bad_share(m);
+            if m.round == Round::RefreshAnswers
+                && m.from == PartyIndex(5)
+                && m.int_count_for_tests() > 0
+            {
                 m.tweak_int_for_tests(0, 1);
             }
         })
-        .unwrap_err();
+        .unwrap();
+        for j in 1..=5 {
+            let e = receive(&params, PartyIndex(j), &msgs).unwrap_err();
+            assert_eq!(e.culprits(), vec![PartyIndex(5)], "member {j}: {e}");
+            assert!(
+                matches!(
+                    e,
+                    Error::Misbehaviour {
+                        round: Round::RefreshAnswers,
+                        ..
+                    }
+                ),
+                "member {j}: {e}"
+            );
+        }
+        let public: Vec<Message> = msgs.into_iter().filter(|m| m.to.is_none()).collect();
+        let e = reshared_key(&params, &public).unwrap_err();
         assert_eq!(e.culprits(), vec![PartyIndex(5)], "{e}");
     }
 
-    /// Deals from `dealers` and returns the parameters with only the broadcasts.
+    /// A false complaint (new member 4 against honest dealer 1) is answered and frames nobody:
+    /// the re-sharing gives the key it gives without the complaint.
+    #[test]
+    fn a_false_reshare_complaint_frames_nobody() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 19).unwrap();
+        let honest = run(&key, &shares, &[1, 2, 3], 5, 3, |_| {}).unwrap();
+        let new = run(&key, &shares, &[1, 2, 3], 5, 3, |m| {
+            if m.round == Round::RefreshComplaints && m.from == PartyIndex(4) {
+                m.set_small_for_tests(&[1]);
+            }
+        })
+        .unwrap();
+        assert_eq!(new[0].0, honest[0].0);
+        assert_eq!(
+            new[3].1.to_secret_bytes(),
+            honest[3].1.to_secret_bytes(),
+            "the complainer's share is the one it would have had"
+        );
+    }
+
+    /// Deals from `dealers` to 6 members with threshold 3 and returns the parameters with only
+    /// the public messages (dealings, complaints, answers).
     fn broadcasts(
         key: &ThresholdPublicKey,
         shares: &[KeyShare],
         dealers: &[u16],
-        mut cheat: impl FnMut(&mut Message),
+        cheat: impl FnMut(&mut Message),
     ) -> (ReshareParameters, Vec<Message>) {
-        let ds: Vec<PartyIndex> = dealers.iter().map(|&d| PartyIndex(d)).collect();
-        let params = ReshareParameters::new([5; 32], key, &ds, 6, 3).unwrap();
-        let mut rng = ChaCha20Rng::seed_from_u64(99);
-        let mut out = Vec::new();
-        for &d in dealers {
-            let mut b = deal(&params, &shares[usize::from(d) - 1], &mut rng)
-                .unwrap()
-                .broadcast
-                .unwrap();
-            cheat(&mut b);
-            out.push(b);
-        }
-        (params, out)
+        let (params, msgs) = messages(key, shares, dealers, (6, 3), cheat).unwrap();
+        (
+            params,
+            msgs.into_iter().filter(|m| m.to.is_none()).collect(),
+        )
     }
 
     #[test]
@@ -424,18 +503,29 @@ mod reshare {
         let new = run(&key, &shares, &[1, 2, 4], 6, 3, |_| {}).unwrap();
         assert!(new.iter().all(|(k, _)| *k == public));
         // A missing dealer is named.
-        let e = reshared_key(&params, &b[..2]).unwrap_err();
+        let without: Vec<Message> = b
+            .iter()
+            .filter(|m| !(m.round == Round::Refresh && m.from == PartyIndex(4)))
+            .cloned()
+            .collect();
+        let e = reshared_key(&params, &without).unwrap_err();
         assert_eq!(e.culprits(), vec![PartyIndex(4)], "{e}");
     }
 
     #[test]
     fn a_dealer_whose_public_dealing_is_not_its_share_is_named_by_anyone() {
         let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 18).unwrap();
-        let (params, b) = broadcasts(&key, &shares, &[2, 3, 5], |m| {
-            if m.from == PartyIndex(2) {
+        // The new members' complaints already stop at the public check, naming dealer 2.
+        let e = messages(&key, &shares, &[2, 3, 5], (6, 3), |m| {
+            if m.round == Round::Refresh && m.from == PartyIndex(2) && m.to.is_none() {
                 m.swap_ints_for_tests(0, 1);
             }
-        });
+        })
+        .unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(2)], "{e}");
+        // And so does anyone holding only the public messages, had it been swapped later.
+        let (params, mut b) = broadcasts(&key, &shares, &[2, 3, 5], |_| {});
+        b[0].swap_ints_for_tests(0, 1);
         let e = reshared_key(&params, &b).unwrap_err();
         assert_eq!(e.culprits(), vec![PartyIndex(2)], "{e}");
     }

@@ -47,9 +47,14 @@ pub(super) fn complaint_message(mut m: Message, against: &[u16]) -> Message {
 }
 
 /// Every party's complaints (`msgs` in party order), checked: each names a dealer of
-/// `dealers` other than its author, in strictly increasing order; anything else names the
-/// complainer. Returns the complaints in (complainer, dealer) order.
-pub(super) fn complaints(msgs: &[&Message], dealers: &[u16]) -> Result<Vec<Complaint>> {
+/// `dealers` other than its author (when dealers and complainers share one index space,
+/// `same_indices`), in strictly increasing order; anything else names the complainer. Returns
+/// the complaints in (complainer, dealer) order.
+pub(super) fn complaints(
+    msgs: &[&Message],
+    dealers: &[u16],
+    same_indices: bool,
+) -> Result<Vec<Complaint>> {
     let mut out = Vec::new();
     for m in msgs {
         if !m.ints.is_empty() || m.digest.is_some() {
@@ -59,7 +64,7 @@ pub(super) fn complaints(msgs: &[&Message], dealers: &[u16]) -> Result<Vec<Compl
         for &d in &m.small {
             let d = u16::try_from(d)
                 .ok()
-                .filter(|d| dealers.contains(d) && *d != m.from.0 && *d > last)
+                .filter(|d| dealers.contains(d) && !(same_indices && *d == m.from.0) && *d > last)
                 .ok_or_else(|| {
                     blame(
                         m,
@@ -162,7 +167,7 @@ mod tests {
         let a = complaint_message(msg(Round::KeyComplaints, 1), &[]);
         let b = complaint_message(msg(Round::KeyComplaints, 2), &[1, 3]);
         let c = complaint_message(msg(Round::KeyComplaints, 3), &[2]);
-        let list = complaints(&[&a, &b, &c], &all).unwrap();
+        let list = complaints(&[&a, &b, &c], &all, true).unwrap();
         assert_eq!(
             list,
             vec![
@@ -173,15 +178,15 @@ mod tests {
         );
         for bad in [vec![2], vec![3, 1], vec![1, 1], vec![0], vec![4]] {
             let b = complaint_message(msg(Round::KeyComplaints, 2), &bad);
-            let err = complaints(&[&a, &b, &c], &all).unwrap_err();
+            let err = complaints(&[&a, &b, &c], &all, true).unwrap_err();
             assert_eq!(err.culprits(), vec![PartyIndex(2)], "{bad:?}: {err}");
         }
         // Only product parties deal reshares.
         let b = complaint_message(msg(Round::ReshareComplaints, 2), &[3]);
-        assert!(complaints(&[&b], &[1, 2]).is_err());
+        assert!(complaints(&[&b], &[1, 2], true).is_err());
         let mut b = complaint_message(msg(Round::KeyComplaints, 2), &[1]);
         b.ints.push(Int::one());
-        assert!(complaints(&[&b], &all).is_err());
+        assert!(complaints(&[&b], &all, true).is_err());
     }
 
     #[test]

@@ -406,7 +406,7 @@ impl Round1b {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
         let all: Vec<u16> = ctx.all().collect();
         let complaints: Vec<Message> = inbox.broadcasts(ctx.all())?.into_iter().cloned().collect();
-        let list = complaint::complaints(&complaints.iter().collect::<Vec<_>>(), &all)?;
+        let list = complaint::complaints(&complaints.iter().collect::<Vec<_>>(), &all, true)?;
         let [b, r] = &self.round1.polys;
         let mut m = ctx.message(Round::KeyAnswers, 0, None);
         m.ints =
@@ -533,7 +533,7 @@ pub(super) fn key_answers<'m>(
         nn: pk.nn().clone(),
     };
     let all: Vec<u16> = (1..=setup.n).collect();
-    let list = complaint::complaints(complaints, &all)?;
+    let list = complaint::complaints(complaints, &all, true)?;
     let answers = complaint::answers(answers, &list, 2, "K1", |c, values| {
         let dealer = commitments[usize::from(c.against) - 1];
         feldman.k1_fault(setup, pk.n(), dealer, c.by, values)
@@ -556,7 +556,7 @@ pub(super) fn reshare_answers<'m>(
         v_inv: v_inv.clone(),
         nn: nn.clone(),
     };
-    let list = complaint::complaints(complaints, &setup.product_parties)?;
+    let list = complaint::complaints(complaints, &setup.product_parties, true)?;
     let answers = complaint::answers(answers, &list, 1, "K3", |c, values| {
         let pos = setup
             .product_parties
@@ -705,6 +705,7 @@ impl Round3b {
         let list = complaint::complaints(
             &complaints.iter().collect::<Vec<_>>(),
             &ctx.setup.product_parties,
+            true,
         )?;
         let mut out = Outgoing::default();
         if let Some(g) = &self.round3.reshare {

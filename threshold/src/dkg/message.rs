@@ -86,6 +86,11 @@ pub enum Round {
     /// R1 (direct + broadcast): an existing member reshares its key share to a (new)
     /// committee, with Feldman commitments (see [`crate::dkg::reshare`]).
     Refresh = 13,
+    /// R1b (broadcast): each new member's public complaints against the dealers whose
+    /// sub-share to it failed its range or Feldman check (see [`crate::dkg::reshare`]).
+    RefreshComplaints = 26,
+    /// R1c (broadcast): each dealer's public answer — the disputed sub-shares.
+    RefreshAnswers = 27,
     /// K4 (broadcast): every party's partial decryption, with proof, of a test ciphertext
     /// hashed from the session and the key; the key is output only if every `t` of them
     /// decrypt it.
@@ -106,6 +111,8 @@ impl Round {
             Round::KeyAnswers => 8 * Round::KeyShares as u16 + 2,
             Round::ReshareComplaints => 8 * Round::Reshare as u16 + 1,
             Round::ReshareAnswers => 8 * Round::Reshare as u16 + 2,
+            Round::RefreshComplaints => 8 * Round::Refresh as u16 + 1,
+            Round::RefreshAnswers => 8 * Round::Refresh as u16 + 2,
             Round::BiprimeFirstCommit => 8 * Round::BiprimeFirst as u16 - 1,
             Round::CertifyCommit => gcd + 1,
             Round::CertifyComplaints => gcd + 2,
@@ -143,6 +150,8 @@ impl Round {
             23 => KeyAnswers,
             24 => ReshareComplaints,
             25 => ReshareAnswers,
+            26 => RefreshComplaints,
+            27 => RefreshAnswers,
             _ => return None,
         })
     }
@@ -310,6 +319,12 @@ impl Message {
         }
     }
 
+    /// Test hook: replaces the small values (a complaint's list of accused parties).
+    #[doc(hidden)]
+    pub fn set_small_for_tests(&mut self, values: &[u128]) {
+        self.small = values.to_vec();
+    }
+
     /// Test hook: how many integers the body holds.
     #[doc(hidden)]
     pub fn int_count_for_tests(&self) -> usize {
@@ -424,6 +439,8 @@ mod tests {
             Round::ReshareComplaints,
             Round::ReshareAnswers,
             Round::Refresh,
+            Round::RefreshComplaints,
+            Round::RefreshAnswers,
             Round::TestDecryption,
         ];
         for w in order.windows(2) {

@@ -59,7 +59,10 @@
 //!   public Pedersen commitments in `G_P` (module `pedersen`); each party shares `Δβ_i` over
 //!   the integers (degree `t − 1`, coefficients `2^128` times larger than what they hide) and a
 //!   mask with constant `N·ρ_i` (degree `2t − 2`), with Feldman commitments `v^(coefficient)`
-//!   in `Z*_{N²}`; every share is checked against its commitments and a bad one names its dealer.
+//!   in `Z*_{N²}`; every share is checked against its range and commitments.
+//! * K1b–K1c. A holder whose share fails complains in public; the accused dealer answers with
+//!   the share in public, everyone checks it, and a dealer that cannot answer is named by all
+//!   (module `complaint`; GJKR 2007). K3b–K3c do the same for K3's reshares.
 //! * K2. Parties in `S` publish `F(j)B(j) + R(j)` with a cross-group proof that it is the
 //!   product of their committed shares plus the committed mask (module `product`); integer interpolation with `Δ`
 //!   gives `θ₀ = Δ²φβ mod N`, public. `θ = Δ⁴φβ mod N` must be a unit.

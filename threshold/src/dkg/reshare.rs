@@ -11,8 +11,16 @@
 //!    polynomial whose other coefficients are `2^128` times larger than `e_i·Δ'·n'^t'`, with
 //!    Feldman commitments `D_{i,m} = v^(coefficient)`. It sends `g_i(j)` to new member `j`.
 //! 2. New member `j` checks, for every dealer: `D_{i,0}^Δ = v_i^(λ'_i·Δ')` — the dealt constant
-//!    *is* the dealer's current share, checked against its verification key `v_i = v^(Δ s_i)` —
-//!    and `v^(g_i(j)) = Π_m D_{i,m}^(j^m)`. Either failure names the dealer.
+//!    *is* the dealer's current share, checked against its verification key `v_i = v^(Δ s_i)`;
+//!    anyone can check this, and a failure names the dealer. Then its own sub-share: in the
+//!    range an honest dealer's polynomial reaches at `j` (constant `|e_i| < 2^e_bits`, other
+//!    coefficients in `[0, 2^coeff)`), and `v^(g_i(j)) = Π_m D_{i,m}^(j^m)`.
+//!    **In public (R1b–R1c; issue 30 §1):** a new member whose sub-share fails does not stop
+//!    alone — before, it named the dealer on its own host while the others timed out on it and
+//!    named *it*. It broadcasts a complaint ([`complain`]); every accused dealer answers with
+//!    the sub-share in public ([`answer`]); everyone checks the answer, a dealer that cannot
+//!    answer is named by all ([`receive`], [`reshared_key`]), and a complainer takes the
+//!    answered sub-share (module `complaint`, as K1b–K1c).
 //! 3. `s'_j = Σ_{i∈T} g_i(j)` shares `d' = Δ·Δ'·d` with degree `t' − 1`; the new verification keys
 //!    are `v'_k = (Π_i Π_m D_{i,m}^(k^m))^Δ'`, the new combination constant `θ' = Δ·Δ'·θ mod N`.
 //!
@@ -137,13 +145,29 @@ fn pow_signed(base: &Int, e: &Int, m: &Int) -> Option<Int> {
     }
 }
 
+/// What a dealer keeps after dealing, to answer complaints in R1c ([`answer`]): its
+/// polynomial. Wiped on drop; its `Debug` is redacted; it is never serialized.
+pub struct Dealing {
+    index: u16,
+    poly: Vec<SecretInt>,
+}
+
+impl core::fmt::Debug for Dealing {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Dealing")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Dealer side: member `share.index()` (one of the dealers) produces its commitments
-/// (broadcast) and one share per new member (direct, recipients are new indices).
+/// (broadcast) and one share per new member (direct, recipients are new indices), and keeps
+/// its polynomial to answer complaints.
 pub fn deal<R: RngCore + CryptoRng + ?Sized>(
     params: &ReshareParameters,
     share: &KeyShare,
     rng: &mut R,
-) -> Result<Outgoing> {
+) -> Result<(Dealing, Outgoing)> {
     let key = &params.key;
     if share.key_fingerprint() != key.fingerprint() {
         return Err(Error::Mismatch(
@@ -190,10 +214,13 @@ pub fn deal<R: RngCore + CryptoRng + ?Sized>(
             m
         })
         .collect();
-    Ok(Outgoing {
-        broadcast: Some(broadcast),
-        direct,
-    })
+    Ok((
+        Dealing { index: me.0, poly },
+        Outgoing {
+            broadcast: Some(broadcast),
+            direct,
+        },
+    ))
 }
 
 /// The dealers' Feldman commitments, each checked against the dealer's verification key.
@@ -202,26 +229,25 @@ struct Dealings<'a> {
     commitments: Vec<&'a [Int]>,
 }
 
-/// Finds the one message of `dealer` in `messages` (a broadcast, or the direct one to `me`).
+/// Finds the one message of round `round` from `from` in `messages` (a broadcast, or the
+/// direct one to `direct`).
 fn find_message<'a>(
     params: &ReshareParameters,
     messages: &'a [Message],
-    dealer: u16,
+    round: Round,
+    from: u16,
     direct: Option<PartyIndex>,
 ) -> Result<&'a Message> {
     let mut it = messages.iter().filter(|m| {
-        m.from.0 == dealer
-            && m.session == params.session
-            && m.round == Round::Refresh
-            && m.to == direct
+        m.from.0 == from && m.session == params.session && m.round == round && m.to == direct
     });
     let first = it.next();
     match (first, it.next()) {
         (Some(m), None) => Ok(m),
         (Some(m), Some(_)) => Err(blame(m, "two messages in one round")),
         (None, _) => Err(Error::Misbehaviour {
-            party: PartyIndex(dealer),
-            round: Round::Refresh,
+            party: PartyIndex(from),
+            round,
             reason: "no message received".into(),
         }),
     }
@@ -237,7 +263,7 @@ fn check_dealings<'a>(params: &ReshareParameters, messages: &'a [Message]) -> Re
     let lambdas = integer_lagrange(&params.dealers, key.delta());
     let mut commitments = Vec::with_capacity(params.dealers.len());
     for (&dealer, lambda) in params.dealers.iter().zip(&lambdas) {
-        let b = find_message(params, messages, dealer, None)?;
+        let b = find_message(params, messages, Round::Refresh, dealer, None)?;
         let cs = super::modulus::expect_ints(b, t_new, nn)?;
         if cs.iter().any(|c| c.is_zero() || c.gcd(nn) != Int::one()) {
             return Err(blame(b, "commitment is not a unit mod N²"));
@@ -290,52 +316,192 @@ fn new_key(params: &ReshareParameters, dealings: &Dealings<'_>) -> Result<Thresh
     )
 }
 
-/// The re-shared public key from the dealers' broadcasts alone, after the public checks of
-/// step 2 (each dealer's commitments against its verification key). A dealer that leaves the
-/// committee, an operator or an auditor uses this to learn and check the new key; a new member
-/// gets the same key from [`receive`], which also checks its own share.
-pub fn reshared_key(
+/// Why sub-share `values`, from the dealer whose commitments are `cs`, are not what an
+/// honest dealer sends new member `j`: range first (a dealer that commits honestly to an
+/// oversized polynomial is consistent with its commitments), then the Feldman check.
+fn share_fault(
     params: &ReshareParameters,
-    broadcasts: &[Message],
-) -> Result<ThresholdPublicKey> {
-    new_key(params, &check_dealings(params, broadcasts)?)
+    cs: &[Int],
+    j: u16,
+    values: &[Int],
+) -> core::result::Result<(), String> {
+    let key = &params.key;
+    let nn = key.public_key().nn();
+    let [x] = values else {
+        return Err(format!("{} values, expected one share", values.len()));
+    };
+    let (e_bits, coeff_bits, _) = params.sizes();
+    let e = Int::one().shl(e_bits).sub(&Int::one());
+    let (low, high) = super::key::share_range(
+        &e.neg(),
+        &e,
+        coeff_bits,
+        usize::from(params.new_threshold) - 1,
+        j,
+    );
+    if x < &low || x > &high || x.bits() > MAX_INT_BITS {
+        return Err(format!(
+            "sub-share outside its public bound ({} bits{}; honest sub-shares lie in \
+             [-{}-bit, {}-bit])",
+            x.bits(),
+            if x.is_negative() { ", negative" } else { "" },
+            low.bits(),
+            high.bits()
+        ));
+    }
+    let lhs = if x.is_negative() {
+        key.v()
+            .invert(nn)
+            .map(|vi| vi.pow_mod_secret(&SecretInt::new(x.abs()), nn))
+    } else {
+        Some(key.v().pow_mod_secret(&SecretInt::new(x.clone()), nn))
+    };
+    if lhs != Some(committed_at(cs, j, nn)) {
+        return Err("share does not match its Feldman commitment".into());
+    }
+    Ok(())
 }
 
-/// New-member side: checks every dealer's commitments against its verification key and its
-/// share against its commitments, and returns the new key and this member's new share.
-/// `messages` are the dealers' broadcasts and their direct messages to `me`.
-pub fn receive(
+/// R1b, new-member side: checks every dealer's public dealing (a failure names the dealer) and
+/// its own sub-share from each, and returns its complaint broadcast: the dealers whose
+/// sub-share failed, usually none. Every new member sends one.
+pub fn complain(
     params: &ReshareParameters,
     me: PartyIndex,
     messages: &[Message],
-) -> Result<(ThresholdPublicKey, KeyShare)> {
-    let key = &params.key;
+) -> Result<Message> {
     if me.0 == 0 || me.0 > params.new_parties {
         return Err(Error::UnknownParty {
             party: me,
             parties: params.new_parties,
         });
     }
-    let nn = key.public_key().nn();
+    let dealings = check_dealings(params, messages)?;
+    let mut against = Vec::new();
+    for (&dealer, cs) in params.dealers.iter().zip(&dealings.commitments) {
+        let d = find_message(params, messages, Round::Refresh, dealer, Some(me))?;
+        if !d.small.is_empty() || share_fault(params, cs, me.0, &d.ints).is_err() {
+            against.push(dealer);
+        }
+    }
+    Ok(super::complaint::complaint_message(
+        Message::new(params.session, Round::RefreshComplaints, 0, me, None),
+        &against,
+    ))
+}
+
+/// Every new member's R1b complaint (new indices; a malformed one names its author, in round
+/// R1b — the index is a new member's).
+fn complaints(
+    params: &ReshareParameters,
+    messages: &[Message],
+) -> Result<Vec<super::complaint::Complaint>> {
+    let msgs = (1..=params.new_parties)
+        .map(|j| find_message(params, messages, Round::RefreshComplaints, j, None))
+        .collect::<Result<Vec<_>>>()?;
+    super::complaint::complaints(&msgs, &params.dealers, false)
+}
+
+/// R1c, dealer side: the answer to every complaint against this dealer (its sub-share to each
+/// complainer, in public). Every dealer sends one, usually empty.
+pub fn answer(
+    params: &ReshareParameters,
+    dealing: &Dealing,
+    messages: &[Message],
+) -> Result<Message> {
+    let list = complaints(params, messages)?;
+    let mut m = Message::new(
+        params.session,
+        Round::RefreshAnswers,
+        0,
+        PartyIndex(dealing.index),
+        None,
+    );
+    m.ints =
+        super::complaint::answer_values(&list, dealing.index, |j| vec![eval_int(&dealing.poly, j)]);
+    Ok(m)
+}
+
+/// R1c, everyone: every dealer's answers, checked against its commitments and the
+/// complainer's range; a dealer that cannot answer is named (old index, round R1c).
+fn answers<'a>(
+    params: &ReshareParameters,
+    dealings: &Dealings<'_>,
+    list: &[super::complaint::Complaint],
+    messages: &'a [Message],
+) -> Result<Vec<&'a [Int]>> {
+    let msgs = params
+        .dealers
+        .iter()
+        .map(|&d| find_message(params, messages, Round::RefreshAnswers, d, None))
+        .collect::<Result<Vec<_>>>()?;
+    super::complaint::answers(&msgs, list, 1, "R1", |c, values| {
+        let pos = params
+            .dealers
+            .iter()
+            .position(|&d| d == c.against)
+            .ok_or_else(|| "not a dealer".to_string())?;
+        share_fault(params, dealings.commitments[pos], c.by, values)
+    })
+}
+
+/// The re-shared public key from the public messages alone — the dealers' broadcasts, every
+/// new member's complaint and every dealer's answer — after the public checks of step 2 (each
+/// dealer's commitments against its verification key, each answer against them). A dealer that
+/// leaves the committee, an operator or an auditor uses this to learn and check the new key; a
+/// new member gets the same key from [`receive`], which also checks its own share.
+pub fn reshared_key(
+    params: &ReshareParameters,
+    broadcasts: &[Message],
+) -> Result<ThresholdPublicKey> {
+    let dealings = check_dealings(params, broadcasts)?;
+    let list = complaints(params, broadcasts)?;
+    answers(params, &dealings, &list, broadcasts)?;
+    new_key(params, &dealings)
+}
+
+/// New-member side, after R1c: checks every dealer's commitments against its verification key,
+/// every complaint's answer, and its own sub-shares (an answered one in place of the one it
+/// complained about); returns the new key and this member's new share. `messages` are the
+/// dealers' broadcasts, their direct messages to `me`, every complaint and every answer.
+pub fn receive(
+    params: &ReshareParameters,
+    me: PartyIndex,
+    messages: &[Message],
+) -> Result<(ThresholdPublicKey, KeyShare)> {
+    if me.0 == 0 || me.0 > params.new_parties {
+        return Err(Error::UnknownParty {
+            party: me,
+            parties: params.new_parties,
+        });
+    }
     let (_, _, bound) = params.sizes();
     let dealings = check_dealings(params, messages)?;
+    let list = complaints(params, messages)?;
+    let answered = answers(params, &dealings, &list, messages)?;
     let mut s = Int::zero();
     for (&dealer, cs) in params.dealers.iter().zip(&dealings.commitments) {
-        let d = find_message(params, messages, dealer, Some(me))?;
-        if d.ints.len() != 1 || !d.small.is_empty() || d.ints[0].bits() > MAX_INT_BITS {
-            return Err(blame(d, "expected one share"));
-        }
-        let x = &d.ints[0];
-        let lhs = if x.is_negative() {
-            key.v()
-                .invert(nn)
-                .map(|vi| vi.pow_mod_secret(&SecretInt::new(x.abs()), nn))
-        } else {
-            Some(key.v().pow_mod_secret(&SecretInt::new(x.clone()), nn))
+        let mine = list
+            .iter()
+            .zip(&answered)
+            .find(|(c, _)| c.by == me.0 && c.against == dealer)
+            .map(|(_, a)| *a);
+        let x = match mine {
+            Some(a) => &a[0],
+            None => {
+                let d = find_message(params, messages, Round::Refresh, dealer, Some(me))?;
+                if !d.small.is_empty() {
+                    return Err(blame(d, "malformed sub-share"));
+                }
+                share_fault(params, cs, me.0, &d.ints).map_err(|why| {
+                    Error::KeyGenerationFailed(format!(
+                        "the sub-share of dealer {dealer} fails ({why}) but this member did \
+                         not complain about it"
+                    ))
+                })?;
+                &d.ints[0]
+            }
         };
-        if lhs != Some(committed_at(cs, me.0, nn)) {
-            return Err(blame(d, "share does not match its Feldman commitment"));
-        }
         s = s.add(x);
     }
     let s = SecretInt::new(s);
@@ -359,4 +525,85 @@ pub(super) fn committed_at(commitments: &[Int], x: u16, nn: &Int) -> Int {
         power = power.mul(&x);
     }
     acc
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
+
+    use super::*;
+
+    /// Issue 30 §1: a dealer that commits *honestly* to a polynomial whose top coefficient is
+    /// far outside its public size passes every Feldman check; before the per-sub-share range
+    /// check it was caught only through the sum of a member's sub-shares ("new key share
+    /// outside its public bound"), naming nobody. Now every new member complains, the dealer's
+    /// answer (the same oversized values) fails the range, and everyone names it in R1c.
+    #[test]
+    fn an_oversized_sub_share_consistent_with_its_commitments_is_named() {
+        let (key, shares) = crate::dealer::insecure_generate_from_seed(512, 3, 2, 21).unwrap();
+        let params =
+            ReshareParameters::new([9; 32], &key, &[PartyIndex(1), PartyIndex(2)], 3, 2).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let mut msgs = Vec::new();
+        let mut dealings = Vec::new();
+        for share in &shares[..2] {
+            let (mut dealing, mut out) = deal(&params, share, &mut rng).unwrap();
+            if dealing.index == 2 {
+                // Re-deal consistently with a huge top coefficient.
+                let (_, coeff, _) = params.sizes();
+                let last = dealing.poly.len() - 1;
+                dealing.poly[last] = SecretInt::new(Int::one().shl(coeff + 64));
+                let nn = key.public_key().nn();
+                if let Some(b) = out.broadcast.as_mut() {
+                    b.ints[last] = key.v().pow_mod(dealing.poly[last].expose(), nn);
+                }
+                for m in &mut out.direct {
+                    let j = m.to.unwrap().0;
+                    m.ints = vec![eval_int(&dealing.poly, j)];
+                }
+            }
+            msgs.extend(out.broadcast);
+            msgs.extend(out.direct);
+            dealings.push(dealing);
+        }
+        for j in 1..=3 {
+            let c = complain(&params, PartyIndex(j), &msgs).unwrap();
+            assert_eq!(c.small, vec![2], "member {j} accuses dealer 2");
+            msgs.push(c);
+        }
+        let answers: Vec<Message> = dealings
+            .iter()
+            .map(|d| answer(&params, d, &msgs).unwrap())
+            .collect();
+        msgs.extend(answers);
+        for j in 1..=3 {
+            let e = receive(&params, PartyIndex(j), &msgs).unwrap_err();
+            assert_eq!(e.culprits(), vec![PartyIndex(2)], "member {j}: {e}");
+            assert!(e.to_string().contains("outside its public bound"), "{e}");
+        }
+        let public: Vec<Message> = msgs.into_iter().filter(|m| m.to.is_none()).collect();
+        assert_eq!(
+            reshared_key(&params, &public).unwrap_err().culprits(),
+            vec![PartyIndex(2)]
+        );
+    }
+
+    #[test]
+    fn dealing_debug_is_redacted() {
+        let (key, shares) = crate::dealer::insecure_generate_from_seed(512, 3, 2, 22).unwrap();
+        let params =
+            ReshareParameters::new([9; 32], &key, &[PartyIndex(1), PartyIndex(2)], 3, 2).unwrap();
+        let (dealing, out) = deal(&params, &shares[0], &mut ChaCha20Rng::seed_from_u64(1)).unwrap();
+        let text = format!("{dealing:?}");
+        let share = out.direct[0].ints[0].to_hex();
+        assert!(!text.contains(&share), "{text}");
+        assert!(
+            !text.to_lowercase().contains(&share.to_lowercase()),
+            "{text}"
+        );
+        assert!(!text.contains("poly"), "{text}");
+    }
 }

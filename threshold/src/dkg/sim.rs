@@ -54,7 +54,9 @@ impl Phase {
             | Round::ReshareComplaints
             | Round::ReshareAnswers
             | Round::TestDecryption
-            | Round::Refresh => Phase::Key,
+            | Round::Refresh
+            | Round::RefreshComplaints
+            | Round::RefreshAnswers => Phase::Key,
         }
     }
 
