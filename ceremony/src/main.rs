@@ -183,6 +183,12 @@ enum Command {
         /// The published threshold key the transcript must produce.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// A re-sharing transcript: the key it re-shares, as you know it (required).
+        #[arg(long)]
+        old_key: Option<PathBuf>,
+        /// A re-sharing transcript: the transcript that produced the old key, to chain to.
+        #[arg(long)]
+        previous: Option<PathBuf>,
         /// Print the verdict as JSON.
         #[arg(long)]
         json: bool,
@@ -461,6 +467,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             transcript: path,
             identities,
             key,
+            old_key,
+            previous,
             json,
         } => {
             let bytes =
@@ -500,12 +508,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 });
             }
             let verdict = if format.as_deref() == Some(reshare::TRANSCRIPT_FORMAT) {
-                anyhow::ensure!(
-                    pinned.is_none(),
-                    "--identities applies to a ceremony transcript; a re-sharing's participants are pinned in its configuration"
-                );
-                reshare::verify_reshare(&bytes, key.as_ref())
+                let (Some(old_key), Some(identities)) = (old_key, pinned.as_deref()) else {
+                    anyhow::bail!(
+                        "a re-sharing transcript verifies only against what you know from \
+                         outside it: pass --old-key (the key it re-shares) and --identities \
+                         (every participant's identity key, by participant index); optionally \
+                         --previous (the transcript that made the old key). See docs/ceremony.md."
+                    );
+                };
+                let old_key = load_key(&old_key)?;
+                let previous = previous
+                    .map(|p| std::fs::read(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())))
+                    .transpose()?;
+                reshare::verify_reshare_pinned(
+                    &bytes,
+                    key.as_ref(),
+                    &reshare::ResharePins {
+                        old_key: &old_key,
+                        identities,
+                        previous: previous.as_deref(),
+                    },
+                )
             } else {
+                anyhow::ensure!(
+                    old_key.is_none() && previous.is_none(),
+                    "--old-key and --previous apply to a re-sharing transcript"
+                );
                 transcript::verify(&bytes, pinned.as_deref(), key.as_ref())
             };
             if json {

@@ -53,7 +53,7 @@ use crate::error::{unhex, write, Error, Result};
 use crate::files::KeyFile;
 use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh};
 use crate::sharefile::write_key_and_share;
-use crate::transcript::{parse_format, signed_bytes, Check, SignatureRecord, Verdict};
+use crate::transcript::{parse_format, signed_bytes, Check, Identity, SignatureRecord, Verdict};
 
 /// The format tag of a re-sharing configuration.
 pub const CONFIG_FORMAT: &str = "medtech-reshare-config/1";
@@ -395,6 +395,138 @@ pub fn verify_reshare(json: &[u8], expected_key: Option<&ThresholdPublicKey>) ->
     Verdict {
         checks,
         key_fingerprint: ok.then(|| t.new_key.fingerprint.clone()),
+    }
+}
+
+/// What a reviewer must bring from outside a re-sharing transcript (issue 30 §4): without it,
+/// a transcript under invented identities can verify for a real old key, since with
+/// `n' ≥ n` anyone can compute dealings that pass the public check (`D_{i,0} =
+/// v_i^(λ'_i·Δ'/Δ)`) from the old key alone.
+pub struct ResharePins<'a> {
+    /// The key being re-shared, as the reviewer knows it (its own `threshold-key.json`).
+    pub old_key: &'a ThresholdPublicKey,
+    /// Every participant's identity key, by participant index, as the reviewer knows them.
+    pub identities: &'a [Identity],
+    /// The transcript that produced the old key (a ceremony or an earlier re-sharing), to chain
+    /// to: the old members' identity keys must be the ones it lists.
+    pub previous: Option<&'a [u8]>,
+}
+
+/// [`verify_reshare`] plus the pins: the configuration's old key must be the pinned one, every
+/// participant's identity key the pinned one for its index, and — given the previous
+/// transcript — every current member's identity key the one that transcript gave it, and its
+/// key the old key. The previous transcript is checked as a link, not verified: verify each
+/// transcript of the chain, oldest first.
+pub fn verify_reshare_pinned(
+    json: &[u8],
+    expected_key: Option<&ThresholdPublicKey>,
+    pins: &ResharePins<'_>,
+) -> Verdict {
+    let mut verdict = verify_reshare(json, expected_key);
+    let pinned = serde_json::from_slice::<ReshareTranscript>(json)
+        .map_err(|e| Error::format("reshare transcript", e.to_string()))
+        .and_then(|t| check_pins(&t.config, pins));
+    let ok = pinned.is_ok();
+    verdict.checks.push(Check {
+        name: "pins",
+        ok,
+        detail: match pinned {
+            Ok(d) => d,
+            Err(e) => e.to_string(),
+        },
+    });
+    if !ok {
+        verdict.key_fingerprint = None;
+    }
+    verdict
+}
+
+fn check_pins(config: &ReshareConfig, pins: &ResharePins<'_>) -> Result<String> {
+    let old = config.old_key()?;
+    if old.fingerprint() != pins.old_key.fingerprint() {
+        return Err(Error::format(
+            "pins",
+            "the configuration re-shares another key than the pinned old key",
+        ));
+    }
+    for p in &config.participants {
+        let i = p.member.index;
+        let pinned = pins
+            .identities
+            .iter()
+            .find(|id| id.party == i)
+            .ok_or_else(|| Error::format("pins", format!("participant {i} is not pinned")))?;
+        if !pinned.ed25519.eq_ignore_ascii_case(&p.member.ed25519) {
+            return Err(Error::format(
+                "pins",
+                format!("participant {i}'s identity key is not the pinned one"),
+            ));
+        }
+    }
+    let chained = match pins.previous {
+        Some(prev) => {
+            let (fingerprint, members) = previous_link(prev)?;
+            if !fingerprint.eq_ignore_ascii_case(&hex::encode(old.fingerprint())) {
+                return Err(Error::format(
+                    "previous transcript",
+                    "produced another key than the one re-shared",
+                ));
+            }
+            for p in &config.participants {
+                let Some(i) = p.old_index else { continue };
+                match members.iter().find(|(m, _)| *m == i) {
+                    Some((_, key)) if key.eq_ignore_ascii_case(&p.member.ed25519) => {}
+                    _ => {
+                        return Err(Error::format(
+                            "previous transcript",
+                            format!(
+                                "current member {i} (participant {}) has another identity key \
+                                 there",
+                                p.member.index
+                            ),
+                        ))
+                    }
+                }
+            }
+            "; chained to the previous transcript"
+        }
+        None => "",
+    };
+    Ok(format!(
+        "old key {} and all {} participants' identity keys as pinned{chained}",
+        hex::encode(old.fingerprint()),
+        config.participants.len()
+    ))
+}
+
+/// From the transcript that produced a key: its fingerprint and every member's identity key by
+/// member index (a ceremony transcript's identities, or a re-sharing's new members).
+fn previous_link(json: &[u8]) -> Result<(String, Vec<(u16, String)>)> {
+    let bad = |why: &str| Error::format("previous transcript", why.to_string());
+    let v: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| Error::format("previous transcript", e.to_string()))?;
+    let format = v.get("format").and_then(|f| f.as_str()).unwrap_or_default();
+    if format == TRANSCRIPT_FORMAT {
+        let t: ReshareTranscript = serde_json::from_value(v)
+            .map_err(|e| Error::format("previous transcript", e.to_string()))?;
+        let members = t
+            .config
+            .participants
+            .iter()
+            .filter_map(|p| p.new_index.map(|i| (i, p.member.ed25519.clone())))
+            .collect();
+        Ok((t.new_key.fingerprint, members))
+    } else if format == crate::transcript::FORMAT {
+        let t: crate::transcript::Transcript = serde_json::from_value(v)
+            .map_err(|e| Error::format("previous transcript", e.to_string()))?;
+        let members = t
+            .identities
+            .iter()
+            .map(|id| (id.party, id.ed25519.clone()))
+            .collect();
+        Ok((t.key_fingerprint, members))
+    } else {
+        Err(bad("is neither a ceremony nor a re-sharing transcript"))
     }
 }
 
@@ -1120,6 +1252,86 @@ mod tests {
             1,
             "dealer 2 answered one complaint"
         );
+    }
+
+    /// Issue 30 §4: the pins. The configuration's old key must be the reviewer's, every
+    /// participant's identity key the pinned one, and — chained — every current member's key the
+    /// one the previous transcript gave it.
+    #[test]
+    fn pins_refuse_another_key_another_identity_or_a_broken_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, _, _) = loopback(tmp.path());
+        let old = config.old_key().unwrap();
+        let ids = config.identities();
+        let pins = |identities: &[Identity], previous: Option<&[u8]>| {
+            check_pins(
+                &config,
+                &ResharePins {
+                    old_key: &old,
+                    identities,
+                    previous,
+                },
+            )
+        };
+        assert!(pins(&ids, None).is_ok());
+        // An invented identity for participant 3 (the newcomer).
+        let mut forged = ids.clone();
+        forged[2].ed25519 = "00".repeat(32);
+        assert!(pins(&forged, None)
+            .unwrap_err()
+            .to_string()
+            .contains("participant 3"));
+        assert!(pins(&ids[..2], None).is_err(), "an unpinned participant");
+        // Another old key.
+        let (other, _) =
+            medtech_threshold::dealer::insecure_generate_from_seed(512, 3, 2, 12).unwrap();
+        let e = check_pins(
+            &config,
+            &ResharePins {
+                old_key: &other,
+                identities: &ids,
+                previous: None,
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("another key"), "{e}");
+        // The chain: a previous ceremony transcript that gave old members 1 and 2 these keys.
+        let previous = |members: Vec<Identity>, fingerprint: String| {
+            serde_json::to_vec(&crate::transcript::Transcript {
+                format: crate::transcript::FORMAT.into(),
+                parameters: crate::transcript::ParameterRecord {
+                    bits: 512,
+                    parties: 3,
+                    threshold: 2,
+                    session: String::new(),
+                    batch: 0,
+                    biprime_reps: 0,
+                },
+                identities: members,
+                earlier_batches: Vec::new(),
+                broadcasts: Vec::new(),
+                transcript_hash: String::new(),
+                threshold_key: String::new(),
+                key_fingerprint: fingerprint,
+                signatures: Vec::new(),
+            })
+            .unwrap()
+        };
+        let fp = hex::encode(old.fingerprint());
+        let mut members = ids[..2].to_vec();
+        members.push(Identity {
+            party: 3,
+            ed25519: "11".repeat(32),
+        });
+        assert!(pins(&ids, Some(&previous(members.clone(), fp.clone())))
+            .unwrap()
+            .contains("chained"));
+        let mut changed = members.clone();
+        changed[1].ed25519 = "22".repeat(32);
+        let e = pins(&ids, Some(&previous(changed, fp.clone()))).unwrap_err();
+        assert!(e.to_string().contains("current member 2"), "{e}");
+        let e = pins(&ids, Some(&previous(members, "ab".repeat(32)))).unwrap_err();
+        assert!(e.to_string().contains("another key"), "{e}");
     }
 
     fn e_culprits(e: &Error) -> Vec<u16> {

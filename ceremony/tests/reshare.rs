@@ -144,14 +144,54 @@ fn a_hospital_leaves_and_another_joins_over_tls_with_the_same_public_key() {
     assert_ne!(new.fingerprint(), old.fingerprint());
     assert_eq!((new.parties(), new.threshold()), (3, 2));
 
-    // `verify` on the command line agrees.
-    let v = cli(&[
-        "verify",
-        &p(d, "out-1/reshare-transcript.json"),
-        "--key",
-        &p(d, "out-2/threshold-key.json"),
-    ]);
+    // `verify` on the command line agrees — given what a reviewer knows from outside the
+    // transcript: the old key and every participant's identity key (issue 30 §4).
+    let identities: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            let m: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(d.join(format!("keys-{i}/member.json"))).unwrap(),
+            )
+            .unwrap();
+            serde_json::json!({ "party": i, "ed25519": m["ed25519"] })
+        })
+        .collect();
+    std::fs::write(
+        d.join("pinned.json"),
+        serde_json::to_vec(&identities).unwrap(),
+    )
+    .unwrap();
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify".to_string(),
+            p(d, "out-1/reshare-transcript.json"),
+            "--key".into(),
+            p(d, "out-2/threshold-key.json"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Command::new(BIN).args(&args).output().unwrap()
+    };
+    let old_key = p(d, "ceremony/threshold-key.json");
+    let pinned = p(d, "pinned.json");
+    let v = verify(&["--old-key", &old_key, "--identities", &pinned]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     assert!(String::from_utf8_lossy(&v.stdout).contains("VERIFIED"));
+    // Without the pins `verify` refuses to judge.
+    let v = verify(&[]);
+    assert!(!v.status.success());
+    assert!(String::from_utf8_lossy(&v.stderr).contains("--old-key"));
+    // The in-process ceremony gave its members other identity keys than the re-sharing's
+    // participants use: chained to it, the transcript does not verify.
+    let v = verify(&[
+        "--old-key",
+        &old_key,
+        "--identities",
+        &pinned,
+        "--previous",
+        &p(d, "ceremony/transcript.json"),
+    ]);
+    assert!(!v.status.success());
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(text.contains("another identity key there"), "{text}");
 
     // Any two new members decrypt, the newcomer included.
     let s: Vec<KeyShare> = (1..=3)
@@ -180,7 +220,14 @@ fn a_hospital_leaves_and_another_joins_over_tls_with_the_same_public_key() {
     std::fs::write(&tampered, serde_json::to_vec(&v).unwrap()).unwrap();
     assert!(!verify_reshare(&std::fs::read(&tampered).unwrap(), None).ok());
     let out = Command::new(BIN)
-        .args(["verify", tampered.to_str().unwrap()])
+        .args([
+            "verify",
+            tampered.to_str().unwrap(),
+            "--old-key",
+            &old_key,
+            "--identities",
+            &pinned,
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
