@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, Verifier};
 use medtech_threshold::dkg::reshare::{
-    answer, complain, deal, receive, reshared_key, ReshareParameters,
+    answer, check_test, complain, deal, receive, reshared_key, test_partial, ReshareParameters,
 };
 use medtech_threshold::dkg::{Message, Round};
 use medtech_threshold::{KeyShare, PartyIndex, ThresholdPublicKey};
@@ -61,6 +61,7 @@ pub const CONFIG_FORMAT: &str = "medtech-reshare-config/1";
 const ECHO_DEALINGS: u64 = 1;
 const ECHO_COMPLAINTS: u64 = 2;
 const ECHO_ANSWERS: u64 = 3;
+const ECHO_TEST: u64 = 4;
 /// The format tag of a re-sharing transcript (`/2`: the public messages include the
 /// complaints and answers of R1b–R1c).
 pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/2";
@@ -211,7 +212,8 @@ pub struct ReshareTranscript {
     /// The configuration (with the old key).
     pub config: ReshareConfig,
     /// Every public message (encoded, hex): the dealers' broadcasts in dealer order, then every
-    /// new member's complaint (new-index order), then every dealer's answer (dealer order).
+    /// new member's complaint (new-index order), every dealer's answer (dealer order), and every
+    /// new member's test partial decryption (new-index order).
     pub dealings: Vec<String>,
     /// The new key.
     pub new_key: KeyFile,
@@ -300,7 +302,9 @@ pub fn verify_reshare(json: &[u8], expected_key: Option<&ThresholdPublicKey>) ->
                 ),
             ));
         }
-        Ok((bytes, reshared_key(&params, &msgs)?))
+        let key = reshared_key(&params, &msgs)?;
+        check_test(&params, &key, &msgs)?;
+        Ok((bytes, key))
     });
     let (bytes, new_key) = match derived {
         Ok(d) => {
@@ -308,8 +312,9 @@ pub fn verify_reshare(json: &[u8], expected_key: Option<&ThresholdPublicKey>) ->
                 "dealings",
                 Ok(format!(
                     "{} dealings, each committing to its dealer's current share; every \
-                     complaint answered",
-                    params.dealers().len()
+                     complaint answered; every {} new members decrypt the test ciphertext",
+                    params.dealers().len(),
+                    params.new_threshold()
                 )),
             );
             d
@@ -637,7 +642,7 @@ async fn reshare_async(
                 round,
                 reason,
             } => {
-                let (who, participant) = if round == Round::RefreshComplaints {
+                let (who, participant) = if is_new_members_round(round) {
                     ("new member", config.participant_of_new(party.0))
                 } else {
                     ("dealer", config.participant_of_old(party.0))
@@ -710,20 +715,58 @@ async fn reshare_async(
         };
     }
     drop(dealing);
-    let pending = inbox.pending;
-    let mut signatures = inbox.signatures;
-    let mut broadcasts: Vec<Message> = pending.iter().filter(|m| m.to.is_none()).cloned().collect();
-    broadcasts.sort_by_key(|m| (m.round, m.from.0));
+    let public = |pending: &[Message]| {
+        let mut b: Vec<Message> = pending.iter().filter(|m| m.to.is_none()).cloned().collect();
+        b.sort_by_key(|m| (m.round, m.from.0));
+        b
+    };
     let (new_key, new_share) = match my_new {
         Some(j) => {
-            let (k, s) = receive(&params, j, &pending).map_err(by_participant)?;
+            let (k, s) = receive(&params, j, &inbox.pending).map_err(by_participant)?;
             (k, Some(s))
         }
         None => (
-            reshared_key(&params, &broadcasts).map_err(by_participant)?,
+            reshared_key(&params, &public(&inbox.pending)).map_err(by_participant)?,
             None,
         ),
     };
+    // R2: before anyone accepts the new key (and before any old share may be destroyed), the
+    // new committee decrypts a test ciphertext hashed from the session and the new key.
+    if let Some(share) = &new_share {
+        let mut rng = ChaCha20Rng::from_rng(OsRng)
+            .map_err(|e| Error::format("random generator", e.to_string()))?;
+        let m = send_tampered(
+            test_partial(&params, &new_key, share, &mut rng)?,
+            &mine.member.address,
+        );
+        mesh.send(None, &m);
+        inbox.pending.push(m);
+    }
+    let round = Round::RefreshTest;
+    let senders = senders(config, &params, round);
+    let signed = inbox
+        .collect(
+            &mut mesh,
+            config,
+            &params,
+            round,
+            &senders,
+            my_new,
+            me,
+            opts.round_timeout,
+        )
+        .await?;
+    if let Err(e) = mesh
+        .echo_round(ECHO_TEST, &signed, &everyone, opts.round_timeout, round)
+        .await
+    {
+        crate::net::keep_evidence(&mesh, &opts.out, params.session(), config.identities())?;
+        mesh.finish().await;
+        return Err(e);
+    }
+    check_test(&params, &new_key, &inbox.pending).map_err(by_participant)?;
+    let mut signatures = inbox.signatures;
+    let broadcasts = public(&inbox.pending);
 
     let dealings: Vec<Vec<u8>> = broadcasts.iter().map(Message::to_bytes).collect();
     let h = head(
@@ -780,7 +823,17 @@ fn public_order(params: &ReshareParameters) -> Vec<(Round, u16)> {
     let dealers = params.dealers().iter().map(|&d| (Round::Refresh, d));
     let complaints = (1..=params.new_parties()).map(|j| (Round::RefreshComplaints, j));
     let answers = params.dealers().iter().map(|&d| (Round::RefreshAnswers, d));
-    dealers.chain(complaints).chain(answers).collect()
+    let tests = (1..=params.new_parties()).map(|j| (Round::RefreshTest, j));
+    dealers
+        .chain(complaints)
+        .chain(answers)
+        .chain(tests)
+        .collect()
+}
+
+/// Whether `round`'s messages come from the new members (new indices) rather than the dealers.
+fn is_new_members_round(round: Round) -> bool {
+    matches!(round, Round::RefreshComplaints | Round::RefreshTest)
 }
 
 /// Who broadcasts in `round`: `(participant, protocol index)` — the dealers in R1 and R1c,
@@ -790,7 +843,7 @@ fn senders(config: &ReshareConfig, params: &ReshareParameters, round: Round) -> 
         .participants
         .iter()
         .filter_map(|p| {
-            let index = if round == Round::RefreshComplaints {
+            let index = if is_new_members_round(round) {
                 p.new_index
             } else {
                 p.old_index.filter(|i| params.dealers().contains(i))
@@ -880,7 +933,9 @@ impl Inbox {
                         (Round::Refresh | Round::RefreshAnswers, Some((Some(old), _))) => {
                             old == m.from.0 && params.dealers().contains(&old)
                         }
-                        (Round::RefreshComplaints, Some((_, Some(new)))) => new == m.from.0,
+                        (Round::RefreshComplaints | Round::RefreshTest, Some((_, Some(new)))) => {
+                            new == m.from.0
+                        }
                         _ => false,
                     };
                     if !allowed {

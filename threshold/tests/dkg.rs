@@ -267,7 +267,8 @@ mod reshare {
     use super::*;
     use medtech_threshold::dealer;
     use medtech_threshold::dkg::reshare::{
-        answer, complain, deal, receive, reshared_key, ReshareParameters,
+        answer, check_test, complain, deal, receive, reshared_key, test_partial,
+        ReshareParameters,
     };
     use medtech_threshold::{KeyShare, ThresholdPublicKey};
 
@@ -457,6 +458,54 @@ mod reshare {
         let public: Vec<Message> = msgs.into_iter().filter(|m| m.to.is_none()).collect();
         let e = reshared_key(&params, &public).unwrap_err();
         assert_eq!(e.culprits(), vec![PartyIndex(5)], "{e}");
+    }
+
+    /// R2: the new committee decrypts a test ciphertext before the key is accepted; a member
+    /// whose test partial does not verify against its new verification key is named (new index),
+    /// and a committee whose valid partials do not decrypt is refused.
+    #[test]
+    fn the_new_committee_must_decrypt_the_test_ciphertext() {
+        let (key, shares) = dealer::insecure_generate_from_seed(512, 5, 3, 20).unwrap();
+        let (params, mut msgs) = messages(&key, &shares, &[1, 2, 3], (4, 3), |_| {}).unwrap();
+        let new: Vec<(ThresholdPublicKey, KeyShare)> = (1..=4)
+            .map(|j| receive(&params, PartyIndex(j), &msgs).unwrap())
+            .collect();
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let partials: Vec<Message> = new
+            .iter()
+            .map(|(k, s)| test_partial(&params, k, s, &mut rng).unwrap())
+            .collect();
+        let with = |partials: &[Message]| {
+            let mut all = msgs.clone();
+            all.extend(partials.iter().cloned());
+            check_test(&params, &new[0].0, &all)
+        };
+        with(&partials).unwrap();
+        let mut bad = partials.clone();
+        bad[2].tweak_int_for_tests(0, 1);
+        let e = with(&bad).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(3)], "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Misbehaviour {
+                    round: Round::RefreshTest,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A missing partial names its member.
+        let e = with(&partials[..3]).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(4)], "{e}");
+        // Partials of the old key's shares (a committee that did not really re-share) do
+        // not verify against the new key.
+        let old: Vec<Message> = shares[..4]
+            .iter()
+            .map(|s| test_partial(&params, &key, s, &mut rng).unwrap())
+            .collect();
+        assert!(with(&old).is_err());
+        msgs.clear();
     }
 
     /// A false complaint (new member 4 against honest dealer 1) is answered and frames nobody:

@@ -785,14 +785,8 @@ impl Round3c {
         }
         let key = public_key(setup, pk, feldman.v, theta, &refs)?;
         let share = KeyShare::new(ctx.me, s, key.fingerprint());
-        let (_, c) = test_ciphertext(setup, &key)?;
-        let partial = share.partial_decrypt(&key, &test_context(setup), &c, rng)?;
         let mut b = ctx.message(Round::TestDecryption, 0, None);
-        b.ints = vec![
-            partial.ci.clone(),
-            Int::from_u128(partial.proof.e),
-            partial.proof.z.clone(),
-        ];
+        b.ints = test_partial(&setup.params.session, &key, &share, rng)?;
         Ok(Transition::Next(
             State::Key4(Round4 { key, share }),
             Outgoing {
@@ -813,7 +807,11 @@ pub(super) struct Round4 {
 
 impl Round4 {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
-        check_test_decryption(ctx.setup, &self.key, &inbox.broadcasts(ctx.all())?)?;
+        check_test_decryption(
+            &ctx.setup.params.session,
+            &self.key,
+            &inbox.broadcasts(ctx.all())?,
+        )?;
         Ok(Transition::Done(self.key, self.share))
     }
 }
@@ -919,9 +917,9 @@ pub(super) fn public_key(
 }
 
 /// The context K4's partial-decryption proofs are bound to (with the session).
-fn test_context(setup: &super::Setup) -> Vec<u8> {
+fn test_context(session: &[u8; 32]) -> Vec<u8> {
     let mut c = b"medtech-threshold/v1/dkg-k4".to_vec();
-    c.extend_from_slice(&setup.params.session);
+    c.extend_from_slice(session);
     c
 }
 
@@ -931,11 +929,11 @@ fn test_context(setup: &super::Setup) -> Vec<u8> {
 /// test meaningful: `(1+N)^(m*)` alone decrypts correctly under any exponent `d ≡ θ (mod N)`,
 /// including a `d ≢ 0 (mod φ)` (test `broken_key_fails_k4`).
 pub(super) fn test_ciphertext(
-    setup: &super::Setup,
+    session: &[u8; 32],
     key: &ThresholdPublicKey,
 ) -> Result<(Int, Ciphertext)> {
     let pk = key.public_key();
-    let mut data = setup.params.session.to_vec();
+    let mut data = session.to_vec();
     data.extend_from_slice(&key.fingerprint());
     // |m*| = |N| − 2 bits, so m* < N.
     let m = hash_to_int(
@@ -945,7 +943,7 @@ pub(super) fn test_ciphertext(
     );
     let r = hash_to_int(b"medtech-threshold/v1/dkg-k4/r", &data, pk.nonce_bits());
     #[cfg(test)]
-    let r = if hooks::get(&setup.params.session).is_some_and(|h| h.k4_without_randomness) {
+    let r = if hooks::get(session).is_some_and(|h| h.k4_without_randomness) {
         Int::zero()
     } else {
         r
@@ -954,19 +952,35 @@ pub(super) fn test_ciphertext(
     Ok((m.clone(), pk.encrypt_raw(&m, &SecretInt::new(r))?))
 }
 
-/// K4, public side (each party live, and [`super::verify::replay`]): every party's message
-/// must be `[c_i, e, z]`, a partial decryption of [`test_ciphertext`] whose proof verifies
-/// against its verification key — a failure names the sender — and every `t`-subset of the
-/// partials must combine to `m*`, else the key is refused (no party is named: with every proof
-/// valid, the partials are consistent with the verification keys, so the fault is in the key
-/// itself, e.g. `d ≢ 0 mod φ`).
+/// This party's test partial decryption (K4, and the re-sharing's R2): `[c_i, e, z]`.
+pub(super) fn test_partial<R: RngCore + CryptoRng + ?Sized>(
+    session: &[u8; 32],
+    key: &ThresholdPublicKey,
+    share: &KeyShare,
+    rng: &mut R,
+) -> Result<Vec<Int>> {
+    let (_, c) = test_ciphertext(session, key)?;
+    let partial = share.partial_decrypt(key, &test_context(session), &c, rng)?;
+    Ok(vec![
+        partial.ci.clone(),
+        Int::from_u128(partial.proof.e),
+        partial.proof.z.clone(),
+    ])
+}
+
+/// K4, public side (each party live, and [`super::verify::replay`]; the re-sharing's R2 too):
+/// every party's message must be `[c_i, e, z]`, a partial decryption of [`test_ciphertext`]
+/// whose proof verifies against its verification key — a failure names the sender — and every
+/// `t`-subset of the partials must combine to `m*`, else the key is refused (no party is named:
+/// with every proof valid, the partials are consistent with the verification keys, so the
+/// fault is in the key itself, e.g. `d ≢ 0 mod φ`).
 pub(super) fn check_test_decryption(
-    setup: &super::Setup,
+    session: &[u8; 32],
     key: &ThresholdPublicKey,
     msgs: &[&Message],
 ) -> Result<()> {
-    let (m, c) = test_ciphertext(setup, key)?;
-    let context = test_context(setup);
+    let (m, c) = test_ciphertext(session, key)?;
+    let context = test_context(session);
     let max_z = key.proof_nonce_bits() + 1;
     let mut verified = Vec::with_capacity(msgs.len());
     for msg in msgs {

@@ -91,6 +91,10 @@ pub enum Round {
     RefreshComplaints = 26,
     /// R1c (broadcast): each dealer's public answer — the disputed sub-shares.
     RefreshAnswers = 27,
+    /// R2 (broadcast): each new member's partial decryption, with proof, of a test ciphertext
+    /// hashed from the session and the new key; the new key is accepted only if every `t'`
+    /// of them decrypt it.
+    RefreshTest = 28,
     /// K4 (broadcast): every party's partial decryption, with proof, of a test ciphertext
     /// hashed from the session and the key; the key is output only if every `t` of them
     /// decrypt it.
@@ -113,6 +117,7 @@ impl Round {
             Round::ReshareAnswers => 8 * Round::Reshare as u16 + 2,
             Round::RefreshComplaints => 8 * Round::Refresh as u16 + 1,
             Round::RefreshAnswers => 8 * Round::Refresh as u16 + 2,
+            Round::RefreshTest => 8 * Round::Refresh as u16 + 3,
             Round::BiprimeFirstCommit => 8 * Round::BiprimeFirst as u16 - 1,
             Round::CertifyCommit => gcd + 1,
             Round::CertifyComplaints => gcd + 2,
@@ -152,6 +157,7 @@ impl Round {
             25 => ReshareAnswers,
             26 => RefreshComplaints,
             27 => RefreshAnswers,
+            28 => RefreshTest,
             _ => return None,
         })
     }
@@ -441,6 +447,7 @@ mod tests {
             Round::Refresh,
             Round::RefreshComplaints,
             Round::RefreshAnswers,
+            Round::RefreshTest,
             Round::TestDecryption,
         ];
         for w in order.windows(2) {

@@ -515,6 +515,35 @@ pub fn receive(
     Ok((new_key, share))
 }
 
+/// R2, new-member side: this member's partial decryption, with proof, of the test ciphertext
+/// `c* = (1+N)^(m*)·h_s^(r*)` hashed from the session and the new key (as key generation's K4).
+/// Every new member sends one before anyone accepts the new key.
+pub fn test_partial<R: RngCore + CryptoRng + ?Sized>(
+    params: &ReshareParameters,
+    new_key: &ThresholdPublicKey,
+    share: &KeyShare,
+    rng: &mut R,
+) -> Result<Message> {
+    let mut m = Message::new(params.session, Round::RefreshTest, 0, share.index(), None);
+    m.ints = super::key::test_partial(&params.session, new_key, share, rng)?;
+    Ok(m)
+}
+
+/// R2, everyone: every new member's test partial must verify against its new verification key
+/// (a failure names that member, by new index) and every `t'` of them must decrypt the test
+/// ciphertext; otherwise the new key is refused — a re-sharing is accepted, and old shares may
+/// be destroyed, only once the new committee has shown it decrypts.
+pub fn check_test(
+    params: &ReshareParameters,
+    new_key: &ThresholdPublicKey,
+    messages: &[Message],
+) -> Result<()> {
+    let msgs = (1..=params.new_parties)
+        .map(|j| find_message(params, messages, Round::RefreshTest, j, None))
+        .collect::<Result<Vec<_>>>()?;
+    super::key::check_test_decryption(&params.session, new_key, &msgs)
+}
+
 /// `Π_m C_m^(x^m) mod N²`: what a Feldman commitment says the share at `x` is, in the exponent.
 pub(super) fn committed_at(commitments: &[Int], x: u16, nn: &Int) -> Int {
     let x = Int::from_u64(u64::from(x));

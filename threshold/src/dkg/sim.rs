@@ -56,7 +56,8 @@ impl Phase {
             | Round::TestDecryption
             | Round::Refresh
             | Round::RefreshComplaints
-            | Round::RefreshAnswers => Phase::Key,
+            | Round::RefreshAnswers
+            | Round::RefreshTest => Phase::Key,
         }
     }
 

@@ -249,7 +249,11 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             &get(Round::ReshareAnswers, 0, &mut s.iter().copied())?,
         )?;
         let key = key::public_key(&setup, pk, v, theta, &commitments)?;
-        key::check_test_decryption(&setup, &key, &get(Round::TestDecryption, 0, &mut (1..=n))?)?;
+        key::check_test_decryption(
+            &params.session,
+            &key,
+            &get(Round::TestDecryption, 0, &mut (1..=n))?,
+        )?;
         if used != broadcasts.len() {
             return Err(Error::KeyGenerationFailed(format!(
                 "{} broadcasts in the transcript belong to no step of the protocol",
