@@ -1058,7 +1058,29 @@ async fn join_rounds(
                 Ok(Some(Inbound::Message(from, m, _))) if m.from.0 != from => {
                     return Err(misbehaviour(from, round, "message names another sender"));
                 }
-                Ok(Some(Inbound::Message(_, m, env))) => {
+                Ok(Some(Inbound::Message(from, m, env))) => {
+                    // Bounded buffering: a second message for one round is refused at once (not
+                    // when the round comes), and an honest member is never more than a few
+                    // rounds ahead (it cannot finish a round without this member's messages of
+                    // the rounds that expect them), so more than `MAX_AHEAD` buffered messages
+                    // of later rounds name their sender.
+                    let same = |p: &Message| {
+                        p.from == m.from && p.round == m.round && p.batch == m.batch && p.to == m.to
+                    };
+                    if pending.iter().any(same) {
+                        return Err(misbehaviour(from, round, "sent two messages for one round"));
+                    }
+                    let ahead = pending
+                        .iter()
+                        .filter(|p| p.from == m.from && !wanted(p))
+                        .count();
+                    if !wanted(&m) && ahead >= MAX_AHEAD {
+                        return Err(misbehaviour(
+                            from,
+                            round,
+                            format!("sent more than {MAX_AHEAD} messages of later rounds"),
+                        ));
+                    }
                     if m.to.is_none() {
                         envelopes.push((m.round, m.batch, env));
                     }
@@ -1214,6 +1236,10 @@ async fn join_rounds(
     Ok(hex::encode(key.fingerprint()))
 }
 
+/// How many messages of later rounds one member may have buffered here (see `join_rounds`): an
+/// honest member is at most a round or two ahead, with a broadcast and a direct message each.
+const MAX_AHEAD: usize = 8;
+
 /// Test hooks: a member that alters what it sends, after its protocol state machine made it
 /// and before the transport signs it — how the transport tests play a cheating hospital.
 #[cfg(test)]
@@ -1228,10 +1254,25 @@ pub(crate) mod hooks {
     /// Keyed by the member's listening address (unique per test; sessions are not).
     static TAMPERS: Mutex<Vec<(String, Tamper)>> = Mutex::new(Vec::new());
 
-    /// Makes the member listening at `address` apply `tamper` to everything it sends.
-    pub(crate) fn set(address: &str, tamper: Tamper) {
+    /// Makes the member listening at `address` apply `tamper` to everything it sends, until the
+    /// returned guard is dropped (so that a later test that gets the same port back is not
+    /// affected).
+    #[must_use]
+    pub(crate) fn set(address: &str, tamper: Tamper) -> Guard {
         if let Ok(mut t) = TAMPERS.lock() {
             t.push((address.to_string(), tamper));
+        }
+        Guard(address.to_string())
+    }
+
+    /// Removes its hook when dropped.
+    pub(crate) struct Guard(String);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Ok(mut t) = TAMPERS.lock() {
+                t.retain(|(a, _)| *a != self.0);
+            }
         }
     }
 
@@ -1473,7 +1514,7 @@ mod tests {
     fn a_dealer_that_sends_a_bad_key_share_is_named_by_every_honest_member_not_its_victim() {
         let tmp = tempfile::tempdir().unwrap();
         let (config, dirs) = loopback(tmp.path());
-        hooks::set(&config.members[1].address, |m| {
+        let _hook = hooks::set(&config.members[1].address, |m| {
             let bad_share = m.round == Round::KeyShares && m.to == Some(PartyIndex(3));
             let bad_answer = m.round == Round::KeyAnswers && m.int_count_for_tests() > 0;
             if bad_share || bad_answer {
@@ -1502,7 +1543,7 @@ mod tests {
     fn a_bad_key_share_answered_in_public_does_not_stop_the_ceremony() {
         let tmp = tempfile::tempdir().unwrap();
         let (config, dirs) = loopback(tmp.path());
-        hooks::set(&config.members[1].address, |m| {
+        let _hook = hooks::set(&config.members[1].address, |m| {
             if m.round == Round::KeyShares && m.to == Some(PartyIndex(3)) {
                 m.tweak_int_for_tests(0, 1);
             }

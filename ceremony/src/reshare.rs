@@ -39,7 +39,8 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, Verifier};
 use medtech_threshold::dkg::reshare::{
-    answer, check_test, complain, deal, receive, reshared_key, test_partial, ReshareParameters,
+    answer, check_public, check_test, complain, deal, receive, reshared_key, test_partial,
+    ReshareParameters,
 };
 use medtech_threshold::dkg::{Message, Round};
 use medtech_threshold::{KeyShare, PartyIndex, ThresholdPublicKey};
@@ -657,6 +658,11 @@ async fn reshare_async(
             other => other.into(),
         }
     };
+    let public = |pending: &[Message]| {
+        let mut b: Vec<Message> = pending.iter().filter(|m| m.to.is_none()).cloned().collect();
+        b.sort_by_key(|m| (m.round, m.from.0));
+        b
+    };
     let phases = [
         (Round::Refresh, ECHO_DEALINGS),
         (Round::RefreshComplaints, ECHO_COMPLAINTS),
@@ -699,36 +705,41 @@ async fn reshare_async(
             mesh.finish().await;
             return Err(e);
         }
-        mine_now = match round {
-            // R1b: every new member says which sub-shares failed (usually none).
-            Round::Refresh => my_new
-                .map(|j| complain(&params, j, &inbox.pending))
-                .transpose()
-                .map_err(by_participant)?,
-            // R1c: every dealer answers the complaints against it, in public.
-            Round::RefreshComplaints => dealing
-                .as_ref()
-                .map(|d| answer(&params, d, &inbox.pending))
-                .transpose()
-                .map_err(by_participant)?,
-            _ => None,
+        // Everyone — whatever its role — checks the public messages so far and reaches the same
+        // verdict here; then the next round's message. A participant that stops closes its
+        // connections cleanly, so that nobody mistakes its leaving for a fault of its own.
+        let step =
+            check_public(&params, round, &public(&inbox.pending)).and_then(|()| match round {
+                // R1b: every new member says which sub-shares failed (usually none).
+                Round::Refresh => my_new
+                    .map(|j| complain(&params, j, &inbox.pending))
+                    .transpose(),
+                // R1c: every dealer answers the complaints against it, in public.
+                Round::RefreshComplaints => dealing
+                    .as_ref()
+                    .map(|d| answer(&params, d, &inbox.pending))
+                    .transpose(),
+                _ => Ok(None),
+            });
+        mine_now = match step {
+            Ok(m) => m,
+            Err(e) => {
+                mesh.finish().await;
+                return Err(by_participant(e));
+            }
         };
     }
     drop(dealing);
-    let public = |pending: &[Message]| {
-        let mut b: Vec<Message> = pending.iter().filter(|m| m.to.is_none()).cloned().collect();
-        b.sort_by_key(|m| (m.round, m.from.0));
-        b
+    let derived = match my_new {
+        Some(j) => receive(&params, j, &inbox.pending).map(|(k, s)| (k, Some(s))),
+        None => reshared_key(&params, &public(&inbox.pending)).map(|k| (k, None)),
     };
-    let (new_key, new_share) = match my_new {
-        Some(j) => {
-            let (k, s) = receive(&params, j, &inbox.pending).map_err(by_participant)?;
-            (k, Some(s))
+    let (new_key, new_share) = match derived {
+        Ok(d) => d,
+        Err(e) => {
+            mesh.finish().await;
+            return Err(by_participant(e));
         }
-        None => (
-            reshared_key(&params, &public(&inbox.pending)).map_err(by_participant)?,
-            None,
-        ),
     };
     // R2: before anyone accepts the new key (and before any old share may be destroyed), the
     // new committee decrypts a test ciphertext hashed from the session and the new key.
@@ -764,7 +775,10 @@ async fn reshare_async(
         mesh.finish().await;
         return Err(e);
     }
-    check_test(&params, &new_key, &inbox.pending).map_err(by_participant)?;
+    if let Err(e) = check_test(&params, &new_key, &inbox.pending) {
+        mesh.finish().await;
+        return Err(by_participant(e));
+    }
     let mut signatures = inbox.signatures;
     let broadcasts = public(&inbox.pending);
 
@@ -946,6 +960,14 @@ impl Inbox {
                         return Err(fault(from, "sent a direct message that is not for us"));
                     }
                     if m.round > round {
+                        // Bounded: one message per (sender, round, recipient), refused at once.
+                        let twice = self
+                            .early
+                            .iter()
+                            .any(|(f, e, _)| *f == from && e.round == m.round && e.to == m.to);
+                        if twice {
+                            return Err(fault(from, "sent two messages in one round"));
+                        }
                         self.early.push((from, m, env));
                         continue;
                     }
@@ -1249,7 +1271,7 @@ mod tests {
         tamper: fn(&mut Message),
     ) -> (ReshareConfig, Vec<Result<String>>) {
         let (config, shares, dirs) = loopback(tmp);
-        crate::net::hooks::set(&config.participants[1].member.address, tamper);
+        let _hook = crate::net::hooks::set(&config.participants[1].member.address, tamper);
         let mut shares = shares.into_iter();
         let (share1, share2) = (shares.next(), shares.next());
         let handles = [(1u16, share1), (2, share2), (3, None)].map(|(i, share)| {
@@ -1263,6 +1285,34 @@ mod tests {
         });
         let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
         (config, results)
+    }
+
+    /// Attacker review of the complaint rounds, finding 1: participant 2 (dealer 2 and new
+    /// member 2) broadcasts a malformed complaint (against "dealer 3", who does not deal).
+    /// Before every participant ran the public check after each round, only the dealers
+    /// checked complaints: dealer 1 stopped naming 2, and participant 3 — a new member only —
+    /// then waited for participant 1's answer and named the honest participant 1. Now every
+    /// participant names 2.
+    #[test]
+    fn a_malformed_complaint_is_named_by_every_participant_whatever_its_role() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, results) = run_all_with(tmp.path(), |m| {
+            if m.round == Round::RefreshComplaints {
+                m.set_small_for_tests(&[3]);
+            }
+        });
+        assert_eq!(results.len(), 3);
+        for i in [1u16, 3] {
+            let e = results[usize::from(i) - 1]
+                .as_ref()
+                .expect_err("a malformed complaint must stop the re-sharing");
+            let text = e.to_string();
+            assert_eq!(e_culprits(e), vec![2], "participant {i}: {text}");
+            assert!(
+                text.contains("RefreshComplaints"),
+                "participant {i}: {text}"
+            );
+        }
     }
 
     /// The same bad sub-share, answered correctly: the complaint repairs the re-sharing, every

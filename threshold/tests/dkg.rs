@@ -267,8 +267,7 @@ mod reshare {
     use super::*;
     use medtech_threshold::dealer;
     use medtech_threshold::dkg::reshare::{
-        answer, check_test, complain, deal, receive, reshared_key, test_partial,
-        ReshareParameters,
+        answer, check_test, complain, deal, receive, reshared_key, test_partial, ReshareParameters,
     };
     use medtech_threshold::{KeyShare, ThresholdPublicKey};
 

@@ -82,16 +82,23 @@ pub(super) fn complaints(
 }
 
 /// The answer an accused dealer broadcasts: for each complaint against `me` (in complaint
-/// order), the `width` values `owed(complainer)` returns.
+/// order), the `width` values `owed(complainer)` returns — unless `limit` or more parties
+/// complain against it. Then it answers nothing, and is named for it: `limit` points (the
+/// threshold, for a polynomial of degree `limit − 1`) would determine its polynomial, and
+/// `limit` complaints include an honest complainer's, which no honest dealer on an
+/// authenticated channel can provoke (defence in depth: an honest dealer is then named, but
+/// its secret — in a re-sharing, its key share — stays secret).
 pub(super) fn answer_values(
     list: &[Complaint],
     me: u16,
+    limit: usize,
     mut owed: impl FnMut(u16) -> Vec<Int>,
 ) -> Vec<Int> {
-    list.iter()
-        .filter(|c| c.against == me)
-        .flat_map(|c| owed(c.by))
-        .collect()
+    let against: Vec<&Complaint> = list.iter().filter(|c| c.against == me).collect();
+    if against.len() >= limit {
+        return Vec::new();
+    }
+    against.into_iter().flat_map(|c| owed(c.by)).collect()
 }
 
 /// Every answer, checked (`msgs`: the answer broadcast of every party that may be accused).
@@ -196,7 +203,9 @@ mod tests {
             Complaint { by: 3, against: 1 },
         ];
         let mut a = msg(Round::KeyAnswers, 1);
-        a.ints = answer_values(&list, 1, |j| vec![Int::from_u64(u64::from(j) * 10)]);
+        a.ints = answer_values(&list, 1, 3, |j| vec![Int::from_u64(u64::from(j) * 10)]);
+        // Two complaints at a threshold of two: the dealer answers neither, and is named.
+        assert!(answer_values(&list, 1, 2, |_| vec![Int::one()]).is_empty());
         assert_eq!(a.ints, vec![Int::from_u64(20), Int::from_u64(30)]);
         let b = msg(Round::KeyAnswers, 2);
         let c = msg(Round::KeyAnswers, 3);

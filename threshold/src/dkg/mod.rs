@@ -599,6 +599,22 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
+    /// Refuses a message from a party with no part in the round: a broadcast from one not in
+    /// `bfrom`, a direct message from one not in `dfrom` (before, an unexpected broadcast was
+    /// ignored by the round but kept in the transcript, which then failed to verify with nobody
+    /// named).
+    fn check_roles(&self, bfrom: &[PartyIndex], dfrom: &[PartyIndex]) -> Result<()> {
+        for (slot, allowed, what) in [
+            (&self.broadcast, bfrom, "a broadcast"),
+            (&self.direct, dfrom, "a direct message"),
+        ] {
+            if let Some(m) = slot.values().find(|m| !allowed.contains(&m.from)) {
+                return Err(blame(m, format!("{what} in a round it has no part in")));
+            }
+        }
+        Ok(())
+    }
+
     /// The broadcast of every party in `from`, or an error naming the first that is missing.
     fn broadcasts(&self, from: impl IntoIterator<Item = u16>) -> Result<Vec<&Message>> {
         from.into_iter()
@@ -768,8 +784,8 @@ impl Party {
 
     /// Delivers every message of the current round addressed to this party (broadcasts of all
     /// parties and direct messages to it, its own included) and runs the transition. Messages
-    /// of another session, round or batch, for another party, or duplicated, are refused with
-    /// the sender named.
+    /// of another session, round or batch, for another party, duplicated, or from a party with
+    /// no part in the round ([`Party::expects`]), are refused with the sender named.
     pub fn receive<R: RngCore + CryptoRng + ?Sized>(
         self,
         messages: Vec<Message>,
@@ -777,6 +793,7 @@ impl Party {
     ) -> Result<Step> {
         let round = self.round();
         let batch = self.batch();
+        let (bfrom, dfrom) = self.expects();
         let mut inbox = Inbox {
             round,
             broadcast: BTreeMap::new(),
@@ -811,6 +828,7 @@ impl Party {
             }
             slot.insert(m.from.0, m);
         }
+        inbox.check_roles(&bfrom, &dfrom)?;
         let Party {
             setup,
             me,
@@ -903,5 +921,40 @@ impl Ctx<'_> {
 
     fn product_parties(&self) -> impl Iterator<Item = u16> + '_ {
         self.setup.product_parties.iter().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// Attacker review of the complaint rounds, finding 3: a party with no part in a round
+    /// (here party 4, not a product party at n = 4, t = 2, sending a K3c answer) used to be
+    /// ignored by the round but kept in the transcript, which then failed to verify with
+    /// nobody named. It is now named on receipt.
+    #[test]
+    fn a_message_from_a_party_with_no_part_in_the_round_names_it() {
+        let msg = |from: u16, to: Option<u16>| {
+            Message::new(
+                [1; 32],
+                Round::ReshareAnswers,
+                0,
+                PartyIndex(from),
+                to.map(PartyIndex),
+            )
+        };
+        let s: Vec<PartyIndex> = (1..=3).map(PartyIndex).collect();
+        let inbox = |b: &[u16], d: &[u16]| Inbox {
+            round: Round::ReshareAnswers,
+            broadcast: b.iter().map(|&p| (p, msg(p, None))).collect(),
+            direct: d.iter().map(|&p| (p, msg(p, Some(1)))).collect(),
+        };
+        inbox(&[1, 2, 3], &[]).check_roles(&s, &[]).unwrap();
+        let e = inbox(&[1, 2, 3, 4], &[]).check_roles(&s, &[]).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(4)], "{e}");
+        let e = inbox(&[1, 2, 3], &[2]).check_roles(&s, &[]).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(2)], "{e}");
     }
 }

@@ -402,6 +402,27 @@ fn complaints(
     super::complaint::complaints(&msgs, &params.dealers, false)
 }
 
+/// The public check of everything up to and including `round` (R1: every dealing against its
+/// dealer's verification key; R1b: and every complaint's form; R1c: and every answer), from
+/// the public messages alone. Every participant runs it after each round — a dealer, a new
+/// member, one that leaves — so that all reach the same verdict at the same point, whatever
+/// their role (attacker review of the complaint rounds, finding 1: a leaving dealer that did
+/// not check the dealings waited for complaints and named an honest new member).
+pub fn check_public(
+    params: &ReshareParameters,
+    round: Round,
+    broadcasts: &[Message],
+) -> Result<()> {
+    let dealings = check_dealings(params, broadcasts)?;
+    if round >= Round::RefreshComplaints {
+        let list = complaints(params, broadcasts)?;
+        if round >= Round::RefreshAnswers {
+            answers(params, &dealings, &list, broadcasts)?;
+        }
+    }
+    Ok(())
+}
+
 /// R1c, dealer side: the answer to every complaint against this dealer (its sub-share to each
 /// complainer, in public). Every dealer sends one, usually empty.
 pub fn answer(
@@ -417,8 +438,12 @@ pub fn answer(
         PartyIndex(dealing.index),
         None,
     );
-    m.ints =
-        super::complaint::answer_values(&list, dealing.index, |j| vec![eval_int(&dealing.poly, j)]);
+    m.ints = super::complaint::answer_values(
+        &list,
+        dealing.index,
+        usize::from(params.new_threshold),
+        |j| vec![eval_int(&dealing.poly, j)],
+    );
     Ok(m)
 }
 
@@ -568,8 +593,8 @@ mod tests {
     /// Issue 30 §1: a dealer that commits *honestly* to a polynomial whose top coefficient is
     /// far outside its public size passes every Feldman check; before the per-sub-share range
     /// check it was caught only through the sum of a member's sub-shares ("new key share
-    /// outside its public bound"), naming nobody. Now every new member complains, the dealer's
-    /// answer (the same oversized values) fails the range, and everyone names it in R1c.
+    /// outside its public bound"), naming nobody. Now every new member complains, and the dealer
+    /// — which may not answer t' complaints — is named in R1c by everyone.
     #[test]
     fn an_oversized_sub_share_consistent_with_its_commitments_is_named() {
         let (key, shares) = crate::dealer::insecure_generate_from_seed(512, 3, 2, 21).unwrap();
@@ -611,7 +636,9 @@ mod tests {
         for j in 1..=3 {
             let e = receive(&params, PartyIndex(j), &msgs).unwrap_err();
             assert_eq!(e.culprits(), vec![PartyIndex(2)], "member {j}: {e}");
-            assert!(e.to_string().contains("outside its public bound"), "{e}");
+            // Three complaints at t' = 2: the dealer may not answer (two points would open its
+            // polynomial), and is named for the missing answers.
+            assert!(e.to_string().contains("0 values answering 3"), "{e}");
         }
         let public: Vec<Message> = msgs.into_iter().filter(|m| m.to.is_none()).collect();
         assert_eq!(
