@@ -983,11 +983,12 @@ async fn join_rounds(
         #[cfg(test)]
         let tampered = {
             let mut m = m.clone();
-            hooks::apply(&address, &mut m);
-            m
+            hooks::apply(&address, &mut m).then_some(m)
         };
         #[cfg(test)]
-        let m = &tampered;
+        let Some(m) = tampered.as_ref() else {
+            return;
+        };
         match m.to {
             None => {
                 mesh.send(None, m);
@@ -1010,7 +1011,9 @@ async fn join_rounds(
     // The signed envelopes of others' broadcasts not yet echoed: (round, batch, envelope).
     let mut envelopes: Vec<(Round, u32, Signed)> = Vec::new();
     let all: Vec<u16> = (1..=n).collect();
-    for m in first.broadcast.iter().chain(&first.direct) {
+    // Direct messages first: on each peer's ordered connection they then arrive before the
+    // broadcast, so a member holding a dealer's broadcast knows a missing share was withheld.
+    for m in first.direct.iter().chain(&first.broadcast) {
         send(m, mesh, &mut local);
     }
     let started = std::time::Instant::now();
@@ -1041,16 +1044,20 @@ async fn join_rounds(
         }
         let deadline = tokio::time::Instant::now() + opts.round_timeout;
         let wanted = |m: &Message| m.round == round && m.batch == batch;
+        // In K1 and K3 a share that never came is complained about in public: the round is
+        // complete once every broadcast is in.
+        let directs_required = !party.tolerates_missing_directs();
         let complete = |pending: &[Message]| {
             bfrom.iter().all(|p| {
                 pending
                     .iter()
                     .any(|m| wanted(m) && m.to.is_none() && m.from == *p)
-            }) && dfrom.iter().all(|p| {
-                pending
-                    .iter()
-                    .any(|m| wanted(m) && m.to.is_some() && m.from == *p)
-            })
+            }) && (!directs_required
+                || dfrom.iter().all(|p| {
+                    pending
+                        .iter()
+                        .any(|m| wanted(m) && m.to.is_some() && m.from == *p)
+                }))
         };
         pending.extend(local.drain(..));
         while !complete(&pending) {
@@ -1181,7 +1188,7 @@ async fn join_rounds(
         match party.receive(now, &mut rng)? {
             Step::Continue(p, out) => {
                 party = *p;
-                for m in out.broadcast.iter().chain(&out.direct) {
+                for m in out.direct.iter().chain(&out.broadcast) {
                     send(m, mesh, &mut local);
                 }
             }
@@ -1248,8 +1255,8 @@ pub(crate) mod hooks {
 
     use medtech_threshold::dkg::Message;
 
-    /// Alters one outgoing message.
-    pub(crate) type Tamper = fn(&mut Message);
+    /// Alters one outgoing message; `false` withholds it.
+    pub(crate) type Tamper = fn(&mut Message) -> bool;
 
     /// Keyed by the member's listening address (unique per test; sessions are not).
     static TAMPERS: Mutex<Vec<(String, Tamper)>> = Mutex::new(Vec::new());
@@ -1276,14 +1283,13 @@ pub(crate) mod hooks {
         }
     }
 
-    pub(crate) fn apply(address: &str, m: &mut Message) {
+    /// Applies the hook of the member at `address`, if any; `false`: withhold the message.
+    pub(crate) fn apply(address: &str, m: &mut Message) -> bool {
         let found = TAMPERS
             .lock()
             .ok()
             .and_then(|t| t.iter().find(|(a, _)| a == address).map(|(_, f)| *f));
-        if let Some(f) = found {
-            f(m);
-        }
+        found.is_none_or(|f| f(m))
     }
 }
 
@@ -1520,6 +1526,7 @@ mod tests {
             if bad_share || bad_answer {
                 m.tweak_int_for_tests(0, 1);
             }
+            true
         });
         let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
         for i in [1u16, 3] {
@@ -1537,6 +1544,36 @@ mod tests {
         }
     }
 
+    /// Attacker review of the complaint rounds, finding 2: member 2 *withholds* member 3's K1
+    /// share (sends everything else) and does not answer 3's complaint. Before, member 3 timed
+    /// out and named 2 on its own host, while member 1 — which had every message it needed —
+    /// went on to the echo round and named 3 for not echoing. Now 3 complains about the missing
+    /// share as about a bad one, and both honest members name 2 in K1c.
+    #[test]
+    fn a_withheld_key_share_is_complained_about_and_its_dealer_named_by_every_honest_member() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, dirs) = loopback(tmp.path());
+        let _hook = hooks::set(&config.members[1].address, |m| {
+            if m.round == Round::KeyAnswers && m.int_count_for_tests() > 0 {
+                m.tweak_int_for_tests(0, 1);
+            }
+            !(m.round == Round::KeyShares && m.to == Some(PartyIndex(3)))
+        });
+        let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
+        for i in [1u16, 3] {
+            let e = results[usize::from(i) - 1]
+                .as_ref()
+                .expect_err("a dealer that withholds and cannot answer must stop the ceremony");
+            let text = e.to_string();
+            assert_eq!(
+                culprits(e),
+                vec![2],
+                "member {i} must name member 2: {text}"
+            );
+            assert!(text.contains("KeyAnswers"), "member {i}: {text}");
+        }
+    }
+
     /// The same bad share, answered correctly in public: the complaint repairs the run and
     /// every member ends with the same key, as if nothing had happened.
     #[test]
@@ -1547,6 +1584,7 @@ mod tests {
             if m.round == Round::KeyShares && m.to == Some(PartyIndex(3)) {
                 m.tweak_int_for_tests(0, 1);
             }
+            true
         });
         let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
         let fingerprints: Vec<&String> = results

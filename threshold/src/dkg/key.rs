@@ -306,7 +306,7 @@ pub(super) fn start<R: RngCore + CryptoRng + ?Sized>(
 fn complain(
     ctx: &Ctx<'_>,
     round: Round,
-    directs: &[&Message],
+    directs: &[(u16, Option<&Message>)],
     commitments: &[Vec<Int>],
     mut fault: impl FnMut(&[Int], &[Int]) -> core::result::Result<(), String>,
 ) -> (Vec<Option<Vec<SecretInt>>>, Message) {
@@ -314,13 +314,19 @@ fn complain(
     let shares = directs
         .iter()
         .zip(commitments)
-        .map(|(m, c)| {
-            // Its own shares a party does not check: it would only accuse itself.
-            if m.from == ctx.me || (m.small.is_empty() && fault(c, &m.ints).is_ok()) {
-                Some(m.ints.iter().cloned().map(SecretInt::new).collect())
-            } else {
-                against.push(m.from.0);
-                None
+        .map(|(&(dealer, m), c)| {
+            // A share that never came is complained about like a bad one (attacker review,
+            // finding 2: withholding it used to stop this holder alone).
+            let good = m.filter(|m| {
+                // Its own shares a party does not check: it would only accuse itself.
+                m.from == ctx.me || (m.small.is_empty() && fault(c, &m.ints).is_ok())
+            });
+            match good {
+                Some(m) => Some(m.ints.iter().cloned().map(SecretInt::new).collect()),
+                None => {
+                    against.push(dealer);
+                    None
+                }
             }
         })
         .collect();
@@ -373,7 +379,8 @@ impl Round1 {
                 .into_iter()
                 .map(<[Int]>::to_vec)
                 .collect();
-        let directs = inbox.directs(ctx.all())?;
+        let directs: Vec<(u16, Option<&Message>)> =
+            ctx.all().map(|d| (d, inbox.direct(d))).collect();
         let n = self.pk.n().clone();
         let (shares, m) = complain(ctx, Round::KeyComplaints, &directs, &commitments, |c, x| {
             self.feldman.k1_fault(setup, &n, c, ctx.me.0, x)
@@ -668,7 +675,10 @@ impl Round3 {
                 .into_iter()
                 .map(<[Int]>::to_vec)
                 .collect();
-        let directs = inbox.directs(ctx.product_parties())?;
+        let directs: Vec<(u16, Option<&Message>)> = ctx
+            .product_parties()
+            .map(|d| (d, inbox.direct(d)))
+            .collect();
         let (shares, m) = complain(
             ctx,
             Round::ReshareComplaints,

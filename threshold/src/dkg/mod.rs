@@ -599,6 +599,12 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
+    /// The direct message from `from`, if it came (rounds whose shares can be complained
+    /// about: see [`Party::tolerates_missing_directs`]).
+    fn direct(&self, from: u16) -> Option<&Message> {
+        self.direct.get(&from)
+    }
+
     /// Refuses a message from a party with no part in the round: a broadcast from one not in
     /// `bfrom`, a direct message from one not in `dfrom` (before, an unexpected broadcast was
     /// ignored by the round but kept in the transcript, which then failed to verify with nobody
@@ -751,6 +757,15 @@ impl Party {
             State::Key4(_) => (all, Vec::new()),
             State::Key3(_) => (s.clone(), s),
         }
+    }
+
+    /// Whether a missing direct message is not fatal in the current round (K1 and K3, whose
+    /// shares are complained about in public): a transport delivers the round once every
+    /// broadcast is in, and the party complains in public about a share that never came — its
+    /// dealer must then answer it in public or be named by everyone. (A dealer sends its direct
+    /// messages before its broadcast, so on an ordered channel they arrive first.)
+    pub fn tolerates_missing_directs(&self) -> bool {
+        matches!(self.state, State::Key1(_) | State::Key3(_))
     }
 
     /// The batch of the round the party waits for (0 in the key stage).

@@ -253,6 +253,25 @@ fn find_message<'a>(
     }
 }
 
+/// The sub-share `dealer` sent new member `me`, if one came (two are an error naming it).
+fn direct_share<'a>(
+    params: &ReshareParameters,
+    messages: &'a [Message],
+    dealer: u16,
+    me: PartyIndex,
+) -> Result<Option<&'a Message>> {
+    let mut it = messages.iter().filter(|m| {
+        m.from.0 == dealer
+            && m.session == params.session
+            && m.round == Round::Refresh
+            && m.to == Some(me)
+    });
+    match (it.next(), it.next()) {
+        (Some(m), Some(_)) => Err(blame(m, "two messages in one round")),
+        (first, _) => Ok(first),
+    }
+}
+
 /// Step 2, public half: every dealer's commitments are units mod N² and commit to its current
 /// share (`D_{i,0}^Δ = v_i^(λ'_i·Δ')`). Anyone holding the old public key can run it.
 fn check_dealings<'a>(params: &ReshareParameters, messages: &'a [Message]) -> Result<Dealings<'a>> {
@@ -379,8 +398,11 @@ pub fn complain(
     let dealings = check_dealings(params, messages)?;
     let mut against = Vec::new();
     for (&dealer, cs) in params.dealers.iter().zip(&dealings.commitments) {
-        let d = find_message(params, messages, Round::Refresh, dealer, Some(me))?;
-        if !d.small.is_empty() || share_fault(params, cs, me.0, &d.ints).is_err() {
+        // A sub-share that never came is complained about like a bad one (attacker review,
+        // finding 2: withholding it used to stop this member alone).
+        let good = direct_share(params, messages, dealer, me)?
+            .filter(|d| d.small.is_empty() && share_fault(params, cs, me.0, &d.ints).is_ok());
+        if good.is_none() {
             against.push(dealer);
         }
     }
@@ -514,7 +536,11 @@ pub fn receive(
         let x = match mine {
             Some(a) => &a[0],
             None => {
-                let d = find_message(params, messages, Round::Refresh, dealer, Some(me))?;
+                let d = direct_share(params, messages, dealer, me)?.ok_or_else(|| {
+                    Error::KeyGenerationFailed(format!(
+                        "no sub-share from dealer {dealer}, and this member did not complain"
+                    ))
+                })?;
                 if !d.small.is_empty() {
                     return Err(blame(d, "malformed sub-share"));
                 }
@@ -645,6 +671,42 @@ mod tests {
             reshared_key(&params, &public).unwrap_err().culprits(),
             vec![PartyIndex(2)]
         );
+    }
+
+    /// Attacker review, finding 2: a withheld sub-share (dealer 2 sends member 3 nothing) is
+    /// complained about like a bad one; the public answer repairs the re-sharing.
+    #[test]
+    fn a_withheld_sub_share_is_complained_about_and_answered() {
+        let (key, shares) = crate::dealer::insecure_generate_from_seed(512, 3, 2, 23).unwrap();
+        let params =
+            ReshareParameters::new([9; 32], &key, &[PartyIndex(1), PartyIndex(2)], 3, 2).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let mut msgs = Vec::new();
+        let mut dealings = Vec::new();
+        for share in &shares[..2] {
+            let (dealing, out) = deal(&params, share, &mut rng).unwrap();
+            msgs.extend(out.broadcast);
+            msgs.extend(
+                out.direct
+                    .into_iter()
+                    .filter(|m| !(m.from == PartyIndex(2) && m.to == Some(PartyIndex(3)))),
+            );
+            dealings.push(dealing);
+        }
+        for j in 1..=3 {
+            let c = complain(&params, PartyIndex(j), &msgs).unwrap();
+            assert_eq!(c.small, if j == 3 { vec![2] } else { vec![] }, "member {j}");
+            msgs.push(c);
+        }
+        let answers: Vec<Message> = dealings
+            .iter()
+            .map(|d| answer(&params, d, &msgs).unwrap())
+            .collect();
+        msgs.extend(answers);
+        let keys: Vec<ThresholdPublicKey> = (1..=3)
+            .map(|j| receive(&params, PartyIndex(j), &msgs).unwrap().0)
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]));
     }
 
     #[test]
