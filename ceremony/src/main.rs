@@ -172,6 +172,20 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// After a ceremony or re-sharing that ended without every signature: check the finished
+    /// transcript (from any member) against this member's configuration and pending key, then
+    /// install the share kept in `OUT/pending`.
+    Finish {
+        /// This member's ceremony or re-sharing configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The `--out` of the run that did not finish (holding `pending/`).
+        #[arg(long)]
+        out: PathBuf,
+        /// The finished transcript.
+        #[arg(long)]
+        transcript: PathBuf,
+    },
     /// Verify a transcript offline (a ceremony's or a re-sharing's), or the `evidence.json` of
     /// an equivocation; exit status 1 unless every check passes.
     Verify {
@@ -436,6 +450,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             println!(
                 "party {index}: key {fp}; transcript, key and sealed share written to {}",
+                out.display()
+            );
+        }
+        Command::Finish {
+            config,
+            out,
+            transcript,
+        } => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+            let fp =
+                medtech_ceremony::sharefile::finish(&out, &read(&config)?, &read(&transcript)?)?;
+            println!(
+                "key {fp}: transcript verified; the pending share is installed in {}",
                 out.display()
             );
         }

@@ -44,7 +44,6 @@ use crate::echo::{
     KIND_ECHO, KIND_MESSAGE,
 };
 use crate::error::{read, unhex, write, Error, Result};
-use crate::sharefile::write_key_and_share;
 use crate::transcript::{verify, Identity, SignatureRecord, Transcript};
 
 /// Largest frame accepted: 32 MiB. The largest legitimate message is a batch's sieve shares
@@ -1205,6 +1204,14 @@ async fn join_rounds(
     }
     // Every party saw the same broadcasts; sign the transcript head and the key, collect all.
     let key = output.key.clone();
+    // First seal the share as pending: a member that never gets every signature keeps it.
+    crate::sharefile::refuse_share_files(&opts.out)?;
+    crate::sharefile::write_pending(
+        &opts.out,
+        &key,
+        Some(&output.share),
+        opts.passphrase.as_ref(),
+    )?;
     let unsigned =
         Transcript::build_with(params, &broadcasts, &key, config.identities(), Vec::new());
     let head: [u8; 32] = unhex("transcript hash", &unsigned.transcript_hash)?
@@ -1221,7 +1228,8 @@ async fn join_rounds(
         Round::Reshare,
         |_| Error::format("network", "timed out collecting transcript signatures"),
     )
-    .await?;
+    .await
+    .inspect_err(|_| pending_hint(&opts.out))?;
     let records = signatures
         .iter()
         .map(|(p, s)| SignatureRecord {
@@ -1236,11 +1244,19 @@ async fn join_rounds(
     verify(&transcript_json, Some(&config.identities()), Some(&key)).require("transcript")?;
     // Let the writer tasks drain, then write the outputs.
     mesh.finish().await;
-    let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    write(&out.join("transcript.json"), &transcript_json, false)?;
-    write_key_and_share(out, &key, Some(&output.share), opts.passphrase.as_ref())?;
+    crate::sharefile::promote_pending(&opts.out, "transcript.json", &transcript_json)?;
     Ok(hex::encode(key.fingerprint()))
+}
+
+/// Tells the operator where its share is when the signatures did not all come.
+pub(crate) fn pending_hint(out: &Path) {
+    eprintln!(
+        "the sealed share is kept in {}; when a member has the finished transcript, run \
+         `medtech-ceremony finish --config CONFIG --out {} --transcript TRANSCRIPT` to check it \
+         and install the share",
+        out.join(crate::sharefile::PENDING).display(),
+        out.display()
+    );
 }
 
 /// How many messages of later rounds one member may have buffered here (see `join_rounds`): an
@@ -1596,6 +1612,49 @@ mod tests {
             })
             .collect();
         assert!(fingerprints.iter().all(|f| *f == fingerprints[0]));
+        // A finished run leaves no pending share behind.
+        for i in 1..=3 {
+            assert!(!tmp.path().join(format!("out-{i}/pending")).exists());
+        }
+        a_member_without_every_signature_finishes_later(tmp.path(), &config);
+    }
+
+    /// Issue 30 §5: the last signer can withhold its signature while holding the finished
+    /// transcript. A member that never got every signature keeps its sealed share in
+    /// `out/pending` and installs it with `finish` once handed the finished transcript —
+    /// refused for a tampered one, accepted for the real one. (Here member 1's finished
+    /// outputs are moved back to `pending/` to play that member.)
+    fn a_member_without_every_signature_finishes_later(tmp: &Path, config: &CeremonyConfig) {
+        let out = tmp.join("unfinished");
+        let pending = out.join(crate::sharefile::PENDING);
+        std::fs::create_dir_all(&pending).unwrap();
+        for f in ["threshold-key.json", "share.json", "share.key"] {
+            std::fs::rename(tmp.join("out-1").join(f), pending.join(f)).unwrap();
+        }
+        let config_json = serde_json::to_vec(config).unwrap();
+        let transcript = std::fs::read(tmp.join("out-2/transcript.json")).unwrap();
+        let mut tampered: serde_json::Value = serde_json::from_slice(&transcript).unwrap();
+        tampered["signatures"].as_array_mut().unwrap().pop();
+        let tampered = serde_json::to_vec(&tampered).unwrap();
+        assert!(crate::sharefile::finish(&out, &config_json, &tampered).is_err());
+        assert!(
+            pending.join("share.json").exists(),
+            "a refused finish keeps the share"
+        );
+        let fp = crate::sharefile::finish(&out, &config_json, &transcript).unwrap();
+        assert!(!pending.exists());
+        let key = crate::files::load_key(&out.join("threshold-key.json")).unwrap();
+        assert_eq!(fp, hex::encode(key.fingerprint()));
+        let unlock =
+            crate::sharefile::parse_key_file(&std::fs::read(out.join("share.key")).unwrap())
+                .unwrap();
+        crate::sharefile::open(
+            &std::fs::read(out.join("share.json")).unwrap(),
+            &key,
+            &crate::sharefile::Unlock::Key(&unlock),
+        )
+        .unwrap();
+        assert!(out.join("transcript.json").exists());
     }
 
     #[test]

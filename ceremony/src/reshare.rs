@@ -50,10 +50,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::echo::Signed;
-use crate::error::{unhex, write, Error, Result};
+use crate::error::{unhex, Error, Result};
 use crate::files::KeyFile;
 use crate::net::{member_key, Inbound, LocalSecrets, MemberConfig, Mesh};
-use crate::sharefile::write_key_and_share;
 use crate::transcript::{parse_format, signed_bytes, Check, Identity, SignatureRecord, Verdict};
 
 /// The format tag of a re-sharing configuration.
@@ -788,6 +787,14 @@ async fn reshare_async(
     let mut signatures = inbox.signatures;
     let broadcasts = public(&inbox.pending);
 
+    // First seal the new share as pending: a participant that never gets every signature
+    // keeps it (issue 30 §5).
+    crate::sharefile::write_pending(
+        &opts.out,
+        &new_key,
+        new_share.as_ref(),
+        opts.passphrase.as_ref(),
+    )?;
     let dealings: Vec<Vec<u8>> = broadcasts.iter().map(Message::to_bytes).collect();
     let h = head(
         &params.session(),
@@ -812,7 +819,8 @@ async fn reshare_async(
             )
         },
     )
-    .await?;
+    .await
+    .inspect_err(|_| crate::net::pending_hint(&opts.out))?;
     let transcript = ReshareTranscript {
         format: TRANSCRIPT_FORMAT.into(),
         config: config.clone(),
@@ -831,10 +839,7 @@ async fn reshare_async(
         .map_err(|e| Error::format("transcript", e.to_string()))?;
     verify_reshare(&json, Some(&new_key)).require("reshare transcript")?;
     mesh.finish().await;
-    let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    write(&out.join("reshare-transcript.json"), &json, false)?;
-    write_key_and_share(out, &new_key, new_share.as_ref(), opts.passphrase.as_ref())?;
+    crate::sharefile::promote_pending(&opts.out, "reshare-transcript.json", &json)?;
     Ok(hex::encode(new_key.fingerprint()))
 }
 

@@ -266,7 +266,12 @@ fn overwrite_and_remove(path: &std::path::Path) -> Result<()> {
 /// a run writing there would replace a share that may still be the only copy (for example the
 /// current share a re-sharing deals from). Checked before the run starts.
 pub(crate) fn refuse_share_files(out: &std::path::Path) -> Result<()> {
-    for f in ["share.json", "share.key"] {
+    for f in [
+        "share.json",
+        "share.key",
+        "pending/share.json",
+        "pending/share.key",
+    ] {
         if out.join(f).exists() {
             return Err(Error::format(
                 out.display().to_string(),
@@ -304,4 +309,77 @@ pub(crate) fn write_key_and_share(
         crate::error::write(&out.join("share.json"), sealed.as_bytes(), true)?;
     }
     Ok(())
+}
+
+/// Where (inside `--out`) a member keeps its sealed share, and the key, between the protocol's
+/// end and the last transcript signature (issue 30 §5). A member that never receives every
+/// signature — the last signer may withhold its own while holding the finished transcript —
+/// keeps its share here instead of losing it, and installs it with `medtech-ceremony finish`
+/// once any member hands it the finished transcript.
+pub const PENDING: &str = "pending";
+
+/// Before signing: seals the share (and writes the key) in `out/pending`.
+pub(crate) fn write_pending(
+    out: &std::path::Path,
+    key: &ThresholdPublicKey,
+    share: Option<&KeyShare>,
+    passphrase: Option<&Zeroizing<String>>,
+) -> Result<()> {
+    write_key_and_share(&out.join(PENDING), key, share, passphrase)
+}
+
+/// After every signature: writes the transcript to `out/transcript_name` and moves the pending
+/// key and share into `out` (renames within one directory tree: no copy of the share is left
+/// behind), then removes `out/pending`.
+pub(crate) fn promote_pending(
+    out: &std::path::Path,
+    transcript_name: &str,
+    transcript_json: &[u8],
+) -> Result<()> {
+    let pending = out.join(PENDING);
+    crate::error::write(&out.join(transcript_name), transcript_json, false)?;
+    for f in ["threshold-key.json", "share.key", "share.json"] {
+        let from = pending.join(f);
+        if from.exists() {
+            std::fs::rename(&from, out.join(f)).map_err(|e| Error::io(&from, e))?;
+        }
+    }
+    std::fs::remove_dir(&pending).map_err(|e| Error::io(&pending, e))
+}
+
+/// `medtech-ceremony finish`: a member whose ceremony or re-sharing ended without every
+/// signature, given the finished transcript later (from any member), checks it — against the
+/// member's own configuration (its pinned identities) and the key in `out/pending` — and only
+/// then installs the pending share. Returns the key fingerprint (hex).
+pub fn finish(out: &std::path::Path, config_json: &[u8], transcript: &[u8]) -> Result<String> {
+    let pending = out.join(PENDING);
+    let key = crate::files::load_key(&pending.join("threshold-key.json"))?;
+    let format = |json: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.get("format").and_then(|f| f.as_str()).map(String::from))
+            .unwrap_or_default()
+    };
+    let name = if format(transcript) == crate::reshare::TRANSCRIPT_FORMAT {
+        let config: crate::reshare::ReshareConfig = serde_json::from_slice(config_json)
+            .map_err(|e| Error::format("reshare config", e.to_string()))?;
+        let t: crate::reshare::ReshareTranscript = serde_json::from_slice(transcript)
+            .map_err(|e| Error::format("reshare transcript", e.to_string()))?;
+        if t.config != config {
+            return Err(Error::format(
+                "reshare transcript",
+                "is not of this configuration's re-sharing",
+            ));
+        }
+        crate::reshare::verify_reshare(transcript, Some(&key)).require("reshare transcript")?;
+        "reshare-transcript.json"
+    } else {
+        let config: crate::net::CeremonyConfig = serde_json::from_slice(config_json)
+            .map_err(|e| Error::format("ceremony config", e.to_string()))?;
+        crate::transcript::verify(transcript, Some(&config.identities()), Some(&key))
+            .require("transcript")?;
+        "transcript.json"
+    };
+    promote_pending(out, name, transcript)?;
+    Ok(hex::encode(key.fingerprint()))
 }
