@@ -6,11 +6,12 @@
 //! over the integers as in Rabin (CRYPTO 1998) and Shoup (2000 §2):
 //!
 //! 1. A set `T` of exactly `t` current members, fixed in the [`ReshareParameters`], deals. Member
-//!    `i ∈ T` with share `s_i` takes `e_i = λ'_i·s_i·Δ'` (`λ'_i` the `Δ`-scaled integer Lagrange
-//!    coefficient of `i` in `T`, `Δ' = n'!`) and shares it with a degree-`t' − 1` integer
+//!    `i ∈ T` with share `s_i` takes `e_i = λ'_i·s_i·Δ*` (`λ'_i` the `Δ`-scaled integer Lagrange
+//!    coefficient of `i` in `T`, `Δ* = max(n, n')!`, a multiple of `Δ = n!` and `Δ' = n'!`) and
+//!    shares it with a degree-`t' − 1` integer
 //!    polynomial whose other coefficients are `2^128` times larger than `e_i·Δ'·n'^t'`, with
 //!    Feldman commitments `D_{i,m} = v^(coefficient)`. It sends `g_i(j)` to new member `j`.
-//! 2. New member `j` checks, for every dealer: `D_{i,0}^Δ = v_i^(λ'_i·Δ')` — the dealt constant
+//! 2. New member `j` checks, for every dealer: `D_{i,0} = v_i^(λ'_i·Δ*/Δ)` — the dealt constant
 //!    *is* the dealer's current share, checked against its verification key `v_i = v^(Δ s_i)`;
 //!    anyone can check this, and a failure names the dealer. Then its own sub-share: in the
 //!    range an honest dealer's polynomial reaches at `j` (constant `|e_i| < 2^e_bits`, other
@@ -21,8 +22,8 @@
 //!    the sub-share in public ([`answer`]); everyone checks the answer, a dealer that cannot
 //!    answer is named by all ([`receive`], [`reshared_key`]), and a complainer takes the
 //!    answered sub-share (module `complaint`, as K1b–K1c).
-//! 3. `s'_j = Σ_{i∈T} g_i(j)` shares `d' = Δ·Δ'·d` with degree `t' − 1`; the new verification keys
-//!    are `v'_k = (Π_i Π_m D_{i,m}^(k^m))^Δ'`, the new combination constant `θ' = Δ·Δ'·θ mod N`.
+//! 3. `s'_j = Σ_{i∈T} g_i(j)` shares `d' = Δ·Δ*·d` with degree `t' − 1`; the new verification keys
+//!    are `v'_k = (Π_i Π_m D_{i,m}^(k^m))^Δ'`, the new combination constant `θ' = Δ·Δ*·θ mod N`.
 //!
 //! The old shares are a sharing of `d`, the new ones of `Δ·Δ'·d` with independent randomness:
 //! after a refresh, `t − 1` old shares together with `t' − 1` new ones reveal nothing, and old
@@ -118,16 +119,26 @@ impl ReshareParameters {
         self.new_threshold
     }
 
+    /// `Δ* = max(n, n')!`, the factor each dealt constant carries: a multiple of both `Δ = n!`
+    /// (so that the dealing check `D_{i,0} = v_i^(λ'_i·Δ*/Δ)` is exact: with `Δ'` alone, when
+    /// `n' < n`, the check had to raise `D_{i,0}` to the power `Δ` and fixed it only up to
+    /// `Δ`-th roots of unity — issue 30 §5) and `Δ' = n'!` (integer sharing on the new
+    /// committee).
+    fn dealt_delta(&self) -> Int {
+        factorial(self.key.parties().max(self.new_parties))
+    }
+
     /// `(bits of |e_i|, bits of the polynomial coefficients, bits of the new share bound)`.
     fn sizes(&self) -> (usize, usize, usize) {
         let old_delta = self.key.delta();
         let new_delta = factorial(self.new_parties);
+        let dealt_delta = self.dealt_delta();
         let lambda_bits = integer_lagrange(&self.dealers, old_delta)
             .iter()
             .map(Int::bits)
             .max()
             .unwrap_or(1);
-        let e_bits = self.key.share_bits() as usize + lambda_bits + new_delta.bits();
+        let e_bits = self.key.share_bits() as usize + lambda_bits + dealt_delta.bits();
         let spread = usize::from(self.new_threshold)
             * (u16::BITS - self.new_parties.leading_zeros()) as usize
             + 2;
@@ -181,10 +192,13 @@ pub fn deal<R: RngCore + CryptoRng + ?Sized>(
         .position(|&d| d == me.0)
         .ok_or_else(|| Error::InvalidParameters(format!("party {me} is not a dealer")))?;
     let lambda = &integer_lagrange(&params.dealers, key.delta())[pos];
-    let new_delta = factorial(params.new_parties);
     let (_, coeff_bits, _) = params.sizes();
     let mut poly = vec![SecretInt::new(
-        share.secret().expose().mul(lambda).mul(&new_delta),
+        share
+            .secret()
+            .expose()
+            .mul(lambda)
+            .mul(&params.dealt_delta()),
     )];
     for _ in 1..params.new_threshold {
         poly.push(SecretInt::new(Int::random_bits(rng, coeff_bits)));
@@ -273,12 +287,17 @@ fn direct_share<'a>(
 }
 
 /// Step 2, public half: every dealer's commitments are units mod N² and commit to its current
-/// share (`D_{i,0}^Δ = v_i^(λ'_i·Δ')`). Anyone holding the old public key can run it.
+/// share, exactly: `D_{i,0} = v_i^(λ'_i·Δ*/Δ)` (`v_i = v^(Δ·s_i)`). Anyone holding the old public
+/// key can run it.
 fn check_dealings<'a>(params: &ReshareParameters, messages: &'a [Message]) -> Result<Dealings<'a>> {
     let key = &params.key;
     let nn = key.public_key().nn();
     let t_new = usize::from(params.new_threshold);
-    let new_delta = factorial(params.new_parties);
+    // Δ* is a multiple of Δ: exact.
+    let scale = params
+        .dealt_delta()
+        .div_exact(key.delta())
+        .ok_or_else(|| Error::InvalidParameters("Δ* is not a multiple of Δ".into()))?;
     let lambdas = integer_lagrange(&params.dealers, key.delta());
     let mut commitments = Vec::with_capacity(params.dealers.len());
     for (&dealer, lambda) in params.dealers.iter().zip(&lambdas) {
@@ -288,9 +307,9 @@ fn check_dealings<'a>(params: &ReshareParameters, messages: &'a [Message]) -> Re
             return Err(blame(b, "commitment is not a unit mod N²"));
         }
         let vk = key.vk(PartyIndex(dealer))?;
-        let expected = pow_signed(vk, &lambda.mul(&new_delta), nn)
+        let expected = pow_signed(vk, &lambda.mul(&scale), nn)
             .ok_or_else(|| blame(b, "verification key is not a unit"))?;
-        if cs[0].pow_mod(key.delta(), nn) != expected {
+        if cs[0] != expected {
             return Err(blame(
                 b,
                 "re-shared constant does not match the dealer's verification key",
@@ -322,7 +341,7 @@ fn new_key(params: &ReshareParameters, dealings: &Dealings<'_>) -> Result<Thresh
     let theta = key
         .theta()
         .mul(key.delta())
-        .mul(&new_delta)
+        .mul(&params.dealt_delta())
         .rem_euclid(pk.n());
     ThresholdPublicKey::from_parts(
         pk.clone(),
@@ -707,6 +726,28 @@ mod tests {
             .map(|j| receive(&params, PartyIndex(j), &msgs).unwrap().0)
             .collect();
         assert!(keys.iter().all(|k| *k == keys[0]));
+    }
+
+    /// Issue 30 §5: with `n' < n` the dealing check used to raise `D_{i,0}` to the power `Δ`,
+    /// fixing it only up to `Δ`-th roots of unity: a dealer publishing `−D_{i,0}` (−1 is one,
+    /// `Δ` being even) passed it, since `(−D)^Δ = D^Δ`. With `Δ* = max(n, n')!` the check is
+    /// exact, and anyone names the dealer.
+    #[test]
+    fn a_dealing_off_by_a_root_of_unity_is_named_from_public_data() {
+        let (key, shares) = crate::dealer::insecure_generate_from_seed(512, 5, 3, 24).unwrap();
+        let dealers = [PartyIndex(1), PartyIndex(2), PartyIndex(3)];
+        let params = ReshareParameters::new([9; 32], &key, &dealers, 3, 2).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut msgs = Vec::new();
+        for share in &shares[..3] {
+            let (_, out) = deal(&params, share, &mut rng).unwrap();
+            msgs.extend(out.broadcast);
+        }
+        check_public(&params, Round::Refresh, &msgs).unwrap();
+        let nn = key.public_key().nn().clone();
+        msgs[1].ints[0] = nn.sub(&msgs[1].ints[0]);
+        let e = check_public(&params, Round::Refresh, &msgs).unwrap_err();
+        assert_eq!(e.culprits(), vec![PartyIndex(2)], "{e}");
     }
 
     #[test]
