@@ -25,7 +25,7 @@
 //! 3. `s'_j = Σ_{i∈T} g_i(j)` shares `d' = Δ·Δ*·d` with degree `t' − 1`; the new verification keys
 //!    are `v'_k = (Π_i Π_m D_{i,m}^(k^m))^Δ'`, the new combination constant `θ' = Δ·Δ*·θ mod N`.
 //!
-//! The old shares are a sharing of `d`, the new ones of `Δ·Δ'·d` with independent randomness:
+//! The old shares are a sharing of `d`, the new ones of `Δ·Δ*·d` with independent randomness:
 //! after a refresh, `t − 1` old shares together with `t' − 1` new ones reveal nothing, and old
 //! shares do not combine with the new key (its fingerprint differs, and the core refuses a share
 //! of another key). Each re-sharing adds about `|λ'| + 2|Δ| + 128 + t'·log n'` bits to the share
