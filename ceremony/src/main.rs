@@ -171,6 +171,9 @@ enum Command {
         /// The new `threshold-key.json` the re-sharing produced.
         #[arg(long)]
         key: PathBuf,
+        /// This operator's re-sharing configuration (the transcript must be of it).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// After a ceremony or re-sharing that ended without every signature: check the finished
     /// transcript (from any member) against this member's configuration and pending key, then
@@ -472,7 +475,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             share_key,
             transcript,
             key,
+            config,
         } => {
+            let config =
+                std::fs::read(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
             let t = std::fs::read(&transcript)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", transcript.display()))?;
             let key = load_key(&key)?;
@@ -481,6 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 share_key.as_deref(),
                 &t,
                 &key,
+                &config,
             )?;
             println!(
                 "{} overwritten and removed{}. Copies elsewhere (backups, snapshots, other disks) \
@@ -534,6 +541,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     ExitCode::FAILURE
                 });
+            }
+            if let Some(f) = format.as_deref().filter(|f| {
+                f.starts_with(reshare::TRANSCRIPT_FORMAT_PREFIX) && *f != reshare::TRANSCRIPT_FORMAT
+            }) {
+                anyhow::bail!(
+                    "re-sharing transcript format {f:?} is not {:?}: made by another version of \
+                     this tool",
+                    reshare::TRANSCRIPT_FORMAT
+                );
             }
             let verdict = if format.as_deref() == Some(reshare::TRANSCRIPT_FORMAT) {
                 let (Some(old_key), Some(identities)) = (old_key, pinned.as_deref()) else {

@@ -62,9 +62,12 @@ const ECHO_DEALINGS: u64 = 1;
 const ECHO_COMPLAINTS: u64 = 2;
 const ECHO_ANSWERS: u64 = 3;
 const ECHO_TEST: u64 = 4;
-/// The format tag of a re-sharing transcript (`/2`: the public messages include the
-/// complaints and answers of R1b–R1c).
-pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/2";
+/// The format tag of a re-sharing transcript (`/3`: the public messages include the
+/// complaints and answers of R1b–R1c and the test partials of R2, and dealt constants carry
+/// `max(n, n')!`).
+pub const TRANSCRIPT_FORMAT: &str = "medtech-reshare-transcript/3";
+/// The prefix every re-sharing transcript format shares (an older one is refused by name).
+pub const TRANSCRIPT_FORMAT_PREFIX: &str = "medtech-reshare-transcript/";
 
 /// One participant of a re-sharing.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -454,6 +457,19 @@ fn check_pins(config: &ReshareConfig, pins: &ResharePins<'_>) -> Result<String> 
             "the configuration re-shares another key than the pinned old key",
         ));
     }
+    // Exactly the participants: no extra, no duplicate, no missing entry.
+    let mut parties: Vec<u16> = pins.identities.iter().map(|id| id.party).collect();
+    parties.sort_unstable();
+    let expected: Vec<u16> = config.participants.iter().map(|p| p.member.index).collect();
+    if parties != expected {
+        return Err(Error::format(
+            "pins",
+            format!(
+                "the pinned identities are for parties {parties:?}, the participants are \
+                 {expected:?}"
+            ),
+        ));
+    }
     for p in &config.participants {
         let i = p.member.index;
         let pinned = pins
@@ -493,7 +509,8 @@ fn check_pins(config: &ReshareConfig, pins: &ResharePins<'_>) -> Result<String> 
                     }
                 }
             }
-            "; chained to the previous transcript"
+            "; linked to the previous transcript (its key and its members' identity keys; \
+             verify that transcript on its own)"
         }
         None => "",
     };
@@ -788,7 +805,8 @@ async fn reshare_async(
     let broadcasts = public(&inbox.pending);
 
     // First seal the new share as pending: a participant that never gets every signature
-    // keeps it (issue 30 §5).
+    // keeps it (issue 30 §5). Checked again: `--out` may have changed during the run.
+    crate::sharefile::refuse_share_files(&opts.out)?;
     crate::sharefile::write_pending(
         &opts.out,
         &new_key,
@@ -979,6 +997,13 @@ impl Inbox {
                             return Err(fault(from, "sent two messages in one round"));
                         }
                         self.early.push((from, m, env));
+                        continue;
+                    }
+                    if m.round == Round::Refresh && m.to.is_some() && round > Round::Refresh {
+                        // A sub-share that comes after R1 changes nothing: its member has
+                        // complained about it already, and the public answer settles it
+                        // (second attacker review, finding 1: refusing it stopped the member
+                        // alone, and the others named it).
                         continue;
                     }
                     if m.round < round || have(&self.pending, m.from.0, m.to) {
@@ -1398,6 +1423,21 @@ mod tests {
             .to_string()
             .contains("participant 3"));
         assert!(pins(&ids[..2], None).is_err(), "an unpinned participant");
+        let mut extra = ids.clone();
+        extra.push(Identity {
+            party: 4,
+            ed25519: "33".repeat(32),
+        });
+        assert!(pins(&extra, None).is_err(), "an extra pinned party");
+        let mut twice = ids.clone();
+        twice.push(Identity {
+            party: 3,
+            ed25519: "44".repeat(32),
+        });
+        assert!(pins(&twice, None).is_err(), "a party pinned twice");
+        let mut upper = ids.clone();
+        upper[0].ed25519 = upper[0].ed25519.to_uppercase();
+        assert!(pins(&upper, None).is_ok(), "hex case does not matter");
         // Another old key.
         let (other, _) =
             medtech_threshold::dealer::insecure_generate_from_seed(512, 3, 2, 12).unwrap();
@@ -1441,7 +1481,7 @@ mod tests {
         });
         assert!(pins(&ids, Some(&previous(members.clone(), fp.clone())))
             .unwrap()
-            .contains("chained"));
+            .contains("linked to the previous transcript"));
         let mut changed = members.clone();
         changed[1].ed25519 = "22".repeat(32);
         let e = pins(&ids, Some(&previous(changed, fp.clone()))).unwrap_err();

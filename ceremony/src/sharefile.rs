@@ -219,10 +219,22 @@ pub fn destroy_replaced_share(
     share_key: Option<&std::path::Path>,
     transcript: &[u8],
     new_key: &ThresholdPublicKey,
+    config_json: &[u8],
 ) -> Result<()> {
     crate::reshare::verify_reshare(transcript, Some(new_key)).require("re-sharing transcript")?;
     let t: crate::reshare::ReshareTranscript = serde_json::from_slice(transcript)
         .map_err(|e| Error::format("re-sharing transcript", e.to_string()))?;
+    // The one irreversible command: the transcript must be of the re-sharing this operator
+    // took part in (its own configuration, which pins every participant's identity key and
+    // the old key), not merely some verifying re-sharing of the same key.
+    let config: crate::reshare::ReshareConfig = serde_json::from_slice(config_json)
+        .map_err(|e| Error::format("reshare config", e.to_string()))?;
+    if t.config != config {
+        return Err(Error::format(
+            "re-sharing transcript",
+            "is not of the re-sharing this configuration describes; nothing destroyed",
+        ));
+    }
     let file: ShareFile = serde_json::from_slice(&crate::error::read(share_json)?)
         .map_err(|e| Error::format("share file", e.to_string()))?;
     if !file
@@ -337,13 +349,16 @@ pub(crate) fn promote_pending(
     transcript_json: &[u8],
 ) -> Result<()> {
     let pending = out.join(PENDING);
-    crate::error::write(&out.join(transcript_name), transcript_json, false)?;
-    for f in ["threshold-key.json", "share.key", "share.json"] {
+    // The share first, the key next, the transcript last: an interrupted promotion is
+    // finished by running `finish` again (it moves what is still pending), and never leaves a
+    // transcript claiming a share that is not in place.
+    for f in ["share.key", "share.json", "threshold-key.json"] {
         let from = pending.join(f);
         if from.exists() {
             std::fs::rename(&from, out.join(f)).map_err(|e| Error::io(&from, e))?;
         }
     }
+    crate::error::write(&out.join(transcript_name), transcript_json, false)?;
     std::fs::remove_dir(&pending).map_err(|e| Error::io(&pending, e))
 }
 
@@ -353,14 +368,41 @@ pub(crate) fn promote_pending(
 /// then installs the pending share. Returns the key fingerprint (hex).
 pub fn finish(out: &std::path::Path, config_json: &[u8], transcript: &[u8]) -> Result<String> {
     let pending = out.join(PENDING);
-    let key = crate::files::load_key(&pending.join("threshold-key.json"))?;
+    // A share in `out` that is not the pending one is never overwritten.
+    for f in ["share.json", "share.key"] {
+        if out.join(f).exists() && pending.join(f).exists() {
+            return Err(Error::format(
+                out.display().to_string(),
+                format!("already holds {f} besides the pending one; nothing installed"),
+            ));
+        }
+    }
+    // An interrupted earlier `finish` may have moved the key already.
+    let key_path = if pending.join("threshold-key.json").exists() {
+        pending.join("threshold-key.json")
+    } else {
+        out.join("threshold-key.json")
+    };
+    let key = crate::files::load_key(&key_path)?;
     let format = |json: &[u8]| {
         serde_json::from_slice::<serde_json::Value>(json)
             .ok()
             .and_then(|v| v.get("format").and_then(|f| f.as_str()).map(String::from))
             .unwrap_or_default()
     };
-    let name = if format(transcript) == crate::reshare::TRANSCRIPT_FORMAT {
+    let format = format(transcript);
+    if format.starts_with(crate::reshare::TRANSCRIPT_FORMAT_PREFIX)
+        && format != crate::reshare::TRANSCRIPT_FORMAT
+    {
+        return Err(Error::format(
+            "reshare transcript",
+            format!(
+                "format {format:?} is not {:?}: made by another version",
+                crate::reshare::TRANSCRIPT_FORMAT
+            ),
+        ));
+    }
+    let name = if format == crate::reshare::TRANSCRIPT_FORMAT {
         let config: crate::reshare::ReshareConfig = serde_json::from_slice(config_json)
             .map_err(|e| Error::format("reshare config", e.to_string()))?;
         let t: crate::reshare::ReshareTranscript = serde_json::from_slice(transcript)

@@ -174,7 +174,7 @@ fn a_hospital_leaves_and_another_joins_over_tls_with_the_same_public_key() {
     let pinned = p(d, "pinned.json");
     let v = verify(&["--old-key", &old_key, "--identities", &pinned]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
-    assert!(String::from_utf8_lossy(&v.stdout).contains("VERIFIED"));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("VERIFIED: key"));
     // Without the pins `verify` refuses to judge.
     let v = verify(&[]);
     assert!(!v.status.success());
@@ -247,6 +247,8 @@ fn a_hospital_leaves_and_another_joins_over_tls_with_the_same_public_key() {
                 transcript.to_str().unwrap(),
                 "--key",
                 &p(d, "out-1/threshold-key.json"),
+                "--config",
+                &p(d, "reshare.json"),
             ])
             .output()
             .unwrap()
