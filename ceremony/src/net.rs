@@ -1296,7 +1296,52 @@ pub(crate) mod hooks {
             if let Ok(mut t) = TAMPERS.lock() {
                 t.retain(|(a, _)| *a != self.0);
             }
+            if let Ok(mut l) = LATE_MEMBERS.lock() {
+                l.retain(|a| *a != self.0);
+            }
+            if let Ok(mut l) = LATE.lock() {
+                l.retain(|(a, _, _)| *a != self.0);
+            }
         }
+    }
+
+    /// Messages a hook chose to send late, by member address: `(address, recipient, message)`.
+    static LATE: Mutex<Vec<(String, u16, Message)>> = Mutex::new(Vec::new());
+
+    /// Members whose withheld messages are sent late rather than never.
+    static LATE_MEMBERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// [`set`], with the messages the hook withholds sent later instead of never (the re-sharing
+    /// sends them at the start of R1b).
+    #[must_use]
+    pub(crate) fn set_late(address: &str, tamper: Tamper) -> Guard {
+        if let Ok(mut l) = LATE_MEMBERS.lock() {
+            l.push(address.to_string());
+        }
+        set(address, tamper)
+    }
+
+    /// Keeps withheld `m` (for `to`) to be sent later, if the member at `address` sends late
+    /// (see [`set_late`], [`take_late`]).
+    pub(crate) fn send_late(address: &str, to: u16, m: Message) {
+        let late = LATE_MEMBERS
+            .lock()
+            .is_ok_and(|l| l.iter().any(|a| a == address));
+        if late {
+            if let Ok(mut l) = LATE.lock() {
+                l.push((address.to_string(), to, m));
+            }
+        }
+    }
+
+    /// The messages the member at `address` was to send late: `(recipient, message)`.
+    pub(crate) fn take_late(address: &str) -> Vec<(u16, Message)> {
+        let Ok(mut l) = LATE.lock() else {
+            return Vec::new();
+        };
+        let (mine, rest): (Vec<_>, Vec<_>) = l.drain(..).partition(|(a, _, _)| a == address);
+        *l = rest;
+        mine.into_iter().map(|(_, to, m)| (to, m)).collect()
     }
 
     /// Applies the hook of the member at `address`, if any; `false`: withhold the message.

@@ -646,8 +646,15 @@ async fn reshare_async(
             match to {
                 Some(p) if p == me => inbox.pending.push(m),
                 Some(p) => {
-                    if let Some(m) = send_tampered(m, &mine.member.address) {
-                        mesh.send(Some(p), &m);
+                    #[cfg(test)]
+                    let kept = m.clone();
+                    match send_tampered(m, &mine.member.address) {
+                        Some(m) => mesh.send(Some(p), &m),
+                        // A test playing a dealer that sends this sub-share only later.
+                        #[cfg(test)]
+                        None => crate::net::hooks::send_late(&mine.member.address, p, kept),
+                        #[cfg(not(test))]
+                        None => {}
                     }
                 }
                 None => {}
@@ -689,6 +696,12 @@ async fn reshare_async(
         (Round::RefreshAnswers, ECHO_ANSWERS),
     ];
     for (round, tag) in phases {
+        #[cfg(test)]
+        if round == Round::RefreshComplaints {
+            for (to, m) in crate::net::hooks::take_late(&mine.member.address) {
+                mesh.send(Some(to), &m);
+            }
+        }
         if let Some(m) = mine_now.take() {
             if let Some(m) = send_tampered(m, &mine.member.address) {
                 mesh.send(None, &m);
@@ -1306,8 +1319,22 @@ mod tests {
         tmp: &std::path::Path,
         tamper: fn(&mut Message) -> bool,
     ) -> (ReshareConfig, Vec<Result<String>>) {
+        run_all_hooked(tmp, tamper, false)
+    }
+
+    /// [`run_all_with`]; with `late`, what the hook withholds is sent at the start of R1b.
+    fn run_all_hooked(
+        tmp: &std::path::Path,
+        tamper: fn(&mut Message) -> bool,
+        late: bool,
+    ) -> (ReshareConfig, Vec<Result<String>>) {
         let (config, shares, dirs) = loopback(tmp);
-        let _hook = crate::net::hooks::set(&config.participants[1].member.address, tamper);
+        let address = &config.participants[1].member.address;
+        let _hook = if late {
+            crate::net::hooks::set_late(address, tamper)
+        } else {
+            crate::net::hooks::set(address, tamper)
+        };
         let mut shares = shares.into_iter();
         let (share1, share2) = (shares.next(), shares.next());
         let handles = [(1u16, share1), (2, share2), (3, None)].map(|(i, share)| {
@@ -1350,6 +1377,29 @@ mod tests {
                 "participant {i}: {text}"
             );
         }
+    }
+
+    /// Second attacker review, finding 1: dealer 2 holds back participant 3's sub-share and
+    /// sends it only once R1 is over (at the start of R1b). Refusing it there stopped 3 alone,
+    /// and the others named 3; now it is ignored, 3's complaint is answered in public, and
+    /// everyone finishes with the same key.
+    #[test]
+    fn a_late_sub_share_is_ignored_and_answered_in_public() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, results) = run_all_hooked(
+            tmp.path(),
+            |m| !(m.round == Round::Refresh && m.to == Some(PartyIndex(3))),
+            true,
+        );
+        let fps: Vec<&String> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.as_ref()
+                    .unwrap_or_else(|e| panic!("participant {} failed: {e}", i + 1))
+            })
+            .collect();
+        assert!(fps.iter().all(|f| *f == fps[0]));
     }
 
     /// A sub-share withheld (attacker review, finding 2), answered correctly in public: the
