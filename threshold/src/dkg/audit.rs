@@ -460,17 +460,9 @@ pub(super) fn audit_batch(
         for i in 0..n {
             inbox.extend(start(i).1.direct.into_iter().filter(|d| d.to == to));
         }
-        match p.receive(inbox, &mut unused)? {
-            Step::Continue(p, out) => {
-                next.push(*p);
-                outgoing.push(out);
-            }
-            Step::Done(_) => {
-                return Err(Error::KeyGenerationFailed(
-                    "batch audit: a re-run party finished the generation".into(),
-                ))
-            }
-        }
+        let (p, out) = rerun_step(p, inbox, &mut unused)?;
+        next.push(p);
+        outgoing.push(out);
     }
     left_the_batch(&next, batch)?;
     let mut parties = next;
@@ -512,20 +504,26 @@ pub(super) fn audit_batch(
         let mut next = Vec::with_capacity(n);
         for (p, inbox) in parties.drain(..).zip(inboxes) {
             debug_assert_eq!(p.round(), round);
-            match p.receive(inbox, &mut unused)? {
-                Step::Continue(p, out) => {
-                    next.push(*p);
-                    outgoing.push(out);
-                }
-                Step::Done(_) => {
-                    return Err(Error::KeyGenerationFailed(
-                        "batch audit: a re-run party finished the generation".into(),
-                    ))
-                }
-            }
+            let (p, out) = rerun_step(p, inbox, &mut unused)?;
+            next.push(p);
+            outgoing.push(out);
         }
         left_the_batch(&next, batch)?;
         parties = next;
+    }
+}
+
+/// One round of a re-run party: it must go on (a batch's re-run never finishes the generation).
+fn rerun_step<R: RngCore + CryptoRng + ?Sized>(
+    p: Party,
+    inbox: Vec<Message>,
+    rng: &mut R,
+) -> Result<(Party, Outgoing)> {
+    match p.receive(inbox, rng)? {
+        Step::Continue(p, out) => Ok((*p, out)),
+        Step::Done(_) => Err(Error::KeyGenerationFailed(
+            "batch audit: a re-run party finished the generation".into(),
+        )),
     }
 }
 

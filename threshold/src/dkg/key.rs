@@ -165,13 +165,18 @@ fn range_fault(x: &Int, (low, high): &(Int, Int), what: &str) -> core::result::R
 
 /// The Feldman key-stage base: `v`, `v⁻¹` and `N²`.
 #[derive(Debug)]
-struct Feldman {
+pub(super) struct Feldman {
     v: Int,
     v_inv: Int,
     nn: Int,
 }
 
 impl Feldman {
+    /// The base `v` (with `v_inv = v⁻¹`) of commitments mod `nn = N²`.
+    pub(super) fn new(v: Int, v_inv: Int, nn: Int) -> Self {
+        Feldman { v, v_inv, nn }
+    }
+
     /// Why `values`, what a dealer owes holder `j` of the polynomials committed in `parts`
     /// (commitments, name, honest range at `j`), are not what an honest dealer sends.
     fn fault(
@@ -411,19 +416,14 @@ pub(super) struct Round1b {
 
 impl Round1b {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
-        let all: Vec<u16> = ctx.all().collect();
-        let complaints: Vec<Message> = inbox.broadcasts(ctx.all())?.into_iter().cloned().collect();
-        let list = complaint::complaints(&complaints.iter().collect::<Vec<_>>(), &all, true)?;
+        let list = key_complaints(ctx.setup, &inbox.broadcasts(ctx.all())?)?;
         let [b, r] = &self.round1.polys;
         let mut m = ctx.message(Round::KeyAnswers, 0, None);
         m.ints = complaint::answer_values(&list, ctx.me.0, usize::from(ctx.setup.t), |j| {
             vec![eval_int(b, j), eval_int(r, j)]
         });
         Ok(Transition::Next(
-            State::Key1c(Box::new(Round1c {
-                b: self,
-                complaints,
-            })),
+            State::Key1c(Box::new(Round1c { b: self, list })),
             Outgoing {
                 broadcast: Some(m),
                 direct: Vec::new(),
@@ -436,8 +436,8 @@ impl Round1b {
 #[derive(Debug)]
 pub(super) struct Round1c {
     b: Round1b,
-    /// Everyone's K1b complaint broadcasts (party order).
-    complaints: Vec<Message>,
+    /// Everyone's K1b complaints, checked.
+    list: Vec<Complaint>,
 }
 
 impl Round1c {
@@ -455,7 +455,7 @@ impl Round1c {
                     commitments,
                     mut shares,
                 },
-            complaints,
+            list,
         } = self;
         let Round1 {
             pk,
@@ -465,12 +465,12 @@ impl Round1c {
         } = round1;
         drop(polys);
         let refs: Vec<&[Int]> = commitments.iter().map(Vec::as_slice).collect();
-        let (list, answers) = key_answers(
+        let answers = key_answers(
             setup,
-            &pk,
-            (&feldman.v, &feldman.v_inv),
+            pk.n(),
+            &feldman,
             &refs,
-            &complaints.iter().collect::<Vec<_>>(),
+            &list,
             &inbox.broadcasts(ctx.all())?,
         )?;
         let all: Vec<u16> = ctx.all().collect();
@@ -524,56 +524,54 @@ impl Round1c {
     }
 }
 
-/// K1b–K1c as everyone checks them (the parties and `verify::replay`): the complaints, then
-/// each answer against its dealer's commitments (party order) and the complainer's ranges.
-/// Returns the complaints and their answers.
-pub(super) fn key_answers<'m>(
-    setup: &super::Setup,
-    pk: &PublicKey,
-    (v, v_inv): (&Int, &Int),
-    commitments: &[&[Int]],
-    complaints: &[&Message],
-    answers: &[&'m Message],
-) -> Result<(Vec<Complaint>, Vec<&'m [Int]>)> {
-    let feldman = Feldman {
-        v: v.clone(),
-        v_inv: v_inv.clone(),
-        nn: pk.nn().clone(),
-    };
+/// K1b as everyone checks it (the parties and `verify::replay`): every party's complaints
+/// against K1 dealers (party order).
+pub(super) fn key_complaints(setup: &super::Setup, msgs: &[&Message]) -> Result<Vec<Complaint>> {
     let all: Vec<u16> = (1..=setup.n).collect();
-    let list = complaint::complaints(complaints, &all, true)?;
-    let answers = complaint::answers(answers, &list, 2, "K1", |c, values| {
-        let dealer = commitments[usize::from(c.against) - 1];
-        feldman.k1_fault(setup, pk.n(), dealer, c.by, values)
-    })?;
-    Ok((list, answers))
+    complaint::complaints(msgs, &all, true)
 }
 
-/// K3b–K3c as everyone checks them: the complaints against product parties, then each answer
-/// against its reshare commitments (product-party order) and the complainer's range.
+/// K3b as everyone checks it: every party's complaints against the product parties.
+pub(super) fn reshare_complaints(
+    setup: &super::Setup,
+    msgs: &[&Message],
+) -> Result<Vec<Complaint>> {
+    complaint::complaints(msgs, &setup.product_parties, true)
+}
+
+/// K1c as everyone checks it: each answer to `list` against its dealer's commitments (party
+/// order) and the complainer's ranges. Returns the answers (complaint order).
+pub(super) fn key_answers<'m>(
+    setup: &super::Setup,
+    n: &Int,
+    feldman: &Feldman,
+    commitments: &[&[Int]],
+    list: &[Complaint],
+    answers: &[&'m Message],
+) -> Result<Vec<&'m [Int]>> {
+    complaint::answers(answers, list, 2, "K1", |c, values| {
+        let dealer = commitments[usize::from(c.against) - 1];
+        feldman.k1_fault(setup, n, dealer, c.by, values)
+    })
+}
+
+/// K3c as everyone checks it: each answer to `list` against its reshare commitments
+/// (product-party order) and the complainer's range.
 pub(super) fn reshare_answers<'m>(
     setup: &super::Setup,
-    nn: &Int,
-    (v, v_inv): (&Int, &Int),
+    feldman: &Feldman,
     commitments: &[&[Int]],
-    complaints: &[&Message],
+    list: &[Complaint],
     answers: &[&'m Message],
-) -> Result<(Vec<Complaint>, Vec<&'m [Int]>)> {
-    let feldman = Feldman {
-        v: v.clone(),
-        v_inv: v_inv.clone(),
-        nn: nn.clone(),
-    };
-    let list = complaint::complaints(complaints, &setup.product_parties, true)?;
-    let answers = complaint::answers(answers, &list, 1, "K3", |c, values| {
+) -> Result<Vec<&'m [Int]>> {
+    complaint::answers(answers, list, 1, "K3", |c, values| {
         let pos = setup
             .product_parties
             .iter()
             .position(|&p| p == c.against)
             .ok_or_else(|| "not a product party".to_string())?;
         feldman.k3_fault(setup, commitments[pos], c.by, values)
-    })?;
-    Ok((list, answers))
+    })
 }
 
 /// Waiting for K2: the masked products that open θ.
@@ -712,12 +710,7 @@ pub(super) struct Round3b {
 
 impl Round3b {
     pub(super) fn receive(self, ctx: &Ctx<'_>, inbox: &Inbox) -> Result<Transition> {
-        let complaints: Vec<Message> = inbox.broadcasts(ctx.all())?.into_iter().cloned().collect();
-        let list = complaint::complaints(
-            &complaints.iter().collect::<Vec<_>>(),
-            &ctx.setup.product_parties,
-            true,
-        )?;
+        let list = reshare_complaints(ctx.setup, &inbox.broadcasts(ctx.all())?)?;
         let mut out = Outgoing::default();
         if let Some(g) = &self.round3.reshare {
             let mut m = ctx.message(Round::ReshareAnswers, 0, None);
@@ -727,10 +720,7 @@ impl Round3b {
             out.broadcast = Some(m);
         }
         Ok(Transition::Next(
-            State::Key3c(Box::new(Round3c {
-                b: self,
-                complaints,
-            })),
+            State::Key3c(Box::new(Round3c { b: self, list })),
             out,
         ))
     }
@@ -740,8 +730,8 @@ impl Round3b {
 #[derive(Debug)]
 pub(super) struct Round3c {
     b: Round3b,
-    /// Everyone's K3b complaint broadcasts (party order).
-    complaints: Vec<Message>,
+    /// Everyone's K3b complaints, checked.
+    list: Vec<Complaint>,
 }
 
 impl Round3c {
@@ -759,7 +749,7 @@ impl Round3c {
                     commitments,
                     mut shares,
                 },
-            complaints,
+            list,
         } = self;
         let Round3 {
             pk,
@@ -770,12 +760,11 @@ impl Round3c {
         } = round3;
         drop(reshare);
         let refs: Vec<&[Int]> = commitments.iter().map(Vec::as_slice).collect();
-        let (list, answers) = reshare_answers(
+        let answers = reshare_answers(
             setup,
-            &feldman.nn,
-            (&feldman.v, &feldman.v_inv),
+            &feldman,
             &refs,
-            &complaints.iter().collect::<Vec<_>>(),
+            &list,
             &inbox.broadcasts(ctx.product_parties())?,
         )?;
         let shares = take_answers(

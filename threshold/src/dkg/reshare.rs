@@ -635,6 +635,25 @@ mod tests {
 
     use super::*;
 
+    /// R1b and R1c of a test run: every new member's complaint (returned, and appended to
+    /// `msgs`), then every dealer's answer (appended).
+    fn complain_and_answer(
+        params: &ReshareParameters,
+        dealings: &[Dealing],
+        msgs: &mut Vec<Message>,
+    ) -> Vec<Message> {
+        let complaints: Vec<Message> = (1..=params.new_parties)
+            .map(|j| complain(params, PartyIndex(j), msgs).unwrap())
+            .collect();
+        msgs.extend(complaints.iter().cloned());
+        let answers: Vec<Message> = dealings
+            .iter()
+            .map(|d| answer(params, d, msgs).unwrap())
+            .collect();
+        msgs.extend(answers);
+        complaints
+    }
+
     /// Issue 30 §1: a dealer that commits *honestly* to a polynomial whose top coefficient is
     /// far outside its public size passes every Feldman check; before the per-sub-share range
     /// check it was caught only through the sum of a member's sub-shares ("new key share
@@ -668,16 +687,9 @@ mod tests {
             msgs.extend(out.direct);
             dealings.push(dealing);
         }
-        for j in 1..=3 {
-            let c = complain(&params, PartyIndex(j), &msgs).unwrap();
-            assert_eq!(c.small, vec![2], "member {j} accuses dealer 2");
-            msgs.push(c);
+        for c in complain_and_answer(&params, &dealings, &mut msgs) {
+            assert_eq!(c.small, vec![2], "member {} accuses dealer 2", c.from);
         }
-        let answers: Vec<Message> = dealings
-            .iter()
-            .map(|d| answer(&params, d, &msgs).unwrap())
-            .collect();
-        msgs.extend(answers);
         for j in 1..=3 {
             let e = receive(&params, PartyIndex(j), &msgs).unwrap_err();
             assert_eq!(e.culprits(), vec![PartyIndex(2)], "member {j}: {e}");
@@ -712,16 +724,14 @@ mod tests {
             );
             dealings.push(dealing);
         }
-        for j in 1..=3 {
-            let c = complain(&params, PartyIndex(j), &msgs).unwrap();
-            assert_eq!(c.small, if j == 3 { vec![2] } else { vec![] }, "member {j}");
-            msgs.push(c);
+        for c in complain_and_answer(&params, &dealings, &mut msgs) {
+            let expected = if c.from == PartyIndex(3) {
+                vec![2]
+            } else {
+                vec![]
+            };
+            assert_eq!(c.small, expected, "member {}", c.from);
         }
-        let answers: Vec<Message> = dealings
-            .iter()
-            .map(|d| answer(&params, d, &msgs).unwrap())
-            .collect();
-        msgs.extend(answers);
         let keys: Vec<ThresholdPublicKey> = (1..=3)
             .map(|j| receive(&params, PartyIndex(j), &msgs).unwrap().0)
             .collect();

@@ -219,12 +219,14 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
             .invert(pk.nn())
             .ok_or_else(|| Error::KeyGenerationFailed("verification base is not a unit".into()))?;
         let k1 = key::key_commitments(&setup, &get(Round::KeyShares, 0, &mut (1..=n))?, pk.nn())?;
+        let feldman = key::Feldman::new(v.clone(), v_inv.clone(), pk.nn().clone());
+        let complaints = key::key_complaints(&setup, &get(Round::KeyComplaints, 0, &mut (1..=n))?)?;
         key::key_answers(
             &setup,
-            &pk,
-            (&v, &v_inv),
+            pk.n(),
+            &feldman,
             &k1,
-            &get(Round::KeyComplaints, 0, &mut (1..=n))?,
+            &complaints,
             &get(Round::KeyAnswers, 0, &mut (1..=n))?,
         )?;
         let bases = product::bases(&setup, &phi, &k1, pk.nn())?;
@@ -240,12 +242,13 @@ pub fn replay(params: &Parameters, broadcasts: &[Message]) -> Result<Verified> {
         let theta = key::open_theta(&setup, &ys, &modulus)?;
         let reshares = get(Round::Reshare, 0, &mut s.iter().copied())?;
         let commitments = key::reshare_commitments(&setup, &ws, &reshares, pk.nn())?;
+        let complaints =
+            key::reshare_complaints(&setup, &get(Round::ReshareComplaints, 0, &mut (1..=n))?)?;
         key::reshare_answers(
             &setup,
-            pk.nn(),
-            (&v, &v_inv),
+            &feldman,
             &commitments,
-            &get(Round::ReshareComplaints, 0, &mut (1..=n))?,
+            &complaints,
             &get(Round::ReshareAnswers, 0, &mut s.iter().copied())?,
         )?;
         let key = key::public_key(&setup, pk, v, theta, &commitments)?;
