@@ -1354,6 +1354,62 @@ pub(crate) mod hooks {
     }
 }
 
+/// Assertions the transport tests of `join` and `reshare` share.
+#[cfg(test)]
+pub(crate) mod testing {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::path::Path;
+
+    use crate::error::{Error, Result};
+
+    /// The members an error names (none unless it is a protocol fault).
+    pub(crate) fn culprits(e: &Error) -> Vec<u16> {
+        match e {
+            Error::Threshold(t) => t.culprits().iter().map(|p| p.0).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every member of `honest` stopped (`results` in member order), naming `culprit` in
+    /// `round`, and wrote no share to `tmp/out-i`.
+    pub(crate) fn assert_named_by(
+        results: &[Result<String>],
+        honest: &[u16],
+        culprit: u16,
+        round: &str,
+        tmp: &Path,
+    ) {
+        for &i in honest {
+            let e = results[usize::from(i) - 1]
+                .as_ref()
+                .expect_err("the run must stop");
+            let text = e.to_string();
+            assert_eq!(
+                culprits(e),
+                vec![culprit],
+                "member {i} must name member {culprit}: {text}"
+            );
+            assert!(text.contains(round), "member {i}: {text}");
+            assert!(!tmp.join(format!("out-{i}/share.json")).exists());
+        }
+    }
+
+    /// Every member finished, with one key; returns its fingerprint.
+    pub(crate) fn assert_one_key(results: &[Result<String>]) -> String {
+        let fps: Vec<&String> = results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.as_ref()
+                    .unwrap_or_else(|e| panic!("member {} failed: {e}", i + 1))
+            })
+            .collect();
+        assert!(fps.iter().all(|f| *f == fps[0]));
+        fps[0].clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1455,12 +1511,7 @@ mod tests {
         );
     }
 
-    fn culprits(e: &Error) -> Vec<u16> {
-        match e {
-            Error::Threshold(t) => t.culprits().iter().map(|p| p.0).collect(),
-            _ => Vec::new(),
-        }
-    }
+    use super::testing::{assert_named_by, assert_one_key, culprits};
 
     #[test]
     fn an_equivocating_party_in_join_is_named_by_every_honest_party() {
@@ -1590,19 +1641,7 @@ mod tests {
             true
         });
         let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
-        for i in [1u16, 3] {
-            let e = results[usize::from(i) - 1]
-                .as_ref()
-                .expect_err("a dealer that cannot answer must stop the ceremony");
-            let text = e.to_string();
-            assert_eq!(
-                culprits(e),
-                vec![2],
-                "member {i} must name member 2: {text}"
-            );
-            assert!(text.contains("KeyAnswers"), "member {i}: {text}");
-            assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
-        }
+        assert_named_by(&results, &[1, 3], 2, "KeyAnswers", tmp.path());
     }
 
     /// Attacker review of the complaint rounds, finding 2: member 2 *withholds* member 3's K1
@@ -1621,18 +1660,7 @@ mod tests {
             !(m.round == Round::KeyShares && m.to == Some(PartyIndex(3)))
         });
         let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
-        for i in [1u16, 3] {
-            let e = results[usize::from(i) - 1]
-                .as_ref()
-                .expect_err("a dealer that withholds and cannot answer must stop the ceremony");
-            let text = e.to_string();
-            assert_eq!(
-                culprits(e),
-                vec![2],
-                "member {i} must name member 2: {text}"
-            );
-            assert!(text.contains("KeyAnswers"), "member {i}: {text}");
-        }
+        assert_named_by(&results, &[1, 3], 2, "KeyAnswers", tmp.path());
     }
 
     /// The same bad share, answered correctly in public: the complaint repairs the run and
@@ -1648,15 +1676,7 @@ mod tests {
             true
         });
         let results = join_all(tmp.path(), &config, &dirs, Duration::from_secs(30));
-        let fingerprints: Vec<&String> = results
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.as_ref()
-                    .unwrap_or_else(|e| panic!("member {} failed: {e}", i + 1))
-            })
-            .collect();
-        assert!(fingerprints.iter().all(|f| *f == fingerprints[0]));
+        assert_one_key(&results);
         // A finished run leaves no pending share behind.
         for i in 1..=3 {
             assert!(!tmp.path().join(format!("out-{i}/pending")).exists());

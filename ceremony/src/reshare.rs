@@ -632,12 +632,12 @@ async fn reshare_async(
         early: Vec::new(),
         signatures: BTreeMap::new(),
     };
+    let mut rng = ChaCha20Rng::from_rng(OsRng)
+        .map_err(|e| Error::format("random generator", e.to_string()))?;
     // R1: deal.
     let mut dealing = None;
     let mut mine_now = None;
     if let Some(share) = share {
-        let mut rng = ChaCha20Rng::from_rng(OsRng)
-            .map_err(|e| Error::format("random generator", e.to_string()))?;
         let (kept, out) = deal(&params, share, &mut rng)?;
         dealing = Some(kept);
         mine_now = out.broadcast;
@@ -694,7 +694,10 @@ async fn reshare_async(
         (Round::Refresh, ECHO_DEALINGS),
         (Round::RefreshComplaints, ECHO_COMPLAINTS),
         (Round::RefreshAnswers, ECHO_ANSWERS),
+        (Round::RefreshTest, ECHO_TEST),
     ];
+    // The new key and this participant's new share, once R1c is checked.
+    let mut derived: Option<(ThresholdPublicKey, Option<KeyShare>)> = None;
     for (round, tag) in phases {
         #[cfg(test)]
         if round == Round::RefreshComplaints {
@@ -709,7 +712,7 @@ async fn reshare_async(
             }
         }
         let senders = senders(config, &params, round);
-        let signed = match inbox
+        let signed = inbox
             .collect(
                 &mut mesh,
                 config,
@@ -720,11 +723,7 @@ async fn reshare_async(
                 me,
                 opts.round_timeout,
             )
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => return Err(e),
-        };
+            .await?;
         // Broadcast with echo: before anything depends on this round's messages, every
         // participant confirms it received the same ones; a participant that sent two is named
         // by all, with both signed copies as the evidence.
@@ -740,21 +739,47 @@ async fn reshare_async(
             return Err(e);
         }
         // Everyone — whatever its role — checks the public messages so far and reaches the same
-        // verdict here; then the next round's message. A participant that stops closes its
-        // connections cleanly, so that nobody mistakes its leaving for a fault of its own.
-        let step =
-            check_public(&params, round, &public(&inbox.pending)).and_then(|()| match round {
-                // R1b: every new member says which sub-shares failed (usually none).
-                Round::Refresh => my_new
-                    .map(|j| complain(&params, j, &inbox.pending))
-                    .transpose(),
-                // R1c: every dealer answers the complaints against it, in public.
-                Round::RefreshComplaints => dealing
+        // verdict here (`check_public` after R1 and R1b; `receive` and `reshared_key` check
+        // everything after R1c); then the next round's message. A participant that stops
+        // closes its connections cleanly, so that nobody mistakes its leaving for a fault of
+        // its own.
+        let step = match round {
+            // R1b: every new member says which sub-shares failed (usually none).
+            Round::Refresh => {
+                check_public(&params, round, &public(&inbox.pending)).and_then(|()| {
+                    my_new
+                        .map(|j| complain(&params, j, &inbox.pending))
+                        .transpose()
+                })
+            }
+            // R1c: every dealer answers the complaints against it, in public.
+            Round::RefreshComplaints => check_public(&params, round, &public(&inbox.pending))
+                .and_then(|()| {
+                    dealing
+                        .as_ref()
+                        .map(|d| answer(&params, d, &inbox.pending))
+                        .transpose()
+                }),
+            // R2: before anyone accepts the new key (and before any old share may be
+            // destroyed), the new committee decrypts a test ciphertext hashed from the session
+            // and the new key.
+            Round::RefreshAnswers => match my_new {
+                Some(j) => receive(&params, j, &inbox.pending).map(|(k, s)| (k, Some(s))),
+                None => reshared_key(&params, &public(&inbox.pending)).map(|k| (k, None)),
+            }
+            .and_then(|(key, share)| {
+                let partial = share
                     .as_ref()
-                    .map(|d| answer(&params, d, &inbox.pending))
-                    .transpose(),
-                _ => Ok(None),
-            });
+                    .map(|s| test_partial(&params, &key, s, &mut rng))
+                    .transpose();
+                derived = Some((key, share));
+                partial
+            }),
+            _ => derived
+                .as_ref()
+                .map_or(Ok(()), |(key, _)| check_test(&params, key, &inbox.pending))
+                .map(|()| None),
+        };
         mine_now = match step {
             Ok(m) => m,
             Err(e) => {
@@ -764,56 +789,8 @@ async fn reshare_async(
         };
     }
     drop(dealing);
-    let derived = match my_new {
-        Some(j) => receive(&params, j, &inbox.pending).map(|(k, s)| (k, Some(s))),
-        None => reshared_key(&params, &public(&inbox.pending)).map(|k| (k, None)),
-    };
-    let (new_key, new_share) = match derived {
-        Ok(d) => d,
-        Err(e) => {
-            mesh.finish().await;
-            return Err(by_participant(e));
-        }
-    };
-    // R2: before anyone accepts the new key (and before any old share may be destroyed), the
-    // new committee decrypts a test ciphertext hashed from the session and the new key.
-    if let Some(share) = &new_share {
-        let mut rng = ChaCha20Rng::from_rng(OsRng)
-            .map_err(|e| Error::format("random generator", e.to_string()))?;
-        if let Some(m) = send_tampered(
-            test_partial(&params, &new_key, share, &mut rng)?,
-            &mine.member.address,
-        ) {
-            mesh.send(None, &m);
-            inbox.pending.push(m);
-        }
-    }
-    let round = Round::RefreshTest;
-    let senders = senders(config, &params, round);
-    let signed = inbox
-        .collect(
-            &mut mesh,
-            config,
-            &params,
-            round,
-            &senders,
-            my_new,
-            me,
-            opts.round_timeout,
-        )
-        .await?;
-    if let Err(e) = mesh
-        .echo_round(ECHO_TEST, &signed, &everyone, opts.round_timeout, round)
-        .await
-    {
-        crate::net::keep_evidence(&mesh, &opts.out, params.session(), config.identities())?;
-        mesh.finish().await;
-        return Err(e);
-    }
-    if let Err(e) = check_test(&params, &new_key, &inbox.pending) {
-        mesh.finish().await;
-        return Err(by_participant(e));
-    }
+    let (new_key, new_share) = derived
+        .ok_or_else(|| Error::format("re-sharing", "ended without a new key (no R1c step ran)"))?;
     let mut signatures = inbox.signatures;
     let broadcasts = public(&inbox.pending);
 
@@ -1049,6 +1026,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::testing::{assert_named_by, assert_one_key, culprits};
 
     fn member(i: u16) -> MemberConfig {
         MemberConfig {
@@ -1273,7 +1251,7 @@ mod tests {
                 .expect_err("an equivocation must stop the re-sharing");
             let text = e.to_string();
             assert_eq!(
-                e_culprits(&e),
+                culprits(&e),
                 vec![1],
                 "participant {i} must name the equivocating dealer: {text}"
             );
@@ -1303,15 +1281,7 @@ mod tests {
             }
             true
         });
-        for i in [1u16, 3] {
-            let e = results[usize::from(i) - 1]
-                .as_ref()
-                .expect_err("a dealer that cannot answer must stop the re-sharing");
-            let text = e.to_string();
-            assert_eq!(e_culprits(e), vec![2], "participant {i}: {text}");
-            assert!(text.contains("RefreshAnswers"), "participant {i}: {text}");
-            assert!(!tmp.path().join(format!("out-{i}/share.json")).exists());
-        }
+        assert_named_by(&results, &[1, 3], 2, "RefreshAnswers", tmp.path());
     }
 
     /// Runs [`loopback`]'s three participants with participant 2 tampering with what it sends.
@@ -1366,17 +1336,7 @@ mod tests {
             true
         });
         assert_eq!(results.len(), 3);
-        for i in [1u16, 3] {
-            let e = results[usize::from(i) - 1]
-                .as_ref()
-                .expect_err("a malformed complaint must stop the re-sharing");
-            let text = e.to_string();
-            assert_eq!(e_culprits(e), vec![2], "participant {i}: {text}");
-            assert!(
-                text.contains("RefreshComplaints"),
-                "participant {i}: {text}"
-            );
-        }
+        assert_named_by(&results, &[1, 3], 2, "RefreshComplaints", tmp.path());
     }
 
     /// Second attacker review, finding 1: dealer 2 holds back participant 3's sub-share and
@@ -1391,15 +1351,7 @@ mod tests {
             |m| !(m.round == Round::Refresh && m.to == Some(PartyIndex(3))),
             true,
         );
-        let fps: Vec<&String> = results
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.as_ref()
-                    .unwrap_or_else(|e| panic!("participant {} failed: {e}", i + 1))
-            })
-            .collect();
-        assert!(fps.iter().all(|f| *f == fps[0]));
+        assert_one_key(&results);
     }
 
     /// A sub-share withheld (attacker review, finding 2), answered correctly in public: the
@@ -1412,15 +1364,7 @@ mod tests {
         let (_, results) = run_all_with(tmp.path(), |m| {
             !(m.round == Round::Refresh && m.to == Some(PartyIndex(3)))
         });
-        let fps: Vec<&String> = results
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.as_ref()
-                    .unwrap_or_else(|e| panic!("participant {} failed: {e}", i + 1))
-            })
-            .collect();
-        assert!(fps.iter().all(|f| *f == fps[0]));
+        assert_one_key(&results);
         let json = std::fs::read(tmp.path().join("out-3/reshare-transcript.json")).unwrap();
         let v = verify_reshare(&json, None);
         assert!(v.ok(), "{:?}", v.checks);
@@ -1538,13 +1482,6 @@ mod tests {
         assert!(e.to_string().contains("current member 2"), "{e}");
         let e = pins(&ids, Some(&previous(members, "ab".repeat(32)))).unwrap_err();
         assert!(e.to_string().contains("another key"), "{e}");
-    }
-
-    fn e_culprits(e: &Error) -> Vec<u16> {
-        match e {
-            Error::Threshold(t) => t.culprits().iter().map(|p| p.0).collect(),
-            _ => Vec::new(),
-        }
     }
 
     #[test]
